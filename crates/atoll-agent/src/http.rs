@@ -1,0 +1,111 @@
+//! The agent's own API, called by the server with the token it issued at
+//! registration. Nothing is served before the agent has registered.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use atoll_api::ErrorBody;
+use atoll_api::agent::{AgentStatus, OpRequest};
+use atoll_plan::ProbeRequest;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::identity::{Identity, sha256_hex};
+use crate::ops::{Journal, OpError};
+
+#[derive(Clone)]
+pub(crate) struct AgentState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    identity: RwLock<Identity>,
+    journal: Journal,
+    address: IpAddr,
+    started_at_ms: i64,
+}
+
+impl AgentState {
+    pub(crate) fn new(identity: Identity, journal: Journal, address: IpAddr) -> Self {
+        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, address, started_at_ms: crate::now_ms() }) }
+    }
+
+    pub(crate) fn set_identity(&self, id: Identity) {
+        if let Ok(mut g) = self.inner.identity.write() {
+            *g = id;
+        }
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        self.inner.identity.read().ok().map(|g| g.clone())
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: code.into(), message: message.into() })).into_response()
+}
+
+pub(crate) fn router(state: AgentState) -> Router {
+    let authed = Router::new()
+        .route("/agent/v1/status", get(status))
+        .route("/agent/v1/facts", get(facts))
+        .route("/agent/v1/probe", post(probe))
+        .route("/agent/v1/ops", post(op).get(journal))
+        .layer(middleware::from_fn_with_state(state.clone(), require_server));
+    Router::new().route("/healthz", get(|| async { "ok" })).merge(authed).with_state(state)
+}
+
+/// Admits only the server that registered this agent.
+async fn require_server(State(s): State<AgentState>, req: Request, next: Next) -> Response {
+    let Some(expected) = s.identity().and_then(|i| i.server_token_hash) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_registered", "this agent has not registered with a server yet");
+    };
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => error(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token: only the platform server may call this agent"),
+        Some(t) if constant_time_eq(sha256_hex(t).as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token: this agent is registered with another server or was re-registered"),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(s): State<AgentState>) -> Response {
+    match s.identity() {
+        Some(i) => Json(AgentStatus { host_id: i.host_id, version: crate::VERSION.into(), started_at_ms: s.inner.started_at_ms }).into_response(),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "identity unavailable"),
+    }
+}
+
+async fn facts() -> Response {
+    match tokio::task::spawn_blocking(crate::facts::collect).await {
+        Ok(f) => Json(f).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("collecting facts failed: {e}")),
+    }
+}
+
+async fn probe(State(s): State<AgentState>, Json(req): Json<ProbeRequest>) -> Response {
+    Json(crate::probe::run(s.inner.address, &req).await).into_response()
+}
+
+async fn op(State(s): State<AgentState>, Json(req): Json<OpRequest>) -> Response {
+    match s.inner.journal.execute(&req.key, &req.op).await {
+        Ok(r) => Json(r).into_response(),
+        Err(OpError::Refused(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", m),
+        Err(OpError::Io(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, "io", m),
+    }
+}
+
+async fn journal(State(s): State<AgentState>) -> Response {
+    Json(s.inner.journal.entries()).into_response()
+}

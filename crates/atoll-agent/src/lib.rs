@@ -1,0 +1,66 @@
+//! `atoll agent`: the only process that touches a host. It registers the
+//! host with the platform, heartbeats with fresh facts, and performs the
+//! probes and operations the server asks for.
+
+pub mod facts;
+mod http;
+pub mod identity;
+mod link;
+pub mod ops;
+pub mod probe;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use atoll_core::UnixMs;
+use tokio_util::sync::CancellationToken;
+
+pub use identity::Identity;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Base URL of a platform server, e.g. `http://127.0.0.1:8080`.
+    pub server: String,
+    /// Needed only the first time this host joins.
+    pub join_token: Option<String>,
+    /// Where the agent's API listens; its IP is the host's address.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub name: Option<String>,
+    pub zone: Option<String>,
+    /// How often full facts go with a heartbeat.
+    pub facts_every: Duration,
+}
+
+/// Runs the agent until `shutdown`, or until the platform says this host
+/// was removed.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let identity = Identity::load_or_create(&config.data_dir)?;
+    let journal = ops::Journal::open(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another --listen address", config.listen))?;
+    tracing::info!(host_id = %identity.host_id, listen = %config.listen, server = %config.server, "agent starting");
+
+    let state = http::AgentState::new(identity.clone(), journal, config.listen.ip());
+    let app = http::router(state.clone());
+    let serve_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await
+    });
+
+    let result = link::Link::new(config, identity, state).run(shutdown.clone()).await;
+    shutdown.cancel();
+    server.await??;
+    result
+}
+
+pub(crate) fn now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as UnixMs)
+        .unwrap_or(0)
+}

@@ -1,0 +1,141 @@
+//! The agent's side of the conversation with the platform: registration,
+//! then heartbeats carrying facts and the measured clock offset.
+
+use std::time::Duration;
+
+use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use atoll_client::{Client, ClientError};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::AgentState;
+use crate::identity::{Identity, sha256_hex};
+use crate::{AgentConfig, now_ms};
+
+pub(crate) struct Link {
+    config: AgentConfig,
+    identity: Identity,
+    state: AgentState,
+    interval: Duration,
+    clock_offset_ms: Option<i64>,
+}
+
+impl Link {
+    pub(crate) fn new(config: AgentConfig, identity: Identity, state: AgentState) -> Self {
+        Self { config, identity, state, interval: Duration::from_secs(2), clock_offset_ms: None }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.config.listen)
+    }
+
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.register_until_done(&shutdown).await?;
+        let mut last_facts = tokio::time::Instant::now();
+        let mut send_facts = true;
+        let mut unreachable_logged = false;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match self.heartbeat(send_facts).await {
+                Ok(()) => {
+                    if unreachable_logged {
+                        tracing::info!(server = %self.config.server, "server reachable again");
+                        unreachable_logged = false;
+                    }
+                    if send_facts {
+                        last_facts = tokio::time::Instant::now();
+                    }
+                    send_facts = last_facts.elapsed() >= self.config.facts_every;
+                }
+                Err(ClientError::Api { status: 404, .. }) => {
+                    anyhow::bail!("the platform no longer knows this host (it was removed); start the agent with --join-token to join again");
+                }
+                Err(ClientError::Api { status: 401, message, .. }) => {
+                    tracing::warn!(%message, "server refused our token; registering again");
+                    self.register_until_done(&shutdown).await?;
+                    send_facts = true;
+                }
+                Err(e) => {
+                    if !unreachable_logged {
+                        tracing::warn!(error = %e, "heartbeat failed; will keep trying");
+                        unreachable_logged = true;
+                    }
+                    send_facts = true;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self, with_facts: bool) -> Result<(), ClientError> {
+        let facts = if with_facts {
+            let mut f = tokio::task::spawn_blocking(crate::facts::collect).await.unwrap_or_default();
+            f.clock_offset_ms = self.clock_offset_ms;
+            Some(f)
+        } else {
+            None
+        };
+        let client = Client::with_timeout(&self.config.server, self.identity.agent_token.clone(), Duration::from_secs(5));
+        let req = HeartbeatRequest {
+            host_id: self.identity.host_id,
+            address: self.config.listen.ip().to_string(),
+            agent_url: self.url(),
+            facts,
+        };
+        let t0 = now_ms();
+        let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;
+        let t1 = now_ms();
+        // NTP-style: the server read its clock half-way through the exchange.
+        self.clock_offset_ms = Some((t0 + t1) / 2 - resp.server_time_ms);
+        self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+        Ok(())
+    }
+
+    async fn register_until_done(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.register().await {
+                Ok(()) => return Ok(()),
+                Err(ClientError::Api { status: 401 | 403 | 409 | 422, message, .. }) => {
+                    anyhow::bail!("registration refused: {message}");
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot register yet"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => anyhow::bail!("stopped before registering"),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn register(&mut self) -> Result<(), ClientError> {
+        let facts = tokio::task::spawn_blocking(crate::facts::collect).await.unwrap_or_default();
+        let req = RegisterRequest {
+            host_id: self.identity.host_id,
+            join_token: self.config.join_token.clone(),
+            agent_token: self.identity.agent_token.clone(),
+            name: self.config.name.clone(),
+            zone: self.config.zone.clone(),
+            address: self.config.listen.ip().to_string(),
+            agent_url: self.url(),
+            agent_version: crate::VERSION.into(),
+            facts,
+        };
+        let client = Client::with_timeout(&self.config.server, None, Duration::from_secs(10));
+        let resp: RegisterResponse = client.post("/agent/v1/register", &req).await?;
+        self.identity.agent_token = Some(resp.agent_token);
+        self.identity.server_token_hash = Some(sha256_hex(&resp.server_token));
+        if let Err(e) = self.identity.save(&self.config.data_dir) {
+            tracing::error!(error = %e, "registered, but could not save credentials; the next start will need --join-token");
+        }
+        self.state.set_identity(self.identity.clone());
+        self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+        tracing::info!(host_id = %resp.host_id, name = %resp.name, "registered with the platform");
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! The agent protocol: registration and heartbeats (agent → server) and the
+//! host operations the server asks of an agent (server → agent).
+
+use atoll_core::{HostFacts, HostId, UnixMs};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The agent's own identity, kept in its data directory.
+    pub host_id: HostId,
+    /// Needed for a host the server does not know yet.
+    pub join_token: Option<String>,
+    /// The agent's current token, proving a re-registration is the same
+    /// agent.
+    pub agent_token: Option<String>,
+    pub name: Option<String>,
+    pub zone: Option<String>,
+    pub address: String,
+    pub agent_url: String,
+    pub agent_version: String,
+    pub facts: HostFacts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    pub host_id: HostId,
+    pub name: String,
+    /// The agent presents this on every call to the server.
+    pub agent_token: String,
+    /// The server presents this on every call to the agent.
+    pub server_token: String,
+    pub heartbeat_interval_ms: u64,
+    pub server_time_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub host_id: HostId,
+    pub address: String,
+    pub agent_url: String,
+    /// Sent every so often, not on every beat.
+    pub facts: Option<HostFacts>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    pub server_time_ms: UnixMs,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// An operation on a host, keyed for exactly-once effect: a repeated key
+/// returns the first result without acting again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpRequest {
+    pub key: String,
+    pub op: HostOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostOp {
+    /// Create directories (and parents) with `mode`, owned by `owner`
+    /// (default `mysql` where that user exists).
+    MakeDirs { paths: Vec<String>, owner: Option<String>, mode: u32 },
+    /// Remove, with their content, those of `paths` this agent created;
+    /// other paths are kept and reported.
+    RemoveDirs { paths: Vec<String> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OpResult {
+    pub key: String,
+    /// `true` when the effect had already happened and this is its record.
+    pub replayed: bool,
+    pub detail: Value,
+}
+
+/// One entry of the agent's operation journal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OpJournalEntry {
+    pub key: String,
+    pub op: HostOp,
+    /// How many times the effect ran: 1 unless the journal was lost.
+    pub executions: u32,
+    /// How many times a repeat was answered from the journal.
+    pub replays: u32,
+    pub at_ms: UnixMs,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentStatus {
+    pub host_id: HostId,
+    pub version: String,
+    pub started_at_ms: UnixMs,
+}

@@ -1,0 +1,246 @@
+//! `/api/v1`: what the CLI, the console and scripts use.
+
+use atoll_core::{Host, HostStatus, Phase, Role, StepStatus, TaskStatus, UnixMs};
+use atoll_plan::check::{CheckResult, CheckStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    pub user: String,
+    pub role: Role,
+    /// The first login with a generated password must set a new one
+    /// (`POST /api/v1/auth/password`) before anything else is allowed.
+    pub must_change_password: bool,
+    /// Session token (also set as the `atoll_session` cookie); ends after
+    /// `idle_timeout_s` without use.
+    pub token: String,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub user: String,
+    pub role: Role,
+    pub must_change_password: bool,
+    /// `session` or `token`.
+    pub auth: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub name: String,
+    pub password: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub role: Role,
+    pub must_change_password: bool,
+    pub created_at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// What the token is for, e.g. `cli@laptop`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: String,
+    pub name: String,
+    /// Shown once; only its hash is kept.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub created_at_ms: UnixMs,
+    pub last_used_ms: Option<UnixMs>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddHostRequest {
+    /// IP address the host's agent will listen on.
+    pub address: String,
+    pub name: Option<String>,
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddedHost {
+    pub host: HostView,
+    /// The command that starts this host's agent and joins it.
+    pub agent_command: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostView {
+    #[serde(flatten)]
+    pub host: Host,
+    /// The last precheck, if one ran.
+    pub checks: Option<HostCheckReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostSummary {
+    pub total: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub pending: usize,
+}
+
+impl HostSummary {
+    pub fn of<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> Self {
+        let mut s = HostSummary { total: 0, online: 0, offline: 0, pending: 0 };
+        for h in hosts {
+            s.total += 1;
+            match h.status {
+                HostStatus::Online => s.online += 1,
+                HostStatus::Offline => s.offline += 1,
+                HostStatus::Pending => s.pending += 1,
+            }
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Hosts to check (id, name or address); empty means all.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `production` (the seed's table, default) or `sandbox`.
+    pub profile: Option<String>,
+    /// Where databases will live; default from the server's config.
+    pub data_dir: Option<String>,
+    /// Ports that must be free; default the MariaDB/Galera ones.
+    pub ports: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostCheckReport {
+    pub host: String,
+    pub profile: String,
+    pub data_dir: String,
+    pub worst: CheckStatus,
+    pub results: Vec<CheckResult>,
+    pub checked_at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckResponse {
+    pub profile: String,
+    pub worst: CheckStatus,
+    pub hosts: Vec<HostCheckReport>,
+    /// Checks across hosts, such as clock skew.
+    pub across_hosts: Vec<CheckResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRequest {
+    /// Hosts to prepare (id, name or address); at least one.
+    pub hosts: Vec<String>,
+    pub profile: Option<String>,
+    pub data_dir: Option<String>,
+    /// OS user that will own the directories; default `mysql` when it
+    /// exists on the host, else the agent's user.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveHostRequest {
+    /// Also delete the directories `host prepare` created.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenView {
+    pub token: String,
+    /// `atoll agent` command line with the server URL and token filled in.
+    pub agent_command: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub target: String,
+    pub status: TaskStatus,
+    pub phase: Phase,
+    pub cancel_requested: bool,
+    pub created_by: String,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+    pub finished_at_ms: Option<UnixMs>,
+    pub steps_done: usize,
+    pub steps_total: usize,
+    /// Present on `GET /tasks/{id}`; empty in listings.
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepView {
+    pub key: String,
+    pub kind: String,
+    pub title: String,
+    pub deps: Vec<String>,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub started_at_ms: Option<UnixMs>,
+    pub finished_at_ms: Option<UnixMs>,
+    pub error: Option<String>,
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepLogView {
+    pub id: i64,
+    pub step: String,
+    pub attempt: u32,
+    pub at_ms: UnixMs,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub at_ms: UnixMs,
+    pub actor: String,
+    pub source: String,
+    pub action: String,
+    pub target: String,
+    pub detail: Value,
+    pub outcome: String,
+}

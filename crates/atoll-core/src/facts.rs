@@ -1,0 +1,123 @@
+//! What an agent reports about its host: the facts the sizing table and the
+//! prechecks are evaluated against.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMs;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub cpu: CpuFacts,
+    /// Total physical memory, from `MemTotal` in /proc/meminfo.
+    pub memory_bytes: u64,
+    /// Memory available for new work, from `MemAvailable`.
+    pub memory_available_bytes: u64,
+    pub mounts: Vec<Mount>,
+    pub nics: Vec<Nic>,
+    pub os: OsFacts,
+    pub nofile: NofileLimit,
+    /// The kernel settings the prechecks look at, by their dotted sysctl name
+    /// (`fs.aio-max-nr`), plus `kernel.mm.transparent_hugepage` for THP.
+    pub sysctls: BTreeMap<String, String>,
+    /// Agent clock minus server clock, measured NTP-style on the last
+    /// exchange; `None` until the first measurement.
+    pub clock_offset_ms: Option<i64>,
+    pub collected_at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CpuFacts {
+    /// Logical CPUs the host has online.
+    pub cores: u32,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    pub path: String,
+    pub device: String,
+    pub fs_type: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    /// `Some(true)` when the backing block device is non-rotational;
+    /// `None` when the kernel does not say (virtual or network filesystems).
+    pub ssd: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    pub name: String,
+    /// Link speed in Mbit/s; `None` where the kernel does not report one
+    /// (virtio, loopback, link down) rather than a misleading 0.
+    pub speed_mbps: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OsFacts {
+    /// `PRETTY_NAME` from /etc/os-release.
+    pub name: String,
+    pub kernel: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NofileLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl HostFacts {
+    /// The mount that holds `path`: the longest mount point that prefixes it.
+    pub fn mount_for(&self, path: &str) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .filter(|m| {
+                path == m.path
+                    || m.path == "/"
+                    || path.starts_with(&format!("{}/", m.path.trim_end_matches('/')))
+            })
+            .max_by_key(|m| m.path.len())
+    }
+
+    /// The fastest link speed any NIC reports.
+    pub fn fastest_nic_mbps(&self) -> Option<u32> {
+        self.nics.iter().filter_map(|n| n.speed_mbps).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(path: &str) -> Mount {
+        Mount { path: path.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn mount_for_picks_longest_prefix() {
+        let f = HostFacts {
+            mounts: vec![mount("/"), mount("/var"), mount("/var/lib/data"), mount("/varx")],
+            ..Default::default()
+        };
+        assert_eq!(f.mount_for("/var/lib/atoll").map(|m| m.path.as_str()), Some("/var"));
+        assert_eq!(f.mount_for("/var/lib/data").map(|m| m.path.as_str()), Some("/var/lib/data"));
+        assert_eq!(f.mount_for("/varx/y").map(|m| m.path.as_str()), Some("/varx"));
+        assert_eq!(f.mount_for("/srv").map(|m| m.path.as_str()), Some("/"));
+    }
+}

@@ -1,0 +1,39 @@
+//! Atoll's domain model. Pure data and rules: nothing here performs I/O, so
+//! every rule can be unit-tested and reused by the server, the agent and the CLI.
+
+pub mod facts;
+pub mod host;
+pub mod role;
+pub mod task;
+
+pub use facts::{CpuFacts, HostFacts, Mount, Nic, NofileLimit, OsFacts};
+pub use host::{Host, HostId, HostStatus};
+pub use role::Role;
+pub use task::{Phase, StepState, StepStatus, TaskStatus};
+
+/// Milliseconds since the Unix epoch: the one time representation stored and
+/// sent everywhere (MetaDB keeps it as BIGINT on every back end).
+pub type UnixMs = i64;
+
+/// Whether `s` is a usable name for a host, zone or user: a lowercase letter,
+/// then up to 62 lowercase letters, digits or dashes. Kept strict so names are
+/// safe in paths, URLs and SQL identifiers alike.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && s.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert!(super::valid_name("z1"));
+        assert!(super::valid_name("host-a"));
+        assert!(!super::valid_name("1z"));
+        assert!(!super::valid_name("Zone"));
+        assert!(!super::valid_name(""));
+        assert!(!super::valid_name("a/b"));
+    }
+}

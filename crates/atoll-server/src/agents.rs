@@ -1,0 +1,123 @@
+//! `/agent/v1` on the server: registration and heartbeats from agents.
+
+use std::net::SocketAddr;
+
+
+use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use atoll_core::HostStatus;
+use atoll_store::{HeartbeatRecord, Registration};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::{bearer, random_token, sha256_hex};
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::join;
+use crate::state::{AppState, now_ms};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/agent/v1/register", post(register)).route("/agent/v1/heartbeat", post(heartbeat))
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Registers a host, or re-registers a known one. A new host needs the join
+/// token; a known one must prove it is the same agent with its own token.
+async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, JsonBody(req): JsonBody<RegisterRequest>) -> ApiResult<Json<RegisterResponse>> {
+    if req.address.parse::<std::net::IpAddr>().is_err() {
+        return Err(ApiError::BadRequest(format!("invalid address {:?}", req.address)));
+    }
+    for (what, v) in [("name", &req.name), ("zone", &req.zone)] {
+        if let Some(v) = v.as_ref().filter(|v| !atoll_core::valid_name(v)) {
+            return Err(ApiError::BadRequest(format!("invalid {what} {v:?}: use a lowercase letter, then letters, digits or dashes")));
+        }
+    }
+    let existing = state.store.get_host(req.host_id).await?;
+    let proven = match (&existing, &req.agent_token) {
+        (Some(h), Some(t)) => h.agent_token_hash.as_deref().is_some_and(|hash| constant_time_eq(hash, &sha256_hex(t))),
+        _ => false,
+    };
+    let join_ok = match &req.join_token {
+        Some(t) => constant_time_eq(t, &join::token(&state).await?),
+        None => false,
+    };
+    if !proven && !join_ok {
+        let why = if req.join_token.is_some() { "wrong join token" } else { "a new host needs --join-token" };
+        state.audit("agent", peer, "host.register", &req.host_id.to_string(), json!({ "address": req.address }), &format!("refused: {why}")).await;
+        return Err(ApiError::Unauthorized(format!("{why}: `atoll host join-token` prints the current one")));
+    }
+    let name = match (&existing, &req.name) {
+        (Some(h), _) => h.host.name.clone(),
+        (None, Some(n)) => n.clone(),
+        (None, None) => default_name(&state, &req).await?,
+    };
+    let agent_token = random_token();
+    let server_token = random_token();
+    let reg = Registration {
+        id: req.host_id,
+        name,
+        address: req.address.clone(),
+        agent_url: req.agent_url.clone(),
+        zone: req.zone.clone(),
+        facts: req.facts,
+        agent_version: req.agent_version,
+        agent_token_hash: sha256_hex(&agent_token),
+        server_token: server_token.clone(),
+        now: now_ms(),
+    };
+    let host = state.store.register_host(&reg).await?;
+    state.audit("agent", peer, "host.register", &host.host.name, json!({ "id": host.host.id, "address": host.host.address }), "ok").await;
+    if existing.is_some_and(|h| h.host.status == HostStatus::Offline) {
+        state.audit("agent", peer, "host.online", &host.host.name, json!({}), "ok").await;
+    }
+    tracing::info!(host = %host.host.name, id = %host.host.id, address = %host.host.address, "host registered");
+    Ok(Json(RegisterResponse {
+        host_id: host.host.id,
+        name: host.host.name,
+        agent_token,
+        server_token,
+        heartbeat_interval_ms: state.config.heartbeat_interval_ms,
+        server_time_ms: now_ms(),
+    }))
+}
+
+/// `host-<address>`; agents on one machine share a hostname, so the
+/// hostname alone would clash.
+async fn default_name(state: &AppState, req: &RegisterRequest) -> ApiResult<String> {
+    let by_addr = format!("host-{}", req.address.replace(['.', ':'], "-"));
+    if state.store.find_host(&by_addr).await?.is_none() {
+        return Ok(by_addr);
+    }
+    Ok(format!("host-{}", &req.host_id.to_string()[..8]))
+}
+
+/// The agent behind a heartbeat, authenticated by its token.
+struct AgentCaller(String);
+
+impl FromRequestParts<AppState> for AgentCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &AppState) -> Result<Self, ApiError> {
+        bearer(parts).map(AgentCaller).ok_or_else(|| ApiError::Unauthorized("missing agent token".into()))
+    }
+}
+
+async fn heartbeat(State(state): State<AppState>, AgentCaller(token): AgentCaller, JsonBody(req): JsonBody<HeartbeatRequest>) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let Some(host) = state.store.get_host(req.host_id).await? else {
+        return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
+    };
+    if !host.agent_token_hash.as_deref().is_some_and(|h| constant_time_eq(h, &sha256_hex(&token))) {
+        return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
+    }
+    let hb = HeartbeatRecord { id: req.host_id, now: now_ms(), address: req.address, agent_url: req.agent_url, facts: req.facts };
+    let before = state.store.record_heartbeat(&hb).await?;
+    metrics::counter!("atoll_heartbeats_total").increment(1);
+    if before == Some(HostStatus::Offline) {
+        tracing::info!(host = %host.host.name, "host back online");
+        state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &host.host.name, json!({}), "ok").await;
+    }
+    Ok(Json(HeartbeatResponse { server_time_ms: now_ms(), heartbeat_interval_ms: state.config.heartbeat_interval_ms }))
+}
+

@@ -1,0 +1,153 @@
+//! Hosts: adding, listing, checking, preparing and removing them.
+
+use std::net::IpAddr;
+
+use atoll_api::ErrorBody;
+use atoll_api::v1::{AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostView, JoinTokenView, PrepareRequest, RemoveHostRequest, TaskView};
+use atoll_core::{Host, HostId, HostStatus};
+use atoll_store::HostRecord;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::{Admin, Caller, Operator};
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::hostops;
+use crate::state::{AppState, now_ms};
+use crate::{join, steps};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_hosts, add_host))
+        .routes(routes!(get_host, remove_host))
+        .routes(routes!(check_hosts))
+        .routes(routes!(prepare_hosts))
+        .routes(routes!(join_token))
+}
+
+pub fn host_view(r: HostRecord) -> HostView {
+    let checks = r.checks.and_then(|c| serde_json::from_value::<HostCheckReport>(c).ok());
+    HostView { host: r.host, checks }
+}
+
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", responses((status = 200, body = Vec<HostView>), (status = 401, body = ErrorBody)))]
+async fn list_hosts(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<HostView>>> {
+    Ok(Json(state.store.list_hosts().await?.into_iter().map(host_view).collect()))
+}
+
+/// Declares a host before its agent runs; returns the command that starts
+/// the agent there.
+#[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", request_body = AddHostRequest,
+    responses((status = 201, body = AddedHost), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_host(State(state): State<AppState>, Operator(caller): Operator, JsonBody(req): JsonBody<AddHostRequest>) -> ApiResult<(StatusCode, Json<AddedHost>)> {
+    let address: IpAddr = req
+        .address
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid address {:?}: give the IP address the host's agent will listen on", req.address)))?;
+    let name = req.name.clone().unwrap_or_else(|| format!("host-{}", address.to_string().replace(['.', ':'], "-")));
+    if !atoll_core::valid_name(&name) {
+        return Err(ApiError::BadRequest(format!("invalid host name {name:?}: use a lowercase letter, then letters, digits or dashes")));
+    }
+    if let Some(z) = &req.zone {
+        if !atoll_core::valid_name(z) {
+            return Err(ApiError::BadRequest(format!("invalid zone {z:?}: use a lowercase letter, then letters, digits or dashes")));
+        }
+    }
+    let record = HostRecord {
+        host: Host {
+            id: HostId::new(),
+            name: name.clone(),
+            address: address.to_string(),
+            agent_url: None,
+            zone: req.zone.clone(),
+            status: HostStatus::Pending,
+            facts: None,
+            agent_version: None,
+            created_at_ms: now_ms(),
+            last_heartbeat_ms: None,
+        },
+        agent_token_hash: None,
+        server_token: None,
+        checks: None,
+        checked_at_ms: None,
+    };
+    state.store.insert_host(&record).await?;
+    state.audit_ok(&caller, "host.add", &name, json!({ "address": record.host.address, "zone": req.zone })).await;
+    let agent_command = join::agent_command(&state, Some(&record.host)).await?;
+    Ok((StatusCode::CREATED, Json(AddedHost { host: host_view(record), agent_command })))
+}
+
+async fn find(state: &AppState, key: &str) -> ApiResult<HostRecord> {
+    state
+        .store
+        .find_host(key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host {key:?}: `atoll host list` shows the hosts there are")))
+}
+
+#[utoipa::path(get, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path, description = "id, name or address")),
+    responses((status = 200, body = HostView), (status = 404, body = ErrorBody)))]
+async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<Json<HostView>> {
+    Ok(Json(host_view(find(&state, &key).await?)))
+}
+
+/// Removes a host as a task: optionally purges what `prepare` created, then
+/// forgets the host (its agent stops on its next heartbeat).
+#[utoipa::path(delete, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path), RemoveHostRequest),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody)))]
+async fn remove_host(State(state): State<AppState>, Operator(caller): Operator, Path(key): Path<String>, Query(req): Query<RemoveHostRequest>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let host = find(&state, &key).await?;
+    let spec = steps::remove_task(&state, &host, req.purge);
+    let task = state.engine.submit(spec, &caller.user).await?;
+    state.audit_ok(&caller, "host.remove", &host.host.name, json!({ "task": task.id, "purge": req.purge })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Runs the environment precheck now on the given hosts (all by default).
+#[utoipa::path(post, path = "/api/v1/hosts/check", tag = "hosts", request_body = CheckRequest,
+    responses((status = 200, body = CheckResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn check_hosts(State(state): State<AppState>, Operator(caller): Operator, JsonBody(req): JsonBody<CheckRequest>) -> ApiResult<Json<CheckResponse>> {
+    let profile = hostops::profile(req.profile.as_deref(), &state)?;
+    let hosts = hostops::resolve_hosts(&state, &req.hosts).await?;
+    if hosts.is_empty() {
+        return Err(ApiError::NotFound("there are no hosts yet: add one with `atoll host add`".into()));
+    }
+    let data_dir = req.data_dir.unwrap_or_else(|| state.config.host_data_dir.clone());
+    let ports = req.ports.unwrap_or_else(|| hostops::DB_PORTS.to_vec());
+    let resp = hostops::check_hosts(&state, &hosts, &profile, &data_dir, &ports).await;
+    state.audit_ok(&caller, "host.check", &hosts.iter().map(|h| h.host.name.as_str()).collect::<Vec<_>>().join(","), json!({ "profile": resp.profile, "worst": resp.worst })).await;
+    Ok(Json(resp))
+}
+
+/// Prepares hosts as a task: directories with the right owner, then the
+/// precheck; one branch per host, in parallel.
+#[utoipa::path(post, path = "/api/v1/hosts/prepare", tag = "hosts", request_body = PrepareRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn prepare_hosts(State(state): State<AppState>, Operator(caller): Operator, JsonBody(req): JsonBody<PrepareRequest>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    if req.hosts.is_empty() {
+        return Err(ApiError::BadRequest("name at least one host to prepare".into()));
+    }
+    let profile = hostops::profile(req.profile.as_deref(), &state)?;
+    let hosts = hostops::resolve_hosts(&state, &req.hosts).await?;
+    let pending: Vec<&str> = hosts.iter().filter(|h| h.host.status == HostStatus::Pending).map(|h| h.host.name.as_str()).collect();
+    if !pending.is_empty() {
+        return Err(ApiError::Conflict(format!("host {} has not registered yet: start its agent first", pending.join(", "))));
+    }
+    let data_dir = req.data_dir.unwrap_or_else(|| state.config.host_data_dir.clone());
+    if !data_dir.starts_with('/') {
+        return Err(ApiError::BadRequest(format!("data_dir {data_dir:?} must be an absolute path")));
+    }
+    let spec = steps::prepare_task(&hosts, &profile, &data_dir, req.owner.as_deref());
+    let task = state.engine.submit(spec, &caller.user).await?;
+    let names: Vec<&str> = hosts.iter().map(|h| h.host.name.as_str()).collect();
+    state.audit_ok(&caller, "host.prepare", &names.join(","), json!({ "task": task.id, "data_dir": data_dir, "profile": profile.name })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// The token agents join with (admin only), and the command that uses it.
+#[utoipa::path(get, path = "/api/v1/join-token", tag = "hosts", responses((status = 200, body = JoinTokenView), (status = 403, body = ErrorBody)))]
+async fn join_token(State(state): State<AppState>, _: Admin) -> ApiResult<Json<JoinTokenView>> {
+    Ok(Json(JoinTokenView { token: join::token(&state).await?, agent_command: join::agent_command(&state, None).await? }))
+}

@@ -1,0 +1,114 @@
+//! Users (admin only) and API tokens.
+
+use atoll_api::ErrorBody;
+use atoll_api::v1::{CreateTokenRequest, CreateUserRequest, CreatedToken, TokenView, UserView};
+use atoll_core::Role;
+use atoll_store::{ApiTokenRecord, UserRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::{Admin, Caller, check_new_password, hash_password, random_token, sha256_hex};
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::state::{AppState, now_ms};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(delete_user))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(delete_token))
+}
+
+fn view(u: UserRecord) -> UserView {
+    UserView { name: u.name, role: u.role, must_change_password: u.must_change_password, created_at_ms: u.created_at_ms }
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<UserView>), (status = 403, body = ErrorBody)))]
+async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<UserView>>> {
+    Ok(Json(state.store.list_users().await?.into_iter().map(view).collect()))
+}
+
+/// Creates a user, who must choose a new password at first login.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(State(state): State<AppState>, Admin(caller): Admin, JsonBody(req): JsonBody<CreateUserRequest>) -> ApiResult<(StatusCode, Json<UserView>)> {
+    if !atoll_core::valid_name(&req.name) {
+        return Err(ApiError::BadRequest(format!("invalid user name {:?}: use a lowercase letter, then letters, digits or dashes", req.name)));
+    }
+    check_new_password(&req.password)?;
+    let user = UserRecord {
+        name: req.name.clone(),
+        password_hash: hash_password(&req.password)?,
+        role: req.role,
+        must_change_password: true,
+        created_at_ms: now_ms(),
+    };
+    state.store.create_user(&user).await?;
+    state.audit_ok(&caller, "user.create", &req.name, json!({ "role": req.role })).await;
+    Ok((StatusCode::CREATED, Json(view(user))))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_user(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if name == caller.user {
+        return Err(ApiError::Conflict("you cannot delete yourself; log in as another admin".into()));
+    }
+    if !state.store.delete_user(&name).await? {
+        return Err(ApiError::NotFound(format!("no user {name}")));
+    }
+    state.audit_ok(&caller, "user.delete", &name, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's tokens (an admin sees everyone's).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenView>)))]
+async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenView>>> {
+    let user = (caller.role != Role::Admin).then_some(caller.user.as_str());
+    let tokens = state.store.list_api_tokens(user).await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .map(|t| TokenView { id: t.id, name: t.name, user: t.user, created_at_ms: t.created_at_ms, last_used_ms: t.last_used_ms })
+            .collect(),
+    ))
+}
+
+/// Creates an API token for scripts and the CLI; shown once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody)))]
+async fn create_token(State(state): State<AppState>, caller: Caller, JsonBody(req): JsonBody<CreateTokenRequest>) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest("a token needs a name of 1 to 100 characters saying what it is for".into()));
+    }
+    let token = random_token();
+    let record = ApiTokenRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        user: caller.user.clone(),
+        name: name.to_string(),
+        token_hash: sha256_hex(&token),
+        created_at_ms: now_ms(),
+        last_used_ms: None,
+    };
+    state.store.create_api_token(&record).await?;
+    state.audit_ok(&caller, "token.create", &record.id, json!({ "name": name })).await;
+    Ok((StatusCode::CREATED, Json(CreatedToken { id: record.id, name: record.name, token })))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let mine = state.store.list_api_tokens(Some(&caller.user)).await?.iter().any(|t| t.id == id);
+    if !mine {
+        caller.require(Role::Admin).map_err(|_| ApiError::NotFound(format!("you have no token {id}")))?;
+    }
+    if !state.store.delete_api_token(&id).await? {
+        return Err(ApiError::NotFound(format!("no token {id}")));
+    }
+    state.audit_ok(&caller, "token.delete", &id, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,244 @@
+//! Accounts: password hashing, tokens, who is calling, and what they may do.
+
+use std::net::SocketAddr;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use atoll_api::SESSION_COOKIE;
+use atoll_core::Role;
+use atoll_store::UserRecord;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use rand::RngCore;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, now_ms};
+
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+pub fn hash_password(password: &str) -> ApiResult<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing password: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Refuses passwords a demanding admin would refuse.
+pub fn check_new_password(password: &str) -> ApiResult<()> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(ApiError::BadRequest(format!("the new password is too short: use at least {MIN_PASSWORD_LEN} characters")));
+    }
+    Ok(())
+}
+
+/// 32 random bytes, hex: session cookies, API tokens, agent secrets.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A password that is easy to type once: 20 characters from an unambiguous set.
+pub fn random_password() -> String {
+    const SET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20).map(|_| SET[(rng.next_u32() as usize) % SET.len()] as char).collect()
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// On the very first start: creates `admin` with a random password, which
+/// the caller prints once. Must be changed at first login.
+pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<Option<String>> {
+    if state.store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let password = random_password();
+    let user = UserRecord {
+        name: "admin".into(),
+        password_hash: hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?,
+        role: Role::Admin,
+        must_change_password: true,
+        created_at_ms: now_ms(),
+    };
+    match state.store.create_user(&user).await {
+        Ok(()) => Ok(Some(password)),
+        // Another server of this platform created it first.
+        Err(atoll_store::StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Session,
+    Token,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub role: Role,
+    pub must_change_password: bool,
+    pub kind: AuthKind,
+    /// The session or token hash that authenticated this call.
+    pub credential_hash: String,
+    pub source: SocketAddr,
+}
+
+impl Caller {
+    /// Refuses callers whose role is below `needed`.
+    pub fn require(&self, needed: Role) -> ApiResult<()> {
+        if self.role.allows(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("{} is a {}; this needs the {needed} role", self.user, self.role)))
+        }
+    }
+}
+
+/// Authenticates by bearer token (session or API token) or session cookie.
+/// Callers who must change their password are refused here; the few routes
+/// that let them do so extract [`PendingCaller`] instead.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = PendingCaller::from_request_parts(parts, state).await?.0;
+        if caller.must_change_password {
+            return Err(ApiError::PasswordChangeRequired(format!(
+                "{} must set a new password first: POST /api/v1/auth/password (or `atoll login`)",
+                caller.user
+            )));
+        }
+        Ok(caller)
+    }
+}
+
+/// A caller that may still have to change their password.
+pub struct PendingCaller(pub Caller);
+
+impl FromRequestParts<AppState> for PendingCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let source = peer(parts);
+        let Some(presented) = bearer(parts).or_else(|| cookie(parts, SESSION_COOKIE)) else {
+            return Err(ApiError::Unauthorized("log in first: `atoll login`, or send `Authorization: Bearer TOKEN`".into()));
+        };
+        let hash = sha256_hex(&presented);
+        let now = now_ms();
+        let idle_after = now - state.config.session_idle_s as i64 * 1000;
+        let (user, kind) = if let Some(s) = state.store.touch_session(&hash, idle_after, now).await? {
+            (s.user, AuthKind::Session)
+        } else if let Some(t) = state.store.touch_api_token(&hash, now).await? {
+            (t.user, AuthKind::Token)
+        } else {
+            return Err(ApiError::Unauthorized("session expired or token unknown: log in again with `atoll login`".into()));
+        };
+        let Some(u) = state.store.get_user(&user).await? else {
+            return Err(ApiError::Unauthorized(format!("user {user} no longer exists")));
+        };
+        Ok(PendingCaller(Caller {
+            user: u.name,
+            role: u.role,
+            must_change_password: u.must_change_password,
+            kind,
+            credential_hash: hash,
+            source,
+        }))
+    }
+}
+
+/// The peer address; the router is served with connect info.
+pub fn peer(parts: &Parts) -> SocketAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+pub fn bearer(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|s| s.trim().to_string())
+}
+
+pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn generated_secrets() {
+        assert_eq!(random_token().len(), 64);
+        assert_ne!(random_token(), random_token());
+        assert_eq!(random_password().len(), 20);
+        assert!(check_new_password("short").is_err());
+        assert!(check_new_password("long enough pw").is_ok());
+    }
+}
+
+/// Extractors that authorise before the body is even read, so a caller
+/// without the role learns that first, whatever else is wrong.
+macro_rules! role_extractor {
+    ($(#[$m:meta])* $name:ident, $role:expr) => {
+        $(#[$m])*
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                caller.require($role)?;
+                Ok($name(caller))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller with at least the operator role.
+    Operator,
+    Role::Operator
+);
+role_extractor!(
+    /// A caller with the admin role.
+    Admin,
+    Role::Admin
+);

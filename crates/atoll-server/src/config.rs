@@ -1,0 +1,88 @@
+//! Server configuration: a TOML file, every key overridable by a flag or an
+//! environment variable (the CLI layers those on top of [`ServerConfig`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the API and console.
+    pub listen: SocketAddr,
+    /// Holds the embedded MetaDB and nothing else.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `mysql://USER:PASS@HOST:PORT/DB`; default
+    /// `sqlite://DATA_DIR/meta.db`.
+    pub metadb_url: Option<String>,
+    /// URL agents and people use to reach this server (printed in join
+    /// commands); default `http://LISTEN`.
+    pub public_url: Option<String>,
+    pub heartbeat_interval_ms: u64,
+    /// A host is offline after this long without a heartbeat.
+    pub offline_after_ms: u64,
+    /// Console sessions end after this long unused.
+    pub session_idle_s: u64,
+    pub login_max_failures: u32,
+    pub login_window_s: u64,
+    pub login_lock_s: u64,
+    /// Task step leases: how soon another server resumes a dead one's step.
+    pub task_lease_ms: u64,
+    /// Default directory under which databases will live on hosts.
+    pub host_data_dir: String,
+    /// Default precheck profile.
+    pub profile: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("/var/lib/atoll"),
+            metadb_url: None,
+            public_url: None,
+            heartbeat_interval_ms: 2_000,
+            offline_after_ms: 6_000,
+            session_idle_s: 1_800,
+            login_max_failures: 5,
+            login_window_s: 300,
+            login_lock_s: 300,
+            task_lease_ms: 10_000,
+            host_data_dir: "/var/lib/atoll/db".into(),
+            profile: "production".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; unknown keys are an error naming the key.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn metadb_url(&self) -> String {
+        self.metadb_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("meta.db").display()))
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.offline_after_ms < 2 * self.heartbeat_interval_ms {
+            anyhow::bail!(
+                "offline_after_ms ({}) must be at least twice heartbeat_interval_ms ({}), or hosts flap offline",
+                self.offline_after_ms,
+                self.heartbeat_interval_ms
+            );
+        }
+        if self.task_lease_ms < 300 {
+            anyhow::bail!("task_lease_ms ({}) must be at least 300", self.task_lease_ms);
+        }
+        self.profile.parse::<atoll_plan::profile::ProfileName>()?;
+        Ok(())
+    }
+}

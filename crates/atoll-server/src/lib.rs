@@ -1,0 +1,115 @@
+//! `atoll server`: the platform's REST API, web console, agent endpoints,
+//! controllers and task executor. It keeps no state of its own: everything
+//! lives in MetaDB, so any number of servers can share one.
+
+pub mod api;
+mod agents;
+pub mod auth;
+pub mod config;
+mod console;
+pub mod error;
+mod hostops;
+mod join;
+mod liveness;
+mod metrics_layer;
+pub mod state;
+mod steps;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use atoll_store::{MetaStore, SqlStore};
+use atoll_tasks::{Engine, EngineConfig};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+use state::{AppState, Inner};
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The generated admin password, on the very first start only.
+    pub admin_password: Option<String>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the server has stopped (after its shutdown token fired).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await?
+    }
+}
+
+/// Opens MetaDB, starts the executor and controllers, and serves until
+/// `shutdown`.
+pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    atoll_tasks::setup_failpoints();
+    let store: Arc<dyn MetaStore> = Arc::new(SqlStore::connect(&config.metadb_url()).await?);
+    let metrics = metrics_layer::install()?;
+
+    let slot = Arc::new(OnceLock::new());
+    let engine_config = EngineConfig { lease: Duration::from_millis(config.task_lease_ms), ..EngineConfig::default() };
+    let mut engine = Engine::new(Arc::clone(&store), engine_config);
+    steps::register(&mut engine, Arc::clone(&slot));
+    let engine = Arc::new(engine);
+    let state = AppState::new(Inner { store, engine: Arc::clone(&engine), config: config.clone(), metrics });
+    let _ = slot.set(state.clone());
+
+    let admin_password = auth::bootstrap_admin(&state).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; is another server running there? choose another --listen", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, metadb = state.store.backend(), executor = engine.owner(), "server listening");
+
+    tokio::spawn(Arc::clone(&engine).run(shutdown.clone()));
+    tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
+    let app = router(state);
+    let done = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    Ok(Running { addr, admin_password, done })
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api::router())
+        .merge(agents::router())
+        .merge(console::router())
+        .layer(axum::middleware::from_fn(metrics_layer::track))
+        .with_state(state)
+}
+
+/// Ready when MetaDB answers.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}")),
+    }
+}
+
+/// Prometheus text format; host gauges are computed at scrape time.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(hosts) = state.store.list_hosts().await {
+        for status in [atoll_core::HostStatus::Online, atoll_core::HostStatus::Offline, atoll_core::HostStatus::Pending] {
+            let n = hosts.iter().filter(|h| h.host.status == status).count();
+            metrics::gauge!("atoll_hosts", "status" => status.as_str()).set(n as f64);
+        }
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

@@ -1,0 +1,33 @@
+//! Turns hosts offline when their heartbeats stop.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{AppState, now_ms};
+
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let every = Duration::from_millis((state.config.heartbeat_interval_ms / 2).max(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = pass(&state).await {
+            tracing::warn!(error = %e, "liveness pass failed");
+        }
+    }
+}
+
+async fn pass(state: &AppState) -> anyhow::Result<()> {
+    let before = now_ms() - state.config.offline_after_ms as i64;
+    for id in state.store.mark_stale_offline(before).await? {
+        let name = state.store.get_host(id).await?.map(|h| h.host.name).unwrap_or_else(|| id.to_string());
+        tracing::warn!(host = %name, "host missed its heartbeats; marked offline");
+        state
+            .audit("platform", std::net::SocketAddr::from(([0, 0, 0, 0], 0)), "host.offline", &name, json!({ "after_ms": state.config.offline_after_ms }), "ok")
+            .await;
+    }
+    Ok(())
+}

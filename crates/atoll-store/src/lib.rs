@@ -1,0 +1,134 @@
+//! MetaDB: everything the platform remembers, behind one trait.
+//!
+//! What we store: hosts (with their facts, last checks and the two secrets
+//! shared with their agent), accounts (users, sessions, API tokens, login
+//! throttling), the audit log, platform settings, and tasks with their steps
+//! and step logs. Nothing else in Atoll writes SQL.
+//!
+//! The SQL back end ([`SqlStore`]) runs the same statements on SQLite (the
+//! default, embedded) and MySQL/MariaDB (for HA MetaDB on Galera), so the
+//! statements stay within what both understand: `?` placeholders, BIGINT
+//! unix-ms times, INTEGER flags, JSON as TEXT, a primary key on every table,
+//! no `GET_LOCK`, no upserts.
+
+mod error;
+mod model;
+mod sql;
+
+use async_trait::async_trait;
+use atoll_core::{HostId, HostStatus, StepStatus, UnixMs};
+
+pub use error::StoreError;
+pub use model::*;
+pub use sql::SqlStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait HostStore: Send + Sync {
+    /// Adds a host; `Conflict` names the clashing field (name or address).
+    async fn insert_host(&self, host: &HostRecord) -> Result<()>;
+    async fn get_host(&self, id: HostId) -> Result<Option<HostRecord>>;
+    /// Looks a host up by id, name or address, in that order.
+    async fn find_host(&self, key: &str) -> Result<Option<HostRecord>>;
+    async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
+    /// Applies an agent's registration in one transaction: updates the host
+    /// with this id, else claims the pending host with this address (taking
+    /// the agent's id), else inserts a new host.
+    async fn register_host(&self, reg: &Registration) -> Result<HostRecord>;
+    /// Records a heartbeat; returns the status the host had before, or
+    /// `None` when no such host exists (it was removed).
+    async fn record_heartbeat(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>>;
+    /// Turns online hosts whose last heartbeat is older than `before` offline;
+    /// returns the ones it changed.
+    async fn mark_stale_offline(&self, before: UnixMs) -> Result<Vec<HostId>>;
+    async fn set_host_checks(&self, id: HostId, checks: &serde_json::Value, at: UnixMs) -> Result<()>;
+    async fn delete_host(&self, id: HostId) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn count_users(&self) -> Result<i64>;
+    /// `Conflict` when the name is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<()>;
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    async fn set_password(&self, name: &str, hash: &str, must_change: bool) -> Result<bool>;
+    /// Deletes the user with their sessions and tokens.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
+
+    async fn create_session(&self, s: &SessionRecord) -> Result<()>;
+    /// The session, if it exists and was used at or after `idle_after`;
+    /// marks it used at `now`.
+    async fn touch_session(&self, token_hash: &str, idle_after: UnixMs, now: UnixMs) -> Result<Option<SessionRecord>>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+    async fn delete_sessions_of(&self, user: &str) -> Result<()>;
+
+    async fn create_api_token(&self, t: &ApiTokenRecord) -> Result<()>;
+    /// The token, marked used at `now`.
+    async fn touch_api_token(&self, token_hash: &str, now: UnixMs) -> Result<Option<ApiTokenRecord>>;
+    async fn list_api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>>;
+    async fn delete_api_token(&self, id: &str) -> Result<bool>;
+
+    /// Counts a failed login from `source`; once `max` failures fall within
+    /// `window_ms` the source is locked until `now + lock_ms`. Returns the
+    /// lock's end when locked.
+    async fn record_login_failure(&self, source: &str, now: UnixMs, policy: &LockoutPolicy) -> Result<Option<UnixMs>>;
+    /// The end of the lock on `source`, if it is locked at `now`.
+    async fn login_locked_until(&self, source: &str, now: UnixMs) -> Result<Option<UnixMs>>;
+    async fn clear_login_failures(&self, source: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn append_audit(&self, e: &NewAudit) -> Result<()>;
+    /// Newest first; `before_id` pages backwards.
+    async fn list_audit(&self, before_id: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>>;
+}
+
+#[async_trait]
+pub trait SettingStore: Send + Sync {
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a task and all its steps in one transaction.
+    async fn create_task(&self, task: &TaskRecord, steps: &[StepRecord]) -> Result<()>;
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>>;
+    /// Newest first.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>>;
+    /// Tasks an executor has work in: running, cancelling, rolling back.
+    async fn active_tasks(&self) -> Result<Vec<TaskRecord>>;
+    /// Steps in their creation order.
+    async fn task_steps(&self, task_id: &str) -> Result<Vec<StepRecord>>;
+    async fn get_step(&self, task_id: &str, key: &str) -> Result<Option<StepRecord>>;
+
+    /// Takes a step for `claim.owner` if it is still in `claim.expect` and
+    /// unleased or its lease expired before `claim.now`: sets `claim.to`,
+    /// the lease, `started_at`, and counts an attempt. `false` when another
+    /// executor got there first.
+    async fn claim_step(&self, claim: &StepClaim) -> Result<bool>;
+    /// Extends a lease the owner still holds; `false` when it was lost.
+    async fn renew_lease(&self, task_id: &str, key: &str, owner: &str, until: UnixMs) -> Result<bool>;
+    /// Records the end of an attempt if `owner` still holds the lease.
+    async fn complete_step(&self, done: &StepCompletion) -> Result<bool>;
+    /// Moves a step from one of `from` to `to` (operator retry or skip, or
+    /// cancelling pending steps); `extra_attempts` raises the attempt budget.
+    async fn reset_step(&self, task_id: &str, key: &str, from: &[StepStatus], to: StepStatus, extra_attempts: u32, now: UnixMs) -> Result<bool>;
+    async fn update_task(&self, update: &TaskUpdate) -> Result<()>;
+
+    async fn append_step_log(&self, line: &NewStepLog) -> Result<()>;
+    /// Log lines of a task (one step, or all), oldest first, after `after_id`.
+    async fn step_logs(&self, task_id: &str, step: Option<&str>, after_id: i64, limit: u32) -> Result<Vec<StepLogRecord>>;
+}
+
+/// The whole MetaDB.
+#[async_trait]
+pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + TaskStore {
+    /// Whether the back end answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+    fn backend(&self) -> &'static str;
+}
+

@@ -1,0 +1,210 @@
+//! Records as the store keeps them. They carry secrets and bookkeeping that
+//! never leave the server; the API crate defines what goes on the wire.
+
+use atoll_core::{Host, HostFacts, HostId, Phase, Role, StepStatus, TaskStatus, UnixMs};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    pub host: Host,
+    /// SHA-256 (hex) of the token the agent presents to the server.
+    pub agent_token_hash: Option<String>,
+    /// The token the server presents to the agent.
+    pub server_token: Option<String>,
+    /// The last precheck results (JSON array) and when they were taken.
+    pub checks: Option<Value>,
+    pub checked_at_ms: Option<UnixMs>,
+}
+
+/// An agent's registration, already authorised by the server.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub id: HostId,
+    /// Name for a newly inserted host; an existing host keeps its name.
+    pub name: String,
+    pub address: String,
+    pub agent_url: String,
+    /// Zone the agent was started in; `None` keeps the host's zone.
+    pub zone: Option<String>,
+    pub facts: HostFacts,
+    pub agent_version: String,
+    pub agent_token_hash: String,
+    pub server_token: String,
+    pub now: UnixMs,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatRecord {
+    pub id: HostId,
+    pub now: UnixMs,
+    /// The agent's API address, which may have changed since registration.
+    pub address: String,
+    pub agent_url: String,
+    /// Fresh facts, when the agent sent them.
+    pub facts: Option<HostFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub must_change_password: bool,
+    pub created_at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// SHA-256 (hex) of the cookie value; the value itself is never stored.
+    pub token_hash: String,
+    pub user: String,
+    pub source: String,
+    pub created_at_ms: UnixMs,
+    pub last_seen_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub user: String,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at_ms: UnixMs,
+    pub last_used_ms: Option<UnixMs>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    pub max_failures: u32,
+    pub window_ms: i64,
+    pub lock_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub at_ms: UnixMs,
+    pub actor: String,
+    pub source: String,
+    pub action: String,
+    pub target: String,
+    pub detail: Value,
+    /// `ok`, or the error a refused change got.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at_ms: UnixMs,
+    pub actor: String,
+    pub source: String,
+    pub action: String,
+    pub target: String,
+    pub detail: Value,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: String,
+    /// What the task does, e.g. `host.prepare`.
+    pub kind: String,
+    pub title: String,
+    /// What it acts on, e.g. a host or cluster name; for filtering.
+    pub target: String,
+    pub status: TaskStatus,
+    pub phase: Phase,
+    pub cancel_requested: bool,
+    pub params: Value,
+    pub created_by: String,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+    pub finished_at_ms: Option<UnixMs>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub task_id: String,
+    pub key: String,
+    /// Position in the task, for stable listing.
+    pub seq: i64,
+    /// Handler that runs it, e.g. `host.dirs`.
+    pub kind: String,
+    pub title: String,
+    pub params: Value,
+    pub deps: Vec<String>,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: i64,
+    pub not_before_ms: UnixMs,
+    pub lease_owner: Option<String>,
+    pub lease_expires_ms: Option<UnixMs>,
+    pub started_at_ms: Option<UnixMs>,
+    pub finished_at_ms: Option<UnixMs>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub target: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepClaim {
+    pub task_id: String,
+    pub key: String,
+    pub expect: StepStatus,
+    pub to: StepStatus,
+    pub owner: String,
+    pub now: UnixMs,
+    pub lease_until: UnixMs,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepCompletion {
+    pub task_id: String,
+    pub key: String,
+    pub owner: String,
+    pub status: StepStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// For a failed attempt that will be retried: when it may run again.
+    pub not_before_ms: UnixMs,
+    pub now: UnixMs,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskUpdate {
+    pub id: String,
+    pub status: TaskStatus,
+    pub phase: Phase,
+    pub cancel_requested: bool,
+    pub now: UnixMs,
+    pub finished_at_ms: Option<UnixMs>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewStepLog {
+    pub task_id: String,
+    pub step: String,
+    pub attempt: u32,
+    pub at_ms: UnixMs,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLogRecord {
+    pub id: i64,
+    pub task_id: String,
+    pub step: String,
+    pub attempt: u32,
+    pub at_ms: UnixMs,
+    pub level: String,
+    pub message: String,
+}

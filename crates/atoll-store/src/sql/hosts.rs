@@ -1,0 +1,372 @@
+//! Hosts: what operators added and what agents report about themselves.
+//!
+//! A host's id is the agent's own identity, but an operator may add a host
+//! (status `pending`, a server-made id) before its agent ever ran; the first
+//! registration from that address then *claims* the row, which takes the
+//! agent's id. Addresses are unique, so the address is how the two meet.
+
+use async_trait::async_trait;
+use atoll_core::{Host, HostId, HostStatus, UnixMs};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+
+use super::SqlStore;
+use super::retry::retry;
+use super::row::{self, conflict_on_unique};
+use crate::{HeartbeatRecord, HostRecord, HostStore, Registration, Result, StoreError};
+
+// `sqlx::query` wants `&'static str`; these are assembled at compile time.
+macro_rules! select_hosts {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, address, agent_url, zone, status, facts_json, agent_version, ",
+            "created_at_ms, last_heartbeat_ms, agent_token_hash, server_token, checks_json, checked_at_ms ",
+            "FROM hosts ",
+            $tail
+        )
+    };
+}
+
+fn decode(r: &AnyRow) -> Result<HostRecord> {
+    Ok(HostRecord {
+        host: Host {
+            id: row::parsed(r, "id")?,
+            name: row::text(r, "name")?,
+            address: row::text(r, "address")?,
+            agent_url: row::opt_text(r, "agent_url")?,
+            zone: row::opt_text(r, "zone")?,
+            status: row::parsed(r, "status")?,
+            facts: row::opt_json(r, "facts_json")?,
+            agent_version: row::opt_text(r, "agent_version")?,
+            created_at_ms: row::int(r, "created_at_ms")?,
+            last_heartbeat_ms: row::opt_int(r, "last_heartbeat_ms")?,
+        },
+        agent_token_hash: row::opt_text(r, "agent_token_hash")?,
+        server_token: row::opt_text(r, "server_token")?,
+        checks: row::opt_json(r, "checks_json")?,
+        checked_at_ms: row::opt_int(r, "checked_at_ms")?,
+    })
+}
+
+async fn by_id(conn: &mut AnyConnection, id: HostId) -> Result<Option<HostRecord>> {
+    sqlx::query(select_hosts!("WHERE id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| decode(&r))
+        .transpose()
+}
+
+async fn by_address(conn: &mut AnyConnection, address: &str) -> Result<Option<HostRecord>> {
+    sqlx::query(select_hosts!("WHERE address = ?"))
+        .bind(address)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| decode(&r))
+        .transpose()
+}
+
+fn address_taken(address: &str, holder: &HostRecord) -> StoreError {
+    StoreError::Conflict(format!("address {address} is already used by host {}", holder.host.name))
+}
+
+/// What a registration does to the table; decided from what it finds.
+enum Plan {
+    Update,
+    Claim(HostId),
+    Insert,
+}
+
+impl SqlStore {
+    async fn insert_host_once(&self, rec: &HostRecord) -> Result<()> {
+        let h = &rec.host;
+        let mut tx = self.begin_write().await?;
+        let clash = sqlx::query(select_hosts!("WHERE id = ? OR name = ? OR address = ?"))
+            .bind(h.id.to_string())
+            .bind(&h.name)
+            .bind(&h.address)
+            .fetch_all(&mut *tx)
+            .await?;
+        let clash = clash.iter().map(decode).collect::<Result<Vec<_>>>()?;
+        let field = if clash.iter().any(|o| o.host.id == h.id) {
+            Some(format!("id {}", h.id))
+        } else if clash.iter().any(|o| o.host.name == h.name) {
+            Some(format!("name {}", h.name))
+        } else if !clash.is_empty() {
+            Some(format!("address {}", h.address))
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            return Err(StoreError::Conflict(format!("a host with {field} already exists")));
+        }
+        insert(&mut tx, rec).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One attempt at a registration; `None` when a concurrent writer changed
+    /// the rows between our look and our write (then we look again).
+    async fn register_once(&self, reg: &Registration) -> Result<Option<HostRecord>> {
+        let mut tx = self.begin_write().await?;
+        let mine = by_id(&mut tx, reg.id).await?;
+        let at_address = by_address(&mut tx, &reg.address).await?;
+        let plan = match (&mine, &at_address) {
+            (_, Some(a)) if a.host.id == reg.id => Plan::Update,
+            (None, Some(a)) if a.host.status == HostStatus::Pending => Plan::Claim(a.host.id),
+            (_, Some(a)) => return Err(address_taken(&reg.address, a)),
+            (Some(_), None) => Plan::Update,
+            (None, None) => Plan::Insert,
+        };
+        let facts = row::to_json("facts_json", &reg.facts)?;
+        let changed = match plan {
+            Plan::Update => sqlx::query(
+                "UPDATE hosts SET address = ?, agent_url = ?, zone = COALESCE(?, zone), facts_json = ?, \
+                 agent_version = ?, agent_token_hash = ?, server_token = ?, status = ?, last_heartbeat_ms = ? \
+                 WHERE id = ?",
+            )
+            .bind(&reg.address)
+            .bind(&reg.agent_url)
+            .bind(reg.zone.as_deref())
+            .bind(facts)
+            .bind(&reg.agent_version)
+            .bind(&reg.agent_token_hash)
+            .bind(&reg.server_token)
+            .bind(HostStatus::Online.as_str())
+            .bind(reg.now)
+            .bind(reg.id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            // The pending host keeps its name, and its zone unless it had none.
+            Plan::Claim(pending) => sqlx::query(
+                "UPDATE hosts SET id = ?, agent_url = ?, zone = COALESCE(zone, ?), facts_json = ?, \
+                 agent_version = ?, agent_token_hash = ?, server_token = ?, status = ?, last_heartbeat_ms = ? \
+                 WHERE id = ? AND status = ?",
+            )
+            .bind(reg.id.to_string())
+            .bind(&reg.agent_url)
+            .bind(reg.zone.as_deref())
+            .bind(facts)
+            .bind(&reg.agent_version)
+            .bind(&reg.agent_token_hash)
+            .bind(&reg.server_token)
+            .bind(HostStatus::Online.as_str())
+            .bind(reg.now)
+            .bind(pending.to_string())
+            .bind(HostStatus::Pending.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            Plan::Insert => {
+                let taken = sqlx::query("SELECT id FROM hosts WHERE name = ?")
+                    .bind(&reg.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_some() {
+                    return Err(StoreError::Conflict(format!("a host with name {} already exists", reg.name)));
+                }
+                let rec = HostRecord {
+                    host: Host {
+                        id: reg.id,
+                        name: reg.name.clone(),
+                        address: reg.address.clone(),
+                        agent_url: Some(reg.agent_url.clone()),
+                        zone: reg.zone.clone(),
+                        status: HostStatus::Online,
+                        facts: Some(reg.facts.clone()),
+                        agent_version: Some(reg.agent_version.clone()),
+                        created_at_ms: reg.now,
+                        last_heartbeat_ms: Some(reg.now),
+                    },
+                    agent_token_hash: Some(reg.agent_token_hash.clone()),
+                    server_token: Some(reg.server_token.clone()),
+                    checks: None,
+                    checked_at_ms: None,
+                };
+                insert(&mut tx, &rec).await?;
+                1
+            }
+        };
+        if changed != 1 {
+            return Ok(None);
+        }
+        let Some(rec) = by_id(&mut tx, reg.id).await? else {
+            return Ok(None);
+        };
+        tx.commit().await?;
+        Ok(Some(rec))
+    }
+
+    async fn heartbeat_once(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>> {
+        let mut tx = self.begin_write().await?;
+        let Some(current) = by_id(&mut tx, hb.id).await? else {
+            return Ok(None);
+        };
+        if current.host.address != hb.address
+            && let Some(holder) = by_address(&mut tx, &hb.address).await?
+        {
+            return Err(address_taken(&hb.address, &holder));
+        }
+        let facts = hb.facts.as_ref().map(|f| row::to_json("facts_json", f)).transpose()?;
+        sqlx::query(
+            "UPDATE hosts SET status = ?, last_heartbeat_ms = ?, address = ?, agent_url = ?, \
+             facts_json = COALESCE(?, facts_json) WHERE id = ?",
+        )
+        .bind(HostStatus::Online.as_str())
+        .bind(hb.now)
+        .bind(&hb.address)
+        .bind(&hb.agent_url)
+        .bind(facts)
+        .bind(hb.id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(current.host.status))
+    }
+}
+
+async fn insert(conn: &mut AnyConnection, rec: &HostRecord) -> Result<()> {
+    let h = &rec.host;
+    let facts = h.facts.as_ref().map(|f| row::to_json("facts_json", f)).transpose()?;
+    let checks = rec.checks.as_ref().map(|c| row::to_json("checks_json", c)).transpose()?;
+    sqlx::query(
+        "INSERT INTO hosts (id, name, address, agent_url, zone, status, facts_json, agent_version, \
+         created_at_ms, last_heartbeat_ms, agent_token_hash, server_token, checks_json, checked_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(h.id.to_string())
+    .bind(&h.name)
+    .bind(&h.address)
+    .bind(h.agent_url.as_deref())
+    .bind(h.zone.as_deref())
+    .bind(h.status.as_str())
+    .bind(facts)
+    .bind(h.agent_version.as_deref())
+    .bind(h.created_at_ms)
+    .bind(h.last_heartbeat_ms)
+    .bind(rec.agent_token_hash.as_deref())
+    .bind(rec.server_token.as_deref())
+    .bind(checks)
+    .bind(rec.checked_at_ms)
+    .execute(conn)
+    .await
+    .map_err(|e| {
+        conflict_on_unique(e, || {
+            format!("a host with id {}, name {} or address {} already exists", h.id, h.name, h.address)
+        })
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl HostStore for SqlStore {
+    async fn insert_host(&self, host: &HostRecord) -> Result<()> {
+        retry(|| self.insert_host_once(host)).await
+    }
+
+    async fn get_host(&self, id: HostId) -> Result<Option<HostRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        by_id(&mut conn, id).await
+    }
+
+    async fn find_host(&self, key: &str) -> Result<Option<HostRecord>> {
+        // One round trip; the precedence id > name > address is applied here.
+        let hosts = sqlx::query(select_hosts!("WHERE id = ? OR name = ? OR address = ?"))
+            .bind(key)
+            .bind(key)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>>>()?;
+        let id = key.parse::<HostId>().ok();
+        let pick = hosts
+            .iter()
+            .find(|h| Some(h.host.id) == id)
+            .or_else(|| hosts.iter().find(|h| h.host.name == key))
+            .or_else(|| hosts.iter().find(|h| h.host.address == key));
+        Ok(pick.cloned())
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
+        sqlx::query(select_hosts!("ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn register_host(&self, reg: &Registration) -> Result<HostRecord> {
+        for _ in 0..3 {
+            if let Some(rec) = retry(|| self.register_once(reg)).await? {
+                return Ok(rec);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "host {} kept changing while it registered from {}; try again",
+            reg.id, reg.address
+        )))
+    }
+
+    async fn record_heartbeat(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>> {
+        retry(|| self.heartbeat_once(hb)).await
+    }
+
+    async fn mark_stale_offline(&self, before: UnixMs) -> Result<Vec<HostId>> {
+        let online = HostStatus::Online.as_str();
+        let stale = sqlx::query("SELECT id FROM hosts WHERE status = ? AND last_heartbeat_ms < ?")
+            .bind(online)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut changed = Vec::new();
+        for r in &stale {
+            let id: HostId = row::parsed(r, "id")?;
+            // Conditional per host, so when two servers sweep at once each
+            // host is reported by exactly one of them, and a heartbeat that
+            // arrived since the SELECT keeps its host online.
+            let n = retry(|| async move {
+                let done = sqlx::query(
+                    "UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?",
+                )
+                .bind(HostStatus::Offline.as_str())
+                .bind(id.to_string())
+                .bind(online)
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            })
+            .await?;
+            if n == 1 {
+                changed.push(id);
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn set_host_checks(&self, id: HostId, checks: &serde_json::Value, at: UnixMs) -> Result<()> {
+        let checks = &row::to_json("checks_json", checks)?;
+        retry(|| async move {
+            sqlx::query("UPDATE hosts SET checks_json = ?, checked_at_ms = ? WHERE id = ?")
+                .bind(checks)
+                .bind(at)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_host(&self, id: HostId) -> Result<bool> {
+        retry(|| async move {
+            let done = sqlx::query("DELETE FROM hosts WHERE id = ?").bind(id.to_string()).execute(&self.pool).await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+}

@@ -1,0 +1,173 @@
+//! Our own small migrator.
+//!
+//! Not `sqlx::migrate!`: its MySQL path serialises servers with `GET_LOCK`,
+//! which Galera does not share between nodes. Instead every applied version
+//! is a row in `schema_version`; a server applies what is missing and then
+//! records it. When two servers migrate at once both may run a migration, so
+//! on MySQL (where DDL commits implicitly and cannot be rolled back) the
+//! migration files are written to be idempotent (`IF NOT EXISTS`), and the
+//! loser's duplicate `schema_version` row is a unique violation we ignore.
+//! On SQLite a migration and its version row commit together.
+
+use sqlx::{AnyPool, Row};
+
+use super::Backend;
+use crate::{Result, StoreError};
+
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+const SQLITE: &[Migration] =
+    &[Migration { version: 1, sql: include_str!("../../migrations/sqlite/0001_init.sql") }];
+
+const MYSQL: &[Migration] =
+    &[Migration { version: 1, sql: include_str!("../../migrations/mysql/0001_init.sql") }];
+
+/// Brings the schema up to date; a no-op when it already is.
+pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
+    let migrations = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::MySql => MYSQL,
+    };
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .map_err(|source| StoreError::Migration { version: 0, source })?;
+    for m in migrations {
+        if !is_applied(pool, m.version).await? {
+            apply(pool, backend, m).await?;
+            tracing::info!(version = m.version, "metadata store migrated");
+        }
+    }
+    Ok(())
+}
+
+async fn is_applied(pool: &AnyPool, version: i64) -> Result<bool> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM schema_version WHERE version = ?")
+        .bind(version)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
+}
+
+async fn apply(pool: &AnyPool, backend: Backend, m: &Migration) -> Result<()> {
+    let failed = |source| StoreError::Migration { version: m.version, source };
+    let mut tx = match backend {
+        // Takes the write lock first so a second process waits and then sees
+        // the version row instead of running the migration again.
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await.map_err(failed)?,
+        Backend::MySql => pool.begin().await.map_err(failed)?,
+    };
+    let done = sqlx::query("SELECT COUNT(*) AS n FROM schema_version WHERE version = ?")
+        .bind(m.version)
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get::<i64, _>("n"))
+        .map_err(failed)?;
+    if done > 0 {
+        return Ok(());
+    }
+    for statement in statements(m.sql) {
+        sqlx::query(statement).execute(&mut *tx).await.map_err(failed)?;
+    }
+    let recorded = sqlx::query("INSERT INTO schema_version (version, applied_at_ms) VALUES (?, ?)")
+        .bind(m.version)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await;
+    match recorded {
+        Ok(_) => tx.commit().await.map_err(failed),
+        // Another server recorded it while we ran the (idempotent) DDL.
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(()),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// Splits a migration file into statements: a statement ends with `;` at
+/// the end of a line. Comment-only pieces are dropped.
+fn statements(sql: &'static str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in sql.split_inclusive('\n') {
+        offset += line.len();
+        if line.trim_end().ends_with(';') {
+            push_statement(&mut out, &sql[start..offset]);
+            start = offset;
+        }
+    }
+    push_statement(&mut out, &sql[start..]);
+    out
+}
+
+/// Keeps a piece unless it holds only comments, dropping its leading
+/// comment lines. Comments inside a statement must not end with `;`.
+fn push_statement(out: &mut Vec<&'static str>, piece: &'static str) {
+    let mut rest = piece;
+    loop {
+        let trimmed = rest.trim_start();
+        if !trimmed.starts_with("--") {
+            rest = trimmed;
+            break;
+        }
+        rest = trimmed.split_once('\n').map_or("", |(_, after)| after);
+    }
+    let statement = rest.trim_end().trim_end_matches(';').trim_end();
+    if !statement.is_empty() {
+        out.push(statement);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn splits_on_semicolons_at_line_ends() {
+        let sql = "-- header; with a semicolon\nCREATE TABLE a (\n  x TEXT -- a; b\n);\n\nCREATE INDEX i ON a (x);\n-- trailing\n";
+        let got = statements(sql);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("CREATE TABLE a") && got[0].ends_with(')'));
+        assert_eq!(got[1], "CREATE INDEX i ON a (x)");
+    }
+
+    /// Table name and column names of every CREATE TABLE, in order.
+    fn shape(sql: &'static str) -> Vec<(String, Vec<String>)> {
+        let mut tables: Vec<(String, Vec<String>)> = statements(sql)
+            .iter()
+            .filter_map(|s| s.strip_prefix("CREATE TABLE IF NOT EXISTS "))
+            .map(|s| {
+                let name = s.split_whitespace().next().unwrap_or_default().to_owned();
+                let columns = s
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter(|w| !matches!(*w, "UNIQUE" | "KEY" | "CONSTRAINT" | "PRIMARY" | ")" | ");"))
+                    .filter(|w| !w.starts_with(')'))
+                    .map(str::to_owned)
+                    .collect();
+                (name, columns)
+            })
+            .collect();
+        tables.sort();
+        tables
+    }
+
+    #[test]
+    fn both_schemas_have_the_same_tables_and_columns() {
+        let sqlite = shape(super::SQLITE[0].sql);
+        assert!(sqlite.len() >= 9, "{sqlite:?}");
+        assert_eq!(sqlite, shape(super::MYSQL[0].sql));
+    }
+}

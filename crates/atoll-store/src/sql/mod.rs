@@ -1,0 +1,160 @@
+//! The SQL back end: one implementation of every store trait over sqlx's
+//! `Any` driver, so the embedded SQLite MetaDB and the HA MySQL/MariaDB
+//! (Galera) MetaDB run the very same statements and cannot drift apart.
+//!
+//! Why the statements look the way they do:
+//! - `Any` decodes only bool, integers, floats, text and blobs, so times are
+//!   BIGINT unix-ms, flags are 0/1 integers and JSON is TEXT;
+//! - Galera has no cross-node `GET_LOCK`/`LOCK TABLES` and reports write
+//!   conflicts at COMMIT, so writes are small transactions or single
+//!   conditional UPDATEs, retried on conflict (see [`retry`]);
+//! - upserts differ between the two dialects, so every "insert or update"
+//!   is a select followed by an insert or an update in one transaction.
+//!
+//! The only place the two back ends differ at run time is how a write
+//! transaction starts (see [`SqlStore::begin_write`]) and the migration files.
+
+mod accounts;
+mod audit;
+mod hosts;
+mod migrate;
+mod retry;
+mod row;
+mod settings;
+mod tasks;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::{MetaStore, Result, StoreError};
+
+/// Which server is behind the pool; decides the few things `Any` cannot
+/// hide (migration files, how write transactions start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    MySql,
+}
+
+/// MetaDB on SQLite or MySQL/MariaDB. Cheap to clone (it is a pool handle).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Opens the store at `url` and brings its schema up to date.
+    ///
+    /// `sqlite://PATH` (the file is created when missing), `sqlite::memory:`
+    /// (one connection, since each connection would otherwise see its own
+    /// empty database), or `mysql://USER:PASS@HOST:PORT/DB` (also
+    /// `mariadb://`).
+    pub async fn connect(url: &str) -> Result<SqlStore> {
+        // Idempotent: sqlx guards it with a `Once`, so other crates calling it
+        // too is harmless.
+        sqlx::any::install_default_drivers();
+        let (backend, pool) = if url.starts_with("sqlite:") {
+            (Backend::Sqlite, sqlite_pool(url).await?)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            (Backend::MySql, pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let store = SqlStore { pool, backend };
+        migrate::run(&store.pool, store.backend).await?;
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the SQLite database file at `path`,
+    /// creating its directory too: the embedded MetaDB's usual entry point.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
+        let Some(text) = path.to_str() else {
+            return Err(StoreError::UnsupportedUrl(path.display().to_string()));
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+        }
+        // sqlx percent-decodes the path, so characters that would end it
+        // early (or `%` itself) must be escaped.
+        let escaped = text.replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+        Self::connect(&format!("sqlite://{escaped}")).await
+    }
+
+    /// Closes every connection; later calls fail. Lets tests and shutdown
+    /// release the database file promptly.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write.
+    ///
+    /// SQLite: `BEGIN IMMEDIATE` takes the write lock up front (waiting up to
+    /// `busy_timeout`). A plain deferred `BEGIN` that reads and then writes
+    /// fails at once with `SQLITE_BUSY` when another connection committed in
+    /// between, since its snapshot is stale; the busy handler cannot help.
+    /// MySQL: a plain transaction; row locks and Galera certification sort
+    /// out concurrent writers, and [`retry`] repeats the losers.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::MySql => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Pool for a SQLite URL, with the pragmas MetaDB relies on set on every
+/// connection (pragmas are per connection, not per file, except WAL).
+async fn sqlite_pool(url: &str) -> Result<AnyPool> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let url = if in_memory || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+        Box::pin(async move {
+            // WAL lets readers run beside the one writer; busy_timeout makes
+            // writers queue instead of failing; foreign keys are off by
+            // default in SQLite.
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.execute("PRAGMA busy_timeout = 5000").await?;
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+            Ok(())
+        })
+    });
+    let options = if in_memory {
+        // The database lives only as long as its one connection: never let
+        // the pool retire it.
+        options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+    } else {
+        options.max_connections(8)
+    };
+    Ok(options.acquire_timeout(Duration::from_secs(10)).connect(&url).await?)
+}
+
+#[async_trait]
+impl MetaStore for SqlStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
+        }
+    }
+}

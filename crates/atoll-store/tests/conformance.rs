@@ -1,0 +1,883 @@
+//! One conformance suite for every MetaDB back end.
+//!
+//! Each check is an async function written once against the store traits;
+//! `conformance!` instantiates it per back end, each run on a fresh database:
+//! a new SQLite file in a temp dir (always), and a new database on the
+//! MySQL/MariaDB server named by `ATOLL_TEST_MYSQL_URL` (skipped with a note
+//! when unset). For MySQL the URL's user must be allowed to create and drop
+//! databases; each test makes `atoll_ct_<random>` and drops it afterwards.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use atoll_core::{Host, HostFacts, HostId, HostStatus, Phase, Role, StepStatus, TaskStatus};
+use atoll_store::*;
+use serde_json::json;
+use sqlx::Row;
+
+// ---------------------------------------------------------------- harness
+
+struct Harness {
+    store: SqlStore,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    /// Server URL (no database) and the database to drop at the end.
+    mysql_db: Option<(String, String)>,
+}
+
+impl Harness {
+    async fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        Harness { store, url, _dir: Some(dir), mysql_db: None }
+    }
+
+    async fn mysql() -> Option<Harness> {
+        let Ok(base) = std::env::var("ATOLL_TEST_MYSQL_URL") else {
+            eprintln!("note: ATOLL_TEST_MYSQL_URL not set, skipping the MySQL/MariaDB run");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        // Keep user, password, host and port; swap the database for a fresh one.
+        let server = url_without_db(&base);
+        let name = format!("atoll_ct_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::AnyPool::connect(&server).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+        admin.close().await;
+        let (path, query) = server.split_once('?').map_or((server.as_str(), ""), |(p, q)| (p, q));
+        let url = if query.is_empty() { format!("{path}/{name}") } else { format!("{path}/{name}?{query}") };
+        let store = SqlStore::connect(&url).await.unwrap();
+        Some(Harness { store, url, _dir: None, mysql_db: Some((server, name)) })
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        if let Some((server, name)) = self.mysql_db {
+            let admin = sqlx::AnyPool::connect(&server).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}"))).execute(&admin).await.unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+/// `mysql://u:p@h:1/db?x=y` -> `mysql://u:p@h:1?x=y`.
+fn url_without_db(url: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}?{q}"),
+        None => base.to_owned(),
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::Harness::sqlite().await;
+                    super::$name(&h).await;
+                    h.finish().await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = super::Harness::mysql().await else { return };
+                    super::$name(&h).await;
+                    h.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    basics,
+    host_insert_conflicts,
+    find_host_by_id_name_address,
+    register_inserts_new_host,
+    register_claims_pending_host,
+    register_pending_zone_rules,
+    reregister_updates_in_place,
+    register_address_conflict,
+    concurrent_claims_of_one_pending_host,
+    heartbeat_reports_previous_status,
+    stale_hosts_go_offline_once,
+    host_checks_and_delete,
+    users_and_passwords,
+    sessions_expire_when_idle,
+    api_tokens,
+    delete_user_cascades,
+    login_lockout,
+    audit_paging,
+    settings,
+    task_create_list_update,
+    claim_race_has_one_winner,
+    expired_lease_is_reclaimed,
+    renew_lease_only_by_owner,
+    reset_step_retry_and_skip,
+    step_logs_paging,
+    migrations_run_twice,
+);
+
+// ---------------------------------------------------------------- fixtures
+
+fn conflict(e: StoreError) -> String {
+    match e {
+        StoreError::Conflict(m) => m,
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+fn host(name: &str, address: &str, status: HostStatus) -> HostRecord {
+    HostRecord {
+        host: Host {
+            id: HostId::new(),
+            name: name.into(),
+            address: address.into(),
+            agent_url: None,
+            zone: None,
+            status,
+            facts: None,
+            agent_version: None,
+            created_at_ms: 1_000,
+            last_heartbeat_ms: None,
+        },
+        agent_token_hash: None,
+        server_token: None,
+        checks: None,
+        checked_at_ms: None,
+    }
+}
+
+fn facts(hostname: &str) -> HostFacts {
+    HostFacts { hostname: hostname.into(), memory_bytes: 8 << 30, ..Default::default() }
+}
+
+fn registration(id: HostId, name: &str, address: &str, zone: Option<&str>, now: i64) -> Registration {
+    Registration {
+        id,
+        name: name.into(),
+        address: address.into(),
+        agent_url: format!("http://{address}:7070"),
+        zone: zone.map(Into::into),
+        facts: facts(name),
+        agent_version: "0.1.0".into(),
+        agent_token_hash: format!("hash-{id}"),
+        server_token: format!("server-{id}"),
+        now,
+    }
+}
+
+fn heartbeat(id: HostId, address: &str, now: i64) -> HeartbeatRecord {
+    HeartbeatRecord { id, now, address: address.into(), agent_url: format!("http://{address}:7070"), facts: None }
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: Role::Operator,
+        must_change_password: true,
+        created_at_ms: 1_000,
+    }
+}
+
+fn session(hash: &str, user: &str, last_seen: i64) -> SessionRecord {
+    SessionRecord {
+        token_hash: hash.into(),
+        user: user.into(),
+        source: "127.0.0.1".into(),
+        created_at_ms: last_seen,
+        last_seen_ms: last_seen,
+    }
+}
+
+fn api_token(id: &str, user: &str, hash: &str) -> ApiTokenRecord {
+    ApiTokenRecord {
+        id: id.into(),
+        user: user.into(),
+        name: format!("token {id}"),
+        token_hash: hash.into(),
+        created_at_ms: 1_000,
+        last_used_ms: None,
+    }
+}
+
+fn task(id: &str, target: &str, status: TaskStatus, created: i64) -> TaskRecord {
+    TaskRecord {
+        id: id.into(),
+        kind: "host.prepare".into(),
+        title: format!("prepare {target}"),
+        target: target.into(),
+        status,
+        phase: Phase::Forward,
+        cancel_requested: false,
+        params: json!({ "target": target }),
+        created_by: "admin".into(),
+        created_at_ms: created,
+        updated_at_ms: created,
+        finished_at_ms: None,
+    }
+}
+
+fn step(task_id: &str, key: &str, seq: i64, deps: &[&str]) -> StepRecord {
+    StepRecord {
+        task_id: task_id.into(),
+        key: key.into(),
+        seq,
+        kind: format!("host.{key}"),
+        title: format!("step {key}"),
+        params: json!({ "n": seq }),
+        deps: deps.iter().map(|d| d.to_string()).collect(),
+        status: StepStatus::Pending,
+        attempts: 0,
+        max_attempts: 3,
+        timeout_ms: 60_000,
+        not_before_ms: 0,
+        lease_owner: None,
+        lease_expires_ms: None,
+        started_at_ms: None,
+        finished_at_ms: None,
+        output: None,
+        error: None,
+    }
+}
+
+fn claim(task_id: &str, key: &str, expect: StepStatus, owner: &str, now: i64, until: i64) -> StepClaim {
+    StepClaim {
+        task_id: task_id.into(),
+        key: key.into(),
+        expect,
+        to: StepStatus::Running,
+        owner: owner.into(),
+        now,
+        lease_until: until,
+    }
+}
+
+fn completion(task_id: &str, key: &str, owner: &str, status: StepStatus, now: i64) -> StepCompletion {
+    StepCompletion {
+        task_id: task_id.into(),
+        key: key.into(),
+        owner: owner.into(),
+        status,
+        output: Some(json!({ "by": owner })),
+        error: (status == StepStatus::Failed).then(|| "disk full".to_string()),
+        not_before_ms: 0,
+        now,
+    }
+}
+
+/// A task `t` with steps a -> b, c.
+async fn seed_task(s: &SqlStore, id: &str) {
+    let steps = [step(id, "a", 0, &[]), step(id, "b", 1, &["a"]), step(id, "c", 2, &["a"])];
+    s.create_task(&task(id, "db1", TaskStatus::Running, 1_000), &steps).await.unwrap();
+}
+
+// ---------------------------------------------------------------- hosts
+
+async fn basics(h: &Harness) {
+    let s = &h.store;
+    s.ping().await.unwrap();
+    let expected = if h.mysql_db.is_some() { "mysql" } else { "sqlite" };
+    assert_eq!(s.backend(), expected);
+    assert!(s.list_hosts().await.unwrap().is_empty());
+    assert_eq!(s.count_users().await.unwrap(), 0);
+}
+
+async fn host_insert_conflicts(h: &Harness) {
+    let s = &h.store;
+    let a = host("a", "127.0.0.11", HostStatus::Pending);
+    s.insert_host(&a).await.unwrap();
+
+    let msg = conflict(s.insert_host(&host("b", "127.0.0.11", HostStatus::Pending)).await.unwrap_err());
+    assert!(msg.contains("address 127.0.0.11"), "{msg}");
+    let msg = conflict(s.insert_host(&host("a", "127.0.0.12", HostStatus::Pending)).await.unwrap_err());
+    assert!(msg.contains("name a"), "{msg}");
+    let mut same_id = host("c", "127.0.0.13", HostStatus::Pending);
+    same_id.host.id = a.host.id;
+    let msg = conflict(s.insert_host(&same_id).await.unwrap_err());
+    assert!(msg.contains(&a.host.id.to_string()), "{msg}");
+
+    assert_eq!(s.list_hosts().await.unwrap(), vec![a.clone()]);
+    assert_eq!(s.get_host(a.host.id).await.unwrap(), Some(a));
+}
+
+async fn find_host_by_id_name_address(h: &Harness) {
+    let s = &h.store;
+    let mut a = host("alpha", "127.0.0.21", HostStatus::Online);
+    a.host.zone = Some("z1".into());
+    a.host.facts = Some(facts("alpha"));
+    a.host.last_heartbeat_ms = Some(5);
+    a.checks = Some(json!([{ "name": "disk", "ok": true }]));
+    a.checked_at_ms = Some(6);
+    a.agent_token_hash = Some("ath".into());
+    a.server_token = Some("st".into());
+    s.insert_host(&a).await.unwrap();
+    // A host whose *name* is another host's address: the name wins for that key.
+    let b = host("beta", "alpha", HostStatus::Pending);
+    s.insert_host(&b).await.unwrap();
+
+    assert_eq!(s.find_host(&a.host.id.to_string()).await.unwrap(), Some(a.clone()), "by id");
+    assert_eq!(s.find_host("alpha").await.unwrap(), Some(a.clone()), "name before address");
+    assert_eq!(s.find_host("127.0.0.21").await.unwrap(), Some(a.clone()), "by address");
+    assert_eq!(s.find_host("beta").await.unwrap().map(|r| r.host.id), Some(b.host.id));
+    assert_eq!(s.find_host("gamma").await.unwrap(), None);
+    assert_eq!(s.find_host(&HostId::new().to_string()).await.unwrap(), None);
+    let names: Vec<_> = s.list_hosts().await.unwrap().into_iter().map(|r| r.host.name).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+}
+
+async fn register_inserts_new_host(h: &Harness) {
+    let s = &h.store;
+    let id = HostId::new();
+    let rec = s.register_host(&registration(id, "web1", "127.0.0.31", Some("z1"), 5_000)).await.unwrap();
+    assert_eq!(rec.host.id, id);
+    assert_eq!(rec.host.name, "web1");
+    assert_eq!(rec.host.status, HostStatus::Online);
+    assert_eq!(rec.host.zone.as_deref(), Some("z1"));
+    assert_eq!(rec.host.last_heartbeat_ms, Some(5_000));
+    assert_eq!(rec.host.created_at_ms, 5_000);
+    assert_eq!(rec.host.agent_url.as_deref(), Some("http://127.0.0.31:7070"));
+    assert_eq!(rec.host.facts, Some(facts("web1")));
+    assert_eq!(rec.agent_token_hash, Some(format!("hash-{id}")));
+    assert_eq!(rec.server_token, Some(format!("server-{id}")));
+    assert_eq!(s.get_host(id).await.unwrap(), Some(rec));
+
+    // A new agent whose name is taken but address is free.
+    let msg = conflict(s.register_host(&registration(HostId::new(), "web1", "127.0.0.32", None, 6_000)).await.unwrap_err());
+    assert!(msg.contains("name web1"), "{msg}");
+}
+
+async fn register_claims_pending_host(h: &Harness) {
+    let s = &h.store;
+    let mut pending = host("db1", "127.0.0.41", HostStatus::Pending);
+    pending.host.zone = Some("z1".into());
+    s.insert_host(&pending).await.unwrap();
+
+    let agent = HostId::new();
+    let rec = s.register_host(&registration(agent, "vm-1234", "127.0.0.41", Some("z9"), 7_000)).await.unwrap();
+    assert_eq!(rec.host.id, agent, "the agent's id replaces the server-made one");
+    assert_eq!(rec.host.name, "db1", "an operator's name is kept");
+    assert_eq!(rec.host.zone.as_deref(), Some("z1"), "an operator's zone is kept");
+    assert_eq!(rec.host.status, HostStatus::Online);
+    assert_eq!(rec.host.created_at_ms, pending.host.created_at_ms);
+    assert_eq!(rec.host.last_heartbeat_ms, Some(7_000));
+    assert_eq!(s.get_host(pending.host.id).await.unwrap(), None);
+    assert_eq!(s.list_hosts().await.unwrap(), vec![rec]);
+}
+
+async fn register_pending_zone_rules(h: &Harness) {
+    let s = &h.store;
+    // A pending host without a zone takes the agent's.
+    s.insert_host(&host("db2", "127.0.0.42", HostStatus::Pending)).await.unwrap();
+    let rec = s.register_host(&registration(HostId::new(), "x", "127.0.0.42", Some("z2"), 1)).await.unwrap();
+    assert_eq!((rec.host.name.as_str(), rec.host.zone.as_deref()), ("db2", Some("z2")));
+    // ... and keeps none when the agent sends none.
+    s.insert_host(&host("db3", "127.0.0.43", HostStatus::Pending)).await.unwrap();
+    let rec = s.register_host(&registration(HostId::new(), "y", "127.0.0.43", None, 1)).await.unwrap();
+    assert_eq!((rec.host.name.as_str(), rec.host.zone), ("db3", None));
+}
+
+async fn reregister_updates_in_place(h: &Harness) {
+    let s = &h.store;
+    let id = HostId::new();
+    s.register_host(&registration(id, "app1", "127.0.0.51", Some("z1"), 1_000)).await.unwrap();
+    let mut again = registration(id, "ignored", "127.0.0.52", None, 2_000);
+    again.agent_version = "0.2.0".into();
+    again.server_token = "rotated".into();
+    let rec = s.register_host(&again).await.unwrap();
+    assert_eq!(rec.host.id, id);
+    assert_eq!(rec.host.name, "app1");
+    assert_eq!(rec.host.address, "127.0.0.52");
+    assert_eq!(rec.host.zone.as_deref(), Some("z1"), "None keeps the zone");
+    assert_eq!(rec.host.agent_version.as_deref(), Some("0.2.0"));
+    assert_eq!(rec.server_token.as_deref(), Some("rotated"));
+    assert_eq!(rec.host.last_heartbeat_ms, Some(2_000));
+    assert_eq!(rec.host.created_at_ms, 1_000);
+    assert_eq!(s.list_hosts().await.unwrap().len(), 1, "no new host");
+    // An explicit zone replaces the old one.
+    let rec = s.register_host(&registration(id, "ignored", "127.0.0.52", Some("z2"), 3_000)).await.unwrap();
+    assert_eq!(rec.host.zone.as_deref(), Some("z2"));
+}
+
+async fn register_address_conflict(h: &Harness) {
+    let s = &h.store;
+    let b = HostId::new();
+    s.register_host(&registration(b, "b", "127.0.0.61", None, 1)).await.unwrap();
+    // A new agent at an address an online host holds.
+    let msg = conflict(s.register_host(&registration(HostId::new(), "c", "127.0.0.61", None, 2)).await.unwrap_err());
+    assert_eq!(msg, "address 127.0.0.61 is already used by host b");
+    // A registered agent moving onto a pending host's address.
+    s.insert_host(&host("p", "127.0.0.62", HostStatus::Pending)).await.unwrap();
+    let msg = conflict(s.register_host(&registration(b, "b", "127.0.0.62", None, 3)).await.unwrap_err());
+    assert_eq!(msg, "address 127.0.0.62 is already used by host p");
+    assert_eq!(s.get_host(b).await.unwrap().map(|r| r.host.address).as_deref(), Some("127.0.0.61"));
+    assert_eq!(s.list_hosts().await.unwrap().len(), 2);
+}
+
+async fn concurrent_claims_of_one_pending_host(h: &Harness) {
+    let s = Arc::new(h.store.clone());
+    s.insert_host(&host("db9", "127.0.0.69", HostStatus::Pending)).await.unwrap();
+    let (x, y) = (HostId::new(), HostId::new());
+    let (s1, s2) = (s.clone(), s.clone());
+    let r1 = tokio::spawn(async move { s1.register_host(&registration(x, "x", "127.0.0.69", None, 1)).await });
+    let r2 = tokio::spawn(async move { s2.register_host(&registration(y, "y", "127.0.0.69", None, 1)).await });
+    let (r1, r2) = (r1.await.unwrap(), r2.await.unwrap());
+    let winners: Vec<_> = [&r1, &r2].iter().filter_map(|r| r.as_ref().ok()).map(|r| r.host.id).collect();
+    assert_eq!(winners.len(), 1, "{r1:?} / {r2:?}");
+    let loser = if r1.is_ok() { r2 } else { r1 };
+    assert!(conflict(loser.unwrap_err()).contains("already used by host db9"));
+    let hosts = s.list_hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!((hosts[0].host.id, hosts[0].host.name.as_str()), (winners[0], "db9"));
+}
+
+async fn heartbeat_reports_previous_status(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.record_heartbeat(&heartbeat(HostId::new(), "127.0.0.71", 1)).await.unwrap(), None);
+
+    let id = HostId::new();
+    s.register_host(&registration(id, "hb", "127.0.0.71", None, 1_000)).await.unwrap();
+    assert_eq!(s.record_heartbeat(&heartbeat(id, "127.0.0.71", 2_000)).await.unwrap(), Some(HostStatus::Online));
+    assert_eq!(s.mark_stale_offline(2_500).await.unwrap(), vec![id]);
+    // Back from offline, at a new address; facts left alone when not sent.
+    let prev = s.record_heartbeat(&heartbeat(id, "127.0.0.72", 3_000)).await.unwrap();
+    assert_eq!(prev, Some(HostStatus::Offline));
+    let rec = s.get_host(id).await.unwrap().unwrap();
+    assert_eq!(rec.host.status, HostStatus::Online);
+    assert_eq!(rec.host.address, "127.0.0.72");
+    assert_eq!(rec.host.agent_url.as_deref(), Some("http://127.0.0.72:7070"));
+    assert_eq!(rec.host.last_heartbeat_ms, Some(3_000));
+    assert_eq!(rec.host.facts, Some(facts("hb")));
+    // Fresh facts replace the old ones.
+    let mut hb = heartbeat(id, "127.0.0.72", 4_000);
+    hb.facts = Some(facts("renamed"));
+    s.record_heartbeat(&hb).await.unwrap();
+    assert_eq!(s.get_host(id).await.unwrap().unwrap().host.facts, Some(facts("renamed")));
+    // Moving onto another host's address is refused.
+    s.insert_host(&host("other", "127.0.0.73", HostStatus::Pending)).await.unwrap();
+    let msg = conflict(s.record_heartbeat(&heartbeat(id, "127.0.0.73", 5_000)).await.unwrap_err());
+    assert_eq!(msg, "address 127.0.0.73 is already used by host other");
+}
+
+async fn stale_hosts_go_offline_once(h: &Harness) {
+    let s = &h.store;
+    let (old, fresh) = (HostId::new(), HostId::new());
+    s.register_host(&registration(old, "old", "127.0.0.81", None, 1_000)).await.unwrap();
+    s.register_host(&registration(fresh, "fresh", "127.0.0.82", None, 9_000)).await.unwrap();
+    s.insert_host(&host("pend", "127.0.0.83", HostStatus::Pending)).await.unwrap();
+    let mut off = host("off", "127.0.0.84", HostStatus::Offline);
+    off.host.last_heartbeat_ms = Some(10);
+    s.insert_host(&off).await.unwrap();
+
+    assert_eq!(s.mark_stale_offline(5_000).await.unwrap(), vec![old]);
+    assert_eq!(s.mark_stale_offline(5_000).await.unwrap(), Vec::<HostId>::new());
+    let status = |name: &str| {
+        let name = name.to_owned();
+        async move { s.find_host(&name).await.unwrap().unwrap().host.status }
+    };
+    assert_eq!(status("old").await, HostStatus::Offline);
+    assert_eq!(status("fresh").await, HostStatus::Online);
+    assert_eq!(status("pend").await, HostStatus::Pending);
+    assert_eq!(status("off").await, HostStatus::Offline);
+}
+
+async fn host_checks_and_delete(h: &Harness) {
+    let s = &h.store;
+    let a = host("chk", "127.0.0.91", HostStatus::Pending);
+    s.insert_host(&a).await.unwrap();
+    let checks = json!([{ "name": "nofile", "ok": false, "detail": "1024 < 65535" }]);
+    s.set_host_checks(a.host.id, &checks, 42).await.unwrap();
+    let rec = s.get_host(a.host.id).await.unwrap().unwrap();
+    assert_eq!((rec.checks, rec.checked_at_ms), (Some(checks), Some(42)));
+    assert!(s.delete_host(a.host.id).await.unwrap());
+    assert!(!s.delete_host(a.host.id).await.unwrap());
+    assert_eq!(s.get_host(a.host.id).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------- accounts
+
+async fn users_and_passwords(h: &Harness) {
+    let s = &h.store;
+    s.create_user(&user("bob")).await.unwrap();
+    let mut admin = user("alice");
+    admin.role = Role::Admin;
+    admin.must_change_password = false;
+    s.create_user(&admin).await.unwrap();
+    assert_eq!(conflict(s.create_user(&user("bob")).await.unwrap_err()), "user \"bob\" already exists");
+    assert_eq!(s.count_users().await.unwrap(), 2);
+    assert_eq!(s.get_user("alice").await.unwrap(), Some(admin.clone()));
+    assert_eq!(s.get_user("Alice").await.unwrap(), None, "names are case-sensitive everywhere");
+    let names: Vec<_> = s.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    assert!(s.set_password("bob", "newhash", false).await.unwrap());
+    let bob = s.get_user("bob").await.unwrap().unwrap();
+    assert_eq!((bob.password_hash.as_str(), bob.must_change_password, bob.role), ("newhash", false, Role::Operator));
+    assert!(!s.set_password("carol", "x", false).await.unwrap());
+}
+
+async fn sessions_expire_when_idle(h: &Harness) {
+    let s = &h.store;
+    s.create_user(&user("bob")).await.unwrap();
+    s.create_session(&session("s1", "bob", 1_000)).await.unwrap();
+    let msg = conflict(s.create_session(&session("s1", "bob", 1_000)).await.unwrap_err());
+    assert!(msg.contains("session"), "{msg}");
+
+    let got = s.touch_session("s1", 500, 2_000).await.unwrap().unwrap();
+    assert_eq!((got.user.as_str(), got.last_seen_ms, got.created_at_ms), ("bob", 2_000, 1_000));
+    // Used at exactly the cut-off still counts.
+    assert!(s.touch_session("s1", 2_000, 2_500).await.unwrap().is_some());
+    // Idle since 2_500, cut-off 3_000: gone, and deleted.
+    assert_eq!(s.touch_session("s1", 3_000, 4_000).await.unwrap(), None);
+    assert_eq!(s.touch_session("s1", 0, 4_000).await.unwrap(), None, "expired session was deleted");
+    assert_eq!(s.touch_session("missing", 0, 1).await.unwrap(), None);
+
+    s.create_session(&session("s2", "bob", 1_000)).await.unwrap();
+    s.create_session(&session("s3", "bob", 1_000)).await.unwrap();
+    s.delete_session("s2").await.unwrap();
+    assert_eq!(s.touch_session("s2", 0, 1_500).await.unwrap(), None);
+    s.delete_sessions_of("bob").await.unwrap();
+    assert_eq!(s.touch_session("s3", 0, 1_500).await.unwrap(), None);
+}
+
+async fn api_tokens(h: &Harness) {
+    let s = &h.store;
+    s.create_user(&user("bob")).await.unwrap();
+    s.create_user(&user("amy")).await.unwrap();
+    s.create_api_token(&api_token("t1", "bob", "h1")).await.unwrap();
+    s.create_api_token(&api_token("t2", "amy", "h2")).await.unwrap();
+    let msg = conflict(s.create_api_token(&api_token("t3", "bob", "h1")).await.unwrap_err());
+    assert!(msg.contains("token hash"), "{msg}");
+    let msg = conflict(s.create_api_token(&api_token("t1", "bob", "h9")).await.unwrap_err());
+    assert!(msg.contains("\"t1\""), "{msg}");
+
+    let t = s.touch_api_token("h1", 5_000).await.unwrap().unwrap();
+    assert_eq!((t.id.as_str(), t.last_used_ms), ("t1", Some(5_000)));
+    assert_eq!(s.touch_api_token("nope", 5_000).await.unwrap(), None);
+    let ids = |v: Vec<ApiTokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_api_tokens(None).await.unwrap()), ["t2", "t1"], "by user, then age");
+    assert_eq!(ids(s.list_api_tokens(Some("bob")).await.unwrap()), ["t1"]);
+    assert!(s.delete_api_token("t1").await.unwrap());
+    assert!(!s.delete_api_token("t1").await.unwrap());
+    assert_eq!(s.touch_api_token("h1", 6_000).await.unwrap(), None);
+}
+
+async fn delete_user_cascades(h: &Harness) {
+    let s = &h.store;
+    s.create_user(&user("bob")).await.unwrap();
+    s.create_user(&user("amy")).await.unwrap();
+    s.create_session(&session("sb", "bob", 1_000)).await.unwrap();
+    s.create_session(&session("sa", "amy", 1_000)).await.unwrap();
+    s.create_api_token(&api_token("tb", "bob", "hb")).await.unwrap();
+    s.create_api_token(&api_token("ta", "amy", "ha")).await.unwrap();
+
+    assert!(s.delete_user("bob").await.unwrap());
+    assert!(!s.delete_user("bob").await.unwrap());
+    assert_eq!(s.get_user("bob").await.unwrap(), None);
+    assert_eq!(s.touch_session("sb", 0, 2_000).await.unwrap(), None);
+    assert_eq!(s.touch_api_token("hb", 2_000).await.unwrap(), None);
+    assert!(s.list_api_tokens(Some("bob")).await.unwrap().is_empty());
+    // Others keep theirs.
+    assert!(s.touch_session("sa", 0, 2_000).await.unwrap().is_some());
+    assert!(s.touch_api_token("ha", 2_000).await.unwrap().is_some());
+    assert_eq!(s.count_users().await.unwrap(), 1);
+}
+
+async fn login_lockout(h: &Harness) {
+    let s = &h.store;
+    let p = LockoutPolicy { max_failures: 3, window_ms: 60_000, lock_ms: 300_000 };
+    let src = "203.0.113.7";
+    assert_eq!(s.login_locked_until(src, 0).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src, 0, &p).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src, 1_000, &p).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src, 2_000, &p).await.unwrap(), Some(302_000));
+    assert_eq!(s.login_locked_until(src, 2_500).await.unwrap(), Some(302_000));
+    assert_eq!(s.login_locked_until("198.51.100.1", 2_500).await.unwrap(), None, "per source");
+    assert_eq!(s.login_locked_until(src, 302_000).await.unwrap(), None, "lock over");
+
+    // Failures spread wider than the window never lock.
+    let src2 = "203.0.113.8";
+    assert_eq!(s.record_login_failure(src2, 0, &p).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src2, 1_000, &p).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src2, 70_000, &p).await.unwrap(), None, "window passed: count restarts");
+    assert_eq!(s.record_login_failure(src2, 71_000, &p).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src2, 72_000, &p).await.unwrap(), Some(372_000));
+
+    s.clear_login_failures(src2).await.unwrap();
+    assert_eq!(s.login_locked_until(src2, 72_001).await.unwrap(), None);
+    assert_eq!(s.record_login_failure(src2, 73_000, &p).await.unwrap(), None, "cleared: count restarts");
+}
+
+// ---------------------------------------------------------------- audit, settings
+
+async fn audit_paging(h: &Harness) {
+    let s = &h.store;
+    for i in 0..25 {
+        let e = NewAudit {
+            at_ms: 1_000 + i,
+            actor: "admin".into(),
+            source: "127.0.0.1".into(),
+            action: "host.add".into(),
+            target: format!("host{i}"),
+            detail: json!({ "i": i, "nested": { "ok": true } }),
+            outcome: if i % 5 == 0 { "refused: busy".into() } else { "ok".into() },
+        };
+        s.append_audit(&e).await.unwrap();
+    }
+    let first = s.list_audit(None, 10).await.unwrap();
+    assert_eq!(first.len(), 10);
+    assert!(first.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(first[0].target, "host24");
+    assert_eq!(first[0].detail, json!({ "i": 24, "nested": { "ok": true } }));
+    let second = s.list_audit(Some(first[9].id), 10).await.unwrap();
+    assert_eq!(second[0].target, "host14");
+    let third = s.list_audit(Some(second[9].id), 10).await.unwrap();
+    assert_eq!(third.len(), 5);
+    assert_eq!((third[4].target.as_str(), third[4].outcome.as_str(), third[4].at_ms), ("host0", "refused: busy", 1_000));
+    let all: HashSet<i64> = first.iter().chain(&second).chain(&third).map(|e| e.id).collect();
+    assert_eq!(all.len(), 25);
+    assert_eq!(s.list_audit(None, 0).await.unwrap().len(), 25, "0 means the default page");
+}
+
+async fn settings(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.get_setting("cluster.name").await.unwrap(), None);
+    s.put_setting("cluster.name", "atoll").await.unwrap();
+    s.put_setting("cluster.name", "atoll-2").await.unwrap();
+    s.put_setting("other", "").await.unwrap();
+    assert_eq!(s.get_setting("cluster.name").await.unwrap().as_deref(), Some("atoll-2"));
+    assert_eq!(s.get_setting("other").await.unwrap().as_deref(), Some(""));
+}
+
+// ---------------------------------------------------------------- tasks
+
+async fn task_create_list_update(h: &Harness) {
+    let s = &h.store;
+    seed_task(s, "t1").await;
+    s.create_task(&task("t2", "db2", TaskStatus::Succeeded, 2_000), &[]).await.unwrap();
+    s.create_task(&task("t3", "db1", TaskStatus::RollingBack, 3_000), &[]).await.unwrap();
+    s.create_task(&task("t0", "db1", TaskStatus::Cancelling, 3_000), &[]).await.unwrap();
+    let msg = conflict(s.create_task(&task("t1", "x", TaskStatus::Running, 1), &[]).await.unwrap_err());
+    assert!(msg.contains("\"t1\""), "{msg}");
+    // A task whose steps clash is not stored at all.
+    let dup = [step("t9", "a", 0, &[]), step("t9", "a", 1, &[])];
+    assert!(s.create_task(&task("t9", "x", TaskStatus::Running, 1), &dup).await.is_err());
+    assert_eq!(s.get_task("t9").await.unwrap(), None);
+
+    let ids = |v: Vec<TaskRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let all = TaskFilter::default();
+    assert_eq!(ids(s.list_tasks(&all).await.unwrap()), ["t3", "t0", "t2", "t1"], "newest first, then id");
+    let f = TaskFilter { target: Some("db1".into()), ..Default::default() };
+    assert_eq!(ids(s.list_tasks(&f).await.unwrap()), ["t3", "t0", "t1"]);
+    let f = TaskFilter { status: Some(TaskStatus::Succeeded), ..Default::default() };
+    assert_eq!(ids(s.list_tasks(&f).await.unwrap()), ["t2"]);
+    let f = TaskFilter { status: Some(TaskStatus::Running), target: Some("db1".into()), limit: 0 };
+    assert_eq!(ids(s.list_tasks(&f).await.unwrap()), ["t1"]);
+    let f = TaskFilter { limit: 2, ..Default::default() };
+    assert_eq!(ids(s.list_tasks(&f).await.unwrap()), ["t3", "t0"]);
+    assert_eq!(ids(s.active_tasks().await.unwrap()).into_iter().collect::<HashSet<_>>(), HashSet::from(["t0".into(), "t1".into(), "t3".into()]));
+
+    let t1 = s.get_task("t1").await.unwrap().unwrap();
+    assert_eq!(t1, task("t1", "db1", TaskStatus::Running, 1_000));
+    let steps = s.task_steps("t1").await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(steps[1], step("t1", "b", 1, &["a"]));
+    assert_eq!(s.get_step("t1", "c").await.unwrap(), Some(step("t1", "c", 2, &["a"])));
+    assert_eq!(s.get_step("t1", "zz").await.unwrap(), None);
+
+    s.update_task(&TaskUpdate {
+        id: "t1".into(),
+        status: TaskStatus::Cancelled,
+        phase: Phase::Rollback,
+        cancel_requested: true,
+        now: 9_000,
+        finished_at_ms: Some(9_001),
+    })
+    .await
+    .unwrap();
+    let t1 = s.get_task("t1").await.unwrap().unwrap();
+    assert_eq!(
+        (t1.status, t1.phase, t1.cancel_requested, t1.updated_at_ms, t1.finished_at_ms, t1.created_at_ms),
+        (TaskStatus::Cancelled, Phase::Rollback, true, 9_000, Some(9_001), 1_000)
+    );
+    assert_eq!(ids(s.active_tasks().await.unwrap()).len(), 2);
+}
+
+async fn claim_race_has_one_winner(h: &Harness) {
+    let s = Arc::new(h.store.clone());
+    seed_task(&s, "t").await;
+    for round in 0..5 {
+        let key = ["a", "b", "c"][round % 3];
+        if round >= 3 {
+            // Put the step back so it can be raced for again.
+            assert!(s.reset_step("t", key, &[StepStatus::Running], StepStatus::Pending, 0, 0).await.unwrap());
+        }
+        let mut joins = Vec::new();
+        for owner in ["x", "y", "z"] {
+            let s = s.clone();
+            joins.push(tokio::spawn(async move {
+                s.claim_step(&claim("t", key, StepStatus::Pending, owner, 100, 10_000)).await.unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for j in joins {
+            wins += usize::from(j.await.unwrap());
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+    let a = s.get_step("t", "a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.attempts, a.started_at_ms, a.lease_expires_ms), (StepStatus::Running, 2, Some(100), Some(10_000)));
+    assert!(matches!(a.lease_owner.as_deref(), Some("x" | "y" | "z")));
+}
+
+async fn expired_lease_is_reclaimed(h: &Harness) {
+    let s = &h.store;
+    seed_task(s, "t").await;
+    assert!(s.claim_step(&claim("t", "a", StepStatus::Pending, "x", 0, 1_000)).await.unwrap());
+    assert!(!s.claim_step(&claim("t", "a", StepStatus::Pending, "y", 500, 2_000)).await.unwrap(), "no longer pending");
+    assert!(!s.claim_step(&claim("t", "a", StepStatus::Running, "y", 500, 2_000)).await.unwrap(), "lease still held");
+    assert!(s.claim_step(&claim("t", "a", StepStatus::Running, "y", 1_500, 3_000)).await.unwrap(), "lease expired");
+    let a = s.get_step("t", "a").await.unwrap().unwrap();
+    assert_eq!((a.attempts, a.lease_owner.as_deref(), a.lease_expires_ms, a.started_at_ms), (2, Some("y"), Some(3_000), Some(1_500)));
+
+    assert!(!s.complete_step(&completion("t", "a", "x", StepStatus::Succeeded, 1_600)).await.unwrap(), "x lost it");
+    assert!(s.complete_step(&completion("t", "a", "y", StepStatus::Succeeded, 1_700)).await.unwrap());
+    let a = s.get_step("t", "a").await.unwrap().unwrap();
+    assert_eq!(a.status, StepStatus::Succeeded);
+    assert_eq!((a.lease_owner, a.lease_expires_ms, a.finished_at_ms), (None, None, Some(1_700)));
+    assert_eq!(a.output, Some(json!({ "by": "y" })));
+    assert!(!s.complete_step(&completion("t", "a", "y", StepStatus::Failed, 1_800)).await.unwrap(), "already done");
+}
+
+async fn renew_lease_only_by_owner(h: &Harness) {
+    let s = &h.store;
+    seed_task(s, "t").await;
+    assert!(!s.renew_lease("t", "a", "x", 5_000).await.unwrap(), "not claimed");
+    assert!(s.claim_step(&claim("t", "a", StepStatus::Pending, "x", 0, 1_000)).await.unwrap());
+    assert!(s.renew_lease("t", "a", "x", 5_000).await.unwrap());
+    assert!(s.renew_lease("t", "a", "x", 5_000).await.unwrap(), "same value still counts as held");
+    assert!(!s.renew_lease("t", "a", "y", 9_000).await.unwrap());
+    assert_eq!(s.get_step("t", "a").await.unwrap().unwrap().lease_expires_ms, Some(5_000));
+    assert!(s.complete_step(&completion("t", "a", "x", StepStatus::Succeeded, 2_000)).await.unwrap());
+    assert!(!s.renew_lease("t", "a", "x", 9_000).await.unwrap(), "released on completion");
+}
+
+async fn reset_step_retry_and_skip(h: &Harness) {
+    let s = &h.store;
+    seed_task(s, "t").await;
+    assert!(s.claim_step(&claim("t", "a", StepStatus::Pending, "x", 0, 1_000)).await.unwrap());
+    let mut failed = completion("t", "a", "x", StepStatus::Failed, 100);
+    failed.not_before_ms = 5_000;
+    assert!(s.complete_step(&failed).await.unwrap());
+    let a = s.get_step("t", "a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.error.as_deref(), a.not_before_ms), (StepStatus::Failed, Some("disk full"), 5_000));
+
+    // Operator retry: back to pending with one more attempt allowed.
+    assert!(!s.reset_step("t", "a", &[StepStatus::Succeeded], StepStatus::Pending, 1, 200).await.unwrap());
+    assert!(!s.reset_step("t", "a", &[], StepStatus::Pending, 1, 200).await.unwrap());
+    assert!(s.reset_step("t", "a", &[StepStatus::Failed], StepStatus::Pending, 1, 200).await.unwrap());
+    let a = s.get_step("t", "a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.max_attempts, a.attempts), (StepStatus::Pending, 4, 1));
+    assert_eq!((a.not_before_ms, a.lease_owner, a.lease_expires_ms, a.finished_at_ms), (0, None, None, None));
+    assert_eq!(a.error.as_deref(), Some("disk full"), "the last error stays as history");
+    assert!(!s.reset_step("t", "a", &[StepStatus::Failed], StepStatus::Pending, 1, 300).await.unwrap(), "already moved");
+
+    // Skip (or cancel) from any of several states.
+    let from = [StepStatus::Failed, StepStatus::Pending];
+    assert!(s.reset_step("t", "b", &from, StepStatus::Skipped, 0, 400).await.unwrap());
+    let b = s.get_step("t", "b").await.unwrap().unwrap();
+    assert_eq!((b.status, b.max_attempts, b.finished_at_ms), (StepStatus::Skipped, 3, Some(400)));
+    assert!(!s.reset_step("nope", "b", &from, StepStatus::Skipped, 0, 400).await.unwrap());
+}
+
+async fn step_logs_paging(h: &Harness) {
+    let s = &h.store;
+    seed_task(s, "t").await;
+    seed_task(s, "u").await;
+    for i in 0..8u32 {
+        let line = |task: &str, step: &str| NewStepLog {
+            task_id: task.into(),
+            step: step.into(),
+            attempt: 1 + i / 4,
+            at_ms: i64::from(i),
+            level: if i == 7 { "error".into() } else { "info".into() },
+            message: format!("{step} line {i} — ünïcode"),
+        };
+        s.append_step_log(&line("t", if i % 2 == 0 { "a" } else { "b" })).await.unwrap();
+        s.append_step_log(&line("u", "a")).await.unwrap();
+    }
+    let all = s.step_logs("t", None, 0, 0).await.unwrap();
+    assert_eq!(all.len(), 8);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert!(all.iter().all(|l| l.task_id == "t"));
+    assert_eq!((all[7].step.as_str(), all[7].attempt, all[7].level.as_str()), ("b", 2, "error"));
+    assert_eq!(all[0].message, "a line 0 — ünïcode");
+
+    let page1 = s.step_logs("t", Some("a"), 0, 3).await.unwrap();
+    assert_eq!(page1.iter().map(|l| l.at_ms).collect::<Vec<_>>(), [0, 2, 4]);
+    let page2 = s.step_logs("t", Some("a"), page1[2].id, 3).await.unwrap();
+    assert_eq!(page2.iter().map(|l| l.at_ms).collect::<Vec<_>>(), [6]);
+    assert!(s.step_logs("t", Some("a"), page2[0].id, 3).await.unwrap().is_empty());
+    let rest = s.step_logs("t", None, all[5].id, 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+}
+
+async fn migrations_run_twice(h: &Harness) {
+    h.store.put_setting("kept", "yes").await.unwrap();
+    // A second server (or a restart) on the same database.
+    let again = SqlStore::connect(&h.url).await.unwrap();
+    assert_eq!(again.get_setting("kept").await.unwrap().as_deref(), Some("yes"));
+    let third = SqlStore::connect(&h.url).await.unwrap();
+    third.ping().await.unwrap();
+
+    let pool = sqlx::AnyPool::connect(&h.url).await.unwrap();
+    let rows = sqlx::query("SELECT version FROM schema_version").fetch_all(&pool).await.unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get("version")).collect();
+    assert_eq!(versions, [1]);
+    pool.close().await;
+    again.close().await;
+    third.close().await;
+}
+
+// ---------------------------------------------------------------- URLs, not per back end
+
+#[tokio::test]
+async fn urls() {
+    assert!(matches!(SqlStore::connect("postgres://x@y/z").await, Err(StoreError::UnsupportedUrl(_))));
+    assert!(matches!(SqlStore::connect("meta.db").await, Err(StoreError::UnsupportedUrl(_))));
+
+    let mem = SqlStore::connect("sqlite::memory:").await.unwrap();
+    mem.put_setting("k", "v").await.unwrap();
+    assert_eq!(mem.get_setting("k").await.unwrap().as_deref(), Some("v"));
+    assert_eq!(mem.backend(), "sqlite");
+
+    // open_sqlite creates missing directories and copes with URL-special characters.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub dir").join("meta #1?%.db");
+    let store = SqlStore::open_sqlite(&path).await.unwrap();
+    store.put_setting("k", "v").await.unwrap();
+    store.close().await;
+    assert!(path.exists(), "{path:?}");
+    let store = SqlStore::open_sqlite(&path).await.unwrap();
+    assert_eq!(store.get_setting("k").await.unwrap().as_deref(), Some("v"));
+    store.close().await;
+}
+
+#[test]
+fn mysql_url_without_db() {
+    assert_eq!(url_without_db("mysql://u:p@h:3306/db"), "mysql://u:p@h:3306");
+    assert_eq!(url_without_db("mysql://u:p@h:3306/db?ssl-mode=disabled"), "mysql://u:p@h:3306?ssl-mode=disabled");
+    assert_eq!(url_without_db("mysql://u:p@h"), "mysql://u:p@h");
+}

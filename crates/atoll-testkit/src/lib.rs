@@ -1,0 +1,302 @@
+//! Test harness: starts real `atoll` processes (server, agents) on loopback
+//! addresses in a temporary directory, and kills them when dropped, so a
+//! failing test leaves nothing running.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use atoll_api::v1::{ChangePasswordRequest, CreateTokenRequest, CreatedToken, LoginRequest, LoginResponse};
+use atoll_client::Client;
+
+pub use atoll_client;
+
+pub const NEW_ADMIN_PASSWORD: &str = "test-admin-password-1";
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Proc> {
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name: name.into(), child: Some(child), log })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to 10 s (then SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process has exited (and reap it).
+    pub fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `atoll` binary under test.
+pub fn atoll_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_atoll") {
+        return PathBuf::from(p);
+    }
+    let mut dir = std::env::current_exe().unwrap_or_default();
+    while dir.pop() {
+        let candidate = dir.join("atoll");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    PathBuf::from("atoll")
+}
+
+/// A free TCP port on `ip` (bound then released; the OS does not hand it
+/// out again at once).
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Options for the server a test starts.
+#[derive(Debug, Clone)]
+pub struct ServerOpts {
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        Self {
+            extra_args: vec![
+                "--heartbeat-interval-ms".into(),
+                "300".into(),
+                "--offline-after-ms".into(),
+                "1500".into(),
+                "--task-lease-ms".into(),
+                "1500".into(),
+            ],
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A platform under test: one server and any number of agents.
+pub struct Platform {
+    pub dir: tempfile::TempDir,
+    pub server: Proc,
+    pub url: String,
+    pub addr: SocketAddr,
+    pub admin_password: String,
+    /// An admin API token, once [`Platform::login_admin`] ran.
+    pub token: Option<String>,
+    pub opts: ServerOpts,
+}
+
+impl Platform {
+    pub async fn start(opts: ServerOpts) -> Result<Platform> {
+        let dir = tempfile::tempdir()?;
+        // Port 0: the server binds a free port and prints it, so parallel
+        // tests never race for one.
+        let mut server = spawn_server(dir.path(), "127.0.0.1:0".parse()?, &opts)?;
+        let addr: SocketAddr = wait_for("the server to print its address", Duration::from_secs(30), || {
+            let out = server.output();
+            let exited = server.exited();
+            async move {
+                if exited {
+                    return Some(Err(anyhow::anyhow!("server exited:\n{out}")));
+                }
+                out.lines()
+                    .find_map(|l| l.strip_prefix("atoll server listening on http://"))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|a| a.parse().ok())
+                    .map(Ok)
+            }
+        })
+        .await??;
+        let mut p = Platform { dir, server, url: format!("http://{addr}"), addr, admin_password: String::new(), token: None, opts };
+        p.wait_listening().await?;
+        p.admin_password = p
+            .server
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("first start: created user admin with password ").map(|s| s.trim().to_string()))
+            .context("server did not print the admin password")?;
+        Ok(p)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same address
+    /// and data, with `opts`.
+    pub async fn restart_server(&mut self, opts: ServerOpts) -> Result<()> {
+        self.server.kill();
+        let log_name = format!("server-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+        self.server = spawn_server_logged(self.dir.path(), self.addr, &opts, self.dir.path().join(log_name))?;
+        self.opts = opts;
+        self.wait_listening().await
+    }
+
+    async fn wait_listening(&mut self) -> Result<()> {
+        let health = format!("{}/healthz", self.url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if self.server.exited() {
+                bail!("server exited:\n{}", self.server.output());
+            }
+            if Instant::now() > deadline {
+                bail!("server did not become healthy:\n{}", self.server.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn host_data_dir(&self) -> PathBuf {
+        self.dir.path().join("hosts-db")
+    }
+
+    /// Logs in as admin, sets the new password, and keeps an API token.
+    pub async fn login_admin(&mut self) -> Result<Client> {
+        let mut c = Client::new(&self.url, None);
+        let r: LoginResponse = c
+            .post("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: self.admin_password.clone() })
+            .await?;
+        c.set_token(Some(r.token));
+        if r.must_change_password {
+            let _: serde_json::Value = c
+                .post(
+                    "/api/v1/auth/password",
+                    &ChangePasswordRequest { current_password: self.admin_password.clone(), new_password: NEW_ADMIN_PASSWORD.into() },
+                )
+                .await?;
+            self.admin_password = NEW_ADMIN_PASSWORD.into();
+        }
+        let t: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "tests".into() }).await?;
+        self.token = Some(t.token.clone());
+        Ok(Client::new(&self.url, Some(t.token)))
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, self.token.clone())
+    }
+
+    pub async fn join_token(&self) -> Result<String> {
+        let j: atoll_api::v1::JoinTokenView = self.client().get("/api/v1/join-token").await?;
+        Ok(j.token)
+    }
+
+    /// Starts an agent listening on `ip` with its own data directory
+    /// (reused when the same `data_name` is given again).
+    pub fn start_agent(&self, data_name: &str, ip: &str, zone: Option<&str>, join_token: &str) -> Result<Agent> {
+        let port = free_port(ip);
+        let data_dir = self.dir.path().join(format!("agent-{data_name}"));
+        let mut cmd = Command::new(atoll_bin());
+        cmd.arg("agent")
+            .arg("--server")
+            .arg(&self.url)
+            .arg("--join-token")
+            .arg(join_token)
+            .arg("--listen")
+            .arg(format!("{ip}:{port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--facts-every-s")
+            .arg("1");
+        if let Some(z) = zone {
+            cmd.arg("--zone").arg(z);
+        }
+        let log = self.dir.path().join(format!("agent-{data_name}-{port}.log"));
+        let proc = Proc::spawn(&format!("agent {data_name}"), cmd, log)?;
+        Ok(Agent { proc, data_dir, ip: ip.to_string(), port })
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub data_dir: PathBuf,
+    pub ip: String,
+    pub port: u16,
+}
+
+fn spawn_server(dir: &Path, addr: SocketAddr, opts: &ServerOpts) -> Result<Proc> {
+    spawn_server_logged(dir, addr, opts, dir.join("server.log"))
+}
+
+fn spawn_server_logged(dir: &Path, addr: SocketAddr, opts: &ServerOpts, log: PathBuf) -> Result<Proc> {
+    let mut cmd = Command::new(atoll_bin());
+    cmd.arg("server")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("server"))
+        .arg("--host-data-dir")
+        .arg(dir.join("hosts-db"))
+        .args(&opts.extra_args)
+        .env("RUST_LOG", "info,sqlx=warn");
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    Proc::spawn("server", cmd, log)
+}

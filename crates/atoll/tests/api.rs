@@ -1,0 +1,175 @@
+//! Every route's authentication and authorisation, accounts, and the
+//! errors bad input gets.
+
+use std::time::Duration;
+
+use atoll_api::v1::*;
+use atoll_client::{Client, ClientError};
+use atoll_testkit::{Platform, ServerOpts, wait_for};
+use serde_json::{Value, json};
+
+fn status<T>(r: Result<T, ClientError>) -> (u16, String) {
+    match r {
+        Ok(_) => (200, String::new()),
+        Err(ClientError::Api { status, message, .. }) => (status, message),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// Sends a raw request, returning status and JSON body.
+async fn raw(p: &Platform, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), format!("{}{}", p.url, path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn viewer_token(p: &Platform, admin: &Client) -> String {
+    let _: UserView = admin
+        .post("/api/v1/users", &CreateUserRequest { name: "vera".into(), password: "viewer-password-1".into(), role: atoll_core::Role::Viewer })
+        .await
+        .unwrap();
+    let mut c = Client::new(&p.url, None);
+    let r: LoginResponse = c.post("/api/v1/auth/login", &LoginRequest { username: "vera".into(), password: "viewer-password-1".into() }).await.unwrap();
+    assert!(r.must_change_password, "a new user must choose a password");
+    c.set_token(Some(r.token.clone()));
+    // Until then, everything else is refused.
+    let (code, msg) = status(c.get::<Vec<HostView>>("/api/v1/hosts").await);
+    assert_eq!(code, 403);
+    assert!(msg.contains("new password"), "{msg}");
+    let _: Value = c
+        .post("/api/v1/auth/password", &ChangePasswordRequest { current_password: "viewer-password-1".into(), new_password: "viewer-password-2".into() })
+        .await
+        .unwrap();
+    r.token
+}
+
+#[tokio::test]
+async fn every_route_refuses_anonymous_calls_and_viewer_writes() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    let admin = p.login_admin().await.unwrap();
+    let viewer = viewer_token(&p, &admin).await;
+
+    let spec: Value = reqwest::get(format!("{}/api/v1/openapi.json", p.url)).await.unwrap().json().await.unwrap();
+    let paths = spec["paths"].as_object().expect("openapi paths");
+    assert!(paths.len() >= 15, "only {} paths documented", paths.len());
+    let mut checked = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{host}", "nohost").replace("{id}", "noid").replace("{step}", "nostep").replace("{name}", "noname");
+        for method in ["get", "post", "delete", "put", "patch"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let m = method.to_uppercase();
+            if path == "/api/v1/auth/login" {
+                continue; // the one public route
+            }
+            let (code, body) = raw(&p, &m, &concrete, None, Some("{}")).await;
+            assert_eq!(code, 401, "{m} {path} without credentials answered {code} {body}");
+            assert!(body["message"].as_str().is_some_and(|s| !s.is_empty()), "{m} {path}: error without message");
+            let is_write = m != "GET" && !path.starts_with("/api/v1/auth/");
+            let own_token_ops = path.starts_with("/api/v1/tokens");
+            if is_write && !own_token_ops {
+                let (code, body) = raw(&p, &m, &concrete, Some(&viewer), Some("{}")).await;
+                assert_eq!(code, 403, "{m} {path} as viewer answered {code} {body}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "checked only {checked} routes");
+    // A viewer reads fine.
+    let (code, _) = raw(&p, "GET", "/api/v1/hosts", Some(&viewer), None).await;
+    assert_eq!(code, 200);
+    // Admin-only reads are refused to a viewer too.
+    for path in ["/api/v1/users", "/api/v1/join-token"] {
+        let (code, _) = raw(&p, "GET", path, Some(&viewer), None).await;
+        assert_eq!(code, 403, "GET {path} as viewer");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    let admin = p.login_admin().await.unwrap();
+    let token = p.token.clone().unwrap();
+
+    // Malformed JSON and unknown fields.
+    let (code, body) = raw(&p, "POST", "/api/v1/hosts", Some(&token), Some("{not json")).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("invalid request body"));
+    let (code, body) = raw(&p, "POST", "/api/v1/hosts", Some(&token), Some(r#"{"address":"127.0.0.30","colour":"red"}"#)).await;
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().contains("colour"), "{body}");
+    let (code, body) = raw(&p, "POST", "/api/v1/hosts", Some(&token), Some(r#"{"address":"not-an-ip"}"#)).await;
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().contains("not-an-ip"));
+
+    // Duplicate address: the second add is refused and nothing changes.
+    let _: AddedHost = admin.post("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db1".into()), zone: Some("z1".into()) }).await.unwrap();
+    let (code, msg) = status(admin.post::<_, AddedHost>("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db2".into()), zone: None }).await);
+    assert_eq!(code, 409);
+    assert!(msg.contains("127.0.0.30"), "{msg}");
+    let hosts: Vec<HostView> = admin.get("/api/v1/hosts").await.unwrap();
+    assert_eq!(hosts.len(), 1);
+
+    // Unknown host, unknown task, unknown profile.
+    let (code, msg) = status(admin.get::<HostView>("/api/v1/hosts/nope").await);
+    assert_eq!(code, 404);
+    assert!(msg.contains("atoll host list"), "{msg}");
+    let (code, _) = status(admin.get::<TaskView>("/api/v1/tasks/nope").await);
+    assert_eq!(code, 404);
+    let (code, msg) = status(admin.post::<_, CheckResponse>("/api/v1/hosts/check", &json!({ "profile": "prod" })).await);
+    assert_eq!(code, 400);
+    assert!(msg.contains("production, sandbox"), "{msg}");
+    // Preparing a host whose agent never registered is refused up front.
+    let (code, msg) = status(admin.post::<_, TaskView>("/api/v1/hosts/prepare", &json!({ "hosts": ["db1"] })).await);
+    assert_eq!(code, 409, "{msg}");
+    let tasks: Vec<TaskView> = admin.get("/api/v1/tasks").await.unwrap();
+    assert!(tasks.is_empty(), "a refused request must not leave a task");
+
+    // A host that does not answer fails its check with the reason.
+    let r: CheckResponse = admin.post("/api/v1/hosts/check", &json!({ "hosts": ["db1"], "profile": "sandbox" })).await.unwrap();
+    assert_eq!(r.worst, atoll_plan::check::CheckStatus::Fail);
+    assert_eq!(r.hosts[0].results[0].item, "agent.reachable");
+
+    // Agent endpoints: a wrong agent token is refused.
+    let (code, _) = raw(&p, "POST", "/agent/v1/heartbeat", Some("wrong"), Some(&json!({ "host_id": hosts[0].host.id, "address": "127.0.0.30", "agent_url": "http://127.0.0.30:1", "facts": null }).to_string())).await;
+    assert_eq!(code, 401);
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_lock_the_source_and_sessions_expire() {
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--login-max-failures", "3", "--login-lock-s", "60", "--session-idle-s", "2"].map(String::from));
+    let mut p = Platform::start(opts).await.unwrap();
+    p.login_admin().await.unwrap();
+    let c = Client::new(&p.url, None);
+    for _ in 0..2 {
+        let (code, msg) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: "wrong-password".into() }).await);
+        assert_eq!((code, msg.as_str()), (401, "wrong username or password"));
+    }
+    let (code, msg) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: "wrong-password".into() }).await);
+    assert_eq!(code, 429, "{msg}");
+    // Locked even with the right password now.
+    let (code, msg) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: p.admin_password.clone() }).await);
+    assert_eq!(code, 429);
+    assert!(msg.contains("try again in"), "{msg}");
+    let audit: Vec<AuditView> = p.client().get("/api/v1/audit").await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "auth.login" && a.outcome.starts_with("refused")));
+
+    // A session unused for longer than the idle time ends; API tokens do not.
+    let (code, body) = raw(&p, "GET", "/api/v1/auth/me", p.token.as_deref(), None).await;
+    assert_eq!(code, 200, "{body}");
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--session-idle-s", "1"].map(String::from));
+    p.restart_server(opts).await.unwrap(); // new server, same MetaDB: the lock is in MetaDB
+    let (code, _) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: p.admin_password.clone() }).await);
+    assert_eq!(code, 429, "the lock must survive a server restart");
+    let _ = wait_for("nothing", Duration::from_millis(10), || async { Some(()) }).await;
+}

@@ -1,0 +1,116 @@
+//! A real server and three real agents on 127.0.0.11–13: registration,
+//! facts, liveness, identity across address changes.
+
+use std::time::Duration;
+
+use atoll_api::v1::HostView;
+use atoll_core::HostStatus;
+use atoll_testkit::{Platform, ServerOpts, wait_for};
+
+async fn hosts(p: &Platform) -> Vec<HostView> {
+    p.client().get("/api/v1/hosts").await.unwrap_or_default()
+}
+
+async fn host_status(p: &Platform, address: &str) -> Option<HostStatus> {
+    hosts(p).await.into_iter().find(|h| h.host.address == address).map(|h| h.host.status)
+}
+
+fn proc_value(file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn three_agents_register_report_facts_and_go_offline_and_back() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    p.login_admin().await.unwrap();
+    let join = p.join_token().await.unwrap();
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+    let mut agents: Vec<_> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| p.start_agent(&format!("a{i}"), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
+        .collect();
+
+    let all = wait_for("three hosts online", Duration::from_secs(20), || async {
+        let hs = hosts(&p).await;
+        (hs.len() == 3 && hs.iter().all(|h| h.host.status == HostStatus::Online && h.host.facts.is_some())).then_some(hs)
+    })
+    .await
+    .unwrap();
+
+    // Facts match what /proc says on this machine.
+    let mem_total = proc_value("/proc/meminfo", "MemTotal:") * 1024;
+    let cores = std::thread::available_parallelism().unwrap().get() as u32;
+    for h in &all {
+        let f = h.host.facts.as_ref().unwrap();
+        assert_eq!(f.memory_bytes, mem_total, "memory of {}", h.host.name);
+        assert_eq!(f.cpu.cores, cores, "cores of {}", h.host.name);
+        assert!(f.mounts.iter().any(|m| m.path == "/" && m.total_bytes > 0), "root mount of {}", h.host.name);
+        assert_eq!(f.os.kernel, std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim());
+        assert!(f.nofile.soft > 0);
+        assert!(f.sysctls.contains_key("fs.aio-max-nr"));
+        assert!(h.host.zone.as_deref().unwrap().starts_with('z'));
+    }
+    // The clock offset gets measured on loopback, where it must be tiny.
+    let offsets = wait_for("clock offsets", Duration::from_secs(10), || async {
+        let offsets: Vec<Option<i64>> = hosts(&p).await.iter().map(|h| h.host.facts.as_ref().and_then(|f| f.clock_offset_ms)).collect();
+        offsets.iter().all(Option::is_some).then_some(offsets)
+    })
+    .await
+    .unwrap();
+    assert!(offsets.iter().flatten().all(|o| o.abs() < 100), "offsets on loopback: {offsets:?}");
+
+    // A killed agent turns its host offline; restarted, online again, as
+    // the same host.
+    let id_before = all.iter().find(|h| h.host.address == "127.0.0.12").unwrap().host.id;
+    agents[1].proc.kill();
+    wait_for("host offline", Duration::from_secs(10), || async {
+        (host_status(&p, "127.0.0.12").await == Some(HostStatus::Offline)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(host_status(&p, "127.0.0.11").await, Some(HostStatus::Online));
+    agents[1] = p.start_agent("a1", "127.0.0.12", Some("z2"), &join).unwrap();
+    wait_for("host online again", Duration::from_secs(10), || async {
+        (host_status(&p, "127.0.0.12").await == Some(HostStatus::Online)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Same identity on a new address: an update, not a new host.
+    agents[1].proc.stop();
+    agents[1] = p.start_agent("a1", "127.0.0.14", Some("z2"), &join).unwrap();
+    let moved = wait_for("host moved", Duration::from_secs(10), || async {
+        hosts(&p).await.into_iter().find(|h| h.host.address == "127.0.0.14" && h.host.status == HostStatus::Online)
+    })
+    .await
+    .unwrap();
+    assert_eq!(moved.host.id, id_before);
+    assert_eq!(hosts(&p).await.len(), 3, "an address change must not add a host");
+
+    // The audit log saw the registrations and the offline/online changes.
+    let audit: Vec<atoll_api::v1::AuditView> = p.client().get("/api/v1/audit?limit=200").await.unwrap();
+    for action in ["host.register", "host.offline", "host.online"] {
+        assert!(audit.iter().any(|a| a.action == action), "audit lacks {action}");
+    }
+    drop(agents);
+    p.server.stop();
+}
+
+#[tokio::test]
+async fn agent_with_wrong_join_token_is_refused_and_says_why() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    p.login_admin().await.unwrap();
+    let mut a = p.start_agent("bad", "127.0.0.15", None, "not-the-token").unwrap();
+    let out = wait_for("agent to exit", Duration::from_secs(10), || {
+        let done = a.proc.exited();
+        let out = a.proc.output();
+        async move { done.then_some(out) }
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("wrong join token"), "agent output: {out}");
+    assert!(hosts(&p).await.is_empty());
+}
