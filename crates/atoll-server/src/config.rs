@@ -62,10 +62,6 @@ impl ServerConfig {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }
 
-    pub fn metadb_url(&self) -> String {
-        self.metadb_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("meta.db").display()))
-    }
-
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
     }

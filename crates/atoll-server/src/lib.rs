@@ -36,10 +36,34 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The generated admin password, on the very first start only.
     pub admin_password: Option<String>,
+    state: AppState,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// The join token, for tooling that starts agents next to an
+    /// in-process server (`atoll playground`).
+    pub async fn join_token(&self) -> anyhow::Result<String> {
+        join::token(&self.state).await.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Issues an API token for `user` without a password, for in-process
+    /// tooling only (`atoll playground`); audited like any token.
+    pub async fn issue_token(&self, user: &str, name: &str) -> anyhow::Result<String> {
+        let token = auth::random_token();
+        let record = atoll_store::ApiTokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            user: user.to_string(),
+            name: name.to_string(),
+            token_hash: auth::sha256_hex(&token),
+            created_at_ms: state::now_ms(),
+            last_used_ms: None,
+        };
+        self.state.store.create_api_token(&record).await?;
+        self.state.audit(user, self.addr, "token.create", &record.id, serde_json::json!({ "name": name, "by": "playground" }), "ok").await;
+        Ok(token)
+    }
+
     /// Waits until the server has stopped (after its shutdown token fired).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.done.await?
@@ -53,7 +77,10 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     atoll_tasks::setup_failpoints();
-    let store: Arc<dyn MetaStore> = Arc::new(SqlStore::connect(&config.metadb_url()).await?);
+    let store: Arc<dyn MetaStore> = Arc::new(match &config.metadb_url {
+        Some(url) => SqlStore::connect(url).await?,
+        None => SqlStore::open_sqlite(&config.data_dir.join("meta.db")).await?,
+    });
     let metrics = metrics_layer::install()?;
 
     let slot = Arc::new(OnceLock::new());
@@ -73,14 +100,14 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
 
     tokio::spawn(Arc::clone(&engine).run(shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
-    let app = router(state);
+    let app = router(state.clone());
     let done = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(anyhow::Error::from)
     });
-    Ok(Running { addr, admin_password, done })
+    Ok(Running { addr, admin_password, state, done })
 }
 
 fn router(state: AppState) -> Router {

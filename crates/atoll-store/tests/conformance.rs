@@ -7,6 +7,9 @@
 //! when unset). For MySQL the URL's user must be allowed to create and drop
 //! databases; each test makes `atoll_ct_<random>` and drops it afterwards.
 
+// A failed unwrap is a failed test, with its location: exactly what we want here.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -355,7 +358,8 @@ async fn register_inserts_new_host(h: &Harness) {
     assert_eq!(s.get_host(id).await.unwrap(), Some(rec));
 
     // A new agent whose name is taken but address is free.
-    let msg = conflict(s.register_host(&registration(HostId::new(), "web1", "127.0.0.32", None, 6_000)).await.unwrap_err());
+    let msg =
+        conflict(s.register_host(&registration(HostId::new(), "web1", "127.0.0.32", None, 6_000)).await.unwrap_err());
     assert!(msg.contains("name web1"), "{msg}");
 }
 
@@ -645,7 +649,10 @@ async fn audit_paging(h: &Harness) {
     assert_eq!(second[0].target, "host14");
     let third = s.list_audit(Some(second[9].id), 10).await.unwrap();
     assert_eq!(third.len(), 5);
-    assert_eq!((third[4].target.as_str(), third[4].outcome.as_str(), third[4].at_ms), ("host0", "refused: busy", 1_000));
+    assert_eq!(
+        (third[4].target.as_str(), third[4].outcome.as_str(), third[4].at_ms),
+        ("host0", "refused: busy", 1_000)
+    );
     let all: HashSet<i64> = first.iter().chain(&second).chain(&third).map(|e| e.id).collect();
     assert_eq!(all.len(), 25);
     assert_eq!(s.list_audit(None, 0).await.unwrap().len(), 25, "0 means the default page");
@@ -687,7 +694,10 @@ async fn task_create_list_update(h: &Harness) {
     assert_eq!(ids(s.list_tasks(&f).await.unwrap()), ["t1"]);
     let f = TaskFilter { limit: 2, ..Default::default() };
     assert_eq!(ids(s.list_tasks(&f).await.unwrap()), ["t3", "t0"]);
-    assert_eq!(ids(s.active_tasks().await.unwrap()).into_iter().collect::<HashSet<_>>(), HashSet::from(["t0".into(), "t1".into(), "t3".into()]));
+    assert_eq!(
+        ids(s.active_tasks().await.unwrap()).into_iter().collect::<HashSet<_>>(),
+        HashSet::from(["t0".into(), "t1".into(), "t3".into()])
+    );
 
     let t1 = s.get_task("t1").await.unwrap().unwrap();
     assert_eq!(t1, task("t1", "db1", TaskStatus::Running, 1_000));
@@ -738,7 +748,10 @@ async fn claim_race_has_one_winner(h: &Harness) {
         assert_eq!(wins, 1, "round {round}");
     }
     let a = s.get_step("t", "a").await.unwrap().unwrap();
-    assert_eq!((a.status, a.attempts, a.started_at_ms, a.lease_expires_ms), (StepStatus::Running, 2, Some(100), Some(10_000)));
+    assert_eq!(
+        (a.status, a.attempts, a.started_at_ms, a.lease_expires_ms),
+        (StepStatus::Running, 2, Some(100), Some(10_000))
+    );
     assert!(matches!(a.lease_owner.as_deref(), Some("x" | "y" | "z")));
 }
 
@@ -750,7 +763,10 @@ async fn expired_lease_is_reclaimed(h: &Harness) {
     assert!(!s.claim_step(&claim("t", "a", StepStatus::Running, "y", 500, 2_000)).await.unwrap(), "lease still held");
     assert!(s.claim_step(&claim("t", "a", StepStatus::Running, "y", 1_500, 3_000)).await.unwrap(), "lease expired");
     let a = s.get_step("t", "a").await.unwrap().unwrap();
-    assert_eq!((a.attempts, a.lease_owner.as_deref(), a.lease_expires_ms, a.started_at_ms), (2, Some("y"), Some(3_000), Some(1_500)));
+    assert_eq!(
+        (a.attempts, a.lease_owner.as_deref(), a.lease_expires_ms, a.started_at_ms),
+        (2, Some("y"), Some(3_000), Some(1_500))
+    );
 
     assert!(!s.complete_step(&completion("t", "a", "x", StepStatus::Succeeded, 1_600)).await.unwrap(), "x lost it");
     assert!(s.complete_step(&completion("t", "a", "y", StepStatus::Succeeded, 1_700)).await.unwrap());
@@ -792,7 +808,10 @@ async fn reset_step_retry_and_skip(h: &Harness) {
     assert_eq!((a.status, a.max_attempts, a.attempts), (StepStatus::Pending, 4, 1));
     assert_eq!((a.not_before_ms, a.lease_owner, a.lease_expires_ms, a.finished_at_ms), (0, None, None, None));
     assert_eq!(a.error.as_deref(), Some("disk full"), "the last error stays as history");
-    assert!(!s.reset_step("t", "a", &[StepStatus::Failed], StepStatus::Pending, 1, 300).await.unwrap(), "already moved");
+    assert!(
+        !s.reset_step("t", "a", &[StepStatus::Failed], StepStatus::Pending, 1, 300).await.unwrap(),
+        "already moved"
+    );
 
     // Skip (or cancel) from any of several states.
     let from = [StepStatus::Failed, StepStatus::Pending];
@@ -842,13 +861,31 @@ async fn migrations_run_twice(h: &Harness) {
     let third = SqlStore::connect(&h.url).await.unwrap();
     third.ping().await.unwrap();
 
-    let pool = sqlx::AnyPool::connect(&h.url).await.unwrap();
-    let rows = sqlx::query("SELECT version FROM schema_version").fetch_all(&pool).await.unwrap();
-    let versions: Vec<i64> = rows.iter().map(|r| r.get("version")).collect();
-    assert_eq!(versions, [1]);
-    pool.close().await;
     again.close().await;
     third.close().await;
+
+    let pool = sqlx::AnyPool::connect(&h.url).await.unwrap();
+    let versions = || async {
+        let rows = sqlx::query("SELECT version FROM schema_version").fetch_all(&pool).await.unwrap();
+        rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
+    };
+    assert_eq!(versions().await, [1]);
+
+    // Servers starting together all find the migration pending: each runs
+    // the (idempotent) DDL or waits, and the version is recorded once.
+    sqlx::query("DELETE FROM schema_version").execute(&pool).await.unwrap();
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let url = h.url.clone();
+            tokio::spawn(async move { SqlStore::connect(&url).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap().close().await;
+    }
+    assert_eq!(versions().await, [1]);
+    assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
+    pool.close().await;
 }
 
 // ---------------------------------------------------------------- URLs, not per back end

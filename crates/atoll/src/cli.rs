@@ -44,6 +44,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the agent of this host.
     Agent(AgentArgs),
+    /// A whole platform on this machine: server, three hosts, console.
+    Playground(crate::playground::PlaygroundArgs),
     /// Log in and keep an API token for the next commands.
     Login(LoginArgs),
     /// Print the servers a deployment mode needs (seed sizing tables).
@@ -260,6 +262,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Server(a) => serve(a).await,
         Command::Agent(a) => agent(a).await,
+        Command::Playground(a) => crate::playground::run(a).await,
         Command::Login(a) => login(a).await,
         Command::Plan(a) => plan(a),
         Command::Host(c) => host(c).await,

@@ -4,6 +4,7 @@
 mod cli;
 mod daemons;
 mod output;
+mod playground;
 mod session;
 
 use clap::Parser;

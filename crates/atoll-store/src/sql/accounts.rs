@@ -65,10 +65,8 @@ fn token(r: &AnyRow) -> Result<ApiTokenRecord> {
 impl SqlStore {
     async fn create_user_once(&self, u: &UserRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT name FROM users WHERE name = ?")
-            .bind(&u.name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists =
+            sqlx::query("SELECT name FROM users WHERE name = ?").bind(&u.name).fetch_optional(&mut *tx).await?;
         if exists.is_some() {
             return Err(StoreError::Conflict(format!("user {:?} already exists", u.name)));
         }
@@ -124,19 +122,20 @@ impl SqlStore {
         .bind(t.last_used_ms)
         .execute(&mut *tx)
         .await
-        .map_err(|e| conflict_on_unique(e, || format!("an API token with id {:?} or this hash already exists", t.id)))?;
+        .map_err(|e| {
+            conflict_on_unique(e, || format!("an API token with id {:?} or this hash already exists", t.id))
+        })?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn login_failure_once(&self, source: &str, now: UnixMs, policy: &LockoutPolicy) -> Result<Option<UnixMs>> {
         let mut tx = self.begin_write().await?;
-        let current = sqlx::query(
-            "SELECT failures, first_failure_ms, locked_until_ms FROM login_failures WHERE source = ?",
-        )
-        .bind(source)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let current =
+            sqlx::query("SELECT failures, first_failure_ms, locked_until_ms FROM login_failures WHERE source = ?")
+                .bind(source)
+                .fetch_optional(&mut *tx)
+                .await?;
         let (failures, first, lock) = match &current {
             Some(r) => (
                 row::int(r, "failures")?,
@@ -148,11 +147,8 @@ impl SqlStore {
         // A failure outside the window starts a new count.
         let (failures, first) =
             if now.saturating_sub(first) > policy.window_ms { (1, now) } else { (failures + 1, first) };
-        let lock = if failures >= i64::from(policy.max_failures) {
-            Some(now.saturating_add(policy.lock_ms))
-        } else {
-            lock
-        };
+        let lock =
+            if failures >= i64::from(policy.max_failures) { Some(now.saturating_add(policy.lock_ms)) } else { lock };
         if current.is_some() {
             sqlx::query(
                 "UPDATE login_failures SET failures = ?, first_failure_ms = ?, locked_until_ms = ? WHERE source = ?",
@@ -265,10 +261,8 @@ impl AccountStore for SqlStore {
             .await?;
             return Ok(None);
         }
-        let r = sqlx::query(select_sessions!("WHERE token_hash = ?"))
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r =
+            sqlx::query(select_sessions!("WHERE token_hash = ?")).bind(token_hash).fetch_optional(&self.pool).await?;
         r.as_ref().map(session).transpose()
     }
 
@@ -305,10 +299,7 @@ impl AccountStore for SqlStore {
         if !touched {
             return Ok(None);
         }
-        let r = sqlx::query(select_tokens!("WHERE token_hash = ?"))
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(select_tokens!("WHERE token_hash = ?")).bind(token_hash).fetch_optional(&self.pool).await?;
         r.as_ref().map(token).transpose()
     }
 

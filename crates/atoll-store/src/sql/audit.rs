@@ -1,6 +1,8 @@
-//! The audit log: append-only, paged newest first by its auto-increment id
-//! (ids grow with insertion on both back ends, so they order the log without
-//! trusting server clocks).
+//! The audit log: append-only, paged newest first by its auto-increment id,
+//! which orders entries without trusting server clocks and makes paging
+//! stable while entries are added. (On Galera, nodes hand out interleaved
+//! ids, so entries written through different nodes at nearly the same time
+//! may swap places; each node's own entries stay in order.)
 
 use async_trait::async_trait;
 

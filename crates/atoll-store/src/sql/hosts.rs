@@ -7,8 +7,8 @@
 
 use async_trait::async_trait;
 use atoll_core::{Host, HostId, HostStatus, UnixMs};
-use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 use super::SqlStore;
 use super::retry::retry;
@@ -159,10 +159,8 @@ impl SqlStore {
             .await?
             .rows_affected(),
             Plan::Insert => {
-                let taken = sqlx::query("SELECT id FROM hosts WHERE name = ?")
-                    .bind(&reg.name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let taken =
+                    sqlx::query("SELECT id FROM hosts WHERE name = ?").bind(&reg.name).fetch_optional(&mut *tx).await?;
                 if taken.is_some() {
                     return Err(StoreError::Conflict(format!("a host with name {} already exists", reg.name)));
                 }
@@ -291,12 +289,7 @@ impl HostStore for SqlStore {
     }
 
     async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
-        sqlx::query(select_hosts!("ORDER BY name"))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        sqlx::query(select_hosts!("ORDER BY name")).fetch_all(&self.pool).await?.iter().map(decode).collect()
     }
 
     async fn register_host(&self, reg: &Registration) -> Result<HostRecord> {
@@ -329,15 +322,14 @@ impl HostStore for SqlStore {
             // host is reported by exactly one of them, and a heartbeat that
             // arrived since the SELECT keeps its host online.
             let n = retry(|| async move {
-                let done = sqlx::query(
-                    "UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?",
-                )
-                .bind(HostStatus::Offline.as_str())
-                .bind(id.to_string())
-                .bind(online)
-                .bind(before)
-                .execute(&self.pool)
-                .await?;
+                let done =
+                    sqlx::query("UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?")
+                        .bind(HostStatus::Offline.as_str())
+                        .bind(id.to_string())
+                        .bind(online)
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await?;
                 Ok(done.rows_affected())
             })
             .await?;

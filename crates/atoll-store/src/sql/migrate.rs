@@ -19,11 +19,9 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] =
-    &[Migration { version: 1, sql: include_str!("../../migrations/sqlite/0001_init.sql") }];
+const SQLITE: &[Migration] = &[Migration { version: 1, sql: include_str!("../../migrations/sqlite/0001_init.sql") }];
 
-const MYSQL: &[Migration] =
-    &[Migration { version: 1, sql: include_str!("../../migrations/mysql/0001_init.sql") }];
+const MYSQL: &[Migration] = &[Migration { version: 1, sql: include_str!("../../migrations/mysql/0001_init.sql") }];
 
 /// Brings the schema up to date; a no-op when it already is.
 pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
@@ -47,10 +45,8 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
 }
 
 async fn is_applied(pool: &AnyPool, version: i64) -> Result<bool> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM schema_version WHERE version = ?")
-        .bind(version)
-        .fetch_one(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT COUNT(*) AS n FROM schema_version WHERE version = ?").bind(version).fetch_one(pool).await?;
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 

@@ -61,11 +61,8 @@ impl SqlStore {
         let (backend, pool) = if url.starts_with("sqlite:") {
             (Backend::Sqlite, sqlite_pool(url).await?)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            let pool = AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
+            let pool =
+                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
             (Backend::MySql, pool)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
@@ -125,11 +122,12 @@ async fn sqlite_pool(url: &str) -> Result<AnyPool> {
     };
     let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
         Box::pin(async move {
-            // WAL lets readers run beside the one writer; busy_timeout makes
-            // writers queue instead of failing; foreign keys are off by
-            // default in SQLite.
-            conn.execute("PRAGMA journal_mode = WAL").await?;
+            // busy_timeout makes writers queue instead of failing (set first:
+            // switching a new file to WAL needs a lock too); WAL lets readers
+            // run beside the one writer; foreign keys are off by default in
+            // SQLite.
             conn.execute("PRAGMA busy_timeout = 5000").await?;
+            conn.execute("PRAGMA journal_mode = WAL").await?;
             conn.execute("PRAGMA foreign_keys = ON").await?;
             Ok(())
         })

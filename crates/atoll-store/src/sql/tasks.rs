@@ -370,7 +370,13 @@ impl TaskStore for SqlStore {
         .await
     }
 
-    async fn step_logs(&self, task_id: &str, step: Option<&str>, after_id: i64, limit: u32) -> Result<Vec<StepLogRecord>> {
+    async fn step_logs(
+        &self,
+        task_id: &str,
+        step: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StepLogRecord>> {
         let rows = match step {
             Some(s) => {
                 sqlx::query(select_logs!("WHERE task_id = ? AND step_key = ? AND id > ? ORDER BY id LIMIT ?"))

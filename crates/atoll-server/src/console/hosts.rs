@@ -1,0 +1,239 @@
+//! `/hosts` and `/hosts/{key}`.
+
+use askama::Template;
+use atoll_api::v1::{HostCheckReport, HostSummary};
+use atoll_core::HostFacts;
+use atoll_store::HostRecord;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+
+use super::{Chrome, FragmentQuery, Session, error_page, fmt, page};
+use crate::error::ApiError;
+use crate::state::{AppState, now_ms};
+
+/// One row of the hosts table, already formatted.
+pub(crate) struct HostRow {
+    name: String,
+    address: String,
+    zone: String,
+    status: &'static str,
+    cores: String,
+    memory: String,
+    heartbeat: String,
+    heartbeat_at: String,
+    agent_version: String,
+    /// Worst result of the last precheck, if one ran.
+    check: Option<&'static str>,
+}
+
+fn report(r: &HostRecord) -> Option<HostCheckReport> {
+    r.checks.clone().and_then(|c| serde_json::from_value(c).ok())
+}
+
+fn row(r: &HostRecord, now: i64) -> HostRow {
+    let h = &r.host;
+    let facts = h.facts.as_ref();
+    HostRow {
+        name: h.name.clone(),
+        address: h.address.clone(),
+        zone: h.zone.clone().unwrap_or_else(|| "—".into()),
+        status: h.status.as_str(),
+        cores: facts.map_or_else(|| "—".into(), |f| f.cpu.cores.to_string()),
+        memory: facts.map_or_else(|| "—".into(), |f| fmt::bytes(f.memory_bytes)),
+        heartbeat: h.last_heartbeat_ms.map_or_else(|| "never".into(), |t| fmt::ago(now, t)),
+        heartbeat_at: fmt::utc_opt(h.last_heartbeat_ms),
+        agent_version: h.agent_version.clone().unwrap_or_else(|| "—".into()),
+        check: report(r).map(|c| c.worst.as_str()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "hosts.html")]
+struct HostsPage {
+    chrome: Chrome,
+    rows: Vec<HostRow>,
+    summary: HostSummary,
+}
+
+/// The live part of `/hosts`: summary line and table.
+#[derive(Template)]
+#[template(path = "hosts_table.html")]
+struct HostsFragment {
+    rows: Vec<HostRow>,
+    summary: HostSummary,
+}
+
+pub async fn list(State(state): State<AppState>, Session(caller): Session, Query(q): Query<FragmentQuery>) -> Response {
+    let mut hosts = match state.store.list_hosts().await {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(&caller), e.into()),
+    };
+    hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+    let summary = HostSummary::of(hosts.iter().map(|h| &h.host));
+    let now = now_ms();
+    let rows = hosts.iter().map(|h| row(h, now)).collect();
+    if q.wanted() {
+        page(&HostsFragment { rows, summary })
+    } else {
+        page(&HostsPage { chrome: Chrome::for_caller(&caller, "hosts"), rows, summary })
+    }
+}
+
+/// Facts, formatted for the detail page.
+pub(crate) struct FactsView {
+    hostname: String,
+    cpu_model: String,
+    cores: u32,
+    memory_total: String,
+    memory_available: String,
+    os: String,
+    kernel: String,
+    arch: String,
+    nofile_soft: u64,
+    nofile_hard: u64,
+    sysctls: Vec<(String, String)>,
+    clock_offset: String,
+    collected_at: String,
+    mounts: Vec<MountView>,
+    nics: Vec<NicView>,
+}
+
+pub(crate) struct MountView {
+    path: String,
+    device: String,
+    fs_type: String,
+    total: String,
+    free: String,
+    ssd: &'static str,
+}
+
+pub(crate) struct NicView {
+    name: String,
+    speed: String,
+    mtu: String,
+}
+
+fn facts_view(f: &HostFacts) -> FactsView {
+    FactsView {
+        hostname: f.hostname.clone(),
+        cpu_model: f.cpu.model.clone(),
+        cores: f.cpu.cores,
+        memory_total: fmt::bytes(f.memory_bytes),
+        memory_available: fmt::bytes(f.memory_available_bytes),
+        os: f.os.name.clone(),
+        kernel: f.os.kernel.clone(),
+        arch: f.os.arch.clone(),
+        nofile_soft: f.nofile.soft,
+        nofile_hard: f.nofile.hard,
+        sysctls: f.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        clock_offset: f.clock_offset_ms.map_or_else(|| "not measured yet".into(), |ms| format!("{ms} ms")),
+        collected_at: fmt::utc(f.collected_at_ms),
+        mounts: f
+            .mounts
+            .iter()
+            .map(|m| MountView {
+                path: m.path.clone(),
+                device: m.device.clone(),
+                fs_type: m.fs_type.clone(),
+                total: fmt::bytes(m.total_bytes),
+                free: fmt::bytes(m.free_bytes),
+                ssd: match m.ssd {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                },
+            })
+            .collect(),
+        nics: f
+            .nics
+            .iter()
+            .map(|n| NicView {
+                name: n.name.clone(),
+                speed: n.speed_mbps.map_or_else(|| "unknown".into(), |s| format!("{s} Mbit/s")),
+                mtu: n.mtu.map_or_else(|| "unknown".into(), |m| m.to_string()),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) struct CheckRow {
+    item: String,
+    status: &'static str,
+    measured: String,
+    required: String,
+    fix: String,
+}
+
+pub(crate) struct ChecksView {
+    profile: String,
+    data_dir: String,
+    worst: &'static str,
+    checked_at: String,
+    checked_ago: String,
+    rows: Vec<CheckRow>,
+}
+
+#[derive(Template)]
+#[template(path = "host.html")]
+struct HostPage {
+    chrome: Chrome,
+    name: String,
+    id: String,
+    address: String,
+    zone: String,
+    status: &'static str,
+    agent_url: String,
+    agent_version: String,
+    created_at: String,
+    heartbeat: String,
+    heartbeat_at: String,
+    facts: Option<FactsView>,
+    checks: Option<ChecksView>,
+    /// Precheck profiles to offer, the server's default first.
+    profiles: Vec<&'static str>,
+}
+
+pub async fn detail(State(state): State<AppState>, Session(caller): Session, Path(key): Path<String>) -> Response {
+    let record = match state.store.find_host(&key).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return error_page(Some(&caller), ApiError::NotFound(format!("no host {key:?}: the hosts page lists the hosts there are"))),
+        Err(e) => return error_page(Some(&caller), e.into()),
+    };
+    let now = now_ms();
+    let checks = report(&record).map(|c| ChecksView {
+        profile: c.profile,
+        data_dir: c.data_dir,
+        worst: c.worst.as_str(),
+        checked_at: fmt::utc(c.checked_at_ms),
+        checked_ago: fmt::ago(now, c.checked_at_ms),
+        rows: c
+            .results
+            .into_iter()
+            .map(|r| CheckRow {
+                item: r.item,
+                status: r.status.as_str(),
+                measured: r.measured,
+                required: r.required,
+                fix: r.fix.unwrap_or_default(),
+            })
+            .collect(),
+    });
+    let h = record.host;
+    let profiles = if state.config.profile == "sandbox" { vec!["sandbox", "production"] } else { vec!["production", "sandbox"] };
+    page(&HostPage {
+        chrome: Chrome::for_caller(&caller, "hosts"),
+        id: h.id.to_string(),
+        address: h.address,
+        zone: h.zone.unwrap_or_else(|| "—".into()),
+        status: h.status.as_str(),
+        agent_url: h.agent_url.unwrap_or_else(|| "—".into()),
+        agent_version: h.agent_version.unwrap_or_else(|| "—".into()),
+        created_at: fmt::utc(h.created_at_ms),
+        heartbeat: h.last_heartbeat_ms.map_or_else(|| "never".into(), |t| fmt::ago(now, t)),
+        heartbeat_at: fmt::utc_opt(h.last_heartbeat_ms),
+        facts: h.facts.as_ref().map(facts_view),
+        checks,
+        profiles,
+        name: h.name,
+    })
+}
