@@ -114,7 +114,6 @@ pub(crate) struct StepBox {
     max_attempts: u32,
     deps: String,
     error: Option<String>,
-    started_at: String,
 }
 
 pub(crate) struct LogLine {
@@ -166,7 +165,6 @@ fn columns(steps: Vec<StepRecord>) -> Vec<Vec<StepBox>> {
             max_attempts: s.max_attempts,
             deps: s.deps.join(", "),
             error: s.error,
-            started_at: fmt::utc_opt(s.started_at_ms),
             key: s.key,
         });
     }
