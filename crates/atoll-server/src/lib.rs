@@ -47,9 +47,21 @@ impl Running {
         join::token(&self.state).await.map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// Issues an API token for `user` without a password, for in-process
-    /// tooling only (`atoll playground`); audited like any token.
-    pub async fn issue_token(&self, user: &str, name: &str) -> anyhow::Result<String> {
+    /// Issues an API token for a service account `user` with `role`,
+    /// creating the account (with an unusable random password) if needed.
+    /// For in-process tooling only (`atoll playground`); audited.
+    pub async fn issue_token(&self, user: &str, role: atoll_core::Role, name: &str) -> anyhow::Result<String> {
+        if self.state.store.get_user(user).await?.is_none() {
+            let account = atoll_store::UserRecord {
+                name: user.to_string(),
+                password_hash: auth::hash_password(&auth::random_token()).map_err(|e| anyhow::anyhow!("{e}"))?,
+                role,
+                must_change_password: false,
+                created_at_ms: state::now_ms(),
+            };
+            self.state.store.create_user(&account).await?;
+            self.state.audit(user, self.addr, "user.create", user, serde_json::json!({ "role": role, "by": "playground" }), "ok").await;
+        }
         let token = auth::random_token();
         let record = atoll_store::ApiTokenRecord {
             id: uuid::Uuid::new_v4().to_string(),

@@ -49,7 +49,10 @@ pub fn fail(exit: Exit, message: impl Into<String>) -> CliError {
 
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_style(presets::UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    // Plain columns with upper-case headings, like kubectl: easy on the
+    // eye and easy to cut.
+    let header: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
     t
 }
 

@@ -27,6 +27,9 @@ pub struct PlaygroundArgs {
     /// Address of the console and API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
+    /// Port of the three agents' APIs (on 127.0.0.11–13).
+    #[arg(long, default_value_t = 7070)]
+    agent_port: u16,
 }
 
 pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
@@ -47,7 +50,9 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     };
     let server = atoll_server::start(config, shutdown.clone()).await?;
     let url = format!("http://{}", server.addr);
-    let token = server.issue_token("admin", "playground").await?;
+    // A service account of its own: admin must still choose a password at
+    // the first console login.
+    let token = server.issue_token("playground", atoll_core::Role::Admin, "playground cli").await?;
     let join = server.join_token().await?;
 
     let exe = std::env::current_exe()?;
@@ -55,7 +60,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     for (name, ip, zone) in HOSTS {
         let log = std::fs::File::create(a.dir.join(format!("agent-{name}.log")))?;
         let child = tokio::process::Command::new(&exe)
-            .args(["agent", "--server", &url, "--join-token", &join, "--listen", &format!("{ip}:7070"), "--name", name, "--zone", zone])
+            .args(["agent", "--server", &url, "--join-token", &join, "--listen", &format!("{ip}:{}", a.agent_port), "--name", name, "--zone", zone])
             .arg("--data-dir")
             .arg(a.dir.join(format!("agent-{name}")))
             .stdin(Stdio::null())
@@ -67,7 +72,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     }
 
     let client = Client::new(&url, Some(token.clone()));
-    let result = bring_up(&client, &shutdown).await;
+    let result = bring_up(&client, &shutdown, &mut agents, &a.dir).await;
     match result {
         Ok(()) => {
             session::save(&session::Saved { server: Some(url.clone()), token: Some(token) })?;
@@ -103,9 +108,16 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-async fn bring_up(client: &Client, shutdown: &tokio_util::sync::CancellationToken) -> Result<(), CliError> {
+async fn bring_up(client: &Client, shutdown: &tokio_util::sync::CancellationToken, agents: &mut [tokio::process::Child], dir: &std::path::Path) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        for (child, (name, _, _)) in agents.iter_mut().zip(HOSTS) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join(format!("agent-{name}.log"))).unwrap_or_default();
+                let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+                return Err(fail(Exit::Error, format!("the agent of {name} stopped ({status}): {last}")));
+            }
+        }
         let hosts: Vec<HostView> = client.get("/api/v1/hosts").await?;
         if hosts.len() == HOSTS.len() && hosts.iter().all(|h| h.host.status == HostStatus::Online) {
             break;

@@ -41,7 +41,7 @@ fn row(r: &HostRecord, now: i64) -> HostRow {
         cores: facts.map_or_else(|| "—".into(), |f| f.cpu.cores.to_string()),
         memory: facts.map_or_else(|| "—".into(), |f| fmt::bytes(f.memory_bytes)),
         heartbeat: h.last_heartbeat_ms.map_or_else(|| "never".into(), |t| fmt::ago(now, t)),
-        heartbeat_at: fmt::utc_opt(h.last_heartbeat_ms),
+        heartbeat_at: h.last_heartbeat_ms.map(|t| format!("{} UTC", fmt::utc(t))).unwrap_or_default(),
         agent_version: h.agent_version.clone().unwrap_or_else(|| "—".into()),
         check: report(r).map(|c| c.worst.as_str()),
     }
@@ -219,7 +219,9 @@ pub async fn detail(State(state): State<AppState>, Session(caller): Session, Pat
             .collect(),
     });
     let h = record.host;
-    let profiles = if state.config.profile == "sandbox" { vec!["sandbox", "production"] } else { vec!["production", "sandbox"] };
+    // Offer the profile of the last check first, else the server's default.
+    let preferred = checks.as_ref().map_or(state.config.profile.as_str(), |c| c.profile.as_str());
+    let profiles = if preferred == "sandbox" { vec!["sandbox", "production"] } else { vec!["production", "sandbox"] };
     page(&HostPage {
         chrome: Chrome::for_caller(&caller, "hosts"),
         id: h.id.to_string(),
@@ -230,10 +232,50 @@ pub async fn detail(State(state): State<AppState>, Session(caller): Session, Pat
         agent_version: h.agent_version.unwrap_or_else(|| "—".into()),
         created_at: fmt::utc(h.created_at_ms),
         heartbeat: h.last_heartbeat_ms.map_or_else(|| "never".into(), |t| fmt::ago(now, t)),
-        heartbeat_at: fmt::utc_opt(h.last_heartbeat_ms),
+        heartbeat_at: h.last_heartbeat_ms.map(|t| format!("{} UTC", fmt::utc(t))).unwrap_or_default(),
         facts: h.facts.as_ref().map(facts_view),
         checks,
         profiles,
         name: h.name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_core::{Host, HostId, HostStatus};
+
+    fn record(name: &str, status: HostStatus) -> HostRecord {
+        HostRecord {
+            host: Host {
+                id: HostId::new(),
+                name: name.into(),
+                address: "10.0.0.1".into(),
+                agent_url: None,
+                zone: None,
+                status,
+                facts: Some(HostFacts { memory_bytes: 8 << 30, ..HostFacts::default() }),
+                agent_version: Some("0.1.0".into()),
+                created_at_ms: 0,
+                last_heartbeat_ms: Some(1_000),
+            },
+            agent_token_hash: None,
+            server_token: None,
+            checks: None,
+            checked_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn fragment_escapes_and_marks_rows() {
+        let hosts = [record("db-1", HostStatus::Online), record("<b>x</b>", HostStatus::Pending)];
+        let summary = HostSummary::of(hosts.iter().map(|h| &h.host));
+        let html = HostsFragment { rows: hosts.iter().map(|h| row(h, 4_000)).collect(), summary }.render().expect("renders");
+        assert!(html.contains(r#"<tr data-host="db-1""#), "{html}");
+        assert!(html.contains(r#"<td class="status"><span class="badge s-online">online</span></td>"#), "{html}");
+        assert!(html.contains("2 hosts: "), "{html}");
+        assert!(html.contains("8.0 GiB") && html.contains("3 s ago"), "{html}");
+        assert!(!html.contains("<b>x</b>"), "{html}");
+        assert!(html.contains("&#60;b&#62;x") || html.contains("&lt;b&gt;x"), "{html}");
+    }
 }

@@ -267,4 +267,52 @@ mod tests {
         assert_eq!(keys, vec![vec!["a"], vec!["b", "c"], vec!["d"]]);
         assert_eq!(log_text(0, "b", 2, "info", "hi"), "1970-01-01 00:00:00  b  #2  info  hi");
     }
+
+    #[test]
+    fn task_page_renders_steps_and_logs() {
+        let caller = crate::auth::Caller {
+            user: "ann".into(),
+            role: atoll_core::Role::Operator,
+            must_change_password: false,
+            kind: crate::auth::AuthKind::Session,
+            credential_hash: String::new(),
+            source: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+        };
+        let step = |key: &str, status: StepStatus| StepBox {
+            key: key.into(),
+            title: format!("do {key}"),
+            kind: "k".into(),
+            status: status.as_str(),
+            attempts: 1,
+            max_attempts: 3,
+            deps: String::new(),
+            error: (status == StepStatus::Failed).then(|| "boom <now>".to_string()),
+        };
+        let p = TaskPage {
+            chrome: Chrome::for_caller(&caller, "tasks"),
+            id: "t-1".into(),
+            title: "prepare".into(),
+            kind: "host.prepare".into(),
+            target: "db-1".into(),
+            status: "failed",
+            phase: "forward",
+            settled: true,
+            cancel_requested: false,
+            done: 1,
+            total: 2,
+            created_by: "ann".into(),
+            created_at: fmt::utc(0),
+            finished_at: fmt::utc(1000),
+            columns: vec![vec![step("a", StepStatus::Succeeded)], vec![step("b", StepStatus::Failed)]],
+            logs: vec![LogLine { text: log_text(0, "b", 1, "error", "x < y"), level: "error".into() }],
+            last_log: 7,
+        };
+        let html = p.render().expect("renders");
+        assert!(html.contains(r#"class="task ts-failed ph-forward" data-task="t-1" data-settled="true" data-last-log="7""#), "{html}");
+        assert!(html.contains(r#"<div class="step st-failed" data-step="b">"#), "{html}");
+        assert!(html.contains(r#"<span class="step-status badge s-failed">failed</span>"#), "{html}");
+        assert!(html.contains("boom &#60;now&#62;") || html.contains("boom &lt;now&gt;"), "{html}");
+        assert!(html.contains(r#"data-action="retry""#) && html.contains(r#"id="rollback-task""#), "{html}");
+        assert!(html.contains(r#"<span id="user">ann</span>"#), "{html}");
+    }
 }

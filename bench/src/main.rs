@@ -1,0 +1,316 @@
+//! `platform-bench`: starts a real `atoll server`, registers simulated
+//! agents on loopback addresses, drives heartbeats and host listings at it,
+//! and reports memory, throughput and latency against the platform's
+//! targets. The numbers are for ratios and orders of magnitude: the server
+//! and this load generator share the machine.
+
+mod facts;
+mod load;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use atoll_api::v1::{HostSummary, HostView};
+use atoll_testkit::{Platform, ServerOpts};
+
+use crate::facts::SimHost;
+use crate::report::{Report, Row, Verdict};
+use crate::stats::{ProcSnapshot, Summary};
+
+/// The server's defaults, so liveness behaves as in production and does not
+/// flap while the benchmark loads the server.
+const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+const OFFLINE_AFTER_MS: u64 = 6_000;
+const REGISTER_CONCURRENCY: usize = 16;
+const HEARTBEAT_WORKERS: usize = 32;
+/// Real agents send facts every 30 s at a 2 s interval.
+const FACTS_EVERY: u64 = 15;
+const GET_CLIENTS: usize = 4;
+/// `127.1.X.Y` gives 256 × 250 distinct loopback addresses.
+const MAX_HOSTS: usize = 256 * 250;
+
+const IDLE_RSS_TARGET_MIB: f64 = 30.0;
+const LOADED_RSS_TARGET_MIB: f64 = 100.0;
+const GET_P99_TARGET_MS: f64 = 20.0;
+
+const USAGE: &str = "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)]";
+
+#[derive(Debug)]
+struct Args {
+    atoll: Option<PathBuf>,
+    out: Option<PathBuf>,
+    hosts: usize,
+    requests: usize,
+    heartbeat_secs: u64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { atoll: None, out: None, hosts: 1000, requests: 2000, heartbeat_secs: 10 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--atoll" => a.atoll = Some(value()?.into()),
+            "--out" => a.out = Some(value()?.into()),
+            "--hosts" => a.hosts = value()?.parse().context("--hosts")?,
+            "--requests" => a.requests = value()?.parse().context("--requests")?,
+            "--heartbeat-secs" => a.heartbeat_secs = value()?.parse().context("--heartbeat-secs")?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if a.hosts == 0 || a.hosts > MAX_HOSTS {
+        bail!("--hosts must be between 1 and {MAX_HOSTS}");
+    }
+    if a.requests == 0 || a.heartbeat_secs == 0 {
+        bail!("--requests and --heartbeat-secs must be positive");
+    }
+    Ok(a)
+}
+
+/// The testkit finds the binary through `CARGO_BIN_EXE_atoll` (setting an
+/// environment variable in-process is `unsafe` in edition 2024, which the
+/// workspace denies), so `--atoll` must agree with it: a silent mismatch
+/// would benchmark some other build.
+fn check_binary(atoll: Option<&PathBuf>) -> Result<PathBuf> {
+    let found = atoll_testkit::atoll_bin();
+    let found = found.canonicalize().with_context(|| format!("no atoll binary at {}: build it, or set CARGO_BIN_EXE_atoll", found.display()))?;
+    if let Some(wanted) = atoll {
+        let wanted = wanted.canonicalize().with_context(|| format!("--atoll {}", wanted.display()))?;
+        if wanted != found {
+            bail!("--atoll is {} but the harness would start {}: export CARGO_BIN_EXE_atoll={} (bench/run.sh does)", wanted.display(), found.display(), wanted.display());
+        }
+    }
+    Ok(found)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let binary = check_binary(args.atoll.as_ref())?;
+    eprintln!("platform-bench: {} hosts, {} requests, server {}", args.hosts, args.requests, binary.display());
+    let report = run(&args).await?;
+    println!("\n{}\n{}", report.table(), report.verdict_lines());
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    if let Some(out) = &args.out {
+        report::write_section(out, &report.section())?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Everything measured, in the order it was measured.
+async fn run(args: &Args) -> Result<Report> {
+    let opts = ServerOpts {
+        extra_args: vec!["--heartbeat-interval-ms".into(), HEARTBEAT_INTERVAL_MS.to_string(), "--offline-after-ms".into(), OFFLINE_AFTER_MS.to_string()],
+        env: Vec::new(),
+    };
+    // Dropping the platform kills the server, on every exit path.
+    let mut platform = Platform::start(opts).await?;
+    let pid = platform.server.pid().context("server has no pid")?;
+    let admin = platform.login_admin().await?;
+    let token = platform.token.clone().context("no admin API token")?;
+    let url = platform.url.clone();
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    step("idle RSS");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = ProcSnapshot::read(pid)?;
+    rows.push(Row::new("server idle RSS (after start + admin login)", mib(idle.rss_mib())).target(format!("< {IDLE_RSS_TARGET_MIB} MiB")));
+    rows.push(Row::new("server threads, idle", idle.threads.to_string()));
+
+    step("registering hosts");
+    let http = load::http_client()?;
+    let join_token = platform.join_token().await?;
+    let now = now_ms();
+    let fresh: Vec<SimHost> = (0..args.hosts).map(|i| SimHost::new(i, now)).collect();
+    let facts_bytes = serde_json::to_vec(&fresh[0].facts)?.len();
+    let before = ProcSnapshot::read(pid)?;
+    let t = Instant::now();
+    let hosts = Arc::new(load::register_all(&http, &url, &join_token, fresh, REGISTER_CONCURRENCY).await?);
+    let took = t.elapsed();
+    let after = ProcSnapshot::read(pid)?;
+    rows.push(Row::new(format!("register {} hosts, {REGISTER_CONCURRENCY} concurrent", args.hosts), format!("{:.0} hosts/s", args.hosts as f64 / took.as_secs_f64())));
+    rows.push(Row::new("  server CPU per registration", format!("{:.2} ms", after.cpu_s_since(&before) * 1000.0 / args.hosts as f64)));
+    rows.push(Row::new("facts JSON per host", format!("{facts_bytes} B")));
+
+    step("heartbeats without facts");
+    let secs = Duration::from_secs(args.heartbeat_secs);
+    let plain = heartbeat_phase(&http, &url, &hosts, pid, secs, None).await?;
+    push_heartbeat_rows(&mut rows, "heartbeats, no facts", &plain);
+    step("heartbeats, every 15th with facts");
+    let with_facts = heartbeat_phase(&http, &url, &hosts, pid, secs / 2, Some(FACTS_EVERY)).await?;
+    push_heartbeat_rows(&mut rows, &format!("heartbeats, 1 in {FACTS_EVERY} with facts"), &with_facts);
+    let sustainable = plain.summary.per_s * HEARTBEAT_INTERVAL_MS as f64 / 1000.0;
+    rows.push(Row::new(format!("hosts sustainable at a {HEARTBEAT_INTERVAL_MS} ms interval"), format!("~{sustainable:.0}")));
+
+    step("RSS with hosts registered");
+    let listing: Vec<HostView> = admin.get("/api/v1/hosts").await?;
+    let summary = HostSummary::of(listing.iter().map(|v| &v.host));
+    let loaded = ProcSnapshot::read(pid)?;
+    rows.push(Row::new(format!("server RSS, {} hosts ({} online)", args.hosts, summary.online), mib(loaded.rss_mib())).target(format!("< {LOADED_RSS_TARGET_MIB} MiB (1000 hosts)")));
+    rows.push(Row::new("  server peak RSS so far (VmHWM)", mib(loaded.hwm_mib())));
+    rows.push(Row::new("  server threads", loaded.threads.to_string()));
+    if summary.online < args.hosts {
+        notes.push(format!("only {} of {} hosts were online when RSS was read: the heartbeat load did not reach every host within {OFFLINE_AFTER_MS} ms", summary.online, args.hosts));
+    }
+
+    step("GET /api/v1/hosts with live heartbeats");
+    let keeper = load::Keeper::start(&http, &url, hosts.clone(), Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seq = get_phase(&url, &token, pid, args.requests, 1).await?;
+    let conc = get_phase(&url, &token, pid, args.requests, GET_CLIENTS).await?;
+    let (keeper_rate, keeper_failed) = keeper.stop().await;
+    let wanted_rate = args.hosts as f64 * 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
+    rows.push(Row::new(format!("background heartbeats during GET (wanted {wanted_rate:.0}/s)"), format!("{keeper_rate:.0}/s, {keeper_failed} failed")));
+    push_get_rows(&mut rows, "GET /api/v1/hosts, 1 client, live heartbeats", &seq, true);
+    push_get_rows(&mut rows, &format!("GET /api/v1/hosts, {GET_CLIENTS} clients, live heartbeats"), &conc, false);
+    if keeper_rate < wanted_rate * 0.9 {
+        notes.push(format!("the server could not absorb real agents' heartbeat rate ({keeper_rate:.0}/s of {wanted_rate:.0}/s) while serving GETs, so some hosts may have gone offline"));
+    }
+
+    step("GET /api/v1/hosts, quiet (waiting for hosts to go offline first)");
+    wait_all_offline(&admin, args.hosts).await?;
+    let quiet = get_phase(&url, &token, pid, args.requests, 1).await?;
+    push_get_rows(&mut rows, "GET /api/v1/hosts, 1 client, no other load (hosts offline)", &quiet, false);
+    let end = ProcSnapshot::read(pid)?;
+    rows.push(Row::new("server peak RSS over the whole run (VmHWM)", mib(end.hwm_mib())));
+    rows.push(Row::new("server RSS at the end", mib(end.rss_mib())));
+
+    let verdicts = vec![
+        verdict(format!("idle RSS < {IDLE_RSS_TARGET_MIB} MiB"), idle.rss_mib(), IDLE_RSS_TARGET_MIB, "MiB"),
+        verdict(format!("RSS with {} hosts < {LOADED_RSS_TARGET_MIB} MiB", args.hosts), loaded.rss_mib(), LOADED_RSS_TARGET_MIB, "MiB"),
+        verdict(format!("p99 GET /api/v1/hosts with {} hosts < {GET_P99_TARGET_MS} ms (1 client, live heartbeats)", args.hosts), seq.summary.p99_ms, GET_P99_TARGET_MS, "ms"),
+    ];
+    if args.hosts != 1000 {
+        notes.push(format!("the targets are stated for 1000 hosts; this run had {}", args.hosts));
+    }
+    for (what, s) in [("heartbeats", &plain.summary), ("heartbeats with facts", &with_facts.summary), ("GET 1 client", &seq.summary), ("GET 4 clients", &conc.summary), ("GET quiet", &quiet.summary)] {
+        if let Some(e) = &s.first_error {
+            notes.push(format!("{what}: {} failed requests, first: {e}", s.errors));
+        }
+    }
+    notes.push(format!(
+        "server: heartbeat interval {HEARTBEAT_INTERVAL_MS} ms, offline after {OFFLINE_AFTER_MS} ms, SQLite MetaDB in a temporary directory; \
+         the load generator runs on the same cores, so server CPU per request is the steadier number"
+    ));
+    Ok(Report { date: date_utc(), command: command_line(), machine: machine(), rows, verdicts, notes })
+}
+
+fn step(what: &str) {
+    eprintln!("platform-bench: {what}…");
+}
+
+/// A load phase's latencies plus the server CPU it cost.
+struct Phase {
+    summary: Summary,
+    /// Server CPU milliseconds per successful request.
+    cpu_ms_per_req: f64,
+    bytes: usize,
+}
+
+async fn heartbeat_phase(http: &reqwest::Client, url: &str, hosts: &Arc<Vec<SimHost>>, pid: u32, duration: Duration, facts_every: Option<u64>) -> Result<Phase> {
+    let before = ProcSnapshot::read(pid)?;
+    let (samples, wall) = load::heartbeat_flood(http, url, hosts.clone(), HEARTBEAT_WORKERS, duration, facts_every).await;
+    phase(samples.summary(wall), pid, &before, 0)
+}
+
+async fn get_phase(url: &str, token: &str, pid: u32, requests: usize, clients: usize) -> Result<Phase> {
+    let before = ProcSnapshot::read(pid)?;
+    let (samples, wall, bytes) = load::get_loop(url, "/api/v1/hosts", token, requests, clients).await?;
+    phase(samples.summary(wall), pid, &before, bytes)
+}
+
+/// Refuses a phase that mostly failed: its latencies would describe error
+/// responses, not the work under test.
+fn phase(summary: Summary, pid: u32, before: &ProcSnapshot, bytes: usize) -> Result<Phase> {
+    if summary.errors * 100 > (summary.ok + summary.errors) {
+        bail!("{} of {} requests failed; first: {}", summary.errors, summary.ok + summary.errors, summary.first_error.unwrap_or_default());
+    }
+    let cpu_ms_per_req = ProcSnapshot::read(pid)?.cpu_s_since(before) * 1000.0 / summary.ok.max(1) as f64;
+    Ok(Phase { summary, cpu_ms_per_req, bytes })
+}
+
+fn push_heartbeat_rows(rows: &mut Vec<Row>, label: &str, p: &Phase) {
+    let s = &p.summary;
+    rows.push(Row::new(format!("{label}, {HEARTBEAT_WORKERS} workers"), format!("{:.0}/s", s.per_s)));
+    rows.push(Row::new("  latency p50 / p99", format!("{:.2} / {:.2} ms", s.p50_ms, s.p99_ms)));
+    rows.push(Row::new("  server CPU per heartbeat", format!("{:.2} ms", p.cpu_ms_per_req)));
+}
+
+fn push_get_rows(rows: &mut Vec<Row>, label: &str, p: &Phase, has_target: bool) {
+    let s = &p.summary;
+    rows.push(Row::new(label, format!("{:.1} req/s", s.per_s)));
+    rows.push(Row::new("  latency p50 / p95", format!("{:.2} / {:.2} ms", s.p50_ms, s.p95_ms)));
+    let p99 = Row::new("  latency p99", format!("{:.2} ms", s.p99_ms));
+    rows.push(if has_target { p99.target(format!("< {GET_P99_TARGET_MS} ms")) } else { p99 });
+    rows.push(Row::new("  latency max", format!("{:.2} ms", s.max_ms)));
+    rows.push(Row::new("  server CPU per request", format!("{:.2} ms", p.cpu_ms_per_req)));
+    rows.push(Row::new("  response size", format!("{:.0} KiB", p.bytes as f64 / 1024.0)));
+}
+
+fn verdict(target: String, value: f64, limit: f64, unit: &str) -> Verdict {
+    Verdict { target, measured: format!("measured {value:.2} {unit}"), met: value < limit }
+}
+
+/// Lets the liveness sweep mark every host offline before the quiet
+/// measurement, so its one-off burst of writes does not land inside it.
+async fn wait_all_offline(admin: &atoll_client::Client, hosts: usize) -> Result<()> {
+    let timeout = Duration::from_millis(OFFLINE_AFTER_MS * 5);
+    atoll_testkit::wait_for("every host to go offline", timeout, || async {
+        let listing: Vec<HostView> = admin.get("/api/v1/hosts").await.ok()?;
+        (HostSummary::of(listing.iter().map(|v| &v.host)).offline == hosts).then_some(())
+    })
+    .await?;
+    // The sweep's audit writes trail its status updates slightly.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+fn mib(v: f64) -> String {
+    format!("{v:.1} MiB")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn date_utc() -> String {
+    std::process::Command::new("date")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("unix {}", now_ms() / 1000))
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// `2 × AMD EPYC, 23.5 GiB RAM`: what the numbers were measured on.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or_else(|| "?".into(), |kib| format!("{:.1}", kib / 1024.0 / 1024.0));
+    format!("nproc {cores}, {model}, {mem_gib} GiB RAM, {}", std::env::consts::ARCH)
+}
