@@ -1,0 +1,178 @@
+//! The web console in a real headless Chromium (Debian's chromium and
+//! chromium-driver): first login with the generated password, the forced
+//! password change, the three hosts, a task's live DAG and logs, the audit
+//! log.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atoll_api::v1::{HostView, TaskView};
+use atoll_core::HostStatus;
+use atoll_testkit::{Platform, Proc, ServerOpts, free_port, wait_for};
+use serde_json::json;
+use thirtyfour::prelude::*;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+async fn browser(dir: &std::path::Path) -> (Proc, WebDriver) {
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "browser tests need Debian's chromium and chromium-driver: run scripts/test.sh, which installs them"
+    );
+    let port = free_port("127.0.0.1");
+    let mut cmd = Command::new(CHROMEDRIVER);
+    cmd.arg(format!("--port={port}"));
+    let driver_proc = Proc::spawn("chromedriver", cmd, dir.join("chromedriver.log")).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for("chromedriver", Duration::from_secs(20), || {
+        let status = format!("{url}/status");
+        async move { reqwest::get(&status).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await
+    .unwrap();
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary(CHROMIUM).unwrap();
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,800",
+    ] {
+        caps.add_arg(arg).unwrap();
+    }
+    let profile = dir.join("chromium-profile");
+    caps.add_arg(&format!("--user-data-dir={}", profile.display())).unwrap();
+    let driver = WebDriver::new(&url, caps).await.unwrap();
+    (driver_proc, driver)
+}
+
+/// Polls the page until `f` finds what it wants.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(d: &WebDriver, by: By) -> Option<String> {
+    d.find(by).await.ok()?.text().await.ok()
+}
+
+#[tokio::test]
+async fn log_in_see_three_hosts_and_follow_a_task() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    let (_chromedriver, d) = browser(p.dir.path()).await;
+    let base = p.url.clone();
+
+    // Anything asks for a login first.
+    d.goto(format!("{base}/hosts")).await.unwrap();
+    until("the login page", || async { d.current_url().await.ok().filter(|u| u.path() == "/login") }).await;
+    d.find(By::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
+    d.find(By::Id("password")).await.unwrap().send_keys("not the password").await.unwrap();
+    d.find(By::Id("login-submit")).await.unwrap().click().await.unwrap();
+    let err = until("the login error", || async {
+        let e = d.find(By::Id("login-error")).await.ok()?;
+        e.is_displayed().await.ok()?.then_some(())?;
+        e.text().await.ok().filter(|t| !t.is_empty())
+    })
+    .await;
+    assert!(err.contains("wrong username or password"), "{err}");
+
+    // The generated password works once, and leads to the password change.
+    let password = d.find(By::Id("password")).await.unwrap();
+    password.clear().await.unwrap();
+    password.send_keys(&p.admin_password).await.unwrap();
+    d.find(By::Id("login-submit")).await.unwrap().click().await.unwrap();
+    until("the password page", || async { d.current_url().await.ok().filter(|u| u.path() == "/password") }).await;
+    let new = "browser-chosen-password";
+    d.find(By::Id("current-password")).await.unwrap().send_keys(&p.admin_password).await.unwrap();
+    d.find(By::Id("new-password")).await.unwrap().send_keys(new).await.unwrap();
+    d.find(By::Id("confirm-password")).await.unwrap().send_keys(new).await.unwrap();
+    d.find(By::Id("password-submit")).await.unwrap().click().await.unwrap();
+    until("the hosts page", || async { d.current_url().await.ok().filter(|u| u.path() == "/hosts") }).await;
+
+    // Three hosts join; the page shows them online without a reload.
+    p.admin_password = new.into();
+    p.login_admin().await.unwrap();
+    let join = p.join_token().await.unwrap();
+    let _agents: Vec<_> = ["127.0.0.41", "127.0.0.42", "127.0.0.43"]
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| p.start_agent(&format!("b{i}"), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
+        .collect();
+    wait_for("hosts online", Duration::from_secs(20), || async {
+        let hs: Vec<HostView> = p.client().get("/api/v1/hosts").await.ok()?;
+        (hs.len() == 3 && hs.iter().all(|h| h.host.status == HostStatus::Online)).then_some(())
+    })
+    .await
+    .unwrap();
+    let rows = until("three online hosts in the table", || async {
+        let rows = d.find_all(By::Css("#hosts tr[data-host]")).await.ok()?;
+        let mut online = 0;
+        for r in &rows {
+            if r.find(By::Css(".status")).await.ok()?.text().await.ok()?.contains("online") {
+                online += 1;
+            }
+        }
+        (online == 3).then_some(rows.len())
+    })
+    .await;
+    assert_eq!(rows, 3);
+    let summary = text_of(&d, By::Id("hosts-summary")).await.unwrap();
+    assert!(summary.contains("3 hosts") && summary.contains("3 online"), "{summary}");
+
+    // A host's page shows its facts.
+    d.goto(format!("{base}/hosts/127.0.0.42")).await.unwrap();
+    let body = until("host facts", || async { text_of(&d, By::Tag("body")).await.filter(|t| t.contains("127.0.0.42")) }).await;
+    assert!(body.contains("z2"), "zone shown");
+
+    // A task: its page shows every step and follows it to the end.
+    let data_dir = p.host_data_dir().display().to_string();
+    let t: TaskView = p
+        .client()
+        .post("/api/v1/hosts/prepare", &json!({ "hosts": ["127.0.0.41", "127.0.0.42", "127.0.0.43"], "profile": "sandbox", "data_dir": data_dir }))
+        .await
+        .unwrap();
+    d.goto(format!("{base}/tasks")).await.unwrap();
+    let link = until("the task in the list", || async { d.find(By::Css(&format!("#tasks tr[data-task='{}'] a", t.id))).await.ok() }).await;
+    link.click().await.unwrap();
+    until("the task page", || async { d.current_url().await.ok().filter(|u| u.path() == format!("/tasks/{}", t.id)) }).await;
+    let steps = d.find_all(By::Css("#dag .step")).await.unwrap();
+    assert_eq!(steps.len(), 6, "two steps per host");
+    until("the task to succeed on the page", || async { text_of(&d, By::Id("task-status")).await.filter(|s| s == "succeeded") }).await;
+    until("every step succeeded on the page", || async {
+        let statuses = d.find_all(By::Css("#dag .step .step-status")).await.ok()?;
+        let mut n = 0;
+        for s in statuses {
+            if s.text().await.ok()? == "succeeded" {
+                n += 1;
+            }
+        }
+        (n == 6).then_some(())
+    })
+    .await;
+    let logs = until("step logs", || async { text_of(&d, By::Id("logs")).await.filter(|l| l.contains("done")) }).await;
+    assert!(logs.contains("dirs@"), "{logs}");
+
+    // The audit log shows who did what.
+    d.goto(format!("{base}/audit")).await.unwrap();
+    let audit = until("the audit table", || async { text_of(&d, By::Id("audit")).await }).await;
+    for action in ["auth.login", "auth.password", "host.prepare"] {
+        assert!(audit.contains(action), "audit page lacks {action}");
+    }
+    d.quit().await.unwrap();
+}
