@@ -57,11 +57,7 @@ pub fn facts(hostname: &str, now_ms: UnixMs) -> HostFacts {
             Nic { name: "eth0".into(), speed_mbps: Some(10_000), mtu: Some(1500) },
             Nic { name: "lo".into(), speed_mbps: None, mtu: Some(65_536) },
         ],
-        os: OsFacts {
-            name: "Rocky Linux 9.4 (Blue Onyx)".into(),
-            kernel: "5.14.0-427.13.1.el9_4.x86_64".into(),
-            arch: "x86_64".into(),
-        },
+        os: OsFacts { name: "Rocky Linux 9.4 (Blue Onyx)".into(), kernel: "5.14.0-427.13.1.el9_4.x86_64".into(), arch: "x86_64".into() },
         nofile: NofileLimit { soft: 1024, hard: 524_288 },
         sysctls: sysctls(),
         clock_offset_ms: Some(3),

@@ -25,13 +25,15 @@ pub fn http_client() -> Result<reqwest::Client> {
 /// Registers every host with `concurrency` requests in flight, keeping
 /// each returned agent token; any failure aborts, since the later phases
 /// need every host.
-pub async fn register_all(http: &reqwest::Client, url: &str, join_token: &str, hosts: Vec<SimHost>, concurrency: usize) -> Result<Vec<SimHost>> {
+pub async fn register_all(
+    http: &reqwest::Client,
+    url: &str,
+    join_token: &str,
+    hosts: Vec<SimHost>,
+    concurrency: usize,
+) -> Result<Vec<SimHost>> {
     let endpoint = format!("{url}/agent/v1/register");
-    futures::stream::iter(hosts)
-        .map(|h| register_one(http, &endpoint, join_token, h))
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await
+    futures::stream::iter(hosts).map(|h| register_one(http, &endpoint, join_token, h)).buffer_unordered(concurrency).try_collect().await
 }
 
 async fn register_one(http: &reqwest::Client, endpoint: &str, join_token: &str, mut host: SimHost) -> Result<SimHost> {
@@ -74,7 +76,14 @@ async fn heartbeat(http: &reqwest::Client, endpoint: &str, host: &SimHost, with_
 /// Heartbeats as fast as `workers` concurrent senders can, round-robin over
 /// `hosts`, for `duration`. With `facts_every = Some(n)`, every n-th beat
 /// carries the host's facts, as real agents do periodically.
-pub async fn heartbeat_flood(http: &reqwest::Client, url: &str, hosts: Arc<Vec<SimHost>>, workers: usize, duration: Duration, facts_every: Option<u64>) -> (Samples, Duration) {
+pub async fn heartbeat_flood(
+    http: &reqwest::Client,
+    url: &str,
+    hosts: Arc<Vec<SimHost>>,
+    workers: usize,
+    duration: Duration,
+    facts_every: Option<u64>,
+) -> (Samples, Duration) {
     let endpoint = Arc::new(format!("{url}/agent/v1/heartbeat"));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -199,5 +208,9 @@ async fn get_once(http: &reqwest::Client, target: &str, token: &str) -> Result<u
     let resp = http.get(target).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(|e| e.to_string())?;
-    if status.is_success() { Ok(body.len()) } else { Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)).chars().take(300).collect()) }
+    if status.is_success() {
+        Ok(body.len())
+    } else {
+        Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)).chars().take(300).collect())
+    }
 }

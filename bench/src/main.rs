@@ -37,7 +37,8 @@ const IDLE_RSS_TARGET_MIB: f64 = 30.0;
 const LOADED_RSS_TARGET_MIB: f64 = 100.0;
 const GET_P99_TARGET_MS: f64 = 20.0;
 
-const USAGE: &str = "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)]";
+const USAGE: &str =
+    "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)]";
 
 #[derive(Debug)]
 struct Args {
@@ -81,11 +82,17 @@ fn parse_args() -> Result<Args> {
 /// would benchmark some other build.
 fn check_binary(atoll: Option<&PathBuf>) -> Result<PathBuf> {
     let found = atoll_testkit::atoll_bin();
-    let found = found.canonicalize().with_context(|| format!("no atoll binary at {}: build it, or set CARGO_BIN_EXE_atoll", found.display()))?;
+    let found =
+        found.canonicalize().with_context(|| format!("no atoll binary at {}: build it, or set CARGO_BIN_EXE_atoll", found.display()))?;
     if let Some(wanted) = atoll {
         let wanted = wanted.canonicalize().with_context(|| format!("--atoll {}", wanted.display()))?;
         if wanted != found {
-            bail!("--atoll is {} but the harness would start {}: export CARGO_BIN_EXE_atoll={} (bench/run.sh does)", wanted.display(), found.display(), wanted.display());
+            bail!(
+                "--atoll is {} but the harness would start {}: export CARGO_BIN_EXE_atoll={} (bench/run.sh does)",
+                wanted.display(),
+                found.display(),
+                wanted.display()
+            );
         }
     }
     Ok(found)
@@ -111,7 +118,12 @@ async fn main() -> Result<()> {
 /// Everything measured, in the order it was measured.
 async fn run(args: &Args) -> Result<Report> {
     let opts = ServerOpts {
-        extra_args: vec!["--heartbeat-interval-ms".into(), HEARTBEAT_INTERVAL_MS.to_string(), "--offline-after-ms".into(), OFFLINE_AFTER_MS.to_string()],
+        extra_args: vec![
+            "--heartbeat-interval-ms".into(),
+            HEARTBEAT_INTERVAL_MS.to_string(),
+            "--offline-after-ms".into(),
+            OFFLINE_AFTER_MS.to_string(),
+        ],
         env: Vec::new(),
     };
     // Dropping the platform kills the server, on every exit path.
@@ -140,7 +152,10 @@ async fn run(args: &Args) -> Result<Report> {
     let hosts = Arc::new(load::register_all(&http, &url, &join_token, fresh, REGISTER_CONCURRENCY).await?);
     let took = t.elapsed();
     let after = ProcSnapshot::read(pid)?;
-    rows.push(Row::new(format!("register {} hosts, {REGISTER_CONCURRENCY} concurrent", args.hosts), format!("{:.0} hosts/s", args.hosts as f64 / took.as_secs_f64())));
+    rows.push(Row::new(
+        format!("register {} hosts, {REGISTER_CONCURRENCY} concurrent", args.hosts),
+        format!("{:.0} hosts/s", args.hosts as f64 / took.as_secs_f64()),
+    ));
     rows.push(Row::new("  server CPU per registration", format!("{:.2} ms", after.cpu_s_since(&before) * 1000.0 / args.hosts as f64)));
     rows.push(Row::new("facts JSON per host", format!("{facts_bytes} B")));
 
@@ -158,11 +173,17 @@ async fn run(args: &Args) -> Result<Report> {
     let listing: Vec<HostView> = admin.get("/api/v1/hosts").await?;
     let summary = HostSummary::of(listing.iter().map(|v| &v.host));
     let loaded = ProcSnapshot::read(pid)?;
-    rows.push(Row::new(format!("server RSS, {} hosts ({} online)", args.hosts, summary.online), mib(loaded.rss_mib())).target(format!("< {LOADED_RSS_TARGET_MIB} MiB (1000 hosts)")));
+    rows.push(
+        Row::new(format!("server RSS, {} hosts ({} online)", args.hosts, summary.online), mib(loaded.rss_mib()))
+            .target(format!("< {LOADED_RSS_TARGET_MIB} MiB (1000 hosts)")),
+    );
     rows.push(Row::new("  server peak RSS so far (VmHWM)", mib(loaded.hwm_mib())));
     rows.push(Row::new("  server threads", loaded.threads.to_string()));
     if summary.online < args.hosts {
-        notes.push(format!("only {} of {} hosts were online when RSS was read: the heartbeat load did not reach every host within {OFFLINE_AFTER_MS} ms", summary.online, args.hosts));
+        notes.push(format!(
+            "only {} of {} hosts were online when RSS was read: the heartbeat load did not reach every host within {OFFLINE_AFTER_MS} ms",
+            summary.online, args.hosts
+        ));
     }
 
     step("GET /api/v1/hosts with live heartbeats");
@@ -172,7 +193,10 @@ async fn run(args: &Args) -> Result<Report> {
     let conc = get_phase(&url, &token, pid, args.requests, GET_CLIENTS).await?;
     let (keeper_rate, keeper_failed) = keeper.stop().await;
     let wanted_rate = args.hosts as f64 * 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
-    rows.push(Row::new(format!("background heartbeats during GET (wanted {wanted_rate:.0}/s)"), format!("{keeper_rate:.0}/s, {keeper_failed} failed")));
+    rows.push(Row::new(
+        format!("background heartbeats during GET (wanted {wanted_rate:.0}/s)"),
+        format!("{keeper_rate:.0}/s, {keeper_failed} failed"),
+    ));
     push_get_rows(&mut rows, "GET /api/v1/hosts, 1 client, live heartbeats", &seq, true);
     push_get_rows(&mut rows, &format!("GET /api/v1/hosts, {GET_CLIENTS} clients, live heartbeats"), &conc, false);
     if keeper_rate < wanted_rate * 0.9 {
@@ -190,12 +214,23 @@ async fn run(args: &Args) -> Result<Report> {
     let verdicts = vec![
         verdict(format!("idle RSS < {IDLE_RSS_TARGET_MIB} MiB"), idle.rss_mib(), IDLE_RSS_TARGET_MIB, "MiB"),
         verdict(format!("RSS with {} hosts < {LOADED_RSS_TARGET_MIB} MiB", args.hosts), loaded.rss_mib(), LOADED_RSS_TARGET_MIB, "MiB"),
-        verdict(format!("p99 GET /api/v1/hosts with {} hosts < {GET_P99_TARGET_MS} ms (1 client, live heartbeats)", args.hosts), seq.summary.p99_ms, GET_P99_TARGET_MS, "ms"),
+        verdict(
+            format!("p99 GET /api/v1/hosts with {} hosts < {GET_P99_TARGET_MS} ms (1 client, live heartbeats)", args.hosts),
+            seq.summary.p99_ms,
+            GET_P99_TARGET_MS,
+            "ms",
+        ),
     ];
     if args.hosts != 1000 {
         notes.push(format!("the targets are stated for 1000 hosts; this run had {}", args.hosts));
     }
-    for (what, s) in [("heartbeats", &plain.summary), ("heartbeats with facts", &with_facts.summary), ("GET 1 client", &seq.summary), ("GET 4 clients", &conc.summary), ("GET quiet", &quiet.summary)] {
+    for (what, s) in [
+        ("heartbeats", &plain.summary),
+        ("heartbeats with facts", &with_facts.summary),
+        ("GET 1 client", &seq.summary),
+        ("GET 4 clients", &conc.summary),
+        ("GET quiet", &quiet.summary),
+    ] {
         if let Some(e) = &s.first_error {
             notes.push(format!("{what}: {} failed requests, first: {e}", s.errors));
         }
@@ -219,7 +254,14 @@ struct Phase {
     bytes: usize,
 }
 
-async fn heartbeat_phase(http: &reqwest::Client, url: &str, hosts: &Arc<Vec<SimHost>>, pid: u32, duration: Duration, facts_every: Option<u64>) -> Result<Phase> {
+async fn heartbeat_phase(
+    http: &reqwest::Client,
+    url: &str,
+    hosts: &Arc<Vec<SimHost>>,
+    pid: u32,
+    duration: Duration,
+    facts_every: Option<u64>,
+) -> Result<Phase> {
     let before = ProcSnapshot::read(pid)?;
     let (samples, wall) = load::heartbeat_flood(http, url, hosts.clone(), HEARTBEAT_WORKERS, duration, facts_every).await;
     phase(samples.summary(wall), pid, &before, 0)

@@ -47,7 +47,8 @@ pub struct Report {
 
 impl Report {
     pub fn table(&self) -> String {
-        let width = |f: fn(&Row) -> &str, title: &str| self.rows.iter().map(|r| f(r).chars().count()).chain([title.len()]).max().unwrap_or(0);
+        let width =
+            |f: fn(&Row) -> &str, title: &str| self.rows.iter().map(|r| f(r).chars().count()).chain([title.len()]).max().unwrap_or(0);
         let (w0, w1, w2) = (width(|r| &r.metric, "metric"), width(|r| &r.value, "value"), width(|r| &r.target, "target"));
         let mut out = String::new();
         let _ = writeln!(out, "| {:<w0$} | {:>w1$} | {:<w2$} |", "metric", "value", "target");
@@ -59,10 +60,7 @@ impl Report {
     }
 
     pub fn verdict_lines(&self) -> String {
-        self.verdicts
-            .iter()
-            .map(|v| format!("- {}: {} — **{}**\n", v.target, v.measured, if v.met { "met" } else { "NOT met" }))
-            .collect()
+        self.verdicts.iter().map(|v| format!("- {}: {} — **{}**\n", v.target, v.measured, if v.met { "met" } else { "NOT met" })).collect()
     }
 
     pub fn section(&self) -> String {

@@ -80,11 +80,7 @@ pub fn collect() -> HostFacts {
         memory_bytes: meminfo.get("MemTotal").copied().unwrap_or(0),
         // MemAvailable exists since Linux 3.14; MemFree is the pessimistic
         // stand-in on anything older.
-        memory_available_bytes: meminfo
-            .get("MemAvailable")
-            .or_else(|| meminfo.get("MemFree"))
-            .copied()
-            .unwrap_or(0),
+        memory_available_bytes: meminfo.get("MemAvailable").or_else(|| meminfo.get("MemFree")).copied().unwrap_or(0),
         mounts: collect_mounts(),
         nics: collect_nics(),
         os: collect_os(),
@@ -118,10 +114,7 @@ fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
 /// Milliseconds since the epoch; 0 if the clock is before 1970 (broken RTC),
 /// which the server will flag through the clock offset anyway.
 fn now_ms() -> UnixMs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| UnixMs::try_from(d.as_millis()).unwrap_or(UnixMs::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| UnixMs::try_from(d.as_millis()).unwrap_or(UnixMs::MAX)).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- cpu
@@ -133,9 +126,7 @@ fn collect_cpu() -> CpuFacts {
     let cores = read("/sys/devices/system/cpu/online")
         .and_then(|t| parse_cpu_online(&t))
         .or_else(|| Some(parse_cpuinfo_processors(&cpuinfo)).filter(|&n| n > 0))
-        .or_else(|| {
-            std::thread::available_parallelism().ok().and_then(|n| u32::try_from(n.get()).ok())
-        })
+        .or_else(|| std::thread::available_parallelism().ok().and_then(|n| u32::try_from(n.get()).ok()))
         .unwrap_or(0);
     let model = parse_cpuinfo_model(&cpuinfo).unwrap_or_else(|| "unknown".to_owned());
     CpuFacts { cores, model }
@@ -180,10 +171,7 @@ fn parse_cpuinfo_processors(text: &str) -> u32 {
 /// The first `model name` in /proc/cpuinfo. arm64 and other architectures
 /// do not report one, hence `None`.
 fn parse_cpuinfo_model(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(cpuinfo_field)
-        .find(|(k, v)| *k == "model name" && !v.is_empty())
-        .map(|(_, v)| v.to_owned())
+    text.lines().filter_map(cpuinfo_field).find(|(k, v)| *k == "model name" && !v.is_empty()).map(|(_, v)| v.to_owned())
 }
 
 // ---------------------------------------------------------------- memory
@@ -267,9 +255,7 @@ fn unescape_mount_field(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
+        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal.and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok()) {
             Some(b) => {
                 out.push(b);
@@ -299,9 +285,7 @@ fn is_data_mount(e: &MountEntry) -> bool {
         return false;
     }
     if t == "tmpfs" || t == "ramfs" {
-        return !SYSTEM_TREES
-            .iter()
-            .any(|root| e.path == *root || e.path.starts_with(&format!("{root}/")));
+        return !SYSTEM_TREES.iter().any(|root| e.path == *root || e.path.starts_with(&format!("{root}/")));
     }
     true
 }
@@ -325,9 +309,7 @@ fn measure_mount(e: MountEntry) -> Mount {
         tracing::debug!(path = %e.path, "statvfs failed; reporting zero size");
         (0, 0)
     });
-    let ssd = block_device_dir(&e).and_then(|dir| {
-        read(dir.join("queue/rotational")).and_then(|t| parse_rotational(&t))
-    });
+    let ssd = block_device_dir(&e).and_then(|dir| read(dir.join("queue/rotational")).and_then(|t| parse_rotational(&t)));
     Mount { path: e.path, device: e.source, fs_type: e.fs_type, total_bytes, free_bytes, ssd }
 }
 
@@ -338,10 +320,7 @@ fn measure_mount(e: MountEntry) -> Mount {
 fn fs_space(path: &Path) -> Option<(u64, u64)> {
     let st = statvfs(path)?;
     let frsize = u64::from(st.f_frsize);
-    Some((
-        u64::from(st.f_blocks).saturating_mul(frsize),
-        u64::from(st.f_bavail).saturating_mul(frsize),
-    ))
+    Some((u64::from(st.f_blocks).saturating_mul(frsize), u64::from(st.f_bavail).saturating_mul(frsize)))
 }
 
 /// statvfs(3); `None` on any failure.
@@ -381,11 +360,7 @@ fn block_device_dir(e: &MountEntry) -> Option<PathBuf> {
 /// parent directory in sysfs is the disk. Device-mapper and md devices have
 /// their own queue, which the kernel derives from the devices below them.
 fn whole_disk(dir: PathBuf) -> Option<PathBuf> {
-    if dir.join("partition").exists() {
-        dir.parent().map(Path::to_path_buf)
-    } else {
-        Some(dir)
-    }
+    if dir.join("partition").exists() { dir.parent().map(Path::to_path_buf) } else { Some(dir) }
 }
 
 /// `queue/rotational`: `0` means solid-state → `Some(true)`.
@@ -497,10 +472,8 @@ fn getrlimit_nofile() -> Option<NofileLimit> {
 /// The kernel settings the prechecks judge; unreadable ones are omitted
 /// rather than reported as empty, so "absent" and "empty" stay distinct.
 fn collect_sysctls() -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = SYSCTLS
-        .iter()
-        .filter_map(|(key, path)| Some(((*key).to_owned(), normalize_sysctl(&read(path)?))))
-        .collect();
+    let mut out: BTreeMap<String, String> =
+        SYSCTLS.iter().filter_map(|(key, path)| Some(((*key).to_owned(), normalize_sysctl(&read(path)?)))).collect();
     if let Some(mode) = read("/sys/kernel/mm/transparent_hugepage/enabled").and_then(|t| parse_thp(&t)) {
         out.insert(THP_KEY.to_owned(), mode);
     }
@@ -588,8 +561,7 @@ mod tests {
     #[test]
     fn mount_selection_filters_and_dedupes() {
         let kept = select_mounts(parse_mountinfo(MOUNTINFO));
-        let paths: Vec<(&str, &str)> =
-            kept.iter().map(|m| (m.path.as_str(), m.source.as_str())).collect();
+        let paths: Vec<(&str, &str)> = kept.iter().map(|m| (m.path.as_str(), m.source.as_str())).collect();
         assert_eq!(
             paths,
             vec![
@@ -662,13 +634,8 @@ mod tests {
         let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
         assert_eq!(Some(f.cpu.cores), parse_cpu_online(&online));
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-        let total_kb: u64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap();
+        let total_kb: u64 =
+            meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
         assert_eq!(f.memory_bytes, total_kb * 1024);
         assert!(f.memory_available_bytes > 0 && f.memory_available_bytes <= f.memory_bytes);
         let root = f.mounts.iter().find(|m| m.path == "/").expect("a / mount");

@@ -64,15 +64,16 @@ async fn require_server(State(s): State<AgentState>, req: Request, next: Next) -
     let Some(expected) = s.identity().and_then(|i| i.server_token_hash) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_registered", "this agent has not registered with a server yet");
     };
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented =
+        req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         None => error(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token: only the platform server may call this agent"),
         Some(t) if constant_time_eq(sha256_hex(t).as_bytes(), expected.as_bytes()) => next.run(req).await,
-        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token: this agent is registered with another server or was re-registered"),
+        Some(_) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong token: this agent is registered with another server or was re-registered",
+        ),
     }
 }
 
@@ -82,7 +83,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn status(State(s): State<AgentState>) -> Response {
     match s.identity() {
-        Some(i) => Json(AgentStatus { host_id: i.host_id, version: crate::VERSION.into(), started_at_ms: s.inner.started_at_ms }).into_response(),
+        Some(i) => {
+            Json(AgentStatus { host_id: i.host_id, version: crate::VERSION.into(), started_at_ms: s.inner.started_at_ms }).into_response()
+        }
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "identity unavailable"),
     }
 }

@@ -48,9 +48,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let state = http::AgentState::new(identity.clone(), journal, config.listen.ip());
     let app = http::router(state.clone());
     let serve_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await
-    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await });
 
     let result = link::Link::new(config, identity, state).run(shutdown.clone()).await;
     shutdown.cancel();
@@ -59,8 +57,5 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 }
 
 pub(crate) fn now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as UnixMs)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as UnixMs).unwrap_or(0)
 }

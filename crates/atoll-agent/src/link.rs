@@ -49,7 +49,9 @@ impl Link {
                     send_facts = last_facts.elapsed() >= self.config.facts_every;
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
-                    anyhow::bail!("the platform no longer knows this host (it was removed); start the agent with --join-token to join again");
+                    anyhow::bail!(
+                        "the platform no longer knows this host (it was removed); start the agent with --join-token to join again"
+                    );
                 }
                 Err(ClientError::Api { status: 401, message, .. }) => {
                     tracing::warn!(%message, "server refused our token; registering again");
@@ -80,12 +82,8 @@ impl Link {
             None
         };
         let client = Client::with_timeout(&self.config.server, self.identity.agent_token.clone(), Duration::from_secs(5));
-        let req = HeartbeatRequest {
-            host_id: self.identity.host_id,
-            address: self.config.listen.ip().to_string(),
-            agent_url: self.url(),
-            facts,
-        };
+        let req =
+            HeartbeatRequest { host_id: self.identity.host_id, address: self.config.listen.ip().to_string(), agent_url: self.url(), facts };
         let t0 = now_ms();
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;
         let t1 = now_ms();

@@ -46,7 +46,9 @@ impl Journal {
         let path = self.entry_path(&e.key);
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(e).map_err(|err| OpError::Io(err.to_string()))?;
-        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
     }
 
     pub async fn execute(&self, key: &str, op: &HostOp) -> Result<OpResult, OpError> {
@@ -64,14 +66,8 @@ impl Journal {
             HostOp::MakeDirs { paths, owner, mode } => self.make_dirs(paths, owner.as_deref(), *mode)?,
             HostOp::RemoveDirs { paths } => self.remove_dirs(paths)?,
         };
-        let entry = OpJournalEntry {
-            key: key.into(),
-            op: op.clone(),
-            executions: 1,
-            replays: 0,
-            at_ms: crate::now_ms(),
-            detail: detail.clone(),
-        };
+        let entry =
+            OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: crate::now_ms(), detail: detail.clone() };
         self.write(&entry)?;
         tracing::info!(key, "operation done");
         Ok(OpResult { key: key.into(), replayed: false, detail })
@@ -105,7 +101,10 @@ impl Journal {
         // Databases run as `mysql`; default to it where it exists.
         let owner = owner.or_else(|| user_exists("mysql").then_some("mysql"));
         let ids = match owner {
-            Some(name) => Some(lookup_user(name).ok_or_else(|| OpError::Refused(format!("no user {name:?} on this host; create it or choose another owner")))?),
+            Some(name) => Some(
+                lookup_user(name)
+                    .ok_or_else(|| OpError::Refused(format!("no user {name:?} on this host; create it or choose another owner")))?,
+            ),
             None => None,
         };
         let mut created = Vec::new();
@@ -119,9 +118,11 @@ impl Journal {
             std::fs::create_dir_all(path).map_err(|e| OpError::Io(format!("cannot create {p}: {e}")))?;
             missing.reverse();
             created.extend(missing.iter().map(|m| m.display().to_string()));
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| OpError::Io(format!("cannot set mode of {p}: {e}")))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| OpError::Io(format!("cannot set mode of {p}: {e}")))?;
             if let Some((uid, gid)) = ids {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| OpError::Io(format!("cannot give {p} to {}: {e}", owner.unwrap_or_default())))?;
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| OpError::Io(format!("cannot give {p} to {}: {e}", owner.unwrap_or_default())))?;
             }
         }
         Ok(json!({ "paths": paths, "created": created, "owner": owner, "mode": format!("{mode:o}") }))
@@ -159,6 +160,7 @@ pub fn user_exists(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

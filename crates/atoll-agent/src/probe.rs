@@ -15,8 +15,7 @@ use atoll_plan::{BinaryProbe, PortProbe, ProbeReport, ProbeRequest};
 
 /// Searched after `PATH`: the agent may run under systemd with a minimal
 /// `PATH`, while `mariadbd` and friends live in sbin directories.
-const EXTRA_BIN_DIRS: &[&str] =
-    &["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"];
+const EXTRA_BIN_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"];
 
 /// Probes the host for `req`, binding ports on `address` (the address the
 /// cluster will use). The work is blocking file and socket I/O, so it runs on
@@ -38,10 +37,7 @@ fn run_blocking(address: IpAddr, req: &ProbeRequest) -> ProbeReport {
         binaries: req
             .binaries
             .iter()
-            .map(|name| BinaryProbe {
-                name: name.clone(),
-                path: find_binary(name).map(|p| p.to_string_lossy().into_owned()),
-            })
+            .map(|name| BinaryProbe { name: name.clone(), path: find_binary(name).map(|p| p.to_string_lossy().into_owned()) })
             .collect(),
     }
 }
@@ -52,11 +48,7 @@ fn aborted(req: &ProbeRequest, why: &str) -> ProbeReport {
     ProbeReport {
         data_dir: req.data_dir.clone(),
         data_dir_error: Some(why.to_owned()),
-        ports: req
-            .ports
-            .iter()
-            .map(|&port| PortProbe { port, free: false, detail: Some(why.to_owned()) })
-            .collect(),
+        ports: req.ports.iter().map(|&port| PortProbe { port, free: false, detail: Some(why.to_owned()) }).collect(),
         binaries: req.binaries.iter().map(|n| BinaryProbe { name: n.clone(), path: None }).collect(),
     }
 }
@@ -168,9 +160,7 @@ fn find_binary(name: &str) -> Option<PathBuf> {
 /// `PATH` entries (absolute ones only: `.` would depend on the working
 /// directory), then the usual sbin/bin directories, without repeats.
 fn search_dirs() -> Vec<PathBuf> {
-    let from_env = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let from_env = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     let mut dirs: Vec<PathBuf> = Vec::new();
     for dir in from_env.into_iter().chain(EXTRA_BIN_DIRS.iter().map(PathBuf::from)) {
         if dir.is_absolute() && !dirs.contains(&dir) {
@@ -191,9 +181,7 @@ fn is_usable(path: &Path) -> bool {
 
 /// `x.so` or a versioned `x.so.1.2`.
 fn is_shared_object(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with(".so") || n.contains(".so."))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".so") || n.contains(".so."))
 }
 
 #[cfg(test)]
@@ -202,11 +190,7 @@ mod tests {
     use super::*;
 
     fn req(data_dir: &str, ports: Vec<u16>, binaries: &[&str]) -> ProbeRequest {
-        ProbeRequest {
-            data_dir: data_dir.to_owned(),
-            ports,
-            binaries: binaries.iter().map(|s| (*s).to_owned()).collect(),
-        }
+        ProbeRequest { data_dir: data_dir.to_owned(), ports, binaries: binaries.iter().map(|s| (*s).to_owned()).collect() }
     }
 
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -329,8 +313,7 @@ mod tests {
         let (plain, lib) = (plain.to_str().unwrap(), lib.to_str().unwrap());
         let names = ["sh", "definitely-not-a-binary", "/bin/sh", plain, lib, "bin/sh", "/"];
         let report = run(LOCALHOST, &req("/", vec![], &names)).await;
-        let found: Vec<(&str, bool)> =
-            report.binaries.iter().map(|b| (b.name.as_str(), b.path.is_some())).collect();
+        let found: Vec<(&str, bool)> = report.binaries.iter().map(|b| (b.name.as_str(), b.path.is_some())).collect();
         assert_eq!(
             found,
             vec![

@@ -46,11 +46,8 @@ impl Client {
 
     /// A client whose every request gives up after `timeout`.
     pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(3).min(timeout))
-            .build()
-            .unwrap_or_default();
+        let http =
+            reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout)).build().unwrap_or_default();
         Self { http, base: base.trim_end_matches('/').to_string(), token }
     }
 

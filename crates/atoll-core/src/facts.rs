@@ -87,11 +87,7 @@ impl HostFacts {
     pub fn mount_for(&self, path: &str) -> Option<&Mount> {
         self.mounts
             .iter()
-            .filter(|m| {
-                path == m.path
-                    || m.path == "/"
-                    || path.starts_with(&format!("{}/", m.path.trim_end_matches('/')))
-            })
+            .filter(|m| path == m.path || m.path == "/" || path.starts_with(&format!("{}/", m.path.trim_end_matches('/'))))
             .max_by_key(|m| m.path.len())
     }
 
@@ -111,10 +107,7 @@ mod tests {
 
     #[test]
     fn mount_for_picks_longest_prefix() {
-        let f = HostFacts {
-            mounts: vec![mount("/"), mount("/var"), mount("/var/lib/data"), mount("/varx")],
-            ..Default::default()
-        };
+        let f = HostFacts { mounts: vec![mount("/"), mount("/var"), mount("/var/lib/data"), mount("/varx")], ..Default::default() };
         assert_eq!(f.mount_for("/var/lib/atoll").map(|m| m.path.as_str()), Some("/var"));
         assert_eq!(f.mount_for("/var/lib/data").map(|m| m.path.as_str()), Some("/var/lib/data"));
         assert_eq!(f.mount_for("/varx/y").map(|m| m.path.as_str()), Some("/varx"));

@@ -101,32 +101,22 @@ pub struct StepState {
 /// Rollback: steps that ran (succeeded or failed) once every step depending
 /// on them is undone or never ran, so effects are undone in reverse order.
 pub fn ready_steps(steps: &[StepState], phase: Phase, now_ms: UnixMs) -> Vec<&str> {
-    let status: HashMap<&str, StepStatus> =
-        steps.iter().map(|s| (s.key.as_str(), s.status)).collect();
+    let status: HashMap<&str, StepStatus> = steps.iter().map(|s| (s.key.as_str(), s.status)).collect();
     match phase {
         Phase::Forward => steps
             .iter()
             .filter(|s| s.status == StepStatus::Pending && s.not_before_ms <= now_ms)
-            .filter(|s| {
-                s.deps.iter().all(|d| {
-                    matches!(status.get(d.as_str()), Some(StepStatus::Succeeded | StepStatus::Skipped))
-                })
-            })
+            .filter(|s| s.deps.iter().all(|d| matches!(status.get(d.as_str()), Some(StepStatus::Succeeded | StepStatus::Skipped))))
             .map(|s| s.key.as_str())
             .collect(),
         Phase::Rollback => steps
             .iter()
             .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Failed))
             .filter(|s| {
-                steps.iter().filter(|d| d.deps.contains(&s.key)).all(|d| {
-                    matches!(
-                        d.status,
-                        StepStatus::Pending
-                            | StepStatus::Cancelled
-                            | StepStatus::Skipped
-                            | StepStatus::RolledBack
-                    )
-                })
+                steps
+                    .iter()
+                    .filter(|d| d.deps.contains(&s.key))
+                    .all(|d| matches!(d.status, StepStatus::Pending | StepStatus::Cancelled | StepStatus::Skipped | StepStatus::RolledBack))
             })
             .map(|s| s.key.as_str())
             .collect(),
@@ -209,12 +199,7 @@ mod tests {
     use StepStatus::*;
 
     fn step(key: &str, deps: &[&str], status: StepStatus) -> StepState {
-        StepState {
-            key: key.into(),
-            deps: deps.iter().map(|d| d.to_string()).collect(),
-            status,
-            not_before_ms: 0,
-        }
+        StepState { key: key.into(), deps: deps.iter().map(|d| d.to_string()).collect(), status, not_before_ms: 0 }
     }
 
     #[test]

@@ -59,13 +59,7 @@ pub fn worst(results: &[CheckResult]) -> CheckStatus {
     results.iter().map(|r| r.status).max().unwrap_or(CheckStatus::Pass)
 }
 
-fn result(
-    item: &str,
-    status: CheckStatus,
-    measured: String,
-    required: String,
-    fix: String,
-) -> CheckResult {
+fn result(item: &str, status: CheckStatus, measured: String, required: String, fix: String) -> CheckResult {
     let fix = (status != CheckStatus::Pass).then_some(fix);
     CheckResult { item: item.to_owned(), status, measured, required, fix }
 }
@@ -102,12 +96,7 @@ impl Limit for AtMost {
     }
 }
 
-fn limit_text(
-    op: &str,
-    fail: Option<u64>,
-    warn: Option<u64>,
-    show: &dyn Fn(u64) -> String,
-) -> String {
+fn limit_text(op: &str, fail: Option<u64>, warn: Option<u64>, show: &dyn Fn(u64) -> String) -> String {
     match (fail, warn) {
         (Some(f), Some(w)) if w != f => format!("{op} {} (recommended {op} {})", show(f), show(w)),
         (Some(f), _) => format!("{op} {}", show(f)),
@@ -127,9 +116,7 @@ fn limit_check(
 ) -> CheckResult {
     let required = t.text(&show);
     let (status, measured) = match value {
-        _ if !t.is_required() => {
-            (CheckStatus::Pass, value.map_or_else(|| UNKNOWN.to_owned(), &show))
-        }
+        _ if !t.is_required() => (CheckStatus::Pass, value.map_or_else(|| UNKNOWN.to_owned(), &show)),
         None => (CheckStatus::Warn, UNKNOWN.to_owned()),
         Some(v) => (t.judge(v), show(v)),
     };
@@ -142,11 +129,7 @@ fn cores(n: u64) -> String {
 }
 
 fn mbps(n: u64) -> String {
-    if n >= 1000 && n.is_multiple_of(1000) {
-        format!("{} Gbit/s", n / 1000)
-    } else {
-        format!("{n} Mbit/s")
-    }
+    if n >= 1000 && n.is_multiple_of(1000) { format!("{} Gbit/s", n / 1000) } else { format!("{n} Mbit/s") }
 }
 
 fn ms(n: u64) -> String {
@@ -170,9 +153,7 @@ fn thp_mode(raw: &str) -> &str {
 fn install_fix(name: &str) -> String {
     let base = name.rsplit('/').next().unwrap_or(name);
     let packages = match base {
-        "mariadbd" | "mysqld" | "mariadb-install-db" | "mysql_install_db" => {
-            Some("mariadb-server galera-4")
-        }
+        "mariadbd" | "mysqld" | "mariadb-install-db" | "mysql_install_db" => Some("mariadb-server galera-4"),
         "mariadb" | "mysql" => Some("mariadb-client"),
         "mariabackup" | "mariadb-backup" => Some("mariadb-backup"),
         "rsync" | "socat" | "lsof" | "pv" => Some(base),
@@ -187,12 +168,7 @@ fn install_fix(name: &str) -> String {
 
 /// Applies `profile` to one host's facts and, when given, to its probe
 /// answers for a planned deployment under `data_dir`.
-pub fn check_host(
-    profile: &Profile,
-    facts: &HostFacts,
-    data_dir: &str,
-    probe: Option<&ProbeReport>,
-) -> Vec<CheckResult> {
+pub fn check_host(profile: &Profile, facts: &HostFacts, data_dir: &str, probe: Option<&ProbeReport>) -> Vec<CheckResult> {
     let mount = facts.mount_for(data_dir);
     let mount_path = mount.map_or("the data disk", |m| m.path.as_str());
     // The agent reports 0 for facts it could not read.
@@ -201,35 +177,17 @@ pub fn check_host(
         limit_check("cpu.cores", known(facts.cpu.cores.into()), &profile.cpu_cores, cores, |r| {
             format!("give the host more CPU cores: {r}")
         }),
-        limit_check(
-            "memory.total",
-            known(facts.memory_bytes),
-            &profile.memory_total_bytes,
-            human_bytes,
-            |r| format!("add memory: {r}"),
-        ),
-        limit_check(
-            "memory.available",
-            known(facts.memory_available_bytes),
-            &profile.memory_available_bytes,
-            human_bytes,
-            |r| format!("stop other services or add memory: {r} available"),
-        ),
-        limit_check(
-            "disk.data_free",
-            mount.map(|m| m.free_bytes),
-            &profile.data_free_bytes,
-            human_bytes,
-            |r| format!("free space on {mount_path} or put {data_dir} on a larger disk: {r}"),
-        ),
+        limit_check("memory.total", known(facts.memory_bytes), &profile.memory_total_bytes, human_bytes, |r| format!("add memory: {r}")),
+        limit_check("memory.available", known(facts.memory_available_bytes), &profile.memory_available_bytes, human_bytes, |r| {
+            format!("stop other services or add memory: {r} available")
+        }),
+        limit_check("disk.data_free", mount.map(|m| m.free_bytes), &profile.data_free_bytes, human_bytes, |r| {
+            format!("free space on {mount_path} or put {data_dir} on a larger disk: {r}")
+        }),
         ssd_check(profile.ssd, mount.and_then(|m| m.ssd), data_dir),
-        limit_check(
-            "nic.speed",
-            facts.fastest_nic_mbps().map(u64::from),
-            &profile.nic_mbps,
-            mbps,
-            |r| format!("use a faster NIC: {r} (`ethtool IFACE` shows the link speed)"),
-        ),
+        limit_check("nic.speed", facts.fastest_nic_mbps().map(u64::from), &profile.nic_mbps, mbps, |r| {
+            format!("use a faster NIC: {r} (`ethtool IFACE` shows the link speed)")
+        }),
         kernel_check(profile, &facts.os.kernel),
         nofile_check(profile, facts),
         limit_check(
@@ -238,11 +196,7 @@ pub fn check_host(
             &profile.aio_max_nr,
             |n| n.to_string(),
             |_| {
-                let want = profile
-                    .aio_max_nr
-                    .warn_below
-                    .or(profile.aio_max_nr.fail_below)
-                    .unwrap_or(1_048_576);
+                let want = profile.aio_max_nr.warn_below.or(profile.aio_max_nr.fail_below).unwrap_or(1_048_576);
                 format!("sysctl -w fs.aio-max-nr={want} (persist in /etc/sysctl.d/)")
             },
         ),
@@ -252,25 +206,14 @@ pub fn check_host(
             &profile.swappiness,
             |n| n.to_string(),
             |_| {
-                let bound =
-                    profile.swappiness.warn_above.or(profile.swappiness.fail_above).unwrap_or(1);
+                let bound = profile.swappiness.warn_above.or(profile.swappiness.fail_above).unwrap_or(1);
                 format!("sysctl -w vm.swappiness={} (persist in /etc/sysctl.d/)", bound.min(1))
             },
         ),
-        thp_check(
-            profile.thp_not_always,
-            facts.sysctls.get("kernel.mm.transparent_hugepage").map(String::as_str),
-        ),
-        limit_check(
-            "clock.offset",
-            facts.clock_offset_ms.map(i64::unsigned_abs),
-            &profile.clock_offset_ms,
-            ms,
-            |_| {
-                "synchronise the clock with NTP: `timedatectl set-ntp true` or run chronyd"
-                    .to_owned()
-            },
-        ),
+        thp_check(profile.thp_not_always, facts.sysctls.get("kernel.mm.transparent_hugepage").map(String::as_str)),
+        limit_check("clock.offset", facts.clock_offset_ms.map(i64::unsigned_abs), &profile.clock_offset_ms, ms, |_| {
+            "synchronise the clock with NTP: `timedatectl set-ntp true` or run chronyd".to_owned()
+        }),
     ];
     if let Some(p) = probe {
         out.extend(probe_checks(p));
@@ -300,13 +243,7 @@ fn ssd_check(need: Need, ssd: Option<bool>, data_dir: &str) -> CheckResult {
 
 fn kernel_check(profile: &Profile, release: &str) -> CheckResult {
     let Some(min) = profile.kernel_min else {
-        return result(
-            "os.kernel",
-            CheckStatus::Pass,
-            release.to_owned(),
-            NOT_REQUIRED.to_owned(),
-            String::new(),
-        );
+        return result("os.kernel", CheckStatus::Pass, release.to_owned(), NOT_REQUIRED.to_owned(), String::new());
     };
     let measured = if release.is_empty() { UNKNOWN.to_owned() } else { release.to_owned() };
     let status = match KernelVersion::parse(release) {
@@ -314,13 +251,7 @@ fn kernel_check(profile: &Profile, release: &str) -> CheckResult {
         Some(_) => CheckStatus::Pass,
         None => CheckStatus::Warn,
     };
-    result(
-        "os.kernel",
-        status,
-        measured,
-        format!(">= {min}"),
-        format!("upgrade the kernel to {min} or later"),
-    )
+    result("os.kernel", status, measured, format!(">= {min}"), format!("upgrade the kernel to {min} or later"))
 }
 
 fn nofile_check(profile: &Profile, facts: &HostFacts) -> CheckResult {
@@ -368,13 +299,7 @@ fn thp_check(need: Need, raw: Option<&str>) -> CheckResult {
 fn probe_checks(p: &ProbeReport) -> Vec<CheckResult> {
     let dir = &p.data_dir;
     let mut out = vec![match &p.data_dir_error {
-        None => result(
-            "data_dir.writable",
-            CheckStatus::Pass,
-            "writable".into(),
-            "writable".into(),
-            String::new(),
-        ),
+        None => result("data_dir.writable", CheckStatus::Pass, "writable".into(), "writable".into(), String::new()),
         Some(e) => result(
             "data_dir.writable",
             CheckStatus::Fail,
@@ -399,13 +324,7 @@ fn probe_checks(p: &ProbeReport) -> Vec<CheckResult> {
             Some(path) => (CheckStatus::Pass, path.clone()),
             None => (CheckStatus::Fail, "missing".to_owned()),
         };
-        out.push(result(
-            &format!("binary.{}", bin.name),
-            status,
-            measured,
-            "present".into(),
-            install_fix(&bin.name),
-        ));
+        out.push(result(&format!("binary.{}", bin.name), status, measured, "present".into(), install_fix(&bin.name)));
     }
     out
 }
@@ -416,9 +335,7 @@ fn probe_checks(p: &ProbeReport) -> Vec<CheckResult> {
 pub fn check_clock_skew(offsets: &[(String, Option<i64>)], profile: &Profile) -> Vec<CheckResult> {
     let t = &profile.clock_offset_ms;
     let required = t.text(&ms);
-    let fix = |hosts: &str| {
-        format!("synchronise clocks with NTP on {hosts}: `timedatectl set-ntp true` or run chronyd")
-    };
+    let fix = |hosts: &str| format!("synchronise clocks with NTP on {hosts}: `timedatectl set-ntp true` or run chronyd");
     let mut out: Vec<CheckResult> = offsets
         .iter()
         .filter(|(_, o)| o.is_none())
@@ -427,22 +344,14 @@ pub fn check_clock_skew(offsets: &[(String, Option<i64>)], profile: &Profile) ->
             result("clock.skew", status, format!("{host}: {UNKNOWN}"), required.clone(), fix(host))
         })
         .collect();
-    let known: Vec<(&str, i64)> =
-        offsets.iter().filter_map(|(h, o)| o.map(|o| (h.as_str(), o))).collect();
+    let known: Vec<(&str, i64)> = offsets.iter().filter_map(|(h, o)| o.map(|o| (h.as_str(), o))).collect();
     let earliest = known.iter().min_by_key(|(_, o)| *o);
     let latest = known.iter().max_by_key(|(_, o)| *o);
     let summary = match (earliest, latest) {
         (Some(&(lo_host, lo)), Some(&(hi_host, hi))) if known.len() >= 2 => {
             let skew = hi.abs_diff(lo);
-            let measured =
-                format!("{} between {hi_host} ({hi:+} ms) and {lo_host} ({lo:+} ms)", ms(skew));
-            result(
-                "clock.skew",
-                t.judge(skew),
-                measured,
-                required,
-                fix(&format!("{hi_host} and {lo_host}")),
-            )
+            let measured = format!("{} between {hi_host} ({hi:+} ms) and {lo_host} ({lo:+} ms)", ms(skew));
+            result("clock.skew", t.judge(skew), measured, required, fix(&format!("{hi_host} and {lo_host}")))
         }
         _ => result(
             "clock.skew",
@@ -484,11 +393,7 @@ mod tests {
                 ssd: Some(true),
             }],
             nics: vec![Nic { name: "lo".into(), speed_mbps: None, mtu: Some(65536) }],
-            os: OsFacts {
-                name: "Debian GNU/Linux 13".into(),
-                kernel: "6.12.0-1-amd64".into(),
-                arch: "x86_64".into(),
-            },
+            os: OsFacts { name: "Debian GNU/Linux 13".into(), kernel: "6.12.0-1-amd64".into(), arch: "x86_64".into() },
             nofile: NofileLimit { soft: 65535, hard: 524288 },
             sysctls: BTreeMap::from([
                 ("fs.aio-max-nr".to_owned(), "65536".to_owned()),
@@ -501,10 +406,7 @@ mod tests {
     }
 
     fn get<'a>(results: &'a [CheckResult], item: &str) -> &'a CheckResult {
-        results
-            .iter()
-            .find(|r| r.item == item)
-            .unwrap_or_else(|| panic!("no {item} in {results:#?}"))
+        results.iter().find(|r| r.item == item).unwrap_or_else(|| panic!("no {item} in {results:#?}"))
     }
 
     #[test]
@@ -532,10 +434,7 @@ mod tests {
         assert!(nofile.fix.as_deref().unwrap().contains("`* soft nofile 655350`"));
         let aio = get(&results, "sysctl.fs.aio-max-nr");
         assert_eq!(aio.status, CheckStatus::Warn);
-        assert_eq!(
-            aio.fix.as_deref(),
-            Some("sysctl -w fs.aio-max-nr=1048576 (persist in /etc/sysctl.d/)")
-        );
+        assert_eq!(aio.fix.as_deref(), Some("sysctl -w fs.aio-max-nr=1048576 (persist in /etc/sysctl.d/)"));
         assert_eq!(get(&results, "sysctl.vm.swappiness").status, CheckStatus::Warn);
         assert_eq!(get(&results, "thp").status, CheckStatus::Pass);
         assert_eq!(get(&results, "os.kernel").status, CheckStatus::Pass);
@@ -551,10 +450,7 @@ mod tests {
         let ssd = get(&results, "disk.ssd");
         assert_eq!(ssd.required, "not required by this profile");
         let nic = get(&results, "nic.speed");
-        assert_eq!(
-            (nic.status, nic.required.as_str()),
-            (CheckStatus::Pass, "not required by this profile")
-        );
+        assert_eq!((nic.status, nic.required.as_str()), (CheckStatus::Pass, "not required by this profile"));
         assert_eq!(get(&results, "cpu.cores").required, ">= 1 core (recommended >= 2 cores)");
     }
 
@@ -566,10 +462,7 @@ mod tests {
         f.nofile.soft = 256;
         let results = check_host(&Profile::sandbox(), &f, "/var/lib/atoll", None);
         let avail = get(&results, "memory.available");
-        assert_eq!(
-            (avail.status, avail.measured.as_str(), avail.required.as_str()),
-            (CheckStatus::Fail, "512.0 MiB", ">= 1.0 GiB")
-        );
+        assert_eq!((avail.status, avail.measured.as_str(), avail.required.as_str()), (CheckStatus::Fail, "512.0 MiB", ">= 1.0 GiB"));
         assert_eq!(get(&results, "disk.data_free").status, CheckStatus::Fail);
         assert_eq!(get(&results, "limits.nofile").status, CheckStatus::Fail);
     }
@@ -603,11 +496,7 @@ mod tests {
             data_dir: "/data/atoll".into(),
             data_dir_error: Some("Permission denied (os error 13)".into()),
             ports: vec![
-                PortProbe {
-                    port: 3306,
-                    free: false,
-                    detail: Some("Address already in use (os error 98)".into()),
-                },
+                PortProbe { port: 3306, free: false, detail: Some("Address already in use (os error 98)".into()) },
                 PortProbe { port: 4567, free: true, detail: None },
             ],
             binaries: vec![
@@ -622,10 +511,7 @@ mod tests {
         let port = get(&results, "port.3306");
         assert_eq!(port.status, CheckStatus::Fail);
         assert_eq!(port.measured, "in use: Address already in use (os error 98)");
-        assert_eq!(
-            port.fix.as_deref(),
-            Some("free port 3306: `ss -ltnp 'sport = :3306'` shows who holds it")
-        );
+        assert_eq!(port.fix.as_deref(), Some("free port 3306: `ss -ltnp 'sport = :3306'` shows who holds it"));
         assert_eq!(get(&results, "port.4567").status, CheckStatus::Pass);
         let bin = get(&results, "binary.mariadbd");
         assert_eq!(bin.status, CheckStatus::Fail);
@@ -644,20 +530,16 @@ mod tests {
     #[test]
     fn clock_skew_across_hosts() {
         let p = Profile::production();
-        let offsets = |v: &[(&str, Option<i64>)]| {
-            v.iter().map(|(h, o)| (h.to_string(), *o)).collect::<Vec<_>>()
-        };
+        let offsets = |v: &[(&str, Option<i64>)]| v.iter().map(|(h, o)| (h.to_string(), *o)).collect::<Vec<_>>();
 
-        let ok =
-            check_clock_skew(&offsets(&[("a", Some(10)), ("b", Some(-20)), ("c", Some(40))]), &p);
+        let ok = check_clock_skew(&offsets(&[("a", Some(10)), ("b", Some(-20)), ("c", Some(40))]), &p);
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].item, "clock.skew");
         assert_eq!(ok[0].status, CheckStatus::Pass);
         assert_eq!(ok[0].measured, "60 ms between c (+40 ms) and b (-20 ms)");
 
         // Each host is within 500 ms of the server, but they are 600 ms apart.
-        let bad =
-            check_clock_skew(&offsets(&[("a", Some(300)), ("b", Some(-300)), ("c", None)]), &p);
+        let bad = check_clock_skew(&offsets(&[("a", Some(300)), ("b", Some(-300)), ("c", None)]), &p);
         assert_eq!(bad[0].status, CheckStatus::Fail);
         assert!(bad[0].fix.as_deref().unwrap().contains("a and b"));
         assert_eq!((bad[1].status, bad[1].measured.as_str()), (CheckStatus::Warn, "c: unknown"));
@@ -670,8 +552,7 @@ mod tests {
         assert_eq!(lone[0].status, CheckStatus::Pass);
         assert_eq!(worst(&check_clock_skew(&[], &p)), CheckStatus::Pass);
 
-        let extreme =
-            check_clock_skew(&offsets(&[("a", Some(i64::MAX)), ("b", Some(i64::MIN))]), &p);
+        let extreme = check_clock_skew(&offsets(&[("a", Some(i64::MAX)), ("b", Some(i64::MIN))]), &p);
         assert_eq!(extreme[0].status, CheckStatus::Fail);
     }
 

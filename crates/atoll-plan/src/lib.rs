@@ -11,10 +11,7 @@ pub mod sizing;
 pub use check::{CheckResult, CheckStatus, check_clock_skew, check_host, worst};
 pub use probe::{BinaryProbe, PortProbe, ProbeReport, ProbeRequest};
 pub use profile::{AtLeast, AtMost, KernelVersion, Need, Profile, ProfileName, UnknownProfile};
-pub use sizing::{
-    Mode, Plan, PlanError, PlanRow, PlatformSizing, ServerType, Spec, UnknownMode, plan,
-    platform_sizing,
-};
+pub use sizing::{Mode, Plan, PlanError, PlanRow, PlatformSizing, ServerType, Spec, UnknownMode, plan, platform_sizing};
 
 /// A byte count for people: GiB from 1 GiB up, MiB from 1 MiB up, with one
 /// decimal ("1.5 GiB", "512.0 MiB"); plain bytes below that.

@@ -48,10 +48,7 @@ pub struct UnknownProfile(pub String);
 impl FromStr for ProfileName {
     type Err = UnknownProfile;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ProfileName::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownProfile(s.to_owned()))
+        ProfileName::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| UnknownProfile(s.to_owned()))
     }
 }
 
@@ -220,25 +217,12 @@ impl Profile {
                       configuration, warn below the minimum performance configuration"
                 .to_owned(),
             cpu_cores: AtLeast::new(Some(min.cores.into()), perf.as_ref().map(|p| p.cores.into())),
-            memory_total_bytes: AtLeast::new(
-                Some(gib(min.memory_gib)),
-                perf.as_ref().map(|p| gib(p.memory_gib)),
-            ),
+            memory_total_bytes: AtLeast::new(Some(gib(min.memory_gib)), perf.as_ref().map(|p| gib(p.memory_gib))),
             // Atoll's own floor, as in the sandbox: a mariadbd needs this to start.
             memory_available_bytes: AtLeast::new(Some(GIB), None),
-            data_free_bytes: AtLeast::new(
-                min.storage_gib.map(gib),
-                perf.as_ref().and_then(|p| p.storage_gib).map(gib),
-            ),
-            ssd: if perf.as_ref().is_some_and(|p| p.ssd) {
-                Need::Recommended
-            } else {
-                Need::NotRequired
-            },
-            nic_mbps: AtLeast::new(
-                None,
-                perf.as_ref().and_then(|p| p.nic_gbps).map(|g| u64::from(g) * 1000),
-            ),
+            data_free_bytes: AtLeast::new(min.storage_gib.map(gib), perf.as_ref().and_then(|p| p.storage_gib).map(gib)),
+            ssd: if perf.as_ref().is_some_and(|p| p.ssd) { Need::Recommended } else { Need::NotRequired },
+            nic_mbps: AtLeast::new(None, perf.as_ref().and_then(|p| p.nic_gbps).map(|g| u64::from(g) * 1000)),
             kernel_min: Some(KERNEL_MIN),
             // 65535 is what a busy mariadbd needs for its connections and
             // table cache; OceanBase recommends 655350.
@@ -274,8 +258,7 @@ impl Profile {
     pub fn sandbox() -> Profile {
         Profile {
             name: ProfileName::Sandbox,
-            summary: "a 3-node Galera cluster and the platform on one small development machine"
-                .to_owned(),
+            summary: "a 3-node Galera cluster and the platform on one small development machine".to_owned(),
             cpu_cores: AtLeast::new(Some(1), Some(2)),
             memory_total_bytes: AtLeast::new(None, Some(4 * GIB)),
             memory_available_bytes: AtLeast::new(Some(GIB), None),

@@ -35,8 +35,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] =
-        [Mode::SingleNode, Mode::MultiNode, Mode::MultiCluster, Mode::MultiZone];
+    pub const ALL: [Mode; 4] = [Mode::SingleNode, Mode::MultiNode, Mode::MultiCluster, Mode::MultiZone];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -249,19 +248,12 @@ const PLATFORM_TIERS: [(u32, u32, Spec, Spec); 5] = [
 
 /// The smallest tier of the platform-sizing table that covers `managed_hosts`.
 pub fn platform_sizing(managed_hosts: u32) -> Result<PlatformSizing, PlanError> {
-    let (_, server_memory_gib, metadb, monitordb) = PLATFORM_TIERS
-        .into_iter()
-        .find(|tier| managed_hosts <= tier.0)
-        .ok_or(PlanError::TooManyHosts(managed_hosts))?;
+    let (_, server_memory_gib, metadb, monitordb) =
+        PLATFORM_TIERS.into_iter().find(|tier| managed_hosts <= tier.0).ok_or(PlanError::TooManyHosts(managed_hosts))?;
     Ok(PlatformSizing { managed_hosts, server_memory_gib, metadb, monitordb })
 }
 
-fn row(
-    server_type: ServerType,
-    quantity: u32,
-    shares_with: Option<&str>,
-    purpose: &str,
-) -> PlanRow {
+fn row(server_type: ServerType, quantity: u32, shares_with: Option<&str>, purpose: &str) -> PlanRow {
     PlanRow {
         server_type,
         quantity,
@@ -296,12 +288,7 @@ pub fn plan(mode: Mode, managed_hosts: Option<u32>) -> Result<Plan, PlanError> {
         Mode::MultiNode => (
             "three platform nodes (server + MetaDB + MonitorDB + proxy each) behind a load \
              balancer, managing a 3-server Galera cluster; any one platform node may fail",
-            row(
-                ServerType::Platform,
-                3,
-                None,
-                "atoll server, a MetaDB and a MonitorDB Galera replica and atoll proxy on each node",
-            ),
+            row(ServerType::Platform, 3, None, "atoll server, a MetaDB and a MonitorDB Galera replica and atoll proxy on each node"),
             row(ServerType::Database, 3, None, "one mariadbd each: a 3-node Galera cluster"),
             row(ServerType::Proxy, 3, share_db, "atoll proxy in front of the managed cluster"),
             vec!["put a load balancer (hardware, HAProxy, keepalived VIP) in front of the three platform nodes".to_owned()],
@@ -328,18 +315,8 @@ pub fn plan(mode: Mode, managed_hosts: Option<u32>) -> Result<Plan, PlanError> {
         database_row,
         proxy_row,
         row(ServerType::Installer, 1, share_platform, "runs atoll plan, host add/check and deploy"),
-        row(
-            ServerType::Migration,
-            1,
-            None,
-            "data migration (seed: OMS); not provided by Atoll yet",
-        ),
-        row(
-            ServerType::DeveloperCenter,
-            1,
-            share_platform,
-            "SQL development console (seed: ODC); not provided by Atoll yet",
-        ),
+        row(ServerType::Migration, 1, None, "data migration (seed: OMS); not provided by Atoll yet"),
+        row(ServerType::DeveloperCenter, 1, share_platform, "SQL development console (seed: ODC); not provided by Atoll yet"),
     ];
     if let Some(p) = &platform {
         notes.push(format!(
@@ -373,21 +350,14 @@ mod tests {
             assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
         }
         let err = "multinode".parse::<Mode>().unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "unknown mode \"multinode\": use one of single-node, multi-node, multi-cluster, multi-zone"
-        );
+        assert_eq!(err, "unknown mode \"multinode\": use one of single-node, multi-node, multi-cluster, multi-zone");
     }
 
     #[test]
     fn quantities_per_mode() {
         use ServerType::*;
-        let expect = [
-            (Mode::SingleNode, [1, 3, 3]),
-            (Mode::MultiNode, [3, 3, 3]),
-            (Mode::MultiCluster, [6, 6, 6]),
-            (Mode::MultiZone, [3, 3, 3]),
-        ];
+        let expect =
+            [(Mode::SingleNode, [1, 3, 3]), (Mode::MultiNode, [3, 3, 3]), (Mode::MultiCluster, [6, 6, 6]), (Mode::MultiZone, [3, 3, 3])];
         for (mode, [p, d, x]) in expect {
             let plan = plan(mode, None).unwrap();
             assert_eq!(plan.mode, mode);
@@ -395,18 +365,12 @@ mod tests {
             assert_eq!(quantity(&plan, Database), d, "{mode}");
             assert_eq!(quantity(&plan, Proxy), x, "{mode}");
             assert_eq!(quantity(&plan, Installer), 1, "{mode}");
-            let optional: Vec<_> =
-                plan.rows.iter().filter(|r| r.optional).map(|r| r.server_type).collect();
+            let optional: Vec<_> = plan.rows.iter().filter(|r| r.optional).map(|r| r.server_type).collect();
             assert_eq!(optional, [Migration, DeveloperCenter]);
             assert!(plan.platform.is_none());
         }
         let single = plan(Mode::SingleNode, None).unwrap();
-        assert!(
-            single
-                .notes
-                .iter()
-                .any(|n| n.contains("1 database server plus a separate platform server"))
-        );
+        assert!(single.notes.iter().any(|n| n.contains("1 database server plus a separate platform server")));
         let proxy = single.rows.iter().find(|r| r.server_type == Proxy).unwrap();
         assert_eq!(proxy.shares_with.as_deref(), Some("may share the database servers"));
     }
@@ -415,15 +379,9 @@ mod tests {
     fn seed_numbers() {
         use ServerType::*;
         assert_eq!(Platform.functional().to_string(), "8 cores, 32 GiB, 1536 GiB");
-        assert_eq!(
-            Platform.performance().unwrap().to_string(),
-            "32 cores, 128 GiB, 1536 GiB SSD, 10 Gbit/s NIC"
-        );
+        assert_eq!(Platform.performance().unwrap().to_string(), "32 cores, 128 GiB, 1536 GiB SSD, 10 Gbit/s NIC");
         assert_eq!(Database.functional().to_string(), "4 cores, 16 GiB, 1229 GiB");
-        assert_eq!(
-            Database.performance().unwrap().to_string(),
-            "32 cores, 256 GiB, 2048 GiB SSD, 10 Gbit/s NIC"
-        );
+        assert_eq!(Database.performance().unwrap().to_string(), "32 cores, 256 GiB, 2048 GiB SSD, 10 Gbit/s NIC");
         assert_eq!(Proxy.functional().to_string(), "4 cores, 8 GiB, 200 GiB");
         assert_eq!(Proxy.performance(), None);
         assert_eq!(Installer.functional().to_string(), "2 cores, 4 GiB");
@@ -447,10 +405,7 @@ mod tests {
         assert_eq!(platform_sizing(11).unwrap().server_memory_gib, 8);
         assert_eq!(platform_sizing(100).unwrap().monitordb, Spec::new(8, 64, None));
         let top = platform_sizing(400).unwrap();
-        assert_eq!(
-            (top.server_memory_gib, top.metadb.cores, top.monitordb.memory_gib),
-            (64, 32, 256)
-        );
+        assert_eq!((top.server_memory_gib, top.metadb.cores, top.monitordb.memory_gib), (64, 32, 256));
         let with = plan(Mode::MultiNode, Some(120)).unwrap();
         assert_eq!(with.platform.as_ref().map(|p| p.server_memory_gib), Some(32));
         assert!(with.notes.iter().any(|n| n.contains("120 managed hosts")));
@@ -460,8 +415,9 @@ mod tests {
     fn more_than_400_hosts_is_an_error() {
         let err = plan(Mode::MultiNode, Some(401)).unwrap_err();
         assert_eq!(err, PlanError::TooManyHosts(401));
-        assert!(err.to_string().contains(
-            "more than 400 managed hosts is beyond the sizing table; split into several platforms (multi-cluster mode)"
-        ));
+        assert!(
+            err.to_string()
+                .contains("more than 400 managed hosts is beyond the sizing table; split into several platforms (multi-cluster mode)")
+        );
     }
 }

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 
-
 use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
 use atoll_core::HostStatus;
 use atoll_store::{HeartbeatRecord, Registration};
@@ -26,7 +25,11 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 
 /// Registers a host, or re-registers a known one. A new host needs the join
 /// token; a known one must prove it is the same agent with its own token.
-async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, JsonBody(req): JsonBody<RegisterRequest>) -> ApiResult<Json<RegisterResponse>> {
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> ApiResult<Json<RegisterResponse>> {
     if req.address.parse::<std::net::IpAddr>().is_err() {
         return Err(ApiError::BadRequest(format!("invalid address {:?}", req.address)));
     }
@@ -46,7 +49,9 @@ async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<
     };
     if !proven && !join_ok {
         let why = if req.join_token.is_some() { "wrong join token" } else { "a new host needs --join-token" };
-        state.audit("agent", peer, "host.register", &req.host_id.to_string(), json!({ "address": req.address }), &format!("refused: {why}")).await;
+        state
+            .audit("agent", peer, "host.register", &req.host_id.to_string(), json!({ "address": req.address }), &format!("refused: {why}"))
+            .await;
         return Err(ApiError::Unauthorized(format!("{why}: `atoll host join-token` prints the current one")));
     }
     let name = match (&existing, &req.name) {
@@ -104,7 +109,11 @@ impl FromRequestParts<AppState> for AgentCaller {
     }
 }
 
-async fn heartbeat(State(state): State<AppState>, AgentCaller(token): AgentCaller, JsonBody(req): JsonBody<HeartbeatRequest>) -> Result<Json<HeartbeatResponse>, ApiError> {
+async fn heartbeat(
+    State(state): State<AppState>,
+    AgentCaller(token): AgentCaller,
+    JsonBody(req): JsonBody<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
     let Some(host) = state.store.get_host(req.host_id).await? else {
         return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
     };
@@ -120,4 +129,3 @@ async fn heartbeat(State(state): State<AppState>, AgentCaller(token): AgentCalle
     }
     Ok(Json(HeartbeatResponse { server_time_ms: now_ms(), heartbeat_interval_ms: state.config.heartbeat_interval_ms }))
 }
-

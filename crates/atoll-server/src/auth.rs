@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 use atoll_api::SESSION_COOKIE;
 use atoll_core::Role;
 use atoll_store::UserRecord;
@@ -161,21 +161,11 @@ impl FromRequestParts<AppState> for PendingCaller {
 
 /// The peer address; the router is served with connect info.
 pub fn peer(parts: &Parts) -> SocketAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 pub fn bearer(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(|s| s.trim().to_string())
+    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(|s| s.trim().to_string())
 }
 
 pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
@@ -191,6 +181,7 @@ pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use atoll_api::v1::{CheckResponse, HostCheckReport};
+use atoll_client::{Client, ClientError};
 use atoll_core::HostStatus;
+use atoll_plan::ProbeRequest;
 use atoll_plan::check::{self, CheckResult, CheckStatus};
 use atoll_plan::profile::{Profile, ProfileName};
-use atoll_plan::ProbeRequest;
 use atoll_store::HostRecord;
-use atoll_client::{Client, ClientError};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, now_ms};

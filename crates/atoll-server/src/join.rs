@@ -24,10 +24,9 @@ pub async fn agent_command(state: &AppState, host: Option<&Host>) -> ApiResult<S
     let token = token(state).await?;
     let server = state.config.public_url();
     let (address, rest) = match host {
-        Some(h) => (
-            h.address.clone(),
-            format!(" --name {}{}", h.name, h.zone.as_ref().map(|z| format!(" --zone {z}")).unwrap_or_default()),
-        ),
+        Some(h) => {
+            (h.address.clone(), format!(" --name {}{}", h.name, h.zone.as_ref().map(|z| format!(" --zone {z}")).unwrap_or_default()))
+        }
         None => ("ADDRESS".into(), String::new()),
     };
     Ok(format!("atoll agent --server {server} --join-token {token} --listen {address}:7070{rest}"))

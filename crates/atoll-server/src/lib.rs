@@ -2,8 +2,8 @@
 //! controllers and task executor. It keeps no state of its own: everything
 //! lives in MetaDB, so any number of servers can share one.
 
-pub mod api;
 mod agents;
+pub mod api;
 pub mod auth;
 pub mod config;
 mod console;
@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use atoll_store::{MetaStore, SqlStore};
 use atoll_tasks::{Engine, EngineConfig};
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ServerConfig;
@@ -104,9 +104,9 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let _ = slot.set(state.clone());
 
     let admin_password = auth::bootstrap_admin(&state).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; is another server running there? choose another --listen", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}: {e}; is another server running there? choose another --listen", config.listen)
+    })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, metadb = state.store.backend(), executor = engine.owner(), "server listening");
 

@@ -26,7 +26,14 @@ async fn pass(state: &AppState) -> anyhow::Result<()> {
         let name = state.store.get_host(id).await?.map(|h| h.host.name).unwrap_or_else(|| id.to_string());
         tracing::warn!(host = %name, "host missed its heartbeats; marked offline");
         state
-            .audit("platform", std::net::SocketAddr::from(([0, 0, 0, 0], 0)), "host.offline", &name, json!({ "after_ms": state.config.offline_after_ms }), "ok")
+            .audit(
+                "platform",
+                std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                "host.offline",
+                &name,
+                json!({ "after_ms": state.config.offline_after_ms }),
+                "ok",
+            )
             .await;
     }
     Ok(())

@@ -44,10 +44,20 @@ pub fn prepare_task(hosts: &[HostRecord], profile: &Profile, data_dir: &str, own
     for h in hosts {
         let (id, name) = (h.host.id, &h.host.name);
         let dirs = format!("dirs@{name}");
-        steps.push(StepSpec::new(&dirs, DIRS, format!("create {data_dir} on {name}"), json!({ "host": id, "paths": [data_dir], "owner": owner, "mode": 0o750 })));
+        steps.push(StepSpec::new(
+            &dirs,
+            DIRS,
+            format!("create {data_dir} on {name}"),
+            json!({ "host": id, "paths": [data_dir], "owner": owner, "mode": 0o750 }),
+        ));
         steps.push(
-            StepSpec::new(format!("check@{name}"), CHECK, format!("precheck {name} ({})", profile.name), json!({ "host": id, "profile": profile.name, "data_dir": data_dir }))
-                .after(dirs),
+            StepSpec::new(
+                format!("check@{name}"),
+                CHECK,
+                format!("precheck {name} ({})", profile.name),
+                json!({ "host": id, "profile": profile.name, "data_dir": data_dir }),
+            )
+            .after(dirs),
         );
     }
     let names: Vec<&str> = hosts.iter().map(|h| h.host.name.as_str()).collect();
@@ -126,11 +136,8 @@ impl StepHandler for Dirs {
             return Ok(());
         }
         let state = self.0.get()?;
-        let created: Vec<String> = ctx
-            .output_of(&ctx.key)
-            .await
-            .and_then(|o| serde_json::from_value(o["created"].clone()).ok())
-            .unwrap_or_default();
+        let created: Vec<String> =
+            ctx.output_of(&ctx.key).await.and_then(|o| serde_json::from_value(o["created"].clone()).ok()).unwrap_or_default();
         if created.is_empty() {
             ctx.info("created nothing; nothing to undo").await;
             return Ok(());
@@ -154,7 +161,15 @@ impl StepHandler for Check {
         let report = hostops::check_host(state, &h, &profile.profile(), &data_dir, &hostops::DB_PORTS).await;
         for r in &report.results {
             if r.status != CheckStatus::Pass {
-                ctx.warn(format!("{} {}: measured {}, required {}; fix: {}", r.status, r.item, r.measured, r.required, r.fix.as_deref().unwrap_or("-"))).await;
+                ctx.warn(format!(
+                    "{} {}: measured {}, required {}; fix: {}",
+                    r.status,
+                    r.item,
+                    r.measured,
+                    r.required,
+                    r.fix.as_deref().unwrap_or("-")
+                ))
+                .await;
             }
         }
         if report.worst == CheckStatus::Fail {

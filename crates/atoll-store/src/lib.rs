@@ -116,7 +116,15 @@ pub trait TaskStore: Send + Sync {
     async fn complete_step(&self, done: &StepCompletion) -> Result<bool>;
     /// Moves a step from one of `from` to `to` (operator retry or skip, or
     /// cancelling pending steps); `extra_attempts` raises the attempt budget.
-    async fn reset_step(&self, task_id: &str, key: &str, from: &[StepStatus], to: StepStatus, extra_attempts: u32, now: UnixMs) -> Result<bool>;
+    async fn reset_step(
+        &self,
+        task_id: &str,
+        key: &str,
+        from: &[StepStatus],
+        to: StepStatus,
+        extra_attempts: u32,
+        now: UnixMs,
+    ) -> Result<bool>;
     async fn update_task(&self, update: &TaskUpdate) -> Result<()>;
 
     async fn append_step_log(&self, line: &NewStepLog) -> Result<()>;
@@ -131,4 +139,3 @@ pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + Task
     async fn ping(&self) -> Result<()>;
     fn backend(&self) -> &'static str;
 }
-

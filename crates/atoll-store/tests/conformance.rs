@@ -257,15 +257,7 @@ fn step(task_id: &str, key: &str, seq: i64, deps: &[&str]) -> StepRecord {
 }
 
 fn claim(task_id: &str, key: &str, expect: StepStatus, owner: &str, now: i64, until: i64) -> StepClaim {
-    StepClaim {
-        task_id: task_id.into(),
-        key: key.into(),
-        expect,
-        to: StepStatus::Running,
-        owner: owner.into(),
-        now,
-        lease_until: until,
-    }
+    StepClaim { task_id: task_id.into(), key: key.into(), expect, to: StepStatus::Running, owner: owner.into(), now, lease_until: until }
 }
 
 fn completion(task_id: &str, key: &str, owner: &str, status: StepStatus, now: i64) -> StepCompletion {
@@ -358,8 +350,7 @@ async fn register_inserts_new_host(h: &Harness) {
     assert_eq!(s.get_host(id).await.unwrap(), Some(rec));
 
     // A new agent whose name is taken but address is free.
-    let msg =
-        conflict(s.register_host(&registration(HostId::new(), "web1", "127.0.0.32", None, 6_000)).await.unwrap_err());
+    let msg = conflict(s.register_host(&registration(HostId::new(), "web1", "127.0.0.32", None, 6_000)).await.unwrap_err());
     assert!(msg.contains("name web1"), "{msg}");
 }
 
@@ -649,10 +640,7 @@ async fn audit_paging(h: &Harness) {
     assert_eq!(second[0].target, "host14");
     let third = s.list_audit(Some(second[9].id), 10).await.unwrap();
     assert_eq!(third.len(), 5);
-    assert_eq!(
-        (third[4].target.as_str(), third[4].outcome.as_str(), third[4].at_ms),
-        ("host0", "refused: busy", 1_000)
-    );
+    assert_eq!((third[4].target.as_str(), third[4].outcome.as_str(), third[4].at_ms), ("host0", "refused: busy", 1_000));
     let all: HashSet<i64> = first.iter().chain(&second).chain(&third).map(|e| e.id).collect();
     assert_eq!(all.len(), 25);
     assert_eq!(s.list_audit(None, 0).await.unwrap().len(), 25, "0 means the default page");
@@ -737,9 +725,7 @@ async fn claim_race_has_one_winner(h: &Harness) {
         let mut joins = Vec::new();
         for owner in ["x", "y", "z"] {
             let s = s.clone();
-            joins.push(tokio::spawn(async move {
-                s.claim_step(&claim("t", key, StepStatus::Pending, owner, 100, 10_000)).await.unwrap()
-            }));
+            joins.push(tokio::spawn(async move { s.claim_step(&claim("t", key, StepStatus::Pending, owner, 100, 10_000)).await.unwrap() }));
         }
         let mut wins = 0;
         for j in joins {
@@ -748,10 +734,7 @@ async fn claim_race_has_one_winner(h: &Harness) {
         assert_eq!(wins, 1, "round {round}");
     }
     let a = s.get_step("t", "a").await.unwrap().unwrap();
-    assert_eq!(
-        (a.status, a.attempts, a.started_at_ms, a.lease_expires_ms),
-        (StepStatus::Running, 2, Some(100), Some(10_000))
-    );
+    assert_eq!((a.status, a.attempts, a.started_at_ms, a.lease_expires_ms), (StepStatus::Running, 2, Some(100), Some(10_000)));
     assert!(matches!(a.lease_owner.as_deref(), Some("x" | "y" | "z")));
 }
 
@@ -763,10 +746,7 @@ async fn expired_lease_is_reclaimed(h: &Harness) {
     assert!(!s.claim_step(&claim("t", "a", StepStatus::Running, "y", 500, 2_000)).await.unwrap(), "lease still held");
     assert!(s.claim_step(&claim("t", "a", StepStatus::Running, "y", 1_500, 3_000)).await.unwrap(), "lease expired");
     let a = s.get_step("t", "a").await.unwrap().unwrap();
-    assert_eq!(
-        (a.attempts, a.lease_owner.as_deref(), a.lease_expires_ms, a.started_at_ms),
-        (2, Some("y"), Some(3_000), Some(1_500))
-    );
+    assert_eq!((a.attempts, a.lease_owner.as_deref(), a.lease_expires_ms, a.started_at_ms), (2, Some("y"), Some(3_000), Some(1_500)));
 
     assert!(!s.complete_step(&completion("t", "a", "x", StepStatus::Succeeded, 1_600)).await.unwrap(), "x lost it");
     assert!(s.complete_step(&completion("t", "a", "y", StepStatus::Succeeded, 1_700)).await.unwrap());
@@ -808,10 +788,7 @@ async fn reset_step_retry_and_skip(h: &Harness) {
     assert_eq!((a.status, a.max_attempts, a.attempts), (StepStatus::Pending, 4, 1));
     assert_eq!((a.not_before_ms, a.lease_owner, a.lease_expires_ms, a.finished_at_ms), (0, None, None, None));
     assert_eq!(a.error.as_deref(), Some("disk full"), "the last error stays as history");
-    assert!(
-        !s.reset_step("t", "a", &[StepStatus::Failed], StepStatus::Pending, 1, 300).await.unwrap(),
-        "already moved"
-    );
+    assert!(!s.reset_step("t", "a", &[StepStatus::Failed], StepStatus::Pending, 1, 300).await.unwrap(), "already moved");
 
     // Skip (or cancel) from any of several states.
     let from = [StepStatus::Failed, StepStatus::Pending];

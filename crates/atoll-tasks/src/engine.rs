@@ -30,12 +30,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            lease: Duration::from_secs(10),
-            poll: Duration::from_millis(500),
-            max_parallel: 16,
-            retry_backoff: Duration::from_secs(1),
-        }
+        Self { lease: Duration::from_secs(10), poll: Duration::from_millis(500), max_parallel: 16, retry_backoff: Duration::from_secs(1) }
     }
 }
 
@@ -301,21 +296,18 @@ impl Engine {
                 }
             }
         }
-        if self.store.complete_step(&done).await? {
-            if let Some(task) = self.store.get_task(&step.task_id).await? {
-                let steps = self.store.task_steps(&task.id).await?;
-                self.settle(&task, &steps).await?;
-            }
+        if self.store.complete_step(&done).await?
+            && let Some(task) = self.store.get_task(&step.task_id).await?
+        {
+            let steps = self.store.task_steps(&task.id).await?;
+            self.settle(&task, &steps).await?;
         }
         Ok(())
     }
 }
 
 pub(crate) fn states(steps: &[StepRecord]) -> Vec<StepState> {
-    steps
-        .iter()
-        .map(|s| StepState { key: s.key.clone(), deps: s.deps.clone(), status: s.status, not_before_ms: s.not_before_ms })
-        .collect()
+    steps.iter().map(|s| StepState { key: s.key.clone(), deps: s.deps.clone(), status: s.status, not_before_ms: s.not_before_ms }).collect()
 }
 
 /// Test hook: `FAILPOINTS=tasks::after_run=return(MS)` holds a finished

@@ -1,7 +1,5 @@
 //! Submitting tasks and the operator's levers: retry, skip, cancel, roll back.
 
-
-
 use atoll_core::task::validate_dag;
 use atoll_core::{Phase, StepStatus, TaskStatus};
 use atoll_store::{StepRecord, TaskRecord, TaskUpdate};
@@ -74,10 +72,7 @@ impl Engine {
             Phase::Rollback => (StepStatus::RollbackFailed, StepStatus::Failed),
         };
         if step.status != from {
-            return Err(TaskError::State(format!(
-                "step {key} is {}; only a {from} step can be retried",
-                step.status
-            )));
+            return Err(TaskError::State(format!("step {key} is {}; only a {from} step can be retried", step.status)));
         }
         let extra = (step.attempts + 1).saturating_sub(step.max_attempts).max(1);
         self.reset(&task, key, &[from], to, extra).await
@@ -157,11 +152,8 @@ impl Engine {
 
     async fn task_and_step(&self, task_id: &str, key: &str) -> Result<(TaskRecord, StepRecord), TaskError> {
         let task = self.task(task_id).await?;
-        let step = self
-            .store
-            .get_step(task_id, key)
-            .await?
-            .ok_or_else(|| TaskError::NoSuchStep { task: task_id.into(), step: key.into() })?;
+        let step =
+            self.store.get_step(task_id, key).await?.ok_or_else(|| TaskError::NoSuchStep { task: task_id.into(), step: key.into() })?;
         Ok((task, step))
     }
 
@@ -170,4 +162,3 @@ impl Engine {
         self.wake.notify_one();
     }
 }
-

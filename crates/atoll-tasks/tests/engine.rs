@@ -2,6 +2,8 @@
 //! automatic and operator retries, lease takeover after an executor dies,
 //! cancellation, timeouts and rollback order.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,7 +77,8 @@ struct Rig {
 impl Rig {
     async fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn MetaStore> = Arc::new(SqlStore::connect(&format!("sqlite://{}", dir.path().join("meta.db").display())).await.unwrap());
+        let store: Arc<dyn MetaStore> =
+            Arc::new(SqlStore::connect(&format!("sqlite://{}", dir.path().join("meta.db").display())).await.unwrap());
         Rig { _dir: dir, store, probe: Arc::new(Probe::default()) }
     }
 
@@ -156,7 +159,10 @@ async fn retryable_failures_are_retried_then_fatal_ones_wait_for_an_operator() {
     let s = rig.store.get_step(&t.id, "flaky").await.unwrap().unwrap();
     assert_eq!(s.attempts, 3);
 
-    let t = e.submit(task(vec![step("broken", json!({ "fail_times": 1, "fatal": true })), step("after", json!({})).after("broken")]), "tester").await.unwrap();
+    let t = e
+        .submit(task(vec![step("broken", json!({ "fail_times": 1, "fatal": true })), step("after", json!({})).after("broken")]), "tester")
+        .await
+        .unwrap();
     let failed = rig.settled(&t.id).await;
     assert_eq!(failed.status, TaskStatus::Failed);
     let s = rig.store.get_step(&t.id, "broken").await.unwrap().unwrap();
@@ -199,7 +205,12 @@ async fn cancel_stops_running_and_pending_steps_then_rollback_undoes_in_reverse(
     let rig = Rig::new().await;
     let e = rig.engine(300);
     let _run = rig.start(&e);
-    let steps = vec![step("a", json!({})), step("b", json!({})).after("a"), step("c", json!({ "sleep_ms": 5000 })).after("b"), step("d", json!({})).after("c")];
+    let steps = vec![
+        step("a", json!({})),
+        step("b", json!({})).after("a"),
+        step("c", json!({ "sleep_ms": 5000 })).after("b"),
+        step("d", json!({})).after("c"),
+    ];
     let t = e.submit(task(steps), "tester").await.unwrap();
     while rig.step_status(&t.id, "c").await != StepStatus::Running {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -220,9 +220,8 @@ impl Platform {
     /// Logs in as admin, sets the new password, and keeps an API token.
     pub async fn login_admin(&mut self) -> Result<Client> {
         let mut c = Client::new(&self.url, None);
-        let r: LoginResponse = c
-            .post("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: self.admin_password.clone() })
-            .await?;
+        let r: LoginResponse =
+            c.post("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: self.admin_password.clone() }).await?;
         c.set_token(Some(r.token));
         if r.must_change_password {
             let _: serde_json::Value = c

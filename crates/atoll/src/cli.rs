@@ -288,7 +288,19 @@ async fn serve(a: ServerArgs) -> Res {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
     }
-    set!(listen, data_dir, heartbeat_interval_ms, offline_after_ms, session_idle_s, login_max_failures, login_window_s, login_lock_s, task_lease_ms, host_data_dir, profile);
+    set!(
+        listen,
+        data_dir,
+        heartbeat_interval_ms,
+        offline_after_ms,
+        session_idle_s,
+        login_max_failures,
+        login_window_s,
+        login_lock_s,
+        task_lease_ms,
+        host_data_dir,
+        profile
+    );
     if a.metadb_url.is_some() {
         c.metadb_url = a.metadb_url;
     }
@@ -323,7 +335,8 @@ async fn agent(a: AgentArgs) -> Res {
 
 fn client(conn: &Conn) -> Result<Client, CliError> {
     let saved = session::load();
-    let server = conn.server.clone().or(saved.server).ok_or_else(|| fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"))?;
+    let server =
+        conn.server.clone().or(saved.server).ok_or_else(|| fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"))?;
     let token = conn.token.clone().or(saved.token);
     if token.is_none() {
         return Err(fail(Exit::Error, "not logged in: run `atoll login --server URL` or set ATOLL_TOKEN"));
@@ -350,7 +363,8 @@ async fn login(a: LoginArgs) -> Res {
         if lines.is_none() && rpassword::prompt_password("repeat it: ")? != new_password {
             return Err(fail(Exit::Error, "the two passwords differ; nothing was changed"));
         }
-        let _: serde_json::Value = c.post("/api/v1/auth/password", &ChangePasswordRequest { current_password: password, new_password }).await?;
+        let _: serde_json::Value =
+            c.post("/api/v1/auth/password", &ChangePasswordRequest { current_password: password, new_password }).await?;
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let token: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: format!("cli@{}", host.trim()) }).await?;
@@ -375,7 +389,13 @@ fn plan(a: PlanArgs) -> Res {
             notes = format!("{notes}; {s}");
         }
         let count = if r.optional { format!("{} (optional)", r.quantity) } else { r.quantity.to_string() };
-        t.add_row(vec![r.server_type.title().to_string(), count, r.functional.to_string(), r.performance.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "-".into()), notes]);
+        t.add_row(vec![
+            r.server_type.title().to_string(),
+            count,
+            r.functional.to_string(),
+            r.performance.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            notes,
+        ]);
     }
     println!("{t}");
     if let Some(s) = &p.platform {
@@ -398,7 +418,10 @@ async fn host(cmd: HostCmd) -> Res {
             if conn.json {
                 output::print_json(&added)?;
             } else {
-                println!("added host {} ({}), pending until its agent registers; start it there with:\n  {}", added.host.host.name, added.host.host.address, added.agent_command);
+                println!(
+                    "added host {} ({}), pending until its agent registers; start it there with:\n  {}",
+                    added.host.host.name, added.host.host.address, added.agent_command
+                );
             }
             Ok(Exit::Ok)
         }
@@ -479,7 +502,12 @@ async fn host(cmd: HostCmd) -> Res {
 fn print_host(h: &HostView) {
     let host = &h.host;
     println!("{} ({})  {}  zone {}", host.name, host.id, host.status, host.zone.as_deref().unwrap_or("-"));
-    println!("address {}  agent {}  version {}", host.address, host.agent_url.as_deref().unwrap_or("-"), host.agent_version.as_deref().unwrap_or("-"));
+    println!(
+        "address {}  agent {}  version {}",
+        host.address,
+        host.agent_url.as_deref().unwrap_or("-"),
+        host.agent_version.as_deref().unwrap_or("-")
+    );
     if let Some(f) = &host.facts {
         println!("cpu     {} × {}", f.cpu.cores, f.cpu.model);
         println!("memory  {} total, {} available", output::gib(f.memory_bytes), output::gib(f.memory_available_bytes));
@@ -493,11 +521,23 @@ fn print_host(h: &HostView) {
                 Some(false) => "no",
                 None => "unknown",
             };
-            t.add_row(vec![m.path.clone(), m.device.clone(), m.fs_type.clone(), output::gib(m.total_bytes), output::gib(m.free_bytes), ssd.into()]);
+            t.add_row(vec![
+                m.path.clone(),
+                m.device.clone(),
+                m.fs_type.clone(),
+                output::gib(m.total_bytes),
+                output::gib(m.free_bytes),
+                ssd.into(),
+            ]);
         }
         println!("{t}");
         for n in &f.nics {
-            println!("nic     {}  {}  mtu {}", n.name, n.speed_mbps.map(|s| format!("{s} Mbit/s")).unwrap_or_else(|| "speed unknown".into()), n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()));
+            println!(
+                "nic     {}  {}  mtu {}",
+                n.name,
+                n.speed_mbps.map(|s| format!("{s} Mbit/s")).unwrap_or_else(|| "speed unknown".into()),
+                n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+            );
         }
         for (k, v) in &f.sysctls {
             println!("sysctl  {k} = {v}");
@@ -535,7 +575,9 @@ async fn follow_new(c: &Client, t: TaskView, no_wait: bool, json: bool) -> Res {
 /// Follows a task with a progress bar until it settles.
 async fn watch(c: &Client, id: &str, json: bool) -> Res {
     let bar = if json || !std::io::stderr().is_terminal() { ProgressBar::hidden() } else { ProgressBar::new(1) };
-    bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut last_log = 0;
     let t = loop {
         let t: TaskView = c.get(&format!("/api/v1/tasks/{id}")).await?;
@@ -569,11 +611,20 @@ fn print_task(t: &TaskView) {
     println!("task {}  {}  [{}]  {}/{} steps", t.id, t.title, t.status, t.steps_done, t.steps_total);
     let mut table = output::table(&["step", "status", "attempts", "after", "error"]);
     for s in &t.steps {
-        table.add_row(vec![s.key.clone(), s.status.to_string(), format!("{}/{}", s.attempts, s.max_attempts), s.deps.join(", "), s.error.clone().unwrap_or_default()]);
+        table.add_row(vec![
+            s.key.clone(),
+            s.status.to_string(),
+            format!("{}/{}", s.attempts, s.max_attempts),
+            s.deps.join(", "),
+            s.error.clone().unwrap_or_default(),
+        ]);
     }
     println!("{table}");
     match t.status {
-        TaskStatus::Failed => println!("failed: retry a step with `atoll task retry {} STEP`, skip it with `atoll task skip`, or `atoll task rollback {}`", t.id, t.id),
+        TaskStatus::Failed => println!(
+            "failed: retry a step with `atoll task retry {} STEP`, skip it with `atoll task skip`, or `atoll task rollback {}`",
+            t.id, t.id
+        ),
         TaskStatus::Cancelled => println!("cancelled: undo what ran with `atoll task rollback {}`", t.id),
         _ => {}
     }
@@ -593,7 +644,14 @@ async fn task(cmd: TaskCmd) -> Res {
             }
             let mut t = output::table(&["id", "title", "status", "steps", "by", "created"]);
             for task in &tasks {
-                t.add_row(vec![task.id.clone(), task.title.clone(), task.status.to_string(), format!("{}/{}", task.steps_done, task.steps_total), task.created_by.clone(), output::time(Some(task.created_at_ms))]);
+                t.add_row(vec![
+                    task.id.clone(),
+                    task.title.clone(),
+                    task.status.to_string(),
+                    format!("{}/{}", task.steps_done, task.steps_total),
+                    task.created_by.clone(),
+                    output::time(Some(task.created_at_ms)),
+                ]);
             }
             println!("{t}");
             Ok(Exit::Ok)

@@ -60,7 +60,19 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     for (name, ip, zone) in HOSTS {
         let log = std::fs::File::create(a.dir.join(format!("agent-{name}.log")))?;
         let child = tokio::process::Command::new(&exe)
-            .args(["agent", "--server", &url, "--join-token", &join, "--listen", &format!("{ip}:{}", a.agent_port), "--name", name, "--zone", zone])
+            .args([
+                "agent",
+                "--server",
+                &url,
+                "--join-token",
+                &join,
+                "--listen",
+                &format!("{ip}:{}", a.agent_port),
+                "--name",
+                name,
+                "--zone",
+                zone,
+            ])
             .arg("--data-dir")
             .arg(a.dir.join(format!("agent-{name}")))
             .stdin(Stdio::null())
@@ -108,7 +120,12 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-async fn bring_up(client: &Client, shutdown: &tokio_util::sync::CancellationToken, agents: &mut [tokio::process::Child], dir: &std::path::Path) -> Result<(), CliError> {
+async fn bring_up(
+    client: &Client,
+    shutdown: &tokio_util::sync::CancellationToken,
+    agents: &mut [tokio::process::Child],
+    dir: &std::path::Path,
+) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for (child, (name, _, _)) in agents.iter_mut().zip(HOSTS) {
@@ -123,12 +140,17 @@ async fn bring_up(client: &Client, shutdown: &tokio_util::sync::CancellationToke
             break;
         }
         if Instant::now() > deadline || shutdown.is_cancelled() {
-            return Err(fail(Exit::Error, "the three agents did not come online within 30 s; see the agent-*.log files in the playground directory"));
+            return Err(fail(
+                Exit::Error,
+                "the three agents did not come online within 30 s; see the agent-*.log files in the playground directory",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let names = HOSTS.iter().map(|h| h.0.to_string()).collect();
-    let task: TaskView = client.post("/api/v1/hosts/prepare", &PrepareRequest { hosts: names, profile: Some("sandbox".into()), data_dir: None, owner: None }).await?;
+    let task: TaskView = client
+        .post("/api/v1/hosts/prepare", &PrepareRequest { hosts: names, profile: Some("sandbox".into()), data_dir: None, owner: None })
+        .await?;
     loop {
         let t: TaskView = client.get(&format!("/api/v1/tasks/{}", task.id)).await?;
         if t.status.is_settled() {

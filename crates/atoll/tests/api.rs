@@ -1,6 +1,8 @@
 //! Every route's authentication and authorisation, accounts, and the
 //! errors bad input gets.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::time::Duration;
 
 use atoll_api::v1::*;
@@ -32,11 +34,15 @@ async fn raw(p: &Platform, method: &str, path: &str, token: Option<&str>, body: 
 
 async fn viewer_token(p: &Platform, admin: &Client) -> String {
     let _: UserView = admin
-        .post("/api/v1/users", &CreateUserRequest { name: "vera".into(), password: "viewer-password-1".into(), role: atoll_core::Role::Viewer })
+        .post(
+            "/api/v1/users",
+            &CreateUserRequest { name: "vera".into(), password: "viewer-password-1".into(), role: atoll_core::Role::Viewer },
+        )
         .await
         .unwrap();
     let mut c = Client::new(&p.url, None);
-    let r: LoginResponse = c.post("/api/v1/auth/login", &LoginRequest { username: "vera".into(), password: "viewer-password-1".into() }).await.unwrap();
+    let r: LoginResponse =
+        c.post("/api/v1/auth/login", &LoginRequest { username: "vera".into(), password: "viewer-password-1".into() }).await.unwrap();
     assert!(r.must_change_password, "a new user must choose a password");
     c.set_token(Some(r.token.clone()));
     // Until then, everything else is refused.
@@ -44,7 +50,10 @@ async fn viewer_token(p: &Platform, admin: &Client) -> String {
     assert_eq!(code, 403);
     assert!(msg.contains("new password"), "{msg}");
     let _: Value = c
-        .post("/api/v1/auth/password", &ChangePasswordRequest { current_password: "viewer-password-1".into(), new_password: "viewer-password-2".into() })
+        .post(
+            "/api/v1/auth/password",
+            &ChangePasswordRequest { current_password: "viewer-password-1".into(), new_password: "viewer-password-2".into() },
+        )
         .await
         .unwrap();
     r.token
@@ -111,8 +120,15 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert!(body["message"].as_str().unwrap().contains("not-an-ip"));
 
     // Duplicate address: the second add is refused and nothing changes.
-    let _: AddedHost = admin.post("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db1".into()), zone: Some("z1".into()) }).await.unwrap();
-    let (code, msg) = status(admin.post::<_, AddedHost>("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db2".into()), zone: None }).await);
+    let _: AddedHost = admin
+        .post("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db1".into()), zone: Some("z1".into()) })
+        .await
+        .unwrap();
+    let (code, msg) = status(
+        admin
+            .post::<_, AddedHost>("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db2".into()), zone: None })
+            .await,
+    );
     assert_eq!(code, 409);
     assert!(msg.contains("127.0.0.30"), "{msg}");
     let hosts: Vec<HostView> = admin.get("/api/v1/hosts").await.unwrap();
@@ -139,7 +155,16 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_eq!(r.hosts[0].results[0].item, "agent.reachable");
 
     // Agent endpoints: a wrong agent token is refused.
-    let (code, _) = raw(&p, "POST", "/agent/v1/heartbeat", Some("wrong"), Some(&json!({ "host_id": hosts[0].host.id, "address": "127.0.0.30", "agent_url": "http://127.0.0.30:1", "facts": null }).to_string())).await;
+    let (code, _) = raw(
+        &p,
+        "POST",
+        "/agent/v1/heartbeat",
+        Some("wrong"),
+        Some(
+            &json!({ "host_id": hosts[0].host.id, "address": "127.0.0.30", "agent_url": "http://127.0.0.30:1", "facts": null }).to_string(),
+        ),
+    )
+    .await;
     assert_eq!(code, 401);
 }
 
@@ -151,13 +176,22 @@ async fn repeated_failed_logins_lock_the_source_and_sessions_expire() {
     p.login_admin().await.unwrap();
     let c = Client::new(&p.url, None);
     for _ in 0..2 {
-        let (code, msg) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: "wrong-password".into() }).await);
+        let (code, msg) = status(
+            c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: "wrong-password".into() })
+                .await,
+        );
         assert_eq!((code, msg.as_str()), (401, "wrong username or password"));
     }
-    let (code, msg) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: "wrong-password".into() }).await);
+    let (code, msg) = status(
+        c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: "wrong-password".into() })
+            .await,
+    );
     assert_eq!(code, 429, "{msg}");
     // Locked even with the right password now.
-    let (code, msg) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: p.admin_password.clone() }).await);
+    let (code, msg) = status(
+        c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: p.admin_password.clone() })
+            .await,
+    );
     assert_eq!(code, 429);
     assert!(msg.contains("try again in"), "{msg}");
     let audit: Vec<AuditView> = p.client().get("/api/v1/audit").await.unwrap();
@@ -169,7 +203,10 @@ async fn repeated_failed_logins_lock_the_source_and_sessions_expire() {
     let mut opts = ServerOpts::default();
     opts.extra_args.extend(["--session-idle-s", "1"].map(String::from));
     p.restart_server(opts).await.unwrap(); // new server, same MetaDB: the lock is in MetaDB
-    let (code, _) = status(c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: p.admin_password.clone() }).await);
+    let (code, _) = status(
+        c.post::<_, LoginResponse>("/api/v1/auth/login", &LoginRequest { username: "admin".into(), password: p.admin_password.clone() })
+            .await,
+    );
     assert_eq!(code, 429, "the lock must survive a server restart");
     let _ = wait_for("nothing", Duration::from_millis(10), || async { Some(()) }).await;
 }

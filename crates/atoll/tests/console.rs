@@ -3,6 +3,8 @@
 //! password change, the three hosts, a task's live DAG and logs, the audit
 //! log.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -144,11 +146,14 @@ async fn log_in_see_three_hosts_and_follow_a_task() {
     let data_dir = p.host_data_dir().display().to_string();
     let t: TaskView = p
         .client()
-        .post("/api/v1/hosts/prepare", &json!({ "hosts": ["127.0.0.41", "127.0.0.42", "127.0.0.43"], "profile": "sandbox", "data_dir": data_dir }))
+        .post(
+            "/api/v1/hosts/prepare",
+            &json!({ "hosts": ["127.0.0.41", "127.0.0.42", "127.0.0.43"], "profile": "sandbox", "data_dir": data_dir }),
+        )
         .await
         .unwrap();
     d.goto(format!("{base}/tasks")).await.unwrap();
-    let link = until("the task in the list", || async { d.find(By::Css(&format!("#tasks tr[data-task='{}'] a", t.id))).await.ok() }).await;
+    let link = until("the task in the list", || async { d.find(By::Css(format!("#tasks tr[data-task='{}'] a", t.id))).await.ok() }).await;
     link.click().await.unwrap();
     until("the task page", || async { d.current_url().await.ok().filter(|u| u.path() == format!("/tasks/{}", t.id)) }).await;
     let steps = d.find_all(By::Css("#dag .step")).await.unwrap();

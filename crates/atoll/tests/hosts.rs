@@ -1,6 +1,8 @@
 //! A real server and three real agents on 127.0.0.11–13: registration,
 //! facts, liveness, identity across address changes.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::time::Duration;
 
 use atoll_api::v1::HostView;
@@ -27,11 +29,8 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
     p.login_admin().await.unwrap();
     let join = p.join_token().await.unwrap();
     let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
-    let mut agents: Vec<_> = ips
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| p.start_agent(&format!("a{i}"), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
-        .collect();
+    let mut agents: Vec<_> =
+        ips.iter().enumerate().map(|(i, ip)| p.start_agent(&format!("a{i}"), ip, Some(&format!("z{}", i + 1)), &join).unwrap()).collect();
 
     let all = wait_for("three hosts online", Duration::from_secs(20), || async {
         let hs = hosts(&p).await;

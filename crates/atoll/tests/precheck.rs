@@ -3,6 +3,8 @@
 //! with the measured value, the requirement and the fix; the CLI's exit
 //! code says which.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,7 +31,8 @@ async fn precheck_passes_a_good_host_and_fails_bad_ones() {
     let port = free_port("127.0.0.31");
 
     // Good: sandbox profile, a writable directory, free ports, binaries present.
-    let r: CheckResponse = c.post("/api/v1/hosts/check", &json!({ "profile": "sandbox", "data_dir": good_dir, "ports": [port] })).await.unwrap();
+    let r: CheckResponse =
+        c.post("/api/v1/hosts/check", &json!({ "profile": "sandbox", "data_dir": good_dir, "ports": [port] })).await.unwrap();
     let h = &r.hosts[0];
     let fails: Vec<_> = h.results.iter().filter(|r| r.status == CheckStatus::Fail).collect();
     assert!(fails.is_empty(), "a good host fails: {fails:?}");
@@ -41,7 +44,8 @@ async fn precheck_passes_a_good_host_and_fails_bad_ones() {
     let file = p.dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
     let bad_dir = file.join("db").display().to_string();
-    let r: CheckResponse = c.post("/api/v1/hosts/check", &json!({ "profile": "sandbox", "data_dir": bad_dir, "ports": [port] })).await.unwrap();
+    let r: CheckResponse =
+        c.post("/api/v1/hosts/check", &json!({ "profile": "sandbox", "data_dir": bad_dir, "ports": [port] })).await.unwrap();
     let item = r.hosts[0].results.iter().find(|r| r.item == "data_dir.writable").unwrap();
     assert_eq!(item.status, CheckStatus::Fail);
     assert!(item.fix.is_some() && !item.measured.is_empty(), "{item:?}");
@@ -49,7 +53,8 @@ async fn precheck_passes_a_good_host_and_fails_bad_ones() {
 
     // A taken port.
     let _holder = std::net::TcpListener::bind(("127.0.0.31", port)).unwrap();
-    let r: CheckResponse = c.post("/api/v1/hosts/check", &json!({ "profile": "sandbox", "data_dir": good_dir, "ports": [port] })).await.unwrap();
+    let r: CheckResponse =
+        c.post("/api/v1/hosts/check", &json!({ "profile": "sandbox", "data_dir": good_dir, "ports": [port] })).await.unwrap();
     let item = r.hosts[0].results.iter().find(|r| r.item == format!("port.{port}")).unwrap();
     assert_eq!(item.status, CheckStatus::Fail, "{item:?}");
     assert!(item.fix.as_deref().unwrap().contains(&port.to_string()));
@@ -75,7 +80,8 @@ async fn precheck_passes_a_good_host_and_fails_bad_ones() {
     let out = cli(&good_dir);
     assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // The production profile fails this small machine on its sizing table.
-    let r: CheckResponse = c.post("/api/v1/hosts/check", &json!({ "profile": "production", "data_dir": good_dir, "ports": [port] })).await.unwrap();
+    let r: CheckResponse =
+        c.post("/api/v1/hosts/check", &json!({ "profile": "production", "data_dir": good_dir, "ports": [port] })).await.unwrap();
     let cores = r.hosts[0].results.iter().find(|r| r.item == "cpu.cores").unwrap();
     if std::thread::available_parallelism().unwrap().get() < 4 {
         assert_eq!(cores.status, CheckStatus::Fail, "{cores:?}");

@@ -1,6 +1,8 @@
 //! Tasks on real hosts: preparing hosts, a server killed mid-step, a step
 //! that keeps failing, and the operator's retry, skip and roll back.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::time::Duration;
 
 use atoll_api::agent::OpJournalEntry;
@@ -62,11 +64,9 @@ async fn killed_server_resumes_task_and_no_effect_runs_twice() {
         .await
         .unwrap();
     // Wait until both directory effects happened on the hosts.
-    wait_for("directories created", Duration::from_secs(15), || async {
-        agents.iter().all(|a| !journal(a).is_empty()).then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for("directories created", Duration::from_secs(15), || async { agents.iter().all(|a| !journal(a).is_empty()).then_some(()) })
+        .await
+        .unwrap();
     let mid: TaskView = p.client().get(&format!("/api/v1/tasks/{}", t.id)).await.unwrap();
     assert_eq!(mid.status, TaskStatus::Running);
     assert!(mid.steps.iter().any(|s| s.status == StepStatus::Running), "a step must be in flight when the server dies");
@@ -103,7 +103,8 @@ async fn failing_step_is_retried_skipped_and_rolled_back() {
     let file = p.dir.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
     let bad = file.join("db").display().to_string();
-    let t: TaskView = c.post("/api/v1/hosts/prepare", &json!({ "hosts": ["127.0.0.23"], "profile": "sandbox", "data_dir": bad })).await.unwrap();
+    let t: TaskView =
+        c.post("/api/v1/hosts/prepare", &json!({ "hosts": ["127.0.0.23"], "profile": "sandbox", "data_dir": bad })).await.unwrap();
     let failed = settled(&p, &t.id, Duration::from_secs(30)).await;
     assert_eq!(failed.status, TaskStatus::Failed);
     let step = failed.steps.iter().find(|s| s.kind == "host.dirs").unwrap();
@@ -133,7 +134,8 @@ async fn failing_step_is_retried_skipped_and_rolled_back() {
     // taken): roll it back, and the directory it made is gone.
     let _holder = std::net::TcpListener::bind("127.0.0.23:3306").unwrap();
     let good = p.host_data_dir().join("rollback-me").display().to_string();
-    let t2: TaskView = c.post("/api/v1/hosts/prepare", &json!({ "hosts": ["127.0.0.23"], "profile": "sandbox", "data_dir": good })).await.unwrap();
+    let t2: TaskView =
+        c.post("/api/v1/hosts/prepare", &json!({ "hosts": ["127.0.0.23"], "profile": "sandbox", "data_dir": good })).await.unwrap();
     let t2 = settled(&p, &t2.id, Duration::from_secs(30)).await;
     assert_eq!(t2.status, TaskStatus::Failed, "{t2:?}");
     assert!(t2.steps.iter().any(|s| s.error.as_deref().is_some_and(|e| e.contains("port.3306"))), "{t2:?}");

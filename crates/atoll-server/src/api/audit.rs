@@ -2,8 +2,8 @@
 
 use atoll_api::ErrorBody;
 use atoll_api::v1::AuditView;
-use axum::extract::{Query, State};
 use axum::Json;
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,6 +34,15 @@ pub async fn audit_page(state: &AppState, q: AuditQuery) -> ApiResult<Vec<AuditV
     let rows = state.store.list_audit(q.before, q.limit.unwrap_or(100).min(1000)).await?;
     Ok(rows
         .into_iter()
-        .map(|a| AuditView { id: a.id, at_ms: a.at_ms, actor: a.actor, source: a.source, action: a.action, target: a.target, detail: a.detail, outcome: a.outcome })
+        .map(|a| AuditView {
+            id: a.id,
+            at_ms: a.at_ms,
+            actor: a.actor,
+            source: a.source,
+            action: a.action,
+            target: a.target,
+            detail: a.detail,
+            outcome: a.outcome,
+        })
         .collect())
 }

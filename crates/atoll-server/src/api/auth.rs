@@ -3,10 +3,10 @@
 use atoll_api::v1::{ChangePasswordRequest, LoginRequest, LoginResponse, Me};
 use atoll_api::{ErrorBody, SESSION_COOKIE};
 use atoll_store::{LockoutPolicy, SessionRecord};
+use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use std::net::SocketAddr;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -16,11 +16,7 @@ use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::{AppState, now_ms};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(login))
-        .routes(routes!(logout))
-        .routes(routes!(change_password))
-        .routes(routes!(me))
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(logout)).routes(routes!(change_password)).routes(routes!(me))
 }
 
 fn policy(state: &AppState) -> LockoutPolicy {
@@ -34,7 +30,11 @@ fn policy(state: &AppState) -> LockoutPolicy {
 /// Starts a session. Repeated failures from one address lock it out for a while.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, JsonBody(req): JsonBody<LoginRequest>) -> ApiResult<Response> {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> ApiResult<Response> {
     let source = peer.ip().to_string();
     let now = now_ms();
     if let Some(until) = state.store.login_locked_until(&source, now).await? {
@@ -58,7 +58,9 @@ async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<Soc
         state.audit(&req.username, peer, "auth.login", &req.username, json!({}), "refused: wrong username or password").await;
         metrics::counter!("atoll_logins_total", "outcome" => "failed").increment(1);
         return Err(match locked {
-            Some(until) => ApiError::TooManyRequests(format!("too many failed logins from {source}; try again in {} s", (until - now + 999) / 1000)),
+            Some(until) => {
+                ApiError::TooManyRequests(format!("too many failed logins from {source}; try again in {} s", (until - now + 999) / 1000))
+            }
             None => ApiError::Unauthorized("wrong username or password".into()),
         });
     };
@@ -66,7 +68,13 @@ async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<Soc
     let token = random_token();
     state
         .store
-        .create_session(&SessionRecord { token_hash: sha256_hex(&token), user: user.name.clone(), source: source.clone(), created_at_ms: now, last_seen_ms: now })
+        .create_session(&SessionRecord {
+            token_hash: sha256_hex(&token),
+            user: user.name.clone(),
+            source: source.clone(),
+            created_at_ms: now,
+            last_seen_ms: now,
+        })
         .await?;
     state.audit(&user.name, peer, "auth.login", &user.name, json!({}), "ok").await;
     metrics::counter!("atoll_logins_total", "outcome" => "ok").increment(1);
@@ -98,7 +106,11 @@ async fn logout(State(state): State<AppState>, PendingCaller(caller): PendingCal
 /// Sets a new password; required after the first login with a generated one.
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn change_password(State(state): State<AppState>, PendingCaller(caller): PendingCaller, JsonBody(req): JsonBody<ChangePasswordRequest>) -> ApiResult<axum::http::StatusCode> {
+async fn change_password(
+    State(state): State<AppState>,
+    PendingCaller(caller): PendingCaller,
+    JsonBody(req): JsonBody<ChangePasswordRequest>,
+) -> ApiResult<axum::http::StatusCode> {
     let user = state.store.get_user(&caller.user).await?.ok_or_else(|| ApiError::Unauthorized("user no longer exists".into()))?;
     if !verify_password(&req.current_password, &user.password_hash) {
         state.audit(&caller.user, caller.source, "auth.password", &caller.user, json!({}), "refused: wrong current password").await;

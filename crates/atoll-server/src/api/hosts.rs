@@ -3,12 +3,15 @@
 use std::net::IpAddr;
 
 use atoll_api::ErrorBody;
-use atoll_api::v1::{AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostView, JoinTokenView, PrepareRequest, RemoveHostRequest, TaskView};
+use atoll_api::v1::{
+    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostView, JoinTokenView, PrepareRequest, RemoveHostRequest,
+    TaskView,
+};
 use atoll_core::{Host, HostId, HostStatus};
 use atoll_store::HostRecord;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -41,19 +44,20 @@ async fn list_hosts(State(state): State<AppState>, _caller: Caller) -> ApiResult
 /// the agent there.
 #[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", request_body = AddHostRequest,
     responses((status = 201, body = AddedHost), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn add_host(State(state): State<AppState>, Operator(caller): Operator, JsonBody(req): JsonBody<AddHostRequest>) -> ApiResult<(StatusCode, Json<AddedHost>)> {
-    let address: IpAddr = req
-        .address
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("invalid address {:?}: give the IP address the host's agent will listen on", req.address)))?;
+async fn add_host(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    JsonBody(req): JsonBody<AddHostRequest>,
+) -> ApiResult<(StatusCode, Json<AddedHost>)> {
+    let address: IpAddr = req.address.parse().map_err(|_| {
+        ApiError::BadRequest(format!("invalid address {:?}: give the IP address the host's agent will listen on", req.address))
+    })?;
     let name = req.name.clone().unwrap_or_else(|| format!("host-{}", address.to_string().replace(['.', ':'], "-")));
     if !atoll_core::valid_name(&name) {
         return Err(ApiError::BadRequest(format!("invalid host name {name:?}: use a lowercase letter, then letters, digits or dashes")));
     }
-    if let Some(z) = &req.zone {
-        if !atoll_core::valid_name(z) {
-            return Err(ApiError::BadRequest(format!("invalid zone {z:?}: use a lowercase letter, then letters, digits or dashes")));
-        }
+    if let Some(z) = req.zone.as_ref().filter(|z| !atoll_core::valid_name(z)) {
+        return Err(ApiError::BadRequest(format!("invalid zone {z:?}: use a lowercase letter, then letters, digits or dashes")));
     }
     let record = HostRecord {
         host: Host {
@@ -97,7 +101,12 @@ async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Pat
 /// forgets the host (its agent stops on its next heartbeat).
 #[utoipa::path(delete, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path), RemoveHostRequest),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody)))]
-async fn remove_host(State(state): State<AppState>, Operator(caller): Operator, Path(key): Path<String>, Query(req): Query<RemoveHostRequest>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+async fn remove_host(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(key): Path<String>,
+    Query(req): Query<RemoveHostRequest>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let host = find(&state, &key).await?;
     let spec = steps::remove_task(&state, &host, req.purge);
     let task = state.engine.submit(spec, &caller.user).await?;
@@ -108,7 +117,11 @@ async fn remove_host(State(state): State<AppState>, Operator(caller): Operator, 
 /// Runs the environment precheck now on the given hosts (all by default).
 #[utoipa::path(post, path = "/api/v1/hosts/check", tag = "hosts", request_body = CheckRequest,
     responses((status = 200, body = CheckResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn check_hosts(State(state): State<AppState>, Operator(caller): Operator, JsonBody(req): JsonBody<CheckRequest>) -> ApiResult<Json<CheckResponse>> {
+async fn check_hosts(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    JsonBody(req): JsonBody<CheckRequest>,
+) -> ApiResult<Json<CheckResponse>> {
     let profile = hostops::profile(req.profile.as_deref(), &state)?;
     let hosts = hostops::resolve_hosts(&state, &req.hosts).await?;
     if hosts.is_empty() {
@@ -117,7 +130,14 @@ async fn check_hosts(State(state): State<AppState>, Operator(caller): Operator, 
     let data_dir = req.data_dir.unwrap_or_else(|| state.config.host_data_dir.clone());
     let ports = req.ports.unwrap_or_else(|| hostops::DB_PORTS.to_vec());
     let resp = hostops::check_hosts(&state, &hosts, &profile, &data_dir, &ports).await;
-    state.audit_ok(&caller, "host.check", &hosts.iter().map(|h| h.host.name.as_str()).collect::<Vec<_>>().join(","), json!({ "profile": resp.profile, "worst": resp.worst })).await;
+    state
+        .audit_ok(
+            &caller,
+            "host.check",
+            &hosts.iter().map(|h| h.host.name.as_str()).collect::<Vec<_>>().join(","),
+            json!({ "profile": resp.profile, "worst": resp.worst }),
+        )
+        .await;
     Ok(Json(resp))
 }
 
@@ -125,7 +145,11 @@ async fn check_hosts(State(state): State<AppState>, Operator(caller): Operator, 
 /// precheck; one branch per host, in parallel.
 #[utoipa::path(post, path = "/api/v1/hosts/prepare", tag = "hosts", request_body = PrepareRequest,
     responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn prepare_hosts(State(state): State<AppState>, Operator(caller): Operator, JsonBody(req): JsonBody<PrepareRequest>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+async fn prepare_hosts(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    JsonBody(req): JsonBody<PrepareRequest>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
     if req.hosts.is_empty() {
         return Err(ApiError::BadRequest("name at least one host to prepare".into()));
     }
@@ -142,7 +166,9 @@ async fn prepare_hosts(State(state): State<AppState>, Operator(caller): Operator
     let spec = steps::prepare_task(&hosts, &profile, &data_dir, req.owner.as_deref());
     let task = state.engine.submit(spec, &caller.user).await?;
     let names: Vec<&str> = hosts.iter().map(|h| h.host.name.as_str()).collect();
-    state.audit_ok(&caller, "host.prepare", &names.join(","), json!({ "task": task.id, "data_dir": data_dir, "profile": profile.name })).await;
+    state
+        .audit_ok(&caller, "host.prepare", &names.join(","), json!({ "task": task.id, "data_dir": data_dir, "profile": profile.name }))
+        .await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
 

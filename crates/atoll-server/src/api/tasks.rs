@@ -4,8 +4,8 @@ use atoll_api::ErrorBody;
 use atoll_api::v1::{StepLogView, StepView, TaskView};
 use atoll_core::{StepStatus, TaskStatus};
 use atoll_store::{StepRecord, TaskFilter, TaskRecord};
-use axum::extract::{Path, Query, State};
 use axum::Json;
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -28,7 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 pub fn task_view(t: TaskRecord, steps: Vec<StepRecord>) -> TaskView {
     let steps_total = steps.len();
-    let steps_done = steps.iter().filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::RolledBack)).count();
+    let steps_done =
+        steps.iter().filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::RolledBack)).count();
     TaskView {
         id: t.id,
         kind: t.kind,
@@ -72,11 +73,9 @@ struct ListQuery {
 
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(ListQuery), responses((status = 200, body = Vec<TaskView>), (status = 400, body = ErrorBody)))]
 async fn list_tasks(State(state): State<AppState>, _caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<TaskView>>> {
-    let status = q
-        .status
-        .map(|s| s.parse::<TaskStatus>())
-        .transpose()
-        .map_err(|e| ApiError::BadRequest(format!("{e}: use running, succeeded, failed, cancelling, cancelled, rolling_back or rolled_back")))?;
+    let status = q.status.map(|s| s.parse::<TaskStatus>()).transpose().map_err(|e| {
+        ApiError::BadRequest(format!("{e}: use running, succeeded, failed, cancelling, cancelled, rolling_back or rolled_back"))
+    })?;
     let filter = TaskFilter { status, target: q.target, limit: q.limit.unwrap_or(100).min(1000) };
     let tasks = state.store.list_tasks(&filter).await?;
     let mut out = Vec::with_capacity(tasks.len());
@@ -91,7 +90,11 @@ async fn list_tasks(State(state): State<AppState>, _caller: Caller, Query(q): Qu
 }
 
 async fn load(state: &AppState, id: &str) -> ApiResult<TaskView> {
-    let t = state.store.get_task(id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}: `atoll task list` shows the tasks there are")))?;
+    let t = state
+        .store
+        .get_task(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}: `atoll task list` shows the tasks there are")))?;
     let steps = state.store.task_steps(id).await?;
     Ok(task_view(t, steps))
 }
@@ -112,7 +115,12 @@ struct LogQuery {
 
 #[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "tasks", params(("id" = String, Path), LogQuery),
     responses((status = 200, body = Vec<StepLogView>), (status = 404, body = ErrorBody)))]
-async fn task_logs(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Json<Vec<StepLogView>>> {
+async fn task_logs(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<Vec<StepLogView>>> {
     if state.store.get_task(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no task {id}")));
     }
@@ -160,12 +168,20 @@ async fn rollback_task(State(state): State<AppState>, Operator(caller): Operator
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step}/retry", tag = "tasks", params(("id" = String, Path), ("step" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn retry_step(State(state): State<AppState>, Operator(caller): Operator, Path((id, step)): Path<(String, String)>) -> ApiResult<Json<TaskView>> {
+async fn retry_step(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path((id, step)): Path<(String, String)>,
+) -> ApiResult<Json<TaskView>> {
     act(&state, &caller, "task.retry", &id, Some(&step)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step}/skip", tag = "tasks", params(("id" = String, Path), ("step" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn skip_step(State(state): State<AppState>, Operator(caller): Operator, Path((id, step)): Path<(String, String)>) -> ApiResult<Json<TaskView>> {
+async fn skip_step(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path((id, step)): Path<(String, String)>,
+) -> ApiResult<Json<TaskView>> {
     act(&state, &caller, "task.skip", &id, Some(&step)).await
 }

@@ -4,9 +4,9 @@ use atoll_api::ErrorBody;
 use atoll_api::v1::{CreateTokenRequest, CreateUserRequest, CreatedToken, TokenView, UserView};
 use atoll_core::Role;
 use atoll_store::{ApiTokenRecord, UserRecord};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -34,9 +34,16 @@ async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<V
 /// Creates a user, who must choose a new password at first login.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn create_user(State(state): State<AppState>, Admin(caller): Admin, JsonBody(req): JsonBody<CreateUserRequest>) -> ApiResult<(StatusCode, Json<UserView>)> {
+async fn create_user(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    JsonBody(req): JsonBody<CreateUserRequest>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
     if !atoll_core::valid_name(&req.name) {
-        return Err(ApiError::BadRequest(format!("invalid user name {:?}: use a lowercase letter, then letters, digits or dashes", req.name)));
+        return Err(ApiError::BadRequest(format!(
+            "invalid user name {:?}: use a lowercase letter, then letters, digits or dashes",
+            req.name
+        )));
     }
     check_new_password(&req.password)?;
     let user = UserRecord {
@@ -80,7 +87,11 @@ async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult
 /// Creates an API token for scripts and the CLI; shown once.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody)))]
-async fn create_token(State(state): State<AppState>, caller: Caller, JsonBody(req): JsonBody<CreateTokenRequest>) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::BadRequest("a token needs a name of 1 to 100 characters saying what it is for".into()));

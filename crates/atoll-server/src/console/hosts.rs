@@ -196,7 +196,9 @@ struct HostPage {
 pub async fn detail(State(state): State<AppState>, Session(caller): Session, Path(key): Path<String>) -> Response {
     let record = match state.store.find_host(&key).await {
         Ok(Some(r)) => r,
-        Ok(None) => return error_page(Some(&caller), ApiError::NotFound(format!("no host {key:?}: the hosts page lists the hosts there are"))),
+        Ok(None) => {
+            return error_page(Some(&caller), ApiError::NotFound(format!("no host {key:?}: the hosts page lists the hosts there are")));
+        }
         Err(e) => return error_page(Some(&caller), e.into()),
     };
     let now = now_ms();

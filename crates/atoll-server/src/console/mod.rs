@@ -15,12 +15,12 @@ mod tasks;
 
 use askama::Template;
 use atoll_core::Role;
+use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 
 use crate::auth::{Caller, PendingCaller};

@@ -49,11 +49,7 @@ pub async fn list(State(state): State<AppState>, Session(caller): Session, Query
         Ok(r) => r,
         Err(e) => return error_page(Some(&caller), e),
     };
-    if q.wanted() {
-        page(&TasksFragment { rows })
-    } else {
-        page(&TasksPage { chrome: Chrome::for_caller(&caller, "tasks"), rows })
-    }
+    if q.wanted() { page(&TasksFragment { rows }) } else { page(&TasksPage { chrome: Chrome::for_caller(&caller, "tasks"), rows }) }
 }
 
 async fn rows(state: &AppState) -> Result<Vec<TaskRow>, ApiError> {
@@ -86,13 +82,7 @@ pub fn depths(steps: &[(&str, &[String])]) -> Vec<usize> {
     for _ in 0..steps.len() {
         let mut changed = false;
         for (i, (_, deps)) in steps.iter().enumerate() {
-            let d = deps
-                .iter()
-                .filter_map(|d| index.get(d.as_str()))
-                .map(|&j| depth[j] + 1)
-                .max()
-                .unwrap_or(0)
-                .min(steps.len());
+            let d = deps.iter().filter_map(|d| index.get(d.as_str())).map(|&j| depth[j] + 1).max().unwrap_or(0).min(steps.len());
             if d != depth[i] {
                 depth[i] = d;
                 changed = true;

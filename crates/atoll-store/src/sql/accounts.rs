@@ -65,8 +65,7 @@ fn token(r: &AnyRow) -> Result<ApiTokenRecord> {
 impl SqlStore {
     async fn create_user_once(&self, u: &UserRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let exists =
-            sqlx::query("SELECT name FROM users WHERE name = ?").bind(&u.name).fetch_optional(&mut *tx).await?;
+        let exists = sqlx::query("SELECT name FROM users WHERE name = ?").bind(&u.name).fetch_optional(&mut *tx).await?;
         if exists.is_some() {
             return Err(StoreError::Conflict(format!("user {:?} already exists", u.name)));
         }
@@ -122,53 +121,42 @@ impl SqlStore {
         .bind(t.last_used_ms)
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            conflict_on_unique(e, || format!("an API token with id {:?} or this hash already exists", t.id))
-        })?;
+        .map_err(|e| conflict_on_unique(e, || format!("an API token with id {:?} or this hash already exists", t.id)))?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn login_failure_once(&self, source: &str, now: UnixMs, policy: &LockoutPolicy) -> Result<Option<UnixMs>> {
         let mut tx = self.begin_write().await?;
-        let current =
-            sqlx::query("SELECT failures, first_failure_ms, locked_until_ms FROM login_failures WHERE source = ?")
-                .bind(source)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let current = sqlx::query("SELECT failures, first_failure_ms, locked_until_ms FROM login_failures WHERE source = ?")
+            .bind(source)
+            .fetch_optional(&mut *tx)
+            .await?;
         let (failures, first, lock) = match &current {
-            Some(r) => (
-                row::int(r, "failures")?,
-                row::int(r, "first_failure_ms")?,
-                row::opt_int(r, "locked_until_ms")?.filter(|&t| t > now),
-            ),
+            Some(r) => {
+                (row::int(r, "failures")?, row::int(r, "first_failure_ms")?, row::opt_int(r, "locked_until_ms")?.filter(|&t| t > now))
+            }
             None => (0, now, None),
         };
         // A failure outside the window starts a new count.
-        let (failures, first) =
-            if now.saturating_sub(first) > policy.window_ms { (1, now) } else { (failures + 1, first) };
-        let lock =
-            if failures >= i64::from(policy.max_failures) { Some(now.saturating_add(policy.lock_ms)) } else { lock };
+        let (failures, first) = if now.saturating_sub(first) > policy.window_ms { (1, now) } else { (failures + 1, first) };
+        let lock = if failures >= i64::from(policy.max_failures) { Some(now.saturating_add(policy.lock_ms)) } else { lock };
         if current.is_some() {
-            sqlx::query(
-                "UPDATE login_failures SET failures = ?, first_failure_ms = ?, locked_until_ms = ? WHERE source = ?",
-            )
-            .bind(failures)
-            .bind(first)
-            .bind(lock)
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("UPDATE login_failures SET failures = ?, first_failure_ms = ?, locked_until_ms = ? WHERE source = ?")
+                .bind(failures)
+                .bind(first)
+                .bind(lock)
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
         } else {
-            sqlx::query(
-                "INSERT INTO login_failures (source, failures, first_failure_ms, locked_until_ms) VALUES (?, ?, ?, ?)",
-            )
-            .bind(source)
-            .bind(failures)
-            .bind(first)
-            .bind(lock)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO login_failures (source, failures, first_failure_ms, locked_until_ms) VALUES (?, ?, ?, ?)")
+                .bind(source)
+                .bind(failures)
+                .bind(first)
+                .bind(lock)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(lock)
@@ -261,8 +249,7 @@ impl AccountStore for SqlStore {
             .await?;
             return Ok(None);
         }
-        let r =
-            sqlx::query(select_sessions!("WHERE token_hash = ?")).bind(token_hash).fetch_optional(&self.pool).await?;
+        let r = sqlx::query(select_sessions!("WHERE token_hash = ?")).bind(token_hash).fetch_optional(&self.pool).await?;
         r.as_ref().map(session).transpose()
     }
 
@@ -305,12 +292,7 @@ impl AccountStore for SqlStore {
 
     async fn list_api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>> {
         let rows = match user {
-            Some(u) => {
-                sqlx::query(select_tokens!("WHERE user_name = ? ORDER BY created_at_ms, id"))
-                    .bind(u)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            Some(u) => sqlx::query(select_tokens!("WHERE user_name = ? ORDER BY created_at_ms, id")).bind(u).fetch_all(&self.pool).await?,
             None => sqlx::query(select_tokens!("ORDER BY user_name, created_at_ms, id")).fetch_all(&self.pool).await?,
         };
         rows.iter().map(token).collect()
@@ -337,10 +319,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn login_locked_until(&self, source: &str, now: UnixMs) -> Result<Option<UnixMs>> {
-        let r = sqlx::query("SELECT locked_until_ms FROM login_failures WHERE source = ?")
-            .bind(source)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query("SELECT locked_until_ms FROM login_failures WHERE source = ?").bind(source).fetch_optional(&self.pool).await?;
         let until = match r {
             Some(r) => row::opt_int(&r, "locked_until_ms")?,
             None => None,

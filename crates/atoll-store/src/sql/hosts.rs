@@ -49,21 +49,11 @@ fn decode(r: &AnyRow) -> Result<HostRecord> {
 }
 
 async fn by_id(conn: &mut AnyConnection, id: HostId) -> Result<Option<HostRecord>> {
-    sqlx::query(select_hosts!("WHERE id = ?"))
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?
-        .map(|r| decode(&r))
-        .transpose()
+    sqlx::query(select_hosts!("WHERE id = ?")).bind(id.to_string()).fetch_optional(conn).await?.map(|r| decode(&r)).transpose()
 }
 
 async fn by_address(conn: &mut AnyConnection, address: &str) -> Result<Option<HostRecord>> {
-    sqlx::query(select_hosts!("WHERE address = ?"))
-        .bind(address)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| decode(&r))
-        .transpose()
+    sqlx::query(select_hosts!("WHERE address = ?")).bind(address).fetch_optional(conn).await?.map(|r| decode(&r)).transpose()
 }
 
 fn address_taken(address: &str, holder: &HostRecord) -> StoreError {
@@ -159,8 +149,7 @@ impl SqlStore {
             .await?
             .rows_affected(),
             Plan::Insert => {
-                let taken =
-                    sqlx::query("SELECT id FROM hosts WHERE name = ?").bind(&reg.name).fetch_optional(&mut *tx).await?;
+                let taken = sqlx::query("SELECT id FROM hosts WHERE name = ?").bind(&reg.name).fetch_optional(&mut *tx).await?;
                 if taken.is_some() {
                     return Err(StoreError::Conflict(format!("a host with name {} already exists", reg.name)));
                 }
@@ -249,11 +238,7 @@ async fn insert(conn: &mut AnyConnection, rec: &HostRecord) -> Result<()> {
     .bind(rec.checked_at_ms)
     .execute(conn)
     .await
-    .map_err(|e| {
-        conflict_on_unique(e, || {
-            format!("a host with id {}, name {} or address {} already exists", h.id, h.name, h.address)
-        })
-    })?;
+    .map_err(|e| conflict_on_unique(e, || format!("a host with id {}, name {} or address {} already exists", h.id, h.name, h.address)))?;
     Ok(())
 }
 
@@ -298,10 +283,7 @@ impl HostStore for SqlStore {
                 return Ok(rec);
             }
         }
-        Err(StoreError::Conflict(format!(
-            "host {} kept changing while it registered from {}; try again",
-            reg.id, reg.address
-        )))
+        Err(StoreError::Conflict(format!("host {} kept changing while it registered from {}; try again", reg.id, reg.address)))
     }
 
     async fn record_heartbeat(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>> {
@@ -322,14 +304,13 @@ impl HostStore for SqlStore {
             // host is reported by exactly one of them, and a heartbeat that
             // arrived since the SELECT keeps its host online.
             let n = retry(|| async move {
-                let done =
-                    sqlx::query("UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?")
-                        .bind(HostStatus::Offline.as_str())
-                        .bind(id.to_string())
-                        .bind(online)
-                        .bind(before)
-                        .execute(&self.pool)
-                        .await?;
+                let done = sqlx::query("UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?")
+                    .bind(HostStatus::Offline.as_str())
+                    .bind(id.to_string())
+                    .bind(online)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected())
             })
             .await?;

@@ -29,12 +29,10 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
         Backend::Sqlite => SQLITE,
         Backend::MySql => MYSQL,
     };
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
-    )
-    .execute(pool)
-    .await
-    .map_err(|source| StoreError::Migration { version: 0, source })?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(|source| StoreError::Migration { version: 0, source })?;
     for m in migrations {
         if !is_applied(pool, m.version).await? {
             apply(pool, backend, m).await?;
@@ -45,8 +43,7 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
 }
 
 async fn is_applied(pool: &AnyPool, version: i64) -> Result<bool> {
-    let row =
-        sqlx::query("SELECT COUNT(*) AS n FROM schema_version WHERE version = ?").bind(version).fetch_one(pool).await?;
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM schema_version WHERE version = ?").bind(version).fetch_one(pool).await?;
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 

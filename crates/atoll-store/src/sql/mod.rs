@@ -61,8 +61,7 @@ impl SqlStore {
         let (backend, pool) = if url.starts_with("sqlite:") {
             (Backend::Sqlite, sqlite_pool(url).await?)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            let pool =
-                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
             (Backend::MySql, pool)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));

@@ -11,11 +11,8 @@ impl SqlStore {
     /// Select, then update or insert: the portable stand-in for an upsert.
     async fn put_setting_once(&self, key: &str, value: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT setting_key FROM settings WHERE setting_key = ?")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let exists =
+            sqlx::query("SELECT setting_key FROM settings WHERE setting_key = ?").bind(key).fetch_optional(&mut *tx).await?.is_some();
         let statement = if exists {
             "UPDATE settings SET value = ? WHERE setting_key = ?"
         } else {
@@ -30,10 +27,7 @@ impl SqlStore {
 #[async_trait]
 impl SettingStore for SqlStore {
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        let r = sqlx::query("SELECT value FROM settings WHERE setting_key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query("SELECT value FROM settings WHERE setting_key = ?").bind(key).fetch_optional(&self.pool).await?;
         r.map(|r| row::text(&r, "value")).transpose()
     }
 

@@ -15,8 +15,7 @@ use super::SqlStore;
 use super::retry::retry;
 use super::row::{self, bind_u32, conflict_on_unique};
 use crate::{
-    NewStepLog, Result, StepClaim, StepCompletion, StepLogRecord, StepRecord, StoreError, TaskFilter, TaskRecord,
-    TaskStore, TaskUpdate,
+    NewStepLog, Result, StepClaim, StepCompletion, StepLogRecord, StepRecord, StoreError, TaskFilter, TaskRecord, TaskStore, TaskUpdate,
 };
 
 const TASK_COLUMNS: &str = "id, kind, title, target, status, phase, cancel_requested, params_json, created_by, \
@@ -219,11 +218,7 @@ impl TaskStore for SqlStore {
     }
 
     async fn get_step(&self, task_id: &str, key: &str) -> Result<Option<StepRecord>> {
-        let r = sqlx::query(select_steps!("WHERE task_id = ? AND step_key = ?"))
-            .bind(task_id)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(select_steps!("WHERE task_id = ? AND step_key = ?")).bind(task_id).bind(key).fetch_optional(&self.pool).await?;
         r.as_ref().map(step).transpose()
     }
 
@@ -354,29 +349,21 @@ impl TaskStore for SqlStore {
 
     async fn append_step_log(&self, l: &NewStepLog) -> Result<()> {
         retry(|| async move {
-            sqlx::query(
-                "INSERT INTO step_logs (task_id, step_key, attempt, at_ms, level, message) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&l.task_id)
-            .bind(&l.step)
-            .bind(bind_u32(l.attempt))
-            .bind(l.at_ms)
-            .bind(&l.level)
-            .bind(&l.message)
-            .execute(&self.pool)
-            .await?;
+            sqlx::query("INSERT INTO step_logs (task_id, step_key, attempt, at_ms, level, message) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&l.task_id)
+                .bind(&l.step)
+                .bind(bind_u32(l.attempt))
+                .bind(l.at_ms)
+                .bind(&l.level)
+                .bind(&l.message)
+                .execute(&self.pool)
+                .await?;
             Ok(())
         })
         .await
     }
 
-    async fn step_logs(
-        &self,
-        task_id: &str,
-        step: Option<&str>,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<StepLogRecord>> {
+    async fn step_logs(&self, task_id: &str, step: Option<&str>, after_id: i64, limit: u32) -> Result<Vec<StepLogRecord>> {
         let rows = match step {
             Some(s) => {
                 sqlx::query(select_logs!("WHERE task_id = ? AND step_key = ? AND id > ? ORDER BY id LIMIT ?"))
