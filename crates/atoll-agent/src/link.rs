@@ -33,12 +33,13 @@ impl Link {
         let mut last_facts = tokio::time::Instant::now();
         let mut send_facts = true;
         let mut unreachable_logged = false;
+        let mut offset_reported = false;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
             match self.heartbeat(send_facts).await {
-                Ok(()) => {
+                Ok(reported_offset) => {
                     if unreachable_logged {
                         tracing::info!(server = %self.config.server, "server reachable again");
                         unreachable_logged = false;
@@ -46,7 +47,10 @@ impl Link {
                     if send_facts {
                         last_facts = tokio::time::Instant::now();
                     }
-                    send_facts = last_facts.elapsed() >= self.config.facts_every;
+                    // The first exchange only measures the clock offset:
+                    // keep sending facts until they carry it.
+                    offset_reported |= reported_offset;
+                    send_facts = last_facts.elapsed() >= self.config.facts_every || !offset_reported;
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
                     anyhow::bail!(
@@ -73,7 +77,10 @@ impl Link {
         }
     }
 
-    async fn heartbeat(&mut self, with_facts: bool) -> Result<(), ClientError> {
+    /// One heartbeat; `true` when it carried facts with a measured clock
+    /// offset.
+    async fn heartbeat(&mut self, with_facts: bool) -> Result<bool, ClientError> {
+        let reports_offset = with_facts && self.clock_offset_ms.is_some();
         let facts = if with_facts {
             let mut f = tokio::task::spawn_blocking(crate::facts::collect).await.unwrap_or_default();
             f.clock_offset_ms = self.clock_offset_ms;
@@ -90,7 +97,7 @@ impl Link {
         // NTP-style: the server read its clock half-way through the exchange.
         self.clock_offset_ms = Some((t0 + t1) / 2 - resp.server_time_ms);
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
-        Ok(())
+        Ok(reports_offset)
     }
 
     async fn register_until_done(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {

@@ -82,3 +82,32 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::ServerConfig;
+
+    #[test]
+    fn file_keys_override_defaults_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atoll.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nsession_idle_s = 60\n").unwrap();
+        let c = ServerConfig::from_file(&path).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.session_idle_s, 60);
+        assert_eq!(c.heartbeat_interval_ms, ServerConfig::default().heartbeat_interval_ms);
+        std::fs::write(&path, "listne = \"127.0.0.1:9000\"\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused() {
+        let c = ServerConfig { heartbeat_interval_ms: 5_000, offline_after_ms: 6_000, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        let c = ServerConfig { profile: "prod".into(), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("production, sandbox"));
+        assert!(ServerConfig::default().validate().is_ok());
+    }
+}

@@ -136,7 +136,10 @@ async fn bring_up(
             }
         }
         let hosts: Vec<HostView> = client.get("/api/v1/hosts").await?;
-        if hosts.len() == HOSTS.len() && hosts.iter().all(|h| h.host.status == HostStatus::Online) {
+        // Online, and the clock offset measured, so the precheck judges it.
+        let ready =
+            |h: &HostView| h.host.status == HostStatus::Online && h.host.facts.as_ref().is_some_and(|f| f.clock_offset_ms.is_some());
+        if hosts.len() == HOSTS.len() && hosts.iter().all(ready) {
             break;
         }
         if Instant::now() > deadline || shutdown.is_cancelled() {
