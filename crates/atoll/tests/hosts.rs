@@ -61,6 +61,15 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
     .unwrap();
     assert!(offsets.iter().flatten().all(|o| o.abs() < 100), "offsets on loopback: {offsets:?}");
 
+    // The agent serves only the server that registered it.
+    let facts_url = format!("http://127.0.0.11:{}/agent/v1/facts", agents[0].port);
+    let http = reqwest::Client::new();
+    let missing = http.get(&facts_url).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 401);
+    let wrong = http.get(&facts_url).bearer_auth("not-the-server").send().await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(wrong.text().await.unwrap().contains("wrong token"));
+
     // A killed agent turns its host offline; restarted, online again, as
     // the same host.
     let id_before = all.iter().find(|h| h.host.address == "127.0.0.12").unwrap().host.id;
