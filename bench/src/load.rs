@@ -65,6 +65,7 @@ async fn heartbeat(http: &reqwest::Client, endpoint: &str, host: &SimHost, with_
         address: host.address.clone(),
         agent_url: host.agent_url.clone(),
         facts: with_facts.then(|| host.facts.clone()),
+        db: Vec::new(),
     };
     let resp = http.post(endpoint).bearer_auth(&host.agent_token).json(&req).send().await.map_err(|e| e.to_string())?;
     let status = resp.status();

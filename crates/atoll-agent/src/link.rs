@@ -89,8 +89,13 @@ impl Link {
             None
         };
         let client = Client::with_timeout(&self.config.server, self.identity.agent_token.clone(), Duration::from_secs(5));
-        let req =
-            HeartbeatRequest { host_id: self.identity.host_id, address: self.config.listen.ip().to_string(), agent_url: self.url(), facts };
+        let req = HeartbeatRequest {
+            host_id: self.identity.host_id,
+            address: self.config.listen.ip().to_string(),
+            agent_url: self.url(),
+            facts,
+            db: Vec::new(),
+        };
         let t0 = now_ms();
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;
         let t1 = now_ms();

@@ -65,6 +65,7 @@ impl Journal {
         let detail = match op {
             HostOp::MakeDirs { paths, owner, mode } => self.make_dirs(paths, owner.as_deref(), *mode)?,
             HostOp::RemoveDirs { paths } => self.remove_dirs(paths)?,
+            _ => return Err(OpError::Refused("this agent does not run database servers yet".into())),
         };
         let entry =
             OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: crate::now_ms(), detail: detail.clone() };

@@ -44,6 +44,9 @@ pub struct HeartbeatRequest {
     pub agent_url: String,
     /// Sent every so often, not on every beat.
     pub facts: Option<HostFacts>,
+    /// Every database server this agent runs, on every beat.
+    #[serde(default)]
+    pub db: Vec<crate::db::DbServerStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -70,6 +73,22 @@ pub enum HostOp {
     /// Remove, with their content, those of `paths` this agent created;
     /// other paths are kept and reported.
     RemoveDirs { paths: Vec<String> },
+    /// Define (or redefine) a database server: directories, `my.cnf`, and
+    /// the supervisor's record. Does not start it.
+    DbDefine { server: crate::db::DbServerDef },
+    /// Initialise an empty data directory (`mariadb-install-db`); a no-op
+    /// when it holds data. Only the bootstrap node needs this.
+    DbInit { id: String },
+    /// Start and supervise the server; a no-op when it runs.
+    DbStart { id: String, mode: crate::db::StartMode },
+    /// Stop it cleanly (SIGTERM, wait) and stop supervising it.
+    DbStop { id: String },
+    /// Run statements as root over the local socket (accounts, settings).
+    DbSql { id: String, statements: Vec<String> },
+    /// Read the stopped server's position (`--wsrep-recover`).
+    DbRecover { id: String },
+    /// Stop it and forget it; with `purge`, delete its directory.
+    DbRemove { id: String, purge: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

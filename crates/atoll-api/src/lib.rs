@@ -4,6 +4,7 @@
 //! drift apart; every request type refuses unknown fields.
 
 pub mod agent;
+pub mod db;
 pub mod v1;
 
 use serde::{Deserialize, Serialize};

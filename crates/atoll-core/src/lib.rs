@@ -1,11 +1,13 @@
 //! Atoll's domain model. Pure data and rules: nothing here performs I/O, so
 //! every rule can be unit-tested and reused by the server, the agent and the CLI.
 
+pub mod cluster;
 pub mod facts;
 pub mod host;
 pub mod role;
 pub mod task;
 
+pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ServerSpec, ServerState};
 pub use facts::{CpuFacts, HostFacts, Mount, Nic, NofileLimit, OsFacts};
 pub use host::{Host, HostId, HostStatus};
 pub use role::Role;

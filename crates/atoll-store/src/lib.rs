@@ -132,9 +132,26 @@ pub trait TaskStore: Send + Sync {
     async fn step_logs(&self, task_id: &str, step: Option<&str>, after_id: i64, limit: u32) -> Result<Vec<StepLogRecord>>;
 }
 
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Stores a cluster and its servers in one transaction; `Conflict`
+    /// when the name is taken.
+    async fn create_cluster(&self, cluster: &ClusterRecord, servers: &[DbServerRecord]) -> Result<()>;
+    async fn get_cluster(&self, name: &str) -> Result<Option<ClusterRecord>>;
+    async fn list_clusters(&self) -> Result<Vec<ClusterRecord>>;
+    async fn cluster_servers(&self, cluster: &str) -> Result<Vec<DbServerRecord>>;
+    /// Every server placed on a host, of any cluster.
+    async fn servers_on_host(&self, host: HostId) -> Result<Vec<DbServerRecord>>;
+    async fn set_cluster_status(&self, name: &str, status: atoll_core::ClusterStatus, now: UnixMs) -> Result<()>;
+    /// Records what a host's agent reports, keyed by `CLUSTER/SERVER`;
+    /// entries for servers not on that host are ignored.
+    async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()>;
+    async fn delete_cluster(&self, name: &str) -> Result<bool>;
+}
+
 /// The whole MetaDB.
 #[async_trait]
-pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + TaskStore {
+pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore {
     /// Whether the back end answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
     fn backend(&self) -> &'static str;

@@ -208,3 +208,36 @@ pub struct StepLogRecord {
     pub level: String,
     pub message: String,
 }
+
+/// A database cluster as stored: the request (resolved), its health, and
+/// its secrets, sealed by the server before they get here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub engine: String,
+    pub durability: atoll_core::Durability,
+    pub status: atoll_core::ClusterStatus,
+    pub spec: Value,
+    /// Opaque to the store: sealed (encrypted) by the server.
+    pub secrets: Value,
+    pub created_by: String,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+}
+
+/// One `mariadbd` of a cluster, placed on a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbServerRecord {
+    pub cluster: String,
+    pub name: String,
+    pub host_id: HostId,
+    pub zone: String,
+    /// Galera segment: the zone's index in the cluster.
+    pub segment: u8,
+    pub address: String,
+    pub ports: atoll_core::Ports,
+    pub dir: String,
+    /// The last status its agent reported (`DbServerStatus` as JSON).
+    pub status: Option<Value>,
+    pub status_at_ms: Option<UnixMs>,
+}

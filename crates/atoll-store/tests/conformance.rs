@@ -130,6 +130,7 @@ conformance!(
     reset_step_retry_and_skip,
     step_logs_paging,
     migrations_run_twice,
+    clusters_and_servers,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -843,10 +844,10 @@ async fn migrations_run_twice(h: &Harness) {
 
     let pool = sqlx::AnyPool::connect(&h.url).await.unwrap();
     let versions = || async {
-        let rows = sqlx::query("SELECT version FROM schema_version").fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1]);
+    assert_eq!(versions().await, [1, 2]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -860,7 +861,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1]);
+    assert_eq!(versions().await, [1, 2]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }
@@ -894,4 +895,63 @@ fn mysql_url_without_db() {
     assert_eq!(url_without_db("mysql://u:p@h:3306/db"), "mysql://u:p@h:3306");
     assert_eq!(url_without_db("mysql://u:p@h:3306/db?ssl-mode=disabled"), "mysql://u:p@h:3306?ssl-mode=disabled");
     assert_eq!(url_without_db("mysql://u:p@h"), "mysql://u:p@h");
+}
+
+// ---------------------------------------------------------------- clusters
+
+async fn clusters_and_servers(h: &Harness) {
+    use atoll_core::{ClusterStatus, Durability, Ports};
+    let s = &h.store;
+    let hosts: Vec<HostId> = (0..3).map(|_| HostId::new()).collect();
+    let cluster = ClusterRecord {
+        name: "orders".into(),
+        engine: "mariadb-galera".into(),
+        durability: Durability::Durable,
+        status: ClusterStatus::Creating,
+        spec: json!({ "name": "orders" }),
+        secrets: json!({ "sealed": "abc" }),
+        created_by: "admin".into(),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    let servers: Vec<DbServerRecord> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| DbServerRecord {
+            cluster: "orders".into(),
+            name: format!("orders-{}", i + 1),
+            host_id: *host,
+            zone: format!("z{}", i + 1),
+            segment: i as u8,
+            address: format!("127.0.0.{}", 11 + i),
+            ports: Ports::default(),
+            dir: format!("/var/lib/atoll/db/orders/orders-{}", i + 1),
+            status: None,
+            status_at_ms: None,
+        })
+        .collect();
+    s.create_cluster(&cluster, &servers).await.unwrap();
+    let err = s.create_cluster(&cluster, &servers).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(m) if m.contains("orders")), "{err}");
+    assert_eq!(s.get_cluster("orders").await.unwrap().unwrap(), cluster);
+    assert_eq!(s.list_clusters().await.unwrap().len(), 1);
+    assert_eq!(s.cluster_servers("orders").await.unwrap(), servers);
+    assert_eq!(s.servers_on_host(hosts[1]).await.unwrap(), vec![servers[1].clone()]);
+
+    s.set_cluster_status("orders", ClusterStatus::Healthy, 5).await.unwrap();
+    let got = s.get_cluster("orders").await.unwrap().unwrap();
+    assert_eq!((got.status, got.updated_at_ms), (ClusterStatus::Healthy, 5));
+
+    // Statuses land only on the reporting host's own servers.
+    let report =
+        vec![("orders/orders-2".to_string(), json!({ "state": "synced" })), ("orders/orders-3".to_string(), json!({ "state": "x" }))];
+    s.record_server_statuses(hosts[1], &report, 7).await.unwrap();
+    let got = s.cluster_servers("orders").await.unwrap();
+    assert_eq!(got[1].status, Some(json!({ "state": "synced" })));
+    assert_eq!(got[1].status_at_ms, Some(7));
+    assert_eq!(got[2].status, None, "another host cannot report for orders-3");
+
+    assert!(s.delete_cluster("orders").await.unwrap());
+    assert!(!s.delete_cluster("orders").await.unwrap());
+    assert!(s.cluster_servers("orders").await.unwrap().is_empty());
 }

@@ -19,9 +19,15 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration { version: 1, sql: include_str!("../../migrations/sqlite/0001_init.sql") }];
+const SQLITE: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../../migrations/sqlite/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../../migrations/sqlite/0002_clusters.sql") },
+];
 
-const MYSQL: &[Migration] = &[Migration { version: 1, sql: include_str!("../../migrations/mysql/0001_init.sql") }];
+const MYSQL: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../../migrations/mysql/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../../migrations/mysql/0002_clusters.sql") },
+];
 
 /// Brings the schema up to date; a no-op when it already is.
 pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
@@ -159,8 +165,12 @@ mod tests {
 
     #[test]
     fn both_schemas_have_the_same_tables_and_columns() {
+        assert_eq!(super::SQLITE.len(), super::MYSQL.len());
         let sqlite = shape(super::SQLITE[0].sql);
         assert!(sqlite.len() >= 9, "{sqlite:?}");
-        assert_eq!(sqlite, shape(super::MYSQL[0].sql));
+        for (a, b) in super::SQLITE.iter().zip(super::MYSQL) {
+            assert_eq!(a.version, b.version);
+            assert_eq!(shape(a.sql), shape(b.sql), "migration {}", a.version);
+        }
     }
 }

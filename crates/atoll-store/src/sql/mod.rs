@@ -16,6 +16,7 @@
 
 mod accounts;
 mod audit;
+mod clusters;
 mod hosts;
 mod migrate;
 mod retry;

@@ -1,0 +1,88 @@
+//! Database servers on a host: what the server asks an agent to run, and
+//! what the agent reports back about each `mariadbd`.
+
+use atoll_core::{ServerState, UnixMs};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A database server an agent runs. The platform renders the config; the
+/// agent owns the process (start, supervise, restart, evict on crash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbServerDef {
+    /// `CLUSTER/SERVER`, unique on the host.
+    pub id: String,
+    /// Directory holding `my.cnf`, `data/`, `tmp/`, the socket, pid and log.
+    pub dir: String,
+    /// The full `my.cnf` contents, written to `DIR/my.cnf`.
+    pub config: String,
+    /// Where this server's SQL port listens, e.g. `127.0.0.11:3306`.
+    pub sql_addr: String,
+    /// SQL addresses of the cluster's other servers: on a crash the agent
+    /// asks each to evict this node at once.
+    pub peers: Vec<String>,
+    /// Account the agent uses on peers for eviction.
+    pub admin: DbCredentials,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    /// First node of a new cluster, or the most advanced node when
+    /// recovering a cluster that lost quorum (`--wsrep-new-cluster`).
+    Bootstrap,
+    /// Join the running cluster (state transfer as needed).
+    Join,
+}
+
+/// The position a stopped server's data has reached (`--wsrep-recover`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecoveredPosition {
+    pub uuid: String,
+    pub seqno: i64,
+    /// From `grastate.dat`: set only on the last node that left cleanly.
+    pub safe_to_bootstrap: bool,
+}
+
+/// A snapshot of one server, taken by its agent about once a second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DbServerStatus {
+    pub id: String,
+    pub state: ServerState,
+    /// Whether the platform wants it running.
+    pub desired_running: bool,
+    pub pid: Option<u32>,
+    /// Restarts after unexpected exits since the agent started it.
+    pub restarts: u32,
+    /// How the last unexpected exit happened, e.g. `killed by signal 9`.
+    pub last_exit: Option<String>,
+    pub wsrep: Option<WsrepStatus>,
+    pub read_only: Option<bool>,
+    pub probed_at_ms: UnixMs,
+    /// Why the probe failed, when it did.
+    pub probe_error: Option<String>,
+}
+
+/// The `wsrep_%` status variables that tell a node's health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WsrepStatus {
+    pub ready: bool,
+    /// `Primary`, `non-Primary` or `Disconnected`.
+    pub cluster_status: String,
+    /// 1 joining, 2 donor, 3 joined, 4 synced.
+    pub local_state: u32,
+    pub local_state_comment: String,
+    pub cluster_size: u32,
+    pub flow_control_paused: f64,
+    pub gcomm_uuid: String,
+    pub cluster_state_uuid: String,
+    pub last_committed: i64,
+}
