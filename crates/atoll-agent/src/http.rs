@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::db::Supervisor;
 use crate::identity::{Identity, sha256_hex};
 use crate::ops::{Journal, OpError};
 
@@ -25,13 +26,18 @@ pub(crate) struct AgentState {
 struct Inner {
     identity: RwLock<Identity>,
     journal: Journal,
+    db: Supervisor,
     address: IpAddr,
     started_at_ms: i64,
 }
 
 impl AgentState {
-    pub(crate) fn new(identity: Identity, journal: Journal, address: IpAddr) -> Self {
-        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, address, started_at_ms: crate::now_ms() }) }
+    pub(crate) fn new(identity: Identity, journal: Journal, db: Supervisor, address: IpAddr) -> Self {
+        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, db, address, started_at_ms: crate::now_ms() }) }
+    }
+
+    pub(crate) fn db(&self) -> &Supervisor {
+        &self.inner.db
     }
 
     pub(crate) fn set_identity(&self, id: Identity) {
@@ -55,6 +61,7 @@ pub(crate) fn router(state: AgentState) -> Router {
         .route("/agent/v1/facts", get(facts))
         .route("/agent/v1/probe", post(probe))
         .route("/agent/v1/ops", post(op).get(journal))
+        .route("/agent/v1/db", get(db_statuses))
         .layer(middleware::from_fn_with_state(state.clone(), require_server));
     Router::new().route("/healthz", get(|| async { "ok" })).merge(authed).with_state(state)
 }
@@ -111,4 +118,8 @@ async fn op(State(s): State<AgentState>, Json(req): Json<OpRequest>) -> Response
 
 async fn journal(State(s): State<AgentState>) -> Response {
     Json(s.inner.journal.entries()).into_response()
+}
+
+async fn db_statuses(State(s): State<AgentState>) -> Response {
+    Json(s.db().statuses()).into_response()
 }

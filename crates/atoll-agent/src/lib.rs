@@ -2,6 +2,7 @@
 //! host with the platform, heartbeats with fresh facts, and performs the
 //! probes and operations the server asks for.
 
+pub mod db;
 pub mod facts;
 mod http;
 pub mod identity;
@@ -39,13 +40,14 @@ pub struct AgentConfig {
 /// was removed.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = Identity::load_or_create(&config.data_dir)?;
-    let journal = ops::Journal::open(&config.data_dir)?;
+    let db = db::Supervisor::open(&config.data_dir).await?;
+    let journal = ops::Journal::open(&config.data_dir)?.with_db(db.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another --listen address", config.listen))?;
     tracing::info!(host_id = %identity.host_id, listen = %config.listen, server = %config.server, "agent starting");
 
-    let state = http::AgentState::new(identity.clone(), journal, config.listen.ip());
+    let state = http::AgentState::new(identity.clone(), journal, db, config.listen.ip());
     let app = http::router(state.clone());
     let serve_shutdown = shutdown.clone();
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await });

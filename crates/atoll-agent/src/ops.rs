@@ -10,6 +10,7 @@ use atoll_api::agent::{HostOp, OpJournalEntry, OpResult};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::db::{DbError, Supervisor};
 use crate::identity::sha256_hex;
 
 pub struct Journal {
@@ -17,6 +18,8 @@ pub struct Journal {
     /// Serialises operations: they are few and short, and one lock makes
     /// "check the journal, act, record" atomic.
     lock: Mutex<()>,
+    /// Runs the `Db*` operations; without it they are refused.
+    db: Option<Supervisor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +34,17 @@ impl Journal {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = data_dir.join("ops");
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        Ok(Self { dir, lock: Mutex::new(()) })
+        Ok(Self { dir, lock: Mutex::new(()), db: None })
+    }
+
+    /// Lets the journal run database operations through `db`.
+    pub fn with_db(mut self, db: Supervisor) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    fn db(&self) -> Result<&Supervisor, OpError> {
+        self.db.as_ref().ok_or_else(|| OpError::Refused("this agent does not run database servers".into()))
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {
@@ -65,7 +78,13 @@ impl Journal {
         let detail = match op {
             HostOp::MakeDirs { paths, owner, mode } => self.make_dirs(paths, owner.as_deref(), *mode)?,
             HostOp::RemoveDirs { paths } => self.remove_dirs(paths)?,
-            _ => return Err(OpError::Refused("this agent does not run database servers yet".into())),
+            HostOp::DbDefine { server } => detail(self.db()?.define(server.clone()).await)?,
+            HostOp::DbInit { id } => json!({ "initialised": self.db()?.init(id).await? }),
+            HostOp::DbStart { id, mode } => detail(self.db()?.start(id, *mode).await)?,
+            HostOp::DbStop { id } => detail(self.db()?.stop(id).await)?,
+            HostOp::DbSql { id, statements } => json!({ "rows_affected": self.db()?.sql(id, statements).await? }),
+            HostOp::DbRecover { id } => detail(self.db()?.recover(id).await)?,
+            HostOp::DbRemove { id, purge } => detail(self.db()?.remove(id, *purge).await)?,
         };
         let entry =
             OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: crate::now_ms(), detail: detail.clone() };
@@ -146,8 +165,22 @@ impl Journal {
     }
 }
 
+impl From<DbError> for OpError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Refused(m) => Self::Refused(m),
+            DbError::Io(m) => Self::Io(m),
+        }
+    }
+}
+
+/// An operation's outcome as the journal's detail.
+fn detail<T: serde::Serialize>(r: Result<T, DbError>) -> Result<Value, OpError> {
+    serde_json::to_value(r?).map_err(|e| OpError::Io(e.to_string()))
+}
+
 /// uid and gid of a local user, from /etc/passwd.
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
+pub(crate) fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();

@@ -244,3 +244,48 @@ pub struct AuditView {
     pub detail: Value,
     pub outcome: String,
 }
+
+/// A cluster as the API shows it: health per zone and per server.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    pub name: String,
+    pub engine: String,
+    pub durability: atoll_core::Durability,
+    pub status: atoll_core::ClusterStatus,
+    pub zones: Vec<ZoneView>,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub created_by: String,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ZoneView {
+    pub name: String,
+    /// Galera segment.
+    pub segment: u8,
+    pub servers: Vec<ServerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerView {
+    pub name: String,
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub state: atoll_core::ServerState,
+    /// The agent's last report, when there is one.
+    pub status: Option<crate::db::DbServerStatus>,
+    pub status_at_ms: Option<UnixMs>,
+}
+
+/// How to connect to a cluster as its administrator (admin only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterCredentials {
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+    /// A `mariadb` command line that works from the platform host.
+    pub mysql_command: String,
+}

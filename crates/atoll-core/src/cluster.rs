@@ -147,7 +147,7 @@ impl ClusterSpec {
         if zones > 255 {
             p.push("at most 255 zones (Galera segments)".into());
         }
-        if self.servers.len() % 2 == 0 && !self.servers.is_empty() {
+        if self.servers.len().is_multiple_of(2) && !self.servers.is_empty() {
             p.push(format!("{} servers: use an odd number so a partition always leaves one side with a majority", self.servers.len()));
         }
         p

@@ -120,8 +120,14 @@ async fn heartbeat(
     if !host.agent_token_hash.as_deref().is_some_and(|h| constant_time_eq(h, &sha256_hex(&token))) {
         return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
     }
-    let hb = HeartbeatRecord { id: req.host_id, now: now_ms(), address: req.address, agent_url: req.agent_url, facts: req.facts };
+    let now = now_ms();
+    let hb = HeartbeatRecord { id: req.host_id, now, address: req.address, agent_url: req.agent_url, facts: req.facts };
     let before = state.store.record_heartbeat(&hb).await?;
+    if !req.db.is_empty() {
+        let statuses: Vec<(String, serde_json::Value)> =
+            req.db.iter().filter_map(|s| serde_json::to_value(s).ok().map(|v| (s.id.clone(), v))).collect();
+        state.store.record_server_statuses(req.host_id, &statuses, now).await?;
+    }
     metrics::counter!("atoll_heartbeats_total").increment(1);
     if before == Some(HostStatus::Offline) {
         tracing::info!(host = %host.host.name, "host back online");

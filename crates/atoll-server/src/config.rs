@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub host_data_dir: String,
     /// Default precheck profile.
     pub profile: String,
+    /// The 32-byte key that seals database passwords in MetaDB; every
+    /// server of one platform must share it. Default `DATA_DIR/platform.key`
+    /// (made on the first start).
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             task_lease_ms: 10_000,
             host_data_dir: "/var/lib/atoll/db".into(),
             profile: "production".into(),
+            secret_key_file: None,
         }
     }
 }
@@ -60,6 +65,10 @@ impl ServerConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn secret_key_file(&self) -> PathBuf {
+        self.secret_key_file.clone().unwrap_or_else(|| self.data_dir.join("platform.key"))
     }
 
     pub fn public_url(&self) -> String {

@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// Several things are wrong with a request; all are reported at once.
+    #[error("the request has {} problem(s):\n- {}", .0.len(), .0.join("\n- "))]
+    Invalid(Vec<String>),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -37,6 +40,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::PasswordChangeRequired(_) => (StatusCode::FORBIDDEN, "password_change_required"),

@@ -21,9 +21,13 @@ pub const DB_BINARIES: [&str; 3] = ["mariadbd", "mariadb-install-db", "/usr/lib/
 
 /// A client for a host's agent, authenticated as this platform.
 pub fn agent(host: &HostRecord) -> ApiResult<Client> {
+    agent_with_timeout(host, Duration::from_secs(15))
+}
+
+pub fn agent_with_timeout(host: &HostRecord, timeout: Duration) -> ApiResult<Client> {
     let name = &host.host.name;
     match (&host.host.agent_url, &host.server_token) {
-        (Some(url), Some(token)) => Ok(Client::with_timeout(url, Some(token.clone()), Duration::from_secs(15))),
+        (Some(url), Some(token)) => Ok(Client::with_timeout(url, Some(token.clone()), timeout)),
         _ => Err(ApiError::Conflict(format!("host {name} has not registered yet: start its agent (`atoll host add` printed the command)"))),
     }
 }

@@ -5,6 +5,7 @@
 mod agents;
 pub mod api;
 pub mod auth;
+mod clusters;
 pub mod config;
 mod console;
 pub mod error;
@@ -12,6 +13,7 @@ mod hostops;
 mod join;
 mod liveness;
 mod metrics_layer;
+pub mod secrets;
 pub mod state;
 mod steps;
 
@@ -100,7 +102,8 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let mut engine = Engine::new(Arc::clone(&store), engine_config);
     steps::register(&mut engine, Arc::clone(&slot));
     let engine = Arc::new(engine);
-    let state = AppState::new(Inner { store, engine: Arc::clone(&engine), config: config.clone(), metrics });
+    let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
+    let state = AppState::new(Inner { store, engine: Arc::clone(&engine), config: config.clone(), metrics, secrets });
     let _ = slot.set(state.clone());
 
     let admin_password = auth::bootstrap_admin(&state).await?;

@@ -1,4 +1,5 @@
-//! Turns hosts offline when their heartbeats stop.
+//! Turns hosts offline when their heartbeats stop, and keeps cluster
+//! statuses equal to what their servers report.
 
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         }
         if let Err(e) = pass(&state).await {
             tracing::warn!(error = %e, "liveness pass failed");
+        }
+        if let Err(e) = crate::clusters::health::pass(&state).await {
+            tracing::warn!(error = %e, "cluster health pass failed");
         }
     }
 }

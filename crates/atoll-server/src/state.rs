@@ -20,6 +20,8 @@ pub struct Inner {
     pub engine: Arc<Engine>,
     pub config: ServerConfig,
     pub metrics: PrometheusHandle,
+    /// Seals database passwords before they reach MetaDB.
+    pub secrets: crate::secrets::SecretBox,
 }
 
 impl Deref for AppState {

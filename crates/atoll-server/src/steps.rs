@@ -25,16 +25,17 @@ pub fn register(engine: &mut Engine, state: Arc<std::sync::OnceLock<AppState>>) 
     let state = StateRef(state);
     engine.register(DIRS, Arc::new(Dirs(state.clone())));
     engine.register(CHECK, Arc::new(Check(state.clone())));
-    engine.register(FORGET, Arc::new(Forget(state)));
+    engine.register(FORGET, Arc::new(Forget(state.clone())));
+    crate::clusters::steps::register(engine, state);
 }
 
 /// The engine is built before the state that holds it; handlers reach the
 /// state through this once it is set.
 #[derive(Clone)]
-struct StateRef(Arc<std::sync::OnceLock<AppState>>);
+pub(crate) struct StateRef(Arc<std::sync::OnceLock<AppState>>);
 
 impl StateRef {
-    fn get(&self) -> Result<&AppState, StepError> {
+    pub(crate) fn get(&self) -> Result<&AppState, StepError> {
         self.0.get().ok_or_else(|| StepError::retryable("server still starting"))
     }
 }
@@ -84,13 +85,16 @@ pub fn remove_task(state: &AppState, host: &HostRecord, purge: bool) -> TaskSpec
     TaskSpec { kind: "host.remove".into(), title: format!("remove {name}"), target: name.clone(), params: json!({ "purge": purge }), steps }
 }
 
-fn param<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
+pub(crate) fn param<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
     serde_json::from_value(ctx.params.get(key).cloned().unwrap_or(Value::Null))
         .map_err(|e| StepError::fatal(format!("step parameter {key}: {e}")))
 }
 
 async fn host(state: &AppState, ctx: &StepContext) -> Result<HostRecord, StepError> {
-    let id: HostId = param(ctx, "host")?;
+    host_by_id(state, param(ctx, "host")?).await
+}
+
+pub(crate) async fn host_by_id(state: &AppState, id: HostId) -> Result<HostRecord, StepError> {
     match state.store.get_host(id).await {
         Ok(Some(h)) => Ok(h),
         Ok(None) => Err(StepError::fatal(format!("host {id} no longer exists"))),
@@ -98,10 +102,16 @@ async fn host(state: &AppState, ctx: &StepContext) -> Result<HostRecord, StepErr
     }
 }
 
-/// Runs a journaled operation on a host's agent.
+/// Runs a journaled operation on the agent of the step's `host`.
 async fn op(state: &AppState, ctx: &StepContext, op: HostOp) -> Result<OpResult, StepError> {
-    let h = host(state, ctx).await?;
-    let client = hostops::agent(&h).map_err(|e| StepError::fatal(e.to_string()))?;
+    agent_op(ctx, &host(state, ctx).await?, op).await
+}
+
+/// Runs a journaled operation on a host's agent, keyed by the step.
+pub(crate) async fn agent_op(ctx: &StepContext, h: &HostRecord, op: HostOp) -> Result<OpResult, StepError> {
+    // Operations may wait on a database (a clean shutdown flushes); the
+    // step's own timeout bounds them.
+    let client = hostops::agent_with_timeout(h, std::time::Duration::from_secs(600)).map_err(|e| StepError::fatal(e.to_string()))?;
     let req = OpRequest { key: ctx.idempotency_key(), op };
     let result: OpResult = client.post("/agent/v1/ops", &req).await.map_err(|e| match e.status() {
         Some(s) if (400..500).contains(&s) => StepError::fatal(format!("{}: {e}", h.host.name)),

@@ -26,7 +26,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
-struct Conn {
+pub struct Conn {
     /// Server URL; default: the one `atoll login` saved.
     #[arg(long, env = "ATOLL_SERVER", global = true)]
     server: Option<String>,
@@ -35,7 +35,7 @@ struct Conn {
     token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +56,9 @@ enum Command {
     /// Tasks: list, show, watch, retry, skip, cancel, roll back.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Database clusters: create, list, show, credentials.
+    #[command(subcommand)]
+    Cluster(crate::clusters::ClusterCmd),
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +270,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plan(a) => plan(a),
         Command::Host(c) => host(c).await,
         Command::Task(c) => task(c).await,
+        Command::Cluster(c) => crate::clusters::run(c).await,
     };
     match result {
         Ok(exit) => exit.into(),
@@ -277,7 +281,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-type Res = Result<Exit, CliError>;
+pub type Res = Result<Exit, CliError>;
 
 async fn serve(a: ServerArgs) -> Res {
     daemons::init_logging("info,sqlx=warn,tower_http=warn");
@@ -333,7 +337,7 @@ async fn agent(a: AgentArgs) -> Res {
     Ok(Exit::Ok)
 }
 
-fn client(conn: &Conn) -> Result<Client, CliError> {
+pub fn client(conn: &Conn) -> Result<Client, CliError> {
     let saved = session::load();
     let server =
         conn.server.clone().or(saved.server).ok_or_else(|| fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"))?;
@@ -557,7 +561,7 @@ fn print_checks(results: &[atoll_plan::check::CheckResult]) {
     println!("{t}");
 }
 
-async fn follow_new(c: &Client, t: TaskView, no_wait: bool, json: bool) -> Res {
+pub async fn follow_new(c: &Client, t: TaskView, no_wait: bool, json: bool) -> Res {
     if no_wait {
         if json {
             output::print_json(&t)?;

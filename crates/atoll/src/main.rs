@@ -2,6 +2,7 @@
 //! command-line client.
 
 mod cli;
+mod clusters;
 mod daemons;
 mod output;
 mod playground;

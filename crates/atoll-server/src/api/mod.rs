@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod clusters;
 mod hosts;
 mod tasks;
 mod users;
@@ -38,6 +39,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(hosts::router())
         .merge(tasks::router())
         .merge(audit::router())
+        .merge(clusters::router())
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     router.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))

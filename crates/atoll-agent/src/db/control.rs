@@ -1,0 +1,343 @@
+//! The operations the platform asks for (`Db*` host operations). Each
+//! returns promptly: starting a joiner does not wait for it to be Synced,
+//! the platform watches the state in heartbeats instead.
+
+use std::path::{Component, Path};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_api::db::{DbServerDef, RecoveredPosition, StartMode};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use super::files::{Owner, make_owned_dir, mysql_ids, write_atomic};
+use super::layout::Layout;
+use super::process::{find_binary, find_running, signal, spawn_mariadbd};
+use super::supervise::{Launch, supervise};
+use super::{DbError, Server, Supervisor, recover, sql};
+
+/// How long a clean shutdown may take before SIGKILL (InnoDB flushes its
+/// buffer pool; a donor finishes its transfer).
+const STOP_GRACE: Duration = Duration::from_secs(120);
+/// After SIGKILL, the process is gone within moments; past this, report.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+/// `DbStart` returns once the socket accepts, or after this.
+const START_WAIT: Duration = Duration::from_secs(3);
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Defined {
+    /// A new definition (not a redefinition).
+    pub created: bool,
+    pub config_changed: bool,
+    /// A redefined running server keeps running on its old config until
+    /// restarted.
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub pid: Option<u32>,
+    /// It ran already: nothing was started.
+    pub already_running: bool,
+    /// It ran without this agent's supervision and is supervised now.
+    pub adopted: bool,
+    /// The socket accepted a connection before this returned.
+    pub socket_ready: bool,
+    /// `grastate.dat` was changed to `safe_to_bootstrap: 1`.
+    pub marked_safe_to_bootstrap: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub was_running: bool,
+    /// It ignored SIGTERM for too long and was killed.
+    pub forced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// It was defined (and now is not).
+    pub removed: bool,
+    /// Its directory was deleted.
+    pub purged: bool,
+}
+
+/// Checks a definition before anything is touched.
+fn validate(def: &DbServerDef) -> Result<(), DbError> {
+    let refuse = |m: String| Err(DbError::Refused(m));
+    if def.id.is_empty() || def.id.len() > 200 || def.id.chars().any(char::is_control) {
+        return refuse(format!("server id {:?} is invalid: use CLUSTER/SERVER", def.id));
+    }
+    let dir = Path::new(&def.dir);
+    if !dir.is_absolute() || dir.parent().is_none() || dir.components().any(|c| c == Component::ParentDir) {
+        return refuse(format!("directory {:?} must be an absolute path below / without \"..\"", def.dir));
+    }
+    if def.config.trim().is_empty() {
+        return refuse(format!("server {} has an empty config", def.id));
+    }
+    Ok(())
+}
+
+impl Supervisor {
+    /// Creates the server's directories (owned by `mysql`), writes its
+    /// `my.cnf` (0640 root:mysql) and records it. A running server keeps
+    /// running: the new config applies at its next start.
+    pub async fn define(&self, def: DbServerDef) -> Result<Defined, DbError> {
+        validate(&def)?;
+        let ids = mysql_ids()?;
+        let layout = Layout::new(&def);
+        if let Some(other) = self.inner.servers().values().find(|s| {
+            let rt = s.rt();
+            rt.def.id != def.id && rt.layout.dir == layout.dir
+        }) {
+            return Err(DbError::Refused(format!("directory {} already belongs to server {}", def.dir, other.id())));
+        }
+        let existing = self.inner.server(&def.id);
+        let _op = match &existing {
+            Some(s) => Some(s.op.lock().await),
+            None => None,
+        };
+        if let Some(s) = &existing {
+            let rt = s.rt();
+            if rt.supervised && (rt.layout.dir != layout.dir || rt.layout.data != layout.data) {
+                return Err(DbError::Refused(format!("server {} runs in {}: stop it before moving it", def.id, rt.def.dir)));
+            }
+        }
+        for d in [&layout.dir, &layout.data, &layout.tmp] {
+            make_owned_dir(d, 0o750, ids)?;
+        }
+        write_atomic(&layout.cnf, def.config.as_bytes(), 0o640, Owner { uid: None, gid: Some(ids.1) })?;
+        let outcome = match &existing {
+            Some(s) => {
+                let mut rt = s.rt();
+                let changed = rt.def.config != def.config;
+                rt.def = def;
+                rt.layout = layout;
+                Defined { created: false, config_changed: changed, running: rt.supervised }
+            }
+            None => {
+                self.inner.servers().insert(def.id.clone(), Server::new(def, false));
+                Defined { created: true, config_changed: true, running: false }
+            }
+        };
+        self.inner.persist()?;
+        Ok(outcome)
+    }
+
+    /// Initialises an empty data directory with `mariadb-install-db` (root
+    /// by socket authentication only); `false` when it already holds data.
+    pub async fn init(&self, id: &str) -> Result<bool, DbError> {
+        let s = self.server(id)?;
+        let _op = s.op.lock().await;
+        let layout = s.layout();
+        refuse_if_running(&s, &layout, "initialise")?;
+        if layout.data.join("mysql").is_dir() {
+            return Ok(false);
+        }
+        let bin = find_binary("mariadb-install-db");
+        let mut cmd = Command::new(&bin);
+        cmd.arg(layout.defaults_arg())
+            .arg("--auth-root-authentication-method=socket")
+            .arg("--skip-test-db")
+            .current_dir(&layout.dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = match tokio::time::timeout(INSTALL_TIMEOUT, cmd.output()).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(DbError::Io(format!("cannot run {}: {e}", bin.display()))),
+            Err(_) => return Err(DbError::Io(format!("{} did not finish in {} s", bin.display(), INSTALL_TIMEOUT.as_secs()))),
+        };
+        if !out.status.success() || !layout.data.join("mysql").is_dir() {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let tail: Vec<&str> = text.lines().rev().take(6).collect();
+            return Err(DbError::Io(format!(
+                "mariadb-install-db failed ({}): {}",
+                super::process::describe_exit(out.status),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        tracing::info!(server = id, data = %layout.data.display(), "data directory initialised");
+        Ok(true)
+    }
+
+    /// Starts and supervises the server; a no-op when it runs. Returns
+    /// once the socket accepts or after 3 s, never waiting for Synced.
+    /// Resets a crash loop. `Bootstrap` starts a new cluster from this
+    /// node, once: a restart after a crash always rejoins.
+    pub async fn start(&self, id: &str, mode: StartMode) -> Result<Started, DbError> {
+        let s = self.server(id)?;
+        let _op = s.op.lock().await;
+        let (was_desired, supervised, pid, layout) = {
+            let mut rt = s.rt();
+            let was = rt.desired_running;
+            rt.desired_running = true;
+            rt.crash_loop = false;
+            rt.exits.clear();
+            (was, rt.supervised, rt.pid, rt.layout.clone())
+        };
+        self.inner.persist()?;
+        if supervised {
+            return Ok(Started { pid, already_running: true, adopted: false, socket_ready: false, marked_safe_to_bootstrap: false });
+        }
+        if let Some(pid) = find_running(&layout) {
+            tracing::info!(server = id, pid, "database server already runs; adopting it");
+            supervise(self.inner.clone(), s.clone(), Launch::Adopted(pid));
+            return Ok(Started {
+                pid: Some(pid),
+                already_running: true,
+                adopted: true,
+                socket_ready: false,
+                marked_safe_to_bootstrap: false,
+            });
+        }
+        let spawned = (|| {
+            let mut args = Vec::new();
+            let mut marked = false;
+            if mode == StartMode::Bootstrap {
+                marked = recover::set_safe_to_bootstrap(&layout)?;
+                args.push("--wsrep-new-cluster".to_string());
+            }
+            Ok::<_, DbError>((spawn_mariadbd(&layout, &args)?, marked))
+        })();
+        let (child, marked) = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                s.rt().desired_running = was_desired;
+                self.inner.persist()?;
+                return Err(e);
+            }
+        };
+        let pid = child.id();
+        tracing::info!(server = id, ?pid, ?mode, "database server started");
+        s.rt().restarts = 0;
+        supervise(self.inner.clone(), s.clone(), Launch::Spawned(child));
+        let socket_ready = wait_for_socket(&s, &layout, pid).await;
+        Ok(Started { pid, already_running: false, adopted: false, socket_ready, marked_safe_to_bootstrap: marked })
+    }
+
+    /// Stops the server cleanly (SIGTERM; SIGKILL after 120 s, with a
+    /// warning) and stops supervising it.
+    pub async fn stop(&self, id: &str) -> Result<Stopped, DbError> {
+        let s = self.server(id)?;
+        let _op = s.op.lock().await;
+        self.stop_locked(&s).await
+    }
+
+    async fn stop_locked(&self, s: &Arc<Server>) -> Result<Stopped, DbError> {
+        let (id, supervised, layout) = {
+            let mut rt = s.rt();
+            rt.desired_running = false;
+            (rt.def.id.clone(), rt.supervised, rt.layout.clone())
+        };
+        self.inner.persist()?;
+        s.wake.notify_one();
+        if !supervised {
+            match find_running(&layout) {
+                // Running unsupervised: take it over, then stop it alike.
+                Some(pid) => supervise(self.inner.clone(), s.clone(), Launch::Adopted(pid)),
+                None => return Ok(Stopped { was_running: false, forced: false }),
+            }
+        }
+        let started = Instant::now();
+        let mut termed = None;
+        let mut forced = false;
+        loop {
+            let (supervised, pid) = {
+                let rt = s.rt();
+                (rt.supervised, rt.pid)
+            };
+            if !supervised {
+                return Ok(Stopped { was_running: true, forced });
+            }
+            if let Some(pid) = pid {
+                if termed != Some(pid) && !forced {
+                    if let Err(e) = signal(pid, libc::SIGTERM) {
+                        tracing::warn!(server = %id, pid, error = %e, "cannot send SIGTERM");
+                    }
+                    termed = Some(pid);
+                }
+                if !forced && started.elapsed() > STOP_GRACE {
+                    tracing::warn!(server = %id, pid, grace_s = STOP_GRACE.as_secs(), "database server ignored SIGTERM; killing it");
+                    let _ = signal(pid, libc::SIGKILL);
+                    forced = true;
+                }
+            }
+            if started.elapsed() > STOP_GRACE + KILL_GRACE {
+                return Err(DbError::Io(format!("server {id} did not exit even after SIGKILL (pid {pid:?}); check the host")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `statements` in order as root over the server's socket; the
+    /// rows each affected.
+    pub async fn sql(&self, id: &str, statements: &[String]) -> Result<Vec<u64>, DbError> {
+        let s = self.server(id)?;
+        let socket = s.layout().socket;
+        sql::run_statements(&socket, statements).await
+    }
+
+    /// The stopped server's position (`--wsrep-recover`) and whether
+    /// `grastate.dat` says it may bootstrap.
+    pub async fn recover(&self, id: &str) -> Result<RecoveredPosition, DbError> {
+        let s = self.server(id)?;
+        let _op = s.op.lock().await;
+        let layout = s.layout();
+        refuse_if_running(&s, &layout, "recover")?;
+        recover::recover(&layout).await
+    }
+
+    /// Stops the server and forgets it; with `purge`, deletes its
+    /// directory too. Forgetting an unknown server succeeds (it may be a
+    /// retry).
+    pub async fn remove(&self, id: &str, purge: bool) -> Result<Removed, DbError> {
+        let Some(s) = self.inner.server(id) else { return Ok(Removed { removed: false, purged: false }) };
+        let _op = s.op.lock().await;
+        self.stop_locked(&s).await?;
+        let dir = s.layout().dir;
+        self.inner.servers().remove(id);
+        self.inner.persist()?;
+        let mut purged = false;
+        if purge {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => purged = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DbError::Io(format!("forgot server {id} but cannot delete {}: {e}", dir.display()))),
+            }
+        }
+        tracing::info!(server = id, purged, "database server removed");
+        Ok(Removed { removed: true, purged })
+    }
+}
+
+fn refuse_if_running(s: &Server, layout: &Layout, what: &str) -> Result<(), DbError> {
+    let (id, supervised, pid) = {
+        let rt = s.rt();
+        (rt.def.id.clone(), rt.supervised, rt.pid)
+    };
+    match (supervised, find_running(layout)) {
+        (false, None) => Ok(()),
+        (_, found) => Err(DbError::Refused(format!(
+            "server {id} is running (pid {}): stop it before asking to {what} it",
+            found.or(pid).map_or_else(|| "unknown".into(), |p| p.to_string())
+        ))),
+    }
+}
+
+/// Waits until the socket accepts a connection, the process exits, or
+/// `START_WAIT` passes; whether it accepted.
+async fn wait_for_socket(s: &Server, layout: &Layout, pid: Option<u32>) -> bool {
+    let deadline = Instant::now() + START_WAIT;
+    while Instant::now() < deadline {
+        if s.rt().pid != pid {
+            return false;
+        }
+        if tokio::net::UnixStream::connect(&layout.socket).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,161 @@
+//! The prober: once a second, each running server is asked how it is
+//! (`wsrep_%` status, `read_only`) over its socket; the answer becomes the
+//! server's state in heartbeats.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_api::db::WsrepStatus;
+use atoll_core::ServerState;
+use sqlx::mysql::MySqlConnection;
+use sqlx::{AssertSqlSafe, Row};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::Server;
+use super::sql::connect_socket;
+
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A server's state from its `wsrep_%` status; `None` (running, but SQL
+/// does not answer) is still starting.
+pub(crate) fn server_state(wsrep: Option<&WsrepStatus>) -> ServerState {
+    let Some(w) = wsrep else { return ServerState::Starting };
+    if w.cluster_status != "Primary" {
+        return ServerState::NonPrimary;
+    }
+    match w.local_state {
+        4 => ServerState::Synced,
+        2 => ServerState::Donor,
+        1 | 3 => ServerState::Joining,
+        _ => ServerState::Starting,
+    }
+}
+
+/// `SHOW GLOBAL STATUS LIKE 'wsrep_%'` rows as a status.
+pub(crate) fn wsrep_from_rows(rows: &HashMap<String, String>) -> WsrepStatus {
+    let s = |k: &str| rows.get(&format!("wsrep_{k}")).cloned().unwrap_or_default();
+    WsrepStatus {
+        ready: s("ready").eq_ignore_ascii_case("ON"),
+        cluster_status: s("cluster_status"),
+        local_state: s("local_state").parse().unwrap_or(0),
+        local_state_comment: s("local_state_comment"),
+        cluster_size: s("cluster_size").parse().unwrap_or(0),
+        flow_control_paused: s("flow_control_paused").parse().unwrap_or(0.0),
+        gcomm_uuid: s("gcomm_uuid"),
+        cluster_state_uuid: s("cluster_state_uuid"),
+        last_committed: s("last_committed").parse().unwrap_or(-1),
+    }
+}
+
+async fn name_value_rows(conn: &mut MySqlConnection, sql: &'static str) -> Result<HashMap<String, String>, String> {
+    let rows = tokio::time::timeout(QUERY_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn))
+        .await
+        .map_err(|_| format!("no answer to {sql:?} in {} ms", QUERY_TIMEOUT.as_millis()))?
+        .map_err(|e| format!("{sql:?} failed: {e}"))?;
+    rows.iter().map(|r| Ok((text(r, 0)?, text(r, 1)?))).collect()
+}
+
+/// A column as text, whether the server typed it as a string or as bytes.
+fn text(row: &sqlx::mysql::MySqlRow, i: usize) -> Result<String, String> {
+    row.try_get::<String, _>(i)
+        .or_else(|_| row.try_get::<Vec<u8>, _>(i).map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .map_err(|e| format!("unreadable column {i}: {e}"))
+}
+
+/// One probe on an open connection. `read_only` comes from `SHOW` rather
+/// than `SELECT @@global.read_only`: a node outside the primary component
+/// refuses SELECT but still answers SHOW.
+async fn read_status(conn: &mut MySqlConnection) -> Result<(WsrepStatus, bool), String> {
+    let wsrep = wsrep_from_rows(&name_value_rows(conn, "SHOW GLOBAL STATUS LIKE 'wsrep\\_%'").await?);
+    let vars = name_value_rows(conn, "SHOW GLOBAL VARIABLES LIKE 'read\\_only'").await?;
+    let read_only = vars.get("read_only").is_some_and(|v| v.eq_ignore_ascii_case("ON") || v == "1");
+    Ok((wsrep, read_only))
+}
+
+/// Probes `server` every second while its supervision runs. One
+/// connection is kept per process and reopened after any error.
+pub(crate) async fn probe_loop(server: Arc<Server>, stop: CancellationToken) {
+    let mut conn: Option<(u32, MySqlConnection)> = None;
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (pid, socket) = server.probe_target();
+        let Some(pid) = pid else {
+            conn = None;
+            continue;
+        };
+        if conn.as_ref().is_some_and(|(p, _)| *p != pid) {
+            conn = None;
+        }
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = probe_once(&mut conn, pid, &socket) => r,
+        };
+        if outcome.is_err() {
+            conn = None;
+        }
+        server.record_probe(pid, outcome);
+    }
+}
+
+async fn probe_once(conn: &mut Option<(u32, MySqlConnection)>, pid: u32, socket: &Path) -> Result<(WsrepStatus, bool), String> {
+    if conn.is_none() {
+        *conn = Some((pid, connect_socket(socket, CONNECT_TIMEOUT).await?));
+    }
+    match conn {
+        Some((_, c)) => read_status(c).await,
+        None => Err("no connection".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(status: &str, local: u32) -> WsrepStatus {
+        WsrepStatus { cluster_status: status.into(), local_state: local, ..WsrepStatus::default() }
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(server_state(None), ServerState::Starting);
+        assert_eq!(server_state(Some(&w("Primary", 4))), ServerState::Synced);
+        assert_eq!(server_state(Some(&w("Primary", 1))), ServerState::Joining);
+        assert_eq!(server_state(Some(&w("Primary", 3))), ServerState::Joining);
+        assert_eq!(server_state(Some(&w("Primary", 2))), ServerState::Donor);
+        assert_eq!(server_state(Some(&w("non-Primary", 4))), ServerState::NonPrimary);
+        assert_eq!(server_state(Some(&w("Disconnected", 0))), ServerState::NonPrimary);
+    }
+
+    #[test]
+    fn rows_to_status() {
+        let rows: HashMap<String, String> = [
+            ("wsrep_ready", "ON"),
+            ("wsrep_cluster_status", "Primary"),
+            ("wsrep_local_state", "4"),
+            ("wsrep_local_state_comment", "Synced"),
+            ("wsrep_cluster_size", "3"),
+            ("wsrep_flow_control_paused", "0.25"),
+            ("wsrep_gcomm_uuid", "a1"),
+            ("wsrep_last_committed", "17"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = wsrep_from_rows(&rows);
+        assert!(s.ready);
+        assert_eq!((s.local_state, s.cluster_size, s.last_committed), (4, 3, 17));
+        assert_eq!(s.flow_control_paused, 0.25);
+        assert_eq!(s.gcomm_uuid, "a1");
+        assert_eq!(server_state(Some(&s)), ServerState::Synced);
+    }
+}

@@ -1,0 +1,169 @@
+//! Where a stopped server's data stands: `mariadbd --wsrep-recover` reads
+//! the last committed position from InnoDB, `grastate.dat` says whether
+//! the node may bootstrap. A crashed node restarted at its recovered
+//! position rejoins by IST instead of copying everything again (SST).
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use atoll_api::db::RecoveredPosition;
+use tokio::process::Command;
+
+use super::DbError;
+use super::files::{Owner, write_atomic};
+use super::layout::Layout;
+use super::process::find_binary;
+
+/// `--wsrep-recover` normally takes a fraction of a second; InnoDB crash
+/// recovery of a large redo log can take longer.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `UUID:SEQNO` from a log line `... WSREP: Recovered position: UUID:SEQNO`.
+pub(crate) fn parse_recovered(line: &str) -> Option<(String, i64)> {
+    let rest = line.split_once("Recovered position:")?.1.trim();
+    let (uuid, seqno) = rest.rsplit_once(':')?;
+    let uuid = uuid.trim();
+    let valid = uuid.len() == 36 && uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    valid.then_some(())?;
+    Some((uuid.to_string(), seqno.trim().parse().ok()?))
+}
+
+/// The contents of `grastate.dat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GraState {
+    pub uuid: String,
+    pub seqno: i64,
+    pub safe_to_bootstrap: bool,
+}
+
+pub(crate) fn parse_grastate(text: &str) -> GraState {
+    let mut g = GraState { uuid: String::new(), seqno: -1, safe_to_bootstrap: false };
+    for (k, v) in text.lines().filter_map(|l| l.split_once(':')) {
+        let v = v.trim();
+        match k.trim() {
+            "uuid" => g.uuid = v.to_string(),
+            "seqno" => g.seqno = v.parse().unwrap_or(-1),
+            "safe_to_bootstrap" => g.safe_to_bootstrap = v == "1",
+            _ => {}
+        }
+    }
+    g
+}
+
+/// `text` with `safe_to_bootstrap: 1` (added when missing).
+fn with_safe_to_bootstrap(text: &str) -> String {
+    let mut out = String::new();
+    let mut seen = false;
+    for line in text.lines() {
+        if line.split_once(':').is_some_and(|(k, _)| k.trim() == "safe_to_bootstrap") {
+            out.push_str("safe_to_bootstrap: 1\n");
+            seen = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !seen {
+        out.push_str("safe_to_bootstrap: 1\n");
+    }
+    out
+}
+
+/// Marks the node as safe to bootstrap, as an operator would by hand after
+/// choosing the most advanced node; no-op without a `grastate.dat` (a new
+/// data directory bootstraps anyway). Keeps the file's owner and mode.
+pub(crate) fn set_safe_to_bootstrap(layout: &Layout) -> Result<bool, DbError> {
+    let path = layout.grastate();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(DbError::Io(format!("cannot read {}: {e}", path.display()))),
+    };
+    if parse_grastate(&text).safe_to_bootstrap {
+        return Ok(false);
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| DbError::Io(format!("cannot read {}: {e}", path.display())))?;
+    write_atomic(
+        &path,
+        with_safe_to_bootstrap(&text).as_bytes(),
+        meta.mode() & 0o7777,
+        Owner { uid: Some(meta.uid()), gid: Some(meta.gid()) },
+    )?;
+    Ok(true)
+}
+
+/// Runs `mariadbd --wsrep-recover` on the stopped server and reads its
+/// position; falls back to `grastate.dat` when the log names none.
+pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbError> {
+    let log = &layout.recover_log;
+    // A stale log from an earlier run must not answer for this one.
+    let _ = std::fs::remove_file(log);
+    let bin = find_binary("mariadbd");
+    let mut cmd = Command::new(&bin);
+    cmd.arg(layout.defaults_arg())
+        .arg("--wsrep-recover")
+        .arg(format!("--log-error={}", log.display()))
+        .current_dir(&layout.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let status = match tokio::time::timeout(RECOVER_TIMEOUT, cmd.status()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(DbError::Io(format!("cannot run {}: {e}", bin.display()))),
+        Err(_) => {
+            return Err(DbError::Io(format!("--wsrep-recover did not finish in {} s; see {}", RECOVER_TIMEOUT.as_secs(), log.display())));
+        }
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let grastate = std::fs::read_to_string(layout.grastate()).map(|t| parse_grastate(&t)).ok();
+    let safe_to_bootstrap = grastate.as_ref().is_some_and(|g| g.safe_to_bootstrap);
+    if let Some((uuid, seqno)) = text.lines().rev().find_map(parse_recovered) {
+        return Ok(RecoveredPosition { uuid, seqno, safe_to_bootstrap });
+    }
+    match grastate {
+        Some(g) if !g.uuid.is_empty() => {
+            tracing::warn!(log = %log.display(), "--wsrep-recover named no position; using grastate.dat");
+            Ok(RecoveredPosition { uuid: g.uuid, seqno: g.seqno, safe_to_bootstrap })
+        }
+        _ => {
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            Err(DbError::Io(format!(
+                "--wsrep-recover found no position ({}); last lines of {}: {}",
+                super::process::describe_exit(status),
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovered_line() {
+        let l = "2026-11-02 10:00:01 0 [Note] WSREP: Recovered position: 6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01:1234";
+        assert_eq!(parse_recovered(l), Some(("6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01".into(), 1234)));
+        assert_eq!(
+            parse_recovered("WSREP: Recovered position: 00000000-0000-0000-0000-000000000000:-1"),
+            Some(("00000000-0000-0000-0000-000000000000".into(), -1))
+        );
+        assert_eq!(parse_recovered("WSREP: Recovered position: garbage"), None);
+        assert_eq!(parse_recovered("InnoDB: Starting"), None);
+    }
+
+    #[test]
+    fn grastate() {
+        let t = "# GALERA saved state\nversion: 2.1\nuuid:    6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01\nseqno:   -1\nsafe_to_bootstrap: 0\n";
+        let g = parse_grastate(t);
+        assert_eq!((g.uuid.as_str(), g.seqno, g.safe_to_bootstrap), ("6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01", -1, false));
+        let set = with_safe_to_bootstrap(t);
+        assert!(parse_grastate(&set).safe_to_bootstrap);
+        assert!(set.starts_with("# GALERA saved state\nversion: 2.1\n"));
+        assert!(parse_grastate(&with_safe_to_bootstrap("version: 2.1\n")).safe_to_bootstrap);
+    }
+}

@@ -1,0 +1,256 @@
+//! One task per supervised server: watch the process; when it exits while
+//! it should run, have the survivors evict it at once, then restart it
+//! with back-off at its recovered position (IST, not a full copy), and
+//! give up after too many crashes in a short time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
+
+use super::process::{alive, describe_exit, find_running, spawn_mariadbd};
+use super::{DbError, Inner, Server, evict, probe, recover};
+
+/// Exits within this window count towards a crash loop.
+const CRASH_WINDOW: Duration = Duration::from_secs(300);
+/// This many exits within the window: give up and say so.
+const CRASH_LIMIT: usize = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An adopted process is not our child: poll for its end instead.
+const POLL_ADOPTED: Duration = Duration::from_millis(200);
+
+/// How a supervision task begins.
+pub(crate) enum Launch {
+    /// The operation just started it.
+    Spawned(Child),
+    /// It was already running (agent restart, or started by someone else
+    /// with this server's config).
+    Adopted(u32),
+    /// Start it at its recovered position (agent restart; never with
+    /// `--wsrep-new-cluster`).
+    Resume,
+}
+
+/// Hands `server` to a new supervision task (and its prober).
+pub(crate) fn supervise(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
+    {
+        let mut rt = server.rt();
+        rt.supervised = true;
+        rt.crashed = false;
+        match &launch {
+            Launch::Spawned(child) => rt.set_process(child.id()),
+            Launch::Adopted(pid) => rt.set_process(Some(*pid)),
+            Launch::Resume => rt.set_process(None),
+        }
+    }
+    tokio::spawn(run(inner, server, launch));
+}
+
+enum Proc {
+    Child(Child),
+    Adopted(u32),
+}
+
+async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
+    let id = server.id();
+    let probes = inner.shutdown.child_token();
+    tokio::spawn(probe::probe_loop(server.clone(), probes.clone()));
+    let _stop_probes = probes.drop_guard();
+    let mut proc = match launch {
+        Launch::Spawned(child) => Some(Proc::Child(child)),
+        Launch::Adopted(pid) => Some(Proc::Adopted(pid)),
+        Launch::Resume => None,
+    };
+    loop {
+        let proc_now = match proc.take() {
+            Some(p) => Ok(p),
+            None => match restart(&server).await {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => {
+                    finish(&server, &id);
+                    return;
+                }
+                Err(e) => Err(format!("could not start: {e}")),
+            },
+        };
+        let exit = match proc_now {
+            Ok(p) => match watch(p, &inner.shutdown).await {
+                Some(exit) => exit,
+                // The agent is stopping: the server keeps running.
+                None => return,
+            },
+            Err(e) => e,
+        };
+
+        // The process is gone (or never started).
+        let (desired, uuid, def) = {
+            let mut rt = server.rt();
+            let uuid = rt.gcomm_uuid.take();
+            rt.set_process(None);
+            if !rt.desired_running {
+                rt.supervised = false;
+                rt.crashed = false;
+            }
+            (rt.desired_running, uuid, rt.def.clone())
+        };
+        if !desired {
+            tracing::info!(server = %id, exit, "database server stopped");
+            return;
+        }
+        tracing::warn!(server = %id, exit, "database server exited unexpectedly");
+        match uuid {
+            Some(uuid) if !def.peers.is_empty() => {
+                let id = id.clone();
+                tokio::spawn(async move { evict::evict_everywhere(&id, &uuid, &def.peers, &def.admin).await });
+            }
+            Some(_) => {}
+            None => tracing::warn!(server = %id, "not evicting: no gcomm uuid was seen while it ran"),
+        }
+        let Some(backoff) = record_crash(&server, exit) else {
+            tracing::error!(
+                server = %id,
+                exits = CRASH_LIMIT,
+                window_s = CRASH_WINDOW.as_secs(),
+                "database server keeps crashing: gave up restarting it (crash loop); read its error log, then start it again"
+            );
+            return;
+        };
+        tracing::info!(server = %id, backoff_ms = backoff.as_millis() as u64, "restarting database server after back-off");
+        if !wait_backoff(&inner, &server, backoff).await {
+            if !inner.shutdown.is_cancelled() {
+                finish(&server, &id);
+            }
+            return;
+        }
+        server.rt().restarts += 1;
+    }
+}
+
+/// Supervision ends because the server should no longer run.
+fn finish(server: &Server, id: &str) {
+    let mut rt = server.rt();
+    rt.supervised = false;
+    rt.crashed = false;
+    tracing::info!(server = %id, "supervision ended: the server is meant to be stopped");
+}
+
+/// Waits for the process to end: `Some(how)`, or `None` when the agent is
+/// stopping first.
+async fn watch(proc: Proc, shutdown: &CancellationToken) -> Option<String> {
+    match proc {
+        Proc::Child(mut child) => {
+            let pid = child.id();
+            tokio::select! {
+                _ = shutdown.cancelled() => None,
+                status = child.wait() => match (status, pid) {
+                    (Ok(s), _) => Some(describe_exit(s)),
+                    // Cannot wait: fall back to watching the pid.
+                    (Err(_), Some(pid)) if alive(pid) => poll_until_gone(pid, shutdown).await,
+                    (Err(e), _) => Some(format!("ended (wait failed: {e})")),
+                },
+            }
+        }
+        Proc::Adopted(pid) => poll_until_gone(pid, shutdown).await,
+    }
+}
+
+async fn poll_until_gone(pid: u32, shutdown: &CancellationToken) -> Option<String> {
+    while alive(pid) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(POLL_ADOPTED) => {}
+        }
+    }
+    Some("exited (adopted process, not a child of this agent: exit status unknown)".into())
+}
+
+/// Records an unexpected exit; the back-off before the next start, or
+/// `None` when this exit makes a crash loop.
+fn record_crash(server: &Server, exit: String) -> Option<Duration> {
+    let mut rt = server.rt();
+    let now = Instant::now();
+    rt.last_exit = Some(exit);
+    rt.crashed = true;
+    rt.exits.push_back(now);
+    while rt.exits.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+        rt.exits.pop_front();
+    }
+    if rt.exits.len() >= CRASH_LIMIT {
+        rt.crash_loop = true;
+        rt.crashed = false;
+        rt.supervised = false;
+        return None;
+    }
+    Some(backoff(rt.exits.len()))
+}
+
+/// 1 s, 2 s, 4 s ... for the 1st, 2nd, 3rd ... exit in the window.
+fn backoff(exits: usize) -> Duration {
+    let exp = u32::try_from(exits.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+/// Sleeps `d` unless the server stops being wanted (or the agent stops):
+/// `true` to go on and restart.
+async fn wait_backoff(inner: &Inner, server: &Server, d: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(deadline) => return server.desired(),
+            _ = server.wake.notified() => if !server.desired() { return false },
+        }
+    }
+}
+
+/// Starts the server again at its recovered position, so it rejoins by
+/// IST; `None` when it should no longer run.
+async fn restart(server: &Server) -> Result<Option<Proc>, DbError> {
+    let (id, layout) = {
+        let rt = server.rt();
+        (rt.def.id.clone(), rt.layout.clone())
+    };
+    // Never two processes on one data directory.
+    if let Some(pid) = find_running(&layout) {
+        tracing::info!(server = %id, pid, "database server is already running; adopting it");
+        server.rt().set_process(Some(pid));
+        return Ok(Some(Proc::Adopted(pid)));
+    }
+    let started = Instant::now();
+    let position = match recover::recover(&layout).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(server = %id, error = %e, "cannot recover the position; starting without it (may need a full state transfer)");
+            None
+        }
+    };
+    if !server.desired() {
+        return Ok(None);
+    }
+    let mut args = Vec::new();
+    if let Some(p) = position.as_ref().filter(|p| p.seqno >= 0) {
+        args.push(format!("--wsrep-start-position={}:{}", p.uuid, p.seqno));
+    }
+    let child = spawn_mariadbd(&layout, &args)?;
+    tracing::info!(
+        server = %id,
+        pid = child.id(),
+        position = ?position.map(|p| format!("{}:{}", p.uuid, p.seqno)),
+        recover_ms = started.elapsed().as_millis() as u64,
+        "database server started again"
+    );
+    server.rt().set_process(child.id());
+    Ok(Some(Proc::Child(child)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let s: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(s, vec![1, 2, 4, 8, 16, 30, 30]);
+    }
+}

@@ -1,0 +1,120 @@
+//! Database clusters: create, list, show, credentials.
+
+use std::collections::BTreeMap;
+
+use atoll_api::ErrorBody;
+use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
+use atoll_core::{ClusterSpec, ClusterStatus};
+use atoll_store::ClusterRecord;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::{Admin, Caller, Operator, random_password};
+use crate::clusters::{self, ADMIN_USER, SealedSecrets};
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::state::{AppState, now_ms};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_clusters, create_cluster)).routes(routes!(get_cluster)).routes(routes!(credentials))
+}
+
+async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, String>> {
+    Ok(state.store.list_hosts().await?.into_iter().map(|h| (h.host.id, h.host.name)).collect())
+}
+
+async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterRecord, Vec<atoll_store::DbServerRecord>)> {
+    let c = state
+        .store
+        .get_cluster(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cluster {name:?}: `atoll cluster list` shows the clusters there are")))?;
+    let servers = state.store.cluster_servers(name).await?;
+    Ok((c, servers))
+}
+
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", responses((status = 200, body = Vec<ClusterView>), (status = 401, body = ErrorBody)))]
+async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ClusterView>>> {
+    let hosts = host_names(&state).await?;
+    let mut out = Vec::new();
+    for c in state.store.list_clusters().await? {
+        let servers = state.store.cluster_servers(&c.name).await?;
+        out.push(clusters::view(&state, &c, &servers, &hosts));
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, body = ClusterView), (status = 404, body = ErrorBody)))]
+async fn get_cluster(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<ClusterView>> {
+    let (c, servers) = load(&state, &name).await?;
+    Ok(Json(clusters::view(&state, &c, &servers, &host_names(&state).await?)))
+}
+
+/// Validates the whole request (topology, parameters, hosts, ports, a live
+/// precheck) and reports every problem at once; then records the cluster
+/// and starts the task that creates it.
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = ClusterSpec,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_cluster(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    JsonBody(spec): JsonBody<ClusterSpec>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let name = spec.name.clone();
+    let placement = match clusters::validate(&state, spec).await {
+        Ok(p) => p,
+        Err(e) => {
+            state.audit(&caller.user, caller.source, "cluster.create", &name, json!({}), &format!("refused: {e}")).await;
+            return Err(e);
+        }
+    };
+    let secrets =
+        SealedSecrets { admin_password: state.secrets.seal(&random_password()), monitor_password: state.secrets.seal(&random_password()) };
+    let now = now_ms();
+    let record = ClusterRecord {
+        name: name.clone(),
+        engine: clusters::ENGINE.into(),
+        durability: placement.spec.durability,
+        status: ClusterStatus::Creating,
+        spec: serde_json::to_value(&placement.spec).map_err(|e| ApiError::Internal(e.to_string()))?,
+        secrets: serde_json::to_value(&secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
+        created_by: caller.user.clone(),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
+    state.store.create_cluster(&record, &servers).await?;
+    let task = match state.engine.submit(clusters::steps::create_task(&name, &servers), &caller.user).await {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing ran: take the reservation back so the name is free.
+            let _ = state.store.delete_cluster(&name).await;
+            return Err(e.into());
+        }
+    };
+    state
+        .audit_ok(&caller, "cluster.create", &name, json!({ "task": task.id, "durability": record.durability, "servers": servers.len() }))
+        .await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// The administrator account of a cluster (admin only; audited).
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/credentials", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, body = ClusterCredentials), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn credentials(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<Json<ClusterCredentials>> {
+    let (c, servers) = load(&state, &name).await?;
+    let sealed: SealedSecrets = serde_json::from_value(c.secrets).map_err(|e| ApiError::Internal(format!("cluster secrets: {e}")))?;
+    let password = state.secrets.open(&sealed.admin_password).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let first = servers.first().ok_or_else(|| ApiError::Conflict(format!("cluster {name} has no servers")))?;
+    state.audit_ok(&caller, "cluster.credentials", &name, json!({})).await;
+    Ok(Json(ClusterCredentials {
+        user: ADMIN_USER.into(),
+        mysql_command: format!("mariadb -h {} -P {} -u {ADMIN_USER} -p'{password}'", first.address, first.ports.sql),
+        password,
+        host: first.address.clone(),
+        port: first.ports.sql,
+    }))
+}

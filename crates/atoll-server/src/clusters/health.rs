@@ -1,0 +1,36 @@
+//! Derives each cluster's status from what agents report about its
+//! servers, and records the changes.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::state::{AppState, now_ms};
+
+/// One pass over every live cluster.
+pub async fn pass(state: &AppState) -> anyhow::Result<()> {
+    for c in state.store.list_clusters().await? {
+        if !super::is_live(c.status) {
+            continue;
+        }
+        let servers = state.store.cluster_servers(&c.name).await?;
+        let states: Vec<_> = servers.iter().map(|s| super::server_state(state, s).0).collect();
+        let derived = atoll_engine::cluster_status(&states);
+        if derived != c.status {
+            state.store.set_cluster_status(&c.name, derived, now_ms()).await?;
+            let per_server: BTreeMap<&str, &str> = servers.iter().zip(&states).map(|(s, st)| (s.name.as_str(), st.as_str())).collect();
+            tracing::warn!(cluster = %c.name, from = %c.status, to = %derived, "cluster status changed");
+            state
+                .audit(
+                    "platform",
+                    std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                    "cluster.status",
+                    &c.name,
+                    json!({ "from": c.status, "to": derived, "servers": per_server }),
+                    "ok",
+                )
+                .await;
+        }
+    }
+    Ok(())
+}

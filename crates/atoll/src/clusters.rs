@@ -1,0 +1,175 @@
+//! `atoll cluster …`: database clusters from the command line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
+use atoll_core::{ClusterSpec, Durability, Ports, ServerSpec};
+use clap::Subcommand;
+
+use crate::cli::{Conn, Res, client, follow_new};
+use crate::output::{self, Exit, fail};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Create a cluster from flags or a TOML topology file.
+    ///
+    /// `atoll cluster create orders --server z1=host1 --server z2=host2
+    /// --server z3=host3` places one server per zone; servers are named
+    /// NAME-1, NAME-2, … in the order given.
+    Create {
+        /// Cluster name (or taken from --file).
+        name: Option<String>,
+        /// ZONE=HOST, once per server.
+        #[arg(long = "server", value_name = "ZONE=HOST")]
+        servers: Vec<String>,
+        /// A TOML topology file (see the README); flags cannot be mixed in.
+        #[arg(long, conflicts_with = "servers")]
+        file: Option<PathBuf>,
+        /// `durable` (default: flush before acknowledging) or `fast`.
+        #[arg(long)]
+        durability: Option<String>,
+        /// KEY=VALUE MariaDB parameter, repeatable.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// SQL port of every server (others follow Galera's defaults).
+        #[arg(long, default_value_t = 3306)]
+        port: u16,
+        /// Accept fewer than three zones (the cluster cannot survive a zone loss).
+        #[arg(long)]
+        allow_single_zone: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Show {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The administrator account and a `mariadb` command line (admin only).
+    Credentials {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn run(cmd: ClusterCmd) -> Res {
+    match cmd {
+        ClusterCmd::Create { name, servers, file, durability, params, port, allow_single_zone, no_wait, conn } => {
+            let spec = match file {
+                Some(path) => {
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|e| fail(Exit::Error, format!("cannot read {}: {e}", path.display())))?;
+                    let mut spec: ClusterSpec = toml::from_str(&text).map_err(|e| fail(Exit::Error, format!("{}: {e}", path.display())))?;
+                    if let Some(n) = name {
+                        spec.name = n;
+                    }
+                    spec
+                }
+                None => from_flags(name, &servers, durability.as_deref(), &params, port, allow_single_zone)?,
+            };
+            let c = client(&conn)?;
+            let t: TaskView = c.post("/api/v1/clusters", &spec).await?;
+            follow_new(&c, t, no_wait, conn.json).await
+        }
+        ClusterCmd::List { conn } => {
+            let clusters: Vec<ClusterView> = client(&conn)?.get("/api/v1/clusters").await?;
+            if conn.json {
+                output::print_json(&clusters)?;
+                return Ok(Exit::Ok);
+            }
+            let mut t = output::table(&["name", "status", "durability", "zones", "servers", "synced"]);
+            for c in &clusters {
+                let servers: Vec<_> = c.zones.iter().flat_map(|z| &z.servers).collect();
+                let synced = servers.iter().filter(|s| s.state == atoll_core::ServerState::Synced).count();
+                t.add_row(vec![
+                    c.name.clone(),
+                    c.status.to_string(),
+                    c.durability.to_string(),
+                    c.zones.len().to_string(),
+                    servers.len().to_string(),
+                    format!("{synced}/{}", servers.len()),
+                ]);
+            }
+            println!("{t}");
+            Ok(Exit::Ok)
+        }
+        ClusterCmd::Show { name, conn } => {
+            let c: ClusterView = client(&conn)?.get(&format!("/api/v1/clusters/{name}")).await?;
+            if conn.json {
+                output::print_json(&c)?;
+                return Ok(Exit::Ok);
+            }
+            println!("{}  {}  {} ({} durability profile)", c.name, c.status, c.engine, c.durability);
+            let mut t = output::table(&["zone", "server", "host", "address", "state", "cluster size", "restarts"]);
+            for z in &c.zones {
+                for s in &z.servers {
+                    let w = s.status.as_ref().and_then(|st| st.wsrep.as_ref());
+                    t.add_row(vec![
+                        format!("{} (segment {})", z.name, z.segment),
+                        s.name.clone(),
+                        s.host.clone(),
+                        format!("{}:{}", s.address, s.port),
+                        s.state.to_string(),
+                        w.map(|w| w.cluster_size.to_string()).unwrap_or_else(|| "-".into()),
+                        s.status.as_ref().map(|st| st.restarts.to_string()).unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+            }
+            println!("{t}");
+            for (k, v) in &c.params {
+                println!("param   {k} = {v}");
+            }
+            Ok(Exit::Ok)
+        }
+        ClusterCmd::Credentials { name, conn } => {
+            let cr: ClusterCredentials = client(&conn)?.get(&format!("/api/v1/clusters/{name}/credentials")).await?;
+            if conn.json {
+                output::print_json(&cr)?;
+            } else {
+                println!("user {}  password {}  at {}:{}\n{}", cr.user, cr.password, cr.host, cr.port, cr.mysql_command);
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Builds a topology from `--server ZONE=HOST` flags.
+fn from_flags(
+    name: Option<String>,
+    servers: &[String],
+    durability: Option<&str>,
+    params: &[String],
+    port: u16,
+    allow_single_zone: bool,
+) -> Result<ClusterSpec, crate::output::CliError> {
+    let name = name.ok_or_else(|| fail(Exit::Error, "name the cluster: `atoll cluster create NAME --server ZONE=HOST …` or use --file"))?;
+    if servers.is_empty() {
+        return Err(fail(Exit::Error, "give one --server ZONE=HOST per server (at least three zones for HA), or use --file"));
+    }
+    let mut specs = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let (zone, host) =
+            s.split_once('=').ok_or_else(|| fail(Exit::Error, format!("--server {s:?}: write it as ZONE=HOST, e.g. z1=host1")))?;
+        specs.push(ServerSpec {
+            name: format!("{name}-{}", i + 1),
+            zone: zone.to_string(),
+            host: host.to_string(),
+            ports: Ports { sql: port, ..Ports::default() },
+        });
+    }
+    let mut map = BTreeMap::new();
+    for p in params {
+        let (k, v) = p.split_once('=').ok_or_else(|| fail(Exit::Error, format!("--param {p:?}: write it as KEY=VALUE")))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    let durability: Durability = durability.map(str::parse).transpose().map_err(|e: String| fail(Exit::Error, e))?.unwrap_or_default();
+    Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone })
+}
