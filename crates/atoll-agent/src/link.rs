@@ -94,7 +94,7 @@ impl Link {
             address: self.config.listen.ip().to_string(),
             agent_url: self.url(),
             facts,
-            db: Vec::new(),
+            db: self.state.db().statuses(),
         };
         let t0 = now_ms();
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;

@@ -120,6 +120,12 @@
           if (res.redirected && new URL(res.url).pathname === '/login') { location.assign('/login'); return; }
         } else {
           box.innerHTML = await res.text();
+          // A fragment may carry copies of things outside it (a status in
+          // the page head): <x data-mirror="ID"> updates the element #ID.
+          $$('[data-mirror]', box).forEach((src) => {
+            const dst = document.getElementById(src.dataset.mirror);
+            if (dst) { dst.className = src.className; dst.textContent = src.textContent; }
+          });
         }
       } catch (_) { /* server restarting; try again */ }
       setTimeout(tick, every);

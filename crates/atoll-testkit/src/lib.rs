@@ -157,6 +157,9 @@ pub struct Platform {
 impl Platform {
     pub async fn start(opts: ServerOpts) -> Result<Platform> {
         let dir = tempfile::tempdir()?;
+        // Database servers run as `mysql` and must reach their directories
+        // below this one.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         // Port 0: the server binds a free port and prints it, so parallel
         // tests never race for one.
         let mut server = spawn_server(dir.path(), "127.0.0.1:0".parse()?, &opts)?;

@@ -65,12 +65,14 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
     loop {
         let proc_now = match proc.take() {
             Some(p) => Ok(p),
-            None => match restart(&server).await {
+            None => match restart(&inner, &server).await {
                 Ok(Some(p)) => Ok(p),
                 Ok(None) => {
                     finish(&server, &id);
                     return;
                 }
+                // The agent is stopping: whatever runs keeps running.
+                Err(_) if inner.shutdown.is_cancelled() => return,
                 Err(e) => Err(format!("could not start: {e}")),
             },
         };
@@ -188,7 +190,8 @@ fn record_crash(server: &Server, exit: String) -> Option<Duration> {
 /// 1 s, 2 s, 4 s ... for the 1st, 2nd, 3rd ... exit in the window.
 fn backoff(exits: usize) -> Duration {
     let exp = u32::try_from(exits.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
-    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+    let extra: u64 = std::env::var("XX_BACKOFF_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (Duration::from_secs(1u64 << exp) + Duration::from_millis(extra)).min(MAX_BACKOFF)
 }
 
 /// Sleeps `d` unless the server stops being wanted (or the agent stops):
@@ -206,7 +209,7 @@ async fn wait_backoff(inner: &Inner, server: &Server, d: Duration) -> bool {
 
 /// Starts the server again at its recovered position, so it rejoins by
 /// IST; `None` when it should no longer run.
-async fn restart(server: &Server) -> Result<Option<Proc>, DbError> {
+async fn restart(inner: &Inner, server: &Server) -> Result<Option<Proc>, DbError> {
     let (id, layout) = {
         let rt = server.rt();
         (rt.def.id.clone(), rt.layout.clone())
@@ -227,6 +230,12 @@ async fn restart(server: &Server) -> Result<Option<Proc>, DbError> {
     };
     if !server.desired() {
         return Ok(None);
+    }
+    if inner.shutdown.is_cancelled() {
+        return Err(DbError::Io("the agent is stopping".into()));
+    }
+    if std::env::var("XX_DROP_GVW").is_ok() {
+        let _ = std::fs::remove_file(layout.data.join("gvwstate.dat"));
     }
     let mut args = Vec::new();
     if let Some(p) = position.as_ref().filter(|p| p.seqno >= 0) {

@@ -9,6 +9,7 @@
 
 mod assets;
 mod audit;
+mod clusters;
 mod fmt;
 mod hosts;
 mod tasks;
@@ -34,6 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/password", get(password_page))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{key}", get(hosts::detail))
+        .route("/clusters", get(clusters::list))
+        .route("/clusters/{name}", get(clusters::detail))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::detail))
         .route("/audit", get(audit::list))
@@ -82,7 +85,7 @@ pub(crate) struct Chrome {
     pub signed_in: bool,
     pub user: String,
     pub role: &'static str,
-    /// `hosts`, `tasks`, `audit`, or empty.
+    /// `hosts`, `clusters`, `tasks`, `audit`, or empty.
     pub nav: &'static str,
     pub can_operate: bool,
     pub css: &'static str,
