@@ -52,6 +52,31 @@ pub enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Stop every server cleanly, one after another.
+    Stop {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start a stopped cluster from its most advanced node.
+    Start {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Recover a cluster that lost quorum: find the most advanced node,
+    /// bootstrap from it, rejoin the rest.
+    Recover {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The administrator account and a `mariadb` command line (admin only).
     Credentials {
         name: String,
@@ -129,6 +154,9 @@ pub async fn run(cmd: ClusterCmd) -> Res {
             }
             Ok(Exit::Ok)
         }
+        ClusterCmd::Stop { name, no_wait, conn } => act(&name, "stop", no_wait, &conn).await,
+        ClusterCmd::Start { name, no_wait, conn } => act(&name, "start", no_wait, &conn).await,
+        ClusterCmd::Recover { name, no_wait, conn } => act(&name, "recover", no_wait, &conn).await,
         ClusterCmd::Credentials { name, conn } => {
             let cr: ClusterCredentials = client(&conn)?.get(&format!("/api/v1/clusters/{name}/credentials")).await?;
             if conn.json {
@@ -139,6 +167,12 @@ pub async fn run(cmd: ClusterCmd) -> Res {
             Ok(Exit::Ok)
         }
     }
+}
+
+async fn act(name: &str, verb: &str, no_wait: bool, conn: &Conn) -> Res {
+    let c = client(conn)?;
+    let t: TaskView = c.post(&format!("/api/v1/clusters/{name}/{verb}"), &serde_json::json!({})).await?;
+    follow_new(&c, t, no_wait, conn.json).await
 }
 
 /// Builds a topology from `--server ZONE=HOST` flags.

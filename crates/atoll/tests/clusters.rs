@@ -112,7 +112,13 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     let done = settled(&p, &t.id, Duration::from_secs(240)).await;
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
     eprintln!("cluster created in {:.1} s", started.elapsed().as_secs_f64());
-    let view: ClusterView = c.get("/api/v1/clusters/orders").await.unwrap();
+    // Agents report on every heartbeat: the view catches up within moments.
+    let view = wait_for("every server reported synced", Duration::from_secs(10), || async {
+        let v: ClusterView = c.get("/api/v1/clusters/orders").await.ok()?;
+        v.zones.iter().all(|z| z.servers[0].state == ServerState::Synced).then_some(v)
+    })
+    .await
+    .unwrap();
     assert_eq!(view.status, ClusterStatus::Healthy);
     assert_eq!(view.zones.len(), 3);
     for z in &view.zones {
@@ -181,6 +187,61 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     assert_eq!(missing, want);
     let v: ClusterView = c.get("/api/v1/clusters/orders").await.unwrap();
     assert_eq!(v.status, ClusterStatus::Healthy);
+
+    // Lose quorum: kill two nodes within a second while writing, then the
+    // third. Guided recovery brings back every acknowledged write.
+    let pids: Vec<u32> = {
+        let v: ClusterView = c.get("/api/v1/clusters/orders").await.unwrap();
+        v.zones.iter().map(|z| z.servers[0].status.as_ref().and_then(|s| s.pid).unwrap()).collect()
+    };
+    let mut conn = connect(&cr, IPS[0]).await;
+    let mut acked2 = Vec::new();
+    let plan = [(Duration::from_millis(300), pids[1]), (Duration::from_millis(900), pids[2]), (Duration::from_millis(1500), pids[0])];
+    let t0 = Instant::now();
+    let mut next = 0;
+    let mut id = 1_000_000;
+    while t0.elapsed() < Duration::from_secs(3) {
+        while next < plan.len() && t0.elapsed() >= plan[next].0 {
+            unsafe_free_kill(plan[next].1);
+            next += 1;
+        }
+        id += 1;
+        let r = tokio::time::timeout(Duration::from_millis(500), conn.execute(sqlx::query("INSERT INTO shop.w VALUES (?)").bind(id))).await;
+        match r {
+            Ok(Ok(_)) => acked2.push(id),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    drop(conn);
+    eprintln!("{} writes acknowledged before quorum was lost", acked2.len());
+    let t: TaskView = c.post("/api/v1/clusters/orders/recover", &json!({})).await.unwrap();
+    let done = settled(&p, &t.id, Duration::from_secs(240)).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    let chosen = done.steps.iter().find(|s| s.key == "choose").and_then(|s| s.output.clone()).unwrap();
+    eprintln!("recovery bootstrapped from {}", chosen["bootstrap"]);
+    wait_for("healthy with every node synced after recovery", Duration::from_secs(30), || async {
+        let v: ClusterView = c.get("/api/v1/clusters/orders").await.ok()?;
+        (v.status == ClusterStatus::Healthy && v.zones.iter().all(|z| z.servers[0].state == ServerState::Synced)).then_some(())
+    })
+    .await
+    .unwrap();
+    let all_acked: Vec<String> = acked.iter().chain(&acked2).map(|i| i.to_string()).collect();
+    for ip in IPS {
+        let present = mariadb(&cr, ip, &format!("SELECT COUNT(*) FROM shop.w WHERE id IN ({})", all_acked.join(",")));
+        assert_eq!(present, all_acked.len().to_string(), "acknowledged writes on {ip} after recovery");
+    }
+
+    // A clean stop and start keep everything too.
+    let t: TaskView = c.post("/api/v1/clusters/orders/stop", &json!({})).await.unwrap();
+    assert_eq!(settled(&p, &t.id, Duration::from_secs(120)).await.status, TaskStatus::Succeeded);
+    let v: ClusterView = c.get("/api/v1/clusters/orders").await.unwrap();
+    assert_eq!(v.status, ClusterStatus::Stopped);
+    let err = c.post::<_, TaskView>("/api/v1/clusters/orders/recover", &json!({})).await;
+    assert!(err.is_ok(), "a stopped cluster may also be recovered");
+    let t = err.unwrap();
+    assert_eq!(settled(&p, &t.id, Duration::from_secs(240)).await.status, TaskStatus::Succeeded);
+    assert_eq!(mariadb(&cr, IPS[1], "SELECT COUNT(*) FROM shop.t"), "3");
+
     let audit: Vec<atoll_api::v1::AuditView> = c.get("/api/v1/audit?limit=500").await.unwrap();
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome == "ok"));
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome.starts_with("refused")));

@@ -192,8 +192,8 @@ impl Supervisor {
                 marked_safe_to_bootstrap: false,
             });
         }
+        let mut args: Vec<String> = recover::start_position_arg(&layout, id).await.into_iter().collect();
         let spawned = (|| {
-            let mut args = Vec::new();
             let mut marked = false;
             if mode == StartMode::Bootstrap {
                 marked = recover::set_safe_to_bootstrap(&layout)?;

@@ -93,9 +93,10 @@ struct Runtime {
     read_only: Option<bool>,
     probed_at_ms: UnixMs,
     probe_error: Option<String>,
-    /// The current process's `wsrep_gcomm_uuid`, as last probed: what the
-    /// survivors must evict if it dies.
-    gcomm_uuid: Option<String>,
+    /// The current process's `wsrep_gcomm_uuid` and cluster size, as last
+    /// probed: what the survivors must evict if it dies, and how they show
+    /// they have dropped it.
+    gcomm_uuid: Option<(String, u32)>,
 }
 
 impl Runtime {
@@ -180,7 +181,7 @@ impl Server {
         match outcome {
             Ok((wsrep, read_only)) => {
                 if !wsrep.gcomm_uuid.is_empty() {
-                    rt.gcomm_uuid = Some(wsrep.gcomm_uuid.clone());
+                    rt.gcomm_uuid = Some((wsrep.gcomm_uuid.clone(), wsrep.cluster_size));
                 }
                 rt.wsrep = Some(wsrep);
                 rt.read_only = Some(read_only);

@@ -139,6 +139,31 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
     }
 }
 
+/// The `--wsrep-start-position=UUID:SEQNO` a start needs, if any. After a
+/// crash `grastate.dat` says seqno -1 and the provider, loaded before
+/// InnoDB, would ask for a full copy (SST); the recovered position lets it
+/// ask for the missing writesets only (IST). What `mysqld_safe` does, for
+/// a `mariadbd` started directly. `None` for a clean shutdown (the file
+/// holds the position) or a data directory never started.
+pub(crate) async fn start_position_arg(layout: &Layout, server_id: &str) -> Option<String> {
+    let grastate = std::fs::read_to_string(layout.grastate()).ok().map(|t| parse_grastate(&t))?;
+    if grastate.seqno >= 0 || !layout.data.join("mysql").is_dir() {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    match recover(layout).await {
+        Ok(p) if p.seqno >= 0 => {
+            tracing::info!(server = server_id, position = %format!("{}:{}", p.uuid, p.seqno), ms = started.elapsed().as_millis() as u64, "recovered the position");
+            Some(format!("--wsrep-start-position={}:{}", p.uuid, p.seqno))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(server = server_id, error = %e, "cannot recover the position; starting without it (may need a full state transfer)");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

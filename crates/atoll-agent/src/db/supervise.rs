@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::Child;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{alive, describe_exit, find_running, spawn_mariadbd};
@@ -101,14 +102,17 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
             return;
         }
         tracing::warn!(server = %id, exit, "database server exited unexpectedly");
-        match uuid {
-            Some(uuid) if !def.peers.is_empty() => {
-                let id = id.clone();
-                tokio::spawn(async move { evict::evict_everywhere(&id, &uuid, &def.peers, &def.admin).await });
+        let eviction = match uuid {
+            Some((gcomm_uuid, cluster_size)) if !def.peers.is_empty() => {
+                let dead = evict::DeadNode { server_id: id.clone(), gcomm_uuid, cluster_size };
+                Some(tokio::spawn(async move { evict::evict_everywhere(&dead, &def.peers, &def.admin).await }))
             }
-            Some(_) => {}
-            None => tracing::warn!(server = %id, "not evicting: no gcomm uuid was seen while it ran"),
-        }
+            Some(_) => None,
+            None => {
+                tracing::warn!(server = %id, "not evicting: no gcomm uuid was seen while it ran");
+                None
+            }
+        };
         let Some(backoff) = record_crash(&server, exit) else {
             tracing::error!(
                 server = %id,
@@ -119,7 +123,7 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
             return;
         };
         tracing::info!(server = %id, backoff_ms = backoff.as_millis() as u64, "restarting database server after back-off");
-        if !wait_backoff(&inner, &server, backoff).await {
+        if !wait_backoff(&inner, &server, backoff, eviction).await {
             if !inner.shutdown.is_cancelled() {
                 finish(&server, &id);
             }
@@ -190,18 +194,26 @@ fn record_crash(server: &Server, exit: String) -> Option<Duration> {
 /// 1 s, 2 s, 4 s ... for the 1st, 2nd, 3rd ... exit in the window.
 fn backoff(exits: usize) -> Duration {
     let exp = u32::try_from(exits.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
-    let extra: u64 = std::env::var("XX_BACKOFF_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    (Duration::from_secs(1u64 << exp) + Duration::from_millis(extra)).min(MAX_BACKOFF)
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
 
-/// Sleeps `d` unless the server stops being wanted (or the agent stops):
-/// `true` to go on and restart.
-async fn wait_backoff(inner: &Inner, server: &Server, d: Duration) -> bool {
+/// Sleeps `d`, and until the eviction has finished (a join while the
+/// survivors still list the dead node stalls the cluster), unless the
+/// server stops being wanted or the agent stops: `true` to go on and
+/// restart.
+async fn wait_backoff(inner: &Inner, server: &Server, d: Duration, eviction: Option<JoinHandle<usize>>) -> bool {
     let deadline = tokio::time::Instant::now() + d;
+    let evicted = async {
+        if let Some(h) = eviction {
+            let _ = h.await;
+        }
+    };
+    let ready = async { tokio::join!(tokio::time::sleep_until(deadline), evicted) };
+    tokio::pin!(ready);
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return false,
-            _ = tokio::time::sleep_until(deadline) => return server.desired(),
+            _ = &mut ready => return server.desired(),
             _ = server.wake.notified() => if !server.desired() { return false },
         }
     }
@@ -220,35 +232,15 @@ async fn restart(inner: &Inner, server: &Server) -> Result<Option<Proc>, DbError
         server.rt().set_process(Some(pid));
         return Ok(Some(Proc::Adopted(pid)));
     }
-    let started = Instant::now();
-    let position = match recover::recover(&layout).await {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!(server = %id, error = %e, "cannot recover the position; starting without it (may need a full state transfer)");
-            None
-        }
-    };
+    let args: Vec<String> = recover::start_position_arg(&layout, &id).await.into_iter().collect();
     if !server.desired() {
         return Ok(None);
     }
     if inner.shutdown.is_cancelled() {
         return Err(DbError::Io("the agent is stopping".into()));
     }
-    if std::env::var("XX_DROP_GVW").is_ok() {
-        let _ = std::fs::remove_file(layout.data.join("gvwstate.dat"));
-    }
-    let mut args = Vec::new();
-    if let Some(p) = position.as_ref().filter(|p| p.seqno >= 0) {
-        args.push(format!("--wsrep-start-position={}:{}", p.uuid, p.seqno));
-    }
     let child = spawn_mariadbd(&layout, &args)?;
-    tracing::info!(
-        server = %id,
-        pid = child.id(),
-        position = ?position.map(|p| format!("{}:{}", p.uuid, p.seqno)),
-        recover_ms = started.elapsed().as_millis() as u64,
-        "database server started again"
-    );
+    tracing::info!(server = %id, pid = child.id(), args = ?args, "database server started again");
     server.rt().set_process(child.id());
     Ok(Some(Proc::Child(child)))
 }

@@ -18,7 +18,13 @@ use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::{AppState, now_ms};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_clusters, create_cluster)).routes(routes!(get_cluster)).routes(routes!(credentials))
+    OpenApiRouter::new()
+        .routes(routes!(list_clusters, create_cluster))
+        .routes(routes!(get_cluster))
+        .routes(routes!(credentials))
+        .routes(routes!(stop_cluster))
+        .routes(routes!(start_cluster))
+        .routes(routes!(recover_cluster))
 }
 
 async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, String>> {
@@ -117,4 +123,74 @@ async fn credentials(State(state): State<AppState>, Admin(caller): Admin, Path(n
         host: first.address.clone(),
         port: first.ports.sql,
     }))
+}
+
+/// One operation at a time per cluster: a second one would fight the first.
+async fn ensure_idle(state: &AppState, name: &str) -> ApiResult<()> {
+    if let Some(t) = state.store.active_tasks().await?.into_iter().find(|t| t.target == name) {
+        return Err(ApiError::Conflict(format!(
+            "cluster {name} is busy with task {} ({}); wait for it (`atoll task watch {}`) or cancel it",
+            t.id, t.title, t.id
+        )));
+    }
+    Ok(())
+}
+
+async fn operate(state: &AppState, caller: &crate::auth::Caller, name: &str, action: &str) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (c, servers) = load(state, name).await?;
+    ensure_idle(state, name).await?;
+    let spec = match (action, c.status) {
+        ("cluster.stop", ClusterStatus::Creating) => {
+            return Err(ApiError::Conflict(format!("cluster {name} is still being created; cancel its task to stop it")));
+        }
+        ("cluster.stop", _) => clusters::operate::stop_task(name, &servers),
+        ("cluster.start", ClusterStatus::Stopped) => clusters::operate::start_task(name, &servers, action),
+        ("cluster.start", s) => {
+            return Err(ApiError::Conflict(format!(
+                "cluster {name} is {s}; only a stopped cluster starts (a cluster without quorum is recovered: `atoll cluster recover {name}`)"
+            )));
+        }
+        ("cluster.recover", ClusterStatus::Unavailable | ClusterStatus::Stopped | ClusterStatus::Degraded) => {
+            clusters::operate::start_task(name, &servers, action)
+        }
+        ("cluster.recover", s) => return Err(ApiError::Conflict(format!("cluster {name} is {s}; there is nothing to recover"))),
+        _ => return Err(ApiError::Internal(format!("unknown cluster action {action}"))),
+    };
+    let task = state.engine.submit(spec, &caller.user).await?;
+    state.audit_ok(caller, action, name, json!({ "task": task.id, "status_before": c.status })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Stops every server cleanly, one after another.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/stop", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn stop_cluster(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    operate(&state, &caller, &name, "cluster.stop").await
+}
+
+/// Starts a stopped cluster from its most advanced node.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/start", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_cluster(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    operate(&state, &caller, &name, "cluster.start").await
+}
+
+/// Guided recovery of a cluster that lost quorum: stops what is left, reads
+/// every node's position, bootstraps the most advanced, joins the others.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/recover", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn recover_cluster(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    operate(&state, &caller, &name, "cluster.recover").await
 }

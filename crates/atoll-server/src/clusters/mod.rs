@@ -2,6 +2,7 @@
 //! knows, the tasks that make and operate clusters, and their health.
 
 pub mod health;
+pub mod operate;
 pub mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};

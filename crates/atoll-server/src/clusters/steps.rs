@@ -32,7 +32,8 @@ pub fn register(engine: &mut Engine, state: StateRef) {
     engine.register(START, Arc::new(Start(state.clone())));
     engine.register(WAIT, Arc::new(WaitSynced(state.clone())));
     engine.register(ACCOUNTS, Arc::new(Accounts(state.clone())));
-    engine.register(READY, Arc::new(Ready(state)));
+    engine.register(READY, Arc::new(Ready(state.clone())));
+    super::operate::register(engine, state);
 }
 
 /// The create task: define every server (in parallel), bootstrap the first,
@@ -113,26 +114,30 @@ fn wait(cluster: &str, server: &str) -> StepSpec {
 }
 
 /// Everything a step needs about its server.
-struct Target {
-    cluster: ClusterRecord,
-    spec: ClusterSpec,
-    server: DbServerRecord,
-    all: Vec<DbServerRecord>,
+pub(crate) struct Target {
+    pub cluster: ClusterRecord,
+    pub spec: ClusterSpec,
+    pub server: DbServerRecord,
+    pub all: Vec<DbServerRecord>,
 }
 
-async fn target(state: &AppState, ctx: &StepContext) -> Result<Target, StepError> {
-    let name: String = param(ctx, "cluster")?;
+/// The step's `cluster` and `server`.
+pub(crate) async fn target(state: &AppState, ctx: &StepContext) -> Result<Target, StepError> {
+    let server: String = param(ctx, "server").unwrap_or_default();
+    target_named(state, &param::<String>(ctx, "cluster")?, &server).await
+}
+
+pub(crate) async fn target_named(state: &AppState, name: &str, server_name: &str) -> Result<Target, StepError> {
     let store_err = |e: atoll_store::StoreError| StepError::retryable(e.to_string());
     let cluster = state
         .store
-        .get_cluster(&name)
+        .get_cluster(name)
         .await
         .map_err(store_err)?
         .ok_or_else(|| StepError::fatal(format!("cluster {name} no longer exists")))?;
     let spec: ClusterSpec =
         serde_json::from_value(cluster.spec.clone()).map_err(|e| StepError::fatal(format!("cluster {name}'s stored spec: {e}")))?;
-    let all = state.store.cluster_servers(&name).await.map_err(store_err)?;
-    let server_name: String = param(ctx, "server").unwrap_or_default();
+    let all = state.store.cluster_servers(name).await.map_err(store_err)?;
     let server = all
         .iter()
         .find(|s| s.name == server_name)
@@ -146,6 +151,10 @@ fn secrets(state: &AppState, cluster: &ClusterRecord) -> Result<(String, String)
         serde_json::from_value(cluster.secrets.clone()).map_err(|e| StepError::fatal(format!("cluster secrets: {e}")))?;
     let open = |s: &str| state.secrets.open(s).map_err(|e| StepError::fatal(e.to_string()));
     Ok((open(&sealed.admin_password)?, open(&sealed.monitor_password)?))
+}
+
+pub(crate) fn db_id_of(t: &Target) -> String {
+    db_id(t)
 }
 
 fn db_id(t: &Target) -> String {
@@ -267,58 +276,60 @@ impl StepHandler for WaitSynced {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let t = target(state, ctx).await?;
-        let id = db_id(&t);
-        let host = host_by_id(state, t.server.host_id).await?;
-        let client = crate::hostops::agent(&host).map_err(|e| StepError::fatal(e.to_string()))?;
-        let started = std::time::Instant::now();
-        let mut last: Option<ServerState> = None;
-        loop {
-            if ctx.cancel.is_cancelled() {
-                return Err(StepError::retryable("stopped while waiting"));
-            }
-            match client.get::<Vec<DbServerStatus>>("/agent/v1/db").await {
-                Ok(all) => {
-                    let Some(s) = all.into_iter().find(|s| s.id == id) else {
-                        return Err(StepError::fatal(format!("the agent on {} does not know {id}", host.host.name)));
-                    };
-                    if last != Some(s.state) {
-                        ctx.info(format!(
-                            "{} is {}{}",
-                            t.server.name,
-                            s.state,
-                            s.wsrep
-                                .as_ref()
-                                .map(|w| format!(" ({}, cluster size {})", w.local_state_comment, w.cluster_size))
-                                .unwrap_or_default()
-                        ))
-                        .await;
-                        last = Some(s.state);
-                    }
-                    match s.state {
-                        ServerState::Synced => {
-                            return Ok(
-                                json!({ "synced_after_ms": started.elapsed().as_millis() as u64, "cluster_size": s.wsrep.map(|w| w.cluster_size) }),
-                            );
-                        }
-                        ServerState::CrashLoop => {
-                            return Err(StepError::fatal(format!(
-                                "{} keeps crashing ({}); see {}/error.log on {}",
-                                t.server.name,
-                                s.last_exit.unwrap_or_default(),
-                                t.server.dir,
-                                host.host.name
-                            )));
-                        }
-                        ServerState::Stopped if !s.desired_running => {
-                            return Err(StepError::fatal(format!("{} is stopped", t.server.name)));
-                        }
-                        _ => {}
-                    }
-                }
-                Err(e) => ctx.warn(format!("{} does not answer: {e}", host.host.name)).await,
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until_synced(state, ctx, &t).await
+    }
+}
+
+/// Polls the server's agent until the server is Synced; fails at once on a
+/// crash loop or a deliberate stop.
+pub(crate) async fn wait_until_synced(state: &AppState, ctx: &StepContext, t: &Target) -> Result<Value, StepError> {
+    let id = db_id(t);
+    let host = host_by_id(state, t.server.host_id).await?;
+    let client = crate::hostops::agent(&host).map_err(|e| StepError::fatal(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let mut last: Option<ServerState> = None;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Err(StepError::retryable("stopped while waiting"));
         }
+        match client.get::<Vec<DbServerStatus>>("/agent/v1/db").await {
+            Ok(all) => {
+                let Some(s) = all.into_iter().find(|s| s.id == id) else {
+                    return Err(StepError::fatal(format!("the agent on {} does not know {id}", host.host.name)));
+                };
+                if last != Some(s.state) {
+                    let detail = s
+                        .wsrep
+                        .as_ref()
+                        .map(|w| format!(" ({}, cluster size {})", w.local_state_comment, w.cluster_size))
+                        .unwrap_or_default();
+                    ctx.info(format!("{} is {}{detail}", t.server.name, s.state)).await;
+                    last = Some(s.state);
+                }
+                match s.state {
+                    ServerState::Synced => {
+                        return Ok(
+                            json!({ "synced_after_ms": started.elapsed().as_millis() as u64, "cluster_size": s.wsrep.map(|w| w.cluster_size) }),
+                        );
+                    }
+                    ServerState::CrashLoop => {
+                        return Err(StepError::fatal(format!(
+                            "{} keeps crashing ({}); see {}/error.log on {}",
+                            t.server.name,
+                            s.last_exit.unwrap_or_default(),
+                            t.server.dir,
+                            host.host.name
+                        )));
+                    }
+                    ServerState::Stopped if !s.desired_running => {
+                        return Err(StepError::fatal(format!("{} is stopped", t.server.name)));
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => ctx.warn(format!("{} does not answer: {e}", host.host.name)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
