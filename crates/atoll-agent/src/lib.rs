@@ -61,3 +61,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 pub(crate) fn now_ms() -> UnixMs {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as UnixMs).unwrap_or(0)
 }
+
+/// SIGKILLs every process whose command line mentions `dir`: the
+/// `mariadbd`s started for servers whose directories lie inside it. For
+/// tooling that owns `dir` outright (the playground, test harnesses): an
+/// agent itself never kills a database it was not asked to stop.
+pub fn kill_processes_under(dir: &std::path::Path) {
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if pid != std::process::id() && cmdline.contains(&needle) {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+    }
+}

@@ -250,7 +250,7 @@ async fn galera_cluster_under_supervision() {
     assert_eq!(std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&registry).unwrap()) & 0o777, 0o600);
     let init = HostOp::DbInit { id: id(0) };
     assert_eq!(journal.execute("init/1", &init).await.unwrap().detail["initialised"], true);
-    assert_eq!(sup.init(&id(0)).await.unwrap(), false, "a second init finds the data");
+    assert!(!sup.init(&id(0)).await.unwrap(), "a second init finds the data");
     let start = HostOp::DbStart { id: id(0), mode: StartMode::Bootstrap };
     let started = journal.execute("start/1", &start).await.unwrap();
     eprintln!("bootstrap: {}", started.detail);
@@ -275,7 +275,7 @@ async fn galera_cluster_under_supervision() {
         wait_until(&sup, &format!("node {} synced", i + 1), Duration::from_secs(40), |s| synced(&by_id(s, i), i as u32 + 1)).await;
     }
     let s = wait_until(&sup, "all three synced, size 3", Duration::from_secs(10), |s| (0..3).all(|i| synced(&by_id(s, i), 3))).await;
-    assert_eq!(sup.start(&id(2), StartMode::Join).await.unwrap().already_running, true);
+    assert!(sup.start(&id(2), StartMode::Join).await.unwrap().already_running);
     eprintln!("cluster up after {:.1} s", t0.elapsed().as_secs_f64());
 
     // (b) SIGKILL node 3 while a client writes to node 1.
@@ -353,9 +353,23 @@ async fn galera_cluster_under_supervision() {
         positions.push(p);
     }
     assert!(positions.iter().all(|p| p.uuid == positions[0].uuid));
-    let removed = sup.remove(&id(2), true).await.unwrap();
-    assert!(removed.removed && removed.purged && !root.join("node3").exists());
-    assert_eq!(sup.statuses().len(), 2);
+    // After a full stop, bootstrap from one node (marked safe to bootstrap
+    // by the start itself) and rejoin another.
+    let b = sup.start(&id(0), StartMode::Bootstrap).await.unwrap();
+    eprintln!("re-bootstrap: {b:?}");
+    assert!(!b.already_running);
+    assert!(b.marked_safe_to_bootstrap || positions[0].safe_to_bootstrap);
+    wait_until(&sup, "node 1 bootstrapped again", Duration::from_secs(20), |s| synced(&by_id(s, 0), 1)).await;
+    sup.start(&id(1), StartMode::Join).await.unwrap();
+    wait_until(&sup, "node 2 rejoined", Duration::from_secs(30), |s| synced(&by_id(s, 1), 2)).await;
+
+    // Removal stops what runs; purge deletes the directory.
+    for i in [2, 1, 0] {
+        let removed = sup.remove(&id(i), true).await.unwrap();
+        assert!(removed.removed && removed.purged && !root.join(format!("node{}", i + 1)).exists());
+    }
+    assert!(sup.statuses().is_empty());
+    assert!(!sup.remove(&id(0), true).await.unwrap().removed, "removing again is a no-op");
     eprintln!("total {:.1} s", t0.elapsed().as_secs_f64());
     drop(sup);
     drop(cleanup);

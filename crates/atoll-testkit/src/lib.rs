@@ -281,23 +281,7 @@ impl Drop for Platform {
     /// stops every process started from this platform's directory itself.
     fn drop(&mut self) {
         self.server.kill();
-        kill_processes_under(self.dir.path());
-    }
-}
-
-/// SIGKILLs every process whose command line mentions `dir`: the
-/// `mariadbd`s this platform's agents started (their `--defaults-file`
-/// lies inside it). Nothing outside the test's own directory is touched.
-pub fn kill_processes_under(dir: &Path) {
-    let needle = dir.display().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&needle) && pid != std::process::id() {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
-        }
+        atoll_agent::kill_processes_under(self.dir.path());
     }
 }
 

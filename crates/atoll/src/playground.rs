@@ -1,20 +1,25 @@
 //! `atoll playground`: a whole platform on this machine in one command: a
 //! server, three hosts on 127.0.0.11–13 in zones z1–z3 (each a real agent
-//! process), prepared with the sandbox profile. Ctrl-C stops everything.
+//! process), prepared with the sandbox profile, and a three-zone MariaDB
+//! Galera cluster on them. Ctrl-C stops the cluster cleanly, then the rest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atoll_api::v1::{HostView, PrepareRequest, TaskView};
+use atoll_api::v1::{ClusterCredentials, ClusterView, HostView, PrepareRequest, TaskView};
 use atoll_client::Client;
-use atoll_core::{HostStatus, TaskStatus};
+use atoll_core::{ClusterStatus, HostStatus, TaskStatus};
 use clap::Args;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::output::{CliError, Exit, fail};
 use crate::{daemons, session};
 
 pub const HOSTS: [(&str, &str, &str); 3] = [("host1", "127.0.0.11", "z1"), ("host2", "127.0.0.12", "z2"), ("host3", "127.0.0.13", "z3")];
+/// The playground's database cluster.
+pub const CLUSTER: &str = "demo";
 
 #[derive(Debug, Args)]
 pub struct PlaygroundArgs {
@@ -38,7 +43,13 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     if !a.keep && a.dir.exists() {
         std::fs::remove_dir_all(&a.dir).map_err(|e| fail(Exit::Error, format!("cannot clear {}: {e}", a.dir.display())))?;
     }
-    let shutdown = daemons::shutdown_on_signal();
+    std::fs::create_dir_all(&a.dir)?;
+    // Databases run as `mysql` and must reach their directories.
+    std::fs::set_permissions(&a.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    // Ctrl-C ends the wait; the server keeps running until the cluster is
+    // stopped, so it has its own token.
+    let interrupted = daemons::shutdown_on_signal();
+    let server_stop = CancellationToken::new();
     let config = atoll_server::ServerConfig {
         listen: a.listen,
         data_dir: a.dir.join("server"),
@@ -48,7 +59,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
         offline_after_ms: 3_000,
         ..Default::default()
     };
-    let server = atoll_server::start(config, shutdown.clone()).await?;
+    let server = atoll_server::start(config, server_stop.clone()).await?;
     let url = format!("http://{}", server.addr);
     // A service account of its own: admin must still choose a password at
     // the first console login.
@@ -78,14 +89,21 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Their own process group: Ctrl-C in the terminal reaches only
+            // the playground, which stops the cluster through the agents
+            // before it stops them.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()?;
         agents.push(child);
     }
 
     let client = Client::new(&url, Some(token.clone()));
-    let result = bring_up(&client, &shutdown, &mut agents, &a.dir).await;
-    match result {
+    let result = tokio::select! {
+        r = bring_up(&client, &mut agents, &a.dir) => r,
+        _ = interrupted.cancelled() => Err(fail(Exit::Error, "interrupted while starting")),
+    };
+    match &result {
         Ok(()) => {
             session::save(&session::Saved { server: Some(url.clone()), token: Some(token) })?;
             println!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
@@ -94,17 +112,26 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
                 Some(pw) => println!("  login     admin / {pw}  (you will choose a new password at first login)"),
                 None => println!("  login     admin, with the password you set on an earlier run"),
             }
-            println!("  hosts     host1 127.0.0.11 (z1), host2 127.0.0.12 (z2), host3 127.0.0.13 (z3): online, prepared");
-            println!("  cli       `atoll host list`, `atoll task list` work now (token saved in {})", session::dir().display());
+            println!("  hosts     host1 127.0.0.11 (z1), host2 127.0.0.12 (z2), host3 127.0.0.13 (z3)");
+            match client.get::<ClusterCredentials>(&format!("/api/v1/clusters/{CLUSTER}/credentials")).await {
+                Ok(cr) => {
+                    println!("  cluster   {CLUSTER}: MariaDB Galera, 3 zones, durable commits");
+                    println!("  mysql     {}", cr.mysql_command);
+                }
+                Err(e) => println!("  cluster   {CLUSTER}: credentials unavailable ({e})"),
+            }
+            println!("  cli       `atoll cluster show {CLUSTER}`, `atoll host list` work now (token in {})", session::dir().display());
             println!("  data      {}{}", a.dir.display(), if a.keep { " (kept)" } else { " (removed on exit; --keep keeps it)" });
             println!("Press Ctrl-C to stop.");
-            shutdown.cancelled().await;
+            interrupted.cancelled().await;
         }
-        Err(e) => {
-            shutdown.cancel();
-            eprintln!("error: {}", e.message);
-        }
+        Err(e) => eprintln!("error: {}", e.message),
     }
+    println!("stopping the cluster …");
+    if let Err(e) = stop_cluster(&client).await {
+        eprintln!("warning: {}", e.message);
+    }
+    server_stop.cancel();
     for mut c in agents {
         // SIGTERM first so agents stop cleanly; kill_on_drop is the backstop.
         if let Some(pid) = c.id() {
@@ -113,19 +140,19 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
     }
     server.wait().await?;
+    // Agents leave databases running when they stop; if the clean stop
+    // above failed, do not leave them behind.
+    atoll_agent::kill_processes_under(&a.dir.join("db"));
     if !a.keep {
         let _ = std::fs::remove_dir_all(&a.dir);
     }
     println!("playground stopped");
-    Ok(Exit::Ok)
+    result.map(|()| Exit::Ok)
 }
 
-async fn bring_up(
-    client: &Client,
-    shutdown: &tokio_util::sync::CancellationToken,
-    agents: &mut [tokio::process::Child],
-    dir: &std::path::Path,
-) -> Result<(), CliError> {
+/// Hosts online and prepared, then the cluster created (or started again
+/// when `--keep` brought back a stopped one).
+async fn bring_up(client: &Client, agents: &mut [tokio::process::Child], dir: &Path) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for (child, (name, _, _)) in agents.iter_mut().zip(HOSTS) {
@@ -142,7 +169,7 @@ async fn bring_up(
         if hosts.len() == HOSTS.len() && hosts.iter().all(ready) {
             break;
         }
-        if Instant::now() > deadline || shutdown.is_cancelled() {
+        if Instant::now() > deadline {
             return Err(fail(
                 Exit::Error,
                 "the three agents did not come online within 30 s; see the agent-*.log files in the playground directory",
@@ -154,15 +181,44 @@ async fn bring_up(
     let task: TaskView = client
         .post("/api/v1/hosts/prepare", &PrepareRequest { hosts: names, profile: Some("sandbox".into()), data_dir: None, owner: None })
         .await?;
+    follow(client, &task.id, "preparing the hosts").await?;
+    let existing: Vec<ClusterView> = client.get("/api/v1/clusters").await?;
+    let task: TaskView = match existing.iter().find(|c| c.name == CLUSTER) {
+        None => {
+            let servers: Vec<_> = HOSTS
+                .iter()
+                .enumerate()
+                .map(|(i, (host, _, zone))| json!({ "name": format!("{CLUSTER}-{}", i + 1), "zone": zone, "host": host }))
+                .collect();
+            client.post("/api/v1/clusters", &json!({ "name": CLUSTER, "servers": servers })).await?
+        }
+        Some(c) if c.status == ClusterStatus::Stopped => client.post(&format!("/api/v1/clusters/{CLUSTER}/start"), &json!({})).await?,
+        Some(_) => client.post(&format!("/api/v1/clusters/{CLUSTER}/recover"), &json!({})).await?,
+    };
+    follow(client, &task.id, "bringing up the cluster").await
+}
+
+async fn follow(client: &Client, id: &str, what: &str) -> Result<(), CliError> {
     loop {
-        let t: TaskView = client.get(&format!("/api/v1/tasks/{}", task.id)).await?;
+        let t: TaskView = client.get(&format!("/api/v1/tasks/{id}")).await?;
         if t.status.is_settled() {
             if t.status != TaskStatus::Succeeded {
                 let errors: Vec<String> = t.steps.iter().filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.key))).collect();
-                return Err(fail(Exit::Failed, format!("preparing the hosts failed: {}", errors.join("; "))));
+                return Err(fail(Exit::Failed, format!("{what} failed: {}", errors.join("; "))));
             }
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn stop_cluster(client: &Client) -> Result<(), CliError> {
+    let clusters: Vec<ClusterView> = client.get("/api/v1/clusters").await?;
+    if !clusters.iter().any(|c| c.name == CLUSTER && c.status != ClusterStatus::Stopped) {
+        return Ok(());
+    }
+    let task: TaskView = client.post(&format!("/api/v1/clusters/{CLUSTER}/stop"), &json!({})).await?;
+    tokio::time::timeout(Duration::from_secs(120), follow(client, &task.id, "stopping the cluster"))
+        .await
+        .map_err(|_| fail(Exit::Error, "the cluster did not stop within 120 s"))?
 }

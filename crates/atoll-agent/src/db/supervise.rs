@@ -10,7 +10,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{alive, describe_exit, find_running, spawn_mariadbd};
+use super::process::{alive, describe_exit, find_running, is_server_process, spawn_mariadbd};
 use super::{DbError, Inner, Server, evict, probe, recover};
 
 /// Exits within this window count towards a crash loop.
@@ -77,13 +77,13 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
                 Err(e) => Err(format!("could not start: {e}")),
             },
         };
-        let exit = match proc_now {
-            Ok(p) => match watch(p, &inner.shutdown).await {
-                Some(exit) => exit,
+        let (exit, ran) = match proc_now {
+            Ok(p) => match watch(p, &server.layout().defaults_arg(), &inner.shutdown).await {
+                Some(exit) => (exit, true),
                 // The agent is stopping: the server keeps running.
                 None => return,
             },
-            Err(e) => e,
+            Err(e) => (e, false),
         };
 
         // The process is gone (or never started).
@@ -107,11 +107,11 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
                 let dead = evict::DeadNode { server_id: id.clone(), gcomm_uuid, cluster_size };
                 Some(tokio::spawn(async move { evict::evict_everywhere(&dead, &def.peers, &def.admin).await }))
             }
-            Some(_) => None,
-            None => {
+            None if ran => {
                 tracing::warn!(server = %id, "not evicting: no gcomm uuid was seen while it ran");
                 None
             }
+            _ => None,
         };
         let Some(backoff) = record_crash(&server, exit) else {
             tracing::error!(
@@ -143,7 +143,7 @@ fn finish(server: &Server, id: &str) {
 
 /// Waits for the process to end: `Some(how)`, or `None` when the agent is
 /// stopping first.
-async fn watch(proc: Proc, shutdown: &CancellationToken) -> Option<String> {
+async fn watch(proc: Proc, defaults_arg: &str, shutdown: &CancellationToken) -> Option<String> {
     match proc {
         Proc::Child(mut child) => {
             let pid = child.id();
@@ -152,17 +152,19 @@ async fn watch(proc: Proc, shutdown: &CancellationToken) -> Option<String> {
                 status = child.wait() => match (status, pid) {
                     (Ok(s), _) => Some(describe_exit(s)),
                     // Cannot wait: fall back to watching the pid.
-                    (Err(_), Some(pid)) if alive(pid) => poll_until_gone(pid, shutdown).await,
+                    (Err(_), Some(pid)) if alive(pid) => poll_until_gone(pid, defaults_arg, shutdown).await,
                     (Err(e), _) => Some(format!("ended (wait failed: {e})")),
                 },
             }
         }
-        Proc::Adopted(pid) => poll_until_gone(pid, shutdown).await,
+        Proc::Adopted(pid) => poll_until_gone(pid, defaults_arg, shutdown).await,
     }
 }
 
-async fn poll_until_gone(pid: u32, shutdown: &CancellationToken) -> Option<String> {
-    while alive(pid) {
+/// Polls until `pid` is no longer this server's `mariadbd` (checking the
+/// command line too: a pid reused within a poll is not mistaken for it).
+async fn poll_until_gone(pid: u32, defaults_arg: &str, shutdown: &CancellationToken) -> Option<String> {
+    while is_server_process(pid, defaults_arg) {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(POLL_ADOPTED) => {}
@@ -248,6 +250,26 @@ async fn restart(inner: &Inner, server: &Server) -> Result<Option<Proc>, DbError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fifth_exit_in_the_window_is_a_crash_loop() {
+        let def = atoll_api::db::DbServerDef {
+            id: "c/s1".into(),
+            dir: "/srv/s1".into(),
+            config: "[mysqld]\n".into(),
+            sql_addr: "127.0.0.1:3306".into(),
+            peers: vec![],
+            admin: atoll_api::db::DbCredentials { user: "a".into(), password: "b".into() },
+        };
+        let server = Server::new(def, true);
+        server.rt().supervised = true;
+        let waits: Vec<Option<u64>> = (0..5).map(|_| record_crash(&server, "killed by signal 9".into()).map(|d| d.as_secs())).collect();
+        assert_eq!(waits, vec![Some(1), Some(2), Some(4), Some(8), None]);
+        let st = server.status();
+        assert_eq!(st.state, atoll_core::ServerState::CrashLoop);
+        assert_eq!(st.last_exit.as_deref(), Some("killed by signal 9"));
+        assert!(!server.rt().supervised);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -367,6 +367,19 @@ impl StepHandler for Ready {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let name: String = param(ctx, "cluster")?;
+        // Each server was seen Synced by its own step; wait until the
+        // agents' reports in MetaDB agree too, so the status shown and the
+        // health controller never contradict the task.
+        loop {
+            let servers = state.store.cluster_servers(&name).await.map_err(|e| StepError::retryable(e.to_string()))?;
+            if servers.iter().all(|s| super::server_state(state, s).0 == ServerState::Synced) {
+                break;
+            }
+            if ctx.cancel.is_cancelled() {
+                return Err(StepError::retryable("stopped while waiting"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         state.store.set_cluster_status(&name, ClusterStatus::Healthy, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))?;
         ctx.info(format!("cluster {name} is ready")).await;
         Ok(json!({}))
