@@ -134,6 +134,7 @@ async fn run(args: &Args) -> Result<Report> {
         ],
         env: args.server_env.clone(),
     };
+    let load_before = loadavg();
     // Dropping the platform kills the server, on every exit path.
     let mut platform = Platform::start(opts).await?;
     let pid = platform.server.pid().context("server has no pid")?;
@@ -261,6 +262,10 @@ async fn run(args: &Args) -> Result<Report> {
         "server: heartbeat interval {HEARTBEAT_INTERVAL_MS} ms, offline after {OFFLINE_AFTER_MS} ms, SQLite MetaDB in a temporary directory; \
          the load generator runs on the same cores, so server CPU per request is the steadier number"
     ));
+    notes.push(format!(
+        "load average (1/5/15 min) before the run {load_before}, after {}: other work on this machine shows up in every number",
+        loadavg()
+    ));
     Ok(Report { date: date_utc(), command: command_line(), machine: machine(), rows, verdicts, notes })
 }
 
@@ -364,11 +369,18 @@ fn date_utc() -> String {
         .unwrap_or_else(|| format!("unix {}", now_ms() / 1000))
 }
 
+/// The machine's load, which says how much the numbers were disturbed.
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    if fields.is_empty() { "unknown".into() } else { fields.join(" ") }
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
-/// `2 × AMD EPYC, 23.5 GiB RAM`: what the numbers were measured on.
+/// `nproc 2, AMD EPYC, 23.5 GiB RAM, x86_64`: what the numbers were measured on.
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

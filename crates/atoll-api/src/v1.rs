@@ -289,3 +289,18 @@ pub struct ClusterCredentials {
     /// A `mariadb` command line that works from the platform host.
     pub mysql_command: String,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetParamsRequest {
+    /// MariaDB parameters to set, e.g. `{"max_connections": "500"}`.
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteClusterQuery {
+    /// Also delete the servers' data directories.
+    #[serde(default)]
+    pub purge: bool,
+}

@@ -143,6 +143,8 @@ pub trait ClusterStore: Send + Sync {
     /// Every server placed on a host, of any cluster.
     async fn servers_on_host(&self, host: HostId) -> Result<Vec<DbServerRecord>>;
     async fn set_cluster_status(&self, name: &str, status: atoll_core::ClusterStatus, now: UnixMs) -> Result<()>;
+    /// Replaces the stored request (after a validated parameter change).
+    async fn set_cluster_spec(&self, name: &str, spec: &serde_json::Value, now: UnixMs) -> Result<()>;
     /// Records what a host's agent reports, keyed by `CLUSTER/SERVER`;
     /// entries for servers not on that host are ignored.
     async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()>;

@@ -938,6 +938,8 @@ async fn clusters_and_servers(h: &Harness) {
     assert_eq!(s.cluster_servers("orders").await.unwrap(), servers);
     assert_eq!(s.servers_on_host(hosts[1]).await.unwrap(), vec![servers[1].clone()]);
 
+    s.set_cluster_spec("orders", &json!({ "name": "orders", "params": { "max_connections": "50" } }), 4).await.unwrap();
+    assert_eq!(s.get_cluster("orders").await.unwrap().unwrap().spec["params"]["max_connections"], "50");
     s.set_cluster_status("orders", ClusterStatus::Healthy, 5).await.unwrap();
     let got = s.get_cluster("orders").await.unwrap().unwrap();
     assert_eq!((got.status, got.updated_at_ms), (ClusterStatus::Healthy, 5));

@@ -77,6 +77,36 @@ pub enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Restart every server, one at a time, keeping the cluster available.
+    Restart {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change MariaDB parameters: online where possible, else rolling.
+    SetParam {
+        name: String,
+        /// KEY=VALUE, repeatable.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop the servers and forget the cluster (data kept unless --purge).
+    Delete {
+        name: String,
+        /// Also delete the data directories.
+        #[arg(long)]
+        purge: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The administrator account and a `mariadb` command line (admin only).
     Credentials {
         name: String,
@@ -157,6 +187,18 @@ pub async fn run(cmd: ClusterCmd) -> Res {
         ClusterCmd::Stop { name, no_wait, conn } => act(&name, "stop", no_wait, &conn).await,
         ClusterCmd::Start { name, no_wait, conn } => act(&name, "start", no_wait, &conn).await,
         ClusterCmd::Recover { name, no_wait, conn } => act(&name, "recover", no_wait, &conn).await,
+        ClusterCmd::Restart { name, no_wait, conn } => act(&name, "restart", no_wait, &conn).await,
+        ClusterCmd::SetParam { name, params, no_wait, conn } => {
+            let params = parse_params(&params)?;
+            let c = client(&conn)?;
+            let t: TaskView = c.post(&format!("/api/v1/clusters/{name}/params"), &serde_json::json!({ "params": params })).await?;
+            follow_new(&c, t, no_wait, conn.json).await
+        }
+        ClusterCmd::Delete { name, purge, no_wait, conn } => {
+            let c = client(&conn)?;
+            let t: TaskView = c.delete(&format!("/api/v1/clusters/{name}?purge={purge}")).await?;
+            follow_new(&c, t, no_wait, conn.json).await
+        }
         ClusterCmd::Credentials { name, conn } => {
             let cr: ClusterCredentials = client(&conn)?.get(&format!("/api/v1/clusters/{name}/credentials")).await?;
             if conn.json {
@@ -199,11 +241,16 @@ fn from_flags(
             ports: Ports { sql: port, ..Ports::default() },
         });
     }
-    let mut map = BTreeMap::new();
-    for p in params {
-        let (k, v) = p.split_once('=').ok_or_else(|| fail(Exit::Error, format!("--param {p:?}: write it as KEY=VALUE")))?;
-        map.insert(k.to_string(), v.to_string());
-    }
+    let map = parse_params(params)?;
     let durability: Durability = durability.map(str::parse).transpose().map_err(|e: String| fail(Exit::Error, e))?.unwrap_or_default();
     Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone })
+}
+
+fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>, crate::output::CliError> {
+    let mut map = BTreeMap::new();
+    for p in params {
+        let (k, v) = p.split_once('=').ok_or_else(|| fail(Exit::Error, format!("{p:?}: write parameters as KEY=VALUE")))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok(map)
 }

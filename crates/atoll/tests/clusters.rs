@@ -14,14 +14,19 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Executor, MySqlConnection};
 
 const IPS: [&str; 3] = ["127.0.0.71", "127.0.0.72", "127.0.0.73"];
+const IPS2: [&str; 3] = ["127.0.0.81", "127.0.0.82", "127.0.0.83"];
 
 async fn platform() -> (Platform, Vec<Agent>) {
+    platform_on(IPS).await
+}
+
+async fn platform_on(ips: [&str; 3]) -> (Platform, Vec<Agent>) {
     let mut opts = ServerOpts::default();
     opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
     let mut p = Platform::start(opts).await.unwrap();
     p.login_admin().await.unwrap();
     let join = p.join_token().await.unwrap();
-    let agents: Vec<Agent> = IPS
+    let agents: Vec<Agent> = ips
         .iter()
         .enumerate()
         .map(|(i, ip)| p.start_agent(&format!("db{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
@@ -33,16 +38,20 @@ async fn platform() -> (Platform, Vec<Agent>) {
     .await
     .unwrap();
     // As a user would: prepare the hosts (directories, precheck) first.
-    let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": IPS, "profile": "sandbox" })).await.unwrap();
+    let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": ips, "profile": "sandbox" })).await.unwrap();
     let t = settled(&p, &t.id, Duration::from_secs(60)).await;
     assert_eq!(t.status, TaskStatus::Succeeded, "{:#?}", t.steps);
     (p, agents)
 }
 
 fn spec(name: &str) -> Value {
+    spec_on(name, IPS)
+}
+
+fn spec_on(name: &str, ips: [&str; 3]) -> Value {
     json!({
         "name": name,
-        "servers": IPS.iter().enumerate().map(|(i, ip)| json!({ "name": format!("{name}-{}", i + 1), "zone": format!("z{}", i + 1), "host": ip })).collect::<Vec<_>>(),
+        "servers": ips.iter().enumerate().map(|(i, ip)| json!({ "name": format!("{name}-{}", i + 1), "zone": format!("z{}", i + 1), "host": ip })).collect::<Vec<_>>(),
     })
 }
 
@@ -250,4 +259,99 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
 /// SIGKILL by pid through the `kill` command (no unsafe code in tests).
 fn unsafe_free_kill(pid: u32) -> i32 {
     Command::new("kill").args(["-KILL", &pid.to_string()]).status().map(|s| s.code().unwrap_or(1)).unwrap_or(1)
+}
+
+/// Writes ids in a loop through one node, moving to the next node when a
+/// write fails (as a client behind a load balancer would), until stopped.
+/// Returns the acknowledged ids and the longest time without a success.
+async fn write_loop(cr: ClusterCredentials, ips: [&'static str; 3], stop: tokio_util::sync::CancellationToken) -> (Vec<i64>, Duration) {
+    let mut acked = Vec::new();
+    let mut node = 0;
+    let mut conn: Option<MySqlConnection> = None;
+    let mut last_ok = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut id = 0i64;
+    while !stop.is_cancelled() {
+        if conn.is_none() {
+            let url = format!("mysql://{}:{}@{}:{}/", cr.user, cr.password, ips[node], cr.port);
+            conn = tokio::time::timeout(Duration::from_secs(2), MySqlConnection::connect(&url)).await.ok().and_then(Result::ok);
+            if conn.is_none() {
+                node = (node + 1) % 3;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        id += 1;
+        let Some(c) = conn.as_mut() else { continue };
+        let r = tokio::time::timeout(Duration::from_secs(2), c.execute(sqlx::query("INSERT INTO shop.roll VALUES (?)").bind(id))).await;
+        if let Ok(Ok(_)) = r {
+            acked.push(id);
+            longest = longest.max(last_ok.elapsed());
+            last_ok = Instant::now();
+        } else {
+            conn = None;
+            node = (node + 1) % 3;
+        }
+    }
+    (acked, longest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_and_parameter_changes_keep_writes_going() {
+    let (p, _agents) = platform_on(IPS2).await;
+    let c = p.client();
+    let t: TaskView = c.post("/api/v1/clusters", &spec_on("roll", IPS2)).await.unwrap();
+    assert_eq!(settled(&p, &t.id, Duration::from_secs(240)).await.status, TaskStatus::Succeeded);
+    let cr: ClusterCredentials = c.get("/api/v1/clusters/roll/credentials").await.unwrap();
+    mariadb(&cr, IPS2[0], "CREATE DATABASE shop; CREATE TABLE shop.roll (id BIGINT PRIMARY KEY)");
+
+    // Bad parameters are refused before anything moves.
+    let err = c.post::<_, TaskView>("/api/v1/clusters/roll/params", &json!({ "params": { "max_connections": "-5", "wsrep_cluster_name": "x" } })).await.unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    assert!(err.to_string().contains("max_connections") && err.to_string().contains("wsrep_cluster_name"), "{err}");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(write_loop(cr.clone(), IPS2, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A rolling restart, an online change and a change needing restarts.
+    let t: TaskView = c.post("/api/v1/clusters/roll/restart", &json!({})).await.unwrap();
+    let done = settled(&p, &t.id, Duration::from_secs(300)).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    wait_for("healthy", Duration::from_secs(30), || async { (c.get::<ClusterView>("/api/v1/clusters/roll").await.ok()?.status == ClusterStatus::Healthy).then_some(()) })
+        .await
+        .unwrap();
+    let t: TaskView = c.post("/api/v1/clusters/roll/params", &json!({ "params": { "max_connections": "321" } })).await.unwrap();
+    let done = settled(&p, &t.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    assert!(done.title.contains("online"), "{}", done.title);
+    wait_for("healthy", Duration::from_secs(30), || async { (c.get::<ClusterView>("/api/v1/clusters/roll").await.ok()?.status == ClusterStatus::Healthy).then_some(()) })
+        .await
+        .unwrap();
+    let t: TaskView = c.post("/api/v1/clusters/roll/params", &json!({ "params": { "log_bin": "mysql-bin" } })).await.unwrap();
+    let done = settled(&p, &t.id, Duration::from_secs(300)).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    assert!(done.title.contains("rolling"), "{}", done.title);
+
+    stop.cancel();
+    let (acked, longest) = writer.await.unwrap();
+    eprintln!("{} writes acknowledged; longest gap between successful writes {:.2} s", acked.len(), longest.as_secs_f64());
+    assert!(acked.len() > 100, "writes kept succeeding");
+    assert!(longest < Duration::from_secs(5), "writes stalled for {longest:?}");
+    for ip in IPS2 {
+        assert_eq!(mariadb(&cr, ip, "SELECT @@max_connections"), "321", "online change on {ip}");
+        assert_eq!(mariadb(&cr, ip, "SELECT @@log_bin, @@sync_binlog"), "1\t1", "restart-needing change on {ip}");
+        let mut conn = connect(&cr, ip).await;
+        let ids: std::collections::HashSet<i64> = sqlx::query_scalar("SELECT id FROM shop.roll").fetch_all(&mut conn).await.unwrap().into_iter().collect();
+        let lost = acked.iter().filter(|i| !ids.contains(i)).count();
+        assert_eq!(lost, 0, "acknowledged writes missing on {ip}");
+    }
+
+    // Delete with purge: servers stopped, directories gone, name free.
+    let t: TaskView = c.delete("/api/v1/clusters/roll?purge=true").await.unwrap();
+    assert_eq!(settled(&p, &t.id, Duration::from_secs(120)).await.status, TaskStatus::Succeeded);
+    assert!(c.get::<Vec<ClusterView>>("/api/v1/clusters").await.unwrap().is_empty());
+    assert!(!p.host_data_dir().join("roll").join("roll-1").exists(), "purged");
+    let out = Command::new("mariadb").args(["--no-defaults", "-h", IPS2[0], "-u", "x", "-e", "SELECT 1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Can't connect"), "the server is stopped");
 }

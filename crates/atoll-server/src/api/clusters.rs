@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use atoll_api::ErrorBody;
-use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
+use atoll_api::v1::{ClusterCredentials, ClusterView, DeleteClusterQuery, SetParamsRequest, TaskView};
 use atoll_core::{ClusterSpec, ClusterStatus};
 use atoll_store::ClusterRecord;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -25,6 +25,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(stop_cluster))
         .routes(routes!(start_cluster))
         .routes(routes!(recover_cluster))
+        .routes(routes!(restart_cluster))
+        .routes(routes!(set_params))
+        .routes(routes!(delete_cluster))
 }
 
 async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, String>> {
@@ -193,4 +196,60 @@ async fn recover_cluster(
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     operate(&state, &caller, &name, "cluster.recover").await
+}
+
+/// Restarts every server, one at a time; the others keep serving.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/restart", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn restart_cluster(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (c, servers) = load(&state, &name).await?;
+    ensure_idle(&state, &name).await?;
+    if c.status != ClusterStatus::Healthy {
+        return Err(ApiError::Conflict(format!("cluster {name} is {}; a rolling restart needs every server synced first", c.status)));
+    }
+    let task = state.engine.submit(clusters::operate::restart_task(&name, &servers), &caller.user).await?;
+    state.audit_ok(&caller, "cluster.restart", &name, json!({ "task": task.id })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Changes parameters: checked against the catalog before anything moves,
+/// applied online where MariaDB allows it, else by a rolling restart.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/params", tag = "clusters", params(("name" = String, Path)), request_body = SetParamsRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_params(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>, JsonBody(req): JsonBody<SetParamsRequest>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (c, servers) = load(&state, &name).await?;
+    let spec: ClusterSpec = serde_json::from_value(c.spec.clone()).map_err(|e| ApiError::Internal(format!("stored spec: {e}")))?;
+    let mut merged = spec.params.clone();
+    merged.extend(req.params.clone());
+    let problems: Vec<String> = atoll_engine::params::check(&merged, spec.durability).into_iter().map(|p| p.to_string()).collect();
+    if !problems.is_empty() {
+        state.audit(&caller.user, caller.source, "cluster.set_param", &name, json!({ "params": req.params }), "refused: invalid parameters").await;
+        return Err(ApiError::Invalid(problems));
+    }
+    let changed: BTreeMap<String, String> = req.params.into_iter().filter(|(k, v)| spec.params.get(k) != Some(v)).collect();
+    if changed.is_empty() {
+        return Err(ApiError::BadRequest("nothing changes: every parameter already has that value".into()));
+    }
+    ensure_idle(&state, &name).await?;
+    if c.status != ClusterStatus::Healthy {
+        return Err(ApiError::Conflict(format!("cluster {name} is {}; change parameters when every server is synced", c.status)));
+    }
+    let restart = changed.keys().any(|k| atoll_engine::params::needs_restart(k) == Some(true));
+    let to_json = |m: &BTreeMap<String, String>| serde_json::to_value(m).unwrap_or_default();
+    let spec_task = clusters::operate::set_params_task(&name, &servers, &to_json(&spec.params), &to_json(&merged), &to_json(&changed), restart);
+    let task = state.engine.submit(spec_task, &caller.user).await?;
+    state.audit_ok(&caller, "cluster.set_param", &name, json!({ "task": task.id, "changed": changed, "restart": restart })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Deletes a cluster: stops its servers and forgets it; data directories
+/// stay unless `purge` is set.
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path), DeleteClusterQuery),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_cluster(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>, Query(q): Query<DeleteClusterQuery>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (_, servers) = load(&state, &name).await?;
+    ensure_idle(&state, &name).await?;
+    let task = state.engine.submit(clusters::operate::delete_task(&name, &servers, q.purge), &caller.user).await?;
+    state.audit_ok(&caller, "cluster.delete", &name, json!({ "task": task.id, "purge": q.purge })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }

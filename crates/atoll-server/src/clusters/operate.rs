@@ -201,3 +201,187 @@ impl StepHandler for Mark {
         Ok(json!({ "status": status }))
     }
 }
+
+pub const PARAMS: &str = "cluster.params";
+pub const SET_GLOBAL: &str = "db.set_global";
+pub const FORGET: &str = "cluster.forget";
+
+pub fn register_more(engine: &mut Engine, state: StateRef) {
+    engine.register(PARAMS, Arc::new(Params(state.clone())));
+    engine.register(SET_GLOBAL, Arc::new(SetGlobal(state.clone())));
+    engine.register(FORGET, Arc::new(Forget(state)));
+}
+
+/// Stop, start (joining), wait: one server at a time, so the others keep
+/// a primary component and keep accepting writes.
+fn rolling(cluster: &str, servers: &[DbServerRecord], after: Vec<String>, steps: &mut Vec<StepSpec>) -> Option<String> {
+    let mut previous: Option<String> = None;
+    for (i, s) in servers.iter().enumerate() {
+        let p = json!({ "cluster": cluster, "server": s.name });
+        let mut stop = StepSpec::new(format!("stop@{}", s.name), STOP, format!("stop {}", s.name), p.clone());
+        stop.timeout = Duration::from_secs(300);
+        if i == 0 {
+            stop.deps.extend(after.iter().cloned());
+        }
+        if let Some(prev) = &previous {
+            stop = stop.after(prev);
+        }
+        let mut start = StepSpec::new(format!("start@{}", s.name), super::steps::START, format!("start {} and rejoin", s.name), json!({ "cluster": cluster, "server": s.name, "mode": "join" }))
+            .after(&stop.key);
+        start.timeout = Duration::from_secs(60);
+        let mut wait = StepSpec::new(format!("wait@{}", s.name), super::steps::WAIT, format!("wait until {} is synced", s.name), p).after(&start.key);
+        wait.timeout = Duration::from_secs(600);
+        previous = Some(wait.key.clone());
+        steps.extend([stop, start, wait]);
+    }
+    previous
+}
+
+pub fn restart_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
+    let mut steps = Vec::new();
+    let last = rolling(cluster, servers, Vec::new(), &mut steps);
+    let mut ready = StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster }));
+    if let Some(l) = last {
+        ready = ready.after(l);
+    }
+    steps.push(ready);
+    TaskSpec { kind: "cluster.restart".into(), title: format!("rolling restart of {cluster}"), target: cluster.into(), params: json!({ "cluster": cluster }), steps }
+}
+
+/// Records the new parameters, rewrites every config, then applies them:
+/// online (`SET GLOBAL` on each server) when every change is dynamic, else
+/// by a rolling restart.
+pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, new: &Value, changed: &Value, restart: bool) -> TaskSpec {
+    let mut steps = vec![StepSpec::new("params", PARAMS, "record the new parameters", json!({ "cluster": cluster, "old": old, "new": new }))];
+    for s in servers {
+        steps.push(
+            StepSpec::new(format!("define@{}", s.name), super::steps::DEFINE, format!("rewrite {}'s config", s.name), json!({ "cluster": cluster, "server": s.name }))
+                .after("params"),
+        );
+    }
+    let defined: Vec<String> = servers.iter().map(|s| format!("define@{}", s.name)).collect();
+    let last = if restart {
+        rolling(cluster, servers, defined, &mut steps)
+    } else {
+        let mut previous: Option<String> = None;
+        for s in servers {
+            let mut apply = StepSpec::new(format!("apply@{}", s.name), SET_GLOBAL, format!("apply online on {}", s.name), json!({ "cluster": cluster, "server": s.name, "params": changed }))
+                .after(format!("define@{}", s.name));
+            if let Some(p) = &previous {
+                apply = apply.after(p);
+            }
+            previous = Some(apply.key.clone());
+            steps.push(apply);
+        }
+        previous
+    };
+    let mut ready = StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster }));
+    if let Some(l) = last {
+        ready = ready.after(l);
+    }
+    steps.push(ready);
+    let how = if restart { "rolling restart" } else { "online" };
+    TaskSpec { kind: "cluster.set_param".into(), title: format!("change parameters of {cluster} ({how})"), target: cluster.into(), params: json!({ "cluster": cluster, "changed": changed }), steps }
+}
+
+pub fn delete_task(cluster: &str, servers: &[DbServerRecord], purge: bool) -> TaskSpec {
+    let mut forget = StepSpec::new("forget", FORGET, format!("forget {cluster}"), json!({ "cluster": cluster }));
+    let mut steps = Vec::new();
+    for s in servers {
+        let mut remove = StepSpec::new(
+            format!("remove@{}", s.name),
+            super::steps::REMOVE,
+            if purge { format!("stop {} and delete its data", s.name) } else { format!("stop {} (data kept in {})", s.name, s.dir) },
+            json!({ "cluster": cluster, "server": s.name, "purge": purge }),
+        );
+        remove.timeout = Duration::from_secs(300);
+        forget = forget.after(&remove.key);
+        steps.push(remove);
+    }
+    steps.push(forget);
+    TaskSpec { kind: "cluster.delete".into(), title: format!("delete {cluster}"), target: cluster.into(), params: json!({ "cluster": cluster, "purge": purge }), steps }
+}
+
+/// Stores the new parameters; its rollback restores the old ones.
+struct Params(StateRef);
+
+impl Params {
+    async fn set(&self, ctx: &StepContext, which: &str) -> Result<(), StepError> {
+        let state = self.0.get()?;
+        let cluster: String = param(ctx, "cluster")?;
+        let params: Value = param(ctx, which)?;
+        let c = state.store.get_cluster(&cluster).await.map_err(|e| StepError::retryable(e.to_string()))?.ok_or_else(|| StepError::fatal("cluster is gone"))?;
+        let mut spec = c.spec.clone();
+        spec["params"] = params;
+        state.store.set_cluster_spec(&cluster, &spec, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl StepHandler for Params {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        self.set(ctx, "new").await?;
+        ctx.info("new parameters recorded").await;
+        Ok(json!({}))
+    }
+
+    async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
+        self.set(ctx, "old").await?;
+        ctx.info("previous parameters restored; roll back the config steps too").await;
+        Ok(())
+    }
+}
+
+/// Applies dynamic parameters to a running server.
+struct SetGlobal(StateRef);
+
+#[async_trait]
+impl StepHandler for SetGlobal {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let t = target(state, ctx).await?;
+        let changed: std::collections::BTreeMap<String, String> = param(ctx, "params")?;
+        // Values were checked against the catalog: no quotes, no separators.
+        let statements: Vec<String> = changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", atoll_engine::params::normalize_key(k), sql_value(v))).collect();
+        let host = host_by_id(state, t.server.host_id).await?;
+        agent_op(ctx, &host, HostOp::DbSql { id: db_id_of(&t), statements: statements.clone() }).await?;
+        ctx.info(format!("{}: {}", t.server.name, statements.join("; "))).await;
+        Ok(json!({ "statements": statements }))
+    }
+}
+
+/// Numbers and ON/OFF go as they are; anything else as a quoted string
+/// (validated values never contain quotes).
+fn sql_value(v: &str) -> String {
+    let bare = v.chars().all(|c| c.is_ascii_digit()) || matches!(v.to_ascii_uppercase().as_str(), "ON" | "OFF");
+    match atoll_engine::params::parse_size(v) {
+        Some(n) if !bare => n.to_string(),
+        _ if bare => v.to_string(),
+        _ => format!("'{v}'"),
+    }
+}
+
+/// Deletes the cluster from MetaDB once its servers are removed.
+struct Forget(StateRef);
+
+#[async_trait]
+impl StepHandler for Forget {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let cluster: String = param(ctx, "cluster")?;
+        let gone = state.store.delete_cluster(&cluster).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        ctx.info(if gone { format!("cluster {cluster} deleted") } else { format!("cluster {cluster} was already gone") }).await;
+        Ok(json!({ "deleted": gone }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sql_values() {
+        assert_eq!(super::sql_value("500"), "500");
+        assert_eq!(super::sql_value("ON"), "ON");
+        assert_eq!(super::sql_value("128M"), "134217728");
+        assert_eq!(super::sql_value("STRICT_TRANS_TABLES"), "'STRICT_TRANS_TABLES'");
+    }
+}

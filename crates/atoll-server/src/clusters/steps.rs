@@ -24,6 +24,7 @@ pub const START: &str = "db.start";
 pub const WAIT: &str = "db.wait_synced";
 pub const ACCOUNTS: &str = "db.accounts";
 pub const READY: &str = "cluster.ready";
+pub const REMOVE: &str = "db.remove";
 
 pub fn register(engine: &mut Engine, state: StateRef) {
     engine.register(RESERVE, Arc::new(Reserve(state.clone())));
@@ -33,7 +34,9 @@ pub fn register(engine: &mut Engine, state: StateRef) {
     engine.register(WAIT, Arc::new(WaitSynced(state.clone())));
     engine.register(ACCOUNTS, Arc::new(Accounts(state.clone())));
     engine.register(READY, Arc::new(Ready(state.clone())));
-    super::operate::register(engine, state);
+    engine.register(REMOVE, Arc::new(Remove(state.clone())));
+    super::operate::register(engine, state.clone());
+    super::operate::register_more(engine, state);
 }
 
 /// The create task: define every server (in parallel), bootstrap the first,
@@ -343,9 +346,11 @@ impl StepHandler for Accounts {
         let state = self.0.get()?;
         let t = target(state, ctx).await?;
         let (admin, monitor) = secrets(state, &t.cluster)?;
+        let host = host_by_id(state, t.server.host_id).await?;
+        // DROP USER replicates; editing mysql.global_priv (Aria) would not.
+        let hostname = host.host.facts.as_ref().map(|f| f.hostname.clone()).filter(|h| !h.is_empty() && !h.contains('\'')).unwrap_or_else(|| "localhost".into());
         let statements = vec![
-            "DELETE FROM mysql.global_priv WHERE User = ''".to_string(),
-            "FLUSH PRIVILEGES".to_string(),
+            format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'"),
             format!("CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin}'"),
             format!("ALTER USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin}'"),
             format!("GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION"),
@@ -353,7 +358,6 @@ impl StepHandler for Accounts {
             format!("ALTER USER '{MONITOR_USER}'@'%' IDENTIFIED BY '{monitor}'"),
             format!("GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO '{MONITOR_USER}'@'%'"),
         ];
-        let host = host_by_id(state, t.server.host_id).await?;
         agent_op(ctx, &host, HostOp::DbSql { id: db_id(&t), statements }).await?;
         ctx.info(format!("accounts {ADMIN_USER} and {MONITOR_USER} created; passwords are sealed in MetaDB")).await;
         Ok(json!({ "users": [ADMIN_USER, MONITOR_USER] }))
@@ -390,5 +394,22 @@ impl StepHandler for Ready {
         let name: String = param(ctx, "cluster")?;
         state.store.set_cluster_status(&name, ClusterStatus::Creating, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// Stops a server and forgets it on its host; with `purge`, deletes its
+/// directory.
+struct Remove(StateRef);
+
+#[async_trait]
+impl StepHandler for Remove {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let t = target(state, ctx).await?;
+        let purge: bool = param(ctx, "purge")?;
+        let host = host_by_id(state, t.server.host_id).await?;
+        let r = agent_op(ctx, &host, HostOp::DbRemove { id: db_id(&t), purge }).await?;
+        ctx.info(format!("{} removed from {}{}", t.server.name, host.host.name, if purge { ", data deleted" } else { "; data kept" })).await;
+        Ok(r.detail)
     }
 }

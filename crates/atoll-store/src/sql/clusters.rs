@@ -156,6 +156,15 @@ impl ClusterStore for SqlStore {
         .await
     }
 
+    async fn set_cluster_spec(&self, name: &str, spec: &serde_json::Value, now: UnixMs) -> Result<()> {
+        let json = row::to_json("spec_json", spec)?;
+        retry(|| async {
+            sqlx::query("UPDATE clusters SET spec_json = ?, updated_at_ms = ? WHERE name = ?").bind(&json).bind(now).bind(name).execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()> {
         for (id, status) in statuses {
             let Some((cluster, name)) = id.split_once('/') else { continue };
