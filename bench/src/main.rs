@@ -137,97 +137,157 @@ async fn run(args: &Args) -> Result<Report> {
     let load_before = loadavg();
     // Dropping the platform kills the server, on every exit path.
     let mut platform = Platform::start(opts).await?;
-    let pid = platform.server.pid().context("server has no pid")?;
     let admin = platform.login_admin().await?;
-    let token = platform.token.clone().context("no admin API token")?;
-    let url = platform.url.clone();
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
+    let mut b = Bench {
+        pid: platform.server.pid().context("server has no pid")?,
+        token: platform.token.clone().context("no admin API token")?,
+        url: platform.url.clone(),
+        http: load::http_client()?,
+        admin,
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    let idle = b.idle().await?;
+    let hosts = b.register(args.hosts, &platform.join_token().await?).await?;
+    let mut failures = b.heartbeats(&hosts, Duration::from_secs(args.heartbeat_secs)).await?;
+    let loaded = b.loaded(args.hosts).await?;
+    let (live, more) = b.listing_live(&hosts, args.requests).await?;
+    failures.extend(more);
+    failures.extend(b.listing_quiet(args.hosts, args.requests).await?);
+    let end = ProcSnapshot::read(b.pid)?;
+    b.rows.push(Row::new("server peak RSS over the whole run (VmHWM)", mib(end.hwm_mib())));
+    b.rows.push(Row::new("server RSS at the end", mib(end.rss_mib())));
 
-    step("idle RSS");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = ProcSnapshot::read(pid)?;
-    rows.push(Row::new("server idle RSS (after start + admin login)", mib(idle.rss_mib())).target(format!("< {IDLE_RSS_TARGET_MIB} MiB")));
-    rows.push(Row::new("server threads, idle", idle.threads.to_string()));
+    let verdicts = verdicts(args.hosts, &idle, &loaded, &live, &end);
+    let mut notes = b.notes;
+    notes.extend(failures);
+    notes.extend(context_notes(args, &load_before));
+    Ok(Report { date: date_utc(), command: command_line(), machine: machine(), rows: b.rows, verdicts, notes })
+}
 
-    step("registering hosts");
-    let http = load::http_client()?;
-    let join_token = platform.join_token().await?;
-    let now = now_ms();
-    let fresh: Vec<SimHost> = (0..args.hosts).map(|i| SimHost::new(i, now)).collect();
-    let facts_bytes = serde_json::to_vec(&fresh[0].facts)?.len();
-    let before = ProcSnapshot::read(pid)?;
-    let t = Instant::now();
-    let hosts = Arc::new(load::register_all(&http, &url, &join_token, fresh, REGISTER_CONCURRENCY).await?);
-    let took = t.elapsed();
-    let after = ProcSnapshot::read(pid)?;
-    rows.push(Row::new(
-        format!("register {} hosts, {REGISTER_CONCURRENCY} concurrent", args.hosts),
-        format!("{:.0} hosts/s", args.hosts as f64 / took.as_secs_f64()),
-    ));
-    rows.push(Row::new("  server CPU per registration", format!("{:.2} ms", after.cpu_s_since(&before) * 1000.0 / args.hosts as f64)));
-    rows.push(Row::new("facts JSON per host", format!("{facts_bytes} B")));
+/// The server under test, the clients that load it, and what was found.
+struct Bench {
+    pid: u32,
+    url: String,
+    /// Admin API token, for the listings.
+    token: String,
+    /// Shared by all simulated agents.
+    http: reqwest::Client,
+    admin: atoll_client::Client,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
 
-    step("heartbeats without facts");
-    let secs = Duration::from_secs(args.heartbeat_secs);
-    let plain = heartbeat_phase(&http, &url, &hosts, pid, secs, None).await?;
-    push_heartbeat_rows(&mut rows, "heartbeats, no facts", &plain);
-    step("heartbeats, every 15th with facts");
-    let with_facts = heartbeat_phase(&http, &url, &hosts, pid, secs / 2, Some(FACTS_EVERY)).await?;
-    push_heartbeat_rows(&mut rows, &format!("heartbeats, 1 in {FACTS_EVERY} with facts"), &with_facts);
-    let sustainable = plain.summary.per_s * HEARTBEAT_INTERVAL_MS as f64 / 1000.0;
-    rows.push(Row::new(format!("hosts sustainable at a {HEARTBEAT_INTERVAL_MS} ms interval"), format!("~{sustainable:.0}")));
+impl Bench {
+    /// RSS after start and admin login, once the server has settled.
+    async fn idle(&mut self) -> Result<ProcSnapshot> {
+        step("idle RSS");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = ProcSnapshot::read(self.pid)?;
+        self.rows.push(
+            Row::new("server idle RSS (after start + admin login)", mib(idle.rss_mib())).target(format!("< {IDLE_RSS_TARGET_MIB} MiB")),
+        );
+        self.rows.push(Row::new("server threads, idle", idle.threads.to_string()));
+        Ok(idle)
+    }
 
-    step("RSS with hosts registered");
-    let listing: Vec<HostView> = admin.get("/api/v1/hosts").await?;
-    let summary = HostSummary::of(listing.iter().map(|v| &v.host));
-    let loaded = ProcSnapshot::read(pid)?;
-    rows.push(
-        Row::new(format!("server RSS, {} hosts ({} online)", args.hosts, summary.online), mib(loaded.rss_mib()))
-            .target(format!("< {LOADED_RSS_TARGET_MIB} MiB (1000 hosts)")),
-    );
-    rows.push(Row::new("  server peak RSS so far (VmHWM)", mib(loaded.hwm_mib())));
-    rows.push(Row::new("  server threads", loaded.threads.to_string()));
-    if summary.online < args.hosts {
-        notes.push(format!(
-            "only {} of {} hosts were online when RSS was read: the heartbeat load did not reach every host within {OFFLINE_AFTER_MS} ms",
-            summary.online, args.hosts
+    async fn register(&mut self, count: usize, join_token: &str) -> Result<Arc<Vec<SimHost>>> {
+        step("registering hosts");
+        let now = now_ms();
+        let fresh: Vec<SimHost> = (0..count).map(|i| SimHost::new(i, now)).collect();
+        let facts_bytes = fresh.first().map(|h| serde_json::to_vec(&h.facts)).transpose()?.map_or(0, |v| v.len());
+        let before = ProcSnapshot::read(self.pid)?;
+        let t = Instant::now();
+        let hosts = load::register_all(&self.http, &self.url, join_token, fresh, REGISTER_CONCURRENCY).await?;
+        let took = t.elapsed();
+        let cpu_s = ProcSnapshot::read(self.pid)?.cpu_s_since(&before);
+        self.rows.push(Row::new(
+            format!("register {count} hosts, {REGISTER_CONCURRENCY} concurrent"),
+            format!("{:.0} hosts/s", count as f64 / took.as_secs_f64()),
         ));
+        self.rows.push(Row::new("  server CPU per registration", format!("{:.2} ms", cpu_s * 1000.0 / count as f64)));
+        self.rows.push(Row::new("facts JSON per host", format!("{facts_bytes} B")));
+        Ok(Arc::new(hosts))
     }
 
-    step("GET /api/v1/hosts with live heartbeats");
-    let keeper = load::Keeper::start(&http, &url, hosts.clone(), Duration::from_millis(HEARTBEAT_INTERVAL_MS));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let seq = get_phase(&url, HOSTS, &token, pid, args.requests, 1).await?;
-    let conc = get_phase(&url, HOSTS, &token, pid, args.requests, GET_CLIENTS).await?;
-    let (keeper_rate, keeper_failed) = keeper.stop().await;
-    let wanted_rate = args.hosts as f64 * 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
-    rows.push(Row::new(
-        format!("background heartbeats during GET (wanted {wanted_rate:.0}/s)"),
-        format!("{keeper_rate:.0}/s, {keeper_failed} failed"),
-    ));
-    push_get_rows(&mut rows, "GET /api/v1/hosts, 1 client, live heartbeats", &seq, true);
-    push_get_rows(&mut rows, &format!("GET /api/v1/hosts, {GET_CLIENTS} clients, live heartbeats"), &conc, false);
-    if keeper_rate < wanted_rate * 0.9 {
-        notes.push(format!("the server could not absorb real agents' heartbeat rate ({keeper_rate:.0}/s of {wanted_rate:.0}/s) while serving GETs, so some hosts may have gone offline"));
+    /// Saturating heartbeat load, without and then with periodic facts;
+    /// returns notes on failed requests.
+    async fn heartbeats(&mut self, hosts: &Arc<Vec<SimHost>>, duration: Duration) -> Result<Vec<String>> {
+        step("heartbeats without facts");
+        let plain = heartbeat_phase(&self.http, &self.url, hosts, self.pid, duration, None).await?;
+        push_heartbeat_rows(&mut self.rows, "heartbeats, no facts", &plain);
+        step("heartbeats, every 15th with facts");
+        let with_facts = heartbeat_phase(&self.http, &self.url, hosts, self.pid, duration / 2, Some(FACTS_EVERY)).await?;
+        push_heartbeat_rows(&mut self.rows, &format!("heartbeats, 1 in {FACTS_EVERY} with facts"), &with_facts);
+        let sustainable = plain.summary.per_s * HEARTBEAT_INTERVAL_MS as f64 / 1000.0;
+        self.rows.push(Row::new(format!("hosts sustainable at a {HEARTBEAT_INTERVAL_MS} ms interval"), format!("~{sustainable:.0}")));
+        Ok(failure_notes(&[("heartbeats", &plain), ("heartbeats with facts", &with_facts)]))
     }
 
-    step("GET /api/v1/hosts, quiet (waiting for hosts to go offline first)");
-    wait_all_offline(&admin, args.hosts).await?;
-    let quiet = get_phase(&url, HOSTS, &token, pid, args.requests, 1).await?;
-    push_get_rows(&mut rows, "GET /api/v1/hosts, 1 client, no other load (hosts offline)", &quiet, false);
-    let me = get_phase(&url, ME, &token, pid, args.requests, 1).await?;
-    push_get_rows(&mut rows, "GET /api/v1/auth/me (authentication only), 1 client, no other load", &me, false);
-    let end = ProcSnapshot::read(pid)?;
-    rows.push(Row::new("server peak RSS over the whole run (VmHWM)", mib(end.hwm_mib())));
-    rows.push(Row::new("server RSS at the end", mib(end.rss_mib())));
+    /// RSS right after the heartbeat load, while every host is online.
+    async fn loaded(&mut self, count: usize) -> Result<ProcSnapshot> {
+        step("RSS with hosts registered");
+        let listing: Vec<HostView> = self.admin.get(HOSTS).await?;
+        let online = HostSummary::of(listing.iter().map(|v| &v.host)).online;
+        let loaded = ProcSnapshot::read(self.pid)?;
+        self.rows.push(
+            Row::new(format!("server RSS, {count} hosts ({online} online)"), mib(loaded.rss_mib()))
+                .target(format!("< {LOADED_RSS_TARGET_MIB} MiB (1000 hosts)")),
+        );
+        self.rows.push(Row::new("  server peak RSS so far (VmHWM)", mib(loaded.hwm_mib())));
+        self.rows.push(Row::new("  server threads", loaded.threads.to_string()));
+        if online < count {
+            self.notes.push(format!(
+                "only {online} of {count} hosts were online when RSS was read: the heartbeat load did not reach every host within {OFFLINE_AFTER_MS} ms"
+            ));
+        }
+        Ok(loaded)
+    }
 
-    let verdicts = vec![
+    /// The listing while agents heartbeat at their real rate, as a server
+    /// with this many hosts always has; returns the 1-client phase (the
+    /// target's) and notes on failures.
+    async fn listing_live(&mut self, hosts: &Arc<Vec<SimHost>>, requests: usize) -> Result<(Phase, Vec<String>)> {
+        step("GET /api/v1/hosts with live heartbeats");
+        let keeper = load::Keeper::start(&self.http, &self.url, hosts.clone(), Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let seq = get_phase(&self.url, HOSTS, &self.token, self.pid, requests, 1).await?;
+        let conc = get_phase(&self.url, HOSTS, &self.token, self.pid, requests, GET_CLIENTS).await?;
+        let (rate, failed) = keeper.stop().await;
+        let wanted = hosts.len() as f64 * 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
+        self.rows
+            .push(Row::new(format!("background heartbeats during GET (wanted {wanted:.0}/s)"), format!("{rate:.0}/s, {failed} failed")));
+        push_get_rows(&mut self.rows, "GET /api/v1/hosts, 1 client, live heartbeats", &seq, true);
+        push_get_rows(&mut self.rows, &format!("GET /api/v1/hosts, {GET_CLIENTS} clients, live heartbeats"), &conc, false);
+        if rate < wanted * 0.9 {
+            self.notes.push(format!(
+                "the server could not absorb real agents' heartbeat rate ({rate:.0}/s of {wanted:.0}/s) while serving GETs, so some hosts may have gone offline"
+            ));
+        }
+        let failures = failure_notes(&[("GET 1 client", &seq), ("GET 4 clients", &conc)]);
+        Ok((seq, failures))
+    }
+
+    /// The listing alone, then authentication alone: what the listing costs
+    /// without background load, and how much of it is authentication.
+    async fn listing_quiet(&mut self, count: usize, requests: usize) -> Result<Vec<String>> {
+        step("GET /api/v1/hosts, quiet (waiting for hosts to go offline first)");
+        wait_all_offline(&self.admin, count).await?;
+        let quiet = get_phase(&self.url, HOSTS, &self.token, self.pid, requests, 1).await?;
+        push_get_rows(&mut self.rows, "GET /api/v1/hosts, 1 client, no other load (hosts offline)", &quiet, false);
+        let me = get_phase(&self.url, ME, &self.token, self.pid, requests, 1).await?;
+        push_get_rows(&mut self.rows, "GET /api/v1/auth/me (authentication only), 1 client, no other load", &me, false);
+        Ok(failure_notes(&[("GET quiet", &quiet), ("GET /auth/me", &me)]))
+    }
+}
+
+fn verdicts(hosts: usize, idle: &ProcSnapshot, loaded: &ProcSnapshot, live: &Phase, end: &ProcSnapshot) -> Vec<Verdict> {
+    vec![
         verdict(format!("idle RSS < {IDLE_RSS_TARGET_MIB} MiB"), idle.rss_mib(), IDLE_RSS_TARGET_MIB, "MiB"),
-        verdict(format!("RSS with {} hosts < {LOADED_RSS_TARGET_MIB} MiB", args.hosts), loaded.rss_mib(), LOADED_RSS_TARGET_MIB, "MiB"),
+        verdict(format!("RSS with {hosts} hosts < {LOADED_RSS_TARGET_MIB} MiB"), loaded.rss_mib(), LOADED_RSS_TARGET_MIB, "MiB"),
         verdict(
-            format!("p99 GET /api/v1/hosts with {} hosts < {GET_P99_TARGET_MS} ms (1 client, live heartbeats)", args.hosts),
-            seq.summary.p99_ms,
+            format!("p99 GET /api/v1/hosts with {hosts} hosts < {GET_P99_TARGET_MS} ms (1 client, live heartbeats)"),
+            live.summary.p99_ms,
             GET_P99_TARGET_MS,
             "ms",
         ),
@@ -239,20 +299,23 @@ async fn run(args: &Args) -> Result<Report> {
             LOADED_RSS_TARGET_MIB,
             "MiB",
         ),
-    ];
+    ]
+}
+
+/// A note for each phase that had failed requests (at most 1 %, or the
+/// phase would have aborted the run).
+fn failure_notes(phases: &[(&str, &Phase)]) -> Vec<String> {
+    phases
+        .iter()
+        .filter_map(|(what, p)| p.summary.first_error.as_ref().map(|e| format!("{what}: {} failed requests, first: {e}", p.summary.errors)))
+        .collect()
+}
+
+/// What a reader needs to judge the numbers.
+fn context_notes(args: &Args, load_before: &str) -> Vec<String> {
+    let mut notes = Vec::new();
     if args.hosts != 1000 {
         notes.push(format!("the targets are stated for 1000 hosts; this run had {}", args.hosts));
-    }
-    for (what, s) in [
-        ("heartbeats", &plain.summary),
-        ("heartbeats with facts", &with_facts.summary),
-        ("GET 1 client", &seq.summary),
-        ("GET 4 clients", &conc.summary),
-        ("GET quiet", &quiet.summary),
-    ] {
-        if let Some(e) = &s.first_error {
-            notes.push(format!("{what}: {} failed requests, first: {e}", s.errors));
-        }
     }
     if !args.server_env.is_empty() {
         let env: Vec<String> = args.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -266,7 +329,7 @@ async fn run(args: &Args) -> Result<Report> {
         "load average (1/5/15 min) before the run {load_before}, after {}: other work on this machine shows up in every number",
         loadavg()
     ));
-    Ok(Report { date: date_utc(), command: command_line(), machine: machine(), rows, verdicts, notes })
+    notes
 }
 
 fn step(what: &str) {

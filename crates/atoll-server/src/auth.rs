@@ -17,15 +17,42 @@ use crate::state::{AppState, now_ms};
 
 pub const MIN_PASSWORD_LEN: usize = 10;
 
-pub fn hash_password(password: &str) -> ApiResult<String> {
+fn hash_now(password: &str) -> ApiResult<String> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| ApiError::Internal(format!("hashing password: {e}")))
 }
 
-pub fn verify_password(password: &str, hash: &str) -> bool {
+fn verify_now(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// One Argon2 computation at a time, off the async workers. Each needs
+/// 19 MiB: a burst of logins must not multiply that, and the allocator is
+/// asked to give the memory back afterwards (glibc keeps freed large
+/// blocks otherwise, which tripled the idle server's RSS).
+async fn argon2<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _permit = ONE_AT_A_TIME.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let out = tokio::task::spawn_blocking(move || {
+        let out = work();
+        crate::sys::release_free_memory();
+        out
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?;
+    Ok(out)
+}
+
+pub async fn hash_password(password: &str) -> ApiResult<String> {
+    let password = password.to_string();
+    argon2(move || hash_now(&password)).await?
+}
+
+pub async fn verify_password(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_string(), hash.to_string());
+    argon2(move || verify_now(&password, &hash)).await.unwrap_or(false)
 }
 
 /// Refuses passwords a demanding admin would refuse.
@@ -64,7 +91,7 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<Option<String>>
     let password = random_password();
     let user = UserRecord {
         name: "admin".into(),
-        password_hash: hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?,
+        password_hash: hash_password(&password).await.map_err(|e| anyhow::anyhow!("{e}"))?,
         role: Role::Admin,
         must_change_password: true,
         created_at_ms: now_ms(),
@@ -187,11 +214,11 @@ mod tests {
 
     #[test]
     fn password_round_trip() {
-        let h = hash_password("correct horse battery").unwrap();
+        let h = hash_now("correct horse battery").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery", &h));
-        assert!(!verify_password("wrong", &h));
-        assert!(!verify_password("x", "not a hash"));
+        assert!(verify_now("correct horse battery", &h));
+        assert!(!verify_now("wrong", &h));
+        assert!(!verify_now("x", "not a hash"));
     }
 
     #[test]

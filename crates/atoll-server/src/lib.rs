@@ -16,6 +16,7 @@ mod metrics_layer;
 pub mod secrets;
 pub mod state;
 mod steps;
+mod sys;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -56,7 +57,7 @@ impl Running {
         if self.state.store.get_user(user).await?.is_none() {
             let account = atoll_store::UserRecord {
                 name: user.to_string(),
-                password_hash: auth::hash_password(&auth::random_token()).map_err(|e| anyhow::anyhow!("{e}"))?,
+                password_hash: auth::hash_password(&auth::random_token()).await.map_err(|e| anyhow::anyhow!("{e}"))?,
                 role,
                 must_change_password: false,
                 created_at_ms: state::now_ms(),

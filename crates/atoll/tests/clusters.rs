@@ -306,7 +306,10 @@ async fn rolling_restart_and_parameter_changes_keep_writes_going() {
     mariadb(&cr, IPS2[0], "CREATE DATABASE shop; CREATE TABLE shop.roll (id BIGINT PRIMARY KEY)");
 
     // Bad parameters are refused before anything moves.
-    let err = c.post::<_, TaskView>("/api/v1/clusters/roll/params", &json!({ "params": { "max_connections": "-5", "wsrep_cluster_name": "x" } })).await.unwrap_err();
+    let err = c
+        .post::<_, TaskView>("/api/v1/clusters/roll/params", &json!({ "params": { "max_connections": "-5", "wsrep_cluster_name": "x" } }))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(422), "{err}");
     assert!(err.to_string().contains("max_connections") && err.to_string().contains("wsrep_cluster_name"), "{err}");
 
@@ -318,16 +321,20 @@ async fn rolling_restart_and_parameter_changes_keep_writes_going() {
     let t: TaskView = c.post("/api/v1/clusters/roll/restart", &json!({})).await.unwrap();
     let done = settled(&p, &t.id, Duration::from_secs(300)).await;
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
-    wait_for("healthy", Duration::from_secs(30), || async { (c.get::<ClusterView>("/api/v1/clusters/roll").await.ok()?.status == ClusterStatus::Healthy).then_some(()) })
-        .await
-        .unwrap();
+    wait_for("healthy", Duration::from_secs(30), || async {
+        (c.get::<ClusterView>("/api/v1/clusters/roll").await.ok()?.status == ClusterStatus::Healthy).then_some(())
+    })
+    .await
+    .unwrap();
     let t: TaskView = c.post("/api/v1/clusters/roll/params", &json!({ "params": { "max_connections": "321" } })).await.unwrap();
     let done = settled(&p, &t.id, Duration::from_secs(120)).await;
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
     assert!(done.title.contains("online"), "{}", done.title);
-    wait_for("healthy", Duration::from_secs(30), || async { (c.get::<ClusterView>("/api/v1/clusters/roll").await.ok()?.status == ClusterStatus::Healthy).then_some(()) })
-        .await
-        .unwrap();
+    wait_for("healthy", Duration::from_secs(30), || async {
+        (c.get::<ClusterView>("/api/v1/clusters/roll").await.ok()?.status == ClusterStatus::Healthy).then_some(())
+    })
+    .await
+    .unwrap();
     let t: TaskView = c.post("/api/v1/clusters/roll/params", &json!({ "params": { "log_bin": "mysql-bin" } })).await.unwrap();
     let done = settled(&p, &t.id, Duration::from_secs(300)).await;
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
@@ -342,7 +349,8 @@ async fn rolling_restart_and_parameter_changes_keep_writes_going() {
         assert_eq!(mariadb(&cr, ip, "SELECT @@max_connections"), "321", "online change on {ip}");
         assert_eq!(mariadb(&cr, ip, "SELECT @@log_bin, @@sync_binlog"), "1\t1", "restart-needing change on {ip}");
         let mut conn = connect(&cr, ip).await;
-        let ids: std::collections::HashSet<i64> = sqlx::query_scalar("SELECT id FROM shop.roll").fetch_all(&mut conn).await.unwrap().into_iter().collect();
+        let ids: std::collections::HashSet<i64> =
+            sqlx::query_scalar("SELECT id FROM shop.roll").fetch_all(&mut conn).await.unwrap().into_iter().collect();
         let lost = acked.iter().filter(|i| !ids.contains(i)).count();
         assert_eq!(lost, 0, "acknowledged writes missing on {ip}");
     }

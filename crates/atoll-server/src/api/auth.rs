@@ -46,10 +46,10 @@ async fn login(
     }
     let user = state.store.get_user(&req.username).await?;
     let ok = match &user {
-        Some(u) => verify_password(&req.password, &u.password_hash),
+        Some(u) => verify_password(&req.password, &u.password_hash).await,
         // Hash anyway so a missing user takes as long as a wrong password.
         None => {
-            let _ = hash_password(&req.password);
+            let _ = hash_password(&req.password).await;
             false
         }
     };
@@ -112,7 +112,7 @@ async fn change_password(
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> ApiResult<axum::http::StatusCode> {
     let user = state.store.get_user(&caller.user).await?.ok_or_else(|| ApiError::Unauthorized("user no longer exists".into()))?;
-    if !verify_password(&req.current_password, &user.password_hash) {
+    if !verify_password(&req.current_password, &user.password_hash).await {
         state.audit(&caller.user, caller.source, "auth.password", &caller.user, json!({}), "refused: wrong current password").await;
         return Err(ApiError::BadRequest("the current password is wrong".into()));
     }
@@ -120,7 +120,7 @@ async fn change_password(
     if req.new_password == req.current_password {
         return Err(ApiError::BadRequest("the new password must differ from the current one".into()));
     }
-    state.store.set_password(&caller.user, &hash_password(&req.new_password)?, false).await?;
+    state.store.set_password(&caller.user, &hash_password(&req.new_password).await?, false).await?;
     state.audit_ok(&caller, "auth.password", &caller.user, json!({})).await;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

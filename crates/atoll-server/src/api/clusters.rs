@@ -201,7 +201,11 @@ async fn recover_cluster(
 /// Restarts every server, one at a time; the others keep serving.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/restart", tag = "clusters", params(("name" = String, Path)),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn restart_cluster(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+async fn restart_cluster(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (c, servers) = load(&state, &name).await?;
     ensure_idle(&state, &name).await?;
     if c.status != ClusterStatus::Healthy {
@@ -216,14 +220,21 @@ async fn restart_cluster(State(state): State<AppState>, Operator(caller): Operat
 /// applied online where MariaDB allows it, else by a rolling restart.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/params", tag = "clusters", params(("name" = String, Path)), request_body = SetParamsRequest,
     responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn set_params(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>, JsonBody(req): JsonBody<SetParamsRequest>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+async fn set_params(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<SetParamsRequest>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (c, servers) = load(&state, &name).await?;
     let spec: ClusterSpec = serde_json::from_value(c.spec.clone()).map_err(|e| ApiError::Internal(format!("stored spec: {e}")))?;
     let mut merged = spec.params.clone();
     merged.extend(req.params.clone());
     let problems: Vec<String> = atoll_engine::params::check(&merged, spec.durability).into_iter().map(|p| p.to_string()).collect();
     if !problems.is_empty() {
-        state.audit(&caller.user, caller.source, "cluster.set_param", &name, json!({ "params": req.params }), "refused: invalid parameters").await;
+        state
+            .audit(&caller.user, caller.source, "cluster.set_param", &name, json!({ "params": req.params }), "refused: invalid parameters")
+            .await;
         return Err(ApiError::Invalid(problems));
     }
     let changed: BTreeMap<String, String> = req.params.into_iter().filter(|(k, v)| spec.params.get(k) != Some(v)).collect();
@@ -236,7 +247,8 @@ async fn set_params(State(state): State<AppState>, Operator(caller): Operator, P
     }
     let restart = changed.keys().any(|k| atoll_engine::params::needs_restart(k) == Some(true));
     let to_json = |m: &BTreeMap<String, String>| serde_json::to_value(m).unwrap_or_default();
-    let spec_task = clusters::operate::set_params_task(&name, &servers, &to_json(&spec.params), &to_json(&merged), &to_json(&changed), restart);
+    let spec_task =
+        clusters::operate::set_params_task(&name, &servers, &to_json(&spec.params), &to_json(&merged), &to_json(&changed), restart);
     let task = state.engine.submit(spec_task, &caller.user).await?;
     state.audit_ok(&caller, "cluster.set_param", &name, json!({ "task": task.id, "changed": changed, "restart": restart })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
@@ -246,7 +258,12 @@ async fn set_params(State(state): State<AppState>, Operator(caller): Operator, P
 /// stay unless `purge` is set.
 #[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path), DeleteClusterQuery),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_cluster(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>, Query(q): Query<DeleteClusterQuery>) -> ApiResult<(StatusCode, Json<TaskView>)> {
+async fn delete_cluster(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteClusterQuery>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (_, servers) = load(&state, &name).await?;
     ensure_idle(&state, &name).await?;
     let task = state.engine.submit(clusters::operate::delete_task(&name, &servers, q.purge), &caller.user).await?;

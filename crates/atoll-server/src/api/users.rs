@@ -48,7 +48,7 @@ async fn create_user(
     check_new_password(&req.password)?;
     let user = UserRecord {
         name: req.name.clone(),
-        password_hash: hash_password(&req.password)?,
+        password_hash: hash_password(&req.password).await?,
         role: req.role,
         must_change_password: true,
         created_at_ms: now_ms(),

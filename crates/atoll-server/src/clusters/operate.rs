@@ -226,10 +226,16 @@ fn rolling(cluster: &str, servers: &[DbServerRecord], after: Vec<String>, steps:
         if let Some(prev) = &previous {
             stop = stop.after(prev);
         }
-        let mut start = StepSpec::new(format!("start@{}", s.name), super::steps::START, format!("start {} and rejoin", s.name), json!({ "cluster": cluster, "server": s.name, "mode": "join" }))
-            .after(&stop.key);
+        let mut start = StepSpec::new(
+            format!("start@{}", s.name),
+            super::steps::START,
+            format!("start {} and rejoin", s.name),
+            json!({ "cluster": cluster, "server": s.name, "mode": "join" }),
+        )
+        .after(&stop.key);
         start.timeout = Duration::from_secs(60);
-        let mut wait = StepSpec::new(format!("wait@{}", s.name), super::steps::WAIT, format!("wait until {} is synced", s.name), p).after(&start.key);
+        let mut wait =
+            StepSpec::new(format!("wait@{}", s.name), super::steps::WAIT, format!("wait until {} is synced", s.name), p).after(&start.key);
         wait.timeout = Duration::from_secs(600);
         previous = Some(wait.key.clone());
         steps.extend([stop, start, wait]);
@@ -245,18 +251,30 @@ pub fn restart_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
         ready = ready.after(l);
     }
     steps.push(ready);
-    TaskSpec { kind: "cluster.restart".into(), title: format!("rolling restart of {cluster}"), target: cluster.into(), params: json!({ "cluster": cluster }), steps }
+    TaskSpec {
+        kind: "cluster.restart".into(),
+        title: format!("rolling restart of {cluster}"),
+        target: cluster.into(),
+        params: json!({ "cluster": cluster }),
+        steps,
+    }
 }
 
 /// Records the new parameters, rewrites every config, then applies them:
 /// online (`SET GLOBAL` on each server) when every change is dynamic, else
 /// by a rolling restart.
 pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, new: &Value, changed: &Value, restart: bool) -> TaskSpec {
-    let mut steps = vec![StepSpec::new("params", PARAMS, "record the new parameters", json!({ "cluster": cluster, "old": old, "new": new }))];
+    let mut steps =
+        vec![StepSpec::new("params", PARAMS, "record the new parameters", json!({ "cluster": cluster, "old": old, "new": new }))];
     for s in servers {
         steps.push(
-            StepSpec::new(format!("define@{}", s.name), super::steps::DEFINE, format!("rewrite {}'s config", s.name), json!({ "cluster": cluster, "server": s.name }))
-                .after("params"),
+            StepSpec::new(
+                format!("define@{}", s.name),
+                super::steps::DEFINE,
+                format!("rewrite {}'s config", s.name),
+                json!({ "cluster": cluster, "server": s.name }),
+            )
+            .after("params"),
         );
     }
     let defined: Vec<String> = servers.iter().map(|s| format!("define@{}", s.name)).collect();
@@ -265,8 +283,13 @@ pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, n
     } else {
         let mut previous: Option<String> = None;
         for s in servers {
-            let mut apply = StepSpec::new(format!("apply@{}", s.name), SET_GLOBAL, format!("apply online on {}", s.name), json!({ "cluster": cluster, "server": s.name, "params": changed }))
-                .after(format!("define@{}", s.name));
+            let mut apply = StepSpec::new(
+                format!("apply@{}", s.name),
+                SET_GLOBAL,
+                format!("apply online on {}", s.name),
+                json!({ "cluster": cluster, "server": s.name, "params": changed }),
+            )
+            .after(format!("define@{}", s.name));
             if let Some(p) = &previous {
                 apply = apply.after(p);
             }
@@ -281,7 +304,13 @@ pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, n
     }
     steps.push(ready);
     let how = if restart { "rolling restart" } else { "online" };
-    TaskSpec { kind: "cluster.set_param".into(), title: format!("change parameters of {cluster} ({how})"), target: cluster.into(), params: json!({ "cluster": cluster, "changed": changed }), steps }
+    TaskSpec {
+        kind: "cluster.set_param".into(),
+        title: format!("change parameters of {cluster} ({how})"),
+        target: cluster.into(),
+        params: json!({ "cluster": cluster, "changed": changed }),
+        steps,
+    }
 }
 
 pub fn delete_task(cluster: &str, servers: &[DbServerRecord], purge: bool) -> TaskSpec {
@@ -299,7 +328,13 @@ pub fn delete_task(cluster: &str, servers: &[DbServerRecord], purge: bool) -> Ta
         steps.push(remove);
     }
     steps.push(forget);
-    TaskSpec { kind: "cluster.delete".into(), title: format!("delete {cluster}"), target: cluster.into(), params: json!({ "cluster": cluster, "purge": purge }), steps }
+    TaskSpec {
+        kind: "cluster.delete".into(),
+        title: format!("delete {cluster}"),
+        target: cluster.into(),
+        params: json!({ "cluster": cluster, "purge": purge }),
+        steps,
+    }
 }
 
 /// Stores the new parameters; its rollback restores the old ones.
@@ -310,7 +345,12 @@ impl Params {
         let state = self.0.get()?;
         let cluster: String = param(ctx, "cluster")?;
         let params: Value = param(ctx, which)?;
-        let c = state.store.get_cluster(&cluster).await.map_err(|e| StepError::retryable(e.to_string()))?.ok_or_else(|| StepError::fatal("cluster is gone"))?;
+        let c = state
+            .store
+            .get_cluster(&cluster)
+            .await
+            .map_err(|e| StepError::retryable(e.to_string()))?
+            .ok_or_else(|| StepError::fatal("cluster is gone"))?;
         let mut spec = c.spec.clone();
         spec["params"] = params;
         state.store.set_cluster_spec(&cluster, &spec, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))
@@ -342,7 +382,8 @@ impl StepHandler for SetGlobal {
         let t = target(state, ctx).await?;
         let changed: std::collections::BTreeMap<String, String> = param(ctx, "params")?;
         // Values were checked against the catalog: no quotes, no separators.
-        let statements: Vec<String> = changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", atoll_engine::params::normalize_key(k), sql_value(v))).collect();
+        let statements: Vec<String> =
+            changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", atoll_engine::params::normalize_key(k), sql_value(v))).collect();
         let host = host_by_id(state, t.server.host_id).await?;
         agent_op(ctx, &host, HostOp::DbSql { id: db_id_of(&t), statements: statements.clone() }).await?;
         ctx.info(format!("{}: {}", t.server.name, statements.join("; "))).await;

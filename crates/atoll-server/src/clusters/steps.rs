@@ -348,7 +348,13 @@ impl StepHandler for Accounts {
         let (admin, monitor) = secrets(state, &t.cluster)?;
         let host = host_by_id(state, t.server.host_id).await?;
         // DROP USER replicates; editing mysql.global_priv (Aria) would not.
-        let hostname = host.host.facts.as_ref().map(|f| f.hostname.clone()).filter(|h| !h.is_empty() && !h.contains('\'')).unwrap_or_else(|| "localhost".into());
+        let hostname = host
+            .host
+            .facts
+            .as_ref()
+            .map(|f| f.hostname.clone())
+            .filter(|h| !h.is_empty() && !h.contains('\''))
+            .unwrap_or_else(|| "localhost".into());
         let statements = vec![
             format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'"),
             format!("CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin}'"),
@@ -409,7 +415,8 @@ impl StepHandler for Remove {
         let purge: bool = param(ctx, "purge")?;
         let host = host_by_id(state, t.server.host_id).await?;
         let r = agent_op(ctx, &host, HostOp::DbRemove { id: db_id(&t), purge }).await?;
-        ctx.info(format!("{} removed from {}{}", t.server.name, host.host.name, if purge { ", data deleted" } else { "; data kept" })).await;
+        ctx.info(format!("{} removed from {}{}", t.server.name, host.host.name, if purge { ", data deleted" } else { "; data kept" }))
+            .await;
         Ok(r.detail)
     }
 }

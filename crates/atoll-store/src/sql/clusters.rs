@@ -159,7 +159,12 @@ impl ClusterStore for SqlStore {
     async fn set_cluster_spec(&self, name: &str, spec: &serde_json::Value, now: UnixMs) -> Result<()> {
         let json = row::to_json("spec_json", spec)?;
         retry(|| async {
-            sqlx::query("UPDATE clusters SET spec_json = ?, updated_at_ms = ? WHERE name = ?").bind(&json).bind(now).bind(name).execute(&self.pool).await?;
+            sqlx::query("UPDATE clusters SET spec_json = ?, updated_at_ms = ? WHERE name = ?")
+                .bind(&json)
+                .bind(now)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
             Ok(())
         })
         .await
