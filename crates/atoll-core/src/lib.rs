@@ -6,6 +6,7 @@ pub mod facts;
 pub mod host;
 pub mod role;
 pub mod task;
+pub mod time;
 
 pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ServerSpec, ServerState};
 pub use facts::{CpuFacts, HostFacts, Mount, Nic, NofileLimit, OsFacts};

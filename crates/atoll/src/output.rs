@@ -63,39 +63,11 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
 
 /// `2026-11-25 22:10:14` in UTC, or `-`.
 pub fn time(ms: Option<i64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    ms.map_or_else(|| "-".into(), atoll_core::time::utc)
 }
 
 pub fn ago(ms: Option<i64>, now: i64) -> String {
-    match ms {
-        None => "never".into(),
-        Some(t) => {
-            let s = (now - t).max(0) / 1000;
-            match s {
-                0..=59 => format!("{s} s ago"),
-                60..=3599 => format!("{} min ago", s / 60),
-                _ => format!("{} h ago", s / 3600),
-            }
-        }
-    }
+    ms.map_or_else(|| "never".into(), |t| atoll_core::time::ago(now, t))
 }
 
 pub fn gib(bytes: u64) -> String {
@@ -110,5 +82,6 @@ mod tests {
         assert_eq!(super::time(Some(1_795_644_614_000)), "2026-11-25 22:10:14");
         assert_eq!(super::time(None), "-");
         assert_eq!(super::ago(Some(0), 65_000), "1 min ago");
+        assert_eq!(super::ago(None, 65_000), "never");
     }
 }
