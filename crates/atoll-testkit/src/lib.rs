@@ -240,6 +240,25 @@ impl Platform {
         Ok(Client::new(&self.url, Some(t.token)))
     }
 
+    /// Waits until exactly `n` hosts are registered and all online.
+    pub async fn wait_hosts_online(&self, n: usize) -> Result<Vec<atoll_api::v1::HostView>> {
+        wait_for("hosts online", Duration::from_secs(20), || async {
+            let hs: Vec<atoll_api::v1::HostView> = self.client().get("/api/v1/hosts").await.ok()?;
+            (hs.len() == n && hs.iter().all(|h| h.host.status == atoll_core::HostStatus::Online)).then_some(hs)
+        })
+        .await
+    }
+
+    /// Waits until a task is settled (succeeded, failed, cancelled or
+    /// rolled back) and returns it with its steps.
+    pub async fn wait_task(&self, id: &str, timeout: Duration) -> Result<atoll_api::v1::TaskView> {
+        wait_for("task to settle", timeout, || async {
+            let t: atoll_api::v1::TaskView = self.client().get(&format!("/api/v1/tasks/{id}")).await.ok()?;
+            t.status.is_settled().then_some(t)
+        })
+        .await
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url, self.token.clone())
     }

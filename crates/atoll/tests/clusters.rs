@@ -7,8 +7,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use atoll_api::v1::{ClusterCredentials, ClusterView, HostView, TaskView};
-use atoll_core::{ClusterStatus, HostStatus, ServerState, TaskStatus};
+use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
+use atoll_core::{ClusterStatus, ServerState, TaskStatus};
 use atoll_testkit::{Agent, Platform, ServerOpts, wait_for};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, MySqlConnection};
@@ -31,12 +31,7 @@ async fn platform_on(ips: [&str; 3]) -> (Platform, Vec<Agent>) {
         .enumerate()
         .map(|(i, ip)| p.start_agent(&format!("db{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
         .collect();
-    wait_for("hosts online", Duration::from_secs(20), || async {
-        let hs: Vec<HostView> = p.client().get("/api/v1/hosts").await.ok()?;
-        (hs.len() == 3 && hs.iter().all(|h| h.host.status == HostStatus::Online)).then_some(())
-    })
-    .await
-    .unwrap();
+    p.wait_hosts_online(3).await.unwrap();
     // As a user would: prepare the hosts (directories, precheck) first.
     let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": ips, "profile": "sandbox" })).await.unwrap();
     let t = settled(&p, &t.id, Duration::from_secs(60)).await;
@@ -56,12 +51,7 @@ fn spec_on(name: &str, ips: [&str; 3]) -> Value {
 }
 
 async fn settled(p: &Platform, id: &str, timeout: Duration) -> TaskView {
-    wait_for("task to settle", timeout, || async {
-        let t: TaskView = p.client().get(&format!("/api/v1/tasks/{id}")).await.ok()?;
-        t.status.is_settled().then_some(t)
-    })
-    .await
-    .unwrap()
+    p.wait_task(id, timeout).await.unwrap()
 }
 
 /// The `mariadb` command-line client, as a user would run it.

@@ -8,8 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use atoll_api::v1::{HostView, TaskView};
-use atoll_core::HostStatus;
+use atoll_api::v1::TaskView;
 use atoll_testkit::{Platform, Proc, ServerOpts, free_port, wait_for};
 use serde_json::json;
 use thirtyfour::prelude::*;
@@ -116,12 +115,7 @@ async fn log_in_see_three_hosts_and_follow_a_task() {
         .enumerate()
         .map(|(i, ip)| p.start_agent(&format!("b{i}"), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
         .collect();
-    wait_for("hosts online", Duration::from_secs(20), || async {
-        let hs: Vec<HostView> = p.client().get("/api/v1/hosts").await.ok()?;
-        (hs.len() == 3 && hs.iter().all(|h| h.host.status == HostStatus::Online)).then_some(())
-    })
-    .await
-    .unwrap();
+    p.wait_hosts_online(3).await.unwrap();
     let rows = until("three online hosts in the table", || async {
         let rows = d.find_all(By::Css("#hosts tr[data-host]")).await.ok()?;
         let mut online = 0;

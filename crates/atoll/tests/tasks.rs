@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use atoll_api::agent::OpJournalEntry;
-use atoll_api::v1::{HostView, TaskView};
-use atoll_core::{HostStatus, StepStatus, TaskStatus};
+use atoll_api::v1::TaskView;
+use atoll_core::{StepStatus, TaskStatus};
 use atoll_testkit::{Agent, Platform, ServerOpts, wait_for};
 use serde_json::json;
 
@@ -16,23 +16,12 @@ async fn online_platform(opts: ServerOpts, ips: &[&str]) -> (Platform, Vec<Agent
     p.login_admin().await.unwrap();
     let join = p.join_token().await.unwrap();
     let agents: Vec<Agent> = ips.iter().enumerate().map(|(i, ip)| p.start_agent(&format!("a{i}"), ip, None, &join).unwrap()).collect();
-    let n = ips.len();
-    wait_for("hosts online", Duration::from_secs(20), || async {
-        let hs: Vec<HostView> = p.client().get("/api/v1/hosts").await.ok()?;
-        (hs.len() == n && hs.iter().all(|h| h.host.status == HostStatus::Online)).then_some(())
-    })
-    .await
-    .unwrap();
+    p.wait_hosts_online(ips.len()).await.unwrap();
     (p, agents)
 }
 
 async fn settled(p: &Platform, id: &str, timeout: Duration) -> TaskView {
-    wait_for("task to settle", timeout, || async {
-        let t: TaskView = p.client().get(&format!("/api/v1/tasks/{id}")).await.ok()?;
-        t.status.is_settled().then_some(t)
-    })
-    .await
-    .unwrap()
+    p.wait_task(id, timeout).await.unwrap()
 }
 
 /// The agent's journal, read with the server's token for that host, which
