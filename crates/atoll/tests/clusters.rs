@@ -309,6 +309,12 @@ async fn rolling_restart_and_parameter_changes_keep_writes_going() {
 
     // A rolling restart, an online change and a change needing restarts.
     let t: TaskView = c.post("/api/v1/clusters/roll/restart", &json!({})).await.unwrap();
+    // While a task works on the cluster, other changes are refused, naming it.
+    let busy = c.delete::<TaskView>("/api/v1/clusters/roll?purge=true").await.unwrap_err();
+    assert_eq!(busy.status(), Some(409), "{busy}");
+    assert!(busy.to_string().contains(&t.id), "{busy}");
+    let busy = c.post::<_, TaskView>("/api/v1/clusters/roll/params", &json!({ "params": { "max_connections": "400" } })).await.unwrap_err();
+    assert_eq!(busy.status(), Some(409), "{busy}");
     let done = settled(&p, &t.id, Duration::from_secs(300)).await;
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
     wait_for("healthy", Duration::from_secs(30), || async {
