@@ -133,7 +133,7 @@ impl Runtime {
         if self.crash_loop {
             ServerState::CrashLoop
         } else if self.pid.is_some() {
-            probe::server_state(self.wsrep.as_ref())
+            atoll_engine::state::server_state(self.wsrep.as_ref(), true)
         } else if self.crashed {
             ServerState::Crashed
         } else if self.supervised {

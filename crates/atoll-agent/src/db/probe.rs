@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_api::db::WsrepStatus;
-use atoll_core::ServerState;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::MissedTickBehavior;
@@ -20,21 +19,6 @@ use super::sql::connect_socket;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A server's state from its `wsrep_%` status; `None` (running, but SQL
-/// does not answer) is still starting.
-pub(crate) fn server_state(wsrep: Option<&WsrepStatus>) -> ServerState {
-    let Some(w) = wsrep else { return ServerState::Starting };
-    if w.cluster_status != "Primary" {
-        return ServerState::NonPrimary;
-    }
-    match w.local_state {
-        4 => ServerState::Synced,
-        2 => ServerState::Donor,
-        1 | 3 => ServerState::Joining,
-        _ => ServerState::Starting,
-    }
-}
 
 /// `SHOW GLOBAL STATUS LIKE 'wsrep_%'` rows as a status.
 pub(crate) fn wsrep_from_rows(rows: &HashMap<String, String>) -> WsrepStatus {
@@ -121,21 +105,6 @@ async fn probe_once(conn: &mut Option<(u32, MySqlConnection)>, pid: u32, socket:
 mod tests {
     use super::*;
 
-    fn w(status: &str, local: u32) -> WsrepStatus {
-        WsrepStatus { cluster_status: status.into(), local_state: local, ..WsrepStatus::default() }
-    }
-
-    #[test]
-    fn states() {
-        assert_eq!(server_state(None), ServerState::Starting);
-        assert_eq!(server_state(Some(&w("Primary", 4))), ServerState::Synced);
-        assert_eq!(server_state(Some(&w("Primary", 1))), ServerState::Joining);
-        assert_eq!(server_state(Some(&w("Primary", 3))), ServerState::Joining);
-        assert_eq!(server_state(Some(&w("Primary", 2))), ServerState::Donor);
-        assert_eq!(server_state(Some(&w("non-Primary", 4))), ServerState::NonPrimary);
-        assert_eq!(server_state(Some(&w("Disconnected", 0))), ServerState::NonPrimary);
-    }
-
     #[test]
     fn rows_to_status() {
         let rows: HashMap<String, String> = [
@@ -156,6 +125,6 @@ mod tests {
         assert_eq!((s.local_state, s.cluster_size, s.last_committed), (4, 3, 17));
         assert_eq!(s.flow_control_paused, 0.25);
         assert_eq!(s.gcomm_uuid, "a1");
-        assert_eq!(server_state(Some(&s)), ServerState::Synced);
+        assert_eq!(atoll_engine::state::server_state(Some(&s), true), atoll_core::ServerState::Synced);
     }
 }

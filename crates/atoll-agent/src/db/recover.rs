@@ -19,38 +19,6 @@ use super::process::find_binary;
 /// recovery of a large redo log can take longer.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// `UUID:SEQNO` from a log line `... WSREP: Recovered position: UUID:SEQNO`.
-pub(crate) fn parse_recovered(line: &str) -> Option<(String, i64)> {
-    let rest = line.split_once("Recovered position:")?.1.trim();
-    let (uuid, seqno) = rest.rsplit_once(':')?;
-    let uuid = uuid.trim();
-    let valid = uuid.len() == 36 && uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    valid.then_some(())?;
-    Some((uuid.to_string(), seqno.trim().parse().ok()?))
-}
-
-/// The contents of `grastate.dat`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GraState {
-    pub uuid: String,
-    pub seqno: i64,
-    pub safe_to_bootstrap: bool,
-}
-
-pub(crate) fn parse_grastate(text: &str) -> GraState {
-    let mut g = GraState { uuid: String::new(), seqno: -1, safe_to_bootstrap: false };
-    for (k, v) in text.lines().filter_map(|l| l.split_once(':')) {
-        let v = v.trim();
-        match k.trim() {
-            "uuid" => g.uuid = v.to_string(),
-            "seqno" => g.seqno = v.parse().unwrap_or(-1),
-            "safe_to_bootstrap" => g.safe_to_bootstrap = v == "1",
-            _ => {}
-        }
-    }
-    g
-}
-
 /// `text` with `safe_to_bootstrap: 1` (added when missing).
 fn with_safe_to_bootstrap(text: &str) -> String {
     let mut out = String::new();
@@ -80,7 +48,7 @@ pub(crate) fn set_safe_to_bootstrap(layout: &Layout) -> Result<bool, DbError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(DbError::Io(format!("cannot read {}: {e}", path.display()))),
     };
-    if parse_grastate(&text).safe_to_bootstrap {
+    if atoll_engine::parse_grastate(&text).is_some_and(|g| g.safe_to_bootstrap) {
         return Ok(false);
     }
     let meta = std::fs::metadata(&path).map_err(|e| DbError::Io(format!("cannot read {}: {e}", path.display())))?;
@@ -117,9 +85,9 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
         }
     };
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let grastate = std::fs::read_to_string(layout.grastate()).map(|t| parse_grastate(&t)).ok();
+    let grastate = std::fs::read_to_string(layout.grastate()).ok().and_then(|t| atoll_engine::parse_grastate(&t));
     let safe_to_bootstrap = grastate.as_ref().is_some_and(|g| g.safe_to_bootstrap);
-    if let Some((uuid, seqno)) = text.lines().rev().find_map(parse_recovered) {
+    if let Some((uuid, seqno)) = atoll_engine::parse_recovered(&text) {
         return Ok(RecoveredPosition { uuid, seqno, safe_to_bootstrap });
     }
     match grastate {
@@ -146,7 +114,7 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
 /// a `mariadbd` started directly. `None` for a clean shutdown (the file
 /// holds the position) or a data directory never started.
 pub(crate) async fn start_position_arg(layout: &Layout, server_id: &str) -> Option<String> {
-    let grastate = std::fs::read_to_string(layout.grastate()).ok().map(|t| parse_grastate(&t))?;
+    let grastate = std::fs::read_to_string(layout.grastate()).ok().and_then(|t| atoll_engine::parse_grastate(&t))?;
     if grastate.seqno >= 0 || !layout.data.join("mysql").is_dir() {
         return None;
     }
@@ -170,25 +138,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recovered_line() {
-        let l = "2026-11-02 10:00:01 0 [Note] WSREP: Recovered position: 6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01:1234";
-        assert_eq!(parse_recovered(l), Some(("6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01".into(), 1234)));
-        assert_eq!(
-            parse_recovered("WSREP: Recovered position: 00000000-0000-0000-0000-000000000000:-1"),
-            Some(("00000000-0000-0000-0000-000000000000".into(), -1))
-        );
-        assert_eq!(parse_recovered("WSREP: Recovered position: garbage"), None);
-        assert_eq!(parse_recovered("InnoDB: Starting"), None);
-    }
-
-    #[test]
     fn grastate() {
         let t = "# GALERA saved state\nversion: 2.1\nuuid:    6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01\nseqno:   -1\nsafe_to_bootstrap: 0\n";
-        let g = parse_grastate(t);
-        assert_eq!((g.uuid.as_str(), g.seqno, g.safe_to_bootstrap), ("6b4f2d7e-0a1b-11ef-8c5e-2b0c6a1d9e01", -1, false));
+        let safe = |text: &str| atoll_engine::parse_grastate(text).is_some_and(|g| g.safe_to_bootstrap);
+        assert!(!safe(t));
         let set = with_safe_to_bootstrap(t);
-        assert!(parse_grastate(&set).safe_to_bootstrap);
+        assert!(safe(&set));
         assert!(set.starts_with("# GALERA saved state\nversion: 2.1\n"));
-        assert!(parse_grastate(&with_safe_to_bootstrap("version: 2.1\n")).safe_to_bootstrap);
+        assert!(with_safe_to_bootstrap("version: 2.1\n").contains("safe_to_bootstrap: 1"));
     }
 }
