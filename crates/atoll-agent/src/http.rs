@@ -15,6 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::db::Supervisor;
+use atoll_core::secret::constant_time_eq;
+
 use crate::identity::{Identity, sha256_hex};
 use crate::ops::{Journal, OpError};
 
@@ -82,10 +84,6 @@ async fn require_server(State(s): State<AgentState>, req: Request, next: Next) -
             "wrong token: this agent is registered with another server or was re-registered",
         ),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status(State(s): State<AgentState>) -> Response {

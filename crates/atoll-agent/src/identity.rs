@@ -48,7 +48,4 @@ impl Identity {
     }
 }
 
-pub fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
-}
+pub use atoll_core::secret::sha256_hex;

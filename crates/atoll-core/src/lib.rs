@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod facts;
 pub mod host;
 pub mod role;
+pub mod secret;
 pub mod task;
 pub mod time;
 

@@ -19,8 +19,9 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/agent/v1/register", post(register)).route("/agent/v1/heartbeat", post(heartbeat))
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Tokens compared in constant time.
+fn same(a: &str, b: &str) -> bool {
+    atoll_core::secret::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// Registers a host, or re-registers a known one. A new host needs the join
@@ -40,11 +41,11 @@ async fn register(
     }
     let existing = state.store.get_host(req.host_id).await?;
     let proven = match (&existing, &req.agent_token) {
-        (Some(h), Some(t)) => h.agent_token_hash.as_deref().is_some_and(|hash| constant_time_eq(hash, &sha256_hex(t))),
+        (Some(h), Some(t)) => h.agent_token_hash.as_deref().is_some_and(|hash| same(hash, &sha256_hex(t))),
         _ => false,
     };
     let join_ok = match &req.join_token {
-        Some(t) => constant_time_eq(t, &join::token(&state).await?),
+        Some(t) => same(t, &join::token(&state).await?),
         None => false,
     };
     if !proven && !join_ok {
@@ -117,7 +118,7 @@ async fn heartbeat(
     let Some(host) = state.store.get_host(req.host_id).await? else {
         return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
     };
-    if !host.agent_token_hash.as_deref().is_some_and(|h| constant_time_eq(h, &sha256_hex(&token))) {
+    if !host.agent_token_hash.as_deref().is_some_and(|h| same(h, &sha256_hex(&token))) {
         return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
     }
     let now = now_ms();

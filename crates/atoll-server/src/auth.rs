@@ -77,10 +77,7 @@ pub fn random_password() -> String {
     (0..20).map(|_| SET[(rng.next_u32() as usize) % SET.len()] as char).collect()
 }
 
-pub fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
-}
+pub use atoll_core::secret::sha256_hex;
 
 /// On the very first start: creates `admin` with a random password, which
 /// the caller prints once. Must be changed at first login.

@@ -87,12 +87,17 @@ pub async fn validate(state: &AppState, spec: ClusterSpec) -> ApiResult<Placemen
         };
         placed.push((record, host));
     }
-    // A live precheck of each host with this cluster's ports: whatever
-    // fails there would fail the deployment half-way.
+    // A live precheck of each host (all at once) with this cluster's ports:
+    // whatever fails there would fail the deployment half-way.
     if problems.is_empty() {
         let profile = hostops::profile(None, state)?;
-        for (server, host) in &placed {
-            let report = hostops::check_host(state, host, &profile, &state.config.host_data_dir, &server.ports.all()).await;
+        let ports: Vec<[u16; 4]> = placed.iter().map(|(server, _)| server.ports.all()).collect();
+        let checks = placed
+            .iter()
+            .zip(&ports)
+            .map(|((_, host), ports)| hostops::check_host(state, host, &profile, &state.config.host_data_dir, ports));
+        let reports = futures::future::join_all(checks).await;
+        for ((server, host), report) in placed.iter().zip(&reports) {
             for r in report.results.iter().filter(|r| r.status == CheckStatus::Fail) {
                 problems.push(format!(
                     "server {} on {}: precheck {} fails (measured {}, required {}){}",

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 #[derive(rust_embed::Embed)]
 #[folder = "assets/"]
@@ -20,7 +19,8 @@ fn urls() -> &'static HashMap<String, String> {
         Assets::iter()
             .filter_map(|name| {
                 let file = Assets::get(&name)?;
-                let hash = hex::encode(Sha256::digest(&file.data));
+                // rust-embed hashes every file at compile time.
+                let hash = hex::encode(file.metadata.sha256_hash());
                 Some((name.to_string(), format!("/assets/{name}?v={}", &hash[..8])))
             })
             .collect()
