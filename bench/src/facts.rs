@@ -62,6 +62,7 @@ pub fn facts(hostname: &str, now_ms: UnixMs) -> HostFacts {
         sysctls: sysctls(),
         clock_offset_ms: Some(3),
         collected_at_ms: now_ms,
+        engines: Vec::new(),
     }
 }
 

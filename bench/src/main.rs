@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use atoll_api::v1::{HostSummary, HostView};
+use atoll_api::v1::{HostListItem, HostSummary};
 use atoll_testkit::{Platform, ServerOpts};
 
 use crate::facts::SimHost;
@@ -227,8 +227,8 @@ impl Bench {
     /// RSS right after the heartbeat load, while every host is online.
     async fn loaded(&mut self, count: usize) -> Result<ProcSnapshot> {
         step("RSS with hosts registered");
-        let listing: Vec<HostView> = self.admin.get(HOSTS).await?;
-        let online = HostSummary::of(listing.iter().map(|v| &v.host)).online;
+        let listing: Vec<HostListItem> = self.admin.get(HOSTS).await?;
+        let online = HostSummary::of(listing.iter().map(|h| h.status)).online;
         let loaded = ProcSnapshot::read(self.pid)?;
         self.rows.push(
             Row::new(format!("server RSS, {count} hosts ({online} online)"), mib(loaded.rss_mib()))
@@ -405,8 +405,8 @@ fn verdict(target: String, value: f64, limit: f64, unit: &str) -> Verdict {
 async fn wait_all_offline(admin: &atoll_client::Client, hosts: usize) -> Result<()> {
     let timeout = Duration::from_millis(OFFLINE_AFTER_MS * 5);
     atoll_testkit::wait_for("every host to go offline", timeout, || async {
-        let listing: Vec<HostView> = admin.get("/api/v1/hosts").await.ok()?;
-        (HostSummary::of(listing.iter().map(|v| &v.host)).offline == hosts).then_some(())
+        let listing: Vec<HostListItem> = admin.get(HOSTS).await.ok()?;
+        (HostSummary::of(listing.iter().map(|h| h.status)).offline == hosts).then_some(())
     })
     .await?;
     // The sweep's audit writes trail its status updates slightly.

@@ -88,6 +88,9 @@ pub fn collect() -> HostFacts {
         sysctls: collect_sysctls(),
         clock_offset_ms: None,
         collected_at_ms: now_ms(),
+        // Filled by `packages::Packages::collect_facts`, which knows where
+        // this agent keeps its builds.
+        engines: Vec::new(),
     }
 }
 

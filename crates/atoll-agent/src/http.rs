@@ -29,23 +29,40 @@ struct Inner {
     identity: RwLock<Identity>,
     journal: Journal,
     db: Supervisor,
+    proxies: crate::proxies::Proxies,
     address: IpAddr,
     started_at_ms: i64,
 }
 
 impl AgentState {
-    pub(crate) fn new(identity: Identity, journal: Journal, db: Supervisor, address: IpAddr) -> Self {
-        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, db, address, started_at_ms: crate::now_ms() }) }
+    pub(crate) fn new(identity: Identity, journal: Journal, db: Supervisor, proxies: crate::proxies::Proxies, address: IpAddr) -> Self {
+        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, db, proxies, address, started_at_ms: crate::now_ms() }) }
     }
 
     pub(crate) fn db(&self) -> &Supervisor {
         &self.inner.db
     }
 
+    pub(crate) fn proxies(&self) -> &crate::proxies::Proxies {
+        &self.inner.proxies
+    }
+
     pub(crate) fn set_identity(&self, id: Identity) {
         if let Ok(mut g) = self.inner.identity.write() {
             *g = id;
         }
+    }
+
+    /// This host's facts, engine builds included, collected on the
+    /// blocking pool (file reads, and `mariadbd --version` for a new build).
+    pub(crate) async fn collect_facts(&self) -> Result<atoll_core::HostFacts, tokio::task::JoinError> {
+        let packages = self.inner.journal.packages().cloned();
+        tokio::task::spawn_blocking(move || packages.map_or_else(crate::facts::collect, |p| p.collect_facts())).await
+    }
+
+    /// Whether an engine build was installed since the last call.
+    pub(crate) fn facts_changed(&self) -> bool {
+        self.inner.journal.packages().is_some_and(|p| p.take_changed())
     }
 
     fn identity(&self) -> Option<Identity> {
@@ -95,8 +112,8 @@ async fn status(State(s): State<AgentState>) -> Response {
     }
 }
 
-async fn facts() -> Response {
-    match tokio::task::spawn_blocking(crate::facts::collect).await {
+async fn facts(State(s): State<AgentState>) -> Response {
+    match s.collect_facts().await {
         Ok(f) => Json(f).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("collecting facts failed: {e}")),
     }

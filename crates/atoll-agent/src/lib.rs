@@ -8,7 +8,9 @@ mod http;
 pub mod identity;
 mod link;
 pub mod ops;
+pub mod packages;
 pub mod probe;
+pub mod proxies;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,13 +43,17 @@ pub struct AgentConfig {
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = Identity::load_or_create(&config.data_dir)?;
     let db = db::Supervisor::open(&config.data_dir).await?;
-    let journal = ops::Journal::open(&config.data_dir)?.with_db(db.clone());
+    let proxies = proxies::Proxies::open(&config.data_dir, &config.server, shutdown.clone())?;
+    let journal = ops::Journal::open(&config.data_dir)?
+        .with_db(db.clone())
+        .with_proxies(proxies.clone())
+        .with_packages(packages::Packages::new(&config.data_dir, &config.server));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another --listen address", config.listen))?;
     tracing::info!(host_id = %identity.host_id, listen = %config.listen, server = %config.server, "agent starting");
 
-    let state = http::AgentState::new(identity.clone(), journal, db, config.listen.ip());
+    let state = http::AgentState::new(identity.clone(), journal, db, proxies, config.listen.ip());
     let app = http::router(state.clone());
     let serve_shutdown = shutdown.clone();
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await });

@@ -50,7 +50,7 @@ impl Link {
                     // The first exchange only measures the clock offset:
                     // keep sending facts until they carry it.
                     offset_reported |= reported_offset;
-                    send_facts = last_facts.elapsed() >= self.config.facts_every || !offset_reported;
+                    send_facts = last_facts.elapsed() >= self.config.facts_every || !offset_reported || self.state.facts_changed();
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
                     anyhow::bail!(
@@ -70,11 +70,27 @@ impl Link {
                     send_facts = true;
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.interval) => {}
+            // Beat early when a database or proxy changes state, so the
+            // platform (and the writer it names) learns of a crash at once.
+            let seen = self.signature();
+            let next = tokio::time::Instant::now() + self.interval;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep_until(next.min(tokio::time::Instant::now() + Duration::from_millis(100))) => {}
+                }
+                if tokio::time::Instant::now() >= next || self.signature() != seen {
+                    break;
+                }
             }
         }
+    }
+
+    /// What the platform must hear about as soon as it changes.
+    fn signature(&self) -> Vec<(String, String)> {
+        let db = self.state.db().statuses().into_iter().map(|s| (s.id, s.state.to_string()));
+        let proxies = self.state.proxies().reports().into_iter().map(|p| (p.id, format!("{:?}", p.state)));
+        db.chain(proxies).collect()
     }
 
     /// One heartbeat; `true` when it carried facts with a measured clock
@@ -82,7 +98,7 @@ impl Link {
     async fn heartbeat(&mut self, with_facts: bool) -> Result<bool, ClientError> {
         let reports_offset = with_facts && self.clock_offset_ms.is_some();
         let facts = if with_facts {
-            let mut f = tokio::task::spawn_blocking(crate::facts::collect).await.unwrap_or_default();
+            let mut f = self.state.collect_facts().await.unwrap_or_default();
             f.clock_offset_ms = self.clock_offset_ms;
             Some(f)
         } else {
@@ -95,6 +111,7 @@ impl Link {
             agent_url: self.url(),
             facts,
             db: self.state.db().statuses(),
+            proxies: self.state.proxies().reports(),
         };
         let t0 = now_ms();
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;
@@ -124,7 +141,7 @@ impl Link {
     }
 
     async fn register(&mut self) -> Result<(), ClientError> {
-        let facts = tokio::task::spawn_blocking(crate::facts::collect).await.unwrap_or_default();
+        let facts = self.state.collect_facts().await.unwrap_or_default();
         let req = RegisterRequest {
             host_id: self.identity.host_id,
             join_token: self.config.join_token.clone(),

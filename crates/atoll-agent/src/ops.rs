@@ -20,6 +20,10 @@ pub struct Journal {
     lock: Mutex<()>,
     /// Runs the `Db*` operations; without it they are refused.
     db: Option<Supervisor>,
+    /// Runs the `Proxy*` operations; without it they are refused.
+    proxies: Option<crate::proxies::Proxies>,
+    /// Installs engine builds (`PackageInstall`); without it they are refused.
+    packages: Option<crate::packages::Packages>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,13 +38,34 @@ impl Journal {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = data_dir.join("ops");
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        Ok(Self { dir, lock: Mutex::new(()), db: None })
+        Ok(Self { dir, lock: Mutex::new(()), db: None, proxies: None, packages: None })
     }
 
     /// Lets the journal run database operations through `db`.
     pub fn with_db(mut self, db: Supervisor) -> Self {
         self.db = Some(db);
         self
+    }
+
+    /// Lets the journal run proxy operations through `proxies`.
+    pub fn with_proxies(mut self, proxies: crate::proxies::Proxies) -> Self {
+        self.proxies = Some(proxies);
+        self
+    }
+
+    fn proxies(&self) -> Result<&crate::proxies::Proxies, OpError> {
+        self.proxies.as_ref().ok_or_else(|| OpError::Refused("this agent does not run proxies".into()))
+    }
+
+    /// Lets the journal install engine builds through `packages`.
+    pub fn with_packages(mut self, packages: crate::packages::Packages) -> Self {
+        self.packages = Some(packages);
+        self
+    }
+
+    /// The engine builds, when this journal installs them.
+    pub(crate) fn packages(&self) -> Option<&crate::packages::Packages> {
+        self.packages.as_ref()
     }
 
     fn db(&self) -> Result<&Supervisor, OpError> {
@@ -85,6 +110,14 @@ impl Journal {
             HostOp::DbSql { id, statements } => json!({ "rows_affected": self.db()?.sql(id, statements).await? }),
             HostOp::DbRecover { id } => detail(self.db()?.recover(id).await)?,
             HostOp::DbRemove { id, purge } => detail(self.db()?.remove(id, *purge).await)?,
+            HostOp::ProxyStart { proxy } => self.proxies()?.start(proxy.clone()).map_err(proxy_error)?,
+            HostOp::ProxyRemove { id } => self.proxies()?.remove(id).map_err(proxy_error)?,
+            HostOp::PackageInstall { name, sha256, size } => {
+                self.packages()
+                    .ok_or_else(|| OpError::Refused("this agent does not install packages".into()))?
+                    .install(name, sha256, *size)
+                    .await?
+            }
         };
         let entry =
             OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: crate::now_ms(), detail: detail.clone() };
@@ -235,5 +268,12 @@ mod tests {
     fn unknown_owner_is_refused() {
         assert!(lookup_user("root").is_some());
         assert!(lookup_user("no-such-user-here").is_none());
+    }
+}
+
+fn proxy_error(e: crate::proxies::ProxyError) -> OpError {
+    match e {
+        crate::proxies::ProxyError::Invalid(m) => OpError::Refused(m),
+        crate::proxies::ProxyError::Io(m) => OpError::Io(m),
     }
 }

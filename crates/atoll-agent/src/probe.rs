@@ -135,7 +135,7 @@ fn try_bind(addr: SocketAddr) -> Result<(), String> {
 /// searched on `PATH` and [`EXTRA_BIN_DIRS`]. Relative paths with a slash
 /// are not resolved, since they would depend on the agent's working
 /// directory.
-fn find_binary(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
     let path = Path::new(name);
     if path.is_absolute() {
         return is_usable(path).then(|| path.to_path_buf());

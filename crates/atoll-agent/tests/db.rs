@@ -82,6 +82,7 @@ fn def(root: &Path, i: usize) -> DbServerDef {
         sql_addr: format!("{}:3306", IPS[i]),
         peers: (0..3).filter(|j| *j != i).map(|j| format!("{}:3306", IPS[j])).collect(),
         admin: creds(),
+        basedir: None,
     }
 }
 

@@ -47,6 +47,9 @@ pub struct HeartbeatRequest {
     /// Every database server this agent runs, on every beat.
     #[serde(default)]
     pub db: Vec<crate::db::DbServerStatus>,
+    /// Every proxy this agent runs, on every beat.
+    #[serde(default)]
+    pub proxies: Vec<crate::proxy::ProxyReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -89,6 +92,15 @@ pub enum HostOp {
     DbRecover { id: String },
     /// Stop it and forget it; with `purge`, delete its directory.
     DbRemove { id: String, purge: bool },
+    /// Run and supervise an `atoll proxy` (restarted when its definition
+    /// changed); a no-op when it runs as defined.
+    ProxyStart { proxy: crate::proxy::ProxyDef },
+    /// Stop a proxy and forget it; a no-op for an unknown one.
+    ProxyRemove { id: String },
+    /// Download the package tarball `sha256` from the server, verify its
+    /// size and checksum while streaming, and extract it as the engine
+    /// build `name`; a no-op when that build is already installed.
+    PackageInstall { name: String, sha256: String, size: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

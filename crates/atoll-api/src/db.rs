@@ -23,6 +23,11 @@ pub struct DbServerDef {
     pub peers: Vec<String>,
     /// Account the agent uses on peers for eviction.
     pub admin: DbCredentials,
+    /// The engine build's installation directory: `mariadbd` and the
+    /// install-db script are run from it. `None` (also in definitions made
+    /// before packages existed): the host's system packages.
+    #[serde(default)]
+    pub basedir: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

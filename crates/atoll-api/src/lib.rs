@@ -5,6 +5,9 @@
 
 pub mod agent;
 pub mod db;
+pub mod packages;
+pub mod proxy;
+pub mod routing;
 pub mod v1;
 
 use serde::{Deserialize, Serialize};

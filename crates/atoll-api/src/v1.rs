@@ -1,6 +1,6 @@
 //! `/api/v1`: what the CLI, the console and scripts use.
 
-use atoll_core::{Host, HostStatus, Phase, Role, StepStatus, TaskStatus, UnixMs};
+use atoll_core::{Host, HostId, HostStatus, Phase, Role, StepStatus, TaskStatus, UnixMs};
 use atoll_plan::check::{CheckResult, CheckStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -98,6 +98,8 @@ pub struct AddedHost {
     pub agent_command: String,
 }
 
+/// One host in full, from `GET /api/v1/hosts/{host}`: with its facts and
+/// the last precheck's results.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HostView {
     #[serde(flatten)]
@@ -106,6 +108,40 @@ pub struct HostView {
     pub checks: Option<HostCheckReport>,
 }
 
+/// One host in `GET /api/v1/hosts`: what a listing shows, without facts or
+/// precheck results (`GET /api/v1/hosts/{host}` has those), so listing a
+/// thousand hosts stays small and cheap for the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostListItem {
+    pub id: HostId,
+    pub name: String,
+    pub address: String,
+    pub agent_url: Option<String>,
+    pub zone: Option<String>,
+    pub status: HostStatus,
+    pub agent_version: Option<String>,
+    pub created_at_ms: UnixMs,
+    pub last_heartbeat_ms: Option<UnixMs>,
+    /// Logical CPUs, from the last facts; `None` until the agent sent facts.
+    pub cpu_cores: Option<u32>,
+    /// Total physical memory, from the last facts.
+    pub memory_bytes: Option<u64>,
+    /// Agent clock minus server clock, from the last facts; `None` until
+    /// measured.
+    pub clock_offset_ms: Option<i64>,
+    /// The last precheck's outcome, if one ran.
+    pub checks: Option<HostCheckSummary>,
+}
+
+/// The outcome of a host's last precheck, without its results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostCheckSummary {
+    pub worst: CheckStatus,
+    pub profile: String,
+    pub checked_at_ms: UnixMs,
+}
+
+/// Hosts counted by status.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HostSummary {
     pub total: usize,
@@ -115,11 +151,11 @@ pub struct HostSummary {
 }
 
 impl HostSummary {
-    pub fn of<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> Self {
+    pub fn of(statuses: impl IntoIterator<Item = HostStatus>) -> Self {
         let mut s = HostSummary { total: 0, online: 0, offline: 0, pending: 0 };
-        for h in hosts {
+        for status in statuses {
             s.total += 1;
-            match h.status {
+            match status {
                 HostStatus::Online => s.online += 1,
                 HostStatus::Offline => s.offline += 1,
                 HostStatus::Pending => s.pending += 1,
@@ -253,10 +289,35 @@ pub struct ClusterView {
     pub durability: atoll_core::Durability,
     pub status: atoll_core::ClusterStatus,
     pub zones: Vec<ZoneView>,
+    /// The server proxies send read-write connections to.
+    pub writer: Option<String>,
+    /// Set while a planned writer move runs.
+    pub moving_to: Option<String>,
+    /// Where applications connect: one proxy per zone.
+    pub proxies: Vec<ProxyView>,
     pub params: std::collections::BTreeMap<String, String>,
     pub created_by: String,
     pub created_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProxyView {
+    pub name: String,
+    pub zone: String,
+    pub host: String,
+    pub address: String,
+    pub rw_port: u16,
+    pub ro_port: u16,
+    pub admin_port: u16,
+    /// `None` until its agent first reports it.
+    pub state: Option<crate::proxy::ProxyState>,
+    /// Client connections open now, read-write and read-only (from the
+    /// proxy's own status).
+    pub rw_connections: Option<u64>,
+    pub ro_connections: Option<u64>,
+    pub restarts: Option<u32>,
+    pub status_at_ms: Option<UnixMs>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -284,8 +345,13 @@ pub struct ServerView {
 pub struct ClusterCredentials {
     pub user: String,
     pub password: String,
+    /// Where applications connect: the first zone's proxy (read-write
+    /// port), or the first server when the cluster runs no proxies.
     pub host: String,
     pub port: u16,
+    /// The first server itself, bypassing the proxies.
+    pub direct_host: String,
+    pub direct_port: u16,
     /// A `mariadb` command line that works from the platform host.
     pub mysql_command: String,
 }

@@ -51,6 +51,12 @@ impl Client {
         Self { http, base: base.trim_end_matches('/').to_string(), token }
     }
 
+    /// The same peer and token, with another overall timeout (an upload
+    /// of a large file needs more than an API call).
+    pub fn with_request_timeout(&self, timeout: Duration) -> Self {
+        Self::with_timeout(&self.base, self.token.clone(), timeout)
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -80,21 +86,70 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.finish(url, req).await
+    }
+
+    /// Sends a file as the raw request body, streamed from disk (a package
+    /// tarball may be larger than memory should hold).
+    pub async fn post_file<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: tokio::fs::File,
+        len: u64,
+        content_type: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::from(file));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.finish(url, req).await
+    }
+
+    /// Starts a GET whose body the caller reads chunk by chunk
+    /// (`Response::chunk`); an error answer is decoded as for [`Self::send`].
+    pub async fn get_streaming(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
+        Err(api_error(status, &bytes))
+    }
+
+    async fn finish<T: DeserializeOwned>(&self, url: String, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
         let resp = req.send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error, message: b.message },
-                Err(_) => ClientError::Api {
-                    status: status.as_u16(),
-                    code: status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
-                    message: String::from_utf8_lossy(&bytes).trim().chars().take(500).collect(),
-                },
-            });
+            return Err(api_error(status, &bytes));
         }
         let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
         serde_json::from_slice(bytes).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+    }
+}
+
+/// An error answer: the peer's [`ErrorBody`], or the start of whatever it
+/// sent instead.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error, message: b.message },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
+            message: String::from_utf8_lossy(bytes).trim().chars().take(500).collect(),
+        },
     }
 }
 

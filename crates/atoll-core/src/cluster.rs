@@ -102,6 +102,41 @@ pub struct ClusterSpec {
     /// Fewer than three zones only with this set (no zone may fail then).
     #[serde(default)]
     pub allow_single_zone: bool,
+    /// The engine build every server runs: the name of a package pushed to
+    /// its host (`atoll package push`); `None` runs the host's system
+    /// packages. Absent from specs stored before packages existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The proxies applications connect through.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+}
+
+/// Atoll runs one `atoll proxy` per zone, on the host of the zone's first
+/// server, so losing a zone never takes the other zones' proxies with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySpec {
+    pub enabled: bool,
+    /// Read-write connections: to the writer.
+    pub rw_port: u16,
+    /// Read-only connections: balanced over synced servers, own zone first.
+    pub ro_port: u16,
+    /// Metrics and status.
+    pub admin_port: u16,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        Self { enabled: true, rw_port: 6033, ro_port: 6034, admin_port: 6035 }
+    }
+}
+
+impl ProxySpec {
+    pub fn ports(&self) -> [u16; 3] {
+        [self.rw_port, self.ro_port, self.admin_port]
+    }
 }
 
 impl ClusterSpec {
@@ -121,6 +156,9 @@ impl ClusterSpec {
         }
         if self.servers.is_empty() {
             p.push("a cluster needs at least one server".into());
+        }
+        if let Some(e) = self.engine.as_deref().filter(|e| *e != crate::SYSTEM_BUILD && !crate::valid_package_name(e)) {
+            p.push(format!("engine {e:?} is not a package name (`atoll package list` shows them; omit it for the system build)"));
         }
         let mut names = BTreeSet::new();
         for s in &self.servers {
@@ -233,6 +271,8 @@ mod tests {
                 .collect(),
             params: BTreeMap::new(),
             allow_single_zone: false,
+            engine: None,
+            proxy: ProxySpec::default(),
         }
     }
 

@@ -28,7 +28,42 @@ pub struct HostFacts {
     /// exchange; `None` until the first measurement.
     pub clock_offset_ms: Option<i64>,
     pub collected_at_ms: UnixMs,
+    /// The database engine builds this host can run: the system packages
+    /// (when complete) and every package the platform installed. Absent in
+    /// facts from older agents, hence the default.
+    #[serde(default)]
+    pub engines: Vec<EngineBuild>,
 }
+
+/// One runnable engine build on a host: where its three essential files
+/// are, so the platform can point a server at them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EngineBuild {
+    /// [`SYSTEM_BUILD`] for the host's own packages, else the name of the
+    /// platform package it was installed from.
+    pub name: String,
+    /// What `mariadbd --version` says, e.g. `11.8.3-MariaDB`; `None` when
+    /// it could not be run.
+    pub version: Option<String>,
+    /// The installation directory of a package build; `None` for the system
+    /// build, which uses the compiled-in paths.
+    pub basedir: Option<String>,
+    pub mariadbd: String,
+    pub install_db: String,
+    /// The Galera provider library (`wsrep_provider`).
+    pub galera: String,
+    /// The error-message directory (`lc_messages_dir`) a package build
+    /// carries, when it carries one.
+    #[serde(default)]
+    pub messages_dir: Option<String>,
+    /// SHA-256 of the package tarball it came from (`None`: system build).
+    pub sha256: Option<String>,
+}
+
+/// The name under which the host's own MariaDB packages are reported.
+pub const SYSTEM_BUILD: &str = "system";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -89,6 +124,11 @@ impl HostFacts {
             .iter()
             .filter(|m| path == m.path || m.path == "/" || path.starts_with(&format!("{}/", m.path.trim_end_matches('/'))))
             .max_by_key(|m| m.path.len())
+    }
+
+    /// The engine build called `name` ([`SYSTEM_BUILD`] for the system one).
+    pub fn engine(&self, name: &str) -> Option<&EngineBuild> {
+        self.engines.iter().find(|e| e.name == name)
     }
 
     /// The fastest link speed any NIC reports.

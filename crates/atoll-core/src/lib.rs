@@ -5,12 +5,13 @@ pub mod cluster;
 pub mod facts;
 pub mod host;
 pub mod role;
+pub mod routing;
 pub mod secret;
 pub mod task;
 pub mod time;
 
-pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ServerSpec, ServerState};
-pub use facts::{CpuFacts, HostFacts, Mount, Nic, NofileLimit, OsFacts};
+pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ProxySpec, ServerSpec, ServerState};
+pub use facts::{CpuFacts, EngineBuild, HostFacts, Mount, Nic, NofileLimit, OsFacts, SYSTEM_BUILD};
 pub use host::{Host, HostId, HostStatus};
 pub use role::Role;
 pub use task::{Phase, StepState, StepStatus, TaskStatus};
@@ -27,8 +28,30 @@ pub fn valid_name(s: &str) -> bool {
     matches!(chars.next(), Some('a'..='z')) && s.len() <= 63 && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
 }
 
+/// Whether `s` is a usable engine package name: like [`valid_name`], but
+/// dots and underscores are allowed too, since builds are named after
+/// versions (`mariadb-11.8`); [`SYSTEM_BUILD`] is taken by the host's own
+/// packages.
+pub fn valid_package_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    s != SYSTEM_BUILD
+        && matches!(chars.next(), Some('a'..='z'))
+        && s.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn package_names() {
+        assert!(super::valid_package_name("mariadb-11.8"));
+        assert!(super::valid_package_name("mariadb_11.8.3"));
+        assert!(!super::valid_package_name("system"));
+        assert!(!super::valid_package_name("11.8"));
+        assert!(!super::valid_package_name("a/../b"));
+        assert!(!super::valid_package_name("Maria"));
+    }
+
     #[test]
     fn names() {
         assert!(super::valid_name("z1"));

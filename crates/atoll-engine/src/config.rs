@@ -50,6 +50,21 @@ pub struct ConfigInput {
     pub durability: Durability,
     /// User overrides, keyed as the user wrote them (checked again here).
     pub params: BTreeMap<String, String>,
+    /// Where the engine build lives on the host; `None`: the system
+    /// packages, with their compiled-in paths and [`PROVIDER`].
+    #[serde(default)]
+    pub build: Option<BuildPaths>,
+}
+
+/// The absolute paths of a package build on one host, from its facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildPaths {
+    pub basedir: String,
+    /// The Galera provider library inside the build.
+    pub galera: String,
+    /// `lc_messages_dir`, when the build carries its own messages.
+    pub messages_dir: Option<String>,
 }
 
 /// `host:port`, with brackets for IPv6 hosts as Galera expects.
@@ -81,9 +96,16 @@ fn input_problems(c: &ConfigInput) -> Vec<String> {
     if ports.contains(&0) || ports.iter().collect::<BTreeSet<_>>().len() != ports.len() {
         p.push(format!("ports {ports:?} must be four distinct non-zero ports (sql, gcomm, ist, sst)"));
     }
-    let dir = c.dir.trim_end_matches('/');
-    if !dir.starts_with('/') || dir.chars().any(|ch| ch.is_whitespace() || ch.is_control() || "#[]\"'`\\;,".contains(ch)) {
+    if !safe_path(&c.dir) {
         p.push(format!("directory {:?} must be an absolute path other than / without spaces, quotes, #, [, ], ; or ,", c.dir));
+    }
+    if let Some(b) = &c.build {
+        for (what, path) in [("basedir", Some(&b.basedir)), ("galera library", Some(&b.galera)), ("messages dir", b.messages_dir.as_ref())]
+        {
+            if let Some(path) = path.filter(|p| !safe_path(p)) {
+                p.push(format!("engine build {what} {path:?} must be an absolute path without spaces, quotes, #, [, ], ; or ,"));
+            }
+        }
     }
     if c.cluster_address.is_empty() {
         p.push("cluster_address is empty: list every server's IP:gcomm_port, this one included".into());
@@ -102,6 +124,13 @@ fn input_problems(c: &ConfigInput) -> Vec<String> {
         p.push(format!("cluster_address does not list this server ({me}): list every server, this one included"));
     }
     p
+}
+
+/// An absolute path other than `/` that can be written into `my.cnf`
+/// unquoted.
+fn safe_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.starts_with('/') && !path.chars().any(|ch| ch.is_whitespace() || ch.is_control() || "#[]\"'`\\;,".contains(ch))
 }
 
 /// Accumulates `key=value` lines, taking a user's value for a key in place
@@ -175,6 +204,13 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
     w.fixed("port", &ports.sql.to_string());
     w.fixed("user", "mysql");
     w.fixed("server_id", &c.server_id.to_string());
+    if let Some(b) = &c.build {
+        w.line("# engine build");
+        w.fixed("basedir", b.basedir.trim_end_matches('/'));
+        if let Some(m) = &b.messages_dir {
+            w.fixed("lc_messages_dir", m);
+        }
+    }
 
     w.line("# galera requirements");
     w.overridable("binlog_format", "ROW");
@@ -183,7 +219,7 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
 
     w.line("# galera");
     w.fixed("wsrep_on", "ON");
-    w.fixed("wsrep_provider", PROVIDER);
+    w.fixed("wsrep_provider", c.build.as_ref().map_or(PROVIDER, |b| b.galera.as_str()));
     w.fixed("wsrep_cluster_name", &c.cluster);
     w.fixed("wsrep_cluster_address", &format!("gcomm://{}", c.cluster_address.join(",")));
     w.fixed("wsrep_node_address", &host_port(addr, ports.gcomm));
@@ -252,7 +288,27 @@ mod tests {
             dir: format!("/var/lib/atoll/db/orders-{n}/"),
             durability,
             params: BTreeMap::new(),
+            build: None,
         }
+    }
+
+    #[test]
+    fn a_package_build_names_its_own_files() {
+        let mut c = input(1, Durability::Durable);
+        assert!(render(&c).unwrap().contains(&format!("wsrep_provider={PROVIDER}\n")));
+        c.build = Some(BuildPaths {
+            basedir: "/var/lib/atoll-agent/engines/mariadb-11.8/".into(),
+            galera: "/var/lib/atoll-agent/engines/mariadb-11.8/lib/galera/libgalera_smm.so".into(),
+            messages_dir: Some("/var/lib/atoll-agent/engines/mariadb-11.8/share/mysql".into()),
+        });
+        let text = render(&c).unwrap();
+        assert_unique_keys(&text);
+        assert!(text.contains("basedir=/var/lib/atoll-agent/engines/mariadb-11.8\n"), "{text}");
+        assert!(text.contains("lc_messages_dir=/var/lib/atoll-agent/engines/mariadb-11.8/share/mysql\n"), "{text}");
+        assert!(text.contains("wsrep_provider=/var/lib/atoll-agent/engines/mariadb-11.8/lib/galera/libgalera_smm.so\n"), "{text}");
+        c.build = Some(BuildPaths { basedir: "/opt/my build".into(), galera: "lib/x.so".into(), messages_dir: None });
+        let err = render(&c).unwrap_err().to_string();
+        assert!(err.contains("basedir \"/opt/my build\"") && err.contains("galera library \"lib/x.so\""), "{err}");
     }
 
     fn lines(text: &str) -> Vec<&str> {

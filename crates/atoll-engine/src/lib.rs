@@ -11,6 +11,7 @@
 //! through [`Engine`] and the helpers re-exported here, so a second engine
 //! would be a second implementation, not a search for `wsrep` across crates.
 
+pub mod build;
 pub mod config;
 pub mod params;
 pub mod recovery;
@@ -22,7 +23,7 @@ use atoll_api::db::{RecoveredPosition, WsrepStatus};
 use atoll_core::{Durability, ServerState};
 use serde::{Deserialize, Serialize};
 
-pub use config::{ConfigInput, EVS_TIMEOUTS, PROVIDER};
+pub use config::{BuildPaths, ConfigInput, EVS_TIMEOUTS, PROVIDER};
 pub use params::{Kind, ParamDef, ParamProblem};
 pub use recovery::{NIL_UUID, parse_grastate, parse_recovered};
 pub use state::cluster_status;

@@ -217,8 +217,43 @@ pub fn check_host(profile: &Profile, facts: &HostFacts, data_dir: &str, probe: O
     ];
     if let Some(p) = probe {
         out.extend(probe_checks(p));
+        engine_checks(facts, &mut out);
     }
     out
+}
+
+/// Files an engine build brings with it: a host may lack them system-wide
+/// and still run a database from a package build.
+const BUILD_FILES: &[&str] = &["mariadbd", "mariadb-install-db", "libgalera_smm.so"];
+
+/// Whether the host can run a database at all: at least one engine build
+/// (system packages or a pushed package). A probed build file missing from
+/// the system passes when a package build provides it.
+fn engine_checks(facts: &HostFacts, out: &mut Vec<CheckResult>) {
+    let names: Vec<String> =
+        facts.engines.iter().map(|e| format!("{} ({})", e.name, e.version.as_deref().unwrap_or("version unknown"))).collect();
+    let packages: Vec<&str> = facts.engines.iter().filter(|e| e.basedir.is_some()).map(|e| e.name.as_str()).collect();
+    if !packages.is_empty() {
+        for r in out.iter_mut().filter(|r| r.status == CheckStatus::Fail) {
+            let provided = r.item.strip_prefix("binary.").and_then(|b| b.rsplit('/').next()).is_some_and(|b| BUILD_FILES.contains(&b));
+            if provided {
+                r.status = CheckStatus::Pass;
+                r.measured = format!("not installed system-wide; provided by engine build {}", packages.join(", "));
+                r.fix = None;
+            }
+        }
+    }
+    out.push(if names.is_empty() {
+        result(
+            "engine.build",
+            CheckStatus::Fail,
+            "none".into(),
+            "at least one engine build".into(),
+            "apt-get install -y mariadb-server galera-4, or push a package build: `atoll package push NAME --host HOST`".into(),
+        )
+    } else {
+        result("engine.build", CheckStatus::Pass, names.join(", "), "at least one engine build".into(), String::new())
+    });
 }
 
 fn ssd_check(need: Need, ssd: Option<bool>, data_dir: &str) -> CheckResult {
@@ -402,6 +437,7 @@ mod tests {
             ]),
             clock_offset_ms: Some(3),
             collected_at_ms: 0,
+            engines: Vec::new(),
         }
     }
 
@@ -518,6 +554,31 @@ mod tests {
         assert_eq!(bin.fix.as_deref(), Some("apt-get install -y mariadb-server galera-4"));
         assert_eq!(get(&results, "binary.rsync").status, CheckStatus::Pass);
         assert_eq!(worst(&results), CheckStatus::Fail);
+    }
+
+    #[test]
+    fn a_package_build_stands_in_for_system_binaries() {
+        let probe = ProbeReport {
+            data_dir: "/data".into(),
+            binaries: vec![BinaryProbe { name: "mariadbd".into(), path: None }, BinaryProbe { name: "rsync".into(), path: None }],
+            ..Default::default()
+        };
+        let results = check_host(&Profile::sandbox(), &small_host(), "/data", Some(&probe));
+        let engine = get(&results, "engine.build");
+        assert_eq!((engine.status, engine.measured.as_str()), (CheckStatus::Fail, "none"));
+        let mut facts = small_host();
+        facts.engines = vec![atoll_core::EngineBuild {
+            name: "mariadb-11.8".into(),
+            version: Some("11.8.3-MariaDB".into()),
+            basedir: Some("/x".into()),
+            ..Default::default()
+        }];
+        let results = check_host(&Profile::sandbox(), &facts, "/data", Some(&probe));
+        assert_eq!(get(&results, "engine.build").measured, "mariadb-11.8 (11.8.3-MariaDB)");
+        let bin = get(&results, "binary.mariadbd");
+        assert_eq!(bin.status, CheckStatus::Pass, "{bin:?}");
+        assert!(bin.measured.contains("provided by engine build mariadb-11.8"));
+        assert_eq!(get(&results, "binary.rsync").status, CheckStatus::Fail, "rsync is not part of a build");
     }
 
     #[test]

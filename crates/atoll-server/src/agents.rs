@@ -16,7 +16,10 @@ use crate::join;
 use crate::state::{AppState, now_ms};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/agent/v1/register", post(register)).route("/agent/v1/heartbeat", post(heartbeat))
+    Router::new()
+        .route("/agent/v1/register", post(register))
+        .route("/agent/v1/heartbeat", post(heartbeat))
+        .route("/agent/v1/packages/{sha256}", axum::routing::get(download_package))
 }
 
 /// Tokens compared in constant time.
@@ -128,6 +131,20 @@ async fn heartbeat(
         let statuses: Vec<(String, serde_json::Value)> =
             req.db.iter().filter_map(|s| serde_json::to_value(s).ok().map(|v| (s.id.clone(), v))).collect();
         state.store.record_server_statuses(req.host_id, &statuses, now).await?;
+        let clusters: std::collections::BTreeSet<&str> = req.db.iter().filter_map(|s| s.id.split_once('/').map(|(c, _)| c)).collect();
+        for name in clusters {
+            if let Some(c) = state.store.get_cluster(name).await? {
+                if let Err(e) = crate::routing::failover(&state, &c).await {
+                    tracing::warn!(cluster = name, error = %e, "writer failover check failed; the next report tries again");
+                }
+            }
+        }
+        crate::routing::changed(&state);
+    }
+    if !req.proxies.is_empty() {
+        let statuses: Vec<(String, serde_json::Value)> =
+            req.proxies.iter().filter_map(|p| serde_json::to_value(p).ok().map(|v| (p.id.clone(), v))).collect();
+        state.store.record_proxy_statuses(req.host_id, &statuses, now).await?;
     }
     metrics::counter!("atoll_heartbeats_total").increment(1);
     if before == Some(HostStatus::Offline) {
@@ -135,4 +152,39 @@ async fn heartbeat(
         state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &host.host.name, json!({}), "ok").await;
     }
     Ok(Json(HeartbeatResponse { server_time_ms: now_ms(), heartbeat_interval_ms: state.config.heartbeat_interval_ms }))
+}
+
+/// A package tarball for an agent to install, streamed from disk. Only a
+/// registered agent may download (its token names its host); the agent
+/// checks the SHA-256 itself while it reads.
+async fn download_package(
+    State(state): State<AppState>,
+    AgentCaller(token): AgentCaller,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let hash = sha256_hex(&token);
+    let hosts = state.store.list_hosts().await?;
+    let Some(host) = hosts.iter().find(|h| h.agent_token_hash.as_deref().is_some_and(|t| same(t, &hash))) else {
+        return Err(ApiError::Unauthorized("wrong agent token: only a registered agent may download packages".into()));
+    };
+    let Some(package) = state.store.find_package_by_sha256(&sha256).await? else {
+        return Err(ApiError::NotFound(format!("no package with sha256 {sha256}: it was removed; add it again and push")));
+    };
+    let path = crate::packages::file(&state, &package.sha256);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("package {} is registered but its tarball cannot be read ({e})", package.name)))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(package.size_bytes);
+    tracing::info!(host = %host.host.name, package = %package.name, "package download");
+    let chunks = futures::stream::try_unfold(file, |mut f| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>((n > 0).then_some((axum::body::Bytes::from(buf), f)))
+    });
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/gzip")
+        .header(axum::http::header::CONTENT_LENGTH, len)
+        .body(axum::body::Body::from_stream(chunks))
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use atoll_api::v1::{CheckResponse, HostCheckReport};
+use atoll_api::v1::{CheckResponse, HostCheckReport, HostCheckSummary};
 use atoll_client::{Client, ClientError};
 use atoll_core::HostStatus;
 use atoll_plan::ProbeRequest;
 use atoll_plan::check::{self, CheckResult, CheckStatus};
 use atoll_plan::profile::{Profile, ProfileName};
-use atoll_store::HostRecord;
+use atoll_store::{HostRecord, HostSummaryRecord};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, now_ms};
@@ -18,6 +18,14 @@ use crate::state::{AppState, now_ms};
 pub const DB_PORTS: [u16; 4] = [3306, 4567, 4568, 4444];
 /// What a host needs installed to run a database server.
 pub const DB_BINARIES: [&str; 3] = ["mariadbd", "mariadb-install-db", "/usr/lib/galera/libgalera_smm.so"];
+
+/// The outcome of a listed host's last precheck, from its summary columns;
+/// `None` when none ran or the stored report is not one we recognise.
+pub fn check_summary(h: &HostSummaryRecord) -> Option<HostCheckSummary> {
+    let stored = h.check_worst.as_deref()?;
+    let worst = [CheckStatus::Pass, CheckStatus::Warn, CheckStatus::Fail].into_iter().find(|s| s.as_str() == stored)?;
+    Some(HostCheckSummary { worst, profile: h.check_profile.clone()?, checked_at_ms: h.checked_at_ms? })
+}
 
 /// A client for a host's agent, authenticated as this platform.
 pub fn agent(host: &HostRecord) -> ApiResult<Client> {

@@ -13,6 +13,8 @@ mod hostops;
 mod join;
 mod liveness;
 mod metrics_layer;
+mod packages;
+mod routing;
 pub mod secrets;
 pub mod state;
 mod steps;
@@ -104,7 +106,14 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     steps::register(&mut engine, Arc::clone(&slot));
     let engine = Arc::new(engine);
     let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
-    let state = AppState::new(Inner { store, engine: Arc::clone(&engine), config: config.clone(), metrics, secrets });
+    let state = AppState::new(Inner {
+        store,
+        engine: Arc::clone(&engine),
+        config: config.clone(),
+        metrics,
+        secrets,
+        routing: tokio::sync::watch::Sender::new(0),
+    });
     let _ = slot.set(state.clone());
 
     let admin_password = auth::bootstrap_admin(&state).await?;
@@ -148,9 +157,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text format; host gauges are computed at scrape time.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(hosts) = state.store.list_hosts().await {
+    if let Ok(hosts) = state.store.list_host_summaries().await {
         for status in [atoll_core::HostStatus::Online, atoll_core::HostStatus::Offline, atoll_core::HostStatus::Pending] {
-            let n = hosts.iter().filter(|h| h.host.status == status).count();
+            let n = hosts.iter().filter(|h| h.status == status).count();
             metrics::gauge!("atoll_hosts", "status" => status.as_str()).set(n as f64);
         }
     }

@@ -22,6 +22,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Seals database passwords before they reach MetaDB.
     pub secrets: crate::secrets::SecretBox,
+    /// Bumped whenever a routing table may have changed; wakes long-polls.
+    pub routing: tokio::sync::watch::Sender<u64>,
 }
 
 impl Deref for AppState {

@@ -26,6 +26,7 @@ pub fn register(engine: &mut Engine, state: Arc<std::sync::OnceLock<AppState>>) 
     engine.register(DIRS, Arc::new(Dirs(state.clone())));
     engine.register(CHECK, Arc::new(Check(state.clone())));
     engine.register(FORGET, Arc::new(Forget(state.clone())));
+    crate::packages::register(engine, state.clone());
     crate::clusters::steps::register(engine, state);
 }
 

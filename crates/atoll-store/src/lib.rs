@@ -32,6 +32,8 @@ pub trait HostStore: Send + Sync {
     /// Looks a host up by id, name or address, in that order.
     async fn find_host(&self, key: &str) -> Result<Option<HostRecord>>;
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
+    /// Every host by name, without facts, checks or tokens: for listings.
+    async fn list_host_summaries(&self) -> Result<Vec<HostSummaryRecord>>;
     /// Applies an agent's registration in one transaction: updates the host
     /// with this id, else claims the pending host with this address (taking
     /// the agent's id), else inserts a new host.
@@ -151,9 +153,40 @@ pub trait ClusterStore: Send + Sync {
     async fn delete_cluster(&self, name: &str) -> Result<bool>;
 }
 
+/// Who takes a cluster's writes, and the proxies that route to it.
+#[async_trait]
+pub trait RoutingStore: Send + Sync {
+    async fn get_routing(&self, cluster: &str) -> Result<Option<RoutingRecord>>;
+    /// Compare-and-set: writes `new` only while the stored writer and
+    /// move are still `expected` (`None`: no row yet), so two servers that
+    /// fail over at once cannot both win. Returns whether it wrote.
+    async fn set_routing(&self, cluster: &str, expected: Option<&RoutingRecord>, new: &RoutingRecord) -> Result<bool>;
+    /// Adds or replaces the given proxies of a cluster.
+    async fn put_proxies(&self, proxies: &[ProxyRecord]) -> Result<()>;
+    async fn cluster_proxies(&self, cluster: &str) -> Result<Vec<ProxyRecord>>;
+    async fn proxies_on_host(&self, host: HostId) -> Result<Vec<ProxyRecord>>;
+    /// Records what a host's agent reports, keyed by `CLUSTER/PROXY`;
+    /// entries for proxies not on that host are ignored.
+    async fn record_proxy_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()>;
+}
+
+/// Engine builds registered as package tarballs (the files themselves
+/// live in the server's data directory, named by their SHA-256).
+#[async_trait]
+pub trait PackageStore: Send + Sync {
+    /// `Conflict` naming the clash when the name or the content (SHA-256)
+    /// is already registered.
+    async fn insert_package(&self, p: &PackageRecord) -> Result<()>;
+    async fn get_package(&self, name: &str) -> Result<Option<PackageRecord>>;
+    async fn find_package_by_sha256(&self, sha256: &str) -> Result<Option<PackageRecord>>;
+    /// By name.
+    async fn list_packages(&self) -> Result<Vec<PackageRecord>>;
+    async fn delete_package(&self, name: &str) -> Result<bool>;
+}
+
 /// The whole MetaDB.
 #[async_trait]
-pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore {
+pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore + RoutingStore + PackageStore {
     /// Whether the back end answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
     fn backend(&self) -> &'static str;

@@ -1,7 +1,7 @@
 //! Records as the store keeps them. They carry secrets and bookkeeping that
 //! never leave the server; the API crate defines what goes on the wire.
 
-use atoll_core::{Host, HostFacts, HostId, Phase, Role, StepStatus, TaskStatus, UnixMs};
+use atoll_core::{Host, HostFacts, HostId, HostStatus, Phase, Role, StepStatus, TaskStatus, UnixMs};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,62 @@ pub struct HostRecord {
     /// The last precheck results (JSON array) and when they were taken.
     pub checks: Option<Value>,
     pub checked_at_ms: Option<UnixMs>,
+}
+
+/// A host as listings show it, from summary columns kept beside the facts
+/// and checks, so a listing never reads or parses those (issue 3: they were
+/// most of the cost of listing 1000 hosts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSummaryRecord {
+    pub id: HostId,
+    pub name: String,
+    pub address: String,
+    pub agent_url: Option<String>,
+    pub zone: Option<String>,
+    pub status: HostStatus,
+    pub agent_version: Option<String>,
+    pub created_at_ms: UnixMs,
+    pub last_heartbeat_ms: Option<UnixMs>,
+    /// From the last facts; `None` until the host's agent sent some.
+    pub cpu_cores: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub clock_offset_ms: Option<i64>,
+    /// `worst` and `profile` of the last precheck report, as stored.
+    pub check_worst: Option<String>,
+    pub check_profile: Option<String>,
+    pub checked_at_ms: Option<UnixMs>,
+}
+
+impl HostSummaryRecord {
+    /// What the summary columns hold for a full record.
+    pub fn of(r: &HostRecord) -> Self {
+        let h = &r.host;
+        let facts = h.facts.as_ref();
+        let (check_worst, check_profile) = r.checks.as_ref().map_or((None, None), check_summary);
+        HostSummaryRecord {
+            id: h.id,
+            name: h.name.clone(),
+            address: h.address.clone(),
+            agent_url: h.agent_url.clone(),
+            zone: h.zone.clone(),
+            status: h.status,
+            agent_version: h.agent_version.clone(),
+            created_at_ms: h.created_at_ms,
+            last_heartbeat_ms: h.last_heartbeat_ms,
+            cpu_cores: facts.map(|f| f.cpu.cores),
+            memory_bytes: facts.map(|f| f.memory_bytes),
+            clock_offset_ms: facts.and_then(|f| f.clock_offset_ms),
+            check_worst: check_worst.map(str::to_owned),
+            check_profile: check_profile.map(str::to_owned),
+            checked_at_ms: r.checked_at_ms,
+        }
+    }
+}
+
+/// `worst` and `profile` of a stored precheck report. The store keeps the
+/// report as opaque JSON; these two fields are all a listing needs of it.
+pub(crate) fn check_summary(checks: &Value) -> (Option<&str>, Option<&str>) {
+    (checks.get("worst").and_then(Value::as_str), checks.get("profile").and_then(Value::as_str))
 }
 
 /// An agent's registration, already authorised by the server.
@@ -240,4 +296,45 @@ pub struct DbServerRecord {
     /// The last status its agent reported (`DbServerStatus` as JSON).
     pub status: Option<Value>,
     pub status_at_ms: Option<UnixMs>,
+}
+
+/// Which server of a cluster takes writes. `moving_to` is set while a
+/// planned move is under way, so proxies hold new writes until it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingRecord {
+    pub writer: Option<String>,
+    pub moving_to: Option<String>,
+    pub changed_at_ms: UnixMs,
+}
+
+/// One `atoll proxy` of a cluster, run by the agent of `host_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyRecord {
+    pub cluster: String,
+    pub name: String,
+    pub host_id: HostId,
+    pub zone: String,
+    pub address: String,
+    pub rw_port: u16,
+    pub ro_port: u16,
+    pub admin_port: u16,
+    /// The last status its agent reported (`ProxyStatus` as JSON).
+    pub status: Option<Value>,
+    pub status_at_ms: Option<UnixMs>,
+}
+
+/// An engine build registered as a package tarball.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    /// Lowercase hex; also the file's name on the server.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// The build's essential files, as paths inside the tarball.
+    pub mariadbd: String,
+    pub install_db: String,
+    pub galera: String,
+    pub created_by: String,
+    pub created_at_ms: UnixMs,
 }

@@ -116,6 +116,7 @@ conformance!(
     heartbeat_reports_previous_status,
     stale_hosts_go_offline_once,
     host_checks_and_delete,
+    host_summaries_follow_facts_and_checks,
     users_and_passwords,
     sessions_expire_when_idle,
     api_tokens,
@@ -131,6 +132,7 @@ conformance!(
     step_logs_paging,
     migrations_run_twice,
     clusters_and_servers,
+    packages_unique_by_name_and_content,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -502,6 +504,81 @@ async fn host_checks_and_delete(h: &Harness) {
     assert_eq!(s.get_host(a.host.id).await.unwrap(), None);
 }
 
+/// The summary columns agree with the facts and checks after every kind of
+/// write, and migration 5 fills them in for rows written before it.
+async fn host_summaries_follow_facts_and_checks(h: &Harness) {
+    let s = &h.store;
+    let agree = || async {
+        let full: Vec<_> = s.list_hosts().await.unwrap().iter().map(HostSummaryRecord::of).collect();
+        let summaries = s.list_host_summaries().await.unwrap();
+        assert_eq!(summaries, full);
+        summaries
+    };
+    assert!(agree().await.is_empty());
+
+    // Inserted with facts and a precheck report; pending without either.
+    let mut a = host("sa", "127.0.0.101", HostStatus::Online);
+    a.host.facts = Some(HostFacts { cpu: atoll_core::CpuFacts { cores: 8, model: "x".into() }, clock_offset_ms: Some(-3), ..facts("sa") });
+    a.host.zone = Some("z1".into());
+    a.host.agent_version = Some("0.1.0".into());
+    a.checks = Some(json!({ "host": "sa", "profile": "sandbox", "worst": "warn", "results": [], "checked_at_ms": 7 }));
+    a.checked_at_ms = Some(7);
+    s.insert_host(&a).await.unwrap();
+    s.insert_host(&host("sb", "127.0.0.102", HostStatus::Pending)).await.unwrap();
+    let got = agree().await;
+    assert_eq!(
+        (got[0].cpu_cores, got[0].memory_bytes, got[0].clock_offset_ms, got[0].check_worst.as_deref(), got[0].check_profile.as_deref()),
+        (Some(8), Some(8 << 30), Some(-3), Some("warn"), Some("sandbox"))
+    );
+    assert_eq!((got[1].cpu_cores, got[1].memory_bytes, got[1].check_worst.as_deref()), (None, None, None));
+
+    // Registration: a new host, a claim of the pending one, a re-registration.
+    let (c, b) = (HostId::new(), HostId::new());
+    s.register_host(&registration(c, "sc", "127.0.0.103", None, 1_000)).await.unwrap();
+    s.register_host(&registration(b, "x", "127.0.0.102", None, 1_000)).await.unwrap();
+    assert_eq!(agree().await[1].memory_bytes, Some(8 << 30), "the claimed host has its facts' summary");
+    let mut again = registration(c, "sc", "127.0.0.103", None, 2_000);
+    again.facts.memory_bytes = 4 << 30;
+    s.register_host(&again).await.unwrap();
+    assert_eq!(agree().await[2].memory_bytes, Some(4 << 30));
+
+    // Heartbeats: without facts the summary stays; with facts it follows,
+    // and a clock offset no longer reported is cleared.
+    s.record_heartbeat(&heartbeat(a.host.id, "127.0.0.101", 3_000)).await.unwrap();
+    assert_eq!(agree().await[0].clock_offset_ms, Some(-3));
+    let mut hb = heartbeat(a.host.id, "127.0.0.101", 4_000);
+    hb.facts = Some(HostFacts { cpu: atoll_core::CpuFacts { cores: 2, model: "y".into() }, clock_offset_ms: None, ..facts("sa") });
+    s.record_heartbeat(&hb).await.unwrap();
+    assert_eq!((agree().await[0].cpu_cores, agree().await[0].clock_offset_ms), (Some(2), None));
+    hb.facts = Some(HostFacts { clock_offset_ms: Some(12), ..facts("sa") });
+    s.record_heartbeat(&hb).await.unwrap();
+    assert_eq!(agree().await[0].clock_offset_ms, Some(12));
+
+    // A new precheck report; one of another shape has no summary.
+    s.set_host_checks(b, &json!({ "host": "sb", "profile": "production", "worst": "fail", "results": [] }), 9).await.unwrap();
+    let got = agree().await;
+    assert_eq!(
+        (got[1].check_worst.as_deref(), got[1].check_profile.as_deref(), got[1].checked_at_ms),
+        (Some("fail"), Some("production"), Some(9))
+    );
+    s.set_host_checks(b, &json!([{ "name": "disk" }]), 10).await.unwrap();
+    assert_eq!(agree().await[1].check_worst, None);
+    s.set_host_checks(b, &json!({ "host": "sb", "profile": "production", "worst": "pass", "results": [] }), 11).await.unwrap();
+    let before = agree().await;
+
+    // Rows written before migration 5: drop its columns and version, then
+    // let a starting server migrate again; the backfill restores them.
+    let pool = sqlx::AnyPool::connect(&h.url).await.unwrap();
+    for column in ["cpu_cores", "memory_bytes", "clock_offset_ms", "check_worst", "check_profile"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE hosts DROP COLUMN {column}"))).execute(&pool).await.unwrap();
+    }
+    sqlx::query("DELETE FROM schema_version WHERE version = 5").execute(&pool).await.unwrap();
+    pool.close().await;
+    let migrated = SqlStore::connect(&h.url).await.unwrap();
+    assert_eq!(migrated.list_host_summaries().await.unwrap(), before);
+    migrated.close().await;
+}
+
 // ---------------------------------------------------------------- accounts
 
 async fn users_and_passwords(h: &Harness) {
@@ -847,7 +924,7 @@ async fn migrations_run_twice(h: &Harness) {
         let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1, 2]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -861,7 +938,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1, 2]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }
@@ -953,7 +1030,80 @@ async fn clusters_and_servers(h: &Harness) {
     assert_eq!(got[1].status_at_ms, Some(7));
     assert_eq!(got[2].status, None, "another host cannot report for orders-3");
 
+    // Routing: compare-and-set, so only one of two racing failovers wins.
+    assert_eq!(s.get_routing("orders").await.unwrap(), None);
+    let first = RoutingRecord { writer: Some("orders-1".into()), moving_to: None, changed_at_ms: 8 };
+    assert!(s.set_routing("orders", None, &first).await.unwrap());
+    assert!(!s.set_routing("orders", None, &first).await.unwrap(), "a second insert must lose");
+    let second = RoutingRecord { writer: Some("orders-2".into()), moving_to: None, changed_at_ms: 9 };
+    let third = RoutingRecord { writer: Some("orders-3".into()), moving_to: None, changed_at_ms: 9 };
+    assert!(s.set_routing("orders", Some(&first), &second).await.unwrap());
+    assert!(!s.set_routing("orders", Some(&first), &third).await.unwrap(), "a stale expectation must lose");
+    assert_eq!(s.get_routing("orders").await.unwrap(), Some(second));
+
+    // Proxies: replaced by name, statuses only from their own host.
+    let proxy = |i: usize| ProxyRecord {
+        cluster: "orders".into(),
+        name: format!("orders-proxy-z{}", i + 1),
+        host_id: hosts[i],
+        zone: format!("z{}", i + 1),
+        address: format!("127.0.0.{}", 11 + i),
+        rw_port: 6033,
+        ro_port: 6034,
+        admin_port: 6035,
+        status: None,
+        status_at_ms: None,
+    };
+    s.put_proxies(&[proxy(0), proxy(1)]).await.unwrap();
+    let mut moved = proxy(1);
+    moved.rw_port = 7033;
+    s.put_proxies(&[moved.clone()]).await.unwrap();
+    assert_eq!(s.cluster_proxies("orders").await.unwrap(), vec![proxy(0), moved.clone()]);
+    assert_eq!(s.proxies_on_host(hosts[1]).await.unwrap(), vec![moved]);
+    let report = vec![("orders/orders-proxy-z1".to_string(), json!({ "rw": 3 })), ("orders/orders-proxy-z2".to_string(), json!({ "rw": 4 }))];
+    s.record_proxy_statuses(hosts[0], &report, 10).await.unwrap();
+    let got = s.cluster_proxies("orders").await.unwrap();
+    assert_eq!((got[0].status.clone(), got[0].status_at_ms), (Some(json!({ "rw": 3 })), Some(10)));
+    assert_eq!(got[1].status, None, "another host cannot report for orders-proxy-z2");
+
     assert!(s.delete_cluster("orders").await.unwrap());
     assert!(!s.delete_cluster("orders").await.unwrap());
     assert!(s.cluster_servers("orders").await.unwrap().is_empty());
+    assert!(s.cluster_proxies("orders").await.unwrap().is_empty());
+    assert_eq!(s.get_routing("orders").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------- packages
+
+fn package(name: &str, sha: char) -> PackageRecord {
+    PackageRecord {
+        name: name.into(),
+        version: "11.8.3".into(),
+        sha256: sha.to_string().repeat(64),
+        size_bytes: 5 << 30,
+        mariadbd: "bin/mariadbd".into(),
+        install_db: "scripts/mariadb-install-db".into(),
+        galera: "lib/libgalera_smm.so".into(),
+        created_by: "admin".into(),
+        created_at_ms: 1,
+    }
+}
+
+async fn packages_unique_by_name_and_content(h: &Harness) {
+    let s = &h.store;
+    let a = package("mariadb-11.8", 'a');
+    s.insert_package(&a).await.unwrap();
+    assert_eq!(s.get_package("mariadb-11.8").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.find_package_by_sha256(&a.sha256).await.unwrap(), Some(a.clone()));
+    let same_name = conflict(s.insert_package(&package("mariadb-11.8", 'b')).await.unwrap_err());
+    assert!(same_name.contains("a package named mariadb-11.8 already exists"), "{same_name}");
+    let same_content = conflict(s.insert_package(&package("other", 'a')).await.unwrap_err());
+    assert!(same_content.contains("already registered as package mariadb-11.8"), "{same_content}");
+    s.insert_package(&package("alpha", 'c')).await.unwrap();
+    let names: Vec<String> = s.list_packages().await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["alpha", "mariadb-11.8"]);
+    assert!(s.delete_package("alpha").await.unwrap());
+    assert!(!s.delete_package("alpha").await.unwrap());
+    assert_eq!(s.get_package("alpha").await.unwrap(), None);
+    assert_eq!(s.list_packages().await.unwrap().len(), 1);
 }

@@ -241,10 +241,10 @@ impl Platform {
     }
 
     /// Waits until exactly `n` hosts are registered and all online.
-    pub async fn wait_hosts_online(&self, n: usize) -> Result<Vec<atoll_api::v1::HostView>> {
+    pub async fn wait_hosts_online(&self, n: usize) -> Result<Vec<atoll_api::v1::HostListItem>> {
         wait_for("hosts online", Duration::from_secs(20), || async {
-            let hs: Vec<atoll_api::v1::HostView> = self.client().get("/api/v1/hosts").await.ok()?;
-            (hs.len() == n && hs.iter().all(|h| h.host.status == atoll_core::HostStatus::Online)).then_some(hs)
+            let hs: Vec<atoll_api::v1::HostListItem> = self.client().get("/api/v1/hosts").await.ok()?;
+            (hs.len() == n && hs.iter().all(|h| h.status == atoll_core::HostStatus::Online)).then_some(hs)
         })
         .await
     }

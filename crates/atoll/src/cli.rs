@@ -59,6 +59,11 @@ enum Command {
     /// Database clusters: create, list, show, credentials.
     #[command(subcommand)]
     Cluster(crate::clusters::ClusterCmd),
+    /// Engine builds: add a tarball, list, show, remove, push to hosts.
+    #[command(subcommand)]
+    Package(crate::packages::PackageCmd),
+    /// Run the MySQL proxy of one cluster (read-write and read-only ports).
+    Proxy(crate::proxy::ProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +276,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Host(c) => host(c).await,
         Command::Task(c) => task(c).await,
         Command::Cluster(c) => crate::clusters::run(c).await,
+        Command::Package(c) => crate::packages::run(c).await,
+        Command::Proxy(a) => crate::proxy::run(a).await,
     };
     match result {
         Ok(exit) => exit.into(),
@@ -430,7 +437,7 @@ async fn host(cmd: HostCmd) -> Res {
             Ok(Exit::Ok)
         }
         HostCmd::List { conn } => {
-            let hosts: Vec<HostView> = client(&conn)?.get("/api/v1/hosts").await?;
+            let hosts: Vec<HostListItem> = client(&conn)?.get("/api/v1/hosts").await?;
             if conn.json {
                 output::print_json(&hosts)?;
                 return Ok(Exit::Ok);
@@ -438,20 +445,19 @@ async fn host(cmd: HostCmd) -> Res {
             let now = atoll_server::state::now_ms();
             let mut t = output::table(&["name", "address", "zone", "status", "cores", "memory", "heartbeat", "precheck"]);
             for h in &hosts {
-                let f = h.host.facts.as_ref();
                 t.add_row(vec![
-                    h.host.name.clone(),
-                    h.host.address.clone(),
-                    h.host.zone.clone().unwrap_or_else(|| "-".into()),
-                    h.host.status.to_string(),
-                    f.map(|f| f.cpu.cores.to_string()).unwrap_or_else(|| "-".into()),
-                    f.map(|f| output::gib(f.memory_bytes)).unwrap_or_else(|| "-".into()),
-                    output::ago(h.host.last_heartbeat_ms, now),
+                    h.name.clone(),
+                    h.address.clone(),
+                    h.zone.clone().unwrap_or_else(|| "-".into()),
+                    h.status.to_string(),
+                    h.cpu_cores.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    h.memory_bytes.map(output::gib).unwrap_or_else(|| "-".into()),
+                    output::ago(h.last_heartbeat_ms, now),
                     h.checks.as_ref().map(|c| format!("{} ({})", c.worst, c.profile)).unwrap_or_else(|| "-".into()),
                 ]);
             }
             println!("{t}");
-            let s = HostSummary::of(hosts.iter().map(|h| &h.host));
+            let s = HostSummary::of(hosts.iter().map(|h| h.status));
             println!("{} hosts: {} online, {} offline, {} pending", s.total, s.online, s.offline, s.pending);
             Ok(Exit::Ok)
         }
@@ -545,6 +551,17 @@ fn print_host(h: &HostView) {
         }
         for (k, v) in &f.sysctls {
             println!("sysctl  {k} = {v}");
+        }
+        if f.engines.is_empty() {
+            println!("engine  none: install mariadb-server galera-4 or `atoll package push NAME --host {}`", host.name);
+        }
+        for e in &f.engines {
+            println!(
+                "engine  {}  {}  {}",
+                e.name,
+                e.version.as_deref().unwrap_or("version unknown"),
+                e.basedir.as_deref().unwrap_or(&e.mariadbd)
+            );
         }
     }
     if let Some(c) = &h.checks {

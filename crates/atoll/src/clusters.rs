@@ -38,6 +38,10 @@ pub enum ClusterCmd {
         /// Accept fewer than three zones (the cluster cannot survive a zone loss).
         #[arg(long)]
         allow_single_zone: bool,
+        /// Engine build to run: a package pushed to every host (`atoll
+        /// package push`); default: the hosts' system MariaDB.
+        #[arg(long)]
+        engine: Option<String>,
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -96,6 +100,16 @@ pub enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Move read-write traffic to another synced server. Proxies hold new
+    /// read-write connections during the move instead of refusing them.
+    SetWriter {
+        name: String,
+        server: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Stop the servers and forget the cluster (data kept unless --purge).
     Delete {
         name: String,
@@ -117,7 +131,7 @@ pub enum ClusterCmd {
 
 pub async fn run(cmd: ClusterCmd) -> Res {
     match cmd {
-        ClusterCmd::Create { name, servers, file, durability, params, port, allow_single_zone, no_wait, conn } => {
+        ClusterCmd::Create { name, servers, file, durability, params, port, allow_single_zone, engine, no_wait, conn } => {
             let spec = match file {
                 Some(path) => {
                     let text =
@@ -126,9 +140,12 @@ pub async fn run(cmd: ClusterCmd) -> Res {
                     if let Some(n) = name {
                         spec.name = n;
                     }
+                    if engine.is_some() {
+                        spec.engine = engine;
+                    }
                     spec
                 }
-                None => from_flags(name, &servers, durability.as_deref(), &params, port, allow_single_zone)?,
+                None => from_flags(name, &servers, durability.as_deref(), &params, port, allow_single_zone, engine)?,
             };
             let c = client(&conn)?;
             let t: TaskView = c.post("/api/v1/clusters", &spec).await?;
@@ -167,9 +184,16 @@ pub async fn run(cmd: ClusterCmd) -> Res {
             for z in &c.zones {
                 for s in &z.servers {
                     let w = s.status.as_ref().and_then(|st| st.wsrep.as_ref());
+                    let role = if c.moving_to.as_deref() == Some(s.name.as_str()) {
+                        " (becoming writer)"
+                    } else if c.writer.as_deref() == Some(s.name.as_str()) {
+                        " (writer)"
+                    } else {
+                        ""
+                    };
                     t.add_row(vec![
                         format!("{} (segment {})", z.name, z.segment),
-                        s.name.clone(),
+                        format!("{}{role}", s.name),
                         s.host.clone(),
                         format!("{}:{}", s.address, s.port),
                         s.state.to_string(),
@@ -179,6 +203,23 @@ pub async fn run(cmd: ClusterCmd) -> Res {
                 }
             }
             println!("{t}");
+            if !c.proxies.is_empty() {
+                let mut t = output::table(&["proxy", "zone", "read-write", "read-only", "state", "rw conns", "ro conns", "restarts"]);
+                let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                for p in &c.proxies {
+                    t.add_row(vec![
+                        p.name.clone(),
+                        p.zone.clone(),
+                        format!("{}:{}", p.address, p.rw_port),
+                        format!("{}:{}", p.address, p.ro_port),
+                        p.state.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "unknown".into()),
+                        n(p.rw_connections),
+                        n(p.ro_connections),
+                        p.restarts.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                println!("{t}");
+            }
             for (k, v) in &c.params {
                 println!("param   {k} = {v}");
             }
@@ -192,6 +233,11 @@ pub async fn run(cmd: ClusterCmd) -> Res {
             let params = parse_params(&params)?;
             let c = client(&conn)?;
             let t: TaskView = c.post(&format!("/api/v1/clusters/{name}/params"), &serde_json::json!({ "params": params })).await?;
+            follow_new(&c, t, no_wait, conn.json).await
+        }
+        ClusterCmd::SetWriter { name, server, no_wait, conn } => {
+            let c = client(&conn)?;
+            let t: TaskView = c.post(&format!("/api/v1/clusters/{name}/writer"), &serde_json::json!({ "server": server })).await?;
             follow_new(&c, t, no_wait, conn.json).await
         }
         ClusterCmd::Delete { name, purge, no_wait, conn } => {
@@ -225,6 +271,7 @@ fn from_flags(
     params: &[String],
     port: u16,
     allow_single_zone: bool,
+    engine: Option<String>,
 ) -> Result<ClusterSpec, crate::output::CliError> {
     let name = name.ok_or_else(|| fail(Exit::Error, "name the cluster: `atoll cluster create NAME --server ZONE=HOST …` or use --file"))?;
     if servers.is_empty() {
@@ -243,7 +290,7 @@ fn from_flags(
     }
     let map = parse_params(params)?;
     let durability: Durability = durability.map(str::parse).transpose().map_err(|e: String| fail(Exit::Error, e))?.unwrap_or_default();
-    Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone })
+    Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone, engine, proxy: Default::default() })
 }
 
 fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>, crate::output::CliError> {

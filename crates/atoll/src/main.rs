@@ -5,7 +5,9 @@ mod cli;
 mod clusters;
 mod daemons;
 mod output;
+mod packages;
 mod playground;
+mod proxy;
 mod session;
 
 use clap::Parser;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atoll_api::v1::{ClusterCredentials, ClusterView, HostView, PrepareRequest, TaskView};
+use atoll_api::v1::{ClusterCredentials, ClusterView, HostListItem, PrepareRequest, TaskView};
 use atoll_client::Client;
 use atoll_core::{ClusterStatus, HostStatus, TaskStatus};
 use clap::Args;
@@ -117,6 +117,14 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
                 Ok(cr) => {
                     println!("  cluster   {CLUSTER}: MariaDB Galera, 3 zones, durable commits");
                     println!("  mysql     {}", cr.mysql_command);
+                    println!(
+                        "            (through the zone z1 proxy: port {} follows the writer, port {} balances reads; \
+                         {}:{} is the first server itself)",
+                        cr.port,
+                        cr.port + 1,
+                        cr.direct_host,
+                        cr.direct_port
+                    );
                 }
                 Err(e) => println!("  cluster   {CLUSTER}: credentials unavailable ({e})"),
             }
@@ -143,6 +151,11 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     // Agents leave databases running when they stop; if the clean stop
     // above failed, do not leave them behind.
     atoll_agent::kill_processes_under(&a.dir.join("db"));
+    // Agents leave their proxies serving too (an agent restart must not
+    // drop application connections); the playground owns them all.
+    for (name, _, _) in HOSTS {
+        atoll_agent::kill_processes_under(&a.dir.join(format!("agent-{name}")).join("proxies"));
+    }
     if !a.keep {
         let _ = std::fs::remove_dir_all(&a.dir);
     }
@@ -162,10 +175,9 @@ async fn bring_up(client: &Client, agents: &mut [tokio::process::Child], dir: &P
                 return Err(fail(Exit::Error, format!("the agent of {name} stopped ({status}): {last}")));
             }
         }
-        let hosts: Vec<HostView> = client.get("/api/v1/hosts").await?;
+        let hosts: Vec<HostListItem> = client.get("/api/v1/hosts").await?;
         // Online, and the clock offset measured, so the precheck judges it.
-        let ready =
-            |h: &HostView| h.host.status == HostStatus::Online && h.host.facts.as_ref().is_some_and(|f| f.clock_offset_ms.is_some());
+        let ready = |h: &HostListItem| h.status == HostStatus::Online && h.clock_offset_ms.is_some();
         if hosts.len() == HOSTS.len() && hosts.iter().all(ready) {
             break;
         }

@@ -45,7 +45,7 @@ async fn viewer_token(p: &Platform, admin: &Client) -> String {
     assert!(r.must_change_password, "a new user must choose a password");
     c.set_token(Some(r.token.clone()));
     // Until then, everything else is refused.
-    let (code, msg) = status(c.get::<Vec<HostView>>("/api/v1/hosts").await);
+    let (code, msg) = status(c.get::<Vec<HostListItem>>("/api/v1/hosts").await);
     assert_eq!(code, 403);
     assert!(msg.contains("new password"), "{msg}");
     let _: Value = c
@@ -130,8 +130,9 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     );
     assert_eq!(code, 409);
     assert!(msg.contains("127.0.0.30"), "{msg}");
-    let hosts: Vec<HostView> = admin.get("/api/v1/hosts").await.unwrap();
+    let hosts: Vec<HostListItem> = admin.get("/api/v1/hosts").await.unwrap();
     assert_eq!(hosts.len(), 1);
+    assert_eq!((hosts[0].name.as_str(), hosts[0].cpu_cores, hosts[0].checks.as_ref()), ("db1", None, None), "pending: no facts yet");
 
     // Unknown host, unknown task, unknown profile.
     let (code, msg) = status(admin.get::<HostView>("/api/v1/hosts/nope").await);
@@ -159,9 +160,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         "POST",
         "/agent/v1/heartbeat",
         Some("wrong"),
-        Some(
-            &json!({ "host_id": hosts[0].host.id, "address": "127.0.0.30", "agent_url": "http://127.0.0.30:1", "facts": null }).to_string(),
-        ),
+        Some(&json!({ "host_id": hosts[0].id, "address": "127.0.0.30", "agent_url": "http://127.0.0.30:1", "facts": null }).to_string()),
     )
     .await;
     assert_eq!(code, 401);

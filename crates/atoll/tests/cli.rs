@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use atoll_api::v1::HostView;
+use atoll_api::v1::HostListItem;
 use atoll_core::HostStatus;
 use atoll_testkit::{Platform, ServerOpts, atoll_bin, wait_for};
 
@@ -67,8 +67,8 @@ async fn login_tables_json_exit_codes_and_host_removal() {
     let join: atoll_api::v1::JoinTokenView = client.get("/api/v1/join-token").await.unwrap();
     let mut agent = p.start_agent("db1", "127.0.0.51", None, &join.token).unwrap();
     wait_for("db1 online", Duration::from_secs(20), || async {
-        let hs: Vec<HostView> = client.get("/api/v1/hosts").await.ok()?;
-        hs.iter().any(|h| h.host.name == "db1" && h.host.status == HostStatus::Online).then_some(())
+        let hs: Vec<HostListItem> = client.get("/api/v1/hosts").await.ok()?;
+        hs.iter().any(|h| h.name == "db1" && h.status == HostStatus::Online && h.cpu_cores.is_some()).then_some(())
     })
     .await
     .unwrap();
@@ -76,9 +76,11 @@ async fn login_tables_json_exit_codes_and_host_removal() {
     let out = text(&o);
     assert!(out.contains("NAME") && out.contains("db1") && out.contains("online") && out.contains("1 hosts: 1 online"), "{out}");
     let o = atoll(&p, &["host", "list", "--json"], None);
-    let hosts: Vec<HostView> = serde_json::from_slice(&o.stdout).unwrap();
+    let hosts: Vec<HostListItem> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(hosts.len(), 1);
-    assert_eq!(hosts[0].host.zone.as_deref(), Some("z1"), "the zone given at `host add` is kept");
+    assert_eq!(hosts[0].zone.as_deref(), Some("z1"), "the zone given at `host add` is kept");
+    let cores = std::thread::available_parallelism().unwrap().get() as u32;
+    assert_eq!(hosts[0].cpu_cores, Some(cores), "the summary carries the cores");
 
     // Prepare, then remove with purge: a task each, followed to the end.
     let data_dir = p.host_data_dir().display().to_string();
@@ -90,7 +92,7 @@ async fn login_tables_json_exit_codes_and_host_removal() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("succeeded"), "{out}");
     let o = atoll(&p, &["host", "list", "--json"], None);
-    assert_eq!(serde_json::from_slice::<Vec<HostView>>(&o.stdout).unwrap().len(), 0);
+    assert_eq!(serde_json::from_slice::<Vec<HostListItem>>(&o.stdout).unwrap().len(), 0);
     // The agent learns at its next heartbeat, says so and stops.
     let out = wait_for("the removed host's agent to stop", Duration::from_secs(10), || {
         let done = agent.proc.exited();

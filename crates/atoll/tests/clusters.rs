@@ -62,7 +62,7 @@ fn mariadb(cr: &ClusterCredentials, host: &str, sql: &str) -> String {
             "-h",
             host,
             "-P",
-            &cr.port.to_string(),
+            &cr.direct_port.to_string(),
             "-u",
             &cr.user,
             &format!("-p{}", cr.password),
@@ -78,7 +78,7 @@ fn mariadb(cr: &ClusterCredentials, host: &str, sql: &str) -> String {
 }
 
 async fn connect(cr: &ClusterCredentials, host: &str) -> MySqlConnection {
-    let url = format!("mysql://{}:{}@{host}:{}/", cr.user, cr.password, cr.port);
+    let url = format!("mysql://{}:{}@{host}:{}/", cr.user, cr.password, cr.direct_port);
     MySqlConnection::connect(&url).await.unwrap()
 }
 
@@ -263,7 +263,7 @@ async fn write_loop(cr: ClusterCredentials, ips: [&'static str; 3], stop: tokio_
     let mut id = 0i64;
     while !stop.is_cancelled() {
         if conn.is_none() {
-            let url = format!("mysql://{}:{}@{}:{}/", cr.user, cr.password, ips[node], cr.port);
+            let url = format!("mysql://{}:{}@{}:{}/", cr.user, cr.password, ips[node], cr.direct_port);
             conn = tokio::time::timeout(Duration::from_secs(2), MySqlConnection::connect(&url)).await.ok().and_then(Result::ok);
             if conn.is_none() {
                 node = (node + 1) % 3;

@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use atoll_api::v1::HostView;
+use atoll_api::v1::{HostListItem, HostView};
 use atoll_core::HostStatus;
 use atoll_testkit::{Platform, ServerOpts, wait_for};
 
-async fn hosts(p: &Platform) -> Vec<HostView> {
+async fn hosts(p: &Platform) -> Vec<HostListItem> {
     p.client().get("/api/v1/hosts").await.unwrap_or_default()
 }
 
 async fn host_status(p: &Platform, address: &str) -> Option<HostStatus> {
-    hosts(p).await.into_iter().find(|h| h.host.address == address).map(|h| h.host.status)
+    hosts(p).await.into_iter().find(|h| h.address == address).map(|h| h.status)
 }
 
 fn proc_value(file: &str, key: &str) -> u64 {
@@ -34,16 +34,21 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
 
     let all = wait_for("three hosts online", Duration::from_secs(20), || async {
         let hs = hosts(&p).await;
-        (hs.len() == 3 && hs.iter().all(|h| h.host.status == HostStatus::Online && h.host.facts.is_some())).then_some(hs)
+        (hs.len() == 3 && hs.iter().all(|h| h.status == HostStatus::Online && h.cpu_cores.is_some())).then_some(hs)
     })
     .await
     .unwrap();
 
-    // Facts match what /proc says on this machine.
+    // Facts match what /proc says on this machine; the listing summarises
+    // them and leaves them out.
+    let listing: serde_json::Value = p.client().get("/api/v1/hosts").await.unwrap();
+    assert!(listing[0].get("facts").is_none() && listing[0].get("cpu_cores").is_some(), "{listing}");
     let mem_total = proc_value("/proc/meminfo", "MemTotal:") * 1024;
     let cores = std::thread::available_parallelism().unwrap().get() as u32;
-    for h in &all {
+    for item in &all {
+        let h: HostView = p.client().get(&format!("/api/v1/hosts/{}", item.id)).await.unwrap();
         let f = h.host.facts.as_ref().unwrap();
+        assert_eq!((item.cpu_cores, item.memory_bytes), (Some(f.cpu.cores), Some(f.memory_bytes)), "summary of {}", h.host.name);
         assert_eq!(f.memory_bytes, mem_total, "memory of {}", h.host.name);
         assert_eq!(f.cpu.cores, cores, "cores of {}", h.host.name);
         assert!(f.mounts.iter().any(|m| m.path == "/" && m.total_bytes > 0), "root mount of {}", h.host.name);
@@ -54,7 +59,7 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
     }
     // The clock offset gets measured on loopback, where it must be tiny.
     let offsets = wait_for("clock offsets", Duration::from_secs(10), || async {
-        let offsets: Vec<Option<i64>> = hosts(&p).await.iter().map(|h| h.host.facts.as_ref().and_then(|f| f.clock_offset_ms)).collect();
+        let offsets: Vec<Option<i64>> = hosts(&p).await.iter().map(|h| h.clock_offset_ms).collect();
         offsets.iter().all(Option::is_some).then_some(offsets)
     })
     .await
@@ -72,7 +77,7 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
 
     // A killed agent turns its host offline; restarted, online again, as
     // the same host.
-    let id_before = all.iter().find(|h| h.host.address == "127.0.0.12").unwrap().host.id;
+    let id_before = all.iter().find(|h| h.address == "127.0.0.12").unwrap().id;
     agents[1].proc.kill();
     wait_for("host offline", Duration::from_secs(10), || async {
         (host_status(&p, "127.0.0.12").await == Some(HostStatus::Offline)).then_some(())
@@ -91,11 +96,11 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
     agents[1].proc.stop();
     agents[1] = p.start_agent("a1", "127.0.0.14", Some("z2"), &join).unwrap();
     let moved = wait_for("host moved", Duration::from_secs(10), || async {
-        hosts(&p).await.into_iter().find(|h| h.host.address == "127.0.0.14" && h.host.status == HostStatus::Online)
+        hosts(&p).await.into_iter().find(|h| h.address == "127.0.0.14" && h.status == HostStatus::Online)
     })
     .await
     .unwrap();
-    assert_eq!(moved.host.id, id_before);
+    assert_eq!(moved.id, id_before);
     assert_eq!(hosts(&p).await.len(), 3, "an address change must not add a host");
 
     // The audit log saw the registrations and the offline/online changes.

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use atoll_api::v1::{CheckResponse, HostView};
+use atoll_api::v1::{CheckResponse, HostListItem, HostView};
 use atoll_core::HostStatus;
 use atoll_plan::check::CheckStatus;
 use atoll_testkit::{Platform, ServerOpts, atoll_bin, free_port, wait_for};
@@ -21,8 +21,8 @@ async fn precheck_passes_a_good_host_and_fails_bad_ones() {
     let join = p.join_token().await.unwrap();
     let _a = p.start_agent("good", "127.0.0.31", Some("z1"), &join).unwrap();
     wait_for("host online", Duration::from_secs(20), || async {
-        let hs: Vec<HostView> = p.client().get("/api/v1/hosts").await.ok()?;
-        hs.iter().any(|h| h.host.status == HostStatus::Online).then_some(())
+        let hs: Vec<HostListItem> = p.client().get("/api/v1/hosts").await.ok()?;
+        hs.iter().any(|h| h.status == HostStatus::Online).then_some(())
     })
     .await
     .unwrap();
@@ -61,7 +61,12 @@ async fn precheck_passes_a_good_host_and_fails_bad_ones() {
 
     // The results are kept with the host.
     let shown: HostView = c.get("/api/v1/hosts/127.0.0.31").await.unwrap();
-    assert_eq!(shown.checks.unwrap().worst, CheckStatus::Fail);
+    let shown = shown.checks.unwrap();
+    assert_eq!(shown.worst, CheckStatus::Fail);
+    // ... and summarised in the listing.
+    let listed: Vec<HostListItem> = c.get("/api/v1/hosts").await.unwrap();
+    let summary = listed[0].checks.as_ref().unwrap();
+    assert_eq!((summary.worst, summary.profile.as_str(), summary.checked_at_ms), (CheckStatus::Fail, "sandbox", shown.checked_at_ms));
 
     // The CLI: exit 3 while the port is taken, 0 once it is free.
     let cli = |dir: &str| {

@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use super::files::{Owner, make_owned_dir, mysql_ids, write_atomic};
 use super::layout::Layout;
-use super::process::{find_binary, find_running, signal, spawn_mariadbd};
+use super::process::{find_running, signal, spawn_mariadbd};
 use super::supervise::{Launch, supervise};
 use super::{DbError, Server, Supervisor, recover, sql};
 
@@ -136,9 +136,10 @@ impl Supervisor {
         if layout.data.join("mysql").is_dir() {
             return Ok(false);
         }
-        let bin = find_binary("mariadb-install-db");
+        let bin = layout.program("mariadb-install-db");
         let mut cmd = Command::new(&bin);
         cmd.arg(layout.defaults_arg())
+            .args(layout.basedir_args())
             .arg("--auth-root-authentication-method=socket")
             .arg("--skip-test-db")
             .current_dir(&layout.dir)

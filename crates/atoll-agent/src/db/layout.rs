@@ -19,6 +19,8 @@ pub(crate) struct Layout {
     /// `log-error`).
     pub out: PathBuf,
     pub recover_log: PathBuf,
+    /// The engine build's installation directory; `None`: system packages.
+    pub basedir: Option<PathBuf>,
 }
 
 impl Layout {
@@ -40,6 +42,7 @@ impl Layout {
             error_log,
             out: dir.join("mariadbd.out"),
             recover_log: dir.join("recover.log"),
+            basedir: def.basedir.as_ref().map(PathBuf::from),
             data,
             dir,
         }
@@ -53,6 +56,29 @@ impl Layout {
     /// it recognises its processes after a restart.
     pub(crate) fn defaults_arg(&self) -> String {
         format!("--defaults-file={}", self.cnf.display())
+    }
+}
+
+impl Layout {
+    /// Where the program `name` of this server's engine build is: inside
+    /// the build's directory (in `bin`, `sbin`, `libexec` or `scripts`,
+    /// where MariaDB tarballs put them) or, for the system build, on
+    /// `PATH` and in the sbin directories.
+    pub(crate) fn program(&self, name: &str) -> PathBuf {
+        match &self.basedir {
+            Some(base) => ["bin", "sbin", "libexec", "scripts"]
+                .iter()
+                .map(|d| base.join(d).join(name))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| base.join("bin").join(name)),
+            None => super::process::find_binary(name),
+        }
+    }
+
+    /// Arguments a program of a package build needs to find its own files
+    /// (the install-db script looks for `mariadbd` and its SQL there).
+    pub(crate) fn basedir_args(&self) -> Vec<String> {
+        self.basedir.iter().map(|b| format!("--basedir={}", b.display())).collect()
     }
 }
 
@@ -109,7 +135,22 @@ mod tests {
             sql_addr: "127.0.0.1:3306".into(),
             peers: vec![],
             admin: DbCredentials { user: "a".into(), password: "b".into() },
+            basedir: None,
         }
+    }
+
+    #[test]
+    fn programs_come_from_the_build() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("sbin")).unwrap();
+        std::fs::write(tmp.path().join("sbin/mariadbd"), b"").unwrap();
+        let mut d = def("[mysqld]\n");
+        d.basedir = Some(tmp.path().display().to_string());
+        let l = Layout::new(&d);
+        assert_eq!(l.program("mariadbd"), tmp.path().join("sbin/mariadbd"));
+        assert_eq!(l.program("mariadb-install-db"), tmp.path().join("bin/mariadb-install-db"));
+        assert_eq!(l.basedir_args(), vec![format!("--basedir={}", tmp.path().display())]);
+        assert!(Layout::new(&def("")).basedir_args().is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub(crate) fn spawn_mariadbd(layout: &Layout, extra: &[String]) -> Result<Child,
         .open(&layout.out)
         .map_err(|e| DbError::Io(format!("cannot open {}: {e}", layout.out.display())))?;
     let err = out.try_clone().map_err(|e| DbError::Io(format!("cannot open {}: {e}", layout.out.display())))?;
-    let bin = find_binary("mariadbd");
+    let bin = layout.program("mariadbd");
     Command::new(&bin)
         .arg(layout.defaults_arg())
         .args(extra)

@@ -13,7 +13,6 @@ use tokio::process::Command;
 use super::DbError;
 use super::files::{Owner, write_atomic};
 use super::layout::Layout;
-use super::process::find_binary;
 
 /// `--wsrep-recover` normally takes a fraction of a second; InnoDB crash
 /// recovery of a large redo log can take longer.
@@ -67,7 +66,7 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
     let log = &layout.recover_log;
     // A stale log from an earlier run must not answer for this one.
     let _ = std::fs::remove_file(log);
-    let bin = find_binary("mariadbd");
+    let bin = layout.program("mariadbd");
     let mut cmd = Command::new(&bin);
     cmd.arg(layout.defaults_arg())
         .arg("--wsrep-recover")

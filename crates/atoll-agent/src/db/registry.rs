@@ -60,6 +60,7 @@ mod tests {
                 sql_addr: "127.0.0.1:3306".into(),
                 peers: vec!["127.0.0.2:3306".into()],
                 admin: DbCredentials { user: "atoll".into(), password: "secret".into() },
+                basedir: None,
             },
             desired_running: true,
         };

@@ -260,6 +260,7 @@ mod tests {
             sql_addr: "127.0.0.1:3306".into(),
             peers: vec![],
             admin: atoll_api::db::DbCredentials { user: "a".into(), password: "b".into() },
+            basedir: None,
         };
         let server = Server::new(def, true);
         server.rt().supervised = true;

@@ -34,7 +34,7 @@ async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, 
     Ok(state.store.list_hosts().await?.into_iter().map(|h| (h.host.id, h.host.name)).collect())
 }
 
-async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterRecord, Vec<atoll_store::DbServerRecord>)> {
+pub(super) async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterRecord, Vec<atoll_store::DbServerRecord>)> {
     let c = state
         .store
         .get_cluster(name)
@@ -49,8 +49,7 @@ async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiRes
     let hosts = host_names(&state).await?;
     let mut out = Vec::new();
     for c in state.store.list_clusters().await? {
-        let servers = state.store.cluster_servers(&c.name).await?;
-        out.push(clusters::view(&state, &c, &servers, &hosts));
+        out.push(clusters::view_of(&state, &c, &hosts).await?);
     }
     Ok(Json(out))
 }
@@ -58,8 +57,8 @@ async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiRes
 #[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)),
     responses((status = 200, body = ClusterView), (status = 404, body = ErrorBody)))]
 async fn get_cluster(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<ClusterView>> {
-    let (c, servers) = load(&state, &name).await?;
-    Ok(Json(clusters::view(&state, &c, &servers, &host_names(&state).await?)))
+    let (c, _) = load(&state, &name).await?;
+    Ok(Json(clusters::view_of(&state, &c, &host_names(&state).await?).await?))
 }
 
 /// Validates the whole request (topology, parameters, hosts, ports, a live
@@ -80,8 +79,11 @@ async fn create_cluster(
             return Err(e);
         }
     };
-    let secrets =
-        SealedSecrets { admin_password: state.secrets.seal(&random_password()), monitor_password: state.secrets.seal(&random_password()) };
+    let secrets = SealedSecrets {
+        admin_password: state.secrets.seal(&random_password()),
+        monitor_password: state.secrets.seal(&random_password()),
+        proxy_token: Some(state.secrets.seal(&crate::auth::random_token())),
+    };
     let now = now_ms();
     let record = ClusterRecord {
         name: name.clone(),
@@ -96,12 +98,17 @@ async fn create_cluster(
     };
     let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
     state.store.create_cluster(&record, &servers).await?;
-    let task = match state.engine.submit(clusters::steps::create_task(&name, &servers), &caller.user).await {
+    let stored = state.store.put_proxies(&placement.proxies).await;
+    let submitted = match stored {
+        Ok(()) => state.engine.submit(clusters::steps::create_task(&name, &servers, &placement.proxies), &caller.user).await.map_err(ApiError::from),
+        Err(e) => Err(e.into()),
+    };
+    let task = match submitted {
         Ok(t) => t,
         Err(e) => {
             // Nothing ran: take the reservation back so the name is free.
             let _ = state.store.delete_cluster(&name).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     state
@@ -115,21 +122,27 @@ async fn create_cluster(
     responses((status = 200, body = ClusterCredentials), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn credentials(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<Json<ClusterCredentials>> {
     let (c, servers) = load(&state, &name).await?;
-    let sealed: SealedSecrets = serde_json::from_value(c.secrets).map_err(|e| ApiError::Internal(format!("cluster secrets: {e}")))?;
+    let sealed = SealedSecrets::of(&c)?;
     let password = state.secrets.open(&sealed.admin_password).map_err(|e| ApiError::Internal(e.to_string()))?;
     let first = servers.first().ok_or_else(|| ApiError::Conflict(format!("cluster {name} has no servers")))?;
+    let (host, port) = match state.store.cluster_proxies(&name).await?.first() {
+        Some(p) => (p.address.clone(), p.rw_port),
+        None => (first.address.clone(), first.ports.sql),
+    };
     state.audit_ok(&caller, "cluster.credentials", &name, json!({})).await;
     Ok(Json(ClusterCredentials {
         user: ADMIN_USER.into(),
-        mysql_command: format!("mariadb -h {} -P {} -u {ADMIN_USER} -p'{password}'", first.address, first.ports.sql),
+        mysql_command: format!("mariadb -h {host} -P {port} -u {ADMIN_USER} -p'{password}'"),
         password,
-        host: first.address.clone(),
-        port: first.ports.sql,
+        host,
+        port,
+        direct_host: first.address.clone(),
+        direct_port: first.ports.sql,
     }))
 }
 
 /// One operation at a time per cluster: a second one would fight the first.
-async fn ensure_idle(state: &AppState, name: &str) -> ApiResult<()> {
+pub(super) async fn ensure_idle(state: &AppState, name: &str) -> ApiResult<()> {
     if let Some(t) = state.store.active_tasks().await?.into_iter().find(|t| t.target == name) {
         return Err(ApiError::Conflict(format!(
             "cluster {name} is busy with task {} ({}); wait for it (`atoll task watch {}`) or cancel it",
@@ -266,7 +279,7 @@ async fn delete_cluster(
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (_, servers) = load(&state, &name).await?;
     ensure_idle(&state, &name).await?;
-    let task = state.engine.submit(clusters::operate::delete_task(&name, &servers, q.purge), &caller.user).await?;
+    let task = state.engine.submit(clusters::operate::delete_task(&name, &servers, &state.store.cluster_proxies(&name).await?, q.purge), &caller.user).await?;
     state.audit_ok(&caller, "cluster.delete", &name, json!({ "task": task.id, "purge": q.purge })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }

@@ -4,11 +4,11 @@ use std::net::IpAddr;
 
 use atoll_api::ErrorBody;
 use atoll_api::v1::{
-    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostView, JoinTokenView, PrepareRequest, RemoveHostRequest,
-    TaskView,
+    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostListItem, HostView, JoinTokenView, PrepareRequest,
+    RemoveHostRequest, TaskView,
 };
 use atoll_core::{Host, HostId, HostStatus};
-use atoll_store::HostRecord;
+use atoll_store::{HostRecord, HostSummaryRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -35,9 +35,33 @@ pub fn host_view(r: HostRecord) -> HostView {
     HostView { host: r.host, checks }
 }
 
-#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", responses((status = 200, body = Vec<HostView>), (status = 401, body = ErrorBody)))]
-async fn list_hosts(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<HostView>>> {
-    Ok(Json(state.store.list_hosts().await?.into_iter().map(host_view).collect()))
+pub fn host_list_item(r: HostSummaryRecord) -> HostListItem {
+    let checks = hostops::check_summary(&r);
+    HostListItem {
+        id: r.id,
+        name: r.name,
+        address: r.address,
+        agent_url: r.agent_url,
+        zone: r.zone,
+        status: r.status,
+        agent_version: r.agent_version,
+        created_at_ms: r.created_at_ms,
+        last_heartbeat_ms: r.last_heartbeat_ms,
+        cpu_cores: r.cpu_cores,
+        memory_bytes: r.memory_bytes,
+        clock_offset_ms: r.clock_offset_ms,
+        checks,
+    }
+}
+
+/// Lists the hosts by name, each with a summary of its facts (cores,
+/// memory, clock offset) and of its last precheck. Facts and precheck
+/// results are in `GET /api/v1/hosts/{host}`: left out here so a listing
+/// of many hosts stays small and fast.
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
+    responses((status = 200, body = Vec<HostListItem>, description = "every host, summarised"), (status = 401, body = ErrorBody)))]
+async fn list_hosts(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<HostListItem>>> {
+    Ok(Json(state.store.list_host_summaries().await?.into_iter().map(host_list_item).collect()))
 }
 
 /// Declares a host before its agent runs; returns the command that starts
@@ -91,8 +115,10 @@ async fn find(state: &AppState, key: &str) -> ApiResult<HostRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("no host {key:?}: `atoll host list` shows the hosts there are")))
 }
 
+/// One host in full: its facts (mounts, NICs, sysctls...) and the results
+/// of its last precheck.
 #[utoipa::path(get, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path, description = "id, name or address")),
-    responses((status = 200, body = HostView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = HostView, description = "the host with its facts and last precheck"), (status = 404, body = ErrorBody)))]
 async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<Json<HostView>> {
     Ok(Json(host_view(find(&state, &key).await?)))
 }

@@ -5,6 +5,8 @@ mod audit;
 mod auth;
 mod clusters;
 mod hosts;
+mod packages;
+mod routing;
 mod tasks;
 mod users;
 
@@ -37,9 +39,11 @@ pub fn router() -> axum::Router<AppState> {
         .merge(auth::router())
         .merge(users::router())
         .merge(hosts::router())
+        .merge(packages::router())
         .merge(tasks::router())
         .merge(audit::router())
         .merge(clusters::router())
+        .merge(routing::router())
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     router.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))

@@ -13,11 +13,13 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
         if !super::is_live(c.status) {
             continue;
         }
+        crate::routing::failover(state, &c).await?;
         let servers = state.store.cluster_servers(&c.name).await?;
         let states: Vec<_> = servers.iter().map(|s| super::server_state(state, s).0).collect();
         let derived = atoll_engine::cluster_status(&states);
         if derived != c.status {
             state.store.set_cluster_status(&c.name, derived, now_ms()).await?;
+            crate::routing::changed(state);
             let per_server: BTreeMap<&str, &str> = servers.iter().zip(&states).map(|(s, st)| (s.name.as_str(), st.as_str())).collect();
             tracing::warn!(cluster = %c.name, from = %c.status, to = %derived, "cluster status changed");
             state

@@ -3,15 +3,17 @@
 
 pub mod health;
 pub mod operate;
+pub mod proxies;
 pub mod steps;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_api::db::DbServerStatus;
 use atoll_api::v1::{ClusterView, ServerView, ZoneView};
-use atoll_core::{ClusterSpec, ClusterStatus, HostStatus, ServerState};
+use atoll_core::{ClusterSpec, ClusterStatus, EngineBuild, HostStatus, SYSTEM_BUILD, ServerState};
 use atoll_plan::check::CheckStatus;
-use atoll_store::{ClusterRecord, DbServerRecord, HostRecord};
+use atoll_store::{ClusterRecord, DbServerRecord, HostRecord, PackageRecord, ProxyRecord, RoutingRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
@@ -29,12 +31,23 @@ pub const MONITOR_USER: &str = "atoll_monitor";
 pub struct SealedSecrets {
     pub admin_password: String,
     pub monitor_password: String,
+    /// The bearer token the cluster's proxies read its routing table
+    /// with; absent on clusters made before proxies existed.
+    #[serde(default)]
+    pub proxy_token: Option<String>,
+}
+
+impl SealedSecrets {
+    pub fn of(c: &ClusterRecord) -> ApiResult<SealedSecrets> {
+        serde_json::from_value(c.secrets.clone()).map_err(|e| ApiError::Internal(format!("cluster {} secrets: {e}", c.name)))
+    }
 }
 
 /// A validated create request: the servers placed on real hosts.
 pub struct Placement {
     pub spec: ClusterSpec,
     pub servers: Vec<(DbServerRecord, HostRecord)>,
+    pub proxies: Vec<ProxyRecord>,
 }
 
 /// Checks a create request against the topology rules, the engine's
@@ -46,6 +59,17 @@ pub async fn validate(state: &AppState, spec: ClusterSpec) -> ApiResult<Placemen
     if state.store.get_cluster(&spec.name).await?.is_some() {
         problems.push(format!("a cluster named {} already exists", spec.name));
     }
+    let package = match package_name(&spec) {
+        Some(name) => {
+            let found = state.store.get_package(name).await?;
+            if found.is_none() {
+                problems
+                    .push(format!("engine {name}: no such package (`atoll package list` shows them; `atoll package add` registers one)"));
+            }
+            found
+        }
+        None => None,
+    };
     let zones: Vec<String> = spec.zones().into_iter().map(String::from).collect();
     let mut placed = Vec::new();
     let mut claimed: BTreeSet<(String, u16)> = BTreeSet::new();
@@ -56,6 +80,9 @@ pub async fn validate(state: &AppState, spec: ClusterSpec) -> ApiResult<Placemen
         };
         if host.host.status != HostStatus::Online {
             problems.push(format!("server {}: host {} is {}; start its agent first", s.name, host.host.name, host.host.status));
+        }
+        if let Err(why) = engine_build(&spec, package.as_ref(), &host) {
+            problems.push(format!("server {}: {why}", s.name));
         }
         for port in s.ports.all() {
             if !claimed.insert((host.host.address.clone(), port)) {
@@ -87,11 +114,47 @@ pub async fn validate(state: &AppState, spec: ClusterSpec) -> ApiResult<Placemen
         };
         placed.push((record, host));
     }
+    let records: Vec<DbServerRecord> = placed.iter().map(|(s, _)| s.clone()).collect();
+    let proxies = proxies::place(&spec, &records);
+    for p in &proxies {
+        for port in spec.proxy.ports() {
+            if !claimed.insert((p.address.clone(), port)) {
+                problems.push(format!("proxy {}: port {port} on {} is also used by a server of this request", p.name, p.address));
+            }
+        }
+        for other in state.store.proxies_on_host(p.host_id).await? {
+            let clash: Vec<u16> = spec.proxy.ports().into_iter().filter(|x| [other.rw_port, other.ro_port, other.admin_port].contains(x)).collect();
+            if !clash.is_empty() {
+                problems.push(format!(
+                    "proxy {}: port(s) {clash:?} on {} are already used by proxy {} of cluster {}; choose other [proxy] ports",
+                    p.name, p.address, other.name, other.cluster
+                ));
+            }
+        }
+        for other in state.store.servers_on_host(p.host_id).await? {
+            let clash: Vec<u16> = spec.proxy.ports().into_iter().filter(|x| other.ports.all().contains(x)).collect();
+            if !clash.is_empty() {
+                problems.push(format!(
+                    "proxy {}: port(s) {clash:?} on {} are already used by server {} of cluster {}; choose other [proxy] ports",
+                    p.name, p.address, other.name, other.cluster
+                ));
+            }
+        }
+    }
     // A live precheck of each host (all at once) with this cluster's ports:
     // whatever fails there would fail the deployment half-way.
     if problems.is_empty() {
         let profile = hostops::profile(None, state)?;
-        let ports: Vec<[u16; 4]> = placed.iter().map(|(server, _)| server.ports.all()).collect();
+        let ports: Vec<Vec<u16>> = placed
+            .iter()
+            .map(|(server, _)| {
+                let mut ports = server.ports.all().to_vec();
+                if let Some(p) = proxies.iter().find(|p| p.host_id == server.host_id && p.zone == server.zone) {
+                    ports.extend([p.rw_port, p.ro_port, p.admin_port]);
+                }
+                ports
+            })
+            .collect();
         let checks = placed
             .iter()
             .zip(&ports)
@@ -114,7 +177,41 @@ pub async fn validate(state: &AppState, spec: ClusterSpec) -> ApiResult<Placemen
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    Ok(Placement { spec, servers: placed })
+    Ok(Placement { spec, servers: placed, proxies })
+}
+
+/// The package a cluster runs; `None` for the hosts' system build.
+pub fn package_name(spec: &ClusterSpec) -> Option<&str> {
+    spec.engine.as_deref().filter(|e| *e != SYSTEM_BUILD)
+}
+
+/// The engine build a cluster's servers run on `host`, from its facts:
+/// `Ok(None)` for the system build, the build otherwise. `Err` says what
+/// the host lacks and how to fix it. `package` is the registered package
+/// the spec names (unknown packages are reported by the caller).
+pub fn engine_build(spec: &ClusterSpec, package: Option<&PackageRecord>, host: &HostRecord) -> Result<Option<EngineBuild>, String> {
+    let h = &host.host.name;
+    let facts = host.host.facts.as_ref();
+    let Some(name) = package_name(spec) else {
+        return match facts.and_then(|f| f.engine(SYSTEM_BUILD)) {
+            Some(_) => Ok(None),
+            None => Err(format!(
+                "host {h} has no system engine build (mariadbd, mariadb-install-db and {}); install mariadb-server galera-4 there, or push a package (`atoll package push NAME --host {h}`) and set engine = \"NAME\"",
+                atoll_engine::PROVIDER
+            )),
+        };
+    };
+    match facts.and_then(|f| f.engine(name)) {
+        None => Err(format!("host {h} has no engine build {name}; push it with `atoll package push {name} --host {h}`")),
+        Some(b) => match package {
+            Some(p) if b.sha256.as_deref() != Some(p.sha256.as_str()) => Err(format!(
+                "host {h} has another build named {name} (sha256 {}) than the registered package (sha256 {})",
+                b.sha256.as_deref().unwrap_or("unknown"),
+                p.sha256
+            )),
+            _ => Ok(Some(b.clone())),
+        },
+    }
 }
 
 /// The state a server is in, from its agent's last report; a report older
@@ -128,7 +225,22 @@ pub fn server_state(state: &AppState, s: &DbServerRecord) -> (ServerState, Optio
     }
 }
 
-pub fn view(state: &AppState, c: &ClusterRecord, servers: &[DbServerRecord], hosts: &BTreeMap<atoll_core::HostId, String>) -> ClusterView {
+/// Everything a cluster view shows, read from MetaDB.
+pub async fn view_of(state: &AppState, c: &ClusterRecord, hosts: &BTreeMap<atoll_core::HostId, String>) -> ApiResult<ClusterView> {
+    let servers = state.store.cluster_servers(&c.name).await?;
+    let routing = state.store.get_routing(&c.name).await?.unwrap_or_default();
+    let proxies = state.store.cluster_proxies(&c.name).await?;
+    Ok(view(state, c, &servers, &routing, &proxies, hosts))
+}
+
+pub fn view(
+    state: &AppState,
+    c: &ClusterRecord,
+    servers: &[DbServerRecord],
+    routing: &RoutingRecord,
+    proxies: &[ProxyRecord],
+    hosts: &BTreeMap<atoll_core::HostId, String>,
+) -> ClusterView {
     let spec: Option<ClusterSpec> = serde_json::from_value(c.spec.clone()).ok();
     let mut zones: Vec<ZoneView> = Vec::new();
     for s in servers {
@@ -153,6 +265,9 @@ pub fn view(state: &AppState, c: &ClusterRecord, servers: &[DbServerRecord], hos
         durability: c.durability,
         status: c.status,
         zones,
+        writer: routing.writer.clone(),
+        moving_to: routing.moving_to.clone(),
+        proxies: proxies.iter().map(|p| proxies::view(p, hosts, now_ms() - state.config.offline_after_ms as i64)).collect(),
         params: spec.map(|s| s.params).unwrap_or_default(),
         created_by: c.created_by.clone(),
         created_at_ms: c.created_at_ms,

@@ -313,9 +313,14 @@ pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, n
     }
 }
 
-pub fn delete_task(cluster: &str, servers: &[DbServerRecord], purge: bool) -> TaskSpec {
+pub fn delete_task(cluster: &str, servers: &[DbServerRecord], proxies: &[atoll_store::ProxyRecord], purge: bool) -> TaskSpec {
     let mut forget = StepSpec::new("forget", FORGET, format!("forget {cluster}"), json!({ "cluster": cluster }));
     let mut steps = Vec::new();
+    for p in proxies {
+        let down = super::proxies::down_step(p);
+        forget = forget.after(&down.key);
+        steps.push(down);
+    }
     for s in servers {
         let mut remove = StepSpec::new(
             format!("remove@{}", s.name),

@@ -36,14 +36,16 @@ pub fn register(engine: &mut Engine, state: StateRef) {
     engine.register(READY, Arc::new(Ready(state.clone())));
     engine.register(REMOVE, Arc::new(Remove(state.clone())));
     super::operate::register(engine, state.clone());
-    super::operate::register_more(engine, state);
+    super::operate::register_more(engine, state.clone());
+    super::writer::register(engine, state.clone());
+    super::proxies::register(engine, state);
 }
 
 /// The create task: define every server (in parallel), bootstrap the first,
 /// create the accounts, then join the others one at a time (each joiner
 /// takes a full state transfer from a donor; one at a time keeps donors
 /// available to clients), and mark the cluster ready.
-pub fn create_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
+pub fn create_task(cluster: &str, servers: &[DbServerRecord], proxies: &[atoll_store::ProxyRecord]) -> TaskSpec {
     let p = |s: &DbServerRecord| json!({ "cluster": cluster, "server": s.name });
     let mut steps = vec![StepSpec::new("reserve", RESERVE, format!("reserve the name {cluster}"), json!({ "cluster": cluster }))];
     for s in servers {
@@ -93,6 +95,7 @@ pub fn create_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
         previous = format!("wait@{n}");
     }
     steps.push(StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster })).after(previous));
+    steps.extend(proxies.iter().map(|p| super::proxies::up_step(p).after("ready")));
     TaskSpec {
         kind: "cluster.create".into(),
         title: format!("create {cluster}"),
@@ -193,6 +196,10 @@ impl StepHandler for Define {
         let state = self.0.get()?;
         let t = target(state, ctx).await?;
         let (admin_password, _) = secrets(state, &t.cluster)?;
+        let host = host_by_id(state, t.server.host_id).await?;
+        // The build was checked when the cluster was accepted; a host that
+        // lost it since cannot run this server.
+        let build = super::engine_build(&t.spec, None, &host).map_err(StepError::fatal)?;
         let input = atoll_engine::ConfigInput {
             cluster: t.cluster.name.clone(),
             server: t.server.name.clone(),
@@ -204,6 +211,13 @@ impl StepHandler for Define {
             dir: t.server.dir.clone(),
             durability: t.spec.durability,
             params: t.spec.params.clone(),
+            build: build.as_ref().and_then(|b| {
+                Some(atoll_engine::BuildPaths {
+                    basedir: b.basedir.clone()?,
+                    galera: b.galera.clone(),
+                    messages_dir: b.messages_dir.clone(),
+                })
+            }),
         };
         let config = atoll_engine::config::render(&input).map_err(|e| StepError::fatal(e.to_string()))?;
         let def = DbServerDef {
@@ -218,8 +232,8 @@ impl StepHandler for Define {
                 .map(|s| atoll_engine::config::host_port(&s.address, s.ports.sql))
                 .collect(),
             admin: DbCredentials { user: ADMIN_USER.into(), password: admin_password },
+            basedir: build.and_then(|b| b.basedir),
         };
-        let host = host_by_id(state, t.server.host_id).await?;
         let r = agent_op(ctx, &host, HostOp::DbDefine { server: def }).await?;
         ctx.info(format!("{} defined in {} on {}", t.server.name, t.server.dir, host.host.name)).await;
         Ok(r.detail)
@@ -391,6 +405,10 @@ impl StepHandler for Ready {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         state.store.set_cluster_status(&name, ClusterStatus::Healthy, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        // Names the first writer (or keeps a synced one after a restart).
+        if let Some(c) = state.store.get_cluster(&name).await.map_err(|e| StepError::retryable(e.to_string()))? {
+            crate::routing::failover(state, &c).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        }
         ctx.info(format!("cluster {name} is ready")).await;
         Ok(json!({}))
     }

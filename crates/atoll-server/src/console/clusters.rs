@@ -158,8 +158,7 @@ async fn views(state: &AppState) -> Result<Vec<ClusterView>, ApiError> {
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::with_capacity(clusters.len());
     for c in clusters {
-        let servers = state.store.cluster_servers(&c.name).await?;
-        out.push(crate::clusters::view(state, &c, &servers, &hosts));
+        out.push(crate::clusters::view_of(state, &c, &hosts).await?);
     }
     Ok(out)
 }
@@ -207,6 +206,8 @@ pub(crate) struct ReportCard {
 
 pub(crate) struct ServerCard {
     name: String,
+    /// Takes the read-write connections (`moving` while a move to it runs).
+    role: &'static str,
     state: &'static str,
     tone: &'static str,
     host: String,
@@ -221,7 +222,7 @@ pub(crate) struct ZoneCard {
     servers: Vec<ServerCard>,
 }
 
-fn server_card(s: &ServerView, cluster_servers: usize, now: UnixMs) -> ServerCard {
+fn server_card(v: &ClusterView, s: &ServerView, cluster_servers: usize, now: UnixMs) -> ServerCard {
     let report = s.status.as_ref().map(|st| {
         let at_ms = s.status_at_ms.unwrap_or(st.probed_at_ms);
         ReportCard {
@@ -244,8 +245,16 @@ fn server_card(s: &ServerView, cluster_servers: usize, now: UnixMs) -> ServerCar
             at: format!("{} UTC", fmt::utc(at_ms)),
         }
     });
+    let role = if v.moving_to.as_deref() == Some(s.name.as_str()) {
+        "becoming writer"
+    } else if v.writer.as_deref() == Some(s.name.as_str()) {
+        "writer"
+    } else {
+        ""
+    };
     ServerCard {
         name: s.name.clone(),
+        role,
         state: s.state.as_str(),
         tone: server_tone(s.state),
         host: s.host.clone(),
@@ -262,7 +271,7 @@ fn zone_cards(v: &ClusterView, now: UnixMs) -> Vec<ZoneCard> {
             name: z.name.clone(),
             segment: z.segment,
             synced: z.servers.iter().filter(|s| s.state == ServerState::Synced).count(),
-            servers: z.servers.iter().map(|s| server_card(s, total, now)).collect(),
+            servers: z.servers.iter().map(|s| server_card(v, s, total, now)).collect(),
         })
         .collect()
 }
@@ -287,10 +296,44 @@ fn is_active(s: TaskStatus) -> bool {
     matches!(s, TaskStatus::Running | TaskStatus::Cancelling | TaskStatus::RollingBack)
 }
 
+pub(crate) struct ProxyLine {
+    name: String,
+    zone: String,
+    host: String,
+    rw: String,
+    ro: String,
+    state: &'static str,
+    rw_connections: String,
+    ro_connections: String,
+    restarts: u32,
+}
+
+fn proxy_line(p: &atoll_api::v1::ProxyView) -> ProxyLine {
+    let count = |n: Option<u64>| n.map_or_else(|| "—".into(), |n| n.to_string());
+    ProxyLine {
+        name: p.name.clone(),
+        zone: p.zone.clone(),
+        host: p.host.clone(),
+        rw: format!("{}:{}", p.address, p.rw_port),
+        ro: format!("{}:{}", p.address, p.ro_port),
+        state: match p.state {
+            Some(atoll_api::proxy::ProxyState::Running) => "running",
+            Some(atoll_api::proxy::ProxyState::Starting) => "starting",
+            Some(atoll_api::proxy::ProxyState::Crashed) => "crashed",
+            Some(atoll_api::proxy::ProxyState::Stopped) => "stopped",
+            None => "unknown",
+        },
+        rw_connections: count(p.rw_connections),
+        ro_connections: count(p.ro_connections),
+        restarts: p.restarts.unwrap_or(0),
+    }
+}
+
 /// Everything on the cluster's page that changes while one looks at it.
 pub(crate) struct Live {
     status: &'static str,
     zones: Vec<ZoneCard>,
+    proxies: Vec<ProxyLine>,
     tasks: Vec<TaskLine>,
     /// Index into `tasks` of the newest active task.
     running: Option<usize>,
@@ -306,7 +349,7 @@ impl Live {
             (None, Some(t)) if t.status == TaskStatus::Failed.as_str() => Some(0),
             _ => None,
         };
-        Self { status: v.status.as_str(), zones: zone_cards(v, now), tasks, running, failed }
+        Self { status: v.status.as_str(), zones: zone_cards(v, now), proxies: v.proxies.iter().map(proxy_line).collect(), tasks, running, failed }
     }
 
     fn running_task(&self) -> Option<&TaskLine> {
@@ -387,8 +430,7 @@ async fn load(state: &AppState, name: &str) -> Result<(ClusterView, Vec<TaskLine
         .get_cluster(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no cluster {name:?}: the clusters page lists the clusters there are")))?;
-    let servers = state.store.cluster_servers(name).await?;
-    let view = crate::clusters::view(state, &c, &servers, &host_names(state).await?);
+    let view = crate::clusters::view_of(state, &c, &host_names(state).await?).await?;
     let tasks = task_lines(state, name).await?;
     Ok((view, tasks))
 }
@@ -474,6 +516,22 @@ mod tests {
                 ZoneView { name: "z2".into(), segment: 1, servers: vec![server("orders-2", ServerState::Crashed, true)] },
                 ZoneView { name: "z<3>".into(), segment: 2, servers: vec![server("orders-3", ServerState::Unknown, false)] },
             ],
+            writer: Some("orders-1".into()),
+            moving_to: None,
+            proxies: vec![atoll_api::v1::ProxyView {
+                name: "orders-proxy-z1".into(),
+                zone: "z1".into(),
+                host: "db1".into(),
+                address: "10.0.0.1".into(),
+                rw_port: 6033,
+                ro_port: 6034,
+                admin_port: 6035,
+                state: Some(atoll_api::proxy::ProxyState::Running),
+                rw_connections: Some(7),
+                ro_connections: Some(2),
+                restarts: Some(0),
+                status_at_ms: Some(NOW - 1_000),
+            }],
             params: [("max_connections".to_string(), "500".to_string())].into(),
             created_by: "ann".into(),
             created_at_ms: 0,
@@ -641,6 +699,11 @@ mod tests {
         assert!(html.contains(r#"<tr data-task="abcdefgh-old" data-href="/tasks/abcdefgh-old">"#), "{html}");
         assert!(html.contains(r#"<span class="badge s-succeeded">succeeded</span>"#), "{html}");
         assert!(!html.contains(r#"id="failed-task""#), "{html}");
+        // The writer, and where applications connect.
+        assert!(html.contains(r#"<span class="server-name">orders-1</span><span class="server-role badge s-writer">writer</span>"#), "{html}");
+        assert!(html.contains(r#"<tr data-proxy="orders-proxy-z1">"#), "{html}");
+        assert!(html.contains(r#"<td class="mono rw-endpoint">10.0.0.1:6033</td>"#), "{html}");
+        assert!(html.contains(r#"<td class="num rw-connections">7</td>"#), "{html}");
         // Parameters.
         assert!(html.contains(r#"id="params""#) && html.contains("max_connections"), "{html}");
         // Live part refreshes.

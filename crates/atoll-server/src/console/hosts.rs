@@ -3,7 +3,7 @@
 use askama::Template;
 use atoll_api::v1::{HostCheckReport, HostSummary};
 use atoll_core::HostFacts;
-use atoll_store::HostRecord;
+use atoll_store::{HostRecord, HostSummaryRecord};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 
@@ -30,20 +30,19 @@ fn report(r: &HostRecord) -> Option<HostCheckReport> {
     r.checks.clone().and_then(|c| serde_json::from_value(c).ok())
 }
 
-fn row(r: &HostRecord, now: i64) -> HostRow {
-    let h = &r.host;
-    let facts = h.facts.as_ref();
+/// From the summary columns: the table never needs the facts themselves.
+fn row(h: &HostSummaryRecord, now: i64) -> HostRow {
     HostRow {
         name: h.name.clone(),
         address: h.address.clone(),
         zone: h.zone.clone().unwrap_or_else(|| "—".into()),
         status: h.status.as_str(),
-        cores: facts.map_or_else(|| "—".into(), |f| f.cpu.cores.to_string()),
-        memory: facts.map_or_else(|| "—".into(), |f| fmt::bytes(f.memory_bytes)),
+        cores: h.cpu_cores.map_or_else(|| "—".into(), |c| c.to_string()),
+        memory: h.memory_bytes.map_or_else(|| "—".into(), fmt::bytes),
         heartbeat: h.last_heartbeat_ms.map_or_else(|| "never".into(), |t| fmt::ago(now, t)),
         heartbeat_at: h.last_heartbeat_ms.map(|t| format!("{} UTC", fmt::utc(t))).unwrap_or_default(),
         agent_version: h.agent_version.clone().unwrap_or_else(|| "—".into()),
-        check: report(r).map(|c| c.worst.as_str()),
+        check: crate::hostops::check_summary(h).map(|c| c.worst.as_str()),
     }
 }
 
@@ -64,12 +63,12 @@ struct HostsFragment {
 }
 
 pub async fn list(State(state): State<AppState>, Session(caller): Session, Query(q): Query<FragmentQuery>) -> Response {
-    let mut hosts = match state.store.list_hosts().await {
+    let mut hosts = match state.store.list_host_summaries().await {
         Ok(h) => h,
         Err(e) => return error_page(Some(&caller), e.into()),
     };
-    hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
-    let summary = HostSummary::of(hosts.iter().map(|h| &h.host));
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    let summary = HostSummary::of(hosts.iter().map(|h| h.status));
     let now = now_ms();
     let rows = hosts.iter().map(|h| row(h, now)).collect();
     if q.wanted() {
@@ -96,6 +95,8 @@ pub(crate) struct FactsView {
     collected_at: String,
     mounts: Vec<MountView>,
     nics: Vec<NicView>,
+    /// Engine builds: name, version, where it lives.
+    engines: Vec<(String, String, String)>,
 }
 
 pub(crate) struct MountView {
@@ -126,6 +127,17 @@ fn facts_view(f: &HostFacts) -> FactsView {
         nofile_soft: f.nofile.soft,
         nofile_hard: f.nofile.hard,
         sysctls: f.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        engines: f
+            .engines
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.version.clone().unwrap_or_else(|| "unknown".into()),
+                    e.basedir.clone().unwrap_or_else(|| e.mariadbd.clone()),
+                )
+            })
+            .collect(),
         clock_offset: f.clock_offset_ms.map_or_else(|| "not measured yet".into(), |ms| format!("{ms} ms")),
         collected_at: fmt::utc(f.collected_at_ms),
         mounts: f
@@ -270,8 +282,8 @@ mod tests {
 
     #[test]
     fn fragment_escapes_and_marks_rows() {
-        let hosts = [record("db-1", HostStatus::Online), record("<b>x</b>", HostStatus::Pending)];
-        let summary = HostSummary::of(hosts.iter().map(|h| &h.host));
+        let hosts = [record("db-1", HostStatus::Online), record("<b>x</b>", HostStatus::Pending)].map(|r| HostSummaryRecord::of(&r));
+        let summary = HostSummary::of(hosts.iter().map(|h| h.status));
         let html = HostsFragment { rows: hosts.iter().map(|h| row(h, 4_000)).collect(), summary }.render().expect("renders");
         assert!(html.contains(r#"<tr data-host="db-1""#), "{html}");
         assert!(html.contains(r#"<td class="status"><span class="badge s-online">online</span></td>"#), "{html}");

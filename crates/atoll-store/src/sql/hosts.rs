@@ -6,14 +6,15 @@
 //! agent's id. Addresses are unique, so the address is how the two meet.
 
 use async_trait::async_trait;
-use atoll_core::{Host, HostId, HostStatus, UnixMs};
+use atoll_core::{Host, HostFacts, HostId, HostStatus, UnixMs};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
 use super::retry::retry;
 use super::row::{self, conflict_on_unique};
-use crate::{HeartbeatRecord, HostRecord, HostStore, Registration, Result, StoreError};
+use crate::model::check_summary;
+use crate::{HeartbeatRecord, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
 
 // `sqlx::query` wants `&'static str`; these are assembled at compile time.
 macro_rules! select_hosts {
@@ -46,6 +47,50 @@ fn decode(r: &AnyRow) -> Result<HostRecord> {
         checks: row::opt_json(r, "checks_json")?,
         checked_at_ms: row::opt_int(r, "checked_at_ms")?,
     })
+}
+
+/// The summary columns kept with `facts_json`: cores, memory, clock offset.
+struct FactsSummary {
+    cpu_cores: i64,
+    memory_bytes: i64,
+    clock_offset_ms: Option<i64>,
+}
+
+impl FactsSummary {
+    fn of(f: &HostFacts) -> Self {
+        Self {
+            cpu_cores: i64::from(f.cpu.cores),
+            memory_bytes: i64::try_from(f.memory_bytes).unwrap_or(i64::MAX),
+            clock_offset_ms: f.clock_offset_ms,
+        }
+    }
+}
+
+fn decode_summary(r: &AnyRow) -> Result<HostSummaryRecord> {
+    Ok(HostSummaryRecord {
+        id: row::parsed(r, "id")?,
+        name: row::text(r, "name")?,
+        address: row::text(r, "address")?,
+        agent_url: row::opt_text(r, "agent_url")?,
+        zone: row::opt_text(r, "zone")?,
+        status: row::parsed(r, "status")?,
+        agent_version: row::opt_text(r, "agent_version")?,
+        created_at_ms: row::int(r, "created_at_ms")?,
+        last_heartbeat_ms: row::opt_int(r, "last_heartbeat_ms")?,
+        cpu_cores: opt_unsigned(r, "cpu_cores")?,
+        memory_bytes: opt_unsigned(r, "memory_bytes")?,
+        clock_offset_ms: row::opt_int(r, "clock_offset_ms")?,
+        check_worst: row::opt_text(r, "check_worst")?,
+        check_profile: row::opt_text(r, "check_profile")?,
+        checked_at_ms: row::opt_int(r, "checked_at_ms")?,
+    })
+}
+
+/// A nullable column holding a non-negative number.
+fn opt_unsigned<T: TryFrom<i64>>(r: &AnyRow, col: &'static str) -> Result<Option<T>> {
+    row::opt_int(r, col)?
+        .map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt { what: col, detail: format!("{v} is out of range") }))
+        .transpose()
 }
 
 async fn by_id(conn: &mut AnyConnection, id: HostId) -> Result<Option<HostRecord>> {
@@ -109,9 +154,11 @@ impl SqlStore {
             (None, None) => Plan::Insert,
         };
         let facts = row::to_json("facts_json", &reg.facts)?;
+        let summary = FactsSummary::of(&reg.facts);
         let changed = match plan {
             Plan::Update => sqlx::query(
                 "UPDATE hosts SET address = ?, agent_url = ?, zone = COALESCE(?, zone), facts_json = ?, \
+                 cpu_cores = ?, memory_bytes = ?, clock_offset_ms = ?, \
                  agent_version = ?, agent_token_hash = ?, server_token = ?, status = ?, last_heartbeat_ms = ? \
                  WHERE id = ?",
             )
@@ -119,6 +166,9 @@ impl SqlStore {
             .bind(&reg.agent_url)
             .bind(reg.zone.as_deref())
             .bind(facts)
+            .bind(summary.cpu_cores)
+            .bind(summary.memory_bytes)
+            .bind(summary.clock_offset_ms)
             .bind(&reg.agent_version)
             .bind(&reg.agent_token_hash)
             .bind(&reg.server_token)
@@ -131,6 +181,7 @@ impl SqlStore {
             // The pending host keeps its name, and its zone unless it had none.
             Plan::Claim(pending) => sqlx::query(
                 "UPDATE hosts SET id = ?, agent_url = ?, zone = COALESCE(zone, ?), facts_json = ?, \
+                 cpu_cores = ?, memory_bytes = ?, clock_offset_ms = ?, \
                  agent_version = ?, agent_token_hash = ?, server_token = ?, status = ?, last_heartbeat_ms = ? \
                  WHERE id = ? AND status = ?",
             )
@@ -138,6 +189,9 @@ impl SqlStore {
             .bind(&reg.agent_url)
             .bind(reg.zone.as_deref())
             .bind(facts)
+            .bind(summary.cpu_cores)
+            .bind(summary.memory_bytes)
+            .bind(summary.clock_offset_ms)
             .bind(&reg.agent_version)
             .bind(&reg.agent_token_hash)
             .bind(&reg.server_token)
@@ -195,19 +249,31 @@ impl SqlStore {
         {
             return Err(address_taken(&hb.address, &holder));
         }
-        let facts = hb.facts.as_ref().map(|f| row::to_json("facts_json", f)).transpose()?;
-        sqlx::query(
-            "UPDATE hosts SET status = ?, last_heartbeat_ms = ?, address = ?, agent_url = ?, \
-             facts_json = COALESCE(?, facts_json) WHERE id = ?",
-        )
-        .bind(HostStatus::Online.as_str())
-        .bind(hb.now)
-        .bind(&hb.address)
-        .bind(&hb.agent_url)
-        .bind(facts)
-        .bind(hb.id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        let update = match &hb.facts {
+            None => sqlx::query("UPDATE hosts SET status = ?, last_heartbeat_ms = ?, address = ?, agent_url = ? WHERE id = ?")
+                .bind(HostStatus::Online.as_str())
+                .bind(hb.now)
+                .bind(&hb.address)
+                .bind(&hb.agent_url),
+            // Fresh facts replace the summary columns too, including a clock
+            // offset the agent no longer reports.
+            Some(f) => {
+                let summary = FactsSummary::of(f);
+                sqlx::query(
+                    "UPDATE hosts SET status = ?, last_heartbeat_ms = ?, address = ?, agent_url = ?, facts_json = ?, \
+                     cpu_cores = ?, memory_bytes = ?, clock_offset_ms = ? WHERE id = ?",
+                )
+                .bind(HostStatus::Online.as_str())
+                .bind(hb.now)
+                .bind(&hb.address)
+                .bind(&hb.agent_url)
+                .bind(row::to_json("facts_json", f)?)
+                .bind(summary.cpu_cores)
+                .bind(summary.memory_bytes)
+                .bind(summary.clock_offset_ms)
+            }
+        };
+        update.bind(hb.id.to_string()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Some(current.host.status))
     }
@@ -217,10 +283,13 @@ async fn insert(conn: &mut AnyConnection, rec: &HostRecord) -> Result<()> {
     let h = &rec.host;
     let facts = h.facts.as_ref().map(|f| row::to_json("facts_json", f)).transpose()?;
     let checks = rec.checks.as_ref().map(|c| row::to_json("checks_json", c)).transpose()?;
+    let summary = h.facts.as_ref().map(FactsSummary::of);
+    let (check_worst, check_profile) = rec.checks.as_ref().map_or((None, None), check_summary);
     sqlx::query(
         "INSERT INTO hosts (id, name, address, agent_url, zone, status, facts_json, agent_version, \
-         created_at_ms, last_heartbeat_ms, agent_token_hash, server_token, checks_json, checked_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at_ms, last_heartbeat_ms, agent_token_hash, server_token, checks_json, checked_at_ms, \
+         cpu_cores, memory_bytes, clock_offset_ms, check_worst, check_profile) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(h.id.to_string())
     .bind(&h.name)
@@ -236,6 +305,11 @@ async fn insert(conn: &mut AnyConnection, rec: &HostRecord) -> Result<()> {
     .bind(rec.server_token.as_deref())
     .bind(checks)
     .bind(rec.checked_at_ms)
+    .bind(summary.as_ref().map(|s| s.cpu_cores))
+    .bind(summary.as_ref().map(|s| s.memory_bytes))
+    .bind(summary.as_ref().and_then(|s| s.clock_offset_ms))
+    .bind(check_worst)
+    .bind(check_profile)
     .execute(conn)
     .await
     .map_err(|e| conflict_on_unique(e, || format!("a host with id {}, name {} or address {} already exists", h.id, h.name, h.address)))?;
@@ -275,6 +349,18 @@ impl HostStore for SqlStore {
 
     async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
         sqlx::query(select_hosts!("ORDER BY name")).fetch_all(&self.pool).await?.iter().map(decode).collect()
+    }
+
+    async fn list_host_summaries(&self) -> Result<Vec<HostSummaryRecord>> {
+        sqlx::query(
+            "SELECT id, name, address, agent_url, zone, status, agent_version, created_at_ms, last_heartbeat_ms, \
+             cpu_cores, memory_bytes, clock_offset_ms, check_worst, check_profile, checked_at_ms FROM hosts ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode_summary)
+        .collect()
     }
 
     async fn register_host(&self, reg: &Registration) -> Result<HostRecord> {
@@ -322,11 +408,14 @@ impl HostStore for SqlStore {
     }
 
     async fn set_host_checks(&self, id: HostId, checks: &serde_json::Value, at: UnixMs) -> Result<()> {
+        let (worst, profile) = check_summary(checks);
         let checks = &row::to_json("checks_json", checks)?;
         retry(|| async move {
-            sqlx::query("UPDATE hosts SET checks_json = ?, checked_at_ms = ? WHERE id = ?")
+            sqlx::query("UPDATE hosts SET checks_json = ?, checked_at_ms = ?, check_worst = ?, check_profile = ? WHERE id = ?")
                 .bind(checks)
                 .bind(at)
+                .bind(worst)
+                .bind(profile)
                 .bind(id.to_string())
                 .execute(&self.pool)
                 .await?;

@@ -7,7 +7,9 @@
 //! on MySQL (where DDL commits implicitly and cannot be rolled back) the
 //! migration files are written to be idempotent (`IF NOT EXISTS`), and the
 //! loser's duplicate `schema_version` row is a unique violation we ignore.
-//! On SQLite a migration and its version row commit together.
+//! On SQLite a migration and its version row commit together; SQLite has no
+//! `ADD COLUMN IF NOT EXISTS`, so the migrator skips an `ALTER TABLE t ADD
+//! COLUMN c` whose column exists, which keeps a re-run harmless there too.
 
 use sqlx::{AnyPool, Row};
 
@@ -22,11 +24,17 @@ struct Migration {
 const SQLITE: &[Migration] = &[
     Migration { version: 1, sql: include_str!("../../migrations/sqlite/0001_init.sql") },
     Migration { version: 2, sql: include_str!("../../migrations/sqlite/0002_clusters.sql") },
+    Migration { version: 3, sql: include_str!("../../migrations/sqlite/0003_packages.sql") },
+    Migration { version: 4, sql: include_str!("../../migrations/sqlite/0004_routing.sql") },
+    Migration { version: 5, sql: include_str!("../../migrations/sqlite/0005_host_summary.sql") },
 ];
 
 const MYSQL: &[Migration] = &[
     Migration { version: 1, sql: include_str!("../../migrations/mysql/0001_init.sql") },
     Migration { version: 2, sql: include_str!("../../migrations/mysql/0002_clusters.sql") },
+    Migration { version: 3, sql: include_str!("../../migrations/mysql/0003_packages.sql") },
+    Migration { version: 4, sql: include_str!("../../migrations/mysql/0004_routing.sql") },
+    Migration { version: 5, sql: include_str!("../../migrations/mysql/0005_host_summary.sql") },
 ];
 
 /// Brings the schema up to date; a no-op when it already is.
@@ -71,6 +79,20 @@ async fn apply(pool: &AnyPool, backend: Backend, m: &Migration) -> Result<()> {
         return Ok(());
     }
     for statement in statements(m.sql) {
+        if backend == Backend::Sqlite
+            && let Some((table, column)) = added_column(statement)
+        {
+            let present = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info(?) WHERE name = ?")
+                .bind(table)
+                .bind(column)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| row.try_get::<i64, _>("n"))
+                .map_err(failed)?;
+            if present > 0 {
+                continue;
+            }
+        }
         sqlx::query(statement).execute(&mut *tx).await.map_err(failed)?;
     }
     let recorded = sqlx::query("INSERT INTO schema_version (version, applied_at_ms) VALUES (?, ?)")
@@ -84,6 +106,21 @@ async fn apply(pool: &AnyPool, backend: Backend, m: &Migration) -> Result<()> {
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(()),
         Err(e) => Err(failed(e)),
     }
+}
+
+/// Table and column of a single-column `ALTER TABLE t ADD COLUMN c ...`.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let head: Vec<&str> = words.by_ref().take(2).collect();
+    if !head.iter().map(|w| w.to_ascii_uppercase()).eq(["ALTER", "TABLE"]) {
+        return None;
+    }
+    let table = words.next()?;
+    let verb: Vec<&str> = words.by_ref().take(2).collect();
+    if !verb.iter().map(|w| w.to_ascii_uppercase()).eq(["ADD", "COLUMN"]) {
+        return None;
+    }
+    Some((table, words.next()?))
 }
 
 /// Splits a migration file into statements: a statement ends with `;` at
@@ -130,7 +167,15 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::statements;
+    use super::{added_column, statements};
+
+    #[test]
+    fn recognises_added_columns() {
+        assert_eq!(added_column("ALTER TABLE hosts ADD COLUMN cpu_cores BIGINT"), Some(("hosts", "cpu_cores")));
+        assert_eq!(added_column("alter table hosts\n    add column zone TEXT"), Some(("hosts", "zone")));
+        assert_eq!(added_column("ALTER TABLE hosts DROP COLUMN zone"), None);
+        assert_eq!(added_column("CREATE TABLE a (x TEXT)"), None);
+    }
 
     #[test]
     fn splits_on_semicolons_at_line_ends() {
@@ -163,6 +208,24 @@ mod tests {
         tables
     }
 
+    /// `table.column` of every column an `ALTER TABLE ... ADD COLUMN` adds
+    /// (SQLite needs one statement per column, MariaDB takes a list).
+    fn added_columns(sql: &'static str) -> Vec<String> {
+        let mut added: Vec<String> = statements(sql)
+            .iter()
+            .filter_map(|s| s.strip_prefix("ALTER TABLE "))
+            .flat_map(|s| {
+                let table = s.split_whitespace().next().unwrap_or_default();
+                s.split("ADD COLUMN ").skip(1).map(move |c| {
+                    let column = c.trim_start_matches("IF NOT EXISTS ").split_whitespace().next().unwrap_or_default();
+                    format!("{table}.{column}")
+                })
+            })
+            .collect();
+        added.sort();
+        added
+    }
+
     #[test]
     fn both_schemas_have_the_same_tables_and_columns() {
         assert_eq!(super::SQLITE.len(), super::MYSQL.len());
@@ -171,6 +234,7 @@ mod tests {
         for (a, b) in super::SQLITE.iter().zip(super::MYSQL) {
             assert_eq!(a.version, b.version);
             assert_eq!(shape(a.sql), shape(b.sql), "migration {}", a.version);
+            assert_eq!(added_columns(a.sql), added_columns(b.sql), "migration {}", a.version);
         }
     }
 }

@@ -1,0 +1,151 @@
+//! What one proxy process is told: which platform to ask, which cluster to
+//! route, where to listen. Checked completely before anything binds, so a
+//! mistake is reported at once and all together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// One cluster per process: several clusters are several processes (each
+/// with its own ports and state file).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Platform server URLs, asked in turn.
+    pub servers: Vec<String>,
+    /// An operator/admin API token or the cluster's proxy token.
+    pub token: String,
+    pub cluster: String,
+    pub rw_listen: SocketAddr,
+    pub ro_listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    /// Read-only connections prefer backends in this zone.
+    pub zone: Option<String>,
+    /// Where the last routing table is kept (`routing-<cluster>.json`), so
+    /// a proxy that starts while the platform is down can still route.
+    pub state_dir: Option<PathBuf>,
+    pub probe_interval: Duration,
+    /// Connecting to a backend and receiving its first byte.
+    pub connect_timeout: Duration,
+    /// Client connections over both ports together.
+    pub max_connections: usize,
+    /// `None`: connections may stay idle for ever.
+    pub idle_timeout: Option<Duration>,
+    /// How long a new read-write connection waits during a planned writer
+    /// move before it is refused.
+    pub hold_timeout: Duration,
+    /// How long existing connections may go on after SIGTERM.
+    pub grace: Duration,
+}
+
+impl ProxyConfig {
+    /// A configuration with the documented defaults.
+    pub fn new(servers: Vec<String>, token: String, cluster: String, rw_listen: SocketAddr, ro_listen: SocketAddr) -> Self {
+        Self {
+            servers,
+            token,
+            cluster,
+            rw_listen,
+            ro_listen,
+            admin_listen: None,
+            zone: None,
+            state_dir: None,
+            probe_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(2000),
+            max_connections: 4096,
+            idle_timeout: None,
+            hold_timeout: Duration::from_millis(10_000),
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.servers.is_empty() {
+            problems.push("no platform server: pass --server URL (several times for several servers)".to_string());
+        }
+        for s in &self.servers {
+            if !(s.starts_with("http://") || s.starts_with("https://")) {
+                problems.push(format!("server {s:?} is not an http:// or https:// URL"));
+            }
+        }
+        if self.token.trim().is_empty() {
+            problems.push("no token: pass --token, --token-file or set ATOLL_PROXY_TOKEN".into());
+        }
+        if self.cluster.is_empty() || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problems.push(format!("cluster name {:?} is not a cluster name (letters, digits, '-', '_')", self.cluster));
+        }
+        let mut addrs = vec![("--rw-listen", self.rw_listen), ("--ro-listen", self.ro_listen)];
+        if let Some(a) = self.admin_listen {
+            addrs.push(("--admin-listen", a));
+        }
+        for (i, (n1, a1)) in addrs.iter().enumerate() {
+            for (n2, a2) in &addrs[i + 1..] {
+                if a1 == a2 && a1.port() != 0 {
+                    problems.push(format!("{n1} and {n2} are both {a1}: each needs its own address"));
+                }
+            }
+        }
+        if self.probe_interval < Duration::from_millis(50) {
+            problems.push(format!("--probe-interval-ms {} is below 50 ms", self.probe_interval.as_millis()));
+        }
+        if self.connect_timeout.is_zero() {
+            problems.push("--connect-timeout-ms must be above 0".into());
+        }
+        if self.max_connections == 0 {
+            problems.push("--max-connections must be above 0".into());
+        }
+        if self.idle_timeout.is_some_and(|d| d.is_zero()) {
+            problems.push("--idle-timeout-s must be above 0 (leave it out for no timeout)".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
+    }
+
+    /// `--state-dir/routing-<cluster>.json`.
+    pub fn state_file(&self) -> Option<PathBuf> {
+        self.state_dir.as_ref().map(|d| d.join(format!("routing-{}.json", self.cluster)))
+    }
+
+    /// A probe must end before the next one is due.
+    pub fn probe_timeout(&self) -> Duration {
+        self.probe_interval.mul_f64(0.8)
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("invalid proxy configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ProxyConfig {
+        ProxyConfig::new(
+            vec!["http://127.0.0.1:8080".into()],
+            "t".into(),
+            "orders".into(),
+            "127.0.0.1:6033".parse().unwrap_or_else(|_| unreachable!()),
+            "127.0.0.1:6034".parse().unwrap_or_else(|_| unreachable!()),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(cfg().validate().is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let mut c = cfg();
+        c.servers = vec!["127.0.0.1:8080".into()];
+        c.token = " ".into();
+        c.ro_listen = c.rw_listen;
+        c.max_connections = 0;
+        let Err(e) = c.validate() else { panic!("accepted") };
+        assert_eq!(e.0.len(), 4, "{e}");
+        assert!(e.to_string().contains("--rw-listen and --ro-listen"));
+    }
+}

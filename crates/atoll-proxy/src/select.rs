@@ -1,0 +1,327 @@
+//! Which backend a new connection goes to: pure rules, so they can be
+//! tested without sockets and so every proxy that sees the same probes
+//! makes the same choice.
+
+use std::collections::BTreeSet;
+
+use atoll_api::routing::RoutingTable;
+use atoll_core::ServerState;
+use serde::{Deserialize, Serialize};
+
+/// `wsrep_local_state` of a node that is Synced.
+pub const WSREP_SYNCED: u32 = 4;
+
+/// What the proxy's own probe last saw on a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Not probed yet (new table, new backend).
+    Unknown,
+    Up {
+        local_state: u32,
+        ready: bool,
+        read_only: bool,
+    },
+    /// The probe failed, its connection broke, or a client connect failed.
+    Down {
+        reason: String,
+    },
+}
+
+impl Probe {
+    /// Synced and ready: safe to read from.
+    pub fn readable(&self) -> bool {
+        matches!(self, Probe::Up { local_state: WSREP_SYNCED, ready: true, .. })
+    }
+
+    /// Readable and not `read_only`: safe to write to.
+    pub fn writable(&self) -> bool {
+        matches!(self, Probe::Up { local_state: WSREP_SYNCED, ready: true, read_only: false })
+    }
+
+    /// Known to be unfit (as opposed to not known yet).
+    fn known_unwritable(&self) -> bool {
+        !matches!(self, Probe::Unknown) && !self.writable()
+    }
+
+    /// Why a backend is not used, for error messages and `/status`.
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Unknown => "not probed yet".into(),
+            Probe::Down { reason } => format!("down: {reason}"),
+            Probe::Up { local_state, ready, read_only } => {
+                let mut why = Vec::new();
+                if *local_state != WSREP_SYNCED {
+                    why.push(format!("wsrep_local_state={local_state} (not Synced)"));
+                }
+                if !ready {
+                    why.push("wsrep_ready=OFF".to_string());
+                }
+                if *read_only {
+                    why.push("read_only=ON".to_string());
+                }
+                if why.is_empty() { "healthy".into() } else { why.join(", ") }
+            }
+        }
+    }
+
+    pub fn kind(&self) -> ProbeKind {
+        match self {
+            Probe::Unknown => ProbeKind::Unknown,
+            Probe::Up { .. } if self.readable() => ProbeKind::Up,
+            Probe::Up { .. } => ProbeKind::Unfit,
+            Probe::Down { .. } => ProbeKind::Down,
+        }
+    }
+}
+
+/// A probe result in one word (in `/status` and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Unknown,
+    /// Synced and ready.
+    Up,
+    /// Answers, but is not Synced or not ready.
+    Unfit,
+    Down,
+}
+
+/// The outcome of a choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Backend(String),
+    /// A backend that would come first is not probed yet: wait for its
+    /// first probe rather than pick another one and move away again.
+    Pending,
+    /// Nothing is fit.
+    None,
+}
+
+/// The writer rule with its memory. The writer is `table.writer` if our
+/// probe says it is writable, else the first writable backend in the
+/// table's order (the platform orders by writer preference, so every
+/// proxy falls back to the same node). Sticky: once we moved away from a
+/// writer, we do not go back to it until a newer table names a writer,
+/// so writes never ping-pong between nodes while one flaps.
+#[derive(Debug, Default, Clone)]
+pub struct WriterPicker {
+    version: Option<String>,
+    avoided: BTreeSet<String>,
+    in_use: Option<String>,
+}
+
+impl WriterPicker {
+    pub fn in_use(&self) -> Option<&str> {
+        self.in_use.as_deref()
+    }
+
+    /// Re-evaluates after a new table or a probe change; returns the choice
+    /// and remembers it.
+    pub fn update<'a>(&mut self, table: &RoutingTable, probe_of: impl Fn(&str) -> &'a Probe) -> Choice {
+        if self.version.as_deref() != Some(table.version.as_str()) {
+            self.version = Some(table.version.clone());
+            if let Some(w) = &table.writer {
+                // A table that names a writer is the platform's decision:
+                // it ends our own failover, unless the table itself says
+                // that writer is not Synced.
+                self.avoided.clear();
+                let synced = table.backends.iter().any(|b| &b.name == w && b.state == ServerState::Synced);
+                if !synced {
+                    self.avoided.insert(w.clone());
+                }
+            }
+        }
+        if let Some(cur) = &self.in_use {
+            let listed = table.backends.iter().any(|b| &b.name == cur);
+            if !listed || probe_of(cur).known_unwritable() {
+                self.avoided.insert(cur.clone());
+            }
+        }
+        let candidates =
+            table.writer.iter().chain(table.backends.iter().map(|b| &b.name)).filter(|n| table.backends.iter().any(|b| &b.name == *n));
+        for name in candidates {
+            if self.avoided.contains(name) {
+                continue;
+            }
+            let p = probe_of(name);
+            if p.writable() {
+                self.in_use = Some(name.clone());
+                return Choice::Backend(name.clone());
+            }
+            if matches!(p, Probe::Unknown) {
+                return Choice::Pending;
+            }
+        }
+        self.in_use = None;
+        Choice::None
+    }
+}
+
+/// A reader: among readable backends not in `exclude`, those in `zone`
+/// if any, else all; the one with the fewest connections, ties broken
+/// round-robin by `turn`.
+pub fn pick_reader<'a>(
+    table: &RoutingTable,
+    probe_of: impl Fn(&str) -> &'a Probe,
+    connections_of: impl Fn(&str) -> u64,
+    zone: Option<&str>,
+    turn: usize,
+    exclude: &[String],
+) -> Choice {
+    let usable: Vec<_> = table.backends.iter().filter(|b| !exclude.contains(&b.name) && probe_of(&b.name).readable()).collect();
+    if usable.is_empty() {
+        let waiting = table.backends.iter().any(|b| !exclude.contains(&b.name) && matches!(probe_of(&b.name), Probe::Unknown));
+        return if waiting { Choice::Pending } else { Choice::None };
+    }
+    let local: Vec<_> = usable.iter().filter(|b| zone.is_some_and(|z| b.zone == z)).copied().collect();
+    let pool = if local.is_empty() { usable } else { local };
+    let least = pool.iter().map(|b| connections_of(&b.name)).min().unwrap_or(0);
+    let tied: Vec<_> = pool.iter().filter(|b| connections_of(&b.name) == least).collect();
+    Choice::Backend(tied[turn % tied.len()].name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use atoll_api::routing::Backend;
+
+    use super::*;
+
+    fn table(version: &str, writer: Option<&str>) -> RoutingTable {
+        RoutingTable {
+            cluster: "c".into(),
+            version: version.into(),
+            writer: writer.map(str::to_string),
+            moving_to: None,
+            backends: ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Backend {
+                    name: n.to_string(),
+                    zone: format!("z{}", i + 1),
+                    address: format!("127.0.0.{}", i + 1),
+                    port: 3306,
+                    state: ServerState::Synced,
+                })
+                .collect(),
+            monitor_user: "m".into(),
+            monitor_password: "p".into(),
+        }
+    }
+
+    const UP: Probe = Probe::Up { local_state: WSREP_SYNCED, ready: true, read_only: false };
+
+    fn probes(list: &[(&str, Probe)]) -> HashMap<String, Probe> {
+        list.iter().map(|(n, p)| (n.to_string(), p.clone())).collect()
+    }
+
+    fn pick(w: &mut WriterPicker, t: &RoutingTable, p: &HashMap<String, Probe>) -> Choice {
+        w.update(t, |n| p.get(n).unwrap_or(&Probe::Unknown))
+    }
+
+    fn down() -> Probe {
+        Probe::Down { reason: "gone".into() }
+    }
+
+    #[test]
+    fn health_rules() {
+        assert!(UP.writable());
+        let ro = Probe::Up { local_state: 4, ready: true, read_only: true };
+        assert!(ro.readable() && !ro.writable());
+        assert!(!Probe::Up { local_state: 2, ready: true, read_only: false }.readable());
+        assert!(!Probe::Up { local_state: 4, ready: false, read_only: false }.readable());
+        assert_eq!(
+            Probe::Up { local_state: 1, ready: false, read_only: true }.describe(),
+            "wsrep_local_state=1 (not Synced), wsrep_ready=OFF, read_only=ON"
+        );
+    }
+
+    #[test]
+    fn writer_then_fallback_in_table_order() {
+        let t = table("1", Some("b"));
+        let mut w = WriterPicker::default();
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
+        p.insert("b".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+    }
+
+    #[test]
+    fn sticky_until_a_newer_table_names_a_writer() {
+        let t = table("1", Some("a"));
+        let mut w = WriterPicker::default();
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+        p.insert("a".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
+        // a comes back: writes stay on b.
+        p.insert("a".into(), UP);
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
+        // b goes too: c, never back to a under this table.
+        p.insert("b".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("c".into()));
+        p.insert("c".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::None);
+        // A newer table naming a (Synced) ends the failover.
+        assert_eq!(pick(&mut w, &table("2", Some("a")), &p), Choice::Backend("a".into()));
+    }
+
+    #[test]
+    fn a_newer_table_naming_an_unsynced_writer_keeps_it_avoided() {
+        let mut w = WriterPicker::default();
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut w, &table("1", Some("a")), &p), Choice::Backend("a".into()));
+        p.insert("a".into(), down());
+        assert_eq!(pick(&mut w, &table("1", Some("a")), &p), Choice::Backend("b".into()));
+        p.insert("a".into(), UP);
+        let mut t = table("2", Some("a"));
+        t.backends[0].state = ServerState::Joining;
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
+    }
+
+    #[test]
+    fn unknown_writer_is_waited_for_not_skipped() {
+        let mut w = WriterPicker::default();
+        let p = probes(&[("b", UP)]);
+        assert_eq!(pick(&mut w, &table("1", Some("a")), &p), Choice::Pending);
+    }
+
+    #[test]
+    fn read_only_node_is_never_the_writer() {
+        let mut w = WriterPicker::default();
+        let p = probes(&[("a", Probe::Up { local_state: 4, ready: true, read_only: true }), ("b", UP)]);
+        assert_eq!(pick(&mut w, &table("1", Some("a")), &p), Choice::Backend("b".into()));
+    }
+
+    #[test]
+    fn no_writer_in_table_falls_back_to_order() {
+        let mut w = WriterPicker::default();
+        let p = probes(&[("a", down()), ("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut w, &table("1", None), &p), Choice::Backend("b".into()));
+    }
+
+    #[test]
+    fn readers_prefer_the_zone_then_balance() {
+        let t = table("1", Some("a"));
+        let p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        let conns: HashMap<&str, u64> = [("a", 0), ("b", 5), ("c", 0)].into();
+        let probe = |n: &str| p.get(n).unwrap_or(&Probe::Unknown);
+        let count = |n: &str| conns.get(n).copied().unwrap_or(0);
+        assert_eq!(pick_reader(&t, probe, count, Some("z2"), 0, &[]), Choice::Backend("b".into()));
+        // Without a zone: least connections, ties in turn.
+        assert_eq!(pick_reader(&t, probe, count, None, 0, &[]), Choice::Backend("a".into()));
+        assert_eq!(pick_reader(&t, probe, count, None, 1, &[]), Choice::Backend("c".into()));
+        // The zone's backend is excluded (connect failed): other zones.
+        assert_eq!(pick_reader(&t, probe, count, Some("z2"), 0, &["b".into()]), Choice::Backend("a".into()));
+    }
+
+    #[test]
+    fn readers_never_go_to_unfit_nodes() {
+        let t = table("1", Some("a"));
+        let p = probes(&[("a", down()), ("b", Probe::Up { local_state: 2, ready: true, read_only: false }), ("c", down())]);
+        assert_eq!(pick_reader(&t, |n| p.get(n).unwrap_or(&Probe::Unknown), |_| 0, Some("z2"), 0, &[]), Choice::None);
+        let p = probes(&[("a", down())]);
+        assert_eq!(pick_reader(&t, |n| p.get(n).unwrap_or(&Probe::Unknown), |_| 0, None, 0, &[]), Choice::Pending);
+    }
+}

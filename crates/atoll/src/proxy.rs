@@ -1,0 +1,89 @@
+//! `atoll proxy`: runs the MySQL proxy of one cluster (the OBProxy/ODP
+//! role). One cluster per process; run one process per cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::cli::Res;
+use crate::daemons;
+use crate::output::{Exit, fail};
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Platform server URL; repeat for several servers (asked in turn).
+    #[arg(long = "server", required = true)]
+    servers: Vec<String>,
+    /// An operator/admin API token or the cluster's proxy token.
+    #[arg(long, env = "ATOLL_PROXY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the token from this file's first line.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The cluster to route.
+    #[arg(long)]
+    cluster: String,
+    /// Read-write port: every connection goes to the writer.
+    #[arg(long)]
+    rw_listen: SocketAddr,
+    /// Read-only port: connections balanced over healthy nodes.
+    #[arg(long)]
+    ro_listen: SocketAddr,
+    /// `/metrics` and `/status`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Read-only connections prefer nodes of this zone.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Keeps the last routing table, to route when started while the platform is down.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 500)]
+    probe_interval_ms: u64,
+    /// Connecting to a node and receiving its greeting.
+    #[arg(long, default_value_t = 2000)]
+    connect_timeout_ms: u64,
+    /// Client connections over both ports; beyond it clients get error 1040.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Close connections idle this long (default: never).
+    #[arg(long)]
+    idle_timeout_s: Option<u64>,
+    /// How long new read-write connections wait during a planned writer move.
+    #[arg(long, default_value_t = 10_000)]
+    hold_timeout_ms: u64,
+    /// How long connections may go on after SIGTERM.
+    #[arg(long, default_value_t = 5000)]
+    grace_ms: u64,
+}
+
+pub async fn run(a: ProxyArgs) -> Res {
+    daemons::init_logging("info,sqlx=warn");
+    let token = match (a.token, &a.token_file) {
+        (Some(t), _) => t,
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map_err(|e| fail(Exit::Error, format!("cannot read --token-file {}: {e}", p.display())))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        (None, None) => String::new(),
+    };
+    let mut c = atoll_proxy::ProxyConfig::new(a.servers, token, a.cluster, a.rw_listen, a.ro_listen);
+    c.admin_listen = a.admin_listen;
+    c.zone = a.zone;
+    c.state_dir = a.state_dir;
+    c.probe_interval = Duration::from_millis(a.probe_interval_ms);
+    c.connect_timeout = Duration::from_millis(a.connect_timeout_ms);
+    c.max_connections = a.max_connections;
+    c.idle_timeout = a.idle_timeout_s.map(Duration::from_secs);
+    c.hold_timeout = Duration::from_millis(a.hold_timeout_ms);
+    c.grace = Duration::from_millis(a.grace_ms);
+    let running = atoll_proxy::start(c, daemons::shutdown_on_signal()).await?;
+    println!("atoll proxy listening: read-write {} read-only {}", running.rw_addr, running.ro_addr);
+    running.wait().await;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,224 @@
+//! Proxies as users meet them: a cluster created by the platform comes with
+//! one `atoll proxy` per zone, run by the agents; applications connect
+//! there, and traffic follows the writer through a planned move, a killed
+//! writer, and a platform that is down.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
+use atoll_core::{ServerState, TaskStatus};
+use atoll_testkit::{Agent, Platform, ServerOpts, wait_for};
+use serde_json::json;
+use sqlx::{Connection, Executor, MySqlConnection, Row};
+use tokio_util::sync::CancellationToken;
+
+const IPS: [&str; 3] = ["127.0.0.101", "127.0.0.102", "127.0.0.103"];
+
+async fn platform() -> (Platform, Vec<Agent>) {
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
+    let mut p = Platform::start(opts).await.unwrap();
+    p.login_admin().await.unwrap();
+    let join = p.join_token().await.unwrap();
+    let agents: Vec<Agent> = IPS
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| p.start_agent(&format!("px{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
+        .collect();
+    p.wait_hosts_online(3).await.unwrap();
+    let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": IPS, "profile": "sandbox" })).await.unwrap();
+    assert_eq!(p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap().status, TaskStatus::Succeeded);
+    (p, agents)
+}
+
+fn url(cr: &ClusterCredentials, host: &str, port: u16) -> String {
+    format!("mysql://{}:{}@{host}:{port}/", cr.user, cr.password)
+}
+
+/// The node a connection landed on.
+async fn node_behind(cr: &ClusterCredentials, host: &str, port: u16) -> String {
+    let mut c = MySqlConnection::connect(&url(cr, host, port)).await.unwrap();
+    let r = sqlx::query("SELECT @@wsrep_node_name AS n").fetch_one(&mut c).await.unwrap();
+    r.get::<String, _>("n")
+}
+
+fn mariadb_cli(cr: &ClusterCredentials, host: &str, port: u16, sql: &str) -> std::process::Output {
+    Command::new("mariadb")
+        .args(["--no-defaults", "-h", host, "-P", &port.to_string(), "-u", &cr.user, &format!("-p{}", cr.password), "-N", "-B", "-e", sql])
+        .output()
+        .unwrap()
+}
+
+/// A client that writes ids through one endpoint, reconnecting after any
+/// error, as an application behind the proxy would. Returns acknowledged
+/// ids, failed statements and the longest time without a success.
+async fn write_loop(target: String, stop: CancellationToken) -> (Vec<i64>, usize, Duration) {
+    let (mut acked, mut failed, mut longest) = (Vec::new(), 0, Duration::ZERO);
+    let mut last_ok = Instant::now();
+    let mut conn: Option<MySqlConnection> = None;
+    let mut id = 0i64;
+    while !stop.is_cancelled() {
+        if conn.is_none() {
+            conn = match tokio::time::timeout(Duration::from_secs(5), MySqlConnection::connect(&target)).await {
+                Ok(Ok(c)) => Some(c),
+                _ => {
+                    failed += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+        }
+        id += 1;
+        let Some(c) = conn.as_mut() else { continue };
+        match tokio::time::timeout(Duration::from_secs(5), c.execute(sqlx::query("INSERT INTO app.w VALUES (?)").bind(id))).await {
+            Ok(Ok(_)) => {
+                acked.push(id);
+                longest = longest.max(last_ok.elapsed());
+                last_ok = Instant::now();
+            }
+            _ => {
+                failed += 1;
+                conn = None;
+            }
+        }
+    }
+    (acked, failed, longest)
+}
+
+async fn view(p: &Platform) -> ClusterView {
+    p.client().get("/api/v1/clusters/shop").await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage() {
+    let (mut p, _agents) = platform().await;
+    let c = p.client();
+    let spec = json!({
+        "name": "shop",
+        "servers": IPS.iter().enumerate().map(|(i, ip)| json!({ "name": format!("shop-{}", i + 1), "zone": format!("z{}", i + 1), "host": ip })).collect::<Vec<_>>(),
+    });
+    let t: TaskView = c.post("/api/v1/clusters", &spec).await.unwrap();
+    let done = p.wait_task(&t.id, Duration::from_secs(240)).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+
+    // One proxy per zone, running; the first server writes.
+    let v = view(&p).await;
+    assert_eq!(v.writer.as_deref(), Some("shop-1"));
+    assert_eq!(v.proxies.iter().map(|x| x.zone.as_str()).collect::<Vec<_>>(), ["z1", "z2", "z3"]);
+    let cr: ClusterCredentials = c.get("/api/v1/clusters/shop/credentials").await.unwrap();
+    assert_eq!((cr.host.as_str(), cr.port), (IPS[0], 6033), "applications are pointed at a proxy");
+
+    // A real client through every proxy: writes reach the writer, reads
+    // stay in the proxy's own zone.
+    let out = mariadb_cli(&cr, IPS[1], 6033, "CREATE DATABASE app; CREATE TABLE app.w (id BIGINT PRIMARY KEY); SELECT @@wsrep_node_name");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "shop-1");
+    for (i, ip) in IPS.iter().enumerate() {
+        assert_eq!(node_behind(&cr, ip, 6033).await, "shop-1", "read-write through the z{} proxy", i + 1);
+        assert_eq!(node_behind(&cr, ip, 6034).await, format!("shop-{}", i + 1), "read-only through the z{} proxy", i + 1);
+    }
+
+    // The console's connection counts come from the proxies themselves.
+    let held = MySqlConnection::connect(&url(&cr, IPS[2], 6033)).await.unwrap();
+    wait_for("the z3 proxy reports the open connection", Duration::from_secs(10), || async {
+        let v = view(&p).await;
+        (v.proxies[2].rw_connections >= Some(1)).then_some(())
+    })
+    .await
+    .unwrap();
+    drop(held);
+
+    // Planned move under a write loop: not one statement fails.
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t: TaskView = c.post("/api/v1/clusters/shop/writer", &json!({ "server": "shop-2" })).await.unwrap();
+    let done = p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.cancel();
+    let (acked, failed, longest) = writer.await.unwrap();
+    eprintln!("planned move: {} writes, {failed} failed, longest wait {:.2} s", acked.len(), longest.as_secs_f64());
+    assert_eq!(failed, 0, "no statement may fail during a planned move");
+    assert!(acked.len() > 10);
+    assert_eq!(node_behind(&cr, IPS[0], 6033).await, "shop-2");
+    assert_eq!(view(&p).await.writer.as_deref(), Some("shop-2"));
+    // Bad moves are refused, naming what is wrong.
+    let err = c.post::<_, TaskView>("/api/v1/clusters/shop/writer", &json!({ "server": "shop-9" })).await.unwrap_err();
+    assert!(err.to_string().contains("shop-1, shop-2, shop-3"), "{err}");
+
+    // SIGKILL the writer while writing through the proxy: writes resume on
+    // the next server within 3 s and every acknowledged one is kept.
+    let pid = view(&p).await.zones[1].servers[0].status.as_ref().and_then(|s| s.pid).unwrap();
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
+    let (acked2, failed, longest) = writer.await.unwrap();
+    eprintln!("writer killed: {} writes, {failed} failed, longest wait {:.2} s", acked2.len(), longest.as_secs_f64());
+    assert!(longest < Duration::from_secs(3), "writes stalled {longest:?}");
+    // The next synced server in order takes over (shop-3, or shop-1 while
+    // shop-3 serves as the rejoining node's donor), and the platform and
+    // the proxies agree on it.
+    let new_writer = wait_for("the platform and the proxies agree on a new writer", Duration::from_secs(15), || async {
+        let w = view(&p).await.writer?;
+        (w != "shop-2" && node_behind(&cr, IPS[0], 6033).await == w).then_some(w)
+    })
+    .await
+    .unwrap();
+    eprintln!("new writer: {new_writer}");
+    let all: Vec<String> = acked.iter().chain(&acked2).map(|i| i.to_string()).collect();
+    let mut check = MySqlConnection::connect(&url(&cr, IPS[0], 6033)).await.unwrap();
+    let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM app.w WHERE id IN ({})", all.join(","))))
+        .fetch_one(&mut check)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(n as usize, all.len(), "every acknowledged write is there");
+    wait_for("the killed node rejoins", Duration::from_secs(60), || async {
+        (view(&p).await.zones[1].servers[0].state == ServerState::Synced).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_ne!(node_behind(&cr, IPS[0], 6033).await, "shop-2", "a recovered former writer does not take writes back");
+    let writer_now = view(&p).await.writer.unwrap();
+
+    // The platform goes away: proxies keep routing with their last table.
+    p.server.kill();
+    for ip in IPS {
+        assert_eq!(node_behind(&cr, ip, 6033).await, writer_now);
+    }
+    let out = mariadb_cli(&cr, IPS[1], 6034, "SELECT COUNT(*) FROM app.w");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Back again, changes reach them.
+    let opts = p.opts.clone();
+    p.restart_server(opts).await.unwrap();
+    let t: TaskView = wait_for("the platform takes requests again", Duration::from_secs(30), || async {
+        c.post::<_, TaskView>("/api/v1/clusters/shop/writer", &json!({ "server": "shop-2" })).await.ok()
+    })
+    .await
+    .unwrap();
+    assert_eq!(p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap().status, TaskStatus::Succeeded);
+    wait_for("every proxy follows the move", Duration::from_secs(10), || async {
+        for ip in IPS {
+            if node_behind(&cr, ip, 6033).await != "shop-2" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
+
+    // Deleting the cluster takes its proxies away.
+    let t: TaskView = c.delete("/api/v1/clusters/shop?purge=true").await.unwrap();
+    assert_eq!(p.wait_task(&t.id, Duration::from_secs(120)).await.unwrap().status, TaskStatus::Succeeded);
+    for ip in IPS {
+        assert!(std::net::TcpStream::connect((ip, 6033)).is_err(), "proxy on {ip} still listens");
+    }
+}
