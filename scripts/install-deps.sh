@@ -7,6 +7,9 @@ need=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client mariadb-backup)
 [ -f /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+if [ "${ATOLL_WITH_SYSBENCH:-1}" = 1 ]; then
+  command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+fi
 if [ "${ATOLL_WITH_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

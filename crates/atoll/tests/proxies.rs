@@ -52,6 +52,42 @@ fn mariadb_cli(cr: &ClusterCredentials, host: &str, port: u16, sql: &str) -> std
         .unwrap()
 }
 
+/// Runs a short sysbench workload through `host:port` (tables prepared on
+/// first use) and returns its transactions per second; panics on errors.
+fn sysbench(cr: &ClusterCredentials, host: &str, port: u16, workload: &str) -> f64 {
+    let args = |cmd: &str| {
+        let mut a: Vec<String> = [
+            workload,
+            "--db-driver=mysql",
+            "--mysql-db=sbtest",
+            "--tables=1",
+            "--table-size=1000",
+            "--threads=4",
+            "--time=3",
+            // Deadlocks between sysbench's own threads are part of the workload.
+            "--mysql-ignore-errors=1213,1205",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend([format!("--mysql-host={host}"), format!("--mysql-port={port}"), format!("--mysql-user={}", cr.user)]);
+        a.push(format!("--mysql-password={}", cr.password));
+        a.push(cmd.to_string());
+        a
+    };
+    if workload == "oltp_read_write" {
+        let out = mariadb_cli(cr, host, port, "CREATE DATABASE IF NOT EXISTS sbtest");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sysbench").args(args("prepare")).output().unwrap();
+        assert!(out.status.success(), "sysbench prepare: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = Command::new("sysbench").args(args("run")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sysbench run: {text}{}", String::from_utf8_lossy(&out.stderr));
+    // "    transactions:                        1234   (411.23 per sec.)"
+    let line = text.lines().find(|l| l.trim_start().starts_with("transactions:")).unwrap_or_else(|| panic!("no transactions line: {text}"));
+    line.split('(').nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap()
+}
+
 /// A client that writes ids through one endpoint, reconnecting after any
 /// error, as an application behind the proxy would. Returns acknowledged
 /// ids, failed statements and the longest time without a success.
@@ -119,6 +155,13 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     for (i, ip) in IPS.iter().enumerate() {
         assert_eq!(node_behind(&cr, ip, 6033).await, "shop-1", "read-write through the z{} proxy", i + 1);
         assert_eq!(node_behind(&cr, ip, 6034).await, format!("shop-{}", i + 1), "read-only through the z{} proxy", i + 1);
+    }
+
+    // sysbench through both ports: a real workload, not just one client.
+    for (port, workload) in [(6033, "oltp_read_write"), (6034, "oltp_read_only")] {
+        let tps = sysbench(&cr, IPS[1], port, workload);
+        eprintln!("sysbench {workload} through the z2 proxy port {port}: {tps:.0} transactions/s");
+        assert!(tps > 10.0, "{workload} through {port}: {tps} tps");
     }
 
     // The console's connection counts come from the proxies themselves.
