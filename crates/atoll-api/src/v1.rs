@@ -370,3 +370,44 @@ pub struct DeleteClusterQuery {
     #[serde(default)]
     pub purge: bool,
 }
+
+/// Options of a single-server stop, start or restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ServerOpQuery {
+    /// Act even when the cluster would be left without a majority of its
+    /// servers running (writes stop everywhere until it comes back).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Servers to add to a running cluster; each is named CLUSTER-N, the next
+/// free number.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddServersRequest {
+    pub servers: Vec<NewServer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    /// An existing zone or a new one (a new zone gets its own proxy).
+    pub zone: String,
+    /// The host it runs on: id, name or address.
+    pub host: String,
+    /// Default: the ports of the cluster's first server.
+    #[serde(default)]
+    pub ports: Option<atoll_core::Ports>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveServerQuery {
+    /// Also delete the server's data directory.
+    #[serde(default)]
+    pub purge: bool,
+    /// Remove even below three servers or three zones.
+    #[serde(default)]
+    pub force: bool,
+}

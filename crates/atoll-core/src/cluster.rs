@@ -150,6 +150,16 @@ impl ClusterSpec {
     /// (Hosts, ports and names in use are checked by the server, which
     /// knows them.)
     pub fn shape_problems(&self) -> Vec<String> {
+        let mut p = self.layout_problems();
+        if self.servers.len().is_multiple_of(2) && !self.servers.is_empty() {
+            p.push(format!("{} servers: use an odd number so a partition always leaves one side with a majority", self.servers.len()));
+        }
+        p
+    }
+
+    /// The shape problems except the odd-count rule: a cluster scaled one
+    /// server at a time passes through even sizes on its way.
+    pub fn layout_problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !valid_name(&self.name) {
             p.push(format!("cluster name {:?} is invalid: use a lowercase letter, then letters, digits or dashes", self.name));
@@ -184,9 +194,6 @@ impl ClusterSpec {
         }
         if zones > 255 {
             p.push("at most 255 zones (Galera segments)".into());
-        }
-        if self.servers.len().is_multiple_of(2) && !self.servers.is_empty() {
-            p.push(format!("{} servers: use an odd number so a partition always leaves one side with a majority", self.servers.len()));
         }
         p
     }

@@ -151,6 +151,14 @@ pub trait ClusterStore: Send + Sync {
     /// entries for servers not on that host are ignored.
     async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()>;
     async fn delete_cluster(&self, name: &str) -> Result<bool>;
+    /// Adds a server to an existing cluster; `Conflict` when the cluster
+    /// is gone or already has a server of that name.
+    async fn add_db_server(&self, server: &DbServerRecord) -> Result<()>;
+    /// Removes a server, and in the same transaction the cluster's proxies
+    /// in its zone when no server is left there (a proxy routes for its
+    /// zone's clients; without servers the zone is gone). Whether the
+    /// server existed.
+    async fn remove_db_server(&self, cluster: &str, name: &str) -> Result<bool>;
 }
 
 /// Who takes a cluster's writes, and the proxies that route to it.

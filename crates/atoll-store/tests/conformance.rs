@@ -132,6 +132,7 @@ conformance!(
     step_logs_paging,
     migrations_run_twice,
     clusters_and_servers,
+    add_and_remove_servers,
     packages_unique_by_name_and_content,
 );
 
@@ -1071,6 +1072,66 @@ async fn clusters_and_servers(h: &Harness) {
     assert!(s.cluster_servers("orders").await.unwrap().is_empty());
     assert!(s.cluster_proxies("orders").await.unwrap().is_empty());
     assert_eq!(s.get_routing("orders").await.unwrap(), None);
+}
+
+/// Scaling: a server joins an existing cluster under a free name; removing
+/// the last server of a zone takes that zone's proxy with it.
+async fn add_and_remove_servers(h: &Harness) {
+    use atoll_core::{ClusterStatus, Durability, Ports};
+    let s = &h.store;
+    let cluster = ClusterRecord {
+        name: "scaled".into(),
+        engine: "mariadb-galera".into(),
+        durability: Durability::Durable,
+        status: ClusterStatus::Healthy,
+        spec: json!({ "name": "scaled" }),
+        secrets: json!({}),
+        created_by: "admin".into(),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    let server = |n: usize, zone: &str| DbServerRecord {
+        cluster: "scaled".into(),
+        name: format!("scaled-{n}"),
+        host_id: HostId::new(),
+        zone: zone.into(),
+        segment: 0,
+        address: format!("127.0.0.{}", 20 + n),
+        ports: Ports::default(),
+        dir: format!("/d/scaled-{n}"),
+        status: None,
+        status_at_ms: None,
+    };
+    let (one, two, three) = (server(1, "z1"), server(2, "z1"), server(3, "z2"));
+    s.create_cluster(&cluster, std::slice::from_ref(&one)).await.unwrap();
+    s.add_db_server(&two).await.unwrap();
+    s.add_db_server(&three).await.unwrap();
+    assert!(conflict(s.add_db_server(&two).await.unwrap_err()).contains("scaled-2"));
+    let mut orphan = server(1, "z1");
+    orphan.cluster = "nope".into();
+    assert!(conflict(s.add_db_server(&orphan).await.unwrap_err()).contains("nope"));
+    assert_eq!(s.cluster_servers("scaled").await.unwrap(), vec![one.clone(), two.clone(), three.clone()]);
+
+    let proxy = |zone: &str, host: HostId| ProxyRecord {
+        cluster: "scaled".into(),
+        name: format!("scaled-proxy-{zone}"),
+        host_id: host,
+        zone: zone.into(),
+        address: "127.0.0.21".into(),
+        rw_port: 6033,
+        ro_port: 6034,
+        admin_port: 6035,
+        status: None,
+        status_at_ms: None,
+    };
+    s.put_proxies(&[proxy("z1", one.host_id), proxy("z2", three.host_id)]).await.unwrap();
+    assert!(s.remove_db_server("scaled", "scaled-1").await.unwrap());
+    assert!(!s.remove_db_server("scaled", "scaled-1").await.unwrap(), "removing twice is a no-op");
+    assert_eq!(s.cluster_proxies("scaled").await.unwrap().len(), 2, "z1 still has a server, so it keeps its proxy");
+    assert!(s.remove_db_server("scaled", "scaled-3").await.unwrap());
+    assert_eq!(s.cluster_proxies("scaled").await.unwrap(), vec![proxy("z1", one.host_id)], "z2 is empty: its proxy is gone");
+    assert_eq!(s.cluster_servers("scaled").await.unwrap(), vec![two]);
+    assert!(s.delete_cluster("scaled").await.unwrap());
 }
 
 // ---------------------------------------------------------------- packages

@@ -359,3 +359,58 @@ async fn rolling_restart_and_parameter_changes_keep_writes_going() {
     let out = Command::new("mariadb").args(["--no-defaults", "-h", IPS2[0], "-u", "x", "-e", "SELECT 1"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("Can't connect"), "the server is stopped");
 }
+
+const IPS3: [&str; 3] = ["127.0.0.121", "127.0.0.122", "127.0.0.123"];
+
+/// The step `key` of task `id` is running.
+async fn step_running(p: &Platform, id: &str, key: &str) {
+    wait_for(&format!("step {key} running"), Duration::from_secs(120), || async {
+        let t: TaskView = p.client().get(&format!("/api/v1/tasks/{id}")).await.ok()?;
+        t.steps.iter().any(|s| s.key == key && s.status == atoll_core::StepStatus::Running).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_finishes_through_a_server_restart_an_agent_restart_and_a_killed_node() {
+    let (mut p, mut agents) = platform_on(IPS3).await;
+    let t: TaskView = p.client().post("/api/v1/clusters", &spec_on("faults", IPS3)).await.unwrap();
+
+    // The platform server dies while the second node joins; a new one
+    // resumes the task from its leases.
+    step_running(&p, &t.id, "join@faults-2").await;
+    let opts = p.opts.clone();
+    p.restart_server(opts).await.unwrap();
+
+    // The third host's agent dies mid-step and comes back.
+    step_running(&p, &t.id, "join@faults-3").await;
+    agents[2].proc.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let join = p.join_token().await.unwrap();
+    agents[2] = p.start_agent("db3", IPS3[2], Some("z3"), &join).unwrap();
+
+    // A node that already joined is SIGKILLed while the task goes on.
+    step_running(&p, &t.id, "wait@faults-3").await;
+    let v: ClusterView = p.client().get("/api/v1/clusters/faults").await.unwrap();
+    if let Some(pid) = v.zones[1].servers[0].status.as_ref().and_then(|s| s.pid) {
+        assert_eq!(unsafe_free_kill(pid), 0);
+    }
+
+    let done = settled(&p, &t.id, Duration::from_secs(300)).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    let v = wait_for("every server synced", Duration::from_secs(60), || async {
+        let v: ClusterView = p.client().get("/api/v1/clusters/faults").await.ok()?;
+        (v.status == ClusterStatus::Healthy).then_some(v)
+    })
+    .await
+    .unwrap();
+    assert_eq!(v.zones.iter().map(|z| z.servers[0].state).collect::<Vec<_>>(), [ServerState::Synced; 3]);
+    // A working cluster: every node has the row and sees all three.
+    let cr: ClusterCredentials = p.client().get("/api/v1/clusters/faults/credentials").await.unwrap();
+    mariadb(&cr, IPS3[0], "CREATE DATABASE f; CREATE TABLE f.t (id INT PRIMARY KEY); INSERT INTO f.t VALUES (1)");
+    for ip in IPS3 {
+        assert_eq!(mariadb(&cr, ip, "SELECT COUNT(*) FROM f.t"), "1", "on {ip}");
+        assert_eq!(mariadb(&cr, ip, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='wsrep_cluster_size'"), "3");
+    }
+}

@@ -54,10 +54,12 @@ pub fn host_list_item(r: HostSummaryRecord) -> HostListItem {
     }
 }
 
-/// Lists the hosts by name, each with a summary of its facts (cores,
-/// memory, clock offset) and of its last precheck. Facts and precheck
-/// results are in `GET /api/v1/hosts/{host}`: left out here so a listing
-/// of many hosts stays small and fast.
+/// Lists the hosts by name, summarised.
+///
+/// Each host comes with a summary of its facts (cores, memory, clock
+/// offset) and of its last precheck. The facts and precheck results
+/// themselves are in `GET /api/v1/hosts/{host}`: left out here so a
+/// listing of many hosts stays small and fast.
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
     responses((status = 200, body = Vec<HostListItem>, description = "every host, summarised"), (status = 401, body = ErrorBody)))]
 async fn list_hosts(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<HostListItem>>> {
@@ -115,8 +117,10 @@ async fn find(state: &AppState, key: &str) -> ApiResult<HostRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("no host {key:?}: `atoll host list` shows the hosts there are")))
 }
 
-/// One host in full: its facts (mounts, NICs, sysctls...) and the results
-/// of its last precheck.
+/// One host in full.
+///
+/// With its facts (mounts, NICs, sysctls...) and the results of its last
+/// precheck; `GET /api/v1/hosts` lists hosts without them.
 #[utoipa::path(get, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path, description = "id, name or address")),
     responses((status = 200, body = HostView, description = "the host with its facts and last precheck"), (status = 404, body = ErrorBody)))]
 async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<Json<HostView>> {

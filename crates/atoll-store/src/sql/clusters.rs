@@ -86,27 +86,75 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?;
         for s in servers {
-            sqlx::query(
-                "INSERT INTO db_servers (cluster, name, host_id, zone, segment, address, sql_port, gcomm_port, ist_port, sst_port, dir) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&s.cluster)
-            .bind(&s.name)
-            .bind(s.host_id.to_string())
-            .bind(&s.zone)
-            .bind(i64::from(s.segment))
-            .bind(&s.address)
-            .bind(i64::from(s.ports.sql))
-            .bind(i64::from(s.ports.gcomm))
-            .bind(i64::from(s.ports.ist))
-            .bind(i64::from(s.ports.sst))
-            .bind(&s.dir)
-            .execute(&mut *tx)
-            .await?;
+            insert_server(&mut tx, s).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+
+    async fn add_db_server_once(&self, s: &DbServerRecord) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if sqlx::query("SELECT name FROM clusters WHERE name = ?").bind(&s.cluster).fetch_optional(&mut *tx).await?.is_none() {
+            return Err(StoreError::Conflict(format!("cluster {} no longer exists", s.cluster)));
+        }
+        let taken = sqlx::query("SELECT name FROM db_servers WHERE cluster = ? AND name = ?")
+            .bind(&s.cluster)
+            .bind(&s.name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if taken {
+            return Err(StoreError::Conflict(format!("cluster {} already has a server named {}", s.cluster, s.name)));
+        }
+        insert_server(&mut tx, s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_db_server_once(&self, cluster: &str, name: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let zone: Option<String> = sqlx::query("SELECT zone FROM db_servers WHERE cluster = ? AND name = ?")
+            .bind(cluster)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| row::text(&r, "zone"))
+            .transpose()?;
+        let Some(zone) = zone else { return Ok(false) };
+        sqlx::query("DELETE FROM db_servers WHERE cluster = ? AND name = ?").bind(cluster).bind(name).execute(&mut *tx).await?;
+        let left = sqlx::query("SELECT name FROM db_servers WHERE cluster = ? AND zone = ?")
+            .bind(cluster)
+            .bind(&zone)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !left {
+            sqlx::query("DELETE FROM proxies WHERE cluster = ? AND zone = ?").bind(cluster).bind(&zone).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+async fn insert_server(tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &DbServerRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO db_servers (cluster, name, host_id, zone, segment, address, sql_port, gcomm_port, ist_port, sst_port, dir) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.cluster)
+    .bind(&s.name)
+    .bind(s.host_id.to_string())
+    .bind(&s.zone)
+    .bind(i64::from(s.segment))
+    .bind(&s.address)
+    .bind(i64::from(s.ports.sql))
+    .bind(i64::from(s.ports.gcomm))
+    .bind(i64::from(s.ports.ist))
+    .bind(i64::from(s.ports.sst))
+    .bind(&s.dir)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -201,5 +249,13 @@ impl ClusterStore for SqlStore {
             Ok(gone)
         })
         .await
+    }
+
+    async fn add_db_server(&self, server: &DbServerRecord) -> Result<()> {
+        retry(|| self.add_db_server_once(server)).await
+    }
+
+    async fn remove_db_server(&self, cluster: &str, name: &str) -> Result<bool> {
+        retry(|| self.remove_db_server_once(cluster, name)).await
     }
 }
