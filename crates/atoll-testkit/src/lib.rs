@@ -14,6 +14,8 @@ use atoll_client::Client;
 
 pub use atoll_client;
 
+pub mod browser;
+
 pub const NEW_ADMIN_PASSWORD: &str = "test-admin-password-1";
 
 /// A child process that is killed when dropped.

@@ -5,78 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use atoll_api::v1::TaskView;
-use atoll_testkit::{Platform, Proc, ServerOpts, free_port, wait_for};
+use atoll_testkit::browser::{text_of, until};
+use atoll_testkit::{Platform, ServerOpts};
 use serde_json::json;
 use thirtyfour::prelude::*;
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-async fn browser(dir: &std::path::Path) -> (Proc, WebDriver) {
-    assert!(
-        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-        "browser tests need Debian's chromium and chromium-driver: run scripts/test.sh, which installs them"
-    );
-    let port = free_port("127.0.0.1");
-    let mut cmd = Command::new(CHROMEDRIVER);
-    cmd.arg(format!("--port={port}"));
-    let driver_proc = Proc::spawn("chromedriver", cmd, dir.join("chromedriver.log")).unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for("chromedriver", Duration::from_secs(20), || {
-        let status = format!("{url}/status");
-        async move { reqwest::get(&status).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await
-    .unwrap();
-    let mut caps = DesiredCapabilities::chrome();
-    caps.set_binary(CHROMIUM).unwrap();
-    for arg in [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,800",
-    ] {
-        caps.add_arg(arg).unwrap();
-    }
-    let profile = dir.join("chromium-profile");
-    caps.add_arg(&format!("--user-data-dir={}", profile.display())).unwrap();
-    let driver = WebDriver::new(&url, caps).await.unwrap();
-    (driver_proc, driver)
-}
-
-/// Polls the page until `f` finds what it wants.
-async fn until<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn text_of(d: &WebDriver, by: By) -> Option<String> {
-    d.find(by).await.ok()?.text().await.ok()
-}
 
 #[tokio::test]
 async fn log_in_see_three_hosts_and_follow_a_task() {
     let mut p = Platform::start(ServerOpts::default()).await.unwrap();
-    let (_chromedriver, d) = browser(p.dir.path()).await;
+    let (_chromedriver, d) = atoll_testkit::browser::browser(p.dir.path()).await.unwrap();
     let base = p.url.clone();
 
     // Anything asks for a login first.

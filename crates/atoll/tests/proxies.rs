@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ServerState, TaskStatus};
+use atoll_testkit::browser::{browser, text_of, until};
 use atoll_testkit::{Agent, Platform, ServerOpts, wait_for};
 use serde_json::json;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
+use thirtyfour::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 const IPS: [&str; 3] = ["127.0.0.101", "127.0.0.102", "127.0.0.103"];
@@ -174,6 +176,36 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     .unwrap();
     drop(held);
 
+    // The console shows the writer and the proxies, and follows a move live.
+    let (_chromedriver, d) = browser(p.dir.path()).await.unwrap();
+    d.goto(format!("{}/login", p.url)).await.unwrap();
+    d.find(By::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
+    d.find(By::Id("password")).await.unwrap().send_keys(&p.admin_password).await.unwrap();
+    d.find(By::Id("login-submit")).await.unwrap().click().await.unwrap();
+    until("logged in", || async { d.current_url().await.ok().filter(|u| u.path() != "/login") }).await;
+    d.goto(format!("{}/clusters/shop", p.url)).await.unwrap();
+    let writer_badge = |server: &'static str| {
+        let d = d.clone();
+        async move {
+            let card = d.find(By::Css(&format!("[data-server=\"{server}\"] .server-role"))).await.ok()?;
+            card.text().await.ok().filter(|t| t == "writer")
+        }
+    };
+    until("shop-1 marked as the writer", || writer_badge("shop-1")).await;
+    let proxies = until("three running proxies", || async {
+        let rows = d.find_all(By::Css("#proxies tr[data-proxy]")).await.ok()?;
+        let mut running = 0;
+        for r in &rows {
+            if r.find(By::Css(".state")).await.ok()?.text().await.ok()? == "running" {
+                running += 1;
+            }
+        }
+        (running == 3).then_some(rows.len())
+    })
+    .await;
+    assert_eq!(proxies, 3);
+    assert!(text_of(&d, By::Id("proxies")).await.unwrap().contains("127.0.0.101:6033"));
+
     // Planned move under a write loop: not one statement fails.
     let stop = CancellationToken::new();
     let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), stop.clone()));
@@ -189,6 +221,8 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     assert!(acked.len() > 10);
     assert_eq!(node_behind(&cr, IPS[0], 6033).await, "shop-2");
     assert_eq!(view(&p).await.writer.as_deref(), Some("shop-2"));
+    until("the open page moves the writer badge", || writer_badge("shop-2")).await;
+    d.quit().await.unwrap();
     // Bad moves are refused, naming what is wrong.
     let err = c.post::<_, TaskView>("/api/v1/clusters/shop/writer", &json!({ "server": "shop-9" })).await.unwrap_err();
     assert!(err.to_string().contains("shop-1, shop-2, shop-3"), "{err}");

@@ -34,15 +34,18 @@ async fn routing(
     Path(name): Path<String>,
     Query(q): Query<RoutingQuery>,
 ) -> ApiResult<Json<RoutingTable>> {
-    let (c, _) = load(&state, &name).await?;
     if let Err(refused) = operator {
+        // Not an operator: only this cluster's proxy token will do, and a
+        // caller without it learns nothing, not even whether the cluster exists.
         let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let Some(presented) = presented else { return Err(refused) };
+        let Some(c) = state.store.get_cluster(&name).await? else { return Err(refused) };
         let expected = SealedSecrets::of(&c)?.proxy_token.map(|t| state.secrets.open(&t)).transpose().map_err(|e| ApiError::Internal(e.to_string()))?;
-        match (presented, expected) {
-            (Some(p), Some(e)) if constant_time_eq(p.trim().as_bytes(), e.as_bytes()) => {}
-            _ => return Err(refused),
+        if !expected.is_some_and(|e| constant_time_eq(presented.trim().as_bytes(), e.as_bytes())) {
+            return Err(refused);
         }
     }
+    load(&state, &name).await?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::routing::MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = state.routing.subscribe();
