@@ -56,17 +56,29 @@ pub enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Stop every server cleanly, one after another.
+    /// Stop every server cleanly, one after another; given a SERVER, only
+    /// that one (the writer moves away first).
     Stop {
         name: String,
+        /// Only this server; refused when the rest would not be a majority.
+        /// (Positional: `--server` is the platform's URL.)
+        #[arg(id = "one_server", value_name = "SERVER")]
+        server: Option<String>,
+        /// With SERVER: stop it even without a majority left running.
+        #[arg(long, requires = "one_server")]
+        force: bool,
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Start a stopped cluster from its most advanced node.
+    /// Start a stopped cluster from its most advanced node; given a SERVER,
+    /// start that stopped server, which rejoins and catches up.
     Start {
         name: String,
+        /// Only this (stopped) server.
+        #[arg(id = "one_server", value_name = "SERVER")]
+        server: Option<String>,
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -81,9 +93,38 @@ pub enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Restart every server, one at a time, keeping the cluster available.
+    /// Restart every server, one at a time, keeping the cluster available;
+    /// given a SERVER, only that one (the writer moves away first).
     Restart {
         name: String,
+        /// Only this server.
+        #[arg(id = "one_server", value_name = "SERVER")]
+        server: Option<String>,
+        /// With SERVER: restart it even without a majority left running.
+        #[arg(long, requires = "one_server")]
+        force: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Add servers (`--add ZONE=HOST`, repeatable; named NAME-N) or remove
+    /// one (`--remove SERVER`). A new server joins with a full state
+    /// transfer; a new zone gets its own proxy.
+    Scale {
+        name: String,
+        /// ZONE=HOST of a server to add, repeatable.
+        #[arg(long = "add", value_name = "ZONE=HOST", required_unless_present = "remove", conflicts_with = "remove")]
+        add: Vec<String>,
+        /// The server to remove.
+        #[arg(long, value_name = "SERVER")]
+        remove: Option<String>,
+        /// With --remove: also delete its data directory.
+        #[arg(long, requires = "remove")]
+        purge: bool,
+        /// With --remove: go below three servers or three zones.
+        #[arg(long, requires = "remove")]
+        force: bool,
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -225,10 +266,34 @@ pub async fn run(cmd: ClusterCmd) -> Res {
             }
             Ok(Exit::Ok)
         }
-        ClusterCmd::Stop { name, no_wait, conn } => act(&name, "stop", no_wait, &conn).await,
-        ClusterCmd::Start { name, no_wait, conn } => act(&name, "start", no_wait, &conn).await,
+        ClusterCmd::Stop { name, server: Some(server), force, no_wait, conn } => {
+            act_on(&name, &server, "stop", force, no_wait, &conn).await
+        }
+        ClusterCmd::Stop { name, server: None, no_wait, conn, .. } => act(&name, "stop", no_wait, &conn).await,
+        ClusterCmd::Start { name, server: Some(server), no_wait, conn } => act_on(&name, &server, "start", false, no_wait, &conn).await,
+        ClusterCmd::Start { name, server: None, no_wait, conn } => act(&name, "start", no_wait, &conn).await,
         ClusterCmd::Recover { name, no_wait, conn } => act(&name, "recover", no_wait, &conn).await,
-        ClusterCmd::Restart { name, no_wait, conn } => act(&name, "restart", no_wait, &conn).await,
+        ClusterCmd::Restart { name, server: Some(server), force, no_wait, conn } => {
+            act_on(&name, &server, "restart", force, no_wait, &conn).await
+        }
+        ClusterCmd::Restart { name, server: None, no_wait, conn, .. } => act(&name, "restart", no_wait, &conn).await,
+        ClusterCmd::Scale { name, add, remove, purge, force, no_wait, conn } => {
+            let c = client(&conn)?;
+            let t: TaskView = match remove {
+                Some(server) => c.delete(&format!("/api/v1/clusters/{name}/servers/{server}?purge={purge}&force={force}")).await?,
+                None => {
+                    let mut servers = Vec::new();
+                    for a in &add {
+                        let (zone, host) = a
+                            .split_once('=')
+                            .ok_or_else(|| fail(Exit::Error, format!("--add {a:?}: write it as ZONE=HOST, e.g. z4=host4")))?;
+                        servers.push(serde_json::json!({ "zone": zone, "host": host }));
+                    }
+                    c.post(&format!("/api/v1/clusters/{name}/servers"), &serde_json::json!({ "servers": servers })).await?
+                }
+            };
+            follow_new(&c, t, no_wait, conn.json).await
+        }
         ClusterCmd::SetParam { name, params, no_wait, conn } => {
             let params = parse_params(&params)?;
             let c = client(&conn)?;
@@ -260,6 +325,13 @@ pub async fn run(cmd: ClusterCmd) -> Res {
 async fn act(name: &str, verb: &str, no_wait: bool, conn: &Conn) -> Res {
     let c = client(conn)?;
     let t: TaskView = c.post(&format!("/api/v1/clusters/{name}/{verb}"), &serde_json::json!({})).await?;
+    follow_new(&c, t, no_wait, conn.json).await
+}
+
+/// One server's stop, start or restart.
+async fn act_on(name: &str, server: &str, verb: &str, force: bool, no_wait: bool, conn: &Conn) -> Res {
+    let c = client(conn)?;
+    let t: TaskView = c.post(&format!("/api/v1/clusters/{name}/servers/{server}/{verb}?force={force}"), &serde_json::json!({})).await?;
     follow_new(&c, t, no_wait, conn.json).await
 }
 

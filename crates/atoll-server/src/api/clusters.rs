@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use atoll_api::ErrorBody;
-use atoll_api::v1::{ClusterCredentials, ClusterView, DeleteClusterQuery, SetParamsRequest, TaskView};
-use atoll_core::{ClusterSpec, ClusterStatus};
-use atoll_store::ClusterRecord;
+use atoll_api::v1::{
+    AddServersRequest, ClusterCredentials, ClusterView, DeleteClusterQuery, RemoveServerQuery, ServerOpQuery, SetParamsRequest, TaskView,
+};
+use atoll_core::{ClusterSpec, ClusterStatus, ServerSpec, ServerState};
+use atoll_store::{ClusterRecord, DbServerRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -28,6 +30,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(restart_cluster))
         .routes(routes!(set_params))
         .routes(routes!(delete_cluster))
+        .routes(routes!(stop_server))
+        .routes(routes!(start_server))
+        .routes(routes!(restart_server))
+        .routes(routes!(add_servers))
+        .routes(routes!(remove_server))
 }
 
 async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, String>> {
@@ -281,5 +288,252 @@ async fn delete_cluster(
     ensure_idle(&state, &name).await?;
     let task = state.engine.submit(clusters::operate::delete_task(&name, &servers, &state.store.cluster_proxies(&name).await?, q.purge), &caller.user).await?;
     state.audit_ok(&caller, "cluster.delete", &name, json!({ "task": task.id, "purge": q.purge })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// The server a request names, or a 404 listing the cluster's servers.
+fn find_server<'a>(name: &str, servers: &'a [DbServerRecord], server: &str) -> ApiResult<&'a DbServerRecord> {
+    servers.iter().find(|s| s.name == server).ok_or_else(|| {
+        let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+        ApiError::NotFound(format!("cluster {name} has no server {server:?}; its servers are {}", names.join(", ")))
+    })
+}
+
+/// Refuses when taking `server` out (stopped, restarted or removed) would
+/// leave fewer than a majority of the cluster's servers running: the
+/// primary component would be lost and writes would stop everywhere.
+fn ensure_majority(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str, total: usize, force: bool) -> ApiResult<()> {
+    let running: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.name != server && matches!(clusters::server_state(state, s).0, ServerState::Synced | ServerState::Donor))
+        .map(|s| s.name.as_str())
+        .collect();
+    if running.len() * 2 <= total && !force {
+        return Err(ApiError::Conflict(format!(
+            "without {server}, {} of {name}'s {total} servers would be running ({}): no majority, so the cluster would stop taking writes; \
+             start the others first, or pass --force",
+            running.len(),
+            if running.is_empty() { "none".to_string() } else { running.join(", ") }
+        )));
+    }
+    Ok(())
+}
+
+/// The synced server that takes the writes when `server`, the writer,
+/// goes down: the next in preference order. `None` when `server` is not
+/// the writer.
+async fn writer_after(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str) -> ApiResult<Option<String>> {
+    let routing = state.store.get_routing(name).await?.unwrap_or_default();
+    if routing.writer.as_deref() != Some(server) && routing.moving_to.as_deref() != Some(server) {
+        return Ok(None);
+    }
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let synced = |n: &str| servers.iter().any(|s| s.name == n && clusters::server_state(state, s).0 == ServerState::Synced);
+    match atoll_core::routing::preference_order(Some(server), &names).into_iter().find(|n| *n != server && synced(n)) {
+        Some(next) => Ok(Some(next.to_string())),
+        None => Err(ApiError::Conflict(format!(
+            "{server} is {name}'s writer and no other server is synced to take the writes; start another server first"
+        ))),
+    }
+}
+
+async fn server_op(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    name: &str,
+    server: &str,
+    action: clusters::servers::Action,
+    force: bool,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    use clusters::servers::Action;
+    let (c, servers) = load(state, name).await?;
+    let target = find_server(name, &servers, server)?;
+    ensure_idle(state, name).await?;
+    if !clusters::is_live(c.status) {
+        return Err(ApiError::Conflict(format!(
+            "cluster {name} is {}; {} the whole cluster (`atoll cluster start {name}`) instead",
+            c.status,
+            if c.status == ClusterStatus::Stopped { "start" } else { "wait for it or act on" }
+        )));
+    }
+    let move_to = match action {
+        Action::Start => None,
+        Action::Stop | Action::Restart => {
+            ensure_majority(state, name, &servers, server, servers.len(), force)?;
+            writer_after(state, name, &servers, server).await?
+        }
+    };
+    let task = state.engine.submit(clusters::servers::server_task(name, target, action, move_to.as_deref()), &caller.user).await?;
+    let what = format!("cluster.server.{}", action.as_str());
+    state.audit_ok(caller, &what, name, json!({ "task": task.id, "server": server, "force": force, "writer_to": move_to })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Stops one server cleanly; the writer moves away first. Refused when the
+/// rest would not be a majority, unless `force`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/stop", tag = "clusters",
+    params(("name" = String, Path), ("server" = String, Path), ServerOpQuery),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn stop_server(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path((name, server)): Path<(String, String)>,
+    Query(q): Query<ServerOpQuery>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    server_op(&state, &caller, &name, &server, clusters::servers::Action::Stop, q.force).await
+}
+
+/// Starts one stopped server: it rejoins (IST when the donor still has the
+/// writes it missed) and the task waits until it is Synced.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/start", tag = "clusters",
+    params(("name" = String, Path), ("server" = String, Path), ServerOpQuery),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start_server(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path((name, server)): Path<(String, String)>,
+    Query(q): Query<ServerOpQuery>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    server_op(&state, &caller, &name, &server, clusters::servers::Action::Start, q.force).await
+}
+
+/// Restarts one server (stop, rejoin, wait for Synced); the writer moves
+/// away first.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/restart", tag = "clusters",
+    params(("name" = String, Path), ("server" = String, Path), ServerOpQuery),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn restart_server(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path((name, server)): Path<(String, String)>,
+    Query(q): Query<ServerOpQuery>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    server_op(&state, &caller, &name, &server, clusters::servers::Action::Restart, q.force).await
+}
+
+/// Adds servers, validated like a create request (hosts, engine build,
+/// ports, topology, live precheck) and refused whole with every problem;
+/// each joins with a full state transfer, and a new zone gets its proxy.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers", tag = "clusters", params(("name" = String, Path)), request_body = AddServersRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn add_servers(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<AddServersRequest>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (c, servers) = load(&state, &name).await?;
+    ensure_idle(&state, &name).await?;
+    if !matches!(c.status, ClusterStatus::Healthy | ClusterStatus::Degraded) {
+        return Err(ApiError::Conflict(format!("cluster {name} is {}; a new server needs a running cluster to join", c.status)));
+    }
+    let growth = match clusters::validate_add(&state, &c, &servers, &req.servers).await {
+        Ok(g) => g,
+        Err(e) => {
+            state
+                .audit(&caller.user, caller.source, "cluster.scale", &name, json!({ "add": req.servers.len() }), &format!("refused: {e}"))
+                .await;
+            return Err(e);
+        }
+    };
+    let added: Vec<(DbServerRecord, ServerSpec)> = growth
+        .servers
+        .iter()
+        .filter_map(|(r, _)| growth.spec.servers.iter().find(|s| s.name == r.name).map(|s| (r.clone(), s.clone())))
+        .collect();
+    // Recorded before the task runs, like a create: the ports are taken
+    // from here on, and the task's steps find the servers by name.
+    let undo = |n: usize| {
+        let state = state.clone();
+        let names: Vec<String> = added.iter().take(n).map(|(r, _)| r.name.clone()).collect();
+        let name = name.clone();
+        async move {
+            for n in names {
+                let _ = state.store.remove_db_server(&name, &n).await;
+            }
+        }
+    };
+    for (i, (r, _)) in added.iter().enumerate() {
+        if let Err(e) = state.store.add_db_server(r).await {
+            undo(i).await;
+            return Err(e.into());
+        }
+    }
+    let submitted = match state.store.put_proxies(&growth.proxies).await {
+        Ok(()) => state
+            .engine
+            .submit(clusters::servers::add_task(&name, &servers, &added, &growth.proxies), &caller.user)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e.into()),
+    };
+    let task = match submitted {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing ran: the servers (and the proxies of zones they
+            // alone would have had) go again.
+            undo(added.len()).await;
+            return Err(e);
+        }
+    };
+    crate::routing::changed(&state);
+    let names: Vec<&str> = added.iter().map(|(r, _)| r.name.as_str()).collect();
+    state.audit_ok(&caller, "cluster.scale", &name, json!({ "task": task.id, "add": names })).await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Removes one server: the writer moves away first, the server stops and
+/// leaves the cluster (data kept unless `purge`), a zone left empty loses
+/// its proxy. Refused below three servers or three zones, or without a
+/// majority left running, unless `force`.
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}/servers/{server}", tag = "clusters",
+    params(("name" = String, Path), ("server" = String, Path), RemoveServerQuery),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_server(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path((name, server)): Path<(String, String)>,
+    Query(q): Query<RemoveServerQuery>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (c, servers) = load(&state, &name).await?;
+    let target = find_server(&name, &servers, &server)?.clone();
+    ensure_idle(&state, &name).await?;
+    if !clusters::is_live(c.status) {
+        return Err(ApiError::Conflict(format!("cluster {name} is {}; remove servers from a running cluster", c.status)));
+    }
+    let remaining: Vec<DbServerRecord> = servers.iter().filter(|s| s.name != server).cloned().collect();
+    let zones: std::collections::BTreeSet<&str> = remaining.iter().map(|s| s.zone.as_str()).collect();
+    let allow_single_zone = serde_json::from_value::<ClusterSpec>(c.spec.clone()).map(|s| s.allow_single_zone).unwrap_or(false);
+    if !q.force {
+        if remaining.len() < 3 {
+            return Err(ApiError::Conflict(format!(
+                "removing {server} leaves {name} with {} server(s); an HA cluster keeps at least 3 (pass --force to go below)",
+                remaining.len()
+            )));
+        }
+        if zones.len() < 3 && !allow_single_zone {
+            return Err(ApiError::Conflict(format!(
+                "removing {server} leaves {name} in {} zone(s); an HA cluster keeps at least 3 so that losing one keeps a majority (pass --force to go below)",
+                zones.len()
+            )));
+        }
+    }
+    ensure_majority(&state, &name, &servers, &server, remaining.len(), q.force)?;
+    let move_to = writer_after(&state, &name, &servers, &server).await?;
+    let zone_proxy = if zones.contains(target.zone.as_str()) {
+        None
+    } else {
+        state.store.cluster_proxies(&name).await?.into_iter().find(|p| p.zone == target.zone)
+    };
+    let spec = clusters::servers::remove_task(&name, &target, &remaining, zone_proxy.as_ref(), move_to.as_deref(), q.purge);
+    let task = state.engine.submit(spec, &caller.user).await?;
+    state
+        .audit_ok(
+            &caller,
+            "cluster.scale",
+            &name,
+            json!({ "task": task.id, "remove": server, "purge": q.purge, "force": q.force, "writer_to": move_to }),
+        )
+        .await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }

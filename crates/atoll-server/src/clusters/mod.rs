@@ -4,6 +4,7 @@
 pub mod health;
 pub mod operate;
 pub mod proxies;
+pub mod servers;
 pub mod steps;
 pub mod writer;
 
@@ -100,7 +101,9 @@ pub async fn validate_add(
 ) -> ApiResult<Growth> {
     let mut spec: ClusterSpec = serde_json::from_value(c.spec.clone()).map_err(|e| ApiError::Internal(format!("stored spec: {e}")))?;
     if add.is_empty() {
-        return Err(ApiError::BadRequest("name at least one server to add: {\"servers\": [{\"zone\": \"z4\", \"host\": \"HOST\"}]}".into()));
+        return Err(ApiError::BadRequest(
+            "name at least one server to add: {\"servers\": [{\"zone\": \"z4\", \"host\": \"HOST\"}]}".into(),
+        ));
     }
     let default_ports = existing.first().map(|s| s.ports).unwrap_or_default();
     let prefix = format!("{}-", c.name);
@@ -149,7 +152,8 @@ pub async fn validate_add(
     let placed = place_servers(state, &spec, &new, package.as_ref(), segment, &mut claimed, &mut problems).await?;
     let records: Vec<DbServerRecord> = placed.iter().map(|(s, _)| s.clone()).collect();
     let have = state.store.cluster_proxies(&c.name).await?;
-    let proxies: Vec<ProxyRecord> = proxies::place(&spec, &records).into_iter().filter(|p| !have.iter().any(|h| h.zone == p.zone)).collect();
+    let proxies: Vec<ProxyRecord> =
+        proxies::place(&spec, &records).into_iter().filter(|p| !have.iter().any(|h| h.zone == p.zone)).collect();
     check_proxy_ports(state, &spec, &proxies, &mut claimed, &mut problems).await?;
     if problems.is_empty() {
         precheck(state, &placed, &proxies, &mut problems).await?;
@@ -243,7 +247,8 @@ async fn check_proxy_ports(
             }
         }
         for other in state.store.proxies_on_host(p.host_id).await? {
-            let clash: Vec<u16> = spec.proxy.ports().into_iter().filter(|x| [other.rw_port, other.ro_port, other.admin_port].contains(x)).collect();
+            let clash: Vec<u16> =
+                spec.proxy.ports().into_iter().filter(|x| [other.rw_port, other.ro_port, other.admin_port].contains(x)).collect();
             if !clash.is_empty() {
                 problems.push(format!(
                     "proxy {}: port(s) {clash:?} on {} are already used by proxy {} of cluster {}; choose other [proxy] ports",

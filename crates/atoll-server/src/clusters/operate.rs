@@ -214,7 +214,7 @@ pub fn register_more(engine: &mut Engine, state: StateRef) {
 
 /// Stop, start (joining), wait: one server at a time, so the others keep
 /// a primary component and keep accepting writes.
-fn rolling(cluster: &str, servers: &[DbServerRecord], after: Vec<String>, steps: &mut Vec<StepSpec>) -> Option<String> {
+pub(crate) fn rolling(cluster: &str, servers: &[DbServerRecord], after: Vec<String>, steps: &mut Vec<StepSpec>) -> Option<String> {
     let mut previous: Option<String> = None;
     for (i, s) in servers.iter().enumerate() {
         let p = json!({ "cluster": cluster, "server": s.name });
@@ -272,7 +272,7 @@ pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, n
                 format!("define@{}", s.name),
                 super::steps::DEFINE,
                 format!("rewrite {}'s config", s.name),
-                json!({ "cluster": cluster, "server": s.name }),
+                json!({ "cluster": cluster, "server": s.name, "existing": true }),
             )
             .after("params"),
         );

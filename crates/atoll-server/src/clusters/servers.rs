@@ -42,15 +42,6 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "stop" => Some(Action::Stop),
-            "start" => Some(Action::Start),
-            "restart" => Some(Action::Restart),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Stop => "stop",
@@ -141,8 +132,8 @@ pub fn add_task(cluster: &str, existing: &[DbServerRecord], added: &[(DbServerRe
         if let Some(prev) = &previous {
             admit = admit.after(prev);
         }
-        let define = StepSpec::new(format!("define@{n}"), DEFINE, format!("write {n}'s config on {}", s.address), p.clone())
-            .after(&admit.key);
+        let define =
+            StepSpec::new(format!("define@{n}"), DEFINE, format!("write {n}'s config on {}", s.address), p.clone()).after(&admit.key);
         let mut join = StepSpec::new(
             format!("join@{n}"),
             START,

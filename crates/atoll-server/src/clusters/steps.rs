@@ -38,6 +38,7 @@ pub fn register(engine: &mut Engine, state: StateRef) {
     super::operate::register(engine, state.clone());
     super::operate::register_more(engine, state.clone());
     super::writer::register(engine, state.clone());
+    super::servers::register(engine, state.clone());
     super::proxies::register(engine, state);
 }
 
@@ -105,7 +106,7 @@ pub fn create_task(cluster: &str, servers: &[DbServerRecord], proxies: &[atoll_s
     }
 }
 
-fn wait(cluster: &str, server: &str) -> StepSpec {
+pub(crate) fn wait(cluster: &str, server: &str) -> StepSpec {
     let mut s = StepSpec::new(
         format!("wait@{server}"),
         WAIT,
@@ -240,6 +241,12 @@ impl StepHandler for Define {
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
+        // A rewritten config of a server that already ran (`existing`)
+        // must not take its data with it; the next define rewrites it.
+        if param::<Option<bool>>(ctx, "existing")?.unwrap_or(false) {
+            ctx.info("config of an existing server: left as it is").await;
+            return Ok(());
+        }
         let state = self.0.get()?;
         let t = target(state, ctx).await?;
         let host = host_by_id(state, t.server.host_id).await?;

@@ -219,23 +219,8 @@ impl ClusterStore for SqlStore {
     }
 
     async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()> {
-        for (id, status) in statuses {
-            let Some((cluster, name)) = id.split_once('/') else { continue };
-            let json = row::to_json("status_json", status)?;
-            retry(|| async {
-                sqlx::query("UPDATE db_servers SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?")
-                    .bind(&json)
-                    .bind(now)
-                    .bind(cluster)
-                    .bind(name)
-                    .bind(host.to_string())
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(())
+        let update = "UPDATE db_servers SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?";
+        self.record_statuses(update, host, statuses, now).await
     }
 
     async fn delete_cluster(&self, name: &str) -> Result<bool> {

@@ -103,6 +103,29 @@ impl SqlStore {
     /// between, since its snapshot is stale; the busy handler cannot help.
     /// MySQL: a plain transaction; row locks and Galera certification sort
     /// out concurrent writers, and [`retry`] repeats the losers.
+    /// Stores what a host's agent reports about the processes it runs
+    /// (`CLUSTER/NAME` → status) with `update`, an UPDATE of `status_json`,
+    /// `status_at_ms` keyed by cluster, name and host, so an agent can
+    /// only report for what runs on its own host.
+    async fn record_statuses(
+        &self,
+        update: &'static str,
+        host: atoll_core::HostId,
+        statuses: &[(String, serde_json::Value)],
+        now: atoll_core::UnixMs,
+    ) -> Result<()> {
+        for (id, status) in statuses {
+            let Some((cluster, name)) = id.split_once('/') else { continue };
+            let json = row::to_json("status_json", status)?;
+            retry::retry(|| async {
+                sqlx::query(update).bind(&json).bind(now).bind(cluster).bind(name).bind(host.to_string()).execute(&self.pool).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,

@@ -147,22 +147,7 @@ impl RoutingStore for SqlStore {
     }
 
     async fn record_proxy_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()> {
-        for (id, status) in statuses {
-            let Some((cluster, name)) = id.split_once('/') else { continue };
-            let json = row::to_json("status_json", status)?;
-            retry(|| async {
-                sqlx::query("UPDATE proxies SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?")
-                    .bind(&json)
-                    .bind(now)
-                    .bind(cluster)
-                    .bind(name)
-                    .bind(host.to_string())
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(())
+        let update = "UPDATE proxies SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?";
+        self.record_statuses(update, host, statuses, now).await
     }
 }
