@@ -312,6 +312,7 @@ pub struct ProxyView {
     pub admin_port: u16,
     /// `None` until its agent first reports it.
     pub state: Option<crate::proxy::ProxyState>,
+    pub pid: Option<u32>,
     /// Client connections open now, read-write and read-only (from the
     /// proxy's own status).
     pub rw_connections: Option<u64>,

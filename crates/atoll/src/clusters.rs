@@ -145,6 +145,8 @@ pub enum ClusterCmd {
     /// read-write connections during the move instead of refusing them.
     SetWriter {
         name: String,
+        /// The id keeps clap from confusing it with the global `--server`.
+        #[arg(id = "one_server", value_name = "SERVER")]
         server: String,
         #[arg(long)]
         no_wait: bool,

@@ -93,11 +93,11 @@ fn sysbench(cr: &ClusterCredentials, host: &str, port: u16, workload: &str) -> f
 /// A client that writes ids through one endpoint, reconnecting after any
 /// error, as an application behind the proxy would. Returns acknowledged
 /// ids, failed statements and the longest time without a success.
-async fn write_loop(target: String, stop: CancellationToken) -> (Vec<i64>, usize, Duration) {
+async fn write_loop(target: String, first_id: i64, stop: CancellationToken) -> (Vec<i64>, usize, Duration) {
     let (mut acked, mut failed, mut longest) = (Vec::new(), 0, Duration::ZERO);
     let mut last_ok = Instant::now();
     let mut conn: Option<MySqlConnection> = None;
-    let mut id = 0i64;
+    let mut id = first_id;
     while !stop.is_cancelled() {
         if conn.is_none() {
             conn = match tokio::time::timeout(Duration::from_secs(5), MySqlConnection::connect(&target)).await {
@@ -206,9 +206,39 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     assert_eq!(proxies, 3);
     assert!(text_of(&d, By::Id("proxies")).await.unwrap().contains("127.0.0.101:6033"));
 
+    // Prometheus metrics on each proxy's admin port.
+    let metrics = reqwest::get(format!("http://{}:6035/metrics", IPS[2])).await.unwrap().text().await.unwrap();
+    for name in [
+        "atoll_proxy_connections",
+        "atoll_proxy_connections_total",
+        "atoll_proxy_connections_refused_total",
+        "atoll_proxy_bytes_in_total",
+        "atoll_proxy_writer_switches_total",
+        "atoll_proxy_routing_table_age_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+
+    // A proxy dies: the others serve on, and its agent brings it back.
+    let z3 = view(&p).await.proxies[2].pid.unwrap();
+    assert!(Command::new("kill").args(["-KILL", &z3.to_string()]).status().unwrap().success());
+    assert_eq!(node_behind(&cr, IPS[0], 6033).await, "shop-1", "the z1 proxy is not affected");
+    wait_for("the z3 proxy restarted by its agent", Duration::from_secs(20), || async {
+        let v = view(&p).await;
+        let px = &v.proxies[2];
+        (px.restarts >= Some(1) && px.pid.is_some_and(|pid| pid != z3)).then_some(())
+    })
+    .await
+    .unwrap();
+    let back = wait_for("the z3 proxy serves again", Duration::from_secs(10), || async {
+        tokio::time::timeout(Duration::from_secs(2), MySqlConnection::connect(&url(&cr, IPS[2], 6034))).await.ok()?.ok()
+    })
+    .await;
+    assert!(back.is_ok());
+
     // Planned move under a write loop: not one statement fails.
     let stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), stop.clone()));
+    let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), 1_000_000, stop.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let t: TaskView = c.post("/api/v1/clusters/shop/writer", &json!({ "server": "shop-2" })).await.unwrap();
     let done = p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap();
@@ -231,7 +261,7 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     // the next server within 3 s and every acknowledged one is kept.
     let pid = view(&p).await.zones[1].servers[0].status.as_ref().and_then(|s| s.pid).unwrap();
     let stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), stop.clone()));
+    let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), 2_000_000, stop.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -82,6 +82,7 @@ pub fn view(p: &ProxyRecord, hosts: &BTreeMap<HostId, String>, fresh_after: atol
         ro_port: p.ro_port,
         admin_port: p.admin_port,
         state: report.as_ref().map(|r| r.state),
+        pid: report.as_ref().and_then(|r| r.pid),
         rw_connections: count("rw_connections"),
         ro_connections: count("ro_connections"),
         restarts: report.as_ref().map(|r| r.restarts),

@@ -527,6 +527,7 @@ mod tests {
                 ro_port: 6034,
                 admin_port: 6035,
                 state: Some(atoll_api::proxy::ProxyState::Running),
+                pid: Some(777),
                 rw_connections: Some(7),
                 ro_connections: Some(2),
                 restarts: Some(0),
