@@ -718,3 +718,15 @@ async fn act(conn: &Conn, path: &str) -> Res {
     }
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's flags (e.g. two arguments claiming one long
+    /// name) only when it is built, and only in debug builds: build them
+    /// all here, so a clash fails this test instead of a user's command.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

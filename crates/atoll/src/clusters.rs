@@ -14,14 +14,14 @@ use crate::output::{self, Exit, fail};
 pub enum ClusterCmd {
     /// Create a cluster from flags or a TOML topology file.
     ///
-    /// `atoll cluster create orders --server z1=host1 --server z2=host2
-    /// --server z3=host3` places one server per zone; servers are named
+    /// `atoll cluster create orders --host z1=host1 --host z2=host2
+    /// --host z3=host3` places one server per zone; servers are named
     /// NAME-1, NAME-2, … in the order given.
     Create {
         /// Cluster name (or taken from --file).
         name: Option<String>,
-        /// ZONE=HOST, once per server.
-        #[arg(long = "server", value_name = "ZONE=HOST")]
+        /// ZONE=HOST, once per server (`--server` is the platform's URL).
+        #[arg(long = "host", value_name = "ZONE=HOST")]
         servers: Vec<String>,
         /// A TOML topology file (see the README); flags cannot be mixed in.
         #[arg(long, conflicts_with = "servers")]
@@ -347,7 +347,7 @@ fn from_flags(
     allow_single_zone: bool,
     engine: Option<String>,
 ) -> Result<ClusterSpec, crate::output::CliError> {
-    let name = name.ok_or_else(|| fail(Exit::Error, "name the cluster: `atoll cluster create NAME --server ZONE=HOST …` or use --file"))?;
+    let name = name.ok_or_else(|| fail(Exit::Error, "name the cluster: `atoll cluster create NAME --host ZONE=HOST …` or use --file"))?;
     if servers.is_empty() {
         return Err(fail(Exit::Error, "give one --server ZONE=HOST per server (at least three zones for HA), or use --file"));
     }

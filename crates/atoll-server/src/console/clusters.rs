@@ -656,7 +656,7 @@ mod tests {
         assert!(html.contains("/clusters/%3Ci%3Ex%3C%2Fi%3E"), "{html}");
 
         let empty = ClustersFragment { rows: Vec::new(), summary: ClusterSummary::default() }.render().expect("renders");
-        assert!(empty.contains("atoll cluster create NAME --server z1=HOST --server z2=HOST --server z3=HOST"), "{empty}");
+        assert!(empty.contains("atoll cluster create NAME --host z1=HOST --host z2=HOST --host z3=HOST"), "{empty}");
     }
 
     #[test]
