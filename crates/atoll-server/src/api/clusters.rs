@@ -231,7 +231,8 @@ async fn restart_cluster(
     if c.status != ClusterStatus::Healthy {
         return Err(ApiError::Conflict(format!("cluster {name} is {}; a rolling restart needs every server synced first", c.status)));
     }
-    let task = state.engine.submit(clusters::operate::restart_task(&name, &servers), &caller.user).await?;
+    let writer = state.store.get_routing(&name).await?.and_then(|r| r.writer);
+    let task = state.engine.submit(clusters::operate::restart_task(&name, &servers, writer.as_deref()), &caller.user).await?;
     state.audit_ok(&caller, "cluster.restart", &name, json!({ "task": task.id })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
@@ -267,8 +268,16 @@ async fn set_params(
     }
     let restart = changed.keys().any(|k| atoll_engine::params::needs_restart(k) == Some(true));
     let to_json = |m: &BTreeMap<String, String>| serde_json::to_value(m).unwrap_or_default();
-    let spec_task =
-        clusters::operate::set_params_task(&name, &servers, &to_json(&spec.params), &to_json(&merged), &to_json(&changed), restart);
+    let writer = state.store.get_routing(&name).await?.and_then(|r| r.writer);
+    let spec_task = clusters::operate::set_params_task(
+        &name,
+        &servers,
+        writer.as_deref(),
+        &to_json(&spec.params),
+        &to_json(&merged),
+        &to_json(&changed),
+        restart,
+    );
     let task = state.engine.submit(spec_task, &caller.user).await?;
     state.audit_ok(&caller, "cluster.set_param", &name, json!({ "task": task.id, "changed": changed, "restart": restart })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))

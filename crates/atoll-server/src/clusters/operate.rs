@@ -213,15 +213,34 @@ pub fn register_more(engine: &mut Engine, state: StateRef) {
 }
 
 /// Stop, start (joining), wait: one server at a time, so the others keep
-/// a primary component and keep accepting writes.
-pub(crate) fn rolling(cluster: &str, servers: &[DbServerRecord], after: Vec<String>, steps: &mut Vec<StepSpec>) -> Option<String> {
+/// a primary component and keep accepting writes. The `writer` goes last,
+/// after a planned move of the writes to the first server restarted, so
+/// proxies hold new writes instead of losing the writer under them.
+pub(crate) fn rolling(
+    cluster: &str,
+    servers: &[DbServerRecord],
+    writer: Option<&str>,
+    after: Vec<String>,
+    steps: &mut Vec<StepSpec>,
+) -> Option<String> {
+    let mut order: Vec<&DbServerRecord> = servers.iter().filter(|s| Some(s.name.as_str()) != writer).collect();
+    let moves = order.first().map(|s| s.name.clone()).filter(|_| order.len() < servers.len());
+    order.extend(servers.iter().filter(|s| Some(s.name.as_str()) == writer));
     let mut previous: Option<String> = None;
-    for (i, s) in servers.iter().enumerate() {
+    for (i, s) in order.into_iter().enumerate() {
         let p = json!({ "cluster": cluster, "server": s.name });
         let mut stop = StepSpec::new(format!("stop@{}", s.name), STOP, format!("stop {}", s.name), p.clone());
         stop.timeout = Duration::from_secs(300);
         if i == 0 {
             stop.deps.extend(after.iter().cloned());
+        }
+        if let (Some(to), true) = (&moves, Some(s.name.as_str()) == writer) {
+            let mut mv = super::servers::move_writer(cluster, to);
+            if let Some(prev) = &previous {
+                mv = mv.after(prev);
+            }
+            previous = Some(mv.key.clone());
+            steps.push(mv);
         }
         if let Some(prev) = &previous {
             stop = stop.after(prev);
@@ -243,9 +262,9 @@ pub(crate) fn rolling(cluster: &str, servers: &[DbServerRecord], after: Vec<Stri
     previous
 }
 
-pub fn restart_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
+pub fn restart_task(cluster: &str, servers: &[DbServerRecord], writer: Option<&str>) -> TaskSpec {
     let mut steps = Vec::new();
-    let last = rolling(cluster, servers, Vec::new(), &mut steps);
+    let last = rolling(cluster, servers, writer, Vec::new(), &mut steps);
     let mut ready = StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster }));
     if let Some(l) = last {
         ready = ready.after(l);
@@ -263,7 +282,15 @@ pub fn restart_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
 /// Records the new parameters, rewrites every config, then applies them:
 /// online (`SET GLOBAL` on each server) when every change is dynamic, else
 /// by a rolling restart.
-pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, new: &Value, changed: &Value, restart: bool) -> TaskSpec {
+pub fn set_params_task(
+    cluster: &str,
+    servers: &[DbServerRecord],
+    writer: Option<&str>,
+    old: &Value,
+    new: &Value,
+    changed: &Value,
+    restart: bool,
+) -> TaskSpec {
     let mut steps =
         vec![StepSpec::new("params", PARAMS, "record the new parameters", json!({ "cluster": cluster, "old": old, "new": new }))];
     for s in servers {
@@ -279,7 +306,7 @@ pub fn set_params_task(cluster: &str, servers: &[DbServerRecord], old: &Value, n
     }
     let defined: Vec<String> = servers.iter().map(|s| format!("define@{}", s.name)).collect();
     let last = if restart {
-        rolling(cluster, servers, defined, &mut steps)
+        rolling(cluster, servers, writer, defined, &mut steps)
     } else {
         let mut previous: Option<String> = None;
         for s in servers {

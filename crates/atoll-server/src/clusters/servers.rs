@@ -52,7 +52,7 @@ impl Action {
 }
 
 /// The planned writer move that runs before its server goes down.
-fn move_writer(cluster: &str, to: &str) -> StepSpec {
+pub(crate) fn move_writer(cluster: &str, to: &str) -> StepSpec {
     let mut s = StepSpec::new(
         "move-writer",
         super::writer::MOVE,
@@ -89,7 +89,7 @@ pub fn server_task(cluster: &str, server: &DbServerRecord, action: Action, move_
             steps.push(wait(cluster, n).after(format!("start@{n}")));
         }
         Action::Restart => {
-            rolling(cluster, std::slice::from_ref(server), after, &mut steps);
+            rolling(cluster, std::slice::from_ref(server), None, after, &mut steps);
         }
     }
     TaskSpec {
@@ -311,6 +311,22 @@ mod tests {
 
     fn deps(t: &TaskSpec, key: &str) -> Vec<String> {
         t.steps.iter().find(|s| s.key == key).map(|s| s.deps.clone()).unwrap_or_else(|| panic!("no step {key}"))
+    }
+
+    #[test]
+    fn a_rolling_restart_takes_the_writer_last_after_moving_its_writes() {
+        let all = [server(1), server(2), server(3)];
+        let t = crate::clusters::operate::restart_task("c", &all, Some("c-2"));
+        let keys: Vec<&str> = t.steps.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["stop@c-1", "start@c-1", "wait@c-1", "stop@c-3", "start@c-3", "wait@c-3", "move-writer", "stop@c-2", "start@c-2", "wait@c-2", "ready"]
+        );
+        assert_eq!(deps(&t, "move-writer"), ["wait@c-3"]);
+        assert_eq!(deps(&t, "stop@c-2"), ["move-writer"]);
+        assert_eq!(t.steps[6].params["server"], "c-1", "to the first server restarted");
+        let plain = crate::clusters::operate::restart_task("c", &all, None);
+        assert!(plain.steps.iter().all(|s| s.key != "move-writer"));
     }
 
     #[test]
