@@ -118,10 +118,10 @@ async fn heartbeat(
     AgentCaller(token): AgentCaller,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let Some(host) = state.store.get_host(req.host_id).await? else {
+    let Some(host) = state.store.agent_auth(req.host_id).await? else {
         return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
     };
-    if !host.agent_token_hash.as_deref().is_some_and(|h| same(h, &sha256_hex(&token))) {
+    if !host.token_hash.as_deref().is_some_and(|h| same(h, &sha256_hex(&token))) {
         return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
     }
     let now = now_ms();
@@ -148,8 +148,8 @@ async fn heartbeat(
     }
     metrics::counter!("atoll_heartbeats_total").increment(1);
     if before == Some(HostStatus::Offline) {
-        tracing::info!(host = %host.host.name, "host back online");
-        state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &host.host.name, json!({}), "ok").await;
+        tracing::info!(host = %host.name, "host back online");
+        state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &host.name, json!({}), "ok").await;
     }
     Ok(Json(HeartbeatResponse { server_time_ms: now_ms(), heartbeat_interval_ms: state.config.heartbeat_interval_ms }))
 }

@@ -29,6 +29,9 @@ pub trait HostStore: Send + Sync {
     /// Adds a host; `Conflict` names the clashing field (name or address).
     async fn insert_host(&self, host: &HostRecord) -> Result<()>;
     async fn get_host(&self, id: HostId) -> Result<Option<HostRecord>>;
+    /// What a heartbeat needs to authenticate its agent, without the
+    /// host's facts and checks (read on every beat).
+    async fn agent_auth(&self, id: HostId) -> Result<Option<AgentAuth>>;
     /// Looks a host up by id, name or address, in that order.
     async fn find_host(&self, key: &str) -> Result<Option<HostRecord>>;
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;

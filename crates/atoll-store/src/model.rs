@@ -298,6 +298,13 @@ pub struct DbServerRecord {
     pub status_at_ms: Option<UnixMs>,
 }
 
+/// A host's name and its agent's token hash, for authenticating beats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAuth {
+    pub name: String,
+    pub token_hash: Option<String>,
+}
+
 /// Which server of a cluster takes writes. `moving_to` is set while a
 /// planned move is under way, so proxies hold new writes until it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

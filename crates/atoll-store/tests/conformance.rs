@@ -442,12 +442,21 @@ async fn concurrent_claims_of_one_pending_host(h: &Harness) {
     assert_eq!((hosts[0].host.id, hosts[0].host.name.as_str()), (winners[0], "db9"));
 }
 
+fn auth_is_set(r: &HostRecord) -> bool {
+    r.agent_token_hash.as_deref().is_some_and(|h| !h.is_empty())
+}
+
 async fn heartbeat_reports_previous_status(h: &Harness) {
     let s = &h.store;
     assert_eq!(s.record_heartbeat(&heartbeat(HostId::new(), "127.0.0.71", 1)).await.unwrap(), None);
 
     let id = HostId::new();
-    s.register_host(&registration(id, "hb", "127.0.0.71", None, 1_000)).await.unwrap();
+    let registered = s.register_host(&registration(id, "hb", "127.0.0.71", None, 1_000)).await.unwrap();
+    // What a beat is authenticated with: the name and the agent's token hash.
+    let auth = s.agent_auth(id).await.unwrap().unwrap();
+    assert_eq!((auth.name.as_str(), auth.token_hash), ("hb", registered.agent_token_hash.clone()));
+    assert!(auth_is_set(&registered));
+    assert_eq!(s.agent_auth(HostId::new()).await.unwrap(), None);
     assert_eq!(s.record_heartbeat(&heartbeat(id, "127.0.0.71", 2_000)).await.unwrap(), Some(HostStatus::Online));
     assert_eq!(s.mark_stale_offline(2_500).await.unwrap(), vec![id]);
     // Back from offline, at a new address; facts left alone when not sent.

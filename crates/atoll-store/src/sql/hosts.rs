@@ -14,7 +14,7 @@ use super::SqlStore;
 use super::retry::retry;
 use super::row::{self, conflict_on_unique};
 use crate::model::check_summary;
-use crate::{HeartbeatRecord, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
+use crate::{AgentAuth, HeartbeatRecord, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
 
 // `sqlx::query` wants `&'static str`; these are assembled at compile time.
 macro_rules! select_hosts {
@@ -241,10 +241,17 @@ impl SqlStore {
 
     async fn heartbeat_once(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>> {
         let mut tx = self.begin_write().await?;
-        let Some(current) = by_id(&mut tx, hb.id).await? else {
+        // Only what the beat may change or report: not facts and checks.
+        let Some(current) = sqlx::query("SELECT status, address FROM hosts WHERE id = ?")
+            .bind(hb.id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| Ok::<_, StoreError>((row::parsed::<HostStatus>(&r, "status")?, row::text(&r, "address")?)))
+            .transpose()?
+        else {
             return Ok(None);
         };
-        if current.host.address != hb.address
+        if current.1 != hb.address
             && let Some(holder) = by_address(&mut tx, &hb.address).await?
         {
             return Err(address_taken(&hb.address, &holder));
@@ -275,7 +282,7 @@ impl SqlStore {
         };
         update.bind(hb.id.to_string()).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(current.host.status))
+        Ok(Some(current.0))
     }
 }
 
@@ -325,6 +332,11 @@ impl HostStore for SqlStore {
     async fn get_host(&self, id: HostId) -> Result<Option<HostRecord>> {
         let mut conn = self.pool.acquire().await?;
         by_id(&mut conn, id).await
+    }
+
+    async fn agent_auth(&self, id: HostId) -> Result<Option<AgentAuth>> {
+        let row = sqlx::query("SELECT name, agent_token_hash FROM hosts WHERE id = ?").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        row.map(|r| Ok(AgentAuth { name: row::text(&r, "name")?, token_hash: row::opt_text(&r, "agent_token_hash")? })).transpose()
     }
 
     async fn find_host(&self, key: &str) -> Result<Option<HostRecord>> {
