@@ -13,13 +13,15 @@ pub fn preference_order<'a>(writer: Option<&str>, servers: &[&'a str]) -> Vec<&'
     servers.iter().cycle().skip(start).take(servers.len()).copied().collect()
 }
 
-/// The writer a cluster should have: the current one while it is Synced
-/// (stable: a recovered former writer does not take over again), else the
-/// first Synced server in preference order, else the current one (nobody
-/// can take writes; changing would only churn).
+/// The writer a cluster should have: the current one while it is Synced or
+/// serving a state transfer as a donor (stable: a writer that donates to a
+/// rejoining node, and a recovered former writer, keep things as they
+/// are), else the first Synced server in preference order, else the
+/// current one (nobody can take writes; changing would only churn).
 pub fn next_writer<'a>(current: Option<&'a str>, servers: &[(&'a str, ServerState)]) -> Option<&'a str> {
     let synced = |name: &str| servers.iter().any(|(n, s)| *n == name && *s == ServerState::Synced);
-    if let Some(w) = current.filter(|w| synced(w)) {
+    let keeps = |name: &str| servers.iter().any(|(n, s)| *n == name && matches!(s, ServerState::Synced | ServerState::Donor));
+    if let Some(w) = current.filter(|w| keeps(w)) {
         return Some(w);
     }
     let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
@@ -44,6 +46,9 @@ mod tests {
         let all = [("a", Synced), ("b", Synced), ("c", Synced)];
         assert_eq!(next_writer(Some("b"), &all), Some("b"));
         assert_eq!(next_writer(None, &all), Some("a"));
+        let b_donates = [("a", Synced), ("b", Donor), ("c", Joining)];
+        assert_eq!(next_writer(Some("b"), &b_donates), Some("b"), "a writer serving a state transfer stays the writer");
+        assert_eq!(next_writer(None, &[("a", Donor), ("b", Synced)]), Some("b"), "a donor is not chosen anew");
         let b_down = [("a", Synced), ("b", Crashed), ("c", Synced)];
         assert_eq!(next_writer(Some("b"), &b_down), Some("c"), "the next one after the writer, not the first");
         let only_a = [("a", Synced), ("b", Joining), ("c", Unknown)];

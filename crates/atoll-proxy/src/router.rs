@@ -273,10 +273,10 @@ impl Shared {
             slot.probe = probe;
             return;
         }
-        let was_readable = slot.probe.readable();
+        let was_keepable = slot.probe.keepable();
         let old = std::mem::replace(&mut slot.probe, probe);
         slot.since_ms = now;
-        if was_readable && !slot.probe.readable() {
+        if was_keepable && !slot.probe.keepable() {
             tracing::warn!(backend = %name, now = %slot.probe.describe(), "backend unfit; closing its connections");
             for k in &mut slot.kill {
                 k.cancel();
@@ -315,7 +315,7 @@ impl Shared {
             // A writer that is still healthy (a planned move) keeps its
             // connections: they work, and closing them would fail the
             // statements in flight. An unfit one loses them at once.
-            if let Some(s) = st.slots.get_mut(old).filter(|s| !s.probe.writable()) {
+            if let Some(s) = st.slots.get_mut(old).filter(|s| !s.probe.keepable_writer()) {
                 let k = &mut s.kill[Kind::Rw as usize];
                 k.cancel();
                 *k = CancellationToken::new();

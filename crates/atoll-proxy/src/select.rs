@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 /// `wsrep_local_state` of a node that is Synced.
 pub const WSREP_SYNCED: u32 = 4;
+/// `wsrep_local_state` of a node sending a state transfer to a joiner
+/// (Donor/Desynced): still in the primary component and committing, so a
+/// backend that becomes a donor keeps what it has (the writer role, its
+/// connections), it is only not chosen anew.
+pub const WSREP_DONOR: u32 = 2;
 
 /// What the proxy's own probe last saw on a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +43,19 @@ impl Probe {
         matches!(self, Probe::Up { local_state: WSREP_SYNCED, ready: true, read_only: false })
     }
 
-    /// Known to be unfit (as opposed to not known yet).
-    fn known_unwritable(&self) -> bool {
-        !matches!(self, Probe::Unknown) && !self.writable()
+    /// Synced or a donor, and ready: its open connections stay.
+    pub fn keepable(&self) -> bool {
+        matches!(self, Probe::Up { local_state: WSREP_SYNCED | WSREP_DONOR, ready: true, .. })
+    }
+
+    /// Keepable and not `read_only`: a writer in use stays the writer.
+    pub fn keepable_writer(&self) -> bool {
+        matches!(self, Probe::Up { local_state: WSREP_SYNCED | WSREP_DONOR, ready: true, read_only: false })
+    }
+
+    /// Known to be unfit to go on as the writer (as opposed to not known yet).
+    fn known_unfit_writer(&self) -> bool {
+        !matches!(self, Probe::Unknown) && !self.keepable_writer()
     }
 
     /// Why a backend is not used, for error messages and `/status`.
@@ -125,7 +140,7 @@ impl WriterPicker {
                 // it ends our own failover, unless the table itself says
                 // that writer is not Synced.
                 self.avoided.clear();
-                let synced = table.backends.iter().any(|b| &b.name == w && b.state == ServerState::Synced);
+                let synced = table.backends.iter().any(|b| &b.name == w && matches!(b.state, ServerState::Synced | ServerState::Donor));
                 if !synced {
                     self.avoided.insert(w.clone());
                 }
@@ -133,7 +148,7 @@ impl WriterPicker {
         }
         if let Some(cur) = &self.in_use {
             let listed = table.backends.iter().any(|b| &b.name == cur);
-            if !listed || probe_of(cur).known_unwritable() {
+            if !listed || probe_of(cur).known_unfit_writer() {
                 self.avoided.insert(cur.clone());
             }
         }
@@ -144,7 +159,8 @@ impl WriterPicker {
                 continue;
             }
             let p = probe_of(name);
-            if p.writable() {
+            let in_use = self.in_use.as_deref() == Some(name.as_str());
+            if p.writable() || (in_use && p.keepable_writer()) {
                 self.in_use = Some(name.clone());
                 return Choice::Backend(name.clone());
             }
@@ -245,6 +261,24 @@ mod tests {
         assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
         p.insert("b".into(), down());
         assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+    }
+
+    #[test]
+    fn a_writer_that_becomes_a_donor_stays_the_writer() {
+        let donor = Probe::Up { local_state: WSREP_DONOR, ready: true, read_only: false };
+        assert!(donor.keepable_writer() && !donor.writable() && !donor.readable());
+        let mut w = WriterPicker::default();
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        let mut t = table("1", Some("a"));
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+        p.insert("a".into(), donor.clone());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()), "our own probe sees it donate");
+        t.version = "2".into();
+        t.backends[0].state = ServerState::Donor;
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()), "and so does the platform");
+        // A donor is not chosen anew.
+        let mut fresh = WriterPicker::default();
+        assert_eq!(pick(&mut fresh, &table("3", None), &p), Choice::Backend("b".into()));
     }
 
     #[test]
