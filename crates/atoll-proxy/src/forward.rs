@@ -6,7 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -179,10 +179,18 @@ pub async fn connect(target: &str, timeout: Duration) -> Result<(TcpStream, Vec<
 /// from routing (`kill`), the proxy stops, or the connection is idle for
 /// `--idle-timeout-s` (checked at that granularity: closed after one to
 /// two periods without a byte).
-async fn pipe(shared: &Shared, client: TcpStream, backend: TcpStream, kill: &CancellationToken) {
+///
+/// The copy runs as a task of its own, so the per-packet path polls only
+/// the two sockets: the cancellation tokens, shared by every connection
+/// to a backend, are waited on by this task, which wakes only when one
+/// fires or the copy ends.
+async fn pipe(shared: &Arc<Shared>, client: TcpStream, backend: TcpStream, kill: &CancellationToken) {
     let activity = Arc::new(AtomicUsize::new(0));
-    let mut client = Counted { inner: client, bytes: &shared.metrics.bytes_in, activity: &activity };
-    let mut backend = Counted { inner: backend, bytes: &shared.metrics.bytes_out, activity: &activity };
+    let mut client = Counted::new(client, shared.clone(), Dir::In, activity.clone());
+    let mut backend = Counted::new(backend, shared.clone(), Dir::Out, activity.clone());
+    let mut copy = tokio::spawn(async move {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    });
     let idle = async {
         match shared.cfg.idle_timeout {
             None => std::future::pending::<()>().await,
@@ -196,34 +204,77 @@ async fn pipe(shared: &Shared, client: TcpStream, backend: TcpStream, kill: &Can
         }
     };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
+        _ = &mut copy => return,
         _ = kill.cancelled() => tracing::debug!("closing a client connection: its backend left routing"),
         _ = shared.kill_all.cancelled() => {}
         _ = idle => tracing::debug!("closing an idle client connection"),
     }
+    copy.abort();
+    let _ = copy.await;
 }
 
-/// A stream that counts the bytes read from it.
-struct Counted<'a> {
+#[derive(Clone, Copy)]
+enum Dir {
+    /// Read from the client.
+    In,
+    /// Read from the backend.
+    Out,
+}
+
+/// A stream that counts the bytes read from it, adding them to the
+/// proxy's totals every few reads (and when dropped) rather than on every
+/// read: one shared counter bumped by every packet of every connection
+/// would bounce its cache line between the cores.
+struct Counted {
     inner: TcpStream,
-    bytes: &'a AtomicU64,
-    activity: &'a AtomicUsize,
+    shared: Arc<Shared>,
+    dir: Dir,
+    pending: u64,
+    reads: u32,
+    activity: Arc<AtomicUsize>,
 }
 
-impl AsyncRead for Counted<'_> {
+impl Counted {
+    fn new(inner: TcpStream, shared: Arc<Shared>, dir: Dir, activity: Arc<AtomicUsize>) -> Self {
+        Self { inner, shared, dir, pending: 0, reads: 0, activity }
+    }
+
+    fn flush_count(&mut self) {
+        if self.pending > 0 {
+            let total = match self.dir {
+                Dir::In => &self.shared.metrics.bytes_in,
+                Dir::Out => &self.shared.metrics.bytes_out,
+            };
+            total.fetch_add(std::mem::take(&mut self.pending), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.flush_count();
+    }
+}
+
+impl AsyncRead for Counted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.pending += n as u64;
+            self.reads = self.reads.wrapping_add(1);
+            // Per connection, so uncontended: the idle check sees every read.
             self.activity.fetch_add(1, Ordering::Relaxed);
+            if self.reads % 64 == 0 {
+                self.flush_count();
+            }
         }
         r
     }
 }
 
-impl AsyncWrite for Counted<'_> {
+impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }

@@ -81,7 +81,11 @@ pub async fn failover(state: &AppState, c: &ClusterRecord) -> anyhow::Result<()>
     }
     let new = RoutingRecord { writer: next.map(String::from), moving_to: None, changed_at_ms: now_ms() };
     if state.store.set_routing(&c.name, current.as_ref(), &new).await? {
-        tracing::warn!(cluster = %c.name, from = ?writer, to = ?next, "writer changed");
+        match writer {
+            // Naming the first writer is routine; moving it means one failed.
+            None => tracing::info!(cluster = %c.name, writer = ?next, "writer named"),
+            Some(_) => tracing::warn!(cluster = %c.name, from = ?writer, to = ?next, "writer changed"),
+        }
         changed(state);
         let detail = json!({ "from": writer, "to": next, "servers": states.iter().map(|(n, s)| (n.to_string(), s.as_str())).collect::<std::collections::BTreeMap<_, _>>() });
         state.audit("platform", std::net::SocketAddr::from(([0, 0, 0, 0], 0)), "cluster.writer", &c.name, detail, "ok").await;
