@@ -226,6 +226,13 @@ pub fn user_exists(name: &str) -> bool {
     lookup_user(name).is_some()
 }
 
+fn proxy_error(e: crate::proxies::ProxyError) -> OpError {
+    match e {
+        crate::proxies::ProxyError::Invalid(m) => OpError::Refused(m),
+        crate::proxies::ProxyError::Io(m) => OpError::Io(m),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -268,12 +275,5 @@ mod tests {
     fn unknown_owner_is_refused() {
         assert!(lookup_user("root").is_some());
         assert!(lookup_user("no-such-user-here").is_none());
-    }
-}
-
-fn proxy_error(e: crate::proxies::ProxyError) -> OpError {
-    match e {
-        crate::proxies::ProxyError::Invalid(m) => OpError::Refused(m),
-        crate::proxies::ProxyError::Io(m) => OpError::Io(m),
     }
 }

@@ -63,7 +63,9 @@ impl Inner {
         let path = self.dir.join("proxies.json");
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(&defs).map_err(|e| ProxyError::Io(e.to_string()))?;
-        write_private(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))
+        write_private(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))
     }
 
     fn set(&self, id: &str, f: impl FnOnce(&mut Entry)) {
@@ -156,8 +158,13 @@ impl Proxies {
 
     async fn poll_statuses(&self) {
         loop {
-            let targets: Vec<(String, String)> =
-                self.inner.procs().values().filter(|e| e.state == ProxyState::Running).map(|e| (e.def.id.clone(), e.def.admin_listen.clone())).collect();
+            let targets: Vec<(String, String)> = self
+                .inner
+                .procs()
+                .values()
+                .filter(|e| e.state == ProxyState::Running)
+                .map(|e| (e.def.id.clone(), e.def.admin_listen.clone()))
+                .collect();
             for (id, admin) in targets {
                 let status = match self.inner.http.get(format!("http://{admin}/status")).send().await {
                     Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
@@ -201,7 +208,8 @@ fn read_pid(dir: &Path) -> Option<u32> {
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
 }
 
 fn terminate(pid: u32) {

@@ -266,7 +266,7 @@ impl AsyncRead for Counted {
             self.reads = self.reads.wrapping_add(1);
             // Per connection, so uncontended: the idle check sees every read.
             self.activity.fetch_add(1, Ordering::Relaxed);
-            if self.reads % 64 == 0 {
+            if self.reads.is_multiple_of(64) {
                 self.flush_count();
             }
         }

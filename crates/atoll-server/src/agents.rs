@@ -133,10 +133,10 @@ async fn heartbeat(
         state.store.record_server_statuses(req.host_id, &statuses, now).await?;
         let clusters: std::collections::BTreeSet<&str> = req.db.iter().filter_map(|s| s.id.split_once('/').map(|(c, _)| c)).collect();
         for name in clusters {
-            if let Some(c) = state.store.get_cluster(name).await? {
-                if let Err(e) = crate::routing::failover(&state, &c).await {
-                    tracing::warn!(cluster = name, error = %e, "writer failover check failed; the next report tries again");
-                }
+            if let Some(c) = state.store.get_cluster(name).await?
+                && let Err(e) = crate::routing::failover(&state, &c).await
+            {
+                tracing::warn!(cluster = name, error = %e, "writer failover check failed; the next report tries again");
             }
         }
         crate::routing::changed(&state);

@@ -1070,7 +1070,8 @@ async fn clusters_and_servers(h: &Harness) {
     s.put_proxies(&[moved.clone()]).await.unwrap();
     assert_eq!(s.cluster_proxies("orders").await.unwrap(), vec![proxy(0), moved.clone()]);
     assert_eq!(s.proxies_on_host(hosts[1]).await.unwrap(), vec![moved]);
-    let report = vec![("orders/orders-proxy-z1".to_string(), json!({ "rw": 3 })), ("orders/orders-proxy-z2".to_string(), json!({ "rw": 4 }))];
+    let report =
+        vec![("orders/orders-proxy-z1".to_string(), json!({ "rw": 3 })), ("orders/orders-proxy-z2".to_string(), json!({ "rw": 4 }))];
     s.record_proxy_statuses(hosts[0], &report, 10).await.unwrap();
     let got = s.cluster_proxies("orders").await.unwrap();
     assert_eq!((got[0].status.clone(), got[0].status_at_ms), (Some(json!({ "rw": 3 })), Some(10)));

@@ -296,6 +296,48 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// A platform with the `sandbox` profile, an admin token, and one agent
+    /// per address in `ips` (agent data `host1`…, zones `z1`…), online and
+    /// prepared as a user would before creating clusters.
+    pub async fn with_prepared_hosts(ips: &[&str]) -> Result<(Platform, Vec<Agent>)> {
+        let mut opts = ServerOpts::default();
+        opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
+        let mut p = Platform::start(opts).await?;
+        p.login_admin().await?;
+        let join = p.join_token().await?;
+        let agents = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| p.start_agent(&format!("host{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join))
+            .collect::<Result<Vec<Agent>>>()?;
+        p.wait_hosts_online(ips.len()).await?;
+        let t: atoll_api::v1::TaskView =
+            p.client().post("/api/v1/hosts/prepare", &serde_json::json!({ "hosts": ips, "profile": "sandbox" })).await?;
+        let t = p.wait_task(&t.id, Duration::from_secs(60)).await?;
+        if t.status != atoll_core::TaskStatus::Succeeded {
+            bail!("preparing {ips:?} ended {}: {:#?}", t.status, t.steps);
+        }
+        Ok((p, agents))
+    }
+
+    /// `atoll ARGS` as a user runs it against this platform (logged in
+    /// through the environment).
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = Command::new(atoll_bin());
+        cmd.args(args).env("ATOLL_CONFIG_DIR", self.dir.path().join("cli")).env("ATOLL_SERVER", &self.url);
+        if let Some(t) = &self.token {
+            cmd.env("ATOLL_TOKEN", t);
+        }
+        cmd.output().context("running atoll")
+    }
+}
+
+/// A command's stdout and stderr together, for assertions and messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
 impl Drop for Platform {
     /// Agents deliberately leave their databases running when they stop
     /// (an agent restart must not take a database down), so the harness

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ClusterStatus, ServerState, TaskStatus};
-use atoll_testkit::{Agent, Platform, ServerOpts, wait_for};
+use atoll_testkit::{Agent, Platform, wait_for};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, MySqlConnection};
 
@@ -21,22 +21,7 @@ async fn platform() -> (Platform, Vec<Agent>) {
 }
 
 async fn platform_on(ips: [&str; 3]) -> (Platform, Vec<Agent>) {
-    let mut opts = ServerOpts::default();
-    opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
-    let mut p = Platform::start(opts).await.unwrap();
-    p.login_admin().await.unwrap();
-    let join = p.join_token().await.unwrap();
-    let agents: Vec<Agent> = ips
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| p.start_agent(&format!("db{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
-        .collect();
-    p.wait_hosts_online(3).await.unwrap();
-    // As a user would: prepare the hosts (directories, precheck) first.
-    let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": ips, "profile": "sandbox" })).await.unwrap();
-    let t = settled(&p, &t.id, Duration::from_secs(60)).await;
-    assert_eq!(t.status, TaskStatus::Succeeded, "{:#?}", t.steps);
-    (p, agents)
+    Platform::with_prepared_hosts(&ips).await.unwrap()
 }
 
 fn spec(name: &str) -> Value {
@@ -392,7 +377,7 @@ async fn create_finishes_through_a_server_restart_an_agent_restart_and_a_killed_
     agents[2].proc.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let join = p.join_token().await.unwrap();
-    agents[2] = p.start_agent("db3", IPS3[2], Some("z3"), &join).unwrap();
+    agents[2] = p.start_agent("host3", IPS3[2], Some("z3"), &join).unwrap();
 
     // A node that already joined is SIGKILLed while the task goes on.
     step_running(&p, &t.id, "wait@faults-3").await;
@@ -415,6 +400,9 @@ async fn create_finishes_through_a_server_restart_an_agent_restart_and_a_killed_
     mariadb(&cr, IPS3[0], "CREATE DATABASE f; CREATE TABLE f.t (id INT PRIMARY KEY); INSERT INTO f.t VALUES (1)");
     for ip in IPS3 {
         assert_eq!(mariadb(&cr, ip, "SELECT COUNT(*) FROM f.t"), "1", "on {ip}");
-        assert_eq!(mariadb(&cr, ip, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='wsrep_cluster_size'"), "3");
+        assert_eq!(
+            mariadb(&cr, ip, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='wsrep_cluster_size'"),
+            "3"
+        );
     }
 }

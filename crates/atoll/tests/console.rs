@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-
 use atoll_api::v1::TaskView;
 use atoll_testkit::browser::{text_of, until};
 use atoll_testkit::{Platform, ServerOpts};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use atoll_api::packages::PackageView;
 use atoll_api::v1::{ClusterCredentials, ClusterView, HostView, TaskView};
 use atoll_core::{ServerState, StepStatus, TaskStatus};
-use atoll_testkit::{Platform, ServerOpts, atoll_bin, wait_for};
+use atoll_testkit::{Platform, ServerOpts, output_text, wait_for};
 use serde_json::json;
 
 /// This test's hosts; other tests use other addresses.
@@ -21,17 +21,11 @@ const PACKAGE: &str = "mariadb-local";
 
 /// `atoll ARGS` as a user runs it, against this platform.
 fn atoll(p: &Platform, args: &[&str]) -> Output {
-    Command::new(atoll_bin())
-        .args(args)
-        .env("ATOLL_CONFIG_DIR", p.dir.path().join("cli"))
-        .env("ATOLL_SERVER", &p.url)
-        .env("ATOLL_TOKEN", p.token.clone().unwrap())
-        .output()
-        .unwrap()
+    p.cli(args).unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    output_text(o)
 }
 
 fn sh(cmd: &str) {

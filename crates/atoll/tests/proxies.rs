@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ServerState, TaskStatus};
 use atoll_testkit::browser::{browser, text_of, until};
-use atoll_testkit::{Agent, Platform, ServerOpts, wait_for};
+use atoll_testkit::{Agent, Platform, wait_for};
 use serde_json::json;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
 use thirtyfour::prelude::*;
@@ -20,20 +20,7 @@ use tokio_util::sync::CancellationToken;
 const IPS: [&str; 3] = ["127.0.0.101", "127.0.0.102", "127.0.0.103"];
 
 async fn platform() -> (Platform, Vec<Agent>) {
-    let mut opts = ServerOpts::default();
-    opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
-    let mut p = Platform::start(opts).await.unwrap();
-    p.login_admin().await.unwrap();
-    let join = p.join_token().await.unwrap();
-    let agents: Vec<Agent> = IPS
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| p.start_agent(&format!("px{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
-        .collect();
-    p.wait_hosts_online(3).await.unwrap();
-    let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": IPS, "profile": "sandbox" })).await.unwrap();
-    assert_eq!(p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap().status, TaskStatus::Succeeded);
-    (p, agents)
+    Platform::with_prepared_hosts(&IPS).await.unwrap()
 }
 
 fn url(cr: &ClusterCredentials, host: &str, port: u16) -> String {
@@ -187,7 +174,7 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     let writer_badge = |server: &'static str| {
         let d = d.clone();
         async move {
-            let card = d.find(By::Css(&format!("[data-server=\"{server}\"] .server-role"))).await.ok()?;
+            let card = d.find(By::Css(format!("[data-server=\"{server}\"] .server-role"))).await.ok()?;
             card.text().await.ok().filter(|t| t == "writer")
         }
     };

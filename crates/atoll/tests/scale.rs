@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ClusterStatus, ServerState, TaskStatus};
-use atoll_testkit::{Agent, Platform, ServerOpts, atoll_bin, wait_for};
+use atoll_testkit::{Agent, Platform, output_text, wait_for};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, Row};
 use tokio_util::sync::CancellationToken;
@@ -18,35 +18,16 @@ use tokio_util::sync::CancellationToken;
 const IPS: [&str; 4] = ["127.0.0.111", "127.0.0.112", "127.0.0.113", "127.0.0.114"];
 
 async fn platform() -> (Platform, Vec<Agent>) {
-    let mut opts = ServerOpts::default();
-    opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
-    let mut p = Platform::start(opts).await.unwrap();
-    p.login_admin().await.unwrap();
-    let join = p.join_token().await.unwrap();
-    let agents: Vec<Agent> = IPS
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| p.start_agent(&format!("sc{}", i + 1), ip, Some(&format!("z{}", i + 1)), &join).unwrap())
-        .collect();
-    p.wait_hosts_online(4).await.unwrap();
-    let t: TaskView = p.client().post("/api/v1/hosts/prepare", &json!({ "hosts": IPS, "profile": "sandbox" })).await.unwrap();
-    assert_eq!(p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap().status, TaskStatus::Succeeded);
-    (p, agents)
+    Platform::with_prepared_hosts(&IPS).await.unwrap()
 }
 
 /// The CLI, logged in through the environment; waits for the task.
 fn atoll(p: &Platform, args: &[&str]) -> Output {
-    Command::new(atoll_bin())
-        .args(args)
-        .env("ATOLL_CONFIG_DIR", p.dir.path().join("cli"))
-        .env("ATOLL_SERVER", &p.url)
-        .env("ATOLL_TOKEN", p.token.clone().unwrap())
-        .output()
-        .unwrap()
+    p.cli(args).unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    output_text(o)
 }
 
 fn url(cr: &ClusterCredentials, host: &str, port: u16) -> String {

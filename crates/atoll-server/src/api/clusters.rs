@@ -107,7 +107,11 @@ async fn create_cluster(
     state.store.create_cluster(&record, &servers).await?;
     let stored = state.store.put_proxies(&placement.proxies).await;
     let submitted = match stored {
-        Ok(()) => state.engine.submit(clusters::steps::create_task(&name, &servers, &placement.proxies), &caller.user).await.map_err(ApiError::from),
+        Ok(()) => state
+            .engine
+            .submit(clusters::steps::create_task(&name, &servers, &placement.proxies), &caller.user)
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e.into()),
     };
     let task = match submitted {
@@ -295,7 +299,10 @@ async fn delete_cluster(
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (_, servers) = load(&state, &name).await?;
     ensure_idle(&state, &name).await?;
-    let task = state.engine.submit(clusters::operate::delete_task(&name, &servers, &state.store.cluster_proxies(&name).await?, q.purge), &caller.user).await?;
+    let task = state
+        .engine
+        .submit(clusters::operate::delete_task(&name, &servers, &state.store.cluster_proxies(&name).await?, q.purge), &caller.user)
+        .await?;
     state.audit_ok(&caller, "cluster.delete", &name, json!({ "task": task.id, "purge": q.purge })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }

@@ -37,10 +37,15 @@ async fn routing(
     if let Err(refused) = operator {
         // Not an operator: only this cluster's proxy token will do, and a
         // caller without it learns nothing, not even whether the cluster exists.
-        let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let presented =
+            headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let Some(presented) = presented else { return Err(refused) };
         let Some(c) = state.store.get_cluster(&name).await? else { return Err(refused) };
-        let expected = SealedSecrets::of(&c)?.proxy_token.map(|t| state.secrets.open(&t)).transpose().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let expected = SealedSecrets::of(&c)?
+            .proxy_token
+            .map(|t| state.secrets.open(&t))
+            .transpose()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         if !expected.is_some_and(|e| constant_time_eq(presented.trim().as_bytes(), e.as_bytes())) {
             return Err(refused);
         }

@@ -140,8 +140,11 @@ impl StepHandler for Up {
             let report: Option<ProxyReport> = now.status.and_then(|v| serde_json::from_value(v).ok());
             let fresh = now.status_at_ms.is_some_and(|t| t >= since);
             if let Some(r) = report.filter(|r| fresh && r.state == ProxyState::Running && r.status.is_some()) {
-                ctx.info(format!("proxy {} serves on {}:{} (read-write) and {}:{} (read-only)", p.name, p.address, p.rw_port, p.address, p.ro_port))
-                    .await;
+                ctx.info(format!(
+                    "proxy {} serves on {}:{} (read-write) and {}:{} (read-only)",
+                    p.name, p.address, p.rw_port, p.address, p.ro_port
+                ))
+                .await;
                 return Ok(json!({ "pid": r.pid }));
             }
             if ctx.cancel.is_cancelled() {

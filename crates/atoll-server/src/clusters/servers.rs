@@ -320,7 +320,19 @@ mod tests {
         let keys: Vec<&str> = t.steps.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["stop@c-1", "start@c-1", "wait@c-1", "stop@c-3", "start@c-3", "wait@c-3", "move-writer", "stop@c-2", "start@c-2", "wait@c-2", "ready"]
+            [
+                "stop@c-1",
+                "start@c-1",
+                "wait@c-1",
+                "stop@c-3",
+                "start@c-3",
+                "wait@c-3",
+                "move-writer",
+                "stop@c-2",
+                "start@c-2",
+                "wait@c-2",
+                "ready"
+            ]
         );
         assert_eq!(deps(&t, "move-writer"), ["wait@c-3"]);
         assert_eq!(deps(&t, "stop@c-2"), ["move-writer"]);

@@ -349,7 +349,14 @@ impl Live {
             (None, Some(t)) if t.status == TaskStatus::Failed.as_str() => Some(0),
             _ => None,
         };
-        Self { status: v.status.as_str(), zones: zone_cards(v, now), proxies: v.proxies.iter().map(proxy_line).collect(), tasks, running, failed }
+        Self {
+            status: v.status.as_str(),
+            zones: zone_cards(v, now),
+            proxies: v.proxies.iter().map(proxy_line).collect(),
+            tasks,
+            running,
+            failed,
+        }
     }
 
     fn running_task(&self) -> Option<&TaskLine> {
@@ -701,7 +708,10 @@ mod tests {
         assert!(html.contains(r#"<span class="badge s-succeeded">succeeded</span>"#), "{html}");
         assert!(!html.contains(r#"id="failed-task""#), "{html}");
         // The writer, and where applications connect.
-        assert!(html.contains(r#"<span class="server-name">orders-1</span><span class="server-role badge s-writer">writer</span>"#), "{html}");
+        assert!(
+            html.contains(r#"<span class="server-name">orders-1</span><span class="server-role badge s-writer">writer</span>"#),
+            "{html}"
+        );
         assert!(html.contains(r#"<tr data-proxy="orders-proxy-z1">"#), "{html}");
         assert!(html.contains(r#"<td class="mono rw-endpoint">10.0.0.1:6033</td>"#), "{html}");
         assert!(html.contains(r#"<td class="num rw-connections">7</td>"#), "{html}");

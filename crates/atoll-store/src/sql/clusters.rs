@@ -226,7 +226,11 @@ impl ClusterStore for SqlStore {
     async fn delete_cluster(&self, name: &str) -> Result<bool> {
         retry(|| async {
             let mut tx = self.begin_write().await?;
-            for table in ["DELETE FROM db_servers WHERE cluster = ?", "DELETE FROM proxies WHERE cluster = ?", "DELETE FROM cluster_routing WHERE cluster = ?"] {
+            for table in [
+                "DELETE FROM db_servers WHERE cluster = ?",
+                "DELETE FROM proxies WHERE cluster = ?",
+                "DELETE FROM cluster_routing WHERE cluster = ?",
+            ] {
                 sqlx::query(table).bind(name).execute(&mut *tx).await?;
             }
             let gone = sqlx::query("DELETE FROM clusters WHERE name = ?").bind(name).execute(&mut *tx).await?.rows_affected() > 0;

@@ -335,7 +335,8 @@ impl HostStore for SqlStore {
     }
 
     async fn agent_auth(&self, id: HostId) -> Result<Option<AgentAuth>> {
-        let row = sqlx::query("SELECT name, agent_token_hash FROM hosts WHERE id = ?").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT name, agent_token_hash FROM hosts WHERE id = ?").bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.map(|r| Ok(AgentAuth { name: row::text(&r, "name")?, token_hash: row::opt_text(&r, "agent_token_hash")? })).transpose()
     }
 
