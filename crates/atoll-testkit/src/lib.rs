@@ -333,6 +333,15 @@ impl Platform {
     }
 }
 
+/// The `mariadb` command-line client as a user runs it: `cr`'s account
+/// against `host:port`, tab-separated rows without headers.
+pub fn mariadb(cr: &atoll_api::v1::ClusterCredentials, host: &str, port: u16, sql: &str) -> Result<std::process::Output> {
+    Command::new("mariadb")
+        .args(["--no-defaults", "-h", host, "-P", &port.to_string(), "-u", &cr.user, &format!("-p{}", cr.password), "-N", "-B", "-e", sql])
+        .output()
+        .context("running the mariadb client")
+}
+
 /// A command's stdout and stderr together, for assertions and messages.
 pub fn output_text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

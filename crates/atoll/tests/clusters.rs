@@ -39,25 +39,9 @@ async fn settled(p: &Platform, id: &str, timeout: Duration) -> TaskView {
     p.wait_task(id, timeout).await.unwrap()
 }
 
-/// The `mariadb` command-line client, as a user would run it.
+/// The `mariadb` command-line client, as a user would run it, on one node.
 fn mariadb(cr: &ClusterCredentials, host: &str, sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            host,
-            "-P",
-            &cr.direct_port.to_string(),
-            "-u",
-            &cr.user,
-            &format!("-p{}", cr.password),
-            "-N",
-            "-B",
-            "-e",
-            sql,
-        ])
-        .output()
-        .unwrap();
+    let out = atoll_testkit::mariadb(cr, host, cr.direct_port, sql).unwrap();
     assert!(out.status.success(), "mariadb on {host}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

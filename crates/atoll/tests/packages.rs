@@ -200,22 +200,7 @@ async fn package_add_push_and_run_a_cluster_from_it() {
     }
     let cr: ClusterCredentials = c.get("/api/v1/clusters/media/credentials").await.unwrap();
     let sql = |host: &str, q: &str| {
-        let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h",
-                host,
-                "-P",
-                &cr.direct_port.to_string(),
-                "-u",
-                &cr.user,
-                &format!("-p{}", cr.password),
-                "-N",
-                "-B",
-            ])
-            .args(["-e", q])
-            .output()
-            .unwrap();
+        let out = atoll_testkit::mariadb(&cr, host, cr.direct_port, q).unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };

@@ -35,10 +35,7 @@ async fn node_behind(cr: &ClusterCredentials, host: &str, port: u16) -> String {
 }
 
 fn mariadb_cli(cr: &ClusterCredentials, host: &str, port: u16, sql: &str) -> std::process::Output {
-    Command::new("mariadb")
-        .args(["--no-defaults", "-h", host, "-P", &port.to_string(), "-u", &cr.user, &format!("-p{}", cr.password), "-N", "-B", "-e", sql])
-        .output()
-        .unwrap()
+    atoll_testkit::mariadb(cr, host, port, sql).unwrap()
 }
 
 /// Runs a short sysbench workload through `host:port` (tables prepared on
