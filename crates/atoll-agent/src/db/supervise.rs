@@ -102,6 +102,10 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
             return;
         }
         tracing::warn!(server = %id, exit, "database server exited unexpectedly");
+        // Its state-transfer helpers (a `wsrep_sst_rsync` donor script) can
+        // outlive it and hold the joiner's transfer open forever: end them,
+        // so the joiner fails over to another donor.
+        crate::kill_processes_under(&server.layout().dir.join(""));
         let eviction = match uuid {
             Some((gcomm_uuid, cluster_size)) if !def.peers.is_empty() => {
                 let dead = evict::DeadNode { server_id: id.clone(), gcomm_uuid, cluster_size };
