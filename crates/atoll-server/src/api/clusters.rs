@@ -37,10 +37,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_server))
 }
 
-async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, String>> {
-    Ok(state.store.list_hosts().await?.into_iter().map(|h| (h.host.id, h.host.name)).collect())
-}
-
 pub(super) async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterRecord, Vec<atoll_store::DbServerRecord>)> {
     let c = state
         .store
@@ -53,7 +49,7 @@ pub(super) async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterReco
 
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", responses((status = 200, body = Vec<ClusterView>), (status = 401, body = ErrorBody)))]
 async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ClusterView>>> {
-    let hosts = host_names(&state).await?;
+    let hosts = clusters::host_names(&state).await?;
     let mut out = Vec::new();
     for c in state.store.list_clusters().await? {
         out.push(clusters::view_of(&state, &c, &hosts).await?);
@@ -65,7 +61,7 @@ async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiRes
     responses((status = 200, body = ClusterView), (status = 404, body = ErrorBody)))]
 async fn get_cluster(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<ClusterView>> {
     let (c, _) = load(&state, &name).await?;
-    Ok(Json(clusters::view_of(&state, &c, &host_names(&state).await?).await?))
+    Ok(Json(clusters::view_of(&state, &c, &clusters::host_names(&state).await?).await?))
 }
 
 /// Validates the whole request (topology, parameters, hosts, ports, a live

@@ -353,6 +353,12 @@ pub fn server_state(state: &AppState, s: &DbServerRecord) -> (ServerState, Optio
     }
 }
 
+/// Host names by id, for views: from the summary listing, so no host's
+/// facts are read.
+pub async fn host_names(state: &AppState) -> ApiResult<BTreeMap<atoll_core::HostId, String>> {
+    Ok(state.store.list_host_summaries().await?.into_iter().map(|h| (h.id, h.name)).collect())
+}
+
 /// Everything a cluster view shows, read from MetaDB.
 pub async fn view_of(state: &AppState, c: &ClusterRecord, hosts: &BTreeMap<atoll_core::HostId, String>) -> ApiResult<ClusterView> {
     let servers = state.store.cluster_servers(&c.name).await?;

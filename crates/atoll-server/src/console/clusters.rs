@@ -2,8 +2,6 @@
 //! and one cluster's zones and servers as their agents report them. Both
 //! stay live by re-fetching their fragment.
 
-use std::collections::BTreeMap;
-
 use askama::Template;
 use atoll_api::v1::{ClusterView, ServerView};
 use atoll_core::{ClusterStatus, Durability, ServerState, StepStatus, TaskStatus, UnixMs};
@@ -148,12 +146,8 @@ struct ClustersFragment {
     summary: ClusterSummary,
 }
 
-async fn host_names(state: &AppState) -> Result<BTreeMap<atoll_core::HostId, String>, ApiError> {
-    Ok(state.store.list_hosts().await?.into_iter().map(|h| (h.host.id, h.host.name)).collect())
-}
-
 async fn views(state: &AppState) -> Result<Vec<ClusterView>, ApiError> {
-    let hosts = host_names(state).await?;
+    let hosts = crate::clusters::host_names(state).await?;
     let mut clusters = state.store.list_clusters().await?;
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::with_capacity(clusters.len());
@@ -437,7 +431,7 @@ async fn load(state: &AppState, name: &str) -> Result<(ClusterView, Vec<TaskLine
         .get_cluster(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no cluster {name:?}: the clusters page lists the clusters there are")))?;
-    let view = crate::clusters::view_of(state, &c, &host_names(state).await?).await?;
+    let view = crate::clusters::view_of(state, &c, &crate::clusters::host_names(state).await?).await?;
     let tasks = task_lines(state, name).await?;
     Ok((view, tasks))
 }
