@@ -213,14 +213,17 @@ impl Engine {
                 Phase::Rollback => handler.rollback(ctx).await.map(|()| None),
             }
         };
+        // Biased towards the cancel branch: a handler that wakes on the same
+        // token and returns may not turn an operator's cancel into a success.
         let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout, work) => r,
+            biased;
             _ = ctx.cancel.cancelled() => {
                 return match self.store.get_task(&ctx.task_id).await {
                     Ok(Some(t)) if t.cancel_requested => Attempt::Cancelled,
                     _ => Attempt::LeaseLost,
                 };
             }
+            r = tokio::time::timeout(timeout, work) => r,
         };
         match outcome {
             Ok(Ok(output)) => {
