@@ -22,8 +22,12 @@ pub const PROVIDER: &str = "/usr/lib/galera/libgalera_smm.so";
 /// commits cluster-wide for about 5 s instead of 10 s. The three `evs`
 /// timeouts only work together (the provider refuses to start otherwise:
 /// keepalive below a third of suspect, install ≤ inactive); PT1S and lower
-/// made healthy nodes suspect each other under load.
-pub const EVS_TIMEOUTS: &str = "evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.keepalive_period=PT0.5S;evs.install_timeout=PT4S";
+/// made healthy nodes suspect each other under load. The last two only
+/// speed up what follows the agent's `evs.evict` of a dead node (checking
+/// for evicted members, retransmitting the join of the new view); they do
+/// not make anyone suspect sooner. Measured here: a killed writer's
+/// commit stall after eviction went from ≈ 1.0 s to ≈ 0.1 s.
+pub const EVS_TIMEOUTS: &str = "evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.keepalive_period=PT0.5S;evs.install_timeout=PT4S;evs.inactive_check_period=PT0.1S;evs.join_retrans_period=PT0.1S";
 
 /// Write-set cache per node: small, since a node that misses more than this
 /// needs a full state transfer anyway and small hosts run several nodes.
@@ -356,7 +360,7 @@ mod tests {
             "wsrep_node_name=orders-2",
             "wsrep_sst_method=rsync",
             "wsrep_sst_receive_address=127.0.0.12:4444",
-            "wsrep_provider_options=\"gmcast.listen_addr=tcp://127.0.0.12:4567;ist.recv_addr=127.0.0.12:4568;gcache.size=64M;gmcast.segment=1;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.keepalive_period=PT0.5S;evs.install_timeout=PT4S\"",
+            "wsrep_provider_options=\"gmcast.listen_addr=tcp://127.0.0.12:4567;ist.recv_addr=127.0.0.12:4568;gcache.size=64M;gmcast.segment=1;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.keepalive_period=PT0.5S;evs.install_timeout=PT4S;evs.inactive_check_period=PT0.1S;evs.join_retrans_period=PT0.1S\"",
             "innodb_buffer_pool_size=64M",
             "max_connections=200",
             "performance_schema=OFF",
@@ -382,7 +386,7 @@ mod tests {
             let options = text.lines().find(|l| l.starts_with("wsrep_provider_options=")).unwrap();
             assert!(options.contains(EVS_TIMEOUTS), "{options}");
             assert!(options.contains(&format!("gmcast.segment={}", n - 1)));
-            assert_eq!(text.matches("evs.").count(), 4);
+            assert_eq!(text.matches("evs.").count(), 6);
         }
     }
 
