@@ -37,6 +37,9 @@ pub struct ProxyConfig {
     pub hold_timeout: Duration,
     /// How long existing connections may go on after SIGTERM.
     pub grace: Duration,
+    /// Threads that relay client connections, each owning its connections
+    /// on a single-threaded reactor (see [`crate::relay`]).
+    pub relay_threads: usize,
 }
 
 impl ProxyConfig {
@@ -57,6 +60,7 @@ impl ProxyConfig {
             idle_timeout: None,
             hold_timeout: Duration::from_millis(10_000),
             grace: Duration::from_secs(5),
+            relay_threads: 1,
         }
     }
 
@@ -96,6 +100,9 @@ impl ProxyConfig {
         }
         if self.max_connections == 0 {
             problems.push("--max-connections must be above 0".into());
+        }
+        if !(1..=256).contains(&self.relay_threads) {
+            problems.push(format!("--threads {} is not between 1 and 256", self.relay_threads));
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
             problems.push("--idle-timeout-s must be above 0 (leave it out for no timeout)".into());

@@ -15,13 +15,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::packet::{ER_CON_COUNT_ERROR, ER_NO_BACKEND, err_packet};
+use crate::relay::Relays;
 use crate::router::{Decision, Kind, Route, Shared};
 
 /// Connect attempts per client before giving up.
 const MAX_ATTEMPTS: usize = 8;
 
-/// Accepts on `listener` until `stop`.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, kind: Kind, stop: CancellationToken) {
+/// Accepts on `listener` until `stop`, handing each connection to a
+/// relay thread.
+pub async fn serve(relays: Arc<Relays>, listener: TcpListener, kind: Kind, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -29,11 +31,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, kind: Kind, stop:
         };
         match accepted {
             Ok((sock, peer)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    handle(shared, sock, kind).await;
-                    tracing::trace!(%peer, "client connection ended");
-                });
+                tracing::trace!(%peer, port = kind.as_str(), "client connection accepted");
+                relays.dispatch(sock, kind);
             }
             Err(e) => {
                 // Out of file descriptors, most likely: slow down rather
@@ -69,7 +68,8 @@ impl Drop for OnBackend {
     }
 }
 
-async fn handle(shared: Arc<Shared>, mut client: TcpStream, kind: Kind) {
+/// One client connection, from the connection limit to the last byte.
+pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream, kind: Kind) {
     let m = &shared.metrics;
     let _ = client.set_nodelay(true);
     m.connections_total[kind as usize].fetch_add(1, Ordering::Relaxed);

@@ -9,6 +9,7 @@
 //! - [`select`]: the pure routing rules (writer, sticky failover, readers).
 //! - [`router`]: shared state; closes connections when routing changes.
 //! - [`forward`]: accept, connect, copy bytes.
+//! - [`relay`]: the threads that own client connections.
 //! - [`admin`]: `/metrics`, `/status`.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod forward;
 pub mod packet;
 pub mod probe;
+pub mod relay;
 pub mod router;
 pub mod select;
 pub mod source;
@@ -42,6 +44,8 @@ pub enum ProxyError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the relay threads: {0}")]
+    Threads(std::io::Error),
     #[error("cannot create the state directory {path}: {source}")]
     StateDir { path: String, source: std::io::Error },
 }
@@ -92,8 +96,9 @@ pub async fn start(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<Runn
     source::load_saved(&shared);
     let accept_stop = CancellationToken::new();
     tokio::spawn(source::run(shared.clone(), shutdown.clone()));
-    tokio::spawn(forward::serve(shared.clone(), rw, Kind::Rw, accept_stop.clone()));
-    tokio::spawn(forward::serve(shared.clone(), ro, Kind::Ro, accept_stop.clone()));
+    let relays = Arc::new(relay::Relays::start(&shared).map_err(ProxyError::Threads)?);
+    tokio::spawn(forward::serve(relays.clone(), rw, Kind::Rw, accept_stop.clone()));
+    tokio::spawn(forward::serve(relays, ro, Kind::Ro, accept_stop.clone()));
     if let Some(l) = admin {
         let app = admin::router(shared.clone());
         let stop = shutdown.clone();

@@ -266,6 +266,13 @@ enum TaskCmd {
     },
 }
 
+impl Cli {
+    /// `atoll proxy` runs on a runtime of its own kind (see `main`).
+    pub fn is_proxy(&self) -> bool {
+        matches!(self.command, Command::Proxy(_))
+    }
+}
+
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Server(a) => serve(a).await,

@@ -14,7 +14,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&args) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -22,4 +22,15 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(cli::run(args))
+}
+
+/// A thread pool for everything but the proxy: its relay threads run
+/// reactors of their own, and the rest (accept, probes, the platform's
+/// long-poll) needs only one thread.
+fn runtime_for(args: &cli::Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    if args.is_proxy() {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
 }
