@@ -14,7 +14,7 @@ pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ProxySpec, Serv
 pub use facts::{CpuFacts, EngineBuild, HostFacts, Mount, Nic, NofileLimit, OsFacts, SYSTEM_BUILD};
 pub use host::{Host, HostId, HostStatus};
 pub use role::Role;
-pub use task::{Phase, StepState, StepStatus, TaskStatus};
+pub use task::{Phase, Progress, StepState, StepStatus, TaskStatus};
 
 /// Milliseconds since the Unix epoch: the one time representation stored and
 /// sent everywhere (MetaDB keeps it as BIGINT on every back end).

@@ -85,6 +85,29 @@ string_enum! {
     }
 }
 
+impl StepStatus {
+    /// Whether the step counts as done in a task's progress.
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Skipped | Self::RolledBack)
+    }
+}
+
+/// How far a task has come: what listings show instead of its steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+}
+
+impl Progress {
+    pub fn count(&mut self, status: StepStatus, steps: usize) {
+        self.total += steps;
+        if status.is_done() {
+            self.done += steps;
+        }
+    }
+}
+
 /// What the rules need to know about one step.
 #[derive(Debug, Clone)]
 pub struct StepState {

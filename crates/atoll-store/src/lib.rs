@@ -15,8 +15,10 @@ mod error;
 mod model;
 mod sql;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use atoll_core::{HostId, HostStatus, StepStatus, UnixMs};
+use atoll_core::{HostId, HostStatus, Progress, StepStatus, UnixMs};
 
 pub use error::StoreError;
 pub use model::*;
@@ -108,6 +110,9 @@ pub trait TaskStore: Send + Sync {
     async fn active_tasks(&self) -> Result<Vec<TaskRecord>>;
     /// Steps in their creation order.
     async fn task_steps(&self, task_id: &str) -> Result<Vec<StepRecord>>;
+    /// Each listed task's step counts, in one query (tasks without steps
+    /// are absent).
+    async fn task_progress(&self, task_ids: &[String]) -> Result<HashMap<String, Progress>>;
     async fn get_step(&self, task_id: &str, key: &str) -> Result<Option<StepRecord>>;
 
     /// Takes a step for `claim.owner` if it is still in `claim.expect` and

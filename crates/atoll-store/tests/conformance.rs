@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use atoll_core::{Host, HostFacts, HostId, HostStatus, Phase, Role, StepStatus, TaskStatus};
+use atoll_core::{Host, HostFacts, HostId, HostStatus, Phase, Progress, Role, StepStatus, TaskStatus};
 use atoll_store::*;
 use serde_json::json;
 use sqlx::Row;
@@ -799,6 +799,15 @@ async fn task_create_list_update(h: &Harness) {
         (TaskStatus::Cancelled, Phase::Rollback, true, 9_000, Some(9_001), 1_000)
     );
     assert_eq!(ids(s.active_tasks().await.unwrap()).len(), 2);
+
+    // Listings count steps in one query: done, all, and nothing for a
+    // task without steps or an unknown id.
+    assert!(s.reset_step("t1", "b", &[StepStatus::Pending], StepStatus::Skipped, 0, 9_100).await.unwrap());
+    assert!(s.reset_step("t1", "c", &[StepStatus::Pending], StepStatus::Failed, 0, 9_100).await.unwrap());
+    let p = s.task_progress(&["t1".into(), "t2".into(), "nope".into()]).await.unwrap();
+    assert_eq!(p.get("t1"), Some(&Progress { done: 1, total: 3 }));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(s.task_progress(&[]).await.unwrap().is_empty());
 }
 
 async fn claim_race_has_one_winner(h: &Harness) {

@@ -28,9 +28,5 @@ fn main() -> std::process::ExitCode {
 /// reactors of their own, and the rest (accept, probes, the platform's
 /// long-poll) needs only one thread.
 fn runtime_for(args: &cli::Cli) -> std::io::Result<tokio::runtime::Runtime> {
-    if args.is_proxy() {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Runtime::new()
-    }
+    if args.is_proxy() { tokio::runtime::Builder::new_current_thread().enable_all().build() } else { tokio::runtime::Runtime::new() }
 }

@@ -2,7 +2,7 @@
 
 use atoll_api::ErrorBody;
 use atoll_api::v1::{StepLogView, StepView, TaskView};
-use atoll_core::{StepStatus, TaskStatus};
+use atoll_core::{Progress, TaskStatus};
 use atoll_store::{StepRecord, TaskFilter, TaskRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -27,9 +27,32 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 pub fn task_view(t: TaskRecord, steps: Vec<StepRecord>) -> TaskView {
-    let steps_total = steps.len();
-    let steps_done =
-        steps.iter().filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::RolledBack)).count();
+    let mut progress = Progress::default();
+    for s in &steps {
+        progress.count(s.status, 1);
+    }
+    let mut v = task_summary(t, progress);
+    v.steps = steps
+        .into_iter()
+        .map(|s| StepView {
+            key: s.key,
+            kind: s.kind,
+            title: s.title,
+            deps: s.deps,
+            status: s.status,
+            attempts: s.attempts,
+            max_attempts: s.max_attempts,
+            started_at_ms: s.started_at_ms,
+            finished_at_ms: s.finished_at_ms,
+            error: s.error,
+            output: s.output,
+        })
+        .collect();
+    v
+}
+
+/// A task as listings show it: progress counts, no steps.
+pub fn task_summary(t: TaskRecord, progress: Progress) -> TaskView {
     TaskView {
         id: t.id,
         kind: t.kind,
@@ -42,24 +65,9 @@ pub fn task_view(t: TaskRecord, steps: Vec<StepRecord>) -> TaskView {
         created_at_ms: t.created_at_ms,
         updated_at_ms: t.updated_at_ms,
         finished_at_ms: t.finished_at_ms,
-        steps_done,
-        steps_total,
-        steps: steps
-            .into_iter()
-            .map(|s| StepView {
-                key: s.key,
-                kind: s.kind,
-                title: s.title,
-                deps: s.deps,
-                status: s.status,
-                attempts: s.attempts,
-                max_attempts: s.max_attempts,
-                started_at_ms: s.started_at_ms,
-                finished_at_ms: s.finished_at_ms,
-                error: s.error,
-                output: s.output,
-            })
-            .collect(),
+        steps_done: progress.done,
+        steps_total: progress.total,
+        steps: Vec::new(),
     }
 }
 
@@ -78,15 +86,17 @@ async fn list_tasks(State(state): State<AppState>, _caller: Caller, Query(q): Qu
     })?;
     let filter = TaskFilter { status, target: q.target, limit: q.limit.unwrap_or(100).min(1000) };
     let tasks = state.store.list_tasks(&filter).await?;
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        // Listings carry progress counts, not the steps themselves.
-        let steps = state.store.task_steps(&t.id).await?;
-        let mut v = task_view(t, steps);
-        v.steps.clear();
-        out.push(v);
-    }
-    Ok(Json(out))
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let mut progress = state.store.task_progress(&ids).await?;
+    Ok(Json(
+        tasks
+            .into_iter()
+            .map(|t| {
+                let p = progress.remove(&t.id).unwrap_or_default();
+                task_summary(t, p)
+            })
+            .collect(),
+    ))
 }
 
 async fn load(state: &AppState, id: &str) -> ApiResult<TaskView> {

@@ -411,7 +411,7 @@ async fn task_lines(state: &AppState, cluster: &str) -> Result<Vec<TaskLine>, Ap
             kind: t.kind,
             status: t.status.as_str(),
             active: is_active(t.status),
-            done: steps.iter().filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::RolledBack)).count(),
+            done: steps.iter().filter(|s| s.status.is_done()).count(),
             total: steps.len(),
             created_at: fmt::utc(t.created_at_ms),
             running_steps: if is_active(t.status) {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use atoll_core::StepStatus;
 use atoll_store::{StepRecord, TaskFilter};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -12,11 +11,6 @@ use axum::response::Response;
 use super::{Chrome, FragmentQuery, Session, error_page, fmt, page};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Steps that count as done in a task's progress (as the API counts them).
-fn is_done(s: StepStatus) -> bool {
-    matches!(s, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::RolledBack)
-}
 
 pub(crate) struct TaskRow {
     id: String,
@@ -54,17 +48,19 @@ pub async fn list(State(state): State<AppState>, Session(caller): Session, Query
 
 async fn rows(state: &AppState) -> Result<Vec<TaskRow>, ApiError> {
     let tasks = state.store.list_tasks(&TaskFilter { limit: 100, ..TaskFilter::default() }).await?;
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let mut progress = state.store.task_progress(&ids).await?;
     let mut rows = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let steps = state.store.task_steps(&t.id).await?;
+        let p = progress.remove(&t.id).unwrap_or_default();
         rows.push(TaskRow {
             short_id: fmt::short_id(&t.id).to_string(),
             title: t.title,
             kind: t.kind,
             target: t.target,
             status: t.status.as_str(),
-            done: steps.iter().filter(|s| is_done(s.status)).count(),
-            total: steps.len(),
+            done: p.done,
+            total: p.total,
             created_by: t.created_by,
             created_at: fmt::utc(t.created_at_ms),
             id: t.id,
@@ -186,7 +182,7 @@ async fn load(state: &AppState, caller: &crate::auth::Caller, id: &str) -> Resul
         phase: t.phase.as_str(),
         settled: t.status.is_settled(),
         cancel_requested: t.cancel_requested,
-        done: steps.iter().filter(|s| is_done(s.status)).count(),
+        done: steps.iter().filter(|s| s.status.is_done()).count(),
         total: steps.len(),
         created_by: t.created_by,
         created_at: fmt::utc(t.created_at_ms),
@@ -204,6 +200,7 @@ async fn load(state: &AppState, caller: &crate::auth::Caller, id: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atoll_core::StepStatus;
 
     fn d(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

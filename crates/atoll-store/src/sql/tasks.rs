@@ -7,7 +7,9 @@
 //! held between statements, which keeps Galera transactions tiny.
 
 use async_trait::async_trait;
-use atoll_core::{StepStatus, TaskStatus, UnixMs};
+use std::collections::HashMap;
+
+use atoll_core::{Progress, StepStatus, TaskStatus, UnixMs};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
@@ -215,6 +217,27 @@ impl TaskStore for SqlStore {
             .iter()
             .map(step)
             .collect()
+    }
+
+    async fn task_progress(&self, task_ids: &[String]) -> Result<HashMap<String, Progress>> {
+        let mut out: HashMap<String, Progress> = HashMap::new();
+        // Bounded chunks keep the statement under every back end's
+        // placeholder limit; only `?`s go into the text.
+        for ids in task_ids.chunks(500) {
+            let marks = vec!["?"; ids.len()].join(", ");
+            let sql =
+                format!("SELECT task_id, status, COUNT(*) AS steps FROM task_steps WHERE task_id IN ({marks}) GROUP BY task_id, status");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let status: StepStatus = row::parsed(&r, "status")?;
+                let steps = usize::try_from(row::int(&r, "steps")?).unwrap_or(0);
+                out.entry(row::text(&r, "task_id")?).or_default().count(status, steps);
+            }
+        }
+        Ok(out)
     }
 
     async fn get_step(&self, task_id: &str, key: &str) -> Result<Option<StepRecord>> {
