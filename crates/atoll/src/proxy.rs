@@ -57,11 +57,10 @@ pub struct ProxyArgs {
     /// How long connections may go on after SIGTERM.
     #[arg(long, default_value_t = 5000)]
     grace_ms: u64,
-    /// Threads relaying client connections, each owning its own. One
-    /// relays tens of thousands of queries a second; add more when the
-    /// proxy's CPU use nears a core per thread.
-    #[arg(long, env = "ATOLL_PROXY_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// Threads relaying client connections, each owning its own
+    /// [default: one per core, at most 4].
+    #[arg(long, env = "ATOLL_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 pub async fn run(a: ProxyArgs) -> Res {
@@ -87,7 +86,9 @@ pub async fn run(a: ProxyArgs) -> Res {
     c.idle_timeout = a.idle_timeout_s.map(Duration::from_secs);
     c.hold_timeout = Duration::from_millis(a.hold_timeout_ms);
     c.grace = Duration::from_millis(a.grace_ms);
-    c.relay_threads = a.threads.into();
+    if let Some(n) = a.threads {
+        c.relay_threads = n.into();
+    }
     let running = atoll_proxy::start(c, daemons::shutdown_on_signal()).await?;
     println!("atoll proxy listening: read-write {} read-only {}", running.rw_addr, running.ro_addr);
     running.wait().await;
