@@ -43,9 +43,10 @@ pub struct ProxyConfig {
 }
 
 /// One relay thread per core, at most four: as HAProxy sizes its threads.
-/// Measured here (2 cores shared with the database and sysbench): two
-/// threads relayed 1.06× the point selects of one, at 1.15× the CPU per
-/// query, because a lone thread queues the clients it is not serving.
+/// Measured here (2 cores shared with the database and sysbench, 5-round
+/// runs): one thread relayed 0.98× HAProxy's point selects at 0.80× its
+/// CPU per query, two 1.06× at 0.91×: a lone thread queues the clients it
+/// is not serving.
 pub fn default_relay_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
