@@ -56,6 +56,7 @@ pub struct Running {
     pub ro_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
+    relays: Arc<relay::Relays>,
     task: JoinHandle<()>,
 }
 
@@ -64,9 +65,11 @@ impl Running {
         self.shared.status()
     }
 
-    /// Until the proxy has stopped (after `shutdown` and the grace period).
+    /// Until the proxy has stopped (after `shutdown` and the grace period)
+    /// and its last client connection is closed.
     pub async fn wait(self) {
         let _ = self.task.await;
+        self.relays.join().await;
     }
 }
 
@@ -98,7 +101,7 @@ pub async fn start(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<Runn
     tokio::spawn(source::run(shared.clone(), shutdown.clone()));
     let relays = Arc::new(relay::Relays::start(&shared).map_err(ProxyError::Threads)?);
     tokio::spawn(forward::serve(relays.clone(), rw, Kind::Rw, accept_stop.clone()));
-    tokio::spawn(forward::serve(relays, ro, Kind::Ro, accept_stop.clone()));
+    tokio::spawn(forward::serve(relays.clone(), ro, Kind::Ro, accept_stop.clone()));
     if let Some(l) = admin {
         let app = admin::router(shared.clone());
         let stop = shutdown.clone();
@@ -131,5 +134,5 @@ pub async fn start(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<Runn
         s.kill_all.cancel();
         s.probers.cancel();
     });
-    Ok(Running { rw_addr, ro_addr, admin_addr, shared, task })
+    Ok(Running { rw_addr, ro_addr, admin_addr, shared, relays, task })
 }

@@ -20,6 +20,7 @@ use crate::router::{Kind, Shared};
 /// Hands accepted connections to the relay thread with the fewest.
 pub struct Relays {
     threads: Vec<Relay>,
+    joins: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 struct Relay {
@@ -32,13 +33,13 @@ impl Relays {
     /// Starts `shared.cfg.relay_threads` threads. They end once
     /// `shared.kill_all` is cancelled (after the shutdown grace period).
     pub fn start(shared: &Arc<Shared>) -> std::io::Result<Relays> {
-        let mut threads = Vec::new();
+        let (mut threads, mut joins) = (Vec::new(), Vec::new());
         for i in 0..shared.cfg.relay_threads.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, Kind)>();
             let load = Arc::new(AtomicUsize::new(0));
             let (shared, mine) = (shared.clone(), load.clone());
-            std::thread::Builder::new().name(format!("relay-{i}")).spawn(move || {
+            let join = std::thread::Builder::new().name(format!("relay-{i}")).spawn(move || {
                 rt.block_on(async move {
                     let kill_all = shared.kill_all.clone();
                     loop {
@@ -64,8 +65,21 @@ impl Relays {
                 });
             })?;
             threads.push(Relay { tx, load });
+            joins.push(join);
         }
-        Ok(Relays { threads })
+        Ok(Relays { threads, joins: std::sync::Mutex::new(joins) })
+    }
+
+    /// Until every relay thread has ended, and with it every connection
+    /// it owned.
+    pub async fn join(&self) {
+        let joins = match self.joins.lock() {
+            Ok(mut j) => std::mem::take(&mut *j),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for j in joins {
+            let _ = tokio::task::spawn_blocking(move || j.join()).await;
+        }
     }
 
     /// Gives `sock` to the least loaded thread.

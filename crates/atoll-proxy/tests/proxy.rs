@@ -176,6 +176,37 @@ async fn cli_bad_clients_and_error_packets() -> Result<()> {
     println!("max-connections refusal as the mariadb client prints it: {err}");
     drop(held);
 
+    // Stopping: the ports close at once, a connection in use gets the
+    // grace period, then it is closed and the proxy (its relay threads
+    // included) is gone.
+    let mut graceful = config("pxa", vec![ts.url()]);
+    graceful.grace = Duration::from_millis(1500);
+    graceful.relay_threads = 2;
+    let stop3 = CancellationToken::new();
+    let p3 = atoll_proxy::start(graceful, stop3.clone()).await?;
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        conns.push(
+            wait_for("a connection to the stopping proxy", Duration::from_secs(10), || async { app_conn(p3.rw_addr).await.ok() }).await?,
+        );
+    }
+    let stopped_at = Instant::now();
+    stop3.cancel();
+    wait_for("the read-write port to close", Duration::from_secs(2), || async {
+        tokio::net::TcpStream::connect(p3.rw_addr).await.is_err().then_some(())
+    })
+    .await?;
+    for c in &mut conns {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t.w").fetch_one(&mut *c).await?;
+        assert_eq!(n, 1, "a connection still works during the grace period");
+    }
+    p3.wait().await;
+    let took = stopped_at.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "stopped after {took:?}");
+    for c in &mut conns {
+        assert!(sqlx::query("SELECT 1").execute(&mut *c).await.is_err(), "a connection outlived the grace period");
+    }
+
     // Nothing healthy: the client prints our reason.
     g.node_mut("a1").kill();
     wait_for("a1 marked down", Duration::from_secs(5), || async { (!p.status().backends.iter().any(|b| b.readable)).then_some(()) })
