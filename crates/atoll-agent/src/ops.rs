@@ -3,7 +3,8 @@
 //! journals the result, every repeat gets the journaled result back. A task
 //! step resumed after its server died therefore never acts twice.
 
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use atoll_api::agent::{HostOp, OpJournalEntry, OpResult};
@@ -38,6 +39,9 @@ impl Journal {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = data_dir.join("ops");
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        // Operations carry secrets (a proxy's token): the agent's alone.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| anyhow::anyhow!("cannot restrict {}: {e}", dir.display()))?;
         Ok(Self { dir, lock: Mutex::new(()), db: None, proxies: None, packages: None })
     }
 
@@ -84,9 +88,12 @@ impl Journal {
         let path = self.entry_path(&e.key);
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(e).map_err(|err| OpError::Io(err.to_string()))?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
+        let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).and_then(|mut f| {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        });
+        written.and_then(|()| std::fs::rename(&tmp, &path)).map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
     }
 
     pub async fn execute(&self, key: &str, op: &HostOp) -> Result<OpResult, OpError> {
@@ -252,6 +259,10 @@ mod tests {
         assert_eq!(again.detail, first.detail);
         let e = &j.entries()[0];
         assert_eq!((e.executions, e.replays), (1, 1));
+        // Only the agent may read what operations carried.
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&j.dir), 0o700);
+        assert_eq!(mode(&j.entry_path("t/s/forward")), 0o600);
         // A different op under the same key is refused.
         let other = HostOp::RemoveDirs { paths: vec![target.clone()] };
         assert!(j.execute("t/s/forward", &other).await.is_err());
