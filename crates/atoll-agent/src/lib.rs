@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod facts;
+mod files;
 mod http;
 pub mod identity;
 mod link;

@@ -3,8 +3,7 @@
 //! journals the result, every repeat gets the journaled result back. A task
 //! step resumed after its server died therefore never acts twice.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use atoll_api::agent::{HostOp, OpJournalEntry, OpResult};
@@ -12,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::db::{DbError, Supervisor};
+use crate::files::{Owner, write_atomic};
 use crate::identity::sha256_hex;
 
 pub struct Journal {
@@ -85,15 +85,9 @@ impl Journal {
     }
 
     fn write(&self, e: &OpJournalEntry) -> Result<(), OpError> {
-        let path = self.entry_path(&e.key);
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(e).map_err(|err| OpError::Io(err.to_string()))?;
-        let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).and_then(|mut f| {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        });
-        written.and_then(|()| std::fs::rename(&tmp, &path)).map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
+        write_atomic(&self.entry_path(&e.key), &bytes, 0o600, Owner::default())
+            .map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
     }
 
     pub async fn execute(&self, key: &str, op: &HostOp) -> Result<OpResult, OpError> {

@@ -14,6 +14,8 @@ use atoll_api::proxy::{ProxyDef, ProxyReport, ProxyState};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::files::{Owner, write_atomic};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("invalid proxy definition: {0}")]
@@ -60,12 +62,8 @@ impl Inner {
     /// The definitions, so a restarted agent supervises the same proxies.
     fn persist(&self) -> Result<(), ProxyError> {
         let defs: Vec<ProxyDef> = self.procs().values().map(|e| e.def.clone()).collect();
-        let path = self.dir.join("proxies.json");
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(&defs).map_err(|e| ProxyError::Io(e.to_string()))?;
-        write_private(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| ProxyError::Io(format!("{}: {e}", path.display())))
+        write_atomic(&self.dir.join("proxies.json"), &bytes, 0o600, Owner::default()).map_err(ProxyError::Io)
     }
 
     fn set(&self, id: &str, f: impl FnOnce(&mut Entry)) {
@@ -73,14 +71,6 @@ impl Inner {
             f(e);
         }
     }
-}
-
-/// Files holding tokens are readable by the owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
 }
 
 impl Proxies {
@@ -219,7 +209,7 @@ fn terminate(pid: u32) {
 fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::Command, std::io::Error> {
     std::fs::create_dir_all(dir)?;
     let token_file = dir.join("token");
-    write_private(&token_file, def.token.as_bytes())?;
+    write_atomic(&token_file, def.token.as_bytes(), 0o600, Owner::default()).map_err(std::io::Error::other)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("proxy.log"))?;
     let mut cmd = tokio::process::Command::new(&inner.exe);
     cmd.arg("proxy");

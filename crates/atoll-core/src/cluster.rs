@@ -258,6 +258,15 @@ status_enum! {
     }
 }
 
+impl ServerState {
+    /// In the primary component and committing: Synced, or a donor serving
+    /// a state transfer. A writer in this state keeps its role, and such a
+    /// server counts towards the majority.
+    pub fn in_primary(self) -> bool {
+        matches!(self, Self::Synced | Self::Donor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ pub fn preference_order<'a>(writer: Option<&str>, servers: &[&'a str]) -> Vec<&'
 /// current one (nobody can take writes; changing would only churn).
 pub fn next_writer<'a>(current: Option<&'a str>, servers: &[(&'a str, ServerState)]) -> Option<&'a str> {
     let synced = |name: &str| servers.iter().any(|(n, s)| *n == name && *s == ServerState::Synced);
-    let keeps = |name: &str| servers.iter().any(|(n, s)| *n == name && matches!(s, ServerState::Synced | ServerState::Donor));
+    let keeps = |name: &str| servers.iter().any(|(n, s)| *n == name && s.in_primary());
     if let Some(w) = current.filter(|w| keeps(w)) {
         return Some(w);
     }

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use atoll_api::routing::RoutingTable;
-use atoll_core::ServerState;
 use serde::{Deserialize, Serialize};
 
 /// `wsrep_local_state` of a node that is Synced.
@@ -50,7 +49,7 @@ impl Probe {
 
     /// Keepable and not `read_only`: a writer in use stays the writer.
     pub fn keepable_writer(&self) -> bool {
-        matches!(self, Probe::Up { local_state: WSREP_SYNCED | WSREP_DONOR, ready: true, read_only: false })
+        self.keepable() && matches!(self, Probe::Up { read_only: false, .. })
     }
 
     /// Known to be unfit to go on as the writer (as opposed to not known yet).
@@ -140,7 +139,7 @@ impl WriterPicker {
                 // it ends our own failover, unless the table itself says
                 // that writer is not Synced.
                 self.avoided.clear();
-                let synced = table.backends.iter().any(|b| &b.name == w && matches!(b.state, ServerState::Synced | ServerState::Donor));
+                let synced = table.backends.iter().any(|b| &b.name == w && b.state.in_primary());
                 if !synced {
                     self.avoided.insert(w.clone());
                 }
@@ -203,6 +202,7 @@ mod tests {
     use atoll_api::routing::Backend;
 
     use super::*;
+    use atoll_core::ServerState;
 
     fn table(version: &str, writer: Option<&str>) -> RoutingTable {
         RoutingTable {

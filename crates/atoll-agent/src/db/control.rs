@@ -11,11 +11,12 @@ use atoll_api::db::{DbServerDef, RecoveredPosition, StartMode};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use super::files::{Owner, make_owned_dir, mysql_ids, write_atomic};
+use super::files::{make_owned_dir, mysql_ids};
 use super::layout::Layout;
 use super::process::{find_running, signal, spawn_mariadbd};
 use super::supervise::{Launch, supervise};
 use super::{DbError, Server, Supervisor, recover, sql};
+use crate::files::{Owner, write_atomic};
 
 /// How long a clean shutdown may take before SIGKILL (InnoDB flushes its
 /// buffer pool; a donor finishes its transfer).
@@ -108,7 +109,7 @@ impl Supervisor {
         for d in [&layout.dir, &layout.data, &layout.tmp] {
             make_owned_dir(d, 0o750, ids)?;
         }
-        write_atomic(&layout.cnf, def.config.as_bytes(), 0o640, Owner { uid: None, gid: Some(ids.1) })?;
+        write_atomic(&layout.cnf, def.config.as_bytes(), 0o640, Owner { uid: None, gid: Some(ids.1) }).map_err(DbError::Io)?;
         let outcome = match &existing {
             Some(s) => {
                 let mut rt = s.rt();

@@ -11,8 +11,8 @@ use atoll_api::db::RecoveredPosition;
 use tokio::process::Command;
 
 use super::DbError;
-use super::files::{Owner, write_atomic};
 use super::layout::Layout;
+use crate::files::{Owner, write_atomic};
 
 /// `--wsrep-recover` normally takes a fraction of a second; InnoDB crash
 /// recovery of a large redo log can take longer.
@@ -56,7 +56,8 @@ pub(crate) fn set_safe_to_bootstrap(layout: &Layout) -> Result<bool, DbError> {
         with_safe_to_bootstrap(&text).as_bytes(),
         meta.mode() & 0o7777,
         Owner { uid: Some(meta.uid()), gid: Some(meta.gid()) },
-    )?;
+    )
+    .map_err(DbError::Io)?;
     Ok(true)
 }
 

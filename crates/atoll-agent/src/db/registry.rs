@@ -7,7 +7,7 @@ use atoll_api::db::DbServerDef;
 use serde::{Deserialize, Serialize};
 
 use super::DbError;
-use super::files::{Owner, write_atomic};
+use crate::files::{Owner, write_atomic};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Record {
@@ -35,7 +35,7 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Record>, DbError> {
 
 pub(crate) fn save(path: &Path, servers: Vec<Record>) -> Result<(), DbError> {
     let bytes = serde_json::to_vec_pretty(&RegistryFile { servers }).map_err(|e| DbError::Io(e.to_string()))?;
-    write_atomic(path, &bytes, 0o600, Owner::default())
+    write_atomic(path, &bytes, 0o600, Owner::default()).map_err(DbError::Io)
 }
 
 #[cfg(test)]

@@ -315,11 +315,8 @@ fn find_server<'a>(name: &str, servers: &'a [DbServerRecord], server: &str) -> A
 /// leave fewer than a majority of the cluster's servers running: the
 /// primary component would be lost and writes would stop everywhere.
 fn ensure_majority(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str, total: usize, force: bool) -> ApiResult<()> {
-    let running: Vec<&str> = servers
-        .iter()
-        .filter(|s| s.name != server && matches!(clusters::server_state(state, s).0, ServerState::Synced | ServerState::Donor))
-        .map(|s| s.name.as_str())
-        .collect();
+    let running: Vec<&str> =
+        servers.iter().filter(|s| s.name != server && clusters::server_state(state, s).0.in_primary()).map(|s| s.name.as_str()).collect();
     if running.len() * 2 <= total && !force {
         return Err(ApiError::Conflict(format!(
             "without {server}, {} of {name}'s {total} servers would be running ({}): no majority, so the cluster would stop taking writes; \
