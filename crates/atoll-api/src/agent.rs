@@ -81,22 +81,22 @@ pub enum HostOp {
     DbDefine { server: crate::db::DbServerDef },
     /// Initialise an empty data directory (`mariadb-install-db`); a no-op
     /// when it holds data. Only the bootstrap node needs this.
-    DbInit { id: String },
+    DbInit { id: crate::db::DbId },
     /// Start and supervise the server; a no-op when it runs.
-    DbStart { id: String, mode: crate::db::StartMode },
+    DbStart { id: crate::db::DbId, mode: crate::db::StartMode },
     /// Stop it cleanly (SIGTERM, wait) and stop supervising it.
-    DbStop { id: String },
+    DbStop { id: crate::db::DbId },
     /// Run statements as root over the local socket (accounts, settings).
-    DbSql { id: String, statements: Vec<String> },
+    DbSql { id: crate::db::DbId, statements: Vec<String> },
     /// Read the stopped server's position (`--wsrep-recover`).
-    DbRecover { id: String },
+    DbRecover { id: crate::db::DbId },
     /// Stop it and forget it; with `purge`, delete its directory.
-    DbRemove { id: String, purge: bool },
+    DbRemove { id: crate::db::DbId, purge: bool },
     /// Run and supervise an `atoll proxy` (restarted when its definition
     /// changed); a no-op when it runs as defined.
     ProxyStart { proxy: crate::proxy::ProxyDef },
     /// Stop a proxy and forget it; a no-op for an unknown one.
-    ProxyRemove { id: String },
+    ProxyRemove { id: crate::db::DbId },
     /// Download the package tarball `sha256` from the server, verify its
     /// size and checksum while streaming, and extract it as the engine
     /// build `name`; a no-op when that build is already installed.

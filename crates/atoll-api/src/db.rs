@@ -1,6 +1,7 @@
 //! Database servers on a host: what the server asks an agent to run, and
 //! what the agent reports back about each `mariadbd`.
 
+pub use atoll_core::db::{DbId, RecoveredPosition, WsrepStatus};
 use atoll_core::{ServerState, UnixMs};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,7 +12,7 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct DbServerDef {
     /// `CLUSTER/SERVER`, unique on the host.
-    pub id: String,
+    pub id: DbId,
     /// Directory holding `my.cnf`, `data/`, `tmp/`, the socket, pid and log.
     pub dir: String,
     /// The full `my.cnf` contents, written to `DIR/my.cnf`.
@@ -48,19 +49,10 @@ pub enum StartMode {
     Join,
 }
 
-/// The position a stopped server's data has reached (`--wsrep-recover`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RecoveredPosition {
-    pub uuid: String,
-    pub seqno: i64,
-    /// From `grastate.dat`: set only on the last node that left cleanly.
-    pub safe_to_bootstrap: bool,
-}
-
 /// A snapshot of one server, taken by its agent about once a second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DbServerStatus {
-    pub id: String,
+    pub id: DbId,
     pub state: ServerState,
     /// Whether the platform wants it running.
     pub desired_running: bool,
@@ -74,20 +66,4 @@ pub struct DbServerStatus {
     pub probed_at_ms: UnixMs,
     /// Why the probe failed, when it did.
     pub probe_error: Option<String>,
-}
-
-/// The `wsrep_%` status variables that tell a node's health.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct WsrepStatus {
-    pub ready: bool,
-    /// `Primary`, `non-Primary` or `Disconnected`.
-    pub cluster_status: String,
-    /// 1 joining, 2 donor, 3 joined, 4 synced.
-    pub local_state: u32,
-    pub local_state_comment: String,
-    pub cluster_size: u32,
-    pub flow_control_paused: f64,
-    pub gcomm_uuid: String,
-    pub cluster_state_uuid: String,
-    pub last_committed: i64,
 }

@@ -1,6 +1,7 @@
 //! Proxies as the platform asks agents to run them, and as agents report
 //! them back.
 
+use atoll_core::DbId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct ProxyDef {
     /// `CLUSTER/NAME`, unique on the host.
-    pub id: String,
+    pub id: DbId,
     pub cluster: String,
     pub zone: String,
     /// Platform servers to read the routing table from; empty means the
@@ -38,7 +39,7 @@ pub enum ProxyState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProxyReport {
-    pub id: String,
+    pub id: DbId,
     pub state: ProxyState,
     pub pid: Option<u32>,
     /// Unexpected exits since the agent started supervising it.

@@ -2,6 +2,7 @@
 //! every rule can be unit-tested and reused by the server, the agent and the CLI.
 
 pub mod cluster;
+pub mod db;
 pub mod facts;
 pub mod host;
 pub mod role;
@@ -11,6 +12,7 @@ pub mod task;
 pub mod time;
 
 pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ProxySpec, ServerSpec, ServerState};
+pub use db::{DbId, RecoveredPosition, WsrepStatus};
 pub use facts::{CpuFacts, EngineBuild, HostFacts, Mount, Nic, NofileLimit, OsFacts, SYSTEM_BUILD};
 pub use host::{Host, HostId, HostStatus};
 pub use role::Role;

@@ -1,7 +1,17 @@
-//! Times for people: epoch milliseconds as UTC and as "how long ago",
-//! without a calendar dependency. Shared by the console and the CLI.
+//! Time: the clock reading every crate stores, and epoch milliseconds for
+//! people (UTC and "how long ago") without a calendar dependency.
 
 use crate::UnixMs;
+
+/// Milliseconds since the epoch: the platform's one clock reading. 0 when
+/// the clock is before 1970 (a broken RTC), which the server flags through
+/// the host's clock offset anyway.
+pub fn now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| UnixMs::try_from(d.as_millis()).unwrap_or(UnixMs::MAX))
+        .unwrap_or(0)
+}
 
 /// `YYYY-MM-DD HH:MM:SS`, UTC.
 pub fn utc(ms: UnixMs) -> String {
