@@ -6,9 +6,24 @@
 //! two. Hence a conservative rule: the node Galera marked safe, else the
 //! highest recovered seqno, and a refusal when histories differ.
 
-use atoll_api::db::RecoveredPosition;
+use atoll_core::RecoveredPosition;
 
 use crate::{EngineError, History};
+
+/// `mariadbd` option that starts a new primary component from this node's
+/// data (the bootstrap node only).
+pub const BOOTSTRAP_ARG: &str = "--wsrep-new-cluster";
+
+/// `mariadbd` option that recovers the position from InnoDB, logs it (see
+/// [`parse_recovered`]) and exits.
+pub const RECOVER_ARG: &str = "--wsrep-recover";
+
+/// `mariadbd` option that starts a node at a recovered position, so it
+/// asks its donor for the missing writesets only (IST) instead of a full
+/// copy.
+pub fn start_position_arg(p: &RecoveredPosition) -> String {
+    format!("--wsrep-start-position={}:{}", p.uuid, p.seqno)
+}
 
 /// The cluster UUID of a data directory that never joined a cluster.
 pub const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";

@@ -1,7 +1,13 @@
 //! From what an agent observes to the states the platform shows.
 
-use atoll_api::db::WsrepStatus;
+use atoll_core::WsrepStatus;
 use atoll_core::{ClusterStatus, ServerState};
+
+/// `wsrep_local_state` values (Galera's node state machine).
+const LOCAL_JOINING: u32 = 1;
+const LOCAL_DONOR: u32 = 2;
+const LOCAL_JOINED: u32 = 3;
+const LOCAL_SYNCED: u32 = 4;
 
 /// A server's state from its `wsrep_%` status and whether its process runs.
 ///
@@ -21,9 +27,9 @@ pub fn server_state(wsrep: Option<&WsrepStatus>, process_running: bool) -> Serve
         return ServerState::NonPrimary;
     }
     match w.local_state {
-        4 => ServerState::Synced,
-        1 | 3 => ServerState::Joining,
-        2 => ServerState::Donor,
+        LOCAL_SYNCED => ServerState::Synced,
+        LOCAL_JOINING | LOCAL_JOINED => ServerState::Joining,
+        LOCAL_DONOR => ServerState::Donor,
         // 0 (initialised) and anything newer providers add: not serving yet.
         _ => ServerState::Starting,
     }

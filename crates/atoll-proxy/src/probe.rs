@@ -1,13 +1,14 @@
 //! The proxy's own view of each backend: a persistent MySQL connection
 //! with the table's monitor account, asked every `--probe-interval-ms`
-//! for `wsrep_local_state`, `wsrep_ready` and `read_only`. The platform's
-//! table says what should be; the probe says what is, right now, from
-//! where the proxy stands.
+//! for its replication state (the engine's status query and mapping) and
+//! `read_only`. The platform's table says what should be; the probe says
+//! what is, right now, from where the proxy stands.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use atoll_api::routing::Backend;
+use atoll_engine::sql;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Row};
 use tokio::time::MissedTickBehavior;
@@ -15,11 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::router::{ProberSpec, Shared};
 use crate::select::Probe;
-
-/// SHOW rather than SELECT: a node outside the primary component refuses
-/// SELECT (1047) but still answers SHOW, and that answer is what we need.
-const STATUS_SQL: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready')";
-const READ_ONLY_SQL: &str = "SHOW GLOBAL VARIABLES LIKE 'read\\_only'";
 
 pub fn spawn(shared: &Arc<Shared>, specs: Vec<ProberSpec>) {
     for (name, generation, backend, user, password, stop) in specs {
@@ -80,13 +76,9 @@ async fn probe_once(conn: &mut Option<MySqlConnection>, opts: &MySqlConnectOptio
         *conn = Some(opts.connect().await.map_err(|e| format!("probe cannot connect: {e}"))?);
     }
     let Some(c) = conn.as_mut() else { return Err("no probe connection".into()) };
-    let status = rows(c, STATUS_SQL).await?;
-    let vars = rows(c, READ_ONLY_SQL).await?;
-    Ok(Probe::Up {
-        local_state: status.get("wsrep_local_state").and_then(|v| v.parse().ok()).unwrap_or(0),
-        ready: status.get("wsrep_ready").is_some_and(|v| v.eq_ignore_ascii_case("ON")),
-        read_only: vars.get("read_only").is_some_and(|v| v.eq_ignore_ascii_case("ON") || v == "1"),
-    })
+    let wsrep = sql::wsrep_from_rows(&rows(c, sql::ROUTING_STATUS).await?);
+    let read_only = sql::read_only_from_rows(&rows(c, sql::READ_ONLY).await?);
+    Ok(Probe::Up { state: atoll_engine::state::server_state(Some(&wsrep), true), ready: wsrep.ready, read_only })
 }
 
 async fn rows(conn: &mut MySqlConnection, sql: &'static str) -> Result<HashMap<String, String>, String> {

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use atoll_api::routing::{Backend, RoutingTable};
+use atoll_core::UnixMs;
+use atoll_core::time::now_ms;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +42,6 @@ pub enum TableSource {
     StateFile,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// Process-wide counters, rendered by hand on `/metrics` (a few atomics
 /// are cheaper on the forwarding path than a metrics registry).
 #[derive(Debug, Default)]
@@ -73,8 +70,8 @@ pub struct BackendStats {
 struct Slot {
     def: Backend,
     probe: Probe,
-    since_ms: u64,
-    last_probe_ms: u64,
+    since_ms: UnixMs,
+    last_probe_ms: UnixMs,
     /// Cancelled (and replaced) to close the connections routed here.
     kill: [CancellationToken; 2],
     stats: Arc<BackendStats>,
@@ -86,13 +83,13 @@ struct Slot {
 
 struct State {
     table: Option<Arc<RoutingTable>>,
-    confirmed_ms: u64,
+    confirmed_ms: UnixMs,
     source: TableSource,
     slots: BTreeMap<String, Slot>,
     picker: WriterPicker,
     choice: Choice,
     writer: Option<String>,
-    writer_since_ms: u64,
+    writer_since_ms: UnixMs,
     next_generation: u64,
 }
 
@@ -178,7 +175,7 @@ impl Shared {
 
     /// Applies `table` (or only notes that the platform confirmed it);
     /// returns the probers to start, and whether the table changed.
-    pub fn apply_table(&self, table: RoutingTable, source: TableSource, confirmed_ms: u64) -> (bool, Vec<ProberSpec>) {
+    pub fn apply_table(&self, table: RoutingTable, source: TableSource, confirmed_ms: UnixMs) -> (bool, Vec<ProberSpec>) {
         let mut st = self.lock();
         st.confirmed_ms = confirmed_ms;
         if st.table.as_ref().is_some_and(|t| **t == table) {
@@ -397,7 +394,7 @@ impl Shared {
         ProxyStatus {
             cluster: self.cfg.cluster.clone(),
             table_version: st.table.as_ref().map(|t| t.version.clone()),
-            table_age_s: st.table.as_ref().map(|_| now_ms().saturating_sub(st.confirmed_ms) as f64 / 1000.0),
+            table_age_s: st.table.as_ref().map(|_| now_ms().saturating_sub(st.confirmed_ms).max(0) as f64 / 1000.0),
             table_source: match st.source {
                 TableSource::None => "none",
                 TableSource::Platform => "platform",

@@ -5,15 +5,8 @@
 use std::collections::BTreeSet;
 
 use atoll_api::routing::RoutingTable;
+use atoll_core::ServerState;
 use serde::{Deserialize, Serialize};
-
-/// `wsrep_local_state` of a node that is Synced.
-pub const WSREP_SYNCED: u32 = 4;
-/// `wsrep_local_state` of a node sending a state transfer to a joiner
-/// (Donor/Desynced): still in the primary component and committing, so a
-/// backend that becomes a donor keeps what it has (the writer role, its
-/// connections), it is only not chosen anew.
-pub const WSREP_DONOR: u32 = 2;
 
 /// What the proxy's own probe last saw on a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,30 +14,32 @@ pub enum Probe {
     /// Not probed yet (new table, new backend).
     Unknown,
     Up {
-        local_state: u32,
+        /// The engine's reading of the node's replication status. A
+        /// backend that becomes a donor (serving a joiner) is still in the
+        /// primary component and committing, so it keeps what it has (the
+        /// writer role, its connections); it is only not chosen anew.
+        state: ServerState,
         ready: bool,
         read_only: bool,
     },
     /// The probe failed, its connection broke, or a client connect failed.
-    Down {
-        reason: String,
-    },
+    Down { reason: String },
 }
 
 impl Probe {
     /// Synced and ready: safe to read from.
     pub fn readable(&self) -> bool {
-        matches!(self, Probe::Up { local_state: WSREP_SYNCED, ready: true, .. })
+        matches!(self, Probe::Up { state: ServerState::Synced, ready: true, .. })
     }
 
     /// Readable and not `read_only`: safe to write to.
     pub fn writable(&self) -> bool {
-        matches!(self, Probe::Up { local_state: WSREP_SYNCED, ready: true, read_only: false })
+        matches!(self, Probe::Up { state: ServerState::Synced, ready: true, read_only: false })
     }
 
     /// Synced or a donor, and ready: its open connections stay.
     pub fn keepable(&self) -> bool {
-        matches!(self, Probe::Up { local_state: WSREP_SYNCED | WSREP_DONOR, ready: true, .. })
+        matches!(self, Probe::Up { state, ready: true, .. } if state.in_primary())
     }
 
     /// Keepable and not `read_only`: a writer in use stays the writer.
@@ -62,13 +57,13 @@ impl Probe {
         match self {
             Probe::Unknown => "not probed yet".into(),
             Probe::Down { reason } => format!("down: {reason}"),
-            Probe::Up { local_state, ready, read_only } => {
+            Probe::Up { state, ready, read_only } => {
                 let mut why = Vec::new();
-                if *local_state != WSREP_SYNCED {
-                    why.push(format!("wsrep_local_state={local_state} (not Synced)"));
+                if *state != ServerState::Synced {
+                    why.push(format!("{state} (not synced)"));
                 }
                 if !ready {
-                    why.push("wsrep_ready=OFF".to_string());
+                    why.push("not ready for queries".to_string());
                 }
                 if *read_only {
                     why.push("read_only=ON".to_string());
@@ -226,7 +221,7 @@ mod tests {
         }
     }
 
-    const UP: Probe = Probe::Up { local_state: WSREP_SYNCED, ready: true, read_only: false };
+    const UP: Probe = Probe::Up { state: ServerState::Synced, ready: true, read_only: false };
 
     fn probes(list: &[(&str, Probe)]) -> HashMap<String, Probe> {
         list.iter().map(|(n, p)| (n.to_string(), p.clone())).collect()
@@ -243,13 +238,13 @@ mod tests {
     #[test]
     fn health_rules() {
         assert!(UP.writable());
-        let ro = Probe::Up { local_state: 4, ready: true, read_only: true };
+        let ro = Probe::Up { state: ServerState::Synced, ready: true, read_only: true };
         assert!(ro.readable() && !ro.writable());
-        assert!(!Probe::Up { local_state: 2, ready: true, read_only: false }.readable());
-        assert!(!Probe::Up { local_state: 4, ready: false, read_only: false }.readable());
+        assert!(!Probe::Up { state: ServerState::Donor, ready: true, read_only: false }.readable());
+        assert!(!Probe::Up { state: ServerState::Synced, ready: false, read_only: false }.readable());
         assert_eq!(
-            Probe::Up { local_state: 1, ready: false, read_only: true }.describe(),
-            "wsrep_local_state=1 (not Synced), wsrep_ready=OFF, read_only=ON"
+            Probe::Up { state: ServerState::Joining, ready: false, read_only: true }.describe(),
+            "joining (not synced), not ready for queries, read_only=ON"
         );
     }
 
@@ -265,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_writer_that_becomes_a_donor_stays_the_writer() {
-        let donor = Probe::Up { local_state: WSREP_DONOR, ready: true, read_only: false };
+        let donor = Probe::Up { state: ServerState::Donor, ready: true, read_only: false };
         assert!(donor.keepable_writer() && !donor.writable() && !donor.readable());
         let mut w = WriterPicker::default();
         let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
@@ -324,7 +319,7 @@ mod tests {
     #[test]
     fn read_only_node_is_never_the_writer() {
         let mut w = WriterPicker::default();
-        let p = probes(&[("a", Probe::Up { local_state: 4, ready: true, read_only: true }), ("b", UP)]);
+        let p = probes(&[("a", Probe::Up { state: ServerState::Synced, ready: true, read_only: true }), ("b", UP)]);
         assert_eq!(pick(&mut w, &table("1", Some("a")), &p), Choice::Backend("b".into()));
     }
 
@@ -353,7 +348,7 @@ mod tests {
     #[test]
     fn readers_never_go_to_unfit_nodes() {
         let t = table("1", Some("a"));
-        let p = probes(&[("a", down()), ("b", Probe::Up { local_state: 2, ready: true, read_only: false }), ("c", down())]);
+        let p = probes(&[("a", down()), ("b", Probe::Up { state: ServerState::Donor, ready: true, read_only: false }), ("c", down())]);
         assert_eq!(pick_reader(&t, |n| p.get(n).unwrap_or(&Probe::Unknown), |_| 0, Some("z2"), 0, &[]), Choice::None);
         let p = probes(&[("a", down())]);
         assert_eq!(pick_reader(&t, |n| p.get(n).unwrap_or(&Probe::Unknown), |_| 0, None, 0, &[]), Choice::Pending);

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_api::routing::{RoutingQuery, RoutingTable};
+use atoll_core::UnixMs;
+use atoll_core::time::now_ms;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::probe;
-use crate::router::{Shared, TableSource, now_ms};
+use crate::router::{Shared, TableSource};
 
 /// How long the platform may hold a poll (it caps this at 30 s).
 const WAIT_MS: u64 = 20_000;
@@ -22,7 +24,7 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 /// The state file's content.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
-    saved_unix_ms: u64,
+    saved_unix_ms: UnixMs,
     table: RoutingTable,
 }
 
@@ -49,7 +51,7 @@ pub fn load_saved(shared: &Arc<Shared>) {
         tracing::warn!(path = %path.display(), found = %saved.table.cluster, "the saved routing table is for another cluster; ignoring it");
         return;
     }
-    let age_s = now_ms().saturating_sub(saved.saved_unix_ms) / 1000;
+    let age_s = now_ms().saturating_sub(saved.saved_unix_ms).max(0) / 1000;
     tracing::info!(
         path = %path.display(),
         version = %saved.table.version,

@@ -2,6 +2,7 @@
 //! JSON document. The platform's agent reads it to report connection
 //! counts to the console; fields are only ever added.
 
+use atoll_core::UnixMs;
 use serde::{Deserialize, Serialize};
 
 use crate::select::ProbeKind;
@@ -24,7 +25,7 @@ pub struct ProxyStatus {
     /// sticky failover rule applied to the table).
     pub writer_in_use: Option<String>,
     /// When `writer_in_use` last changed, unix milliseconds.
-    pub writer_since_unix_ms: u64,
+    pub writer_since_unix_ms: UnixMs,
     pub backends: Vec<BackendStatus>,
     /// Current client connections.
     pub rw_connections: u64,
@@ -47,8 +48,8 @@ pub struct BackendStatus {
     pub readable: bool,
     pub writable: bool,
     /// When `probe` last changed, unix milliseconds.
-    pub since_unix_ms: u64,
-    pub last_probe_unix_ms: u64,
+    pub since_unix_ms: UnixMs,
+    pub last_probe_unix_ms: UnixMs,
     pub rw_connections: u64,
     pub ro_connections: u64,
 }

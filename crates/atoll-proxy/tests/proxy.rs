@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use atoll_proxy::router::now_ms;
+use atoll_core::time::now_ms;
 use atoll_proxy::{ProxyConfig, ProxyStatus};
 use atoll_testkit::wait_for;
 use common::*;

@@ -1,0 +1,148 @@
+//! The SQL the platform sends to a server: accounts, online parameter
+//! changes, a causal read, eviction of a dead peer, and the status
+//! queries agents and proxies probe with. Statements are built from values
+//! that were validated first (names, catalog-checked parameter values,
+//! generated passwords), so they never carry a quote of their own.
+
+use std::collections::{BTreeMap, HashMap};
+
+use atoll_core::WsrepStatus;
+
+use crate::params;
+
+/// Every `wsrep_%` status variable, for the agent's prober. SHOW rather
+/// than SELECT: a node outside the primary component refuses SELECT (1047)
+/// but still answers SHOW, and that answer is what we need.
+pub const WSREP_STATUS: &str = "SHOW GLOBAL STATUS LIKE 'wsrep\\_%'";
+
+/// Only what routing needs, for a proxy probing every few milliseconds.
+pub const ROUTING_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready', 'wsrep_cluster_status')";
+
+/// `read_only` through SHOW, for the same reason as [`WSREP_STATUS`].
+pub const READ_ONLY: &str = "SHOW GLOBAL VARIABLES LIKE 'read\\_only'";
+
+/// The cluster size a survivor reports, to see an eviction take effect.
+pub const CLUSTER_SIZE: &str = "SHOW GLOBAL STATUS LIKE 'wsrep\\_cluster\\_size'";
+
+/// Name/value rows of [`WSREP_STATUS`] or [`ROUTING_STATUS`] as a status;
+/// a variable the query did not ask for keeps its default.
+pub fn wsrep_from_rows(rows: &HashMap<String, String>) -> WsrepStatus {
+    let s = |k: &str| rows.get(&format!("wsrep_{k}")).cloned().unwrap_or_default();
+    WsrepStatus {
+        ready: s("ready").eq_ignore_ascii_case("ON"),
+        cluster_status: s("cluster_status"),
+        local_state: s("local_state").parse().unwrap_or(0),
+        local_state_comment: s("local_state_comment"),
+        cluster_size: s("cluster_size").parse().unwrap_or(0),
+        flow_control_paused: s("flow_control_paused").parse().unwrap_or(0.0),
+        gcomm_uuid: s("gcomm_uuid"),
+        cluster_state_uuid: s("cluster_state_uuid"),
+        last_committed: s("last_committed").parse().unwrap_or(-1),
+    }
+}
+
+/// Whether the rows of [`READ_ONLY`] say the server refuses writes.
+pub fn read_only_from_rows(rows: &HashMap<String, String>) -> bool {
+    rows.get("read_only").is_some_and(|v| v.eq_ignore_ascii_case("ON") || v == "1")
+}
+
+/// The platform's accounts on a new cluster: the admin (all privileges,
+/// also handed to admins) and the read-only monitor the proxies and
+/// probes use. First drops the anonymous accounts `mariadb-install-db`
+/// makes, which shadow real accounts on loopback; DROP USER replicates,
+/// where editing `mysql.global_priv` (Aria) would not. `hostname` is the
+/// host's name as the install script saw it. Idempotent: a rerun resets
+/// the passwords to the same values.
+pub fn create_accounts(admin: (&str, &str), monitor: (&str, &str), hostname: &str) -> Vec<String> {
+    let hostname = if hostname.is_empty() || hostname.contains('\'') { "localhost" } else { hostname };
+    let ((admin_user, admin_password), (monitor_user, monitor_password)) = (admin, monitor);
+    vec![
+        format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'"),
+        format!("CREATE USER IF NOT EXISTS '{admin_user}'@'%' IDENTIFIED BY '{admin_password}'"),
+        format!("ALTER USER '{admin_user}'@'%' IDENTIFIED BY '{admin_password}'"),
+        format!("GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION"),
+        format!("CREATE USER IF NOT EXISTS '{monitor_user}'@'%' IDENTIFIED BY '{monitor_password}'"),
+        format!("ALTER USER '{monitor_user}'@'%' IDENTIFIED BY '{monitor_password}'"),
+        format!("GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO '{monitor_user}'@'%'"),
+    ]
+}
+
+/// Applies catalog-checked parameters to a running server.
+pub fn set_global(changed: &BTreeMap<String, String>) -> Vec<String> {
+    changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", params::normalize_key(k), sql_value(v))).collect()
+}
+
+/// Numbers and ON/OFF go as they are, sizes (`128M`) as bytes, anything
+/// else as a quoted string (validated values never contain quotes).
+fn sql_value(v: &str) -> String {
+    let bare = v.chars().all(|c| c.is_ascii_digit()) || matches!(v.to_ascii_uppercase().as_str(), "ON" | "OFF");
+    match params::parse_size(v) {
+        Some(n) if !bare => n.to_string(),
+        _ if bare => v.to_string(),
+        _ => format!("'{v}'"),
+    }
+}
+
+/// A read that returns only once this node has applied every write
+/// committed anywhere in the cluster before it began: what a new writer
+/// runs before it takes the writes.
+pub fn causal_read() -> Vec<String> {
+    vec!["SET SESSION wsrep_sync_wait = 15".to_string(), "SELECT 1".to_string()]
+}
+
+/// Asks a survivor to drop a dead node (its gcomm UUID) from the group at
+/// once instead of waiting out the failure-detection timeouts.
+pub fn evict(gcomm_uuid: &str) -> String {
+    format!("SET GLOBAL wsrep_provider_options='evs.evict={gcomm_uuid}'")
+}
+
+/// Clears a survivor's evict list, so the evicted node, restarted, can
+/// join again without waiting for `install_timeout`.
+pub const CLEAR_EVICTIONS: &str = "SET GLOBAL wsrep_provider_options='evs.evict='";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_values() {
+        assert_eq!(sql_value("500"), "500");
+        assert_eq!(sql_value("ON"), "ON");
+        assert_eq!(sql_value("128M"), "134217728");
+        assert_eq!(sql_value("STRICT_TRANS_TABLES"), "'STRICT_TRANS_TABLES'");
+        let changed = BTreeMap::from([("max-connections".to_string(), "500".to_string())]);
+        assert_eq!(set_global(&changed), ["SET GLOBAL max_connections = 500"]);
+    }
+
+    #[test]
+    fn status_rows() {
+        let rows: HashMap<String, String> = [
+            ("wsrep_ready", "ON"),
+            ("wsrep_cluster_status", "Primary"),
+            ("wsrep_local_state", "4"),
+            ("wsrep_local_state_comment", "Synced"),
+            ("wsrep_cluster_size", "3"),
+            ("wsrep_flow_control_paused", "0.25"),
+            ("wsrep_gcomm_uuid", "a1"),
+            ("wsrep_last_committed", "17"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = wsrep_from_rows(&rows);
+        assert!(s.ready);
+        assert_eq!((s.local_state, s.cluster_size, s.last_committed), (4, 3, 17));
+        assert_eq!(s.flow_control_paused, 0.25);
+        assert_eq!(crate::state::server_state(Some(&s), true), atoll_core::ServerState::Synced);
+        let ro = HashMap::from([("read_only".to_string(), "ON".to_string())]);
+        assert!(read_only_from_rows(&ro));
+        assert!(!read_only_from_rows(&HashMap::new()));
+    }
+
+    #[test]
+    fn accounts_fall_back_to_localhost_for_an_unusable_hostname() {
+        let s = create_accounts(("a", "pa"), ("m", "pm"), "it's");
+        assert_eq!(s[0], "DROP USER IF EXISTS ''@'localhost', ''@'localhost'");
+        assert!(s.iter().any(|x| x == "GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO 'm'@'%'"));
+    }
+}
