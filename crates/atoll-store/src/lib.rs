@@ -154,10 +154,10 @@ pub trait ClusterStore: Send + Sync {
     async fn servers_on_host(&self, host: HostId) -> Result<Vec<DbServerRecord>>;
     async fn set_cluster_status(&self, name: &str, status: atoll_core::ClusterStatus, now: UnixMs) -> Result<()>;
     /// Replaces the stored request (after a validated parameter change).
-    async fn set_cluster_spec(&self, name: &str, spec: &serde_json::Value, now: UnixMs) -> Result<()>;
-    /// Records what a host's agent reports, keyed by `CLUSTER/SERVER`;
+    async fn set_cluster_spec(&self, name: &str, spec: &atoll_core::ClusterSpec, now: UnixMs) -> Result<()>;
+    /// Records what a host's agent reports, keyed by server id;
     /// entries for servers not on that host are ignored.
-    async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()>;
+    async fn record_server_statuses(&self, host: HostId, statuses: &[(atoll_core::DbId, serde_json::Value)], now: UnixMs) -> Result<()>;
     async fn delete_cluster(&self, name: &str) -> Result<bool>;
     /// Adds a server to an existing cluster; `Conflict` when the cluster
     /// is gone or already has a server of that name.
@@ -181,9 +181,9 @@ pub trait RoutingStore: Send + Sync {
     async fn put_proxies(&self, proxies: &[ProxyRecord]) -> Result<()>;
     async fn cluster_proxies(&self, cluster: &str) -> Result<Vec<ProxyRecord>>;
     async fn proxies_on_host(&self, host: HostId) -> Result<Vec<ProxyRecord>>;
-    /// Records what a host's agent reports, keyed by `CLUSTER/PROXY`;
+    /// Records what a host's agent reports, keyed by proxy id;
     /// entries for proxies not on that host are ignored.
-    async fn record_proxy_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()>;
+    async fn record_proxy_statuses(&self, host: HostId, statuses: &[(atoll_core::DbId, serde_json::Value)], now: UnixMs) -> Result<()>;
 }
 
 /// Engine builds registered as package tarballs (the files themselves

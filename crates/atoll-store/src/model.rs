@@ -273,7 +273,9 @@ pub struct ClusterRecord {
     pub engine: String,
     pub durability: atoll_core::Durability,
     pub status: atoll_core::ClusterStatus,
-    pub spec: Value,
+    /// Decoded once, here: a stored spec that no longer decodes is an
+    /// error naming the cluster, never a default.
+    pub spec: atoll_core::ClusterSpec,
     /// Opaque to the store: sealed (encrypted) by the server.
     pub secrets: Value,
     pub created_by: String,

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use atoll_core::{Host, HostFacts, HostId, HostStatus, Phase, Progress, Role, StepStatus, TaskStatus};
+use atoll_core::{DbId, Host, HostFacts, HostId, HostStatus, Phase, Progress, Role, StepStatus, TaskStatus};
 use atoll_store::*;
 use serde_json::json;
 use sqlx::Row;
@@ -995,6 +995,19 @@ fn mysql_url_without_db() {
 
 // ---------------------------------------------------------------- clusters
 
+/// The smallest spec a stored cluster can have.
+fn spec(name: &str) -> atoll_core::ClusterSpec {
+    atoll_core::ClusterSpec {
+        name: name.into(),
+        durability: atoll_core::Durability::Durable,
+        servers: Vec::new(),
+        params: Default::default(),
+        allow_single_zone: false,
+        engine: None,
+        proxy: Default::default(),
+    }
+}
+
 async fn clusters_and_servers(h: &Harness) {
     use atoll_core::{ClusterStatus, Durability, Ports};
     let s = &h.store;
@@ -1004,7 +1017,7 @@ async fn clusters_and_servers(h: &Harness) {
         engine: "mariadb-galera".into(),
         durability: Durability::Durable,
         status: ClusterStatus::Creating,
-        spec: json!({ "name": "orders" }),
+        spec: spec("orders"),
         secrets: json!({ "sealed": "abc" }),
         created_by: "admin".into(),
         created_at_ms: 1,
@@ -1034,15 +1047,27 @@ async fn clusters_and_servers(h: &Harness) {
     assert_eq!(s.cluster_servers("orders").await.unwrap(), servers);
     assert_eq!(s.servers_on_host(hosts[1]).await.unwrap(), vec![servers[1].clone()]);
 
-    s.set_cluster_spec("orders", &json!({ "name": "orders", "params": { "max_connections": "50" } }), 4).await.unwrap();
-    assert_eq!(s.get_cluster("orders").await.unwrap().unwrap().spec["params"]["max_connections"], "50");
+    let mut tuned = spec("orders");
+    tuned.params.insert("max_connections".into(), "50".into());
+    s.set_cluster_spec("orders", &tuned, 4).await.unwrap();
+    assert_eq!(s.get_cluster("orders").await.unwrap().unwrap().spec.params["max_connections"], "50");
+
+    // A spec that no longer decodes is an error naming the cluster, not a
+    // default: a hand edit or a future version's shape.
+    let pool = sqlx::AnyPool::connect(&h.url).await.unwrap();
+    sqlx::query("UPDATE clusters SET spec_json = '{\"name\": 5}' WHERE name = 'orders'").execute(&pool).await.unwrap();
+    for err in [s.get_cluster("orders").await.unwrap_err(), s.list_clusters().await.unwrap_err()] {
+        assert!(matches!(&err, StoreError::Corrupt { what: "spec_json", .. }) && err.to_string().contains("cluster orders"), "{err}");
+    }
+    s.set_cluster_spec("orders", &tuned, 4).await.unwrap();
+    pool.close().await;
     s.set_cluster_status("orders", ClusterStatus::Healthy, 5).await.unwrap();
     let got = s.get_cluster("orders").await.unwrap().unwrap();
     assert_eq!((got.status, got.updated_at_ms), (ClusterStatus::Healthy, 5));
 
     // Statuses land only on the reporting host's own servers.
     let report =
-        vec![("orders/orders-2".to_string(), json!({ "state": "synced" })), ("orders/orders-3".to_string(), json!({ "state": "x" }))];
+        vec![(DbId::new("orders", "orders-2"), json!({ "state": "synced" })), (DbId::new("orders", "orders-3"), json!({ "state": "x" }))];
     s.record_server_statuses(hosts[1], &report, 7).await.unwrap();
     let got = s.cluster_servers("orders").await.unwrap();
     assert_eq!(got[1].status, Some(json!({ "state": "synced" })));
@@ -1080,7 +1105,7 @@ async fn clusters_and_servers(h: &Harness) {
     assert_eq!(s.cluster_proxies("orders").await.unwrap(), vec![proxy(0), moved.clone()]);
     assert_eq!(s.proxies_on_host(hosts[1]).await.unwrap(), vec![moved]);
     let report =
-        vec![("orders/orders-proxy-z1".to_string(), json!({ "rw": 3 })), ("orders/orders-proxy-z2".to_string(), json!({ "rw": 4 }))];
+        vec![(DbId::new("orders", "orders-proxy-z1"), json!({ "rw": 3 })), (DbId::new("orders", "orders-proxy-z2"), json!({ "rw": 4 }))];
     s.record_proxy_statuses(hosts[0], &report, 10).await.unwrap();
     let got = s.cluster_proxies("orders").await.unwrap();
     assert_eq!((got[0].status.clone(), got[0].status_at_ms), (Some(json!({ "rw": 3 })), Some(10)));
@@ -1103,7 +1128,7 @@ async fn add_and_remove_servers(h: &Harness) {
         engine: "mariadb-galera".into(),
         durability: Durability::Durable,
         status: ClusterStatus::Healthy,
-        spec: json!({ "name": "scaled" }),
+        spec: spec("scaled"),
         secrets: json!({}),
         created_by: "admin".into(),
         created_at_ms: 1,

@@ -1,7 +1,7 @@
 //! Database clusters and the servers placed on hosts.
 
 use async_trait::async_trait;
-use atoll_core::{ClusterStatus, HostId, Ports, UnixMs};
+use atoll_core::{ClusterSpec, ClusterStatus, DbId, HostId, Ports, UnixMs};
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
@@ -29,12 +29,19 @@ macro_rules! select_servers {
 }
 
 fn decode_cluster(r: &AnyRow) -> Result<ClusterRecord> {
+    let name = row::text(r, "name")?;
+    let spec = row::json(r, "spec_json").map_err(|e| StoreError::Corrupt {
+        what: "spec_json",
+        detail: format!(
+            "cluster {name}'s stored spec does not decode ({e}); restore the row from a backup, or fix spec_json by hand to the shape `atoll cluster create` takes"
+        ),
+    })?;
     Ok(ClusterRecord {
-        name: row::text(r, "name")?,
+        name,
         engine: row::text(r, "engine")?,
         durability: row::parsed(r, "durability")?,
         status: row::parsed(r, "status")?,
-        spec: row::json(r, "spec_json")?,
+        spec,
         secrets: row::json(r, "secrets_json")?,
         created_by: row::text(r, "created_by")?,
         created_at_ms: row::int(r, "created_at_ms")?,
@@ -204,7 +211,7 @@ impl ClusterStore for SqlStore {
         .await
     }
 
-    async fn set_cluster_spec(&self, name: &str, spec: &serde_json::Value, now: UnixMs) -> Result<()> {
+    async fn set_cluster_spec(&self, name: &str, spec: &ClusterSpec, now: UnixMs) -> Result<()> {
         let json = row::to_json("spec_json", spec)?;
         retry(|| async {
             sqlx::query("UPDATE clusters SET spec_json = ?, updated_at_ms = ? WHERE name = ?")
@@ -218,7 +225,7 @@ impl ClusterStore for SqlStore {
         .await
     }
 
-    async fn record_server_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()> {
+    async fn record_server_statuses(&self, host: HostId, statuses: &[(DbId, serde_json::Value)], now: UnixMs) -> Result<()> {
         let update = "UPDATE db_servers SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?";
         self.record_statuses(update, host, statuses, now).await
     }

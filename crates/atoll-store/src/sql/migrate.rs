@@ -11,6 +11,7 @@
 //! `ADD COLUMN IF NOT EXISTS`, so the migrator skips an `ALTER TABLE t ADD
 //! COLUMN c` whose column exists, which keeps a re-run harmless there too.
 
+use atoll_core::time::now_ms;
 use sqlx::{AnyPool, Row};
 
 use super::Backend;
@@ -156,13 +157,6 @@ fn push_statement(out: &mut Vec<&'static str>, piece: &'static str) {
     if !statement.is_empty() {
         out.push(statement);
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

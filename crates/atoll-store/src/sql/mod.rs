@@ -111,11 +111,11 @@ impl SqlStore {
         &self,
         update: &'static str,
         host: atoll_core::HostId,
-        statuses: &[(String, serde_json::Value)],
+        statuses: &[(atoll_core::DbId, serde_json::Value)],
         now: atoll_core::UnixMs,
     ) -> Result<()> {
         for (id, status) in statuses {
-            let Some((cluster, name)) = id.split_once('/') else { continue };
+            let (cluster, name) = (&id.cluster, &id.name);
             let json = row::to_json("status_json", status)?;
             retry::retry(|| async {
                 sqlx::query(update).bind(&json).bind(now).bind(cluster).bind(name).bind(host.to_string()).execute(&self.pool).await?;

@@ -146,7 +146,7 @@ impl RoutingStore for SqlStore {
             .collect()
     }
 
-    async fn record_proxy_statuses(&self, host: HostId, statuses: &[(String, serde_json::Value)], now: UnixMs) -> Result<()> {
+    async fn record_proxy_statuses(&self, host: HostId, statuses: &[(atoll_core::DbId, serde_json::Value)], now: UnixMs) -> Result<()> {
         let update = "UPDATE proxies SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?";
         self.record_statuses(update, host, statuses, now).await
     }
