@@ -12,11 +12,11 @@ use atoll_store::{MetaStore, StepClaim, StepCompletion, StepRecord, TaskRecord, 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::now_ms;
 use crate::{StepContext, StepError, StepHandler, TaskError};
+use atoll_core::time::now_ms;
 
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+pub struct ExecutorConfig {
     /// How long a claimed step stays ours without renewal. Another executor
     /// resumes the step this long after we die.
     pub lease: Duration,
@@ -28,18 +28,18 @@ pub struct EngineConfig {
     pub retry_backoff: Duration,
 }
 
-impl Default for EngineConfig {
+impl Default for ExecutorConfig {
     fn default() -> Self {
         Self { lease: Duration::from_secs(10), poll: Duration::from_millis(500), max_parallel: 16, retry_backoff: Duration::from_secs(1) }
     }
 }
 
-pub struct Engine {
+pub struct Executor {
     pub(crate) store: Arc<dyn MetaStore>,
     pub(crate) handlers: HashMap<String, Arc<dyn StepHandler>>,
     /// Identifies this executor's leases; new for every process.
     pub(crate) owner: String,
-    pub(crate) config: EngineConfig,
+    pub(crate) config: ExecutorConfig,
     pub(crate) wake: Notify,
     running: AtomicUsize,
 }
@@ -52,8 +52,8 @@ enum Attempt {
     LeaseLost,
 }
 
-impl Engine {
-    pub fn new(store: Arc<dyn MetaStore>, config: EngineConfig) -> Self {
+impl Executor {
+    pub fn new(store: Arc<dyn MetaStore>, config: ExecutorConfig) -> Self {
         Self {
             store,
             handlers: HashMap::new(),

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use atoll_core::{Phase, UnixMs};
+use atoll_core::Phase;
+use atoll_core::time::now_ms;
 use atoll_store::{MetaStore, NewStepLog};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,12 @@ impl StepContext {
         format!("{}/{}/{}", self.task_id, self.key, self.phase)
     }
 
+    /// The step's parameters as its kind's typed struct. A shape that does
+    /// not decode fails the step for good: retrying would not change it.
+    pub fn params<P: serde::de::DeserializeOwned>(&self) -> Result<P, StepError> {
+        P::deserialize(&self.params).map_err(|e| StepError::fatal(format!("step {} has unusable parameters: {e}", self.key)))
+    }
+
     /// The output another step of this task returned.
     pub async fn output_of(&self, key: &str) -> Option<Value> {
         self.store.get_step(&self.task_id, key).await.ok().flatten().and_then(|s| s.output)
@@ -70,8 +77,4 @@ impl StepContext {
             tracing::warn!(task = %self.task_id, step = %self.key, error = %e, "step log line lost");
         }
     }
-}
-
-pub(crate) fn now_ms() -> UnixMs {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as UnixMs).unwrap_or(0)
 }

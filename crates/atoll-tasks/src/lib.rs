@@ -8,13 +8,13 @@
 //! step must be idempotent: [`StepContext::idempotency_key`] is the same for
 //! every attempt, and effects on hosts are keyed by it so a rerun replays.
 
-mod engine;
 mod error;
+mod executor;
 mod handler;
 mod ops;
 
-pub use engine::{Engine, EngineConfig};
 pub use error::{StepError, TaskError};
+pub use executor::{Executor, ExecutorConfig};
 pub use handler::{StepContext, StepHandler};
 
 use serde_json::Value;
@@ -45,6 +45,15 @@ impl StepSpec {
             max_attempts: 3,
             timeout: Duration::from_secs(120),
         }
+    }
+
+    /// A step whose parameters are its kind's typed struct, read back by
+    /// the handler with [`StepContext::params`].
+    pub fn typed(key: impl Into<String>, kind: impl Into<String>, title: impl Into<String>, params: &impl serde::Serialize) -> Self {
+        // Parameter structs are plain fields and always serialise; were one
+        // not to, the step fails when it runs, saying why.
+        let params = serde_json::to_value(params).unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }));
+        Self::new(key, kind, title, params)
     }
 
     pub fn after(mut self, dep: impl Into<String>) -> Self {

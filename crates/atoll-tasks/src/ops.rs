@@ -4,11 +4,11 @@ use atoll_core::task::validate_dag;
 use atoll_core::{Phase, StepStatus, TaskStatus};
 use atoll_store::{StepRecord, TaskRecord, TaskUpdate};
 
-use crate::engine::Engine;
-use crate::handler::now_ms;
+use crate::executor::Executor;
 use crate::{TaskError, TaskSpec};
+use atoll_core::time::now_ms;
 
-impl Engine {
+impl Executor {
     /// Validates and stores a task; executors pick it up at once.
     pub async fn submit(&self, spec: TaskSpec, created_by: &str) -> Result<TaskRecord, TaskError> {
         if spec.steps.is_empty() {
@@ -129,7 +129,7 @@ impl Engine {
         next.phase = phase;
         next.cancel_requested = cancel_requested;
         let steps = self.store.task_steps(&task.id).await?;
-        next.status = atoll_core::task::derive_status(&crate::engine::states(&steps), phase, cancel_requested);
+        next.status = atoll_core::task::derive_status(&crate::executor::states(&steps), phase, cancel_requested);
         next.updated_at_ms = now_ms();
         next.finished_at_ms = next.status.is_settled().then_some(next.updated_at_ms);
         self.store

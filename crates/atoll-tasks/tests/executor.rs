@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use atoll_core::{StepStatus, TaskStatus};
 use atoll_store::{MetaStore, SqlStore, TaskRecord};
-use atoll_tasks::{Engine, EngineConfig, StepContext, StepError, StepHandler, StepSpec, TaskError, TaskSpec};
+use atoll_tasks::{Executor, ExecutorConfig, StepContext, StepError, StepHandler, StepSpec, TaskError, TaskSpec};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -82,19 +82,19 @@ impl Rig {
         Rig { _dir: dir, store, probe: Arc::new(Probe::default()) }
     }
 
-    fn engine(&self, lease_ms: u64) -> Arc<Engine> {
-        let config = EngineConfig {
+    fn engine(&self, lease_ms: u64) -> Arc<Executor> {
+        let config = ExecutorConfig {
             lease: Duration::from_millis(lease_ms),
             poll: Duration::from_millis(50),
             max_parallel: 8,
             retry_backoff: Duration::from_millis(20),
         };
-        let mut e = Engine::new(Arc::clone(&self.store), config);
+        let mut e = Executor::new(Arc::clone(&self.store), config);
         e.register("probe", Arc::new(Handler(Arc::clone(&self.probe))));
         Arc::new(e)
     }
 
-    fn start(&self, engine: &Arc<Engine>) -> CancellationToken {
+    fn start(&self, engine: &Arc<Executor>) -> CancellationToken {
         let token = CancellationToken::new();
         tokio::spawn(Arc::clone(engine).run(token.clone()));
         token
