@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use atoll_core::{CpuFacts, HostFacts, Mount, Nic, NofileLimit, OsFacts, UnixMs};
+use atoll_core::time::now_ms;
+use atoll_core::{CpuFacts, HostFacts, Mount, Nic, NofileLimit, OsFacts};
 
 /// The sysctls the prechecks look at: dotted name → file under /proc/sys.
 const SYSCTLS: &[(&str, &str)] = &[
@@ -112,12 +112,6 @@ fn read(path: impl AsRef<Path>) -> Option<String> {
 /// Reads a one-value file (sysfs/procfs style) and trims it; empty is `None`.
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
     read(path).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-/// Milliseconds since the epoch; 0 if the clock is before 1970 (broken RTC),
-/// which the server will flag through the clock offset anyway.
-fn now_ms() -> UnixMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| UnixMs::try_from(d.as_millis()).unwrap_or(UnixMs::MAX)).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- cpu

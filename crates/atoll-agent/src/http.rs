@@ -6,6 +6,8 @@ use std::sync::{Arc, RwLock};
 
 use atoll_api::ErrorBody;
 use atoll_api::agent::{AgentStatus, OpRequest};
+use atoll_core::secret::constant_time_eq;
+use atoll_core::time::now_ms;
 use atoll_plan::ProbeRequest;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -15,8 +17,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::db::Supervisor;
-use atoll_core::secret::constant_time_eq;
-
 use crate::identity::{Identity, sha256_hex};
 use crate::ops::{Journal, OpError};
 
@@ -36,7 +36,7 @@ struct Inner {
 
 impl AgentState {
     pub(crate) fn new(identity: Identity, journal: Journal, db: Supervisor, proxies: crate::proxies::Proxies, address: IpAddr) -> Self {
-        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, db, proxies, address, started_at_ms: crate::now_ms() }) }
+        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, db, proxies, address, started_at_ms: now_ms() }) }
     }
 
     pub(crate) fn db(&self) -> &Supervisor {

@@ -11,13 +11,13 @@ mod link;
 pub mod ops;
 pub mod packages;
 pub mod probe;
+pub mod process;
 pub mod proxies;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use atoll_core::UnixMs;
 use tokio_util::sync::CancellationToken;
 
 pub use identity::Identity;
@@ -65,10 +65,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     result
 }
 
-pub(crate) fn now_ms() -> UnixMs {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as UnixMs).unwrap_or(0)
-}
-
 /// SIGKILLs every process whose command line mentions `dir`: the
 /// `mariadbd`s started for servers whose directories lie inside it. For
 /// tooling that owns `dir` outright (the playground, test harnesses): an
@@ -81,7 +77,7 @@ pub fn kill_processes_under(dir: &std::path::Path) {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if pid != std::process::id() && cmdline.contains(&needle) {
-            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = process::signal(pid, process::Signal::Kill);
         }
     }
 }

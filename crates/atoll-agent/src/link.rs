@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
 use atoll_client::{Client, ClientError};
+use atoll_core::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
+use crate::AgentConfig;
 use crate::http::AgentState;
 use crate::identity::{Identity, sha256_hex};
-use crate::{AgentConfig, now_ms};
 
 pub(crate) struct Link {
     config: AgentConfig,
@@ -87,7 +88,7 @@ impl Link {
     }
 
     /// What the platform must hear about as soon as it changes.
-    fn signature(&self) -> Vec<(String, String)> {
+    fn signature(&self) -> Vec<(atoll_core::DbId, String)> {
         let db = self.state.db().statuses().into_iter().map(|s| (s.id, s.state.to_string()));
         let proxies = self.state.proxies().reports().into_iter().map(|p| (p.id, format!("{:?}", p.state)));
         db.chain(proxies).collect()

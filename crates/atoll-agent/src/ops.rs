@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use atoll_api::agent::{HostOp, OpJournalEntry, OpResult};
+use atoll_core::time::now_ms;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -120,8 +121,7 @@ impl Journal {
                     .await?
             }
         };
-        let entry =
-            OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: crate::now_ms(), detail: detail.clone() };
+        let entry = OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: now_ms(), detail: detail.clone() };
         self.write(&entry)?;
         tracing::info!(key, "operation done");
         Ok(OpResult { key: key.into(), replayed: false, detail })

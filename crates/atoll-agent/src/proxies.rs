@@ -11,10 +11,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use atoll_api::proxy::{ProxyDef, ProxyReport, ProxyState};
+use atoll_core::DbId;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{Owner, write_atomic};
+use crate::process::{Signal, alive, backoff, signal};
+
+/// Restart back-off: 0.5 s, doubling up to 10 s; a proxy that ran this
+/// long before exiting starts the sequence over.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const STEADY_RUN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -35,7 +43,7 @@ struct Inner {
     exe: PathBuf,
     /// The agent's own platform server, for definitions that name none.
     server: String,
-    procs: Mutex<BTreeMap<String, Entry>>,
+    procs: Mutex<BTreeMap<DbId, Entry>>,
     shutdown: CancellationToken,
     http: reqwest::Client,
 }
@@ -51,12 +59,12 @@ struct Entry {
 }
 
 impl Inner {
-    fn procs(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+    fn procs(&self) -> MutexGuard<'_, BTreeMap<DbId, Entry>> {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn proxy_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id.replace('/', "__"))
+    fn proxy_dir(&self, id: &DbId) -> PathBuf {
+        self.dir.join(format!("{}__{}", id.cluster, id.name))
     }
 
     /// The definitions, so a restarted agent supervises the same proxies.
@@ -66,7 +74,7 @@ impl Inner {
         write_atomic(&self.dir.join("proxies.json"), &bytes, 0o600, Owner::default()).map_err(ProxyError::Io)
     }
 
-    fn set(&self, id: &str, f: impl FnOnce(&mut Entry)) {
+    fn set(&self, id: &DbId, f: impl FnOnce(&mut Entry)) {
         if let Some(e) = self.procs().get_mut(id) {
             f(e);
         }
@@ -111,7 +119,7 @@ impl Proxies {
     }
 
     /// Stops and forgets a proxy.
-    pub fn remove(&self, id: &str) -> Result<Value, ProxyError> {
+    pub fn remove(&self, id: &DbId) -> Result<Value, ProxyError> {
         let known = self.inner.procs().contains_key(id);
         self.remove_entry(id);
         self.inner.persist()?;
@@ -119,14 +127,14 @@ impl Proxies {
         Ok(json!({ "removed": known }))
     }
 
-    fn remove_entry(&self, id: &str) {
+    fn remove_entry(&self, id: &DbId) {
         if let Some(e) = self.inner.procs().remove(id) {
             e.stop.cancel();
         }
         // The supervision task stops the process when cancelled; a proxy
         // adopted from an earlier agent is not our child, so stop it here.
         if let Some(pid) = read_pid(&self.inner.proxy_dir(id)) {
-            terminate(pid);
+            let _ = signal(pid, Signal::Term);
         }
     }
 
@@ -148,7 +156,7 @@ impl Proxies {
 
     async fn poll_statuses(&self) {
         loop {
-            let targets: Vec<(String, String)> = self
+            let targets: Vec<(DbId, String)> = self
                 .inner
                 .procs()
                 .values()
@@ -171,11 +179,8 @@ impl Proxies {
 }
 
 fn validate(def: &ProxyDef) -> Result<(), ProxyError> {
-    let Some((cluster, name)) = def.id.split_once('/') else {
-        return Err(ProxyError::Invalid(format!("id {:?} must be CLUSTER/NAME", def.id)));
-    };
-    if cluster != def.cluster || !atoll_core::valid_name(cluster) || !atoll_core::valid_name(name) {
-        return Err(ProxyError::Invalid(format!("id {:?} does not name a proxy of cluster {:?}", def.id, def.cluster)));
+    if def.id.cluster != def.cluster {
+        return Err(ProxyError::Invalid(format!("id {} does not name a proxy of cluster {:?}", def.id, def.cluster)));
     }
     for (what, addr) in [("rw_listen", &def.rw_listen), ("ro_listen", &def.ro_listen), ("admin_listen", &def.admin_listen)] {
         if addr.parse::<std::net::SocketAddr>().is_err() {
@@ -194,16 +199,6 @@ fn read_pid(dir: &Path) -> Option<u32> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
     (cmdline.contains("proxy") && cmdline.contains(&*dir.to_string_lossy())).then_some(pid)
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-}
-
-fn terminate(pid: u32) {
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 
 fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::Command, std::io::Error> {
@@ -237,7 +232,8 @@ fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::
 /// earlier agent, otherwise starts it, and restarts it with back-off.
 async fn supervise(inner: Arc<Inner>, def: ProxyDef, stop: CancellationToken) {
     let dir = inner.proxy_dir(&def.id);
-    let mut backoff = Duration::from_millis(500);
+    // Crashes in a row (reset by a steady run), for the back-off.
+    let mut crashes = 0;
     loop {
         let started = Instant::now();
         if let Some(pid) = read_pid(&dir) {
@@ -280,7 +276,7 @@ async fn supervise(inner: Arc<Inner>, def: ProxyDef, stop: CancellationToken) {
                     // is cancelled and the proxy keeps serving).
                     if !inner.shutdown.is_cancelled() {
                         if let Some(pid) = pid {
-                            terminate(pid);
+                            let _ = signal(pid, Signal::Term);
                         }
                         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                         let _ = child.start_kill();
@@ -290,9 +286,10 @@ async fn supervise(inner: Arc<Inner>, def: ProxyDef, stop: CancellationToken) {
             }
         }
         let _ = std::fs::remove_file(dir.join("proxy.pid"));
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_millis(500);
+        if started.elapsed() > STEADY_RUN {
+            crashes = 0;
         }
+        crashes += 1;
         inner.set(&def.id, |e| {
             e.state = ProxyState::Crashed;
             e.pid = None;
@@ -301,8 +298,7 @@ async fn supervise(inner: Arc<Inner>, def: ProxyDef, stop: CancellationToken) {
         });
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff(FIRST_BACKOFF, MAX_BACKOFF, crashes)) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }

@@ -26,8 +26,8 @@ const IPS: [&str; 3] = ["127.0.0.61", "127.0.0.62", "127.0.0.63"];
 const ADMIN: &str = "atoll_admin";
 const ADMIN_PASSWORD: &str = "test-admin-Pw-61";
 
-fn id(i: usize) -> String {
-    format!("itest/node{}", i + 1)
+fn id(i: usize) -> atoll_core::DbId {
+    atoll_core::DbId::new("itest", format!("node{}", i + 1))
 }
 
 fn creds() -> DbCredentials {
@@ -348,7 +348,7 @@ async fn galera_cluster_under_supervision() {
     assert!(s.iter().all(|x| x.restarts == 0 && x.desired_running));
 
     // (c) Stop all three (the adopted ones too), then recover each.
-    let ids: Vec<String> = (0..3).map(id).collect();
+    let ids: Vec<atoll_core::DbId> = (0..3).map(id).collect();
     let (a, b, c) = tokio::join!(sup.stop(&ids[0]), sup.stop(&ids[1]), sup.stop(&ids[2]));
     for r in [a, b, c] {
         let r = r.unwrap();

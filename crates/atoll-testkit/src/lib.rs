@@ -48,9 +48,7 @@ impl Proc {
     /// SIGTERM, then wait up to 10 s (then SIGKILL).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-            }
+            let _ = atoll_agent::process::signal(c.id(), atoll_agent::process::Signal::Term);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {

@@ -143,7 +143,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     for mut c in agents {
         // SIGTERM first so agents stop cleanly; kill_on_drop is the backstop.
         if let Some(pid) = c.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = atoll_agent::process::signal(pid, atoll_agent::process::Signal::Term);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
     }

@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_api::db::{DbServerDef, RecoveredPosition, StartMode};
+use atoll_core::DbId;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use super::files::{make_owned_dir, mysql_ids};
 use super::layout::Layout;
-use super::process::{find_running, signal, spawn_mariadbd};
+use super::process::{find_running, spawn_mariadbd};
 use super::supervise::{Launch, supervise};
 use super::{DbError, Server, Supervisor, recover, sql};
 use crate::files::{Owner, write_atomic};
+use crate::process::{Signal, signal};
 
 /// How long a clean shutdown may take before SIGKILL (InnoDB flushes its
 /// buffer pool; a donor finishes its transfer).
@@ -68,9 +70,6 @@ pub struct Removed {
 /// Checks a definition before anything is touched.
 fn validate(def: &DbServerDef) -> Result<(), DbError> {
     let refuse = |m: String| Err(DbError::Refused(m));
-    if def.id.is_empty() || def.id.len() > 200 || def.id.chars().any(char::is_control) {
-        return refuse(format!("server id {:?} is invalid: use CLUSTER/SERVER", def.id));
-    }
     let dir = Path::new(&def.dir);
     if !dir.is_absolute() || dir.parent().is_none() || dir.components().any(|c| c == Component::ParentDir) {
         return refuse(format!("directory {:?} must be an absolute path below / without \"..\"", def.dir));
@@ -129,7 +128,7 @@ impl Supervisor {
 
     /// Initialises an empty data directory with `mariadb-install-db` (root
     /// by socket authentication only); `false` when it already holds data.
-    pub async fn init(&self, id: &str) -> Result<bool, DbError> {
+    pub async fn init(&self, id: &DbId) -> Result<bool, DbError> {
         let s = self.server(id)?;
         let _op = s.op.lock().await;
         let layout = s.layout();
@@ -160,7 +159,7 @@ impl Supervisor {
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )));
         }
-        tracing::info!(server = id, data = %layout.data.display(), "data directory initialised");
+        tracing::info!(server = %id, data = %layout.data.display(), "data directory initialised");
         Ok(true)
     }
 
@@ -168,7 +167,7 @@ impl Supervisor {
     /// once the socket accepts or after 3 s, never waiting for Synced.
     /// Resets a crash loop. `Bootstrap` starts a new cluster from this
     /// node, once: a restart after a crash always rejoins.
-    pub async fn start(&self, id: &str, mode: StartMode) -> Result<Started, DbError> {
+    pub async fn start(&self, id: &DbId, mode: StartMode) -> Result<Started, DbError> {
         let s = self.server(id)?;
         let _op = s.op.lock().await;
         let (was_desired, supervised, pid, layout) = {
@@ -184,7 +183,7 @@ impl Supervisor {
             return Ok(Started { pid, already_running: true, adopted: false, socket_ready: false, marked_safe_to_bootstrap: false });
         }
         if let Some(pid) = find_running(&layout) {
-            tracing::info!(server = id, pid, "database server already runs; adopting it");
+            tracing::info!(server = %id, pid, "database server already runs; adopting it");
             supervise(self.inner.clone(), s.clone(), Launch::Adopted(pid));
             return Ok(Started {
                 pid: Some(pid),
@@ -199,7 +198,7 @@ impl Supervisor {
             let mut marked = false;
             if mode == StartMode::Bootstrap {
                 marked = recover::set_safe_to_bootstrap(&layout)?;
-                args.push("--wsrep-new-cluster".to_string());
+                args.push(atoll_engine::recovery::BOOTSTRAP_ARG.to_string());
             }
             Ok::<_, DbError>((spawn_mariadbd(&layout, &args)?, marked))
         })();
@@ -212,7 +211,7 @@ impl Supervisor {
             }
         };
         let pid = child.id();
-        tracing::info!(server = id, ?pid, ?mode, "database server started");
+        tracing::info!(server = %id, ?pid, ?mode, "database server started");
         s.rt().restarts = 0;
         supervise(self.inner.clone(), s.clone(), Launch::Spawned(child));
         let socket_ready = wait_for_socket(&s, &layout, pid).await;
@@ -221,7 +220,7 @@ impl Supervisor {
 
     /// Stops the server cleanly (SIGTERM; SIGKILL after 120 s, with a
     /// warning) and stops supervising it.
-    pub async fn stop(&self, id: &str) -> Result<Stopped, DbError> {
+    pub async fn stop(&self, id: &DbId) -> Result<Stopped, DbError> {
         let s = self.server(id)?;
         let _op = s.op.lock().await;
         self.stop_locked(&s).await
@@ -255,14 +254,14 @@ impl Supervisor {
             }
             if let Some(pid) = pid {
                 if termed != Some(pid) && !forced {
-                    if let Err(e) = signal(pid, libc::SIGTERM) {
+                    if let Err(e) = signal(pid, Signal::Term) {
                         tracing::warn!(server = %id, pid, error = %e, "cannot send SIGTERM");
                     }
                     termed = Some(pid);
                 }
                 if !forced && started.elapsed() > STOP_GRACE {
                     tracing::warn!(server = %id, pid, grace_s = STOP_GRACE.as_secs(), "database server ignored SIGTERM; killing it");
-                    let _ = signal(pid, libc::SIGKILL);
+                    let _ = signal(pid, Signal::Kill);
                     forced = true;
                 }
             }
@@ -275,7 +274,7 @@ impl Supervisor {
 
     /// Runs `statements` in order as root over the server's socket; the
     /// rows each affected.
-    pub async fn sql(&self, id: &str, statements: &[String]) -> Result<Vec<u64>, DbError> {
+    pub async fn sql(&self, id: &DbId, statements: &[String]) -> Result<Vec<u64>, DbError> {
         let s = self.server(id)?;
         let socket = s.layout().socket;
         sql::run_statements(&socket, statements).await
@@ -283,7 +282,7 @@ impl Supervisor {
 
     /// The stopped server's position (`--wsrep-recover`) and whether
     /// `grastate.dat` says it may bootstrap.
-    pub async fn recover(&self, id: &str) -> Result<RecoveredPosition, DbError> {
+    pub async fn recover(&self, id: &DbId) -> Result<RecoveredPosition, DbError> {
         let s = self.server(id)?;
         let _op = s.op.lock().await;
         let layout = s.layout();
@@ -294,7 +293,7 @@ impl Supervisor {
     /// Stops the server and forgets it; with `purge`, deletes its
     /// directory too. Forgetting an unknown server succeeds (it may be a
     /// retry).
-    pub async fn remove(&self, id: &str, purge: bool) -> Result<Removed, DbError> {
+    pub async fn remove(&self, id: &DbId, purge: bool) -> Result<Removed, DbError> {
         let Some(s) = self.inner.server(id) else { return Ok(Removed { removed: false, purged: false }) };
         let _op = s.op.lock().await;
         self.stop_locked(&s).await?;
@@ -309,7 +308,7 @@ impl Supervisor {
                 Err(e) => return Err(DbError::Io(format!("forgot server {id} but cannot delete {}: {e}", dir.display()))),
             }
         }
-        tracing::info!(server = id, purged, "database server removed");
+        tracing::info!(server = %id, purged, "database server removed");
         Ok(Removed { removed: true, purged })
     }
 }

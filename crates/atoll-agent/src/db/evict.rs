@@ -37,7 +37,7 @@ fn plausible_uuid(uuid: &str) -> bool {
 /// The dead node as the prober last saw it.
 #[derive(Debug, Clone)]
 pub(crate) struct DeadNode {
-    pub server_id: String,
+    pub server_id: atoll_core::DbId,
     pub gcomm_uuid: String,
     /// The cluster's size while it was a member; a survivor whose view is
     /// smaller has dropped it.
@@ -75,8 +75,7 @@ pub(crate) async fn evict_everywhere(dead: &DeadNode, peers: &[String], admin: &
 
 async fn on_peer(peer: &str, admin: &DbCredentials, dead: &DeadNode, started: Instant) -> Result<(), String> {
     let mut conn = connect_tcp(peer, admin, CONNECT_TIMEOUT).await?;
-    let evict = format!("SET GLOBAL wsrep_provider_options='evs.evict={}'", dead.gcomm_uuid);
-    statement(&mut conn, &evict).await?;
+    statement(&mut conn, &atoll_engine::sql::evict(&dead.gcomm_uuid)).await?;
     tracing::info!(server = %dead.server_id, peer, uuid = %dead.gcomm_uuid, ms = started.elapsed().as_millis() as u64, "peer evicted the dead node");
     let deadline = Instant::now() + VIEW_WAIT;
     let view = loop {
@@ -88,7 +87,7 @@ async fn on_peer(peer: &str, admin: &DbCredentials, dead: &DeadNode, started: In
         }
         tokio::time::sleep(VIEW_POLL).await;
     };
-    statement(&mut conn, "SET GLOBAL wsrep_provider_options='evs.evict='").await?;
+    statement(&mut conn, atoll_engine::sql::CLEAR_EVICTIONS).await?;
     tracing::info!(
         server = %dead.server_id,
         peer,
@@ -109,14 +108,14 @@ async fn statement(conn: &mut MySqlConnection, sql: &str) -> Result<(), String> 
 }
 
 async fn cluster_size(conn: &mut MySqlConnection) -> Result<u32, String> {
-    let q = sqlx::raw_sql("SHOW GLOBAL STATUS LIKE 'wsrep\\_cluster\\_size'").fetch_optional(conn);
+    let q = sqlx::raw_sql(atoll_engine::sql::CLUSTER_SIZE).fetch_optional(conn);
     let row = tokio::time::timeout(STATEMENT_TIMEOUT, q).await.map_err(|_| "no answer".to_string())?.map_err(|e| e.to_string())?;
     let value = row
         .and_then(|r| {
             r.try_get::<String, _>(1).or_else(|_| r.try_get::<Vec<u8>, _>(1).map(|b| String::from_utf8_lossy(&b).into_owned())).ok()
         })
-        .ok_or("no wsrep_cluster_size")?;
-    value.trim().parse().map_err(|_| format!("wsrep_cluster_size {value:?}"))
+        .ok_or("no cluster size")?;
+    value.trim().parse().map_err(|_| format!("cluster size {value:?}"))
 }
 
 #[cfg(test)]

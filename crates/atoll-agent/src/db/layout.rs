@@ -129,7 +129,7 @@ mod tests {
 
     fn def(config: &str) -> DbServerDef {
         DbServerDef {
-            id: "c/s1".into(),
+            id: atoll_core::DbId::new("c", "s1"),
             dir: "/srv/db/s1".into(),
             config: config.into(),
             sql_addr: "127.0.0.1:3306".into(),

@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use atoll_api::db::{DbServerDef, DbServerStatus, WsrepStatus};
-use atoll_core::{ServerState, UnixMs};
+use atoll_core::time::now_ms;
+use atoll_core::{DbId, ServerState, UnixMs};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -54,7 +55,7 @@ pub struct Supervisor {
 
 pub(crate) struct Inner {
     registry: PathBuf,
-    servers: Mutex<BTreeMap<String, Arc<Server>>>,
+    servers: Mutex<BTreeMap<DbId, Arc<Server>>>,
     /// Orders registry writes, so an older snapshot never lands last.
     persist: Mutex<()>,
     /// Cancelled when the last `Supervisor` goes: ends every task.
@@ -154,7 +155,7 @@ impl Server {
         self.rt.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn id(&self) -> String {
+    fn id(&self) -> DbId {
         self.rt().def.id.clone()
     }
 
@@ -177,7 +178,7 @@ impl Server {
         if rt.pid != Some(pid) {
             return;
         }
-        rt.probed_at_ms = crate::now_ms();
+        rt.probed_at_ms = now_ms();
         match outcome {
             Ok((wsrep, read_only)) => {
                 if !wsrep.gcomm_uuid.is_empty() {
@@ -213,11 +214,11 @@ impl Server {
 }
 
 impl Inner {
-    fn servers(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Server>>> {
+    fn servers(&self) -> MutexGuard<'_, BTreeMap<DbId, Arc<Server>>> {
         self.servers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn server(&self, id: &str) -> Option<Arc<Server>> {
+    fn server(&self, id: &DbId) -> Option<Arc<Server>> {
         self.servers().get(id).cloned()
     }
 
@@ -276,11 +277,11 @@ impl Supervisor {
         servers.iter().map(|s| s.status()).collect()
     }
 
-    pub fn status(&self, id: &str) -> Option<DbServerStatus> {
+    pub fn status(&self, id: &DbId) -> Option<DbServerStatus> {
         self.inner.server(id).map(|s| s.status())
     }
 
-    fn server(&self, id: &str) -> Result<Arc<Server>, DbError> {
+    fn server(&self, id: &DbId) -> Result<Arc<Server>, DbError> {
         self.inner.server(id).ok_or_else(|| DbError::Refused(format!("no database server {id:?} on this host: define it first")))
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_api::db::WsrepStatus;
+use atoll_engine::sql;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::MissedTickBehavior;
@@ -19,22 +20,6 @@ use super::sql::connect_socket;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `SHOW GLOBAL STATUS LIKE 'wsrep_%'` rows as a status.
-pub(crate) fn wsrep_from_rows(rows: &HashMap<String, String>) -> WsrepStatus {
-    let s = |k: &str| rows.get(&format!("wsrep_{k}")).cloned().unwrap_or_default();
-    WsrepStatus {
-        ready: s("ready").eq_ignore_ascii_case("ON"),
-        cluster_status: s("cluster_status"),
-        local_state: s("local_state").parse().unwrap_or(0),
-        local_state_comment: s("local_state_comment"),
-        cluster_size: s("cluster_size").parse().unwrap_or(0),
-        flow_control_paused: s("flow_control_paused").parse().unwrap_or(0.0),
-        gcomm_uuid: s("gcomm_uuid"),
-        cluster_state_uuid: s("cluster_state_uuid"),
-        last_committed: s("last_committed").parse().unwrap_or(-1),
-    }
-}
 
 async fn name_value_rows(conn: &mut MySqlConnection, sql: &'static str) -> Result<HashMap<String, String>, String> {
     let rows = tokio::time::timeout(QUERY_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn))
@@ -55,9 +40,8 @@ fn text(row: &sqlx::mysql::MySqlRow, i: usize) -> Result<String, String> {
 /// than `SELECT @@global.read_only`: a node outside the primary component
 /// refuses SELECT but still answers SHOW.
 async fn read_status(conn: &mut MySqlConnection) -> Result<(WsrepStatus, bool), String> {
-    let wsrep = wsrep_from_rows(&name_value_rows(conn, "SHOW GLOBAL STATUS LIKE 'wsrep\\_%'").await?);
-    let vars = name_value_rows(conn, "SHOW GLOBAL VARIABLES LIKE 'read\\_only'").await?;
-    let read_only = vars.get("read_only").is_some_and(|v| v.eq_ignore_ascii_case("ON") || v == "1");
+    let wsrep = sql::wsrep_from_rows(&name_value_rows(conn, sql::WSREP_STATUS).await?);
+    let read_only = sql::read_only_from_rows(&name_value_rows(conn, sql::READ_ONLY).await?);
     Ok((wsrep, read_only))
 }
 
@@ -98,33 +82,5 @@ async fn probe_once(conn: &mut Option<(u32, MySqlConnection)>, pid: u32, socket:
     match conn {
         Some((_, c)) => read_status(c).await,
         None => Err("no connection".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_to_status() {
-        let rows: HashMap<String, String> = [
-            ("wsrep_ready", "ON"),
-            ("wsrep_cluster_status", "Primary"),
-            ("wsrep_local_state", "4"),
-            ("wsrep_local_state_comment", "Synced"),
-            ("wsrep_cluster_size", "3"),
-            ("wsrep_flow_control_paused", "0.25"),
-            ("wsrep_gcomm_uuid", "a1"),
-            ("wsrep_last_committed", "17"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let s = wsrep_from_rows(&rows);
-        assert!(s.ready);
-        assert_eq!((s.local_state, s.cluster_size, s.last_committed), (4, 3, 17));
-        assert_eq!(s.flow_control_paused, 0.25);
-        assert_eq!(s.gcomm_uuid, "a1");
-        assert_eq!(atoll_engine::state::server_state(Some(&s), true), atoll_core::ServerState::Synced);
     }
 }

@@ -1,5 +1,6 @@
 //! `mariadbd` processes: starting them, recognising them after an agent
-//! restart, signalling them and telling whether they still live.
+//! restart, describing how they ended. Liveness and signals are
+//! [`crate::process`]'s.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use tokio::process::{Child, Command};
 
 use super::DbError;
 use super::layout::Layout;
+use crate::process::alive;
 
 /// Where a binary is: the agent may run with a `PATH` that lacks the
 /// `sbin` directories `mariadbd` lives in.
@@ -45,15 +47,6 @@ pub(crate) fn spawn_mariadbd(layout: &Layout, extra: &[String]) -> Result<Child,
         .map_err(|e| DbError::Io(format!("cannot start {}: {e}", bin.display())))
 }
 
-/// Whether `pid` is a live process (a zombie has exited: it only waits to
-/// be reaped).
-pub(crate) fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
-    !matches!(state, None | Some('Z') | Some('X') | Some('x'))
-}
-
 /// Whether `pid` is a live `mariadbd` started with exactly this server's
 /// `--defaults-file` (a reused pid, or another instance, does not count).
 pub(crate) fn is_server_process(pid: u32, defaults_arg: &str) -> bool {
@@ -78,19 +71,6 @@ pub(crate) fn find_running(layout: &Layout) -> Option<u32> {
         .find(|pid| is_server_process(*pid, &arg))
 }
 
-/// Sends `sig` to one process (never a group: the agent only signals what
-/// it identified).
-#[allow(unsafe_code)]
-pub(crate) fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
-    let pid = i32::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    if pid <= 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, sig) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
 /// How a process ended, as an operator would say it.
 pub(crate) fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -104,13 +84,11 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::process::{Signal, signal};
 
     #[test]
-    fn own_process_is_alive_but_not_a_server() {
-        let me = std::process::id();
-        assert!(alive(me));
-        assert!(!is_server_process(me, "--defaults-file=/nope/my.cnf"));
-        assert!(!alive(u32::MAX - 1));
+    fn own_process_is_not_a_server() {
+        assert!(!is_server_process(std::process::id(), "--defaults-file=/nope/my.cnf"));
     }
 
     #[tokio::test]
@@ -118,7 +96,7 @@ mod tests {
         let st = Command::new("sh").args(["-c", "exit 3"]).status().await.unwrap();
         assert_eq!(describe_exit(st), "exited with code 3");
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        signal(child.id().unwrap(), libc::SIGKILL).unwrap();
+        signal(child.id().unwrap(), Signal::Kill).unwrap();
         assert_eq!(describe_exit(child.wait().await.unwrap()), "killed by signal 9");
     }
 }

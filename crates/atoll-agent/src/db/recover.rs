@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use atoll_api::db::RecoveredPosition;
+use atoll_core::DbId;
 use tokio::process::Command;
 
 use super::DbError;
@@ -70,7 +71,7 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
     let bin = layout.program("mariadbd");
     let mut cmd = Command::new(&bin);
     cmd.arg(layout.defaults_arg())
-        .arg("--wsrep-recover")
+        .arg(atoll_engine::recovery::RECOVER_ARG)
         .arg(format!("--log-error={}", log.display()))
         .current_dir(&layout.dir)
         .stdin(Stdio::null())
@@ -113,7 +114,7 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
 /// ask for the missing writesets only (IST). What `mysqld_safe` does, for
 /// a `mariadbd` started directly. `None` for a clean shutdown (the file
 /// holds the position) or a data directory never started.
-pub(crate) async fn start_position_arg(layout: &Layout, server_id: &str) -> Option<String> {
+pub(crate) async fn start_position_arg(layout: &Layout, server_id: &DbId) -> Option<String> {
     let grastate = std::fs::read_to_string(layout.grastate()).ok().and_then(|t| atoll_engine::parse_grastate(&t))?;
     if grastate.seqno >= 0 || !layout.data.join("mysql").is_dir() {
         return None;
@@ -121,12 +122,12 @@ pub(crate) async fn start_position_arg(layout: &Layout, server_id: &str) -> Opti
     let started = std::time::Instant::now();
     match recover(layout).await {
         Ok(p) if p.seqno >= 0 => {
-            tracing::info!(server = server_id, position = %format!("{}:{}", p.uuid, p.seqno), ms = started.elapsed().as_millis() as u64, "recovered the position");
-            Some(format!("--wsrep-start-position={}:{}", p.uuid, p.seqno))
+            tracing::info!(server = %server_id, position = %format!("{}:{}", p.uuid, p.seqno), ms = started.elapsed().as_millis() as u64, "recovered the position");
+            Some(atoll_engine::recovery::start_position_arg(&p))
         }
         Ok(_) => None,
         Err(e) => {
-            tracing::warn!(server = server_id, error = %e, "cannot recover the position; starting without it (may need a full state transfer)");
+            tracing::warn!(server = %server_id, error = %e, "cannot recover the position; starting without it (may need a full state transfer)");
             None
         }
     }

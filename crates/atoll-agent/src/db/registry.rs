@@ -54,7 +54,7 @@ mod tests {
         assert!(load(&p).unwrap().is_empty());
         let r = Record {
             def: DbServerDef {
-                id: "c/s1".into(),
+                id: atoll_core::DbId::new("c", "s1"),
                 dir: "/srv/s1".into(),
                 config: "[mysqld]\n".into(),
                 sql_addr: "127.0.0.1:3306".into(),

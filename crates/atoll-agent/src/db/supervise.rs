@@ -6,17 +6,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atoll_core::DbId;
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{alive, describe_exit, find_running, is_server_process, spawn_mariadbd};
+use super::process::{describe_exit, find_running, is_server_process, spawn_mariadbd};
 use super::{DbError, Inner, Server, evict, probe, recover};
+use crate::process::{alive, backoff};
 
 /// Exits within this window count towards a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(300);
 /// This many exits within the window: give up and say so.
 const CRASH_LIMIT: usize = 5;
+/// Restart back-off: 1 s, 2 s, 4 s ... for the 1st, 2nd, 3rd ... exit in
+/// the window, at most 30 s.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An adopted process is not our child: poll for its end instead.
 const POLL_ADOPTED: Duration = Duration::from_millis(200);
@@ -138,7 +143,7 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
 }
 
 /// Supervision ends because the server should no longer run.
-fn finish(server: &Server, id: &str) {
+fn finish(server: &Server, id: &DbId) {
     let mut rt = server.rt();
     rt.supervised = false;
     rt.crashed = false;
@@ -194,13 +199,7 @@ fn record_crash(server: &Server, exit: String) -> Option<Duration> {
         rt.supervised = false;
         return None;
     }
-    Some(backoff(rt.exits.len()))
-}
-
-/// 1 s, 2 s, 4 s ... for the 1st, 2nd, 3rd ... exit in the window.
-fn backoff(exits: usize) -> Duration {
-    let exp = u32::try_from(exits.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
-    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+    Some(backoff(FIRST_BACKOFF, MAX_BACKOFF, rt.exits.len()))
 }
 
 /// Sleeps `d`, and until the eviction has finished (a join while the
@@ -258,7 +257,7 @@ mod tests {
     #[test]
     fn fifth_exit_in_the_window_is_a_crash_loop() {
         let def = atoll_api::db::DbServerDef {
-            id: "c/s1".into(),
+            id: atoll_core::DbId::new("c", "s1"),
             dir: "/srv/s1".into(),
             config: "[mysqld]\n".into(),
             sql_addr: "127.0.0.1:3306".into(),
@@ -274,11 +273,5 @@ mod tests {
         assert_eq!(st.state, atoll_core::ServerState::CrashLoop);
         assert_eq!(st.last_exit.as_deref(), Some("killed by signal 9"));
         assert!(!server.rt().supervised);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let s: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(s, vec![1, 2, 4, 8, 16, 30, 30]);
     }
 }
