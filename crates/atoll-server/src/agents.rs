@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
-use atoll_core::HostStatus;
+use atoll_core::time::now_ms;
+use atoll_core::{DbId, HostStatus};
 use atoll_store::{HeartbeatRecord, Registration};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::routing::post;
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::auth::{bearer, random_token, sha256_hex};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::join;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -128,21 +129,21 @@ async fn heartbeat(
     let hb = HeartbeatRecord { id: req.host_id, now, address: req.address, agent_url: req.agent_url, facts: req.facts };
     let before = state.store.record_heartbeat(&hb).await?;
     if !req.db.is_empty() {
-        let statuses: Vec<(String, serde_json::Value)> =
+        let statuses: Vec<(DbId, serde_json::Value)> =
             req.db.iter().filter_map(|s| serde_json::to_value(s).ok().map(|v| (s.id.clone(), v))).collect();
         state.store.record_server_statuses(req.host_id, &statuses, now).await?;
-        let clusters: std::collections::BTreeSet<&str> = req.db.iter().filter_map(|s| s.id.split_once('/').map(|(c, _)| c)).collect();
+        let clusters: std::collections::BTreeSet<&str> = req.db.iter().map(|s| s.id.cluster.as_str()).collect();
         for name in clusters {
             if let Some(c) = state.store.get_cluster(name).await?
-                && let Err(e) = crate::routing::failover(&state, &c).await
+                && let Err(e) = crate::clusters::routing::failover(&state, &c).await
             {
                 tracing::warn!(cluster = name, error = %e, "writer failover check failed; the next report tries again");
             }
         }
-        crate::routing::changed(&state);
+        crate::clusters::routing::changed(&state);
     }
     if !req.proxies.is_empty() {
-        let statuses: Vec<(String, serde_json::Value)> =
+        let statuses: Vec<(DbId, serde_json::Value)> =
             req.proxies.iter().filter_map(|p| serde_json::to_value(p).ok().map(|v| (p.id.clone(), v))).collect();
         state.store.record_proxy_statuses(req.host_id, &statuses, now).await?;
     }

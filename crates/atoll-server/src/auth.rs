@@ -7,13 +7,14 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use atoll_api::SESSION_COOKIE;
 use atoll_core::Role;
+use atoll_core::time::now_ms;
 use atoll_store::UserRecord;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use rand::RngCore;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 pub const MIN_PASSWORD_LEN: usize = 10;
 

@@ -1,44 +1,51 @@
-//! Task steps that act on hosts, and the tasks built from them. Effects go
-//! through the agent's journaled operations, keyed by the step's
-//! idempotency key, so a step resumed after a server died does not act twice.
-
-use std::sync::Arc;
+//! The tasks that prepare and remove hosts, and their steps.
 
 use async_trait::async_trait;
-use atoll_api::agent::{HostOp, OpRequest, OpResult};
+use atoll_api::agent::HostOp;
 use atoll_core::HostId;
 use atoll_plan::check::CheckStatus;
 use atoll_plan::profile::{Profile, ProfileName};
 use atoll_store::HostRecord;
-use atoll_tasks::{Engine, StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::hostops;
 use crate::state::AppState;
+use crate::step_kit::{StateRef, agent_op, host_by_id, store_err};
 
 pub const DIRS: &str = "host.dirs";
 pub const CHECK: &str = "host.check";
 pub const FORGET: &str = "host.forget";
 
-/// Registers this module's step kinds with the engine.
-pub fn register(engine: &mut Engine, state: Arc<std::sync::OnceLock<AppState>>) {
-    let state = StateRef(state);
-    engine.register(DIRS, Arc::new(Dirs(state.clone())));
-    engine.register(CHECK, Arc::new(Check(state.clone())));
-    engine.register(FORGET, Arc::new(Forget(state.clone())));
-    crate::packages::register(engine, state.clone());
-    crate::clusters::steps::register(engine, state);
+/// `host.dirs`: create directories, or (a purge) remove them.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum DirsParams {
+    Remove { host: HostId, remove: Vec<String> },
+    Make { host: HostId, paths: Vec<String>, owner: Option<String>, mode: u32 },
 }
 
-/// The engine is built before the state that holds it; handlers reach the
-/// state through this once it is set.
-#[derive(Clone)]
-pub(crate) struct StateRef(Arc<std::sync::OnceLock<AppState>>);
-
-impl StateRef {
-    pub(crate) fn get(&self) -> Result<&AppState, StepError> {
-        self.0.get().ok_or_else(|| StepError::retryable("server still starting"))
+impl DirsParams {
+    fn host(&self) -> HostId {
+        match self {
+            DirsParams::Remove { host, .. } | DirsParams::Make { host, .. } => *host,
+        }
     }
+}
+
+/// `host.check`.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckParams {
+    host: HostId,
+    profile: ProfileName,
+    data_dir: String,
+}
+
+/// `host.forget`.
+#[derive(Debug, Serialize, Deserialize)]
+struct HostParams {
+    host: HostId,
 }
 
 pub fn prepare_task(hosts: &[HostRecord], profile: &Profile, data_dir: &str, owner: Option<&str>) -> TaskSpec {
@@ -46,21 +53,10 @@ pub fn prepare_task(hosts: &[HostRecord], profile: &Profile, data_dir: &str, own
     for h in hosts {
         let (id, name) = (h.host.id, &h.host.name);
         let dirs = format!("dirs@{name}");
-        steps.push(StepSpec::new(
-            &dirs,
-            DIRS,
-            format!("create {data_dir} on {name}"),
-            json!({ "host": id, "paths": [data_dir], "owner": owner, "mode": 0o750 }),
-        ));
-        steps.push(
-            StepSpec::new(
-                format!("check@{name}"),
-                CHECK,
-                format!("precheck {name} ({})", profile.name),
-                json!({ "host": id, "profile": profile.name, "data_dir": data_dir }),
-            )
-            .after(dirs),
-        );
+        let make = DirsParams::Make { host: id, paths: vec![data_dir.to_string()], owner: owner.map(String::from), mode: 0o750 };
+        steps.push(StepSpec::typed(&dirs, DIRS, format!("create {data_dir} on {name}"), &make));
+        let check = CheckParams { host: id, profile: profile.name, data_dir: data_dir.to_string() };
+        steps.push(StepSpec::typed(format!("check@{name}"), CHECK, format!("precheck {name} ({})", profile.name), &check).after(dirs));
     }
     let names: Vec<&str> = hosts.iter().map(|h| h.host.name.as_str()).collect();
     TaskSpec {
@@ -75,74 +71,40 @@ pub fn prepare_task(hosts: &[HostRecord], profile: &Profile, data_dir: &str, own
 pub fn remove_task(state: &AppState, host: &HostRecord, purge: bool) -> TaskSpec {
     let (id, name) = (host.host.id, &host.host.name);
     let mut steps = Vec::new();
-    let mut forget = StepSpec::new(format!("forget@{name}"), FORGET, format!("forget {name}"), json!({ "host": id }));
+    let mut forget = StepSpec::typed(format!("forget@{name}"), FORGET, format!("forget {name}"), &HostParams { host: id });
     if purge {
         let dir = &state.config.host_data_dir;
         let purge_key = format!("purge@{name}");
-        steps.push(StepSpec::new(&purge_key, DIRS, format!("remove {dir} from {name}"), json!({ "host": id, "remove": [dir] })));
+        let remove = DirsParams::Remove { host: id, remove: vec![dir.clone()] };
+        steps.push(StepSpec::typed(&purge_key, DIRS, format!("remove {dir} from {name}"), &remove));
         forget = forget.after(purge_key);
     }
     steps.push(forget);
     TaskSpec { kind: "host.remove".into(), title: format!("remove {name}"), target: name.clone(), params: json!({ "purge": purge }), steps }
 }
 
-pub(crate) fn param<T: serde::de::DeserializeOwned>(ctx: &StepContext, key: &str) -> Result<T, StepError> {
-    serde_json::from_value(ctx.params.get(key).cloned().unwrap_or(Value::Null))
-        .map_err(|e| StepError::fatal(format!("step parameter {key}: {e}")))
-}
-
-async fn host(state: &AppState, ctx: &StepContext) -> Result<HostRecord, StepError> {
-    host_by_id(state, param(ctx, "host")?).await
-}
-
-pub(crate) async fn host_by_id(state: &AppState, id: HostId) -> Result<HostRecord, StepError> {
-    match state.store.get_host(id).await {
-        Ok(Some(h)) => Ok(h),
-        Ok(None) => Err(StepError::fatal(format!("host {id} no longer exists"))),
-        Err(e) => Err(StepError::retryable(e.to_string())),
-    }
-}
-
-/// Runs a journaled operation on the agent of the step's `host`.
-async fn op(state: &AppState, ctx: &StepContext, op: HostOp) -> Result<OpResult, StepError> {
-    agent_op(ctx, &host(state, ctx).await?, op).await
-}
-
-/// Runs a journaled operation on a host's agent, keyed by the step.
-pub(crate) async fn agent_op(ctx: &StepContext, h: &HostRecord, op: HostOp) -> Result<OpResult, StepError> {
-    // Operations may wait on a database (a clean shutdown flushes); the
-    // step's own timeout bounds them.
-    let client = hostops::agent_with_timeout(h, std::time::Duration::from_secs(600)).map_err(|e| StepError::fatal(e.to_string()))?;
-    let req = OpRequest { key: ctx.idempotency_key(), op };
-    let result: OpResult = client.post("/agent/v1/ops", &req).await.map_err(|e| match e.status() {
-        Some(s) if (400..500).contains(&s) => StepError::fatal(format!("{}: {e}", h.host.name)),
-        _ => StepError::retryable(format!("{} does not answer: {e}", h.host.name)),
-    })?;
-    if result.replayed {
-        ctx.info(format!("{} had already done this (attempt after a restart); using its record", h.host.name)).await;
-    }
-    Ok(result)
-}
-
 /// Creates directories (forward) or removes them (a purge step, or the
 /// rollback of a creation, which removes only what it created).
-struct Dirs(StateRef);
+pub(crate) struct Dirs(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Dirs {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let operation = match ctx.params.get("remove") {
-            Some(_) => HostOp::RemoveDirs { paths: param(ctx, "remove")? },
-            None => HostOp::MakeDirs { paths: param(ctx, "paths")?, owner: param(ctx, "owner")?, mode: param(ctx, "mode")? },
+        let p: DirsParams = ctx.params()?;
+        let host = host_by_id(state, p.host()).await?;
+        let operation = match p {
+            DirsParams::Remove { remove, .. } => HostOp::RemoveDirs { paths: remove },
+            DirsParams::Make { paths, owner, mode, .. } => HostOp::MakeDirs { paths, owner, mode },
         };
-        let r = op(state, ctx, operation).await?;
+        let r = agent_op(ctx, &host, operation).await?;
         ctx.info(format!("result: {}", r.detail)).await;
         Ok(r.detail)
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
-        if ctx.params.get("remove").is_some() {
+        let p: DirsParams = ctx.params()?;
+        if matches!(p, DirsParams::Remove { .. }) {
             ctx.info("removed directories cannot be restored; nothing to undo").await;
             return Ok(());
         }
@@ -153,23 +115,23 @@ impl StepHandler for Dirs {
             ctx.info("created nothing; nothing to undo").await;
             return Ok(());
         }
-        let r = op(state, ctx, HostOp::RemoveDirs { paths: created.into_iter().rev().collect() }).await?;
+        let host = host_by_id(state, p.host()).await?;
+        let r = agent_op(ctx, &host, HostOp::RemoveDirs { paths: created.into_iter().rev().collect() }).await?;
         ctx.info(format!("result: {}", r.detail)).await;
         Ok(())
     }
 }
 
 /// The environment precheck; fails the step on any failing item.
-struct Check(StateRef);
+pub(crate) struct Check(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Check {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let h = host(state, ctx).await?;
-        let profile: ProfileName = param(ctx, "profile")?;
-        let data_dir: String = param(ctx, "data_dir")?;
-        let report = hostops::check_host(state, &h, &profile.profile(), &data_dir, &hostops::DB_PORTS).await;
+        let CheckParams { host, profile, data_dir } = ctx.params()?;
+        let h = host_by_id(state, host).await?;
+        let report = hostops::check_host(state, &h, &profile.profile(), &data_dir, &hostops::default_db_ports()).await;
         for r in &report.results {
             if r.status != CheckStatus::Pass {
                 ctx.warn(format!(
@@ -199,14 +161,14 @@ impl StepHandler for Check {
 }
 
 /// Deletes the host from MetaDB; its agent stops at the next heartbeat.
-struct Forget(StateRef);
+pub(crate) struct Forget(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Forget {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let id: HostId = param(ctx, "host")?;
-        let removed = state.store.delete_host(id).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        let HostParams { host } = ctx.params()?;
+        let removed = state.store.delete_host(host).await.map_err(store_err)?;
         ctx.info(if removed { "host deleted from the platform" } else { "host was already gone" }).await;
         Ok(json!({ "removed": removed }))
     }

@@ -6,18 +6,20 @@ use std::time::Duration;
 use atoll_api::v1::{CheckResponse, HostCheckReport, HostCheckSummary};
 use atoll_client::{Client, ClientError};
 use atoll_core::HostStatus;
+use atoll_core::time::now_ms;
 use atoll_plan::ProbeRequest;
 use atoll_plan::check::{self, CheckResult, CheckStatus};
 use atoll_plan::profile::{Profile, ProfileName};
 use atoll_store::{HostRecord, HostSummaryRecord};
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
-/// Ports a MariaDB Galera server needs: SQL, group communication, IST, SST.
-pub const DB_PORTS: [u16; 4] = [3306, 4567, 4568, 4444];
-/// What a host needs installed to run a database server.
-pub const DB_BINARIES: [&str; 3] = ["mariadbd", "mariadb-install-db", "/usr/lib/galera/libgalera_smm.so"];
+/// Ports a database server takes by default (SQL, group communication,
+/// IST, SST): what a precheck without a cluster in mind looks at.
+pub fn default_db_ports() -> Vec<u16> {
+    atoll_core::Ports::default().all().to_vec()
+}
 
 /// The outcome of a listed host's last precheck, from its summary columns;
 /// `None` when none ran or the stored report is not one we recognise.
@@ -94,7 +96,7 @@ async fn measure(host: &HostRecord, data_dir: &str, ports: &[u16]) -> ApiResult<
     let req = ProbeRequest {
         data_dir: data_dir.to_string(),
         ports: ports.to_vec(),
-        binaries: DB_BINARIES.iter().map(|s| s.to_string()).collect(),
+        binaries: atoll_engine::BINARIES.iter().map(|s| s.to_string()).collect(),
     };
     let (facts, probe) = tokio::join!(client.get::<atoll_core::HostFacts>("/agent/v1/facts"), client.post("/agent/v1/probe", &req));
     let mut facts = facts.map_err(|e| unreachable(host, e))?;

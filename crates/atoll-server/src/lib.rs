@@ -9,15 +9,16 @@ mod clusters;
 pub mod config;
 mod console;
 pub mod error;
+mod host_steps;
 mod hostops;
 mod join;
 mod liveness;
 mod metrics_layer;
 mod packages;
-mod routing;
+mod registry;
 pub mod secrets;
 pub mod state;
-mod steps;
+mod step_kit;
 mod sys;
 
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use atoll_store::{MetaStore, SqlStore};
-use atoll_tasks::{Engine, EngineConfig};
+use atoll_tasks::{Executor, ExecutorConfig};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -62,7 +63,7 @@ impl Running {
                 password_hash: auth::hash_password(&auth::random_token()).await.map_err(|e| anyhow::anyhow!("{e}"))?,
                 role,
                 must_change_password: false,
-                created_at_ms: state::now_ms(),
+                created_at_ms: atoll_core::time::now_ms(),
             };
             self.state.store.create_user(&account).await?;
             self.state.audit(user, self.addr, "user.create", user, serde_json::json!({ "role": role, "by": "playground" }), "ok").await;
@@ -73,7 +74,7 @@ impl Running {
             user: user.to_string(),
             name: name.to_string(),
             token_hash: auth::sha256_hex(&token),
-            created_at_ms: state::now_ms(),
+            created_at_ms: atoll_core::time::now_ms(),
             last_used_ms: None,
         };
         self.state.store.create_api_token(&record).await?;
@@ -101,14 +102,14 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let metrics = metrics_layer::install()?;
 
     let slot = Arc::new(OnceLock::new());
-    let engine_config = EngineConfig { lease: Duration::from_millis(config.task_lease_ms), ..EngineConfig::default() };
-    let mut engine = Engine::new(Arc::clone(&store), engine_config);
-    steps::register(&mut engine, Arc::clone(&slot));
-    let engine = Arc::new(engine);
+    let executor_config = ExecutorConfig { lease: Duration::from_millis(config.task_lease_ms), ..ExecutorConfig::default() };
+    let mut executor = Executor::new(Arc::clone(&store), executor_config);
+    registry::register(&mut executor, Arc::clone(&slot));
+    let executor = Arc::new(executor);
     let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
     let state = AppState::new(Inner {
         store,
-        engine: Arc::clone(&engine),
+        executor: Arc::clone(&executor),
         config: config.clone(),
         metrics,
         secrets,
@@ -121,9 +122,9 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         anyhow::anyhow!("cannot listen on {}: {e}; is another server running there? choose another --listen", config.listen)
     })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, metadb = state.store.backend(), executor = engine.owner(), "server listening");
+    tracing::info!(%addr, metadb = state.store.backend(), executor = executor.owner(), "server listening");
 
-    tokio::spawn(Arc::clone(&engine).run(shutdown.clone()));
+    tokio::spawn(Arc::clone(&executor).run(shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
     let app = router(state.clone());
     let done = tokio::spawn(async move {

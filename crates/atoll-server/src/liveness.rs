@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use atoll_core::time::now_ms;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let every = Duration::from_millis((state.config.heartbeat_interval_ms / 2).max(100));

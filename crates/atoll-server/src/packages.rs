@@ -4,28 +4,34 @@
 //! parallel; the agent verifies the checksum while downloading).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atoll_api::agent::HostOp;
+use atoll_core::HostId;
 use atoll_core::secret::Sha256Stream;
 use atoll_store::{HostRecord, PackageRecord};
-use atoll_tasks::{Engine, StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::steps::{StateRef, agent_op, host_by_id, param};
+use crate::step_kit::{StateRef, agent_op, host_by_id, store_err};
 
 pub const INSTALL: &str = "package.install";
 /// How long a pushed build may take to show in its host's facts.
 const FACTS_WAIT: Duration = Duration::from_secs(30);
 
-pub fn register(engine: &mut Engine, state: StateRef) {
-    engine.register(INSTALL, Arc::new(Install(state)));
+/// `package.install`.
+#[derive(Debug, Serialize, Deserialize)]
+struct InstallParams {
+    host: HostId,
+    package: String,
+    sha256: String,
+    size: u64,
 }
 
 pub fn dir(state: &AppState) -> PathBuf {
@@ -117,12 +123,9 @@ pub fn push_task(p: &PackageRecord, hosts: &[HostRecord]) -> TaskSpec {
     let steps = hosts
         .iter()
         .map(|h| {
-            let mut s = StepSpec::new(
-                format!("install@{}", h.host.name),
-                INSTALL,
-                format!("install {} on {}", p.name, h.host.name),
-                json!({ "host": h.host.id, "package": p.name, "sha256": p.sha256, "size": p.size_bytes }),
-            );
+            let params = InstallParams { host: h.host.id, package: p.name.clone(), sha256: p.sha256.clone(), size: p.size_bytes };
+            let mut s =
+                StepSpec::typed(format!("install@{}", h.host.name), INSTALL, format!("install {} on {}", p.name, h.host.name), &params);
             // A large build over a slow link.
             s.timeout = Duration::from_secs(1800);
             s
@@ -140,17 +143,15 @@ pub fn push_task(p: &PackageRecord, hosts: &[HostRecord]) -> TaskSpec {
 
 /// Has one host's agent install the build, then waits until its facts show
 /// it, so a cluster can be created on it right after the task.
-struct Install(StateRef);
+pub(crate) struct Install(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Install {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let host = host_by_id(state, param(ctx, "host")?).await?;
-        let name: String = param(ctx, "package")?;
-        let sha256: String = param(ctx, "sha256")?;
-        let size: u64 = param(ctx, "size")?;
-        match state.store.get_package(&name).await.map_err(|e| StepError::retryable(e.to_string()))? {
+        let InstallParams { host, package: name, sha256, size } = ctx.params()?;
+        let host = host_by_id(state, host).await?;
+        match state.store.get_package(&name).await.map_err(store_err)? {
             Some(p) if p.sha256 == sha256 => {}
             _ => return Err(StepError::fatal(format!("package {name} (sha256 {sha256}) is no longer registered; add it again and push"))),
         }

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use atoll_core::time::now_ms;
 use atoll_store::{MetaStore, NewAudit};
-use atoll_tasks::Engine;
+use atoll_tasks::Executor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
 
@@ -17,7 +18,7 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Arc<dyn MetaStore>,
-    pub engine: Arc<Engine>,
+    pub executor: Arc<Executor>,
     pub config: ServerConfig,
     pub metrics: PrometheusHandle,
     /// Seals database passwords before they reach MetaDB.
@@ -59,8 +60,4 @@ impl AppState {
     pub async fn audit_ok(&self, caller: &Caller, action: &str, target: &str, detail: Value) {
         self.audit(&caller.user, caller.source, action, target, detail, "ok").await;
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -2,6 +2,7 @@
 
 use atoll_api::v1::{ChangePasswordRequest, LoginRequest, LoginResponse, Me};
 use atoll_api::{ErrorBody, SESSION_COOKIE};
+use atoll_core::time::now_ms;
 use atoll_store::{LockoutPolicy, SessionRecord};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -13,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{AuthKind, PendingCaller, check_new_password, hash_password, random_token, sha256_hex, verify_password};
 use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(login)).routes(routes!(logout)).routes(routes!(change_password)).routes(routes!(me))

@@ -6,7 +6,8 @@ use atoll_api::ErrorBody;
 use atoll_api::v1::{
     AddServersRequest, ClusterCredentials, ClusterView, DeleteClusterQuery, RemoveServerQuery, ServerOpQuery, SetParamsRequest, TaskView,
 };
-use atoll_core::{ClusterSpec, ClusterStatus, ServerSpec, ServerState};
+use atoll_core::time::now_ms;
+use atoll_core::{ClusterSpec, ClusterStatus, ServerSpec};
 use atoll_store::{ClusterRecord, DbServerRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -14,10 +15,12 @@ use axum::http::StatusCode;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::{Admin, Caller, Operator, random_password};
-use crate::clusters::{self, ADMIN_USER, SealedSecrets};
+use crate::auth::{Admin, Caller, Operator};
+use crate::clusters::secrets::{ADMIN_USER, SealedSecrets};
+use crate::clusters::servers::{self, Action};
+use crate::clusters::{operate, routing, status, steps, validate, view};
 use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -49,10 +52,10 @@ pub(super) async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterReco
 
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", responses((status = 200, body = Vec<ClusterView>), (status = 401, body = ErrorBody)))]
 async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ClusterView>>> {
-    let hosts = clusters::host_names(&state).await?;
+    let hosts = view::host_names(&state).await?;
     let mut out = Vec::new();
     for c in state.store.list_clusters().await? {
-        out.push(clusters::view_of(&state, &c, &hosts).await?);
+        out.push(view::view_of(&state, &c, &hosts).await?);
     }
     Ok(Json(out))
 }
@@ -61,7 +64,7 @@ async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiRes
     responses((status = 200, body = ClusterView), (status = 404, body = ErrorBody)))]
 async fn get_cluster(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<ClusterView>> {
     let (c, _) = load(&state, &name).await?;
-    Ok(Json(clusters::view_of(&state, &c, &clusters::host_names(&state).await?).await?))
+    Ok(Json(view::view_of(&state, &c, &view::host_names(&state).await?).await?))
 }
 
 /// Validates the whole request (topology, parameters, hosts, ports, a live
@@ -75,25 +78,21 @@ async fn create_cluster(
     JsonBody(spec): JsonBody<ClusterSpec>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let name = spec.name.clone();
-    let placement = match clusters::validate(&state, spec).await {
+    let placement = match validate::validate(&state, spec).await {
         Ok(p) => p,
         Err(e) => {
             state.audit(&caller.user, caller.source, "cluster.create", &name, json!({}), &format!("refused: {e}")).await;
             return Err(e);
         }
     };
-    let secrets = SealedSecrets {
-        admin_password: state.secrets.seal(&random_password()),
-        monitor_password: state.secrets.seal(&random_password()),
-        proxy_token: Some(state.secrets.seal(&crate::auth::random_token())),
-    };
+    let secrets = SealedSecrets::generate(&state);
     let now = now_ms();
     let record = ClusterRecord {
         name: name.clone(),
-        engine: clusters::ENGINE.into(),
+        engine: atoll_engine::NAME.into(),
         durability: placement.spec.durability,
         status: ClusterStatus::Creating,
-        spec: serde_json::to_value(&placement.spec).map_err(|e| ApiError::Internal(e.to_string()))?,
+        spec: placement.spec.clone(),
         secrets: serde_json::to_value(&secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
         created_by: caller.user.clone(),
         created_at_ms: now,
@@ -103,11 +102,9 @@ async fn create_cluster(
     state.store.create_cluster(&record, &servers).await?;
     let stored = state.store.put_proxies(&placement.proxies).await;
     let submitted = match stored {
-        Ok(()) => state
-            .engine
-            .submit(clusters::steps::create_task(&name, &servers, &placement.proxies), &caller.user)
-            .await
-            .map_err(ApiError::from),
+        Ok(()) => {
+            state.executor.submit(steps::create_task(&name, &servers, &placement.proxies), &caller.user).await.map_err(ApiError::from)
+        }
         Err(e) => Err(e.into()),
     };
     let task = match submitted {
@@ -129,8 +126,7 @@ async fn create_cluster(
     responses((status = 200, body = ClusterCredentials), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn credentials(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<Json<ClusterCredentials>> {
     let (c, servers) = load(&state, &name).await?;
-    let sealed = SealedSecrets::of(&c)?;
-    let password = state.secrets.open(&sealed.admin_password).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let password = SealedSecrets::of(&c)?.admin(&state)?;
     let first = servers.first().ok_or_else(|| ApiError::Conflict(format!("cluster {name} has no servers")))?;
     let (host, port) = match state.store.cluster_proxies(&name).await?.first() {
         Some(p) => (p.address.clone(), p.rw_port),
@@ -166,20 +162,20 @@ async fn operate(state: &AppState, caller: &crate::auth::Caller, name: &str, act
         ("cluster.stop", ClusterStatus::Creating) => {
             return Err(ApiError::Conflict(format!("cluster {name} is still being created; cancel its task to stop it")));
         }
-        ("cluster.stop", _) => clusters::operate::stop_task(name, &servers),
-        ("cluster.start", ClusterStatus::Stopped) => clusters::operate::start_task(name, &servers, action),
+        ("cluster.stop", _) => operate::stop_task(name, &servers),
+        ("cluster.start", ClusterStatus::Stopped) => operate::start_task(name, &servers, action),
         ("cluster.start", s) => {
             return Err(ApiError::Conflict(format!(
                 "cluster {name} is {s}; only a stopped cluster starts (a cluster without quorum is recovered: `atoll cluster recover {name}`)"
             )));
         }
         ("cluster.recover", ClusterStatus::Unavailable | ClusterStatus::Stopped | ClusterStatus::Degraded) => {
-            clusters::operate::start_task(name, &servers, action)
+            operate::start_task(name, &servers, action)
         }
         ("cluster.recover", s) => return Err(ApiError::Conflict(format!("cluster {name} is {s}; there is nothing to recover"))),
         _ => return Err(ApiError::Internal(format!("unknown cluster action {action}"))),
     };
-    let task = state.engine.submit(spec, &caller.user).await?;
+    let task = state.executor.submit(spec, &caller.user).await?;
     state.audit_ok(caller, action, name, json!({ "task": task.id, "status_before": c.status })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
@@ -232,7 +228,7 @@ async fn restart_cluster(
         return Err(ApiError::Conflict(format!("cluster {name} is {}; a rolling restart needs every server synced first", c.status)));
     }
     let writer = state.store.get_routing(&name).await?.and_then(|r| r.writer);
-    let task = state.engine.submit(clusters::operate::restart_task(&name, &servers, writer.as_deref()), &caller.user).await?;
+    let task = state.executor.submit(operate::restart_task(&name, &servers, writer.as_deref()), &caller.user).await?;
     state.audit_ok(&caller, "cluster.restart", &name, json!({ "task": task.id })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
@@ -248,7 +244,7 @@ async fn set_params(
     JsonBody(req): JsonBody<SetParamsRequest>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (c, servers) = load(&state, &name).await?;
-    let spec: ClusterSpec = serde_json::from_value(c.spec.clone()).map_err(|e| ApiError::Internal(format!("stored spec: {e}")))?;
+    let spec = &c.spec;
     let mut merged = spec.params.clone();
     merged.extend(req.params.clone());
     let problems: Vec<String> = atoll_engine::params::check(&merged, spec.durability).into_iter().map(|p| p.to_string()).collect();
@@ -267,18 +263,9 @@ async fn set_params(
         return Err(ApiError::Conflict(format!("cluster {name} is {}; change parameters when every server is synced", c.status)));
     }
     let restart = changed.keys().any(|k| atoll_engine::params::needs_restart(k) == Some(true));
-    let to_json = |m: &BTreeMap<String, String>| serde_json::to_value(m).unwrap_or_default();
     let writer = state.store.get_routing(&name).await?.and_then(|r| r.writer);
-    let spec_task = clusters::operate::set_params_task(
-        &name,
-        &servers,
-        writer.as_deref(),
-        &to_json(&spec.params),
-        &to_json(&merged),
-        &to_json(&changed),
-        restart,
-    );
-    let task = state.engine.submit(spec_task, &caller.user).await?;
+    let spec_task = operate::set_params_task(&name, &servers, writer.as_deref(), &spec.params, &merged, &changed, restart);
+    let task = state.executor.submit(spec_task, &caller.user).await?;
     state.audit_ok(&caller, "cluster.set_param", &name, json!({ "task": task.id, "changed": changed, "restart": restart })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
@@ -296,54 +283,11 @@ async fn delete_cluster(
     let (_, servers) = load(&state, &name).await?;
     ensure_idle(&state, &name).await?;
     let task = state
-        .engine
-        .submit(clusters::operate::delete_task(&name, &servers, &state.store.cluster_proxies(&name).await?, q.purge), &caller.user)
+        .executor
+        .submit(operate::delete_task(&name, &servers, &state.store.cluster_proxies(&name).await?, q.purge), &caller.user)
         .await?;
     state.audit_ok(&caller, "cluster.delete", &name, json!({ "task": task.id, "purge": q.purge })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
-}
-
-/// The server a request names, or a 404 listing the cluster's servers.
-fn find_server<'a>(name: &str, servers: &'a [DbServerRecord], server: &str) -> ApiResult<&'a DbServerRecord> {
-    servers.iter().find(|s| s.name == server).ok_or_else(|| {
-        let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
-        ApiError::NotFound(format!("cluster {name} has no server {server:?}; its servers are {}", names.join(", ")))
-    })
-}
-
-/// Refuses when taking `server` out (stopped, restarted or removed) would
-/// leave fewer than a majority of the cluster's servers running: the
-/// primary component would be lost and writes would stop everywhere.
-fn ensure_majority(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str, total: usize, force: bool) -> ApiResult<()> {
-    let running: Vec<&str> =
-        servers.iter().filter(|s| s.name != server && clusters::server_state(state, s).0.in_primary()).map(|s| s.name.as_str()).collect();
-    if running.len() * 2 <= total && !force {
-        return Err(ApiError::Conflict(format!(
-            "without {server}, {} of {name}'s {total} servers would be running ({}): no majority, so the cluster would stop taking writes; \
-             start the others first, or pass --force",
-            running.len(),
-            if running.is_empty() { "none".to_string() } else { running.join(", ") }
-        )));
-    }
-    Ok(())
-}
-
-/// The synced server that takes the writes when `server`, the writer,
-/// goes down: the next in preference order. `None` when `server` is not
-/// the writer.
-async fn writer_after(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str) -> ApiResult<Option<String>> {
-    let routing = state.store.get_routing(name).await?.unwrap_or_default();
-    if routing.writer.as_deref() != Some(server) && routing.moving_to.as_deref() != Some(server) {
-        return Ok(None);
-    }
-    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
-    let synced = |n: &str| servers.iter().any(|s| s.name == n && clusters::server_state(state, s).0 == ServerState::Synced);
-    match atoll_core::routing::preference_order(Some(server), &names).into_iter().find(|n| *n != server && synced(n)) {
-        Some(next) => Ok(Some(next.to_string())),
-        None => Err(ApiError::Conflict(format!(
-            "{server} is {name}'s writer and no other server is synced to take the writes; start another server first"
-        ))),
-    }
 }
 
 async fn server_op(
@@ -351,14 +295,14 @@ async fn server_op(
     caller: &crate::auth::Caller,
     name: &str,
     server: &str,
-    action: clusters::servers::Action,
+    action: Action,
     force: bool,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    use clusters::servers::Action;
+    use Action;
     let (c, servers) = load(state, name).await?;
-    let target = find_server(name, &servers, server)?;
+    let target = servers::find(name, &servers, server)?;
     ensure_idle(state, name).await?;
-    if !clusters::is_live(c.status) {
+    if !status::is_live(c.status) {
         return Err(ApiError::Conflict(format!(
             "cluster {name} is {}; {} the whole cluster (`atoll cluster start {name}`) instead",
             c.status,
@@ -368,11 +312,11 @@ async fn server_op(
     let move_to = match action {
         Action::Start => None,
         Action::Stop | Action::Restart => {
-            ensure_majority(state, name, &servers, server, servers.len(), force)?;
-            writer_after(state, name, &servers, server).await?
+            servers::ensure_majority(state, name, &servers, server, servers.len(), force)?;
+            servers::writer_after(state, name, &servers, server).await?
         }
     };
-    let task = state.engine.submit(clusters::servers::server_task(name, target, action, move_to.as_deref()), &caller.user).await?;
+    let task = state.executor.submit(servers::server_task(name, target, action, move_to.as_deref()), &caller.user).await?;
     let what = format!("cluster.server.{}", action.as_str());
     state.audit_ok(caller, &what, name, json!({ "task": task.id, "server": server, "force": force, "writer_to": move_to })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
@@ -389,7 +333,7 @@ async fn stop_server(
     Path((name, server)): Path<(String, String)>,
     Query(q): Query<ServerOpQuery>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    server_op(&state, &caller, &name, &server, clusters::servers::Action::Stop, q.force).await
+    server_op(&state, &caller, &name, &server, Action::Stop, q.force).await
 }
 
 /// Starts one stopped server: it rejoins (IST when the donor still has the
@@ -403,7 +347,7 @@ async fn start_server(
     Path((name, server)): Path<(String, String)>,
     Query(q): Query<ServerOpQuery>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    server_op(&state, &caller, &name, &server, clusters::servers::Action::Start, q.force).await
+    server_op(&state, &caller, &name, &server, Action::Start, q.force).await
 }
 
 /// Restarts one server (stop, rejoin, wait for Synced); the writer moves
@@ -417,7 +361,7 @@ async fn restart_server(
     Path((name, server)): Path<(String, String)>,
     Query(q): Query<ServerOpQuery>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    server_op(&state, &caller, &name, &server, clusters::servers::Action::Restart, q.force).await
+    server_op(&state, &caller, &name, &server, Action::Restart, q.force).await
 }
 
 /// Adds servers, validated like a create request (hosts, engine build,
@@ -436,7 +380,7 @@ async fn add_servers(
     if !matches!(c.status, ClusterStatus::Healthy | ClusterStatus::Degraded) {
         return Err(ApiError::Conflict(format!("cluster {name} is {}; a new server needs a running cluster to join", c.status)));
     }
-    let growth = match clusters::validate_add(&state, &c, &servers, &req.servers).await {
+    let growth = match validate::validate_add(&state, &c, &servers, &req.servers).await {
         Ok(g) => g,
         Err(e) => {
             state
@@ -469,11 +413,9 @@ async fn add_servers(
         }
     }
     let submitted = match state.store.put_proxies(&growth.proxies).await {
-        Ok(()) => state
-            .engine
-            .submit(clusters::servers::add_task(&name, &servers, &added, &growth.proxies), &caller.user)
-            .await
-            .map_err(ApiError::from),
+        Ok(()) => {
+            state.executor.submit(servers::add_task(&name, &servers, &added, &growth.proxies), &caller.user).await.map_err(ApiError::from)
+        }
         Err(e) => Err(e.into()),
     };
     let task = match submitted {
@@ -485,7 +427,7 @@ async fn add_servers(
             return Err(e);
         }
     };
-    crate::routing::changed(&state);
+    routing::changed(&state);
     let names: Vec<&str> = added.iter().map(|(r, _)| r.name.as_str()).collect();
     state.audit_ok(&caller, "cluster.scale", &name, json!({ "task": task.id, "add": names })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
@@ -505,37 +447,22 @@ async fn remove_server(
     Query(q): Query<RemoveServerQuery>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (c, servers) = load(&state, &name).await?;
-    let target = find_server(&name, &servers, &server)?.clone();
+    let target = servers::find(&name, &servers, &server)?.clone();
     ensure_idle(&state, &name).await?;
-    if !clusters::is_live(c.status) {
+    if !status::is_live(c.status) {
         return Err(ApiError::Conflict(format!("cluster {name} is {}; remove servers from a running cluster", c.status)));
     }
     let remaining: Vec<DbServerRecord> = servers.iter().filter(|s| s.name != server).cloned().collect();
-    let zones: std::collections::BTreeSet<&str> = remaining.iter().map(|s| s.zone.as_str()).collect();
-    let allow_single_zone = serde_json::from_value::<ClusterSpec>(c.spec.clone()).map(|s| s.allow_single_zone).unwrap_or(false);
-    if !q.force {
-        if remaining.len() < 3 {
-            return Err(ApiError::Conflict(format!(
-                "removing {server} leaves {name} with {} server(s); an HA cluster keeps at least 3 (pass --force to go below)",
-                remaining.len()
-            )));
-        }
-        if zones.len() < 3 && !allow_single_zone {
-            return Err(ApiError::Conflict(format!(
-                "removing {server} leaves {name} in {} zone(s); an HA cluster keeps at least 3 so that losing one keeps a majority (pass --force to go below)",
-                zones.len()
-            )));
-        }
-    }
-    ensure_majority(&state, &name, &servers, &server, remaining.len(), q.force)?;
-    let move_to = writer_after(&state, &name, &servers, &server).await?;
-    let zone_proxy = if zones.contains(target.zone.as_str()) {
+    servers::ensure_removable(&c, &server, &remaining, q.force)?;
+    servers::ensure_majority(&state, &name, &servers, &server, remaining.len(), q.force)?;
+    let move_to = servers::writer_after(&state, &name, &servers, &server).await?;
+    let zone_proxy = if remaining.iter().any(|s| s.zone == target.zone) {
         None
     } else {
         state.store.cluster_proxies(&name).await?.into_iter().find(|p| p.zone == target.zone)
     };
-    let spec = clusters::servers::remove_task(&name, &target, &remaining, zone_proxy.as_ref(), move_to.as_deref(), q.purge);
-    let task = state.engine.submit(spec, &caller.user).await?;
+    let spec = servers::remove_task(&name, &target, &remaining, zone_proxy.as_ref(), move_to.as_deref(), q.purge);
+    let task = state.executor.submit(spec, &caller.user).await?;
     state
         .audit_ok(
             &caller,

@@ -7,6 +7,7 @@ use atoll_api::v1::{
     AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostListItem, HostView, JoinTokenView, PrepareRequest,
     RemoveHostRequest, TaskView,
 };
+use atoll_core::time::now_ms;
 use atoll_core::{Host, HostId, HostStatus};
 use atoll_store::{HostRecord, HostSummaryRecord};
 use axum::Json;
@@ -18,8 +19,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::auth::{Admin, Caller, Operator};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::hostops;
-use crate::state::{AppState, now_ms};
-use crate::{join, steps};
+use crate::state::AppState;
+use crate::{host_steps, join};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -138,8 +139,8 @@ async fn remove_host(
     Query(req): Query<RemoveHostRequest>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let host = find(&state, &key).await?;
-    let spec = steps::remove_task(&state, &host, req.purge);
-    let task = state.engine.submit(spec, &caller.user).await?;
+    let spec = host_steps::remove_task(&state, &host, req.purge);
+    let task = state.executor.submit(spec, &caller.user).await?;
     state.audit_ok(&caller, "host.remove", &host.host.name, json!({ "task": task.id, "purge": req.purge })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
@@ -158,7 +159,7 @@ async fn check_hosts(
         return Err(ApiError::NotFound("there are no hosts yet: add one with `atoll host add`".into()));
     }
     let data_dir = req.data_dir.unwrap_or_else(|| state.config.host_data_dir.clone());
-    let ports = req.ports.unwrap_or_else(|| hostops::DB_PORTS.to_vec());
+    let ports = req.ports.unwrap_or_else(hostops::default_db_ports);
     let resp = hostops::check_hosts(&state, &hosts, &profile, &data_dir, &ports).await;
     state
         .audit_ok(
@@ -193,8 +194,8 @@ async fn prepare_hosts(
     if !data_dir.starts_with('/') {
         return Err(ApiError::BadRequest(format!("data_dir {data_dir:?} must be an absolute path")));
     }
-    let spec = steps::prepare_task(&hosts, &profile, &data_dir, req.owner.as_deref());
-    let task = state.engine.submit(spec, &caller.user).await?;
+    let spec = host_steps::prepare_task(&hosts, &profile, &data_dir, req.owner.as_deref());
+    let task = state.executor.submit(spec, &caller.user).await?;
     let names: Vec<&str> = hosts.iter().map(|h| h.host.name.as_str()).collect();
     state
         .audit_ok(&caller, "host.prepare", &names.join(","), json!({ "task": task.id, "data_dir": data_dir, "profile": profile.name }))

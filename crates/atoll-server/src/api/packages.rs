@@ -5,6 +5,7 @@ use atoll_api::ErrorBody;
 use atoll_api::packages::{AddPackageQuery, PackageView, PushPackageRequest};
 use atoll_api::v1::TaskView;
 use atoll_core::HostStatus;
+use atoll_core::time::now_ms;
 use atoll_store::{HostRecord, PackageRecord};
 use axum::Json;
 use axum::body::Body;
@@ -15,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Caller, Operator};
 use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 use crate::{hostops, packages};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -150,7 +151,7 @@ async fn remove_package(
         .list_clusters()
         .await?
         .into_iter()
-        .filter(|c| c.spec.get("engine").and_then(|e| e.as_str()) == Some(name.as_str()))
+        .filter(|c| c.spec.engine.as_deref() == Some(name.as_str()))
         .map(|c| c.name)
         .collect();
     if !users.is_empty() {
@@ -184,7 +185,7 @@ async fn push_package(
     if !down.is_empty() {
         return Err(ApiError::Conflict(format!("{}: start their agents first", down.join(", "))));
     }
-    let task = state.engine.submit(packages::push_task(&p, &hosts), &caller.user).await?;
+    let task = state.executor.submit(packages::push_task(&p, &hosts), &caller.user).await?;
     let names: Vec<&str> = hosts.iter().map(|h| h.host.name.as_str()).collect();
     state.audit_ok(&caller, "package.push", &name, json!({ "task": task.id, "hosts": names })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))

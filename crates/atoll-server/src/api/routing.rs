@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::clusters::{ensure_idle, load};
 use crate::auth::Operator;
-use crate::clusters::SealedSecrets;
+use crate::clusters::secrets::SealedSecrets;
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::AppState;
 
@@ -51,13 +51,13 @@ async fn routing(
         }
     }
     load(&state, &name).await?;
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::routing::MAX_WAIT);
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::clusters::routing::MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = state.routing.subscribe();
     loop {
         changes.borrow_and_update();
         let (c, servers) = load(&state, &name).await?;
-        let table = crate::routing::table(&state, &c, &servers).await?;
+        let table = crate::clusters::routing::table(&state, &c, &servers).await?;
         if q.since.as_deref() != Some(table.version.as_str()) || tokio::time::Instant::now() >= deadline {
             return Ok(Json(table));
         }
@@ -83,15 +83,15 @@ async fn set_writer(
         let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
         return Err(ApiError::BadRequest(format!("cluster {name} has no server {:?}; its servers are {}", req.server, names.join(", "))));
     };
-    if !crate::clusters::is_live(c.status) {
+    if !crate::clusters::status::is_live(c.status) {
         return Err(ApiError::Conflict(format!("cluster {name} is {}; start it first", c.status)));
     }
-    let st = crate::clusters::server_state(&state, server).0;
+    let st = crate::clusters::status::server_state(&state, server).0;
     if st != atoll_core::ServerState::Synced {
         return Err(ApiError::Conflict(format!("{} is {st}; only a synced server can take writes", req.server)));
     }
     ensure_idle(&state, &name).await?;
-    let task = state.engine.submit(crate::clusters::writer::set_writer_task(&name, &req.server), &caller.user).await?;
+    let task = state.executor.submit(crate::clusters::writer::set_writer_task(&name, &req.server), &caller.user).await?;
     state.audit_ok(&caller, "cluster.set_writer", &name, json!({ "task": task.id, "server": req.server })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }

@@ -144,12 +144,12 @@ async fn task_logs(
 }
 
 async fn act(state: &AppState, caller: &Caller, action: &str, id: &str, step: Option<&str>) -> ApiResult<Json<TaskView>> {
-    let engine = &state.engine;
+    let executor = &state.executor;
     let result = match (action, step) {
-        ("task.cancel", _) => engine.cancel(id).await,
-        ("task.rollback", _) => engine.rollback(id).await,
-        ("task.retry", Some(s)) => engine.retry_step(id, s).await,
-        ("task.skip", Some(s)) => engine.skip_step(id, s).await,
+        ("task.cancel", _) => executor.cancel(id).await,
+        ("task.rollback", _) => executor.rollback(id).await,
+        ("task.retry", Some(s)) => executor.retry_step(id, s).await,
+        ("task.skip", Some(s)) => executor.skip_step(id, s).await,
         _ => return Err(ApiError::Internal(format!("unknown task action {action}"))),
     };
     match result {

@@ -3,6 +3,7 @@
 use atoll_api::ErrorBody;
 use atoll_api::v1::{CreateTokenRequest, CreateUserRequest, CreatedToken, TokenView, UserView};
 use atoll_core::Role;
+use atoll_core::time::now_ms;
 use atoll_store::{ApiTokenRecord, UserRecord};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Admin, Caller, check_new_password, hash_password, random_token, sha256_hex};
 use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -3,23 +3,26 @@
 
 use std::collections::BTreeMap;
 
+use atoll_core::time::now_ms;
 use serde_json::json;
 
-use crate::state::{AppState, now_ms};
+use super::routing;
+use super::status::{is_live, server_state};
+use crate::state::AppState;
 
 /// One pass over every live cluster.
 pub async fn pass(state: &AppState) -> anyhow::Result<()> {
     for c in state.store.list_clusters().await? {
-        if !super::is_live(c.status) {
+        if !is_live(c.status) {
             continue;
         }
-        crate::routing::failover(state, &c).await?;
+        routing::failover(state, &c).await?;
         let servers = state.store.cluster_servers(&c.name).await?;
-        let states: Vec<_> = servers.iter().map(|s| super::server_state(state, s).0).collect();
+        let states: Vec<_> = servers.iter().map(|s| server_state(state, s).0).collect();
         let derived = atoll_engine::cluster_status(&states);
         if derived != c.status {
             state.store.set_cluster_status(&c.name, derived, now_ms()).await?;
-            crate::routing::changed(state);
+            routing::changed(state);
             let per_server: BTreeMap<&str, &str> = servers.iter().zip(&states).map(|(s, st)| (s.name.as_str(), st.as_str())).collect();
             tracing::warn!(cluster = %c.name, from = %c.status, to = %derived, "cluster status changed");
             state

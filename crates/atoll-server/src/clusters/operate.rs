@@ -1,48 +1,91 @@
-//! Stopping and starting a whole cluster. Starting is also the guided
-//! recovery of a cluster that lost quorum: every node's position is read
+//! Operating a whole cluster: stop, start, guided recovery, rolling
+//! restart, parameter changes and deletion. Starting is also the recovery
+//! of a cluster that lost quorum: every node's position is read
 //! (`--wsrep-recover`), the most advanced one bootstraps, and the others
 //! join it, so no committed transaction is left behind.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atoll_api::agent::HostOp;
 use atoll_api::db::{RecoveredPosition, StartMode};
 use atoll_core::ClusterStatus;
-use atoll_store::DbServerRecord;
-use atoll_tasks::{Engine, StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use atoll_core::time::now_ms;
+use atoll_store::{DbServerRecord, ProxyRecord};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::steps::{READY, db_id_of, target, wait_until_synced};
-use crate::state::now_ms;
-use crate::steps::{StateRef, agent_op, host_by_id, param};
+use super::steps::{self, ClusterStep, ServerStep, target, wait_until_synced};
+use super::{proxies, writer};
+use crate::step_kit::{StateRef, agent_op, host_by_id, store_err};
 
 pub const STOP: &str = "db.stop";
 pub const POSITION: &str = "db.position";
 pub const CHOOSE: &str = "cluster.choose_bootstrap";
 pub const BRING_UP: &str = "db.bring_up";
 pub const MARK: &str = "cluster.mark";
+pub const PARAMS: &str = "cluster.params";
+pub const SET_GLOBAL: &str = "db.set_global";
+pub const FORGET: &str = "cluster.forget";
 
-pub fn register(engine: &mut Engine, state: StateRef) {
-    engine.register(STOP, Arc::new(Stop(state.clone())));
-    engine.register(POSITION, Arc::new(Position(state.clone())));
-    engine.register(CHOOSE, Arc::new(Choose(state.clone())));
-    engine.register(BRING_UP, Arc::new(BringUp(state.clone())));
-    engine.register(MARK, Arc::new(Mark(state)));
+/// `cluster.mark`.
+#[derive(Debug, Serialize, Deserialize)]
+struct MarkStep {
+    cluster: String,
+    status: ClusterStatus,
+}
+
+/// `db.bring_up`: the chosen node bootstraps; every other joins it.
+#[derive(Debug, Serialize, Deserialize)]
+struct BringUpStep {
+    cluster: String,
+    role: Role,
+    /// The joiner; the bootstrap node is what `choose` picked.
+    #[serde(default)]
+    server: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Role {
+    Bootstrap,
+    Join,
+}
+
+/// `cluster.params`: the parameters before and after, so a rollback
+/// restores the old ones.
+#[derive(Debug, Serialize, Deserialize)]
+struct ParamsStep {
+    cluster: String,
+    old: BTreeMap<String, String>,
+    new: BTreeMap<String, String>,
+}
+
+/// `db.set_global`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SetGlobalStep {
+    cluster: String,
+    server: String,
+    params: BTreeMap<String, String>,
+}
+
+/// Stops one server cleanly.
+pub fn stop(cluster: &str, server: &str, title: String) -> StepSpec {
+    let mut s = StepSpec::typed(format!("stop@{server}"), STOP, title, &ServerStep::new(cluster, server));
+    s.timeout = Duration::from_secs(300);
+    s
 }
 
 /// Stops every server, one after another, so the last to leave knows it is
 /// safe to bootstrap from.
 pub fn stop_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
-    let mut steps =
-        vec![StepSpec::new("mark-stopping", MARK, format!("mark {cluster} stopped"), json!({ "cluster": cluster, "status": "stopped" }))];
+    let mark = MarkStep { cluster: cluster.into(), status: ClusterStatus::Stopped };
+    let mut steps = vec![StepSpec::typed("mark-stopping", MARK, format!("mark {cluster} stopped"), &mark)];
     let mut previous = "mark-stopping".to_string();
     for s in servers {
-        let mut step =
-            StepSpec::new(format!("stop@{}", s.name), STOP, format!("stop {}", s.name), json!({ "cluster": cluster, "server": s.name }))
-                .after(&previous);
-        step.timeout = Duration::from_secs(300);
+        let step = stop(cluster, &s.name, format!("stop {}", s.name)).after(&previous);
         previous = step.key.clone();
         steps.push(step);
     }
@@ -61,162 +104,42 @@ pub fn stop_task(cluster: &str, servers: &[DbServerRecord]) -> TaskSpec {
 pub fn start_task(cluster: &str, servers: &[DbServerRecord], kind: &str) -> TaskSpec {
     let mut steps = Vec::new();
     for s in servers {
-        let p = json!({ "cluster": cluster, "server": s.name });
-        let mut stop = StepSpec::new(format!("stop@{}", s.name), STOP, format!("make sure {} is stopped", s.name), p.clone());
-        stop.timeout = Duration::from_secs(300);
-        steps.push(stop);
-        steps.push(
-            StepSpec::new(format!("position@{}", s.name), POSITION, format!("read {}'s position", s.name), p)
-                .after(format!("stop@{}", s.name)),
-        );
+        let n = &s.name;
+        steps.push(stop(cluster, n, format!("make sure {n} is stopped")));
+        let position = StepSpec::typed(format!("position@{n}"), POSITION, format!("read {n}'s position"), &ServerStep::new(cluster, n));
+        steps.push(position.after(format!("stop@{n}")));
     }
-    let mut choose = StepSpec::new("choose", CHOOSE, "choose the most advanced node", json!({ "cluster": cluster }));
+    let mut choose = StepSpec::typed("choose", CHOOSE, "choose the most advanced node", &ClusterStep { cluster: cluster.into() });
     for s in servers {
         choose = choose.after(format!("position@{}", s.name));
     }
     steps.push(choose);
     // The chosen node bootstraps in its own step; every other node joins
     // after it, one at a time.
-    let mut previous = "choose".to_string();
-    let mut up =
-        StepSpec::new("bootstrap", BRING_UP, "bootstrap the most advanced node", json!({ "cluster": cluster, "role": "bootstrap" }))
-            .after(&previous);
-    up.timeout = Duration::from_secs(600);
-    previous = up.key.clone();
-    steps.push(up);
+    let bring_up = |key: String, title: String, role: Role, server: Option<&str>, after: &str| {
+        let params = BringUpStep { cluster: cluster.into(), role, server: server.map(String::from) };
+        let mut s = StepSpec::typed(key, BRING_UP, title, &params).after(after);
+        s.timeout = Duration::from_secs(600);
+        s
+    };
+    let mut previous = "bootstrap".to_string();
+    steps.push(bring_up(previous.clone(), "bootstrap the most advanced node".into(), Role::Bootstrap, None, "choose"));
     for s in servers {
-        let mut join = StepSpec::new(
-            format!("join@{}", s.name),
-            BRING_UP,
-            format!("start {} and join", s.name),
-            json!({ "cluster": cluster, "server": s.name, "role": "join" }),
-        )
-        .after(&previous);
-        join.timeout = Duration::from_secs(600);
+        let n = &s.name;
+        let join = bring_up(format!("join@{n}"), format!("start {n} and join"), Role::Join, Some(n), &previous);
         previous = join.key.clone();
         steps.push(join);
     }
-    steps.push(StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster })).after(previous));
+    steps.push(steps::ready(cluster).after(previous));
     let verb = if kind == "cluster.recover" { "recover" } else { "start" };
     TaskSpec { kind: kind.into(), title: format!("{verb} {cluster}"), target: cluster.into(), params: json!({ "cluster": cluster }), steps }
-}
-
-struct Stop(StateRef);
-
-#[async_trait]
-impl StepHandler for Stop {
-    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        let r = agent_op(ctx, &host, HostOp::DbStop { id: db_id_of(&t) }).await?;
-        ctx.info(format!("{} stopped", t.server.name)).await;
-        Ok(r.detail)
-    }
-}
-
-struct Position(StateRef);
-
-#[async_trait]
-impl StepHandler for Position {
-    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        let r = agent_op(ctx, &host, HostOp::DbRecover { id: db_id_of(&t) }).await?;
-        let p: RecoveredPosition =
-            serde_json::from_value(r.detail.clone()).map_err(|e| StepError::fatal(format!("unexpected position report: {e}")))?;
-        ctx.info(format!(
-            "{} is at {}:{}{}",
-            t.server.name,
-            p.uuid,
-            p.seqno,
-            if p.safe_to_bootstrap { " (safe to bootstrap)" } else { "" }
-        ))
-        .await;
-        Ok(r.detail)
-    }
-}
-
-/// Picks the bootstrap node from the positions the previous steps read.
-struct Choose(StateRef);
-
-#[async_trait]
-impl StepHandler for Choose {
-    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        let state = self.0.get()?;
-        let cluster: String = param(ctx, "cluster")?;
-        let servers = state.store.cluster_servers(&cluster).await.map_err(|e| StepError::retryable(e.to_string()))?;
-        let mut positions = Vec::new();
-        for s in &servers {
-            let p = ctx.output_of(&format!("position@{}", s.name)).await.and_then(|v| serde_json::from_value::<RecoveredPosition>(v).ok());
-            positions.push((s.name.clone(), p));
-        }
-        let chosen = atoll_engine::recovery::choose_bootstrap(&positions).map_err(|e| StepError::fatal(e.to_string()))?;
-        ctx.info(format!("{chosen} has the most advanced position; it bootstraps")).await;
-        Ok(
-            json!({ "bootstrap": chosen, "positions": positions.iter().map(|(n, p)| json!({ "server": n, "position": p })).collect::<Vec<_>>() }),
-        )
-    }
-}
-
-/// Starts the chosen node as a new primary component, or joins another
-/// node to it, and waits until it is Synced.
-struct BringUp(StateRef);
-
-#[async_trait]
-impl StepHandler for BringUp {
-    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        let state = self.0.get()?;
-        let chosen: String = ctx
-            .output_of("choose")
-            .await
-            .and_then(|o| o["bootstrap"].as_str().map(String::from))
-            .ok_or_else(|| StepError::fatal("no bootstrap node was chosen"))?;
-        let role: String = param(ctx, "role")?;
-        let server = if role == "bootstrap" { chosen.clone() } else { param(ctx, "server")? };
-        if role == "join" && server == chosen {
-            ctx.info(format!("{server} bootstrapped the cluster; nothing to do")).await;
-            return Ok(json!({ "skipped": true }));
-        }
-        let t = super::steps::target_named(state, &param::<String>(ctx, "cluster")?, &server).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        let mode = if role == "bootstrap" { StartMode::Bootstrap } else { StartMode::Join };
-        agent_op(ctx, &host, HostOp::DbStart { id: db_id_of(&t), mode }).await?;
-        ctx.info(format!("{server} started ({mode:?})")).await;
-        wait_until_synced(state, ctx, &t).await
-    }
-}
-
-/// Sets the cluster's status (e.g. `stopped`, so health checks leave it be).
-struct Mark(StateRef);
-
-#[async_trait]
-impl StepHandler for Mark {
-    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        let state = self.0.get()?;
-        let cluster: String = param(ctx, "cluster")?;
-        let status: ClusterStatus = param::<String>(ctx, "status")?.parse().map_err(StepError::fatal)?;
-        state.store.set_cluster_status(&cluster, status, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))?;
-        Ok(json!({ "status": status }))
-    }
-}
-
-pub const PARAMS: &str = "cluster.params";
-pub const SET_GLOBAL: &str = "db.set_global";
-pub const FORGET: &str = "cluster.forget";
-
-pub fn register_more(engine: &mut Engine, state: StateRef) {
-    engine.register(PARAMS, Arc::new(Params(state.clone())));
-    engine.register(SET_GLOBAL, Arc::new(SetGlobal(state.clone())));
-    engine.register(FORGET, Arc::new(Forget(state)));
 }
 
 /// Stop, start (joining), wait: one server at a time, so the others keep
 /// a primary component and keep accepting writes. The `writer` goes last,
 /// after a planned move of the writes to the first server restarted, so
 /// proxies hold new writes instead of losing the writer under them.
-pub(crate) fn rolling(
+pub fn rolling(
     cluster: &str,
     servers: &[DbServerRecord],
     writer: Option<&str>,
@@ -228,14 +151,13 @@ pub(crate) fn rolling(
     order.extend(servers.iter().filter(|s| Some(s.name.as_str()) == writer));
     let mut previous: Option<String> = None;
     for (i, s) in order.into_iter().enumerate() {
-        let p = json!({ "cluster": cluster, "server": s.name });
-        let mut stop = StepSpec::new(format!("stop@{}", s.name), STOP, format!("stop {}", s.name), p.clone());
-        stop.timeout = Duration::from_secs(300);
+        let n = &s.name;
+        let mut stop = stop(cluster, n, format!("stop {n}"));
         if i == 0 {
             stop.deps.extend(after.iter().cloned());
         }
-        if let (Some(to), true) = (&moves, Some(s.name.as_str()) == writer) {
-            let mut mv = super::servers::move_writer(cluster, to);
+        if let (Some(to), true) = (&moves, Some(n.as_str()) == writer) {
+            let mut mv = writer::move_writer_first(cluster, to);
             if let Some(prev) = &previous {
                 mv = mv.after(prev);
             }
@@ -245,17 +167,8 @@ pub(crate) fn rolling(
         if let Some(prev) = &previous {
             stop = stop.after(prev);
         }
-        let mut start = StepSpec::new(
-            format!("start@{}", s.name),
-            super::steps::START,
-            format!("start {} and rejoin", s.name),
-            json!({ "cluster": cluster, "server": s.name, "mode": "join" }),
-        )
-        .after(&stop.key);
-        start.timeout = Duration::from_secs(60);
-        let mut wait =
-            StepSpec::new(format!("wait@{}", s.name), super::steps::WAIT, format!("wait until {} is synced", s.name), p).after(&start.key);
-        wait.timeout = Duration::from_secs(600);
+        let start = steps::start(cluster, n, format!("start@{n}"), format!("start {n} and rejoin"), StartMode::Join).after(&stop.key);
+        let wait = steps::wait(cluster, n).after(&start.key);
         previous = Some(wait.key.clone());
         steps.extend([stop, start, wait]);
     }
@@ -265,7 +178,7 @@ pub(crate) fn rolling(
 pub fn restart_task(cluster: &str, servers: &[DbServerRecord], writer: Option<&str>) -> TaskSpec {
     let mut steps = Vec::new();
     let last = rolling(cluster, servers, writer, Vec::new(), &mut steps);
-    let mut ready = StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster }));
+    let mut ready = steps::ready(cluster);
     if let Some(l) = last {
         ready = ready.after(l);
     }
@@ -286,23 +199,15 @@ pub fn set_params_task(
     cluster: &str,
     servers: &[DbServerRecord],
     writer: Option<&str>,
-    old: &Value,
-    new: &Value,
-    changed: &Value,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    changed: &BTreeMap<String, String>,
     restart: bool,
 ) -> TaskSpec {
-    let mut steps =
-        vec![StepSpec::new("params", PARAMS, "record the new parameters", json!({ "cluster": cluster, "old": old, "new": new }))];
+    let record = ParamsStep { cluster: cluster.into(), old: old.clone(), new: new.clone() };
+    let mut steps = vec![StepSpec::typed("params", PARAMS, "record the new parameters", &record)];
     for s in servers {
-        steps.push(
-            StepSpec::new(
-                format!("define@{}", s.name),
-                super::steps::DEFINE,
-                format!("rewrite {}'s config", s.name),
-                json!({ "cluster": cluster, "server": s.name, "existing": true }),
-            )
-            .after("params"),
-        );
+        steps.push(steps::define(cluster, s, format!("define@{}", s.name), format!("rewrite {}'s config", s.name), true).after("params"));
     }
     let defined: Vec<String> = servers.iter().map(|s| format!("define@{}", s.name)).collect();
     let last = if restart {
@@ -310,13 +215,9 @@ pub fn set_params_task(
     } else {
         let mut previous: Option<String> = None;
         for s in servers {
-            let mut apply = StepSpec::new(
-                format!("apply@{}", s.name),
-                SET_GLOBAL,
-                format!("apply online on {}", s.name),
-                json!({ "cluster": cluster, "server": s.name, "params": changed }),
-            )
-            .after(format!("define@{}", s.name));
+            let params = SetGlobalStep { cluster: cluster.into(), server: s.name.clone(), params: changed.clone() };
+            let mut apply = StepSpec::typed(format!("apply@{}", s.name), SET_GLOBAL, format!("apply online on {}", s.name), &params)
+                .after(format!("define@{}", s.name));
             if let Some(p) = &previous {
                 apply = apply.after(p);
             }
@@ -325,7 +226,7 @@ pub fn set_params_task(
         }
         previous
     };
-    let mut ready = StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster }));
+    let mut ready = steps::ready(cluster);
     if let Some(l) = last {
         ready = ready.after(l);
     }
@@ -340,22 +241,18 @@ pub fn set_params_task(
     }
 }
 
-pub fn delete_task(cluster: &str, servers: &[DbServerRecord], proxies: &[atoll_store::ProxyRecord], purge: bool) -> TaskSpec {
-    let mut forget = StepSpec::new("forget", FORGET, format!("forget {cluster}"), json!({ "cluster": cluster }));
+pub fn delete_task(cluster: &str, servers: &[DbServerRecord], proxy_records: &[ProxyRecord], purge: bool) -> TaskSpec {
+    let mut forget = StepSpec::typed("forget", FORGET, format!("forget {cluster}"), &ClusterStep { cluster: cluster.into() });
     let mut steps = Vec::new();
-    for p in proxies {
-        let down = super::proxies::down_step(p);
+    for p in proxy_records {
+        let down = proxies::down_step(p);
         forget = forget.after(&down.key);
         steps.push(down);
     }
     for s in servers {
-        let mut remove = StepSpec::new(
-            format!("remove@{}", s.name),
-            super::steps::REMOVE,
-            if purge { format!("stop {} and delete its data", s.name) } else { format!("stop {} (data kept in {})", s.name, s.dir) },
-            json!({ "cluster": cluster, "server": s.name, "purge": purge }),
-        );
-        remove.timeout = Duration::from_secs(300);
+        let title =
+            if purge { format!("stop {} and delete its data", s.name) } else { format!("stop {} (data kept in {})", s.name, s.dir) };
+        let remove = steps::remove(cluster, s, purge, title);
         forget = forget.after(&remove.key);
         steps.push(remove);
     }
@@ -369,92 +266,161 @@ pub fn delete_task(cluster: &str, servers: &[DbServerRecord], proxies: &[atoll_s
     }
 }
 
+pub(crate) struct Stop(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Stop {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let ServerStep { cluster, server } = ctx.params()?;
+        let t = target(state, &cluster, &server).await?;
+        let host = host_by_id(state, t.server.host_id).await?;
+        let r = agent_op(ctx, &host, HostOp::DbStop { id: t.id() }).await?;
+        ctx.info(format!("{server} stopped")).await;
+        Ok(r.detail)
+    }
+}
+
+pub(crate) struct Position(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Position {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let ServerStep { cluster, server } = ctx.params()?;
+        let t = target(state, &cluster, &server).await?;
+        let host = host_by_id(state, t.server.host_id).await?;
+        let r = agent_op(ctx, &host, HostOp::DbRecover { id: t.id() }).await?;
+        let p: RecoveredPosition =
+            serde_json::from_value(r.detail.clone()).map_err(|e| StepError::fatal(format!("unexpected position report: {e}")))?;
+        let safe = if p.safe_to_bootstrap { " (safe to bootstrap)" } else { "" };
+        ctx.info(format!("{server} is at {}:{}{safe}", p.uuid, p.seqno)).await;
+        Ok(r.detail)
+    }
+}
+
+/// Picks the bootstrap node from the positions the previous steps read.
+pub(crate) struct Choose(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Choose {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let ClusterStep { cluster } = ctx.params()?;
+        let servers = state.store.cluster_servers(&cluster).await.map_err(store_err)?;
+        let mut positions = Vec::new();
+        for s in &servers {
+            let p = ctx.output_of(&format!("position@{}", s.name)).await.and_then(|v| serde_json::from_value::<RecoveredPosition>(v).ok());
+            positions.push((s.name.clone(), p));
+        }
+        let chosen = atoll_engine::recovery::choose_bootstrap(&positions).map_err(|e| StepError::fatal(e.to_string()))?;
+        ctx.info(format!("{chosen} has the most advanced position; it bootstraps")).await;
+        let positions: Vec<Value> = positions.iter().map(|(n, p)| json!({ "server": n, "position": p })).collect();
+        Ok(json!({ "bootstrap": chosen, "positions": positions }))
+    }
+}
+
+/// Starts the chosen node as a new primary component, or joins another
+/// node to it, and waits until it is Synced.
+pub(crate) struct BringUp(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for BringUp {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let p: BringUpStep = ctx.params()?;
+        let chosen: String = ctx
+            .output_of("choose")
+            .await
+            .and_then(|o| o["bootstrap"].as_str().map(String::from))
+            .ok_or_else(|| StepError::fatal("no bootstrap node was chosen"))?;
+        let (server, mode) = match (p.role, p.server) {
+            (Role::Bootstrap, _) => (chosen, StartMode::Bootstrap),
+            (Role::Join, Some(s)) if s == chosen => {
+                ctx.info(format!("{s} bootstrapped the cluster; nothing to do")).await;
+                return Ok(json!({ "skipped": true }));
+            }
+            (Role::Join, Some(s)) => (s, StartMode::Join),
+            (Role::Join, None) => return Err(StepError::fatal("a join step names no server")),
+        };
+        let t = target(state, &p.cluster, &server).await?;
+        let host = host_by_id(state, t.server.host_id).await?;
+        agent_op(ctx, &host, HostOp::DbStart { id: t.id(), mode }).await?;
+        ctx.info(format!("{server} started ({mode:?})")).await;
+        wait_until_synced(state, ctx, &t).await
+    }
+}
+
+/// Sets the cluster's status (e.g. `stopped`, so health checks leave it be).
+pub(crate) struct Mark(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Mark {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let MarkStep { cluster, status } = ctx.params()?;
+        state.store.set_cluster_status(&cluster, status, now_ms()).await.map_err(store_err)?;
+        Ok(json!({ "status": status }))
+    }
+}
+
 /// Stores the new parameters; its rollback restores the old ones.
-struct Params(StateRef);
+pub(crate) struct Params(pub(crate) StateRef);
 
 impl Params {
-    async fn set(&self, ctx: &StepContext, which: &str) -> Result<(), StepError> {
+    async fn set(&self, cluster: &str, params: BTreeMap<String, String>) -> Result<(), StepError> {
         let state = self.0.get()?;
-        let cluster: String = param(ctx, "cluster")?;
-        let params: Value = param(ctx, which)?;
-        let c = state
-            .store
-            .get_cluster(&cluster)
-            .await
-            .map_err(|e| StepError::retryable(e.to_string()))?
-            .ok_or_else(|| StepError::fatal("cluster is gone"))?;
-        let mut spec = c.spec.clone();
-        spec["params"] = params;
-        state.store.set_cluster_spec(&cluster, &spec, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))
+        let c = state.store.get_cluster(cluster).await.map_err(store_err)?.ok_or_else(|| StepError::fatal("cluster is gone"))?;
+        let mut spec = c.spec;
+        spec.params = params;
+        state.store.set_cluster_spec(cluster, &spec, now_ms()).await.map_err(store_err)
     }
 }
 
 #[async_trait]
 impl StepHandler for Params {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        self.set(ctx, "new").await?;
+        let p: ParamsStep = ctx.params()?;
+        self.set(&p.cluster, p.new).await?;
         ctx.info("new parameters recorded").await;
         Ok(json!({}))
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
-        self.set(ctx, "old").await?;
+        let p: ParamsStep = ctx.params()?;
+        self.set(&p.cluster, p.old).await?;
         ctx.info("previous parameters restored; roll back the config steps too").await;
         Ok(())
     }
 }
 
 /// Applies dynamic parameters to a running server.
-struct SetGlobal(StateRef);
+pub(crate) struct SetGlobal(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for SetGlobal {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let changed: std::collections::BTreeMap<String, String> = param(ctx, "params")?;
-        // Values were checked against the catalog: no quotes, no separators.
-        let statements: Vec<String> =
-            changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", atoll_engine::params::normalize_key(k), sql_value(v))).collect();
+        let SetGlobalStep { cluster, server, params } = ctx.params()?;
+        let t = target(state, &cluster, &server).await?;
+        let statements = atoll_engine::sql::set_global(&params);
         let host = host_by_id(state, t.server.host_id).await?;
-        agent_op(ctx, &host, HostOp::DbSql { id: db_id_of(&t), statements: statements.clone() }).await?;
-        ctx.info(format!("{}: {}", t.server.name, statements.join("; "))).await;
+        agent_op(ctx, &host, HostOp::DbSql { id: t.id(), statements: statements.clone() }).await?;
+        ctx.info(format!("{server}: {}", statements.join("; "))).await;
         Ok(json!({ "statements": statements }))
     }
 }
 
-/// Numbers and ON/OFF go as they are; anything else as a quoted string
-/// (validated values never contain quotes).
-fn sql_value(v: &str) -> String {
-    let bare = v.chars().all(|c| c.is_ascii_digit()) || matches!(v.to_ascii_uppercase().as_str(), "ON" | "OFF");
-    match atoll_engine::params::parse_size(v) {
-        Some(n) if !bare => n.to_string(),
-        _ if bare => v.to_string(),
-        _ => format!("'{v}'"),
-    }
-}
-
 /// Deletes the cluster from MetaDB once its servers are removed.
-struct Forget(StateRef);
+pub(crate) struct Forget(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Forget {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let cluster: String = param(ctx, "cluster")?;
-        let gone = state.store.delete_cluster(&cluster).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        let ClusterStep { cluster } = ctx.params()?;
+        let gone = state.store.delete_cluster(&cluster).await.map_err(store_err)?;
         ctx.info(if gone { format!("cluster {cluster} deleted") } else { format!("cluster {cluster} was already gone") }).await;
         Ok(json!({ "deleted": gone }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sql_values() {
-        assert_eq!(super::sql_value("500"), "500");
-        assert_eq!(super::sql_value("ON"), "ON");
-        assert_eq!(super::sql_value("128M"), "134217728");
-        assert_eq!(super::sql_value("STRICT_TRANS_TABLES"), "'STRICT_TRANS_TABLES'");
     }
 }

@@ -3,28 +3,37 @@
 //! cluster is ready and removed with the cluster.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atoll_api::agent::HostOp;
 use atoll_api::proxy::{ProxyDef, ProxyReport, ProxyState};
 use atoll_api::v1::ProxyView;
-use atoll_core::{ClusterSpec, HostId};
+use atoll_core::time::now_ms;
+use atoll_core::{ClusterSpec, DbId, HostId};
 use atoll_store::{DbServerRecord, ProxyRecord};
-use atoll_tasks::{Engine, StepContext, StepError, StepHandler, StepSpec};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::SealedSecrets;
+use super::secrets::SealedSecrets;
 use crate::state::AppState;
-use crate::steps::{StateRef, agent_op, host_by_id, param};
+use crate::step_kit::{StateRef, agent_op, host_by_id, pause, store_err};
 
 pub const UP: &str = "proxy.up";
 pub const DOWN: &str = "proxy.down";
 
-pub fn register(engine: &mut Engine, state: StateRef) {
-    engine.register(UP, Arc::new(Up(state.clone())));
-    engine.register(DOWN, Arc::new(Down(state)));
+/// `proxy.up` and `proxy.down`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProxyStep {
+    cluster: String,
+    proxy: String,
+}
+
+impl ProxyStep {
+    fn of(p: &ProxyRecord) -> Self {
+        Self { cluster: p.cluster.clone(), proxy: p.name.clone() }
+    }
 }
 
 /// Where the proxies of a validated cluster go: the first server's host in
@@ -55,18 +64,14 @@ pub fn place(spec: &ClusterSpec, servers: &[DbServerRecord]) -> Vec<ProxyRecord>
 }
 
 pub fn up_step(p: &ProxyRecord) -> StepSpec {
-    let mut s = StepSpec::new(
-        format!("proxy@{}", p.zone),
-        UP,
-        format!("start proxy {} on {}:{}", p.name, p.address, p.rw_port),
-        json!({ "cluster": p.cluster, "proxy": p.name }),
-    );
+    let title = format!("start proxy {} on {}:{}", p.name, p.address, p.rw_port);
+    let mut s = StepSpec::typed(format!("proxy@{}", p.zone), UP, title, &ProxyStep::of(p));
     s.timeout = Duration::from_secs(60);
     s
 }
 
 pub fn down_step(p: &ProxyRecord) -> StepSpec {
-    StepSpec::new(format!("unproxy@{}", p.zone), DOWN, format!("stop proxy {}", p.name), json!({ "cluster": p.cluster, "proxy": p.name }))
+    StepSpec::typed(format!("unproxy@{}", p.zone), DOWN, format!("stop proxy {}", p.name), &ProxyStep::of(p))
 }
 
 pub fn view(p: &ProxyRecord, hosts: &BTreeMap<HostId, String>, fresh_after: atoll_core::UnixMs) -> ProxyView {
@@ -91,18 +96,17 @@ pub fn view(p: &ProxyRecord, hosts: &BTreeMap<HostId, String>, fresh_after: atol
 }
 
 async fn find(state: &AppState, ctx: &StepContext) -> Result<ProxyRecord, StepError> {
-    let cluster: String = param(ctx, "cluster")?;
-    let name: String = param(ctx, "proxy")?;
-    let all = state.store.cluster_proxies(&cluster).await.map_err(|e| StepError::retryable(e.to_string()))?;
-    all.into_iter().find(|p| p.name == name).ok_or_else(|| StepError::fatal(format!("cluster {cluster} has no proxy {name}")))
+    let ProxyStep { cluster, proxy } = ctx.params()?;
+    let all = state.store.cluster_proxies(&cluster).await.map_err(store_err)?;
+    all.into_iter().find(|p| p.name == proxy).ok_or_else(|| StepError::fatal(format!("cluster {cluster} has no proxy {proxy}")))
 }
 
-fn id(p: &ProxyRecord) -> String {
-    format!("{}/{}", p.cluster, p.name)
+fn id(p: &ProxyRecord) -> DbId {
+    DbId::new(&p.cluster, &p.name)
 }
 
 /// Starts the proxy and waits until its agent reports it serving.
-struct Up(StateRef);
+pub(crate) struct Up(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Up {
@@ -113,13 +117,10 @@ impl StepHandler for Up {
             .store
             .get_cluster(&p.cluster)
             .await
-            .map_err(|e| StepError::retryable(e.to_string()))?
+            .map_err(store_err)?
             .ok_or_else(|| StepError::fatal(format!("cluster {} no longer exists", p.cluster)))?;
         let sealed = SealedSecrets::of(&c).map_err(|e| StepError::fatal(e.to_string()))?;
-        let token = sealed
-            .proxy_token
-            .ok_or_else(|| StepError::fatal(format!("cluster {} was made before proxies existed and has no proxy token", p.cluster)))?;
-        let token = state.secrets.open(&token).map_err(|e| StepError::fatal(e.to_string()))?;
+        let token = sealed.proxy_token(state, &c.name).map_err(|e| StepError::fatal(e.to_string()))?;
         let def = ProxyDef {
             id: id(&p),
             cluster: p.cluster.clone(),
@@ -134,7 +135,7 @@ impl StepHandler for Up {
         agent_op(ctx, &host, HostOp::ProxyStart { proxy: def }).await?;
         // Serving means its own status answers: the agent reports that with
         // its next heartbeat.
-        let since = crate::state::now_ms();
+        let since = now_ms();
         loop {
             let now = find(state, ctx).await?;
             let report: Option<ProxyReport> = now.status.and_then(|v| serde_json::from_value(v).ok());
@@ -147,10 +148,7 @@ impl StepHandler for Up {
                 .await;
                 return Ok(json!({ "pid": r.pid }));
             }
-            if ctx.cancel.is_cancelled() {
-                return Err(StepError::retryable("stopped while waiting"));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            pause(ctx, Duration::from_millis(250)).await?;
         }
     }
 
@@ -167,7 +165,7 @@ async fn remove(state: &AppState, ctx: &StepContext) -> Result<Value, StepError>
     Ok(r.detail)
 }
 
-struct Down(StateRef);
+pub(crate) struct Down(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Down {

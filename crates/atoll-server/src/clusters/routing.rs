@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use atoll_api::routing::{Backend, RoutingTable};
 use atoll_core::routing::{next_writer, preference_order};
+use atoll_core::time::now_ms;
 use atoll_store::{ClusterRecord, DbServerRecord, RoutingRecord};
 use serde_json::json;
 
-use crate::clusters::{self, MONITOR_USER, SealedSecrets};
-use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, now_ms};
+use super::secrets::{MONITOR_USER, SealedSecrets};
+use super::status::{is_live, server_state};
+use crate::error::ApiResult;
+use crate::state::AppState;
 
 /// The longest a routing request waits for a change.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -34,11 +36,10 @@ pub async fn table(state: &AppState, c: &ClusterRecord, servers: &[DbServerRecor
             zone: s.zone.clone(),
             address: s.address.clone(),
             port: s.ports.sql,
-            state: clusters::server_state(state, s).0,
+            state: server_state(state, s).0,
         })
         .collect();
-    let sealed = SealedSecrets::of(c)?;
-    let monitor_password = state.secrets.open(&sealed.monitor_password).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let monitor_password = SealedSecrets::of(c)?.monitor(state)?;
     let mut t = RoutingTable {
         cluster: c.name.clone(),
         version: String::new(),
@@ -64,7 +65,7 @@ fn version(t: &RoutingTable) -> String {
 /// cluster that has none. Compare-and-set in MetaDB, so when several
 /// servers see the same report only one of them moves it.
 pub async fn failover(state: &AppState, c: &ClusterRecord) -> anyhow::Result<()> {
-    if !clusters::is_live(c.status) {
+    if !is_live(c.status) {
         return Ok(());
     }
     let servers = state.store.cluster_servers(&c.name).await?;
@@ -72,8 +73,7 @@ pub async fn failover(state: &AppState, c: &ClusterRecord) -> anyhow::Result<()>
     if current.as_ref().is_some_and(|r| r.moving_to.is_some()) {
         return Ok(()); // a planned move owns the writer until it ends
     }
-    let states: Vec<(&str, atoll_core::ServerState)> =
-        servers.iter().map(|s| (s.name.as_str(), clusters::server_state(state, s).0)).collect();
+    let states: Vec<(&str, atoll_core::ServerState)> = servers.iter().map(|s| (s.name.as_str(), server_state(state, s).0)).collect();
     let writer = current.as_ref().and_then(|r| r.writer.as_deref());
     let next = next_writer(writer, &states);
     if next == writer {

@@ -5,19 +5,24 @@
 //! the membership, and moving the writer off a server before it goes down
 //! so proxies hold new read-write connections instead of failing them.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use atoll_core::ServerSpec;
-use atoll_store::{DbServerRecord, ProxyRecord};
-use atoll_tasks::{Engine, StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use atoll_api::db::StartMode;
+use atoll_core::time::now_ms;
+use atoll_core::{ServerSpec, ServerState};
+use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::operate::{STOP, rolling};
-use super::steps::{DEFINE, REMOVE, START, wait};
-use crate::state::{AppState, now_ms};
-use crate::steps::{StateRef, param};
+use super::operate::{self, rolling};
+use super::status::server_state;
+use super::steps::{self, wait};
+use super::{proxies, routing, writer};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::step_kit::{StateRef, store_err};
 
 /// Admits a new server: its row is written when the request is accepted;
 /// rolling the task back deletes it again.
@@ -27,10 +32,20 @@ pub const RECORD: &str = "cluster.record_server";
 /// Deletes a removed server from MetaDB and the stored spec.
 pub const FORGET_SERVER: &str = "cluster.forget_server";
 
-pub fn register(engine: &mut Engine, state: StateRef) {
-    engine.register(ADMIT, Arc::new(Member(state.clone(), Op::Admit)));
-    engine.register(RECORD, Arc::new(Member(state.clone(), Op::Record)));
-    engine.register(FORGET_SERVER, Arc::new(Member(state, Op::Forget)));
+/// `cluster.admit_server`, `cluster.record_server` (with the server's
+/// `spec`) and `cluster.forget_server`.
+#[derive(Debug, Serialize, Deserialize)]
+struct MemberStep {
+    cluster: String,
+    server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<ServerSpec>,
+}
+
+impl MemberStep {
+    fn new(cluster: &str, server: &str) -> Self {
+        Self { cluster: cluster.into(), server: server.into(), spec: None }
+    }
 }
 
 /// What to do with one server.
@@ -51,16 +66,70 @@ impl Action {
     }
 }
 
-/// The planned writer move that runs before its server goes down.
-pub(crate) fn move_writer(cluster: &str, to: &str) -> StepSpec {
-    let mut s = StepSpec::new(
-        "move-writer",
-        super::writer::MOVE,
-        format!("move {cluster}'s writer to {to} first"),
-        json!({ "cluster": cluster, "server": to }),
-    );
-    s.timeout = Duration::from_secs(120);
-    s
+/// The server a request names, or a 404 listing the cluster's servers.
+pub fn find<'a>(cluster: &str, servers: &'a [DbServerRecord], server: &str) -> ApiResult<&'a DbServerRecord> {
+    servers.iter().find(|s| s.name == server).ok_or_else(|| {
+        let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+        ApiError::NotFound(format!("cluster {cluster} has no server {server:?}; its servers are {}", names.join(", ")))
+    })
+}
+
+/// Refuses when taking `server` out (stopped, restarted or removed) would
+/// leave fewer than a majority of the cluster's servers running: the
+/// primary component would be lost and writes would stop everywhere.
+pub fn ensure_majority(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str, total: usize, force: bool) -> ApiResult<()> {
+    let running: Vec<&str> =
+        servers.iter().filter(|s| s.name != server && server_state(state, s).0.in_primary()).map(|s| s.name.as_str()).collect();
+    if running.len() * 2 <= total && !force {
+        return Err(ApiError::Conflict(format!(
+            "without {server}, {} of {name}'s {total} servers would be running ({}): no majority, so the cluster would stop taking writes; \
+             start the others first, or pass --force",
+            running.len(),
+            if running.is_empty() { "none".to_string() } else { running.join(", ") }
+        )));
+    }
+    Ok(())
+}
+
+/// The synced server that takes the writes when `server`, the writer,
+/// goes down: the next in preference order. `None` when `server` is not
+/// the writer.
+pub async fn writer_after(state: &AppState, name: &str, servers: &[DbServerRecord], server: &str) -> ApiResult<Option<String>> {
+    let routing = state.store.get_routing(name).await?.unwrap_or_default();
+    if routing.writer.as_deref() != Some(server) && routing.moving_to.as_deref() != Some(server) {
+        return Ok(None);
+    }
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let synced = |n: &str| servers.iter().any(|s| s.name == n && server_state(state, s).0 == ServerState::Synced);
+    match atoll_core::routing::preference_order(Some(server), &names).into_iter().find(|n| *n != server && synced(n)) {
+        Some(next) => Ok(Some(next.to_string())),
+        None => Err(ApiError::Conflict(format!(
+            "{server} is {name}'s writer and no other server is synced to take the writes; start another server first"
+        ))),
+    }
+}
+
+/// Refuses a removal that would leave the cluster below three servers or
+/// three zones (unless it allows a single zone), without `force`.
+pub fn ensure_removable(c: &ClusterRecord, server: &str, remaining: &[DbServerRecord], force: bool) -> ApiResult<()> {
+    if force {
+        return Ok(());
+    }
+    let name = &c.name;
+    if remaining.len() < 3 {
+        return Err(ApiError::Conflict(format!(
+            "removing {server} leaves {name} with {} server(s); an HA cluster keeps at least 3 (pass --force to go below)",
+            remaining.len()
+        )));
+    }
+    let zones: BTreeSet<&str> = remaining.iter().map(|s| s.zone.as_str()).collect();
+    if zones.len() < 3 && !c.spec.allow_single_zone {
+        return Err(ApiError::Conflict(format!(
+            "removing {server} leaves {name} in {} zone(s); an HA cluster keeps at least 3 so that losing one keeps a majority (pass --force to go below)",
+            zones.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Stops, starts (rejoining by IST, then waiting for Synced) or restarts
@@ -68,24 +137,16 @@ pub(crate) fn move_writer(cluster: &str, to: &str) -> StepSpec {
 /// this one is the writer.
 pub fn server_task(cluster: &str, server: &DbServerRecord, action: Action, move_to: Option<&str>) -> TaskSpec {
     let n = &server.name;
-    let mut steps: Vec<StepSpec> = move_to.map(|to| move_writer(cluster, to)).into_iter().collect();
+    let mut steps: Vec<StepSpec> = move_to.map(|to| writer::move_writer_first(cluster, to)).into_iter().collect();
     let after: Vec<String> = steps.iter().map(|s| s.key.clone()).collect();
     match action {
         Action::Stop => {
-            let mut stop = StepSpec::new(format!("stop@{n}"), STOP, format!("stop {n}"), json!({ "cluster": cluster, "server": n }));
-            stop.timeout = Duration::from_secs(300);
+            let mut stop = operate::stop(cluster, n, format!("stop {n}"));
             stop.deps = after;
             steps.push(stop);
         }
         Action::Start => {
-            let mut start = StepSpec::new(
-                format!("start@{n}"),
-                START,
-                format!("start {n} and rejoin"),
-                json!({ "cluster": cluster, "server": n, "mode": "join" }),
-            );
-            start.timeout = Duration::from_secs(60);
-            steps.push(start);
+            steps.push(steps::start(cluster, n, format!("start@{n}"), format!("start {n} and rejoin"), StartMode::Join));
             steps.push(wait(cluster, n).after(format!("start@{n}")));
         }
         Action::Restart => {
@@ -106,15 +167,8 @@ pub fn server_task(cluster: &str, server: &DbServerRecord, action: Action, move_
 /// `wsrep_cluster_address` and its agent evicts the right peers.
 fn redefine(cluster: &str, members: &[DbServerRecord], after: &str, steps: &mut Vec<StepSpec>) {
     for m in members {
-        steps.push(
-            StepSpec::new(
-                format!("redefine@{}", m.name),
-                DEFINE,
-                format!("rewrite {}'s config for the new membership (no restart)", m.name),
-                json!({ "cluster": cluster, "server": m.name, "existing": true }),
-            )
-            .after(after),
-        );
+        let title = format!("rewrite {}'s config for the new membership (no restart)", m.name);
+        steps.push(steps::define(cluster, m, format!("redefine@{}", m.name), title, true).after(after));
     }
 }
 
@@ -122,40 +176,34 @@ fn redefine(cluster: &str, members: &[DbServerRecord], after: &str, steps: &mut 
 /// transfer and is waited for until Synced before the next, so donors stay
 /// available; then every old member's config learns the new ones and the
 /// new zones' proxies start.
-pub fn add_task(cluster: &str, existing: &[DbServerRecord], added: &[(DbServerRecord, ServerSpec)], proxies: &[ProxyRecord]) -> TaskSpec {
+pub fn add_task(
+    cluster: &str,
+    existing: &[DbServerRecord],
+    added: &[(DbServerRecord, ServerSpec)],
+    zone_proxies: &[ProxyRecord],
+) -> TaskSpec {
     let mut steps = Vec::new();
     let mut previous: Option<String> = None;
     for (s, spec) in added {
         let n = &s.name;
-        let p = json!({ "cluster": cluster, "server": n });
-        let mut admit = StepSpec::new(format!("admit@{n}"), ADMIT, format!("admit {n} on {}", s.address), p.clone());
+        let mut admit = StepSpec::typed(format!("admit@{n}"), ADMIT, format!("admit {n} on {}", s.address), &MemberStep::new(cluster, n));
         if let Some(prev) = &previous {
             admit = admit.after(prev);
         }
         let define =
-            StepSpec::new(format!("define@{n}"), DEFINE, format!("write {n}'s config on {}", s.address), p.clone()).after(&admit.key);
-        let mut join = StepSpec::new(
-            format!("join@{n}"),
-            START,
-            format!("start {n} and join the cluster (full state transfer)"),
-            json!({ "cluster": cluster, "server": n, "mode": "join" }),
-        )
-        .after(&define.key);
-        join.timeout = Duration::from_secs(60);
+            steps::define(cluster, s, format!("define@{n}"), format!("write {n}'s config on {}", s.address), false).after(&admit.key);
+        let join =
+            steps::start(cluster, n, format!("join@{n}"), format!("start {n} and join the cluster (full state transfer)"), StartMode::Join)
+                .after(&define.key);
         let synced = wait(cluster, n).after(&join.key);
-        let record = StepSpec::new(
-            format!("record@{n}"),
-            RECORD,
-            format!("record {n} in {cluster}'s spec"),
-            json!({ "cluster": cluster, "server": n, "spec": spec }),
-        )
-        .after(&synced.key);
+        let params = MemberStep { spec: Some(spec.clone()), ..MemberStep::new(cluster, n) };
+        let record = StepSpec::typed(format!("record@{n}"), RECORD, format!("record {n} in {cluster}'s spec"), &params).after(&synced.key);
         previous = Some(record.key.clone());
         steps.extend([admit, define, join, synced, record]);
     }
     if let Some(last) = &previous {
         redefine(cluster, existing, last, &mut steps);
-        steps.extend(proxies.iter().map(|p| super::proxies::up_step(p).after(last)));
+        steps.extend(zone_proxies.iter().map(|p| proxies::up_step(p).after(last)));
     }
     let names: Vec<&str> = added.iter().map(|(s, _)| s.name.as_str()).collect();
     TaskSpec {
@@ -180,25 +228,18 @@ pub fn remove_task(
     purge: bool,
 ) -> TaskSpec {
     let n = &server.name;
-    let p = json!({ "cluster": cluster, "server": n });
-    let mut steps: Vec<StepSpec> = move_to.map(|to| move_writer(cluster, to)).into_iter().collect();
+    let mut steps: Vec<StepSpec> = move_to.map(|to| writer::move_writer_first(cluster, to)).into_iter().collect();
     if let Some(proxy) = zone_proxy {
-        let mut down = super::proxies::down_step(proxy);
+        let mut down = proxies::down_step(proxy);
         down.deps = steps.iter().map(|s| s.key.clone()).collect();
         steps.push(down);
     }
-    let mut stop = StepSpec::new(format!("stop@{n}"), STOP, format!("stop {n}"), p.clone());
-    stop.timeout = Duration::from_secs(300);
+    let mut stop = operate::stop(cluster, n, format!("stop {n}"));
     stop.deps = steps.iter().map(|s| s.key.clone()).collect();
-    let mut remove = StepSpec::new(
-        format!("remove@{n}"),
-        REMOVE,
-        if purge { format!("remove {n} and delete its data") } else { format!("remove {n} (data kept in {})", server.dir) },
-        json!({ "cluster": cluster, "server": n, "purge": purge }),
-    )
-    .after(&stop.key);
-    remove.timeout = Duration::from_secs(300);
-    let forget = StepSpec::new(format!("forget@{n}"), FORGET_SERVER, format!("forget {n}"), p).after(&remove.key);
+    let title = if purge { format!("remove {n} and delete its data") } else { format!("remove {n} (data kept in {})", server.dir) };
+    let remove = steps::remove(cluster, server, purge, title).after(&stop.key);
+    let forget =
+        StepSpec::typed(format!("forget@{n}"), FORGET_SERVER, format!("forget {n}"), &MemberStep::new(cluster, n)).after(&remove.key);
     let forget_key = forget.key.clone();
     steps.extend([stop, remove, forget]);
     redefine(cluster, remaining, &forget_key, &mut steps);
@@ -212,38 +253,32 @@ pub fn remove_task(
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     Admit,
     Record,
     Forget,
 }
 
-struct Member(StateRef, Op);
-
-fn store_err(e: atoll_store::StoreError) -> StepError {
-    StepError::retryable(e.to_string())
-}
+pub(crate) struct Member(pub(crate) StateRef, pub(crate) Op);
 
 /// Edits the stored spec's server list: drops `name`, then adds `add`.
 async fn edit_spec(state: &AppState, cluster: &str, name: &str, add: Option<&ServerSpec>) -> Result<(), StepError> {
     let Some(c) = state.store.get_cluster(cluster).await.map_err(store_err)? else { return Ok(()) };
-    let mut spec = c.spec.clone();
-    let mut servers: Vec<Value> = spec["servers"].as_array().cloned().unwrap_or_default();
-    servers.retain(|s| s["name"].as_str() != Some(name));
-    if let Some(a) = add {
-        servers.push(serde_json::to_value(a).map_err(|e| StepError::fatal(e.to_string()))?);
-    }
-    if spec.get("servers").and_then(Value::as_array) == Some(&servers) {
+    let mut spec = c.spec;
+    let mut servers = spec.servers.clone();
+    servers.retain(|s| s.name != name);
+    servers.extend(add.cloned());
+    if servers == spec.servers {
         return Ok(());
     }
-    spec["servers"] = Value::Array(servers);
+    spec.servers = servers;
     state.store.set_cluster_spec(cluster, &spec, now_ms()).await.map_err(store_err)
 }
 
 async fn forget(state: &AppState, cluster: &str, name: &str) -> Result<bool, StepError> {
     edit_spec(state, cluster, name, None).await?;
     let gone = state.store.remove_db_server(cluster, name).await.map_err(store_err)?;
-    crate::routing::changed(state);
+    routing::changed(state);
     Ok(gone)
 }
 
@@ -251,12 +286,11 @@ async fn forget(state: &AppState, cluster: &str, name: &str) -> Result<bool, Ste
 impl StepHandler for Member {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let cluster: String = param(ctx, "cluster")?;
-        let name: String = param(ctx, "server")?;
+        let MemberStep { cluster, server: name, spec } = ctx.params()?;
         match self.1 {
             Op::Admit => ctx.info(format!("{name} is recorded in MetaDB")).await,
             Op::Record => {
-                let spec: ServerSpec = param(ctx, "spec")?;
+                let spec = spec.ok_or_else(|| StepError::fatal(format!("the step recording {name} carries no server spec")))?;
                 edit_spec(state, &cluster, &name, Some(&spec)).await?;
                 ctx.info(format!("{name} is part of {cluster}'s spec")).await;
             }
@@ -270,8 +304,7 @@ impl StepHandler for Member {
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
         let state = self.0.get()?;
-        let cluster: String = param(ctx, "cluster")?;
-        let name: String = param(ctx, "server")?;
+        let MemberStep { cluster, server: name, .. } = ctx.params()?;
         match self.1 {
             Op::Admit => {
                 forget(state, &cluster, &name).await?;
@@ -316,7 +349,7 @@ mod tests {
     #[test]
     fn a_rolling_restart_takes_the_writer_last_after_moving_its_writes() {
         let all = [server(1), server(2), server(3)];
-        let t = crate::clusters::operate::restart_task("c", &all, Some("c-2"));
+        let t = operate::restart_task("c", &all, Some("c-2"));
         let keys: Vec<&str> = t.steps.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -337,7 +370,7 @@ mod tests {
         assert_eq!(deps(&t, "move-writer"), ["wait@c-3"]);
         assert_eq!(deps(&t, "stop@c-2"), ["move-writer"]);
         assert_eq!(t.steps[6].params["server"], "c-1", "to the first server restarted");
-        let plain = crate::clusters::operate::restart_task("c", &all, None);
+        let plain = operate::restart_task("c", &all, None);
         assert!(plain.steps.iter().all(|s| s.key != "move-writer"));
     }
 

@@ -1,21 +1,24 @@
-//! The steps that make and operate a cluster. Each acts through one host's
-//! agent with a journaled operation, so a step resumed after a server died
-//! does not act twice; waits are observations and may simply run again.
+//! The steps that make a cluster's servers, and the create task built from
+//! them. Each acts through one host's agent with a journaled operation, so
+//! a step resumed after a server died does not act twice; waits are
+//! observations and may simply run again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atoll_api::agent::HostOp;
 use atoll_api::db::{DbCredentials, DbServerDef, DbServerStatus, StartMode};
-use atoll_core::{ClusterSpec, ClusterStatus, ServerState};
-use atoll_store::{ClusterRecord, DbServerRecord};
-use atoll_tasks::{Engine, StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use atoll_core::time::now_ms;
+use atoll_core::{ClusterSpec, ClusterStatus, DbId, ServerState};
+use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ADMIN_USER, MONITOR_USER, SealedSecrets};
-use crate::state::{AppState, now_ms};
-use crate::steps::{StateRef, agent_op, host_by_id, param};
+use super::secrets::{ADMIN_USER, MONITOR_USER, SealedSecrets};
+use super::{builds, proxies, routing, status};
+use crate::state::AppState;
+use crate::step_kit::{StateRef, agent_op, host_by_id, pause, store_err};
 
 pub const RESERVE: &str = "cluster.reserve";
 pub const DEFINE: &str = "db.define";
@@ -26,93 +29,68 @@ pub const ACCOUNTS: &str = "db.accounts";
 pub const READY: &str = "cluster.ready";
 pub const REMOVE: &str = "db.remove";
 
-pub fn register(engine: &mut Engine, state: StateRef) {
-    engine.register(RESERVE, Arc::new(Reserve(state.clone())));
-    engine.register(DEFINE, Arc::new(Define(state.clone())));
-    engine.register(INIT, Arc::new(Init(state.clone())));
-    engine.register(START, Arc::new(Start(state.clone())));
-    engine.register(WAIT, Arc::new(WaitSynced(state.clone())));
-    engine.register(ACCOUNTS, Arc::new(Accounts(state.clone())));
-    engine.register(READY, Arc::new(Ready(state.clone())));
-    engine.register(REMOVE, Arc::new(Remove(state.clone())));
-    super::operate::register(engine, state.clone());
-    super::operate::register_more(engine, state.clone());
-    super::writer::register(engine, state.clone());
-    super::servers::register(engine, state.clone());
-    super::proxies::register(engine, state);
+/// The parameters of a step on the cluster as a whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStep {
+    pub cluster: String,
 }
 
-/// The create task: define every server (in parallel), bootstrap the first,
-/// create the accounts, then join the others one at a time (each joiner
-/// takes a full state transfer from a donor; one at a time keeps donors
-/// available to clients), and mark the cluster ready.
-pub fn create_task(cluster: &str, servers: &[DbServerRecord], proxies: &[atoll_store::ProxyRecord]) -> TaskSpec {
-    let p = |s: &DbServerRecord| json!({ "cluster": cluster, "server": s.name });
-    let mut steps = vec![StepSpec::new("reserve", RESERVE, format!("reserve the name {cluster}"), json!({ "cluster": cluster }))];
-    for s in servers {
-        steps.push(
-            StepSpec::new(format!("define@{}", s.name), DEFINE, format!("write {}'s config on {}", s.name, s.address), p(s))
-                .after("reserve"),
-        );
-    }
-    let Some(first) = servers.first() else {
-        return TaskSpec {
-            kind: "cluster.create".into(),
-            title: format!("create {cluster}"),
-            target: cluster.into(),
-            params: json!({}),
-            steps,
-        };
-    };
-    let f = &first.name;
-    steps.push(StepSpec::new(format!("init@{f}"), INIT, format!("initialise {f}'s data directory"), p(first)).after(format!("define@{f}")));
-    let mut start = StepSpec::new(
-        format!("bootstrap@{f}"),
-        START,
-        format!("bootstrap the cluster on {f}"),
-        json!({ "cluster": cluster, "server": f, "mode": "bootstrap" }),
-    )
-    .after(format!("init@{f}"));
-    start.timeout = Duration::from_secs(60);
-    steps.push(start);
-    steps.push(wait(cluster, f).after(format!("bootstrap@{f}")));
-    steps.push(
-        StepSpec::new(format!("accounts@{f}"), ACCOUNTS, "create the admin and monitor accounts", p(first)).after(format!("wait@{f}")),
-    );
-    let mut previous = format!("accounts@{f}");
-    for s in &servers[1..] {
-        let n = &s.name;
-        let mut join = StepSpec::new(
-            format!("join@{n}"),
-            START,
-            format!("start {n} and join the cluster"),
-            json!({ "cluster": cluster, "server": n, "mode": "join" }),
-        )
-        .after(format!("define@{n}"))
-        .after(previous.clone());
-        join.timeout = Duration::from_secs(60);
-        steps.push(join);
-        steps.push(wait(cluster, n).after(format!("join@{n}")));
-        previous = format!("wait@{n}");
-    }
-    steps.push(StepSpec::new("ready", READY, format!("mark {cluster} ready"), json!({ "cluster": cluster })).after(previous));
-    steps.extend(proxies.iter().map(|p| super::proxies::up_step(p).after("ready")));
-    TaskSpec {
-        kind: "cluster.create".into(),
-        title: format!("create {cluster}"),
-        target: cluster.into(),
-        params: json!({ "cluster": cluster }),
-        steps,
+/// The parameters of a step on one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerStep {
+    pub cluster: String,
+    pub server: String,
+}
+
+impl ServerStep {
+    pub fn new(cluster: &str, server: &str) -> Self {
+        Self { cluster: cluster.into(), server: server.into() }
     }
 }
 
-pub(crate) fn wait(cluster: &str, server: &str) -> StepSpec {
-    let mut s = StepSpec::new(
-        format!("wait@{server}"),
-        WAIT,
-        format!("wait until {server} is synced"),
-        json!({ "cluster": cluster, "server": server }),
-    );
+/// `db.define`. `existing`: the server already ran, so this rewrites its
+/// config and the step's rollback must not take its data with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefineStep {
+    pub cluster: String,
+    pub server: String,
+    #[serde(default)]
+    pub existing: bool,
+}
+
+/// `db.start`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartStep {
+    pub cluster: String,
+    pub server: String,
+    pub mode: StartMode,
+}
+
+/// `db.remove`: stop the server and forget it on its host; `purge`
+/// deletes its directory too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveStep {
+    pub cluster: String,
+    pub server: String,
+    pub purge: bool,
+}
+
+/// Steps that write a server's config.
+pub fn define(cluster: &str, server: &DbServerRecord, key: String, title: String, existing: bool) -> StepSpec {
+    StepSpec::typed(key, DEFINE, title, &DefineStep { cluster: cluster.into(), server: server.name.clone(), existing })
+}
+
+/// Starts a server (bootstrapping a new primary component, or joining).
+pub fn start(cluster: &str, server: &str, key: String, title: String, mode: StartMode) -> StepSpec {
+    let mut s = StepSpec::typed(key, START, title, &StartStep { cluster: cluster.into(), server: server.into(), mode });
+    s.timeout = Duration::from_secs(60);
+    s
+}
+
+/// Waits until the server is Synced.
+pub fn wait(cluster: &str, server: &str) -> StepSpec {
+    let mut s =
+        StepSpec::typed(format!("wait@{server}"), WAIT, format!("wait until {server} is synced"), &ServerStep::new(cluster, server));
     // A joiner copies the whole data set; give it time, and poll again if
     // the server restarted meanwhile.
     s.timeout = Duration::from_secs(600);
@@ -120,87 +98,141 @@ pub(crate) fn wait(cluster: &str, server: &str) -> StepSpec {
     s
 }
 
+/// Marks the cluster ready once every server is synced, and names its
+/// first writer.
+pub fn ready(cluster: &str) -> StepSpec {
+    StepSpec::typed("ready", READY, format!("mark {cluster} ready"), &ClusterStep { cluster: cluster.into() })
+}
+
+pub fn remove(cluster: &str, server: &DbServerRecord, purge: bool, title: String) -> StepSpec {
+    let params = RemoveStep { cluster: cluster.into(), server: server.name.clone(), purge };
+    let mut s = StepSpec::typed(format!("remove@{}", server.name), REMOVE, title, &params);
+    s.timeout = Duration::from_secs(300);
+    s
+}
+
+/// The create task: define every server (in parallel), bootstrap the first,
+/// create the accounts, then join the others one at a time (each joiner
+/// takes a full state transfer from a donor; one at a time keeps donors
+/// available to clients), and mark the cluster ready.
+pub fn create_task(cluster: &str, servers: &[DbServerRecord], proxies: &[ProxyRecord]) -> TaskSpec {
+    let reserve = StepSpec::typed("reserve", RESERVE, format!("reserve the name {cluster}"), &ClusterStep { cluster: cluster.into() });
+    let mut steps = vec![reserve];
+    for s in servers {
+        let title = format!("write {}'s config on {}", s.name, s.address);
+        steps.push(define(cluster, s, format!("define@{}", s.name), title, false).after("reserve"));
+    }
+    let task = |steps| TaskSpec {
+        kind: "cluster.create".into(),
+        title: format!("create {cluster}"),
+        target: cluster.into(),
+        params: json!({ "cluster": cluster }),
+        steps,
+    };
+    let Some(first) = servers.first() else { return task(steps) };
+    let f = &first.name;
+    let on_first = ServerStep::new(cluster, f);
+    steps.push(
+        StepSpec::typed(format!("init@{f}"), INIT, format!("initialise {f}'s data directory"), &on_first).after(format!("define@{f}")),
+    );
+    steps.push(
+        start(cluster, f, format!("bootstrap@{f}"), format!("bootstrap the cluster on {f}"), StartMode::Bootstrap)
+            .after(format!("init@{f}")),
+    );
+    steps.push(wait(cluster, f).after(format!("bootstrap@{f}")));
+    steps.push(
+        StepSpec::typed(format!("accounts@{f}"), ACCOUNTS, "create the admin and monitor accounts", &on_first).after(format!("wait@{f}")),
+    );
+    let mut previous = format!("accounts@{f}");
+    for s in &servers[1..] {
+        let n = &s.name;
+        let join = start(cluster, n, format!("join@{n}"), format!("start {n} and join the cluster"), StartMode::Join)
+            .after(format!("define@{n}"))
+            .after(previous.clone());
+        steps.push(join);
+        steps.push(wait(cluster, n).after(format!("join@{n}")));
+        previous = format!("wait@{n}");
+    }
+    steps.push(ready(cluster).after(previous));
+    steps.extend(proxies.iter().map(|p| proxies::up_step(p).after("ready")));
+    task(steps)
+}
+
 /// Everything a step needs about its server.
-pub(crate) struct Target {
+pub struct Target {
     pub cluster: ClusterRecord,
-    pub spec: ClusterSpec,
     pub server: DbServerRecord,
     pub all: Vec<DbServerRecord>,
 }
 
-/// The step's `cluster` and `server`.
-pub(crate) async fn target(state: &AppState, ctx: &StepContext) -> Result<Target, StepError> {
-    let server: String = param(ctx, "server").unwrap_or_default();
-    target_named(state, &param::<String>(ctx, "cluster")?, &server).await
+impl Target {
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.cluster.spec
+    }
+
+    /// The server's id on its host.
+    pub fn id(&self) -> DbId {
+        DbId::new(&self.cluster.name, &self.server.name)
+    }
 }
 
-pub(crate) async fn target_named(state: &AppState, name: &str, server_name: &str) -> Result<Target, StepError> {
-    let store_err = |e: atoll_store::StoreError| StepError::retryable(e.to_string());
-    let cluster = state
+/// A cluster's server, read from MetaDB.
+pub async fn target(state: &AppState, cluster: &str, server: &str) -> Result<Target, StepError> {
+    let c = state
         .store
-        .get_cluster(name)
+        .get_cluster(cluster)
         .await
         .map_err(store_err)?
-        .ok_or_else(|| StepError::fatal(format!("cluster {name} no longer exists")))?;
-    let spec: ClusterSpec =
-        serde_json::from_value(cluster.spec.clone()).map_err(|e| StepError::fatal(format!("cluster {name}'s stored spec: {e}")))?;
-    let all = state.store.cluster_servers(name).await.map_err(store_err)?;
-    let server = all
-        .iter()
-        .find(|s| s.name == server_name)
-        .cloned()
-        .ok_or_else(|| StepError::fatal(format!("cluster {name} has no server {server_name:?}")))?;
-    Ok(Target { cluster, spec, server, all })
+        .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
+    let all = state.store.cluster_servers(cluster).await.map_err(store_err)?;
+    let found = all.iter().find(|s| s.name == server).cloned();
+    let server = found.ok_or_else(|| StepError::fatal(format!("cluster {cluster} has no server {server:?}")))?;
+    Ok(Target { cluster: c, server, all })
 }
 
-fn secrets(state: &AppState, cluster: &ClusterRecord) -> Result<(String, String), StepError> {
-    let sealed: SealedSecrets =
-        serde_json::from_value(cluster.secrets.clone()).map_err(|e| StepError::fatal(format!("cluster secrets: {e}")))?;
-    let open = |s: &str| state.secrets.open(s).map_err(|e| StepError::fatal(e.to_string()));
-    Ok((open(&sealed.admin_password)?, open(&sealed.monitor_password)?))
-}
-
-pub(crate) fn db_id_of(t: &Target) -> String {
-    db_id(t)
-}
-
-fn db_id(t: &Target) -> String {
-    format!("{}/{}", t.cluster.name, t.server.name)
+/// The admin and monitor passwords in clear.
+fn passwords(state: &AppState, cluster: &ClusterRecord) -> Result<(String, String), StepError> {
+    let sealed = SealedSecrets::of(cluster).map_err(|e| StepError::fatal(e.to_string()))?;
+    let admin = sealed.admin(state).map_err(|e| StepError::fatal(e.to_string()))?;
+    let monitor = sealed.monitor(state).map_err(|e| StepError::fatal(e.to_string()))?;
+    Ok((admin, monitor))
 }
 
 /// Makes the name's reservation undoable: the cluster row is written when
 /// the request is accepted; rolling back the task removes it.
-struct Reserve(StateRef);
+pub(crate) struct Reserve(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Reserve {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
-        let name: String = param(ctx, "cluster")?;
-        ctx.info(format!("cluster {name} is recorded in MetaDB")).await;
+        let ClusterStep { cluster } = ctx.params()?;
+        ctx.info(format!("cluster {cluster} is recorded in MetaDB")).await;
         Ok(json!({}))
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
         let state = self.0.get()?;
-        let name: String = param(ctx, "cluster")?;
-        let gone = state.store.delete_cluster(&name).await.map_err(|e| StepError::retryable(e.to_string()))?;
-        ctx.info(if gone { format!("cluster {name} removed from MetaDB") } else { format!("cluster {name} was already gone") }).await;
+        let ClusterStep { cluster } = ctx.params()?;
+        let gone = state.store.delete_cluster(&cluster).await.map_err(store_err)?;
+        ctx.info(if gone { format!("cluster {cluster} removed from MetaDB") } else { format!("cluster {cluster} was already gone") }).await;
         Ok(())
     }
 }
 
-struct Define(StateRef);
+/// Writes a server's config and registers it with its host's agent.
+pub(crate) struct Define(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Define {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let (admin_password, _) = secrets(state, &t.cluster)?;
+        let p: DefineStep = ctx.params()?;
+        let t = target(state, &p.cluster, &p.server).await?;
+        let (admin_password, _) = passwords(state, &t.cluster)?;
         let host = host_by_id(state, t.server.host_id).await?;
         // The build was checked when the cluster was accepted; a host that
         // lost it since cannot run this server.
-        let build = super::engine_build(&t.spec, None, &host).map_err(StepError::fatal)?;
+        let build = builds::engine_build(t.spec(), None, &host).map_err(StepError::fatal)?;
         let input = atoll_engine::ConfigInput {
             cluster: t.cluster.name.clone(),
             server: t.server.name.clone(),
@@ -210,8 +242,8 @@ impl StepHandler for Define {
             segment: t.server.segment,
             cluster_address: t.all.iter().map(|s| atoll_engine::config::host_port(&s.address, s.ports.gcomm)).collect(),
             dir: t.server.dir.clone(),
-            durability: t.spec.durability,
-            params: t.spec.params.clone(),
+            durability: t.spec().durability,
+            params: t.spec().params.clone(),
             build: build.as_ref().and_then(|b| {
                 Some(atoll_engine::BuildPaths {
                     basedir: b.basedir.clone()?,
@@ -222,7 +254,7 @@ impl StepHandler for Define {
         };
         let config = atoll_engine::config::render(&input).map_err(|e| StepError::fatal(e.to_string()))?;
         let def = DbServerDef {
-            id: db_id(&t),
+            id: t.id(),
             dir: t.server.dir.clone(),
             config,
             sql_addr: atoll_engine::config::host_port(&t.server.address, t.server.ports.sql),
@@ -241,81 +273,82 @@ impl StepHandler for Define {
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
-        // A rewritten config of a server that already ran (`existing`)
-        // must not take its data with it; the next define rewrites it.
-        if param::<Option<bool>>(ctx, "existing")?.unwrap_or(false) {
+        let p: DefineStep = ctx.params()?;
+        // A rewritten config of a server that already ran must not take
+        // its data with it; the next define rewrites it.
+        if p.existing {
             ctx.info("config of an existing server: left as it is").await;
             return Ok(());
         }
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
+        let t = target(state, &p.cluster, &p.server).await?;
         let host = host_by_id(state, t.server.host_id).await?;
-        agent_op(ctx, &host, HostOp::DbRemove { id: db_id(&t), purge: true }).await?;
+        agent_op(ctx, &host, HostOp::DbRemove { id: t.id(), purge: true }).await?;
         ctx.info(format!("{} stopped and its directory removed", t.server.name)).await;
         Ok(())
     }
 }
 
-struct Init(StateRef);
+pub(crate) struct Init(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Init {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
+        let p: ServerStep = ctx.params()?;
+        let t = target(state, &p.cluster, &p.server).await?;
         let host = host_by_id(state, t.server.host_id).await?;
-        Ok(agent_op(ctx, &host, HostOp::DbInit { id: db_id(&t) }).await?.detail)
+        Ok(agent_op(ctx, &host, HostOp::DbInit { id: t.id() }).await?.detail)
     }
 }
 
-struct Start(StateRef);
+pub(crate) struct Start(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Start {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let mode: StartMode = param(ctx, "mode")?;
+        let StartStep { cluster, server, mode } = ctx.params()?;
+        let t = target(state, &cluster, &server).await?;
         let host = host_by_id(state, t.server.host_id).await?;
-        let r = agent_op(ctx, &host, HostOp::DbStart { id: db_id(&t), mode }).await?;
-        ctx.info(format!("{} started ({mode:?})", t.server.name)).await;
+        let r = agent_op(ctx, &host, HostOp::DbStart { id: t.id(), mode }).await?;
+        ctx.info(format!("{server} started ({mode:?})")).await;
         Ok(r.detail)
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
+        let StartStep { cluster, server, .. } = ctx.params()?;
+        let t = target(state, &cluster, &server).await?;
         let host = host_by_id(state, t.server.host_id).await?;
-        agent_op(ctx, &host, HostOp::DbStop { id: db_id(&t) }).await?;
-        ctx.info(format!("{} stopped", t.server.name)).await;
+        agent_op(ctx, &host, HostOp::DbStop { id: t.id() }).await?;
+        ctx.info(format!("{server} stopped")).await;
         Ok(())
     }
 }
 
 /// Watches the agent's reports until the server is Synced.
-struct WaitSynced(StateRef);
+pub(crate) struct WaitSynced(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for WaitSynced {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
+        let p: ServerStep = ctx.params()?;
+        let t = target(state, &p.cluster, &p.server).await?;
         wait_until_synced(state, ctx, &t).await
     }
 }
 
 /// Polls the server's agent until the server is Synced; fails at once on a
 /// crash loop or a deliberate stop.
-pub(crate) async fn wait_until_synced(state: &AppState, ctx: &StepContext, t: &Target) -> Result<Value, StepError> {
-    let id = db_id(t);
+pub async fn wait_until_synced(state: &AppState, ctx: &StepContext, t: &Target) -> Result<Value, StepError> {
+    let id = t.id();
     let host = host_by_id(state, t.server.host_id).await?;
     let client = crate::hostops::agent(&host).map_err(|e| StepError::fatal(e.to_string()))?;
     let started = std::time::Instant::now();
     let mut last: Option<ServerState> = None;
     loop {
-        if ctx.cancel.is_cancelled() {
-            return Err(StepError::retryable("stopped while waiting"));
-        }
         match client.get::<Vec<DbServerStatus>>("/agent/v1/db").await {
             Ok(all) => {
                 let Some(s) = all.into_iter().find(|s| s.id == id) else {
@@ -353,95 +386,76 @@ pub(crate) async fn wait_until_synced(state: &AppState, ctx: &StepContext, t: &T
             }
             Err(e) => ctx.warn(format!("{} does not answer: {e}", host.host.name)).await,
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        pause(ctx, Duration::from_millis(300)).await?;
     }
 }
 
-/// Drops the anonymous accounts `mariadb-install-db` makes (they shadow
-/// real accounts on loopback), then creates the platform's accounts.
-struct Accounts(StateRef);
+/// Creates the platform's accounts (the engine's statements).
+pub(crate) struct Accounts(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Accounts {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let (admin, monitor) = secrets(state, &t.cluster)?;
+        let p: ServerStep = ctx.params()?;
+        let t = target(state, &p.cluster, &p.server).await?;
+        let (admin, monitor) = passwords(state, &t.cluster)?;
         let host = host_by_id(state, t.server.host_id).await?;
-        // DROP USER replicates; editing mysql.global_priv (Aria) would not.
-        let hostname = host
-            .host
-            .facts
-            .as_ref()
-            .map(|f| f.hostname.clone())
-            .filter(|h| !h.is_empty() && !h.contains('\''))
-            .unwrap_or_else(|| "localhost".into());
-        let statements = vec![
-            format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'"),
-            format!("CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin}'"),
-            format!("ALTER USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin}'"),
-            format!("GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION"),
-            format!("CREATE USER IF NOT EXISTS '{MONITOR_USER}'@'%' IDENTIFIED BY '{monitor}'"),
-            format!("ALTER USER '{MONITOR_USER}'@'%' IDENTIFIED BY '{monitor}'"),
-            format!("GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO '{MONITOR_USER}'@'%'"),
-        ];
-        agent_op(ctx, &host, HostOp::DbSql { id: db_id(&t), statements }).await?;
+        let hostname = host.host.facts.as_ref().map(|f| f.hostname.as_str()).unwrap_or_default();
+        let statements = atoll_engine::sql::create_accounts((ADMIN_USER, &admin), (MONITOR_USER, &monitor), hostname);
+        agent_op(ctx, &host, HostOp::DbSql { id: t.id(), statements }).await?;
         ctx.info(format!("accounts {ADMIN_USER} and {MONITOR_USER} created; passwords are sealed in MetaDB")).await;
         Ok(json!({ "users": [ADMIN_USER, MONITOR_USER] }))
     }
 }
 
-struct Ready(StateRef);
+pub(crate) struct Ready(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Ready {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let name: String = param(ctx, "cluster")?;
+        let ClusterStep { cluster } = ctx.params()?;
         // Each server was seen Synced by its own step; wait until the
         // agents' reports in MetaDB agree too, so the status shown and the
         // health controller never contradict the task.
         loop {
-            let servers = state.store.cluster_servers(&name).await.map_err(|e| StepError::retryable(e.to_string()))?;
-            if servers.iter().all(|s| super::server_state(state, s).0 == ServerState::Synced) {
+            let servers = state.store.cluster_servers(&cluster).await.map_err(store_err)?;
+            if servers.iter().all(|s| status::server_state(state, s).0 == ServerState::Synced) {
                 break;
             }
-            if ctx.cancel.is_cancelled() {
-                return Err(StepError::retryable("stopped while waiting"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            pause(ctx, Duration::from_millis(200)).await?;
         }
-        state.store.set_cluster_status(&name, ClusterStatus::Healthy, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        state.store.set_cluster_status(&cluster, ClusterStatus::Healthy, now_ms()).await.map_err(store_err)?;
         // Names the first writer (or keeps a synced one after a restart).
-        if let Some(c) = state.store.get_cluster(&name).await.map_err(|e| StepError::retryable(e.to_string()))? {
-            crate::routing::failover(state, &c).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        if let Some(c) = state.store.get_cluster(&cluster).await.map_err(store_err)? {
+            routing::failover(state, &c).await.map_err(|e| StepError::retryable(e.to_string()))?;
         }
-        ctx.info(format!("cluster {name} is ready")).await;
+        ctx.info(format!("cluster {cluster} is ready")).await;
         Ok(json!({}))
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
         let state = self.0.get()?;
-        let name: String = param(ctx, "cluster")?;
-        state.store.set_cluster_status(&name, ClusterStatus::Creating, now_ms()).await.map_err(|e| StepError::retryable(e.to_string()))?;
+        let ClusterStep { cluster } = ctx.params()?;
+        state.store.set_cluster_status(&cluster, ClusterStatus::Creating, now_ms()).await.map_err(store_err)?;
         Ok(())
     }
 }
 
 /// Stops a server and forgets it on its host; with `purge`, deletes its
 /// directory.
-struct Remove(StateRef);
+pub(crate) struct Remove(pub(crate) StateRef);
 
 #[async_trait]
 impl StepHandler for Remove {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
-        let t = target(state, ctx).await?;
-        let purge: bool = param(ctx, "purge")?;
+        let RemoveStep { cluster, server, purge } = ctx.params()?;
+        let t = target(state, &cluster, &server).await?;
         let host = host_by_id(state, t.server.host_id).await?;
-        let r = agent_op(ctx, &host, HostOp::DbRemove { id: db_id(&t), purge }).await?;
-        ctx.info(format!("{} removed from {}{}", t.server.name, host.host.name, if purge { ", data deleted" } else { "; data kept" }))
-            .await;
+        let r = agent_op(ctx, &host, HostOp::DbRemove { id: t.id(), purge }).await?;
+        ctx.info(format!("{server} removed from {}{}", host.host.name, if purge { ", data deleted" } else { "; data kept" })).await;
         Ok(r.detail)
     }
 }

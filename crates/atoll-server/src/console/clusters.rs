@@ -4,6 +4,7 @@
 
 use askama::Template;
 use atoll_api::v1::{ClusterView, ServerView};
+use atoll_core::time::now_ms;
 use atoll_core::{ClusterStatus, Durability, ServerState, StepStatus, TaskStatus, UnixMs};
 use atoll_store::{TaskFilter, TaskRecord};
 use axum::extract::{Path, Query, State};
@@ -11,7 +12,7 @@ use axum::response::Response;
 
 use super::{Chrome, FragmentQuery, Session, error_page, fmt, page};
 use crate::error::ApiError;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 /// Tasks shown on a cluster's page.
 const TASKS: usize = 20;
@@ -147,12 +148,12 @@ struct ClustersFragment {
 }
 
 async fn views(state: &AppState) -> Result<Vec<ClusterView>, ApiError> {
-    let hosts = crate::clusters::host_names(state).await?;
+    let hosts = crate::clusters::view::host_names(state).await?;
     let mut clusters = state.store.list_clusters().await?;
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::with_capacity(clusters.len());
     for c in clusters {
-        out.push(crate::clusters::view_of(state, &c, &hosts).await?);
+        out.push(crate::clusters::view::view_of(state, &c, &hosts).await?);
     }
     Ok(out)
 }
@@ -431,7 +432,7 @@ async fn load(state: &AppState, name: &str) -> Result<(ClusterView, Vec<TaskLine
         .get_cluster(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no cluster {name:?}: the clusters page lists the clusters there are")))?;
-    let view = crate::clusters::view_of(state, &c, &crate::clusters::host_names(state).await?).await?;
+    let view = crate::clusters::view::view_of(state, &c, &crate::clusters::view::host_names(state).await?).await?;
     let tasks = task_lines(state, name).await?;
     Ok((view, tasks))
 }
@@ -481,7 +482,7 @@ mod tests {
             port: 3306,
             state,
             status: report.then(|| DbServerStatus {
-                id: format!("orders/{name}"),
+                id: atoll_core::DbId::new("orders", name),
                 state,
                 desired_running: true,
                 pid: Some(4242),
@@ -780,7 +781,15 @@ mod tests {
             engine: "mariadb-galera".into(),
             durability: Durability::Fast,
             status: ClusterStatus::Creating,
-            spec: serde_json::json!({}),
+            spec: atoll_core::ClusterSpec {
+                name: "orders".into(),
+                durability: Durability::Fast,
+                servers: Vec::new(),
+                params: Default::default(),
+                allow_single_zone: false,
+                engine: None,
+                proxy: Default::default(),
+            },
             secrets: serde_json::json!({}),
             created_by: "ann".into(),
             created_at_ms: now,
@@ -805,7 +814,7 @@ mod tests {
         state.store.create_cluster(&cluster, &servers).await.expect("cluster");
         let report = server("orders-1", ServerState::Synced, true).status.expect("a report");
         let report = serde_json::to_value(DbServerStatus { probed_at_ms: now, ..report }).expect("json");
-        state.store.record_server_statuses(host, &[("orders/orders-1".into(), report)], now).await.expect("status");
+        state.store.record_server_statuses(host, &[(atoll_core::DbId::new("orders", "orders-1"), report)], now).await.expect("status");
 
         let app = crate::router(state.clone());
         let get = |uri: &str, auth: bool| {

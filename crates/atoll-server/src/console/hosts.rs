@@ -3,13 +3,14 @@
 use askama::Template;
 use atoll_api::v1::{HostCheckReport, HostSummary};
 use atoll_core::HostFacts;
+use atoll_core::time::now_ms;
 use atoll_store::{HostRecord, HostSummaryRecord};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 
 use super::{Chrome, FragmentQuery, Session, error_page, fmt, page};
 use crate::error::ApiError;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 /// One row of the hosts table, already formatted.
 pub(crate) struct HostRow {

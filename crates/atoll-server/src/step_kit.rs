@@ -1,0 +1,65 @@
+//! What every step handler uses: the server state, hosts from MetaDB, and
+//! journaled operations on agents keyed by the step's idempotency key, so
+//! a step resumed after a server died does not act twice. Imports no
+//! handler; handlers import it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use atoll_api::agent::{HostOp, OpRequest, OpResult};
+use atoll_core::HostId;
+use atoll_store::{HostRecord, StoreError};
+use atoll_tasks::{StepContext, StepError};
+
+use crate::hostops;
+use crate::state::AppState;
+
+/// The executor is built before the state that holds it; handlers reach
+/// the state through this once it is set.
+#[derive(Clone)]
+pub(crate) struct StateRef(pub(crate) Arc<OnceLock<AppState>>);
+
+impl StateRef {
+    pub(crate) fn get(&self) -> Result<&AppState, StepError> {
+        self.0.get().ok_or_else(|| StepError::retryable("server still starting"))
+    }
+}
+
+/// MetaDB did not answer: worth another attempt.
+pub(crate) fn store_err(e: StoreError) -> StepError {
+    StepError::retryable(e.to_string())
+}
+
+pub(crate) async fn host_by_id(state: &AppState, id: HostId) -> Result<HostRecord, StepError> {
+    match state.store.get_host(id).await {
+        Ok(Some(h)) => Ok(h),
+        Ok(None) => Err(StepError::fatal(format!("host {id} no longer exists"))),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// Runs a journaled operation on a host's agent, keyed by the step.
+pub(crate) async fn agent_op(ctx: &StepContext, h: &HostRecord, op: HostOp) -> Result<OpResult, StepError> {
+    // Operations may wait on a database (a clean shutdown flushes); the
+    // step's own timeout bounds them.
+    let client = hostops::agent_with_timeout(h, Duration::from_secs(600)).map_err(|e| StepError::fatal(e.to_string()))?;
+    let req = OpRequest { key: ctx.idempotency_key(), op };
+    let result: OpResult = client.post("/agent/v1/ops", &req).await.map_err(|e| match e.status() {
+        Some(s) if (400..500).contains(&s) => StepError::fatal(format!("{}: {e}", h.host.name)),
+        _ => StepError::retryable(format!("{} does not answer: {e}", h.host.name)),
+    })?;
+    if result.replayed {
+        ctx.info(format!("{} had already done this (attempt after a restart); using its record", h.host.name)).await;
+    }
+    Ok(result)
+}
+
+/// Waits for the next look at MetaDB or an agent, unless the step was
+/// cancelled meanwhile.
+pub(crate) async fn pause(ctx: &StepContext, every: Duration) -> Result<(), StepError> {
+    if ctx.cancel.is_cancelled() {
+        return Err(StepError::retryable("stopped while waiting"));
+    }
+    tokio::time::sleep(every).await;
+    Ok(())
+}
