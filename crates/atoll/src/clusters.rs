@@ -7,8 +7,9 @@ use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ClusterSpec, Durability, Ports, ServerSpec};
 use clap::Subcommand;
 
-use crate::cli::{Conn, Res, client, follow_new};
+use crate::cli::{Conn, Res, client};
 use crate::output::{self, Exit, fail};
+use crate::tasks::follow_new;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
@@ -337,7 +338,7 @@ async fn act_on(name: &str, server: &str, verb: &str, force: bool, no_wait: bool
     follow_new(&c, t, no_wait, conn.json).await
 }
 
-/// Builds a topology from `--server ZONE=HOST` flags.
+/// Builds a topology from `--host ZONE=HOST` flags.
 fn from_flags(
     name: Option<String>,
     servers: &[String],
@@ -349,12 +350,12 @@ fn from_flags(
 ) -> Result<ClusterSpec, crate::output::CliError> {
     let name = name.ok_or_else(|| fail(Exit::Error, "name the cluster: `atoll cluster create NAME --host ZONE=HOST …` or use --file"))?;
     if servers.is_empty() {
-        return Err(fail(Exit::Error, "give one --server ZONE=HOST per server (at least three zones for HA), or use --file"));
+        return Err(fail(Exit::Error, "give one --host ZONE=HOST per server (at least three zones for HA), or use --file"));
     }
     let mut specs = Vec::new();
     for (i, s) in servers.iter().enumerate() {
         let (zone, host) =
-            s.split_once('=').ok_or_else(|| fail(Exit::Error, format!("--server {s:?}: write it as ZONE=HOST, e.g. z1=host1")))?;
+            s.split_once('=').ok_or_else(|| fail(Exit::Error, format!("--host {s:?}: write it as ZONE=HOST, e.g. z1=host1")))?;
         specs.push(ServerSpec {
             name: format!("{name}-{}", i + 1),
             zone: zone.to_string(),

@@ -1,7 +1,124 @@
 //! `atoll server` and `atoll agent`: long-running processes that stop
 //! cleanly on SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
 use tokio_util::sync::CancellationToken;
+
+use crate::cli::Res;
+use crate::output::Exit;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TOML config file; flags and ATOLL_* variables override its keys.
+    #[arg(long, env = "ATOLL_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "ATOLL_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[arg(long, env = "ATOLL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "ATOLL_METADB_URL", hide_env_values = true)]
+    metadb_url: Option<String>,
+    #[arg(long, env = "ATOLL_PUBLIC_URL")]
+    public_url: Option<String>,
+    #[arg(long, env = "ATOLL_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "ATOLL_OFFLINE_AFTER_MS")]
+    offline_after_ms: Option<u64>,
+    #[arg(long, env = "ATOLL_SESSION_IDLE_S")]
+    session_idle_s: Option<u64>,
+    #[arg(long, env = "ATOLL_LOGIN_MAX_FAILURES")]
+    login_max_failures: Option<u32>,
+    #[arg(long, env = "ATOLL_LOGIN_WINDOW_S")]
+    login_window_s: Option<u64>,
+    #[arg(long, env = "ATOLL_LOGIN_LOCK_S")]
+    login_lock_s: Option<u64>,
+    #[arg(long, env = "ATOLL_TASK_LEASE_MS")]
+    task_lease_ms: Option<u64>,
+    #[arg(long, env = "ATOLL_HOST_DATA_DIR")]
+    host_data_dir: Option<String>,
+    #[arg(long, env = "ATOLL_PROFILE")]
+    profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// URL of a platform server.
+    #[arg(long, env = "ATOLL_SERVER")]
+    server: String,
+    /// Needed the first time this host joins (`atoll host join-token`).
+    #[arg(long, env = "ATOLL_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Address of the agent's API; its IP is the host's address.
+    #[arg(long, env = "ATOLL_AGENT_LISTEN")]
+    listen: SocketAddr,
+    #[arg(long, env = "ATOLL_AGENT_DATA_DIR", default_value = "/var/lib/atoll-agent")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    zone: Option<String>,
+    /// Seconds between full fact reports.
+    #[arg(long, default_value_t = 30)]
+    facts_every_s: u64,
+}
+
+pub async fn serve(a: ServerArgs) -> Res {
+    init_logging("info,sqlx=warn,tower_http=warn");
+    let mut c = match &a.config {
+        Some(p) => atoll_server::ServerConfig::from_file(p)?,
+        None => atoll_server::ServerConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
+    }
+    set!(
+        listen,
+        data_dir,
+        heartbeat_interval_ms,
+        offline_after_ms,
+        session_idle_s,
+        login_max_failures,
+        login_window_s,
+        login_lock_s,
+        task_lease_ms,
+        host_data_dir,
+        profile
+    );
+    if a.metadb_url.is_some() {
+        c.metadb_url = a.metadb_url;
+    }
+    if a.public_url.is_some() {
+        c.public_url = a.public_url;
+    }
+    let shutdown = shutdown_on_signal();
+    let running = atoll_server::start(c.clone(), shutdown).await?;
+    println!("atoll server listening on http://{} (console and API)", running.addr);
+    if let Some(pw) = &running.admin_password {
+        println!("first start: created user admin with password {pw}");
+        println!("it is shown only this once; you will be asked to change it at first login");
+    }
+    running.wait().await?;
+    Ok(Exit::Ok)
+}
+
+pub async fn agent(a: AgentArgs) -> Res {
+    init_logging("info");
+    let config = atoll_agent::AgentConfig {
+        server: a.server,
+        join_token: a.join_token,
+        listen: a.listen,
+        data_dir: a.data_dir,
+        name: a.name,
+        zone: a.zone,
+        facts_every: Duration::from_secs(a.facts_every_s.max(1)),
+    };
+    atoll_agent::run(config, shutdown_on_signal()).await?;
+    Ok(Exit::Ok)
+}
 
 /// Cancels the returned token on the first SIGINT or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {

@@ -4,11 +4,14 @@
 mod cli;
 mod clusters;
 mod daemons;
+mod hosts;
 mod output;
 mod packages;
+mod plan;
 mod playground;
 mod proxy;
 mod session;
+mod tasks;
 
 use clap::Parser;
 

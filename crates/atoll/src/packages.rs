@@ -8,8 +8,9 @@ use atoll_api::packages::{PackageView, PushPackageRequest};
 use atoll_api::v1::TaskView;
 use clap::Subcommand;
 
-use crate::cli::{Conn, Res, client, follow_new};
+use crate::cli::{Conn, Res, client};
 use crate::output::{self, Exit, fail};
+use crate::tasks::follow_new;
 
 #[derive(Debug, Subcommand)]
 pub enum PackageCmd {

@@ -1,8 +1,17 @@
-//! Where the CLI keeps the server URL and its API token between commands.
+//! `atoll login`, and where the CLI keeps the server URL and its API
+//! token between commands.
 
+use std::io::BufRead;
 use std::path::PathBuf;
 
+use atoll_api::v1::{ChangePasswordRequest, CreateTokenRequest, CreatedToken, LoginRequest, LoginResponse};
+use atoll_client::Client;
+use clap::Args;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cli::Res;
+use crate::output::{CliError, Exit, fail};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Saved {
@@ -34,4 +43,46 @@ pub fn save(s: &Saved) -> anyhow::Result<PathBuf> {
     std::fs::write(&path, toml::to_string(s)?)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(path)
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[arg(long, env = "ATOLL_SERVER")]
+    server: String,
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// Read the password from stdin's first line (and, when a new one is
+    /// required, the new password from its second line).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+fn read_secret(prompt: &str, lines: &mut Option<std::io::Lines<std::io::StdinLock<'static>>>) -> Result<String, CliError> {
+    match lines {
+        Some(l) => l.next().transpose()?.ok_or_else(|| fail(Exit::Error, format!("stdin ended before the {prompt}"))),
+        None => Ok(rpassword::prompt_password(format!("{prompt}: "))?),
+    }
+}
+
+pub async fn login(a: LoginArgs) -> Res {
+    let mut lines = a.password_stdin.then(|| std::io::stdin().lock().lines());
+    let password = read_secret("password", &mut lines)?;
+    let mut c = Client::new(&a.server, None);
+    let resp: LoginResponse = c.post("/api/v1/auth/login", &LoginRequest { username: a.user.clone(), password: password.clone() }).await?;
+    c.set_token(Some(resp.token.clone()));
+    if resp.must_change_password {
+        eprintln!("{} must choose a new password now (at least 10 characters)", resp.user);
+        let new_password = read_secret("new password", &mut lines)?;
+        if lines.is_none() && rpassword::prompt_password("repeat it: ")? != new_password {
+            return Err(fail(Exit::Error, "the two passwords differ; nothing was changed"));
+        }
+        let _: serde_json::Value =
+            c.post("/api/v1/auth/password", &ChangePasswordRequest { current_password: password, new_password }).await?;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let token: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: format!("cli@{}", host.trim()) }).await?;
+    let _: serde_json::Value = c.post("/api/v1/auth/logout", &json!({})).await?;
+    let path = save(&Saved { server: Some(a.server.clone()), token: Some(token.token) })?;
+    println!("logged in to {} as {} ({}); token saved in {}", a.server, resp.user, resp.role, path.display());
+    Ok(Exit::Ok)
 }
