@@ -193,7 +193,7 @@ impl Platform {
     /// and data, with `opts`.
     pub async fn restart_server(&mut self, opts: ServerOpts) -> Result<()> {
         self.server.kill();
-        let log_name = format!("server-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+        let log_name = format!("server-{}.log", atoll_core::time::now_ms());
         self.server = spawn_server_logged(self.dir.path(), self.addr, &opts, self.dir.path().join(log_name))?;
         self.opts = opts;
         self.wait_listening().await
