@@ -173,3 +173,18 @@ impl StepHandler for Forget {
         Ok(json!({ "removed": removed }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_steps_of_both_kinds_decode() {
+        let id = HostId::new();
+        let make: DirsParams = serde_json::from_value(json!({ "host": id, "paths": ["/d"], "owner": null, "mode": 0o750 })).expect("make");
+        assert!(matches!(make, DirsParams::Make { ref paths, owner: None, mode: 0o750, .. } if paths == &["/d"]));
+        let remove: DirsParams = serde_json::from_value(json!({ "host": id, "remove": ["/d"] })).expect("remove");
+        assert!(matches!(remove, DirsParams::Remove { .. }));
+        assert_eq!(remove.host(), id);
+    }
+}

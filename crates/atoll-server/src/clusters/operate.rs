@@ -41,15 +41,17 @@ struct MarkStep {
 #[derive(Debug, Serialize, Deserialize)]
 struct BringUpStep {
     cluster: String,
-    role: Role,
+    role: Part,
     /// The joiner; the bootstrap node is what `choose` picked.
     #[serde(default)]
     server: Option<String>,
 }
 
+/// A node's part in bringing a stopped cluster up (`role` in the stored
+/// parameters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Role {
+enum Part {
     Bootstrap,
     Join,
 }
@@ -116,17 +118,17 @@ pub fn start_task(cluster: &str, servers: &[DbServerRecord], kind: &str) -> Task
     steps.push(choose);
     // The chosen node bootstraps in its own step; every other node joins
     // after it, one at a time.
-    let bring_up = |key: String, title: String, role: Role, server: Option<&str>, after: &str| {
+    let bring_up = |key: String, title: String, role: Part, server: Option<&str>, after: &str| {
         let params = BringUpStep { cluster: cluster.into(), role, server: server.map(String::from) };
         let mut s = StepSpec::typed(key, BRING_UP, title, &params).after(after);
         s.timeout = Duration::from_secs(600);
         s
     };
     let mut previous = "bootstrap".to_string();
-    steps.push(bring_up(previous.clone(), "bootstrap the most advanced node".into(), Role::Bootstrap, None, "choose"));
+    steps.push(bring_up(previous.clone(), "bootstrap the most advanced node".into(), Part::Bootstrap, None, "choose"));
     for s in servers {
         let n = &s.name;
-        let join = bring_up(format!("join@{n}"), format!("start {n} and join"), Role::Join, Some(n), &previous);
+        let join = bring_up(format!("join@{n}"), format!("start {n} and join"), Part::Join, Some(n), &previous);
         previous = join.key.clone();
         steps.push(join);
     }
@@ -335,13 +337,13 @@ impl StepHandler for BringUp {
             .and_then(|o| o["bootstrap"].as_str().map(String::from))
             .ok_or_else(|| StepError::fatal("no bootstrap node was chosen"))?;
         let (server, mode) = match (p.role, p.server) {
-            (Role::Bootstrap, _) => (chosen, StartMode::Bootstrap),
-            (Role::Join, Some(s)) if s == chosen => {
+            (Part::Bootstrap, _) => (chosen, StartMode::Bootstrap),
+            (Part::Join, Some(s)) if s == chosen => {
                 ctx.info(format!("{s} bootstrapped the cluster; nothing to do")).await;
                 return Ok(json!({ "skipped": true }));
             }
-            (Role::Join, Some(s)) => (s, StartMode::Join),
-            (Role::Join, None) => return Err(StepError::fatal("a join step names no server")),
+            (Part::Join, Some(s)) => (s, StartMode::Join),
+            (Part::Join, None) => return Err(StepError::fatal("a join step names no server")),
         };
         let t = target(state, &p.cluster, &server).await?;
         let host = host_by_id(state, t.server.host_id).await?;
@@ -422,5 +424,29 @@ impl StepHandler for Forget {
         let gone = state.store.delete_cluster(&cluster).await.map_err(store_err)?;
         ctx.info(if gone { format!("cluster {cluster} deleted") } else { format!("cluster {cluster} was already gone") }).await;
         Ok(json!({ "deleted": gone }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tasks stored by the version before typed parameters resume after an
+    /// upgrade: their JSON decodes into today's structs.
+    #[test]
+    fn parameters_stored_before_typing_still_decode() {
+        let mark: MarkStep = serde_json::from_value(json!({ "cluster": "c", "status": "stopped" })).expect("mark");
+        assert_eq!(mark.status, ClusterStatus::Stopped);
+        let up: BringUpStep = serde_json::from_value(json!({ "cluster": "c", "role": "bootstrap" })).expect("bootstrap");
+        assert_eq!((up.role, up.server), (Part::Bootstrap, None));
+        let join: BringUpStep = serde_json::from_value(json!({ "cluster": "c", "server": "c-2", "role": "join" })).expect("join");
+        assert_eq!(join.server.as_deref(), Some("c-2"));
+        let p: ParamsStep =
+            serde_json::from_value(json!({ "cluster": "c", "old": {}, "new": { "max_connections": "500" } })).expect("params");
+        assert_eq!(p.new["max_connections"], "500");
+        let d: steps::DefineStep = serde_json::from_value(json!({ "cluster": "c", "server": "c-1" })).expect("define");
+        assert!(!d.existing, "a define without `existing` is a new server's");
+        let s: steps::StartStep = serde_json::from_value(json!({ "cluster": "c", "server": "c-1", "mode": "join" })).expect("start");
+        assert_eq!(s.mode, StartMode::Join);
     }
 }
