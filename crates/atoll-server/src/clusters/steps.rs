@@ -10,7 +10,7 @@ use atoll_api::agent::HostOp;
 use atoll_api::db::{DbCredentials, DbServerDef, DbServerStatus, StartMode};
 use atoll_core::time::now_ms;
 use atoll_core::{ClusterSpec, ClusterStatus, DbId, ServerState};
-use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord};
+use atoll_store::{ClusterRecord, DbServerRecord, HostRecord, ProxyRecord};
 use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -162,6 +162,8 @@ pub fn create_task(cluster: &str, servers: &[DbServerRecord], proxies: &[ProxyRe
 pub struct Target {
     pub cluster: ClusterRecord,
     pub server: DbServerRecord,
+    /// The host it runs on.
+    pub host: HostRecord,
     pub all: Vec<DbServerRecord>,
 }
 
@@ -187,7 +189,8 @@ pub async fn target(state: &AppState, cluster: &str, server: &str) -> Result<Tar
     let all = state.store.cluster_servers(cluster).await.map_err(store_err)?;
     let found = all.iter().find(|s| s.name == server).cloned();
     let server = found.ok_or_else(|| StepError::fatal(format!("cluster {cluster} has no server {server:?}")))?;
-    Ok(Target { cluster: c, server, all })
+    let host = host_by_id(state, server.host_id).await?;
+    Ok(Target { cluster: c, server, host, all })
 }
 
 /// The admin and monitor passwords in clear.
@@ -229,10 +232,10 @@ impl StepHandler for Define {
         let p: DefineStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
         let (admin_password, _) = passwords(state, &t.cluster)?;
-        let host = host_by_id(state, t.server.host_id).await?;
+        let host = &t.host;
         // The build was checked when the cluster was accepted; a host that
         // lost it since cannot run this server.
-        let build = builds::engine_build(t.spec(), None, &host).map_err(StepError::fatal)?;
+        let build = builds::engine_build(t.spec(), None, host).map_err(StepError::fatal)?;
         let input = atoll_engine::ConfigInput {
             cluster: t.cluster.name.clone(),
             server: t.server.name.clone(),
@@ -267,7 +270,7 @@ impl StepHandler for Define {
             admin: DbCredentials { user: ADMIN_USER.into(), password: admin_password },
             basedir: build.and_then(|b| b.basedir),
         };
-        let r = agent_op(ctx, &host, HostOp::DbDefine { server: def }).await?;
+        let r = agent_op(ctx, host, HostOp::DbDefine { server: def }).await?;
         ctx.info(format!("{} defined in {} on {}", t.server.name, t.server.dir, host.host.name)).await;
         Ok(r.detail)
     }
@@ -282,8 +285,8 @@ impl StepHandler for Define {
         }
         let state = self.0.get()?;
         let t = target(state, &p.cluster, &p.server).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        agent_op(ctx, &host, HostOp::DbRemove { id: t.id(), purge: true }).await?;
+        let host = &t.host;
+        agent_op(ctx, host, HostOp::DbRemove { id: t.id(), purge: true }).await?;
         ctx.info(format!("{} stopped and its directory removed", t.server.name)).await;
         Ok(())
     }
@@ -297,8 +300,8 @@ impl StepHandler for Init {
         let state = self.0.get()?;
         let p: ServerStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        Ok(agent_op(ctx, &host, HostOp::DbInit { id: t.id() }).await?.detail)
+        let host = &t.host;
+        Ok(agent_op(ctx, host, HostOp::DbInit { id: t.id() }).await?.detail)
     }
 }
 
@@ -310,8 +313,8 @@ impl StepHandler for Start {
         let state = self.0.get()?;
         let StartStep { cluster, server, mode } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        let r = agent_op(ctx, &host, HostOp::DbStart { id: t.id(), mode }).await?;
+        let host = &t.host;
+        let r = agent_op(ctx, host, HostOp::DbStart { id: t.id(), mode }).await?;
         ctx.info(format!("{server} started ({mode:?})")).await;
         Ok(r.detail)
     }
@@ -320,8 +323,8 @@ impl StepHandler for Start {
         let state = self.0.get()?;
         let StartStep { cluster, server, .. } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        agent_op(ctx, &host, HostOp::DbStop { id: t.id() }).await?;
+        let host = &t.host;
+        agent_op(ctx, host, HostOp::DbStop { id: t.id() }).await?;
         ctx.info(format!("{server} stopped")).await;
         Ok(())
     }
@@ -336,16 +339,16 @@ impl StepHandler for WaitSynced {
         let state = self.0.get()?;
         let p: ServerStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
-        wait_until_synced(state, ctx, &t).await
+        wait_until_synced(ctx, &t).await
     }
 }
 
 /// Polls the server's agent until the server is Synced; fails at once on a
 /// crash loop or a deliberate stop.
-pub async fn wait_until_synced(state: &AppState, ctx: &StepContext, t: &Target) -> Result<Value, StepError> {
+pub async fn wait_until_synced(ctx: &StepContext, t: &Target) -> Result<Value, StepError> {
     let id = t.id();
-    let host = host_by_id(state, t.server.host_id).await?;
-    let client = crate::hostops::agent(&host).map_err(|e| StepError::fatal(e.to_string()))?;
+    let host = &t.host;
+    let client = crate::hostops::agent(host).map_err(|e| StepError::fatal(e.to_string()))?;
     let started = std::time::Instant::now();
     let mut last: Option<ServerState> = None;
     loop {
@@ -400,10 +403,10 @@ impl StepHandler for Accounts {
         let p: ServerStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
         let (admin, monitor) = passwords(state, &t.cluster)?;
-        let host = host_by_id(state, t.server.host_id).await?;
+        let host = &t.host;
         let hostname = host.host.facts.as_ref().map(|f| f.hostname.as_str()).unwrap_or_default();
         let statements = atoll_engine::sql::create_accounts((ADMIN_USER, &admin), (MONITOR_USER, &monitor), hostname);
-        agent_op(ctx, &host, HostOp::DbSql { id: t.id(), statements }).await?;
+        agent_op(ctx, host, HostOp::DbSql { id: t.id(), statements }).await?;
         ctx.info(format!("accounts {ADMIN_USER} and {MONITOR_USER} created; passwords are sealed in MetaDB")).await;
         Ok(json!({ "users": [ADMIN_USER, MONITOR_USER] }))
     }
@@ -453,8 +456,8 @@ impl StepHandler for Remove {
         let state = self.0.get()?;
         let RemoveStep { cluster, server, purge } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = host_by_id(state, t.server.host_id).await?;
-        let r = agent_op(ctx, &host, HostOp::DbRemove { id: t.id(), purge }).await?;
+        let host = &t.host;
+        let r = agent_op(ctx, host, HostOp::DbRemove { id: t.id(), purge }).await?;
         ctx.info(format!("{server} removed from {}{}", host.host.name, if purge { ", data deleted" } else { "; data kept" })).await;
         Ok(r.detail)
     }
