@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::steps::{self, ClusterStep, ServerStep, target, wait_until_synced};
 use super::{proxies, writer};
-use crate::step_kit::{StateRef, agent_op, store_err};
+use crate::step_kit::{StateRef, store_err};
 
 pub const STOP: &str = "db.stop";
 pub const POSITION: &str = "db.position";
@@ -276,8 +276,7 @@ impl StepHandler for Stop {
         let state = self.0.get()?;
         let ServerStep { cluster, server } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = &t.host;
-        let r = agent_op(ctx, host, HostOp::DbStop { id: t.id() }).await?;
+        let r = t.op(ctx, HostOp::DbStop { id: t.id() }).await?;
         ctx.info(format!("{server} stopped")).await;
         Ok(r.detail)
     }
@@ -291,8 +290,7 @@ impl StepHandler for Position {
         let state = self.0.get()?;
         let ServerStep { cluster, server } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = &t.host;
-        let r = agent_op(ctx, host, HostOp::DbRecover { id: t.id() }).await?;
+        let r = t.op(ctx, HostOp::DbRecover { id: t.id() }).await?;
         let p: RecoveredPosition =
             serde_json::from_value(r.detail.clone()).map_err(|e| StepError::fatal(format!("unexpected position report: {e}")))?;
         let safe = if p.safe_to_bootstrap { " (safe to bootstrap)" } else { "" };
@@ -346,8 +344,7 @@ impl StepHandler for BringUp {
             (Part::Join, None) => return Err(StepError::fatal("a join step names no server")),
         };
         let t = target(state, &p.cluster, &server).await?;
-        let host = &t.host;
-        agent_op(ctx, host, HostOp::DbStart { id: t.id(), mode }).await?;
+        t.op(ctx, HostOp::DbStart { id: t.id(), mode }).await?;
         ctx.info(format!("{server} started ({mode:?})")).await;
         wait_until_synced(ctx, &t).await
     }
@@ -406,8 +403,7 @@ impl StepHandler for SetGlobal {
         let SetGlobalStep { cluster, server, params } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
         let statements = atoll_engine::sql::set_global(&params);
-        let host = &t.host;
-        agent_op(ctx, host, HostOp::DbSql { id: t.id(), statements: statements.clone() }).await?;
+        t.op(ctx, HostOp::DbSql { id: t.id(), statements: statements.clone() }).await?;
         ctx.info(format!("{server}: {}", statements.join("; "))).await;
         Ok(json!({ "statements": statements }))
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use atoll_api::agent::HostOp;
+use atoll_api::agent::{HostOp, OpResult};
 use atoll_api::db::{DbCredentials, DbServerDef, DbServerStatus, StartMode};
 use atoll_core::time::now_ms;
 use atoll_core::{ClusterSpec, ClusterStatus, DbId, ServerState};
@@ -176,6 +176,11 @@ impl Target {
     pub fn id(&self) -> DbId {
         DbId::new(&self.cluster.name, &self.server.name)
     }
+
+    /// Runs a journaled operation on the server's host, keyed by the step.
+    pub async fn op(&self, ctx: &StepContext, op: HostOp) -> Result<OpResult, StepError> {
+        agent_op(ctx, &self.host, op).await
+    }
 }
 
 /// A cluster's server, read from MetaDB.
@@ -232,10 +237,9 @@ impl StepHandler for Define {
         let p: DefineStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
         let (admin_password, _) = passwords(state, &t.cluster)?;
-        let host = &t.host;
         // The build was checked when the cluster was accepted; a host that
         // lost it since cannot run this server.
-        let build = builds::engine_build(t.spec(), None, host).map_err(StepError::fatal)?;
+        let build = builds::engine_build(t.spec(), None, &t.host).map_err(StepError::fatal)?;
         let input = atoll_engine::ConfigInput {
             cluster: t.cluster.name.clone(),
             server: t.server.name.clone(),
@@ -270,8 +274,8 @@ impl StepHandler for Define {
             admin: DbCredentials { user: ADMIN_USER.into(), password: admin_password },
             basedir: build.and_then(|b| b.basedir),
         };
-        let r = agent_op(ctx, host, HostOp::DbDefine { server: def }).await?;
-        ctx.info(format!("{} defined in {} on {}", t.server.name, t.server.dir, host.host.name)).await;
+        let r = t.op(ctx, HostOp::DbDefine { server: def }).await?;
+        ctx.info(format!("{} defined in {} on {}", t.server.name, t.server.dir, t.host.host.name)).await;
         Ok(r.detail)
     }
 
@@ -285,8 +289,7 @@ impl StepHandler for Define {
         }
         let state = self.0.get()?;
         let t = target(state, &p.cluster, &p.server).await?;
-        let host = &t.host;
-        agent_op(ctx, host, HostOp::DbRemove { id: t.id(), purge: true }).await?;
+        t.op(ctx, HostOp::DbRemove { id: t.id(), purge: true }).await?;
         ctx.info(format!("{} stopped and its directory removed", t.server.name)).await;
         Ok(())
     }
@@ -300,8 +303,7 @@ impl StepHandler for Init {
         let state = self.0.get()?;
         let p: ServerStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
-        let host = &t.host;
-        Ok(agent_op(ctx, host, HostOp::DbInit { id: t.id() }).await?.detail)
+        Ok(t.op(ctx, HostOp::DbInit { id: t.id() }).await?.detail)
     }
 }
 
@@ -313,8 +315,7 @@ impl StepHandler for Start {
         let state = self.0.get()?;
         let StartStep { cluster, server, mode } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = &t.host;
-        let r = agent_op(ctx, host, HostOp::DbStart { id: t.id(), mode }).await?;
+        let r = t.op(ctx, HostOp::DbStart { id: t.id(), mode }).await?;
         ctx.info(format!("{server} started ({mode:?})")).await;
         Ok(r.detail)
     }
@@ -323,8 +324,7 @@ impl StepHandler for Start {
         let state = self.0.get()?;
         let StartStep { cluster, server, .. } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = &t.host;
-        agent_op(ctx, host, HostOp::DbStop { id: t.id() }).await?;
+        t.op(ctx, HostOp::DbStop { id: t.id() }).await?;
         ctx.info(format!("{server} stopped")).await;
         Ok(())
     }
@@ -403,10 +403,9 @@ impl StepHandler for Accounts {
         let p: ServerStep = ctx.params()?;
         let t = target(state, &p.cluster, &p.server).await?;
         let (admin, monitor) = passwords(state, &t.cluster)?;
-        let host = &t.host;
-        let hostname = host.host.facts.as_ref().map(|f| f.hostname.as_str()).unwrap_or_default();
+        let hostname = t.host.host.facts.as_ref().map(|f| f.hostname.as_str()).unwrap_or_default();
         let statements = atoll_engine::sql::create_accounts((ADMIN_USER, &admin), (MONITOR_USER, &monitor), hostname);
-        agent_op(ctx, host, HostOp::DbSql { id: t.id(), statements }).await?;
+        t.op(ctx, HostOp::DbSql { id: t.id(), statements }).await?;
         ctx.info(format!("accounts {ADMIN_USER} and {MONITOR_USER} created; passwords are sealed in MetaDB")).await;
         Ok(json!({ "users": [ADMIN_USER, MONITOR_USER] }))
     }
@@ -456,9 +455,8 @@ impl StepHandler for Remove {
         let state = self.0.get()?;
         let RemoveStep { cluster, server, purge } = ctx.params()?;
         let t = target(state, &cluster, &server).await?;
-        let host = &t.host;
-        let r = agent_op(ctx, host, HostOp::DbRemove { id: t.id(), purge }).await?;
-        ctx.info(format!("{server} removed from {}{}", host.host.name, if purge { ", data deleted" } else { "; data kept" })).await;
+        let r = t.op(ctx, HostOp::DbRemove { id: t.id(), purge }).await?;
+        ctx.info(format!("{server} removed from {}{}", t.host.host.name, if purge { ", data deleted" } else { "; data kept" })).await;
         Ok(r.detail)
     }
 }

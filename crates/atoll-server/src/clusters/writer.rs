@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::steps::{ServerStep, target};
 use super::{routing, status};
-use crate::step_kit::{StateRef, agent_op, store_err};
+use crate::step_kit::{StateRef, store_err};
 
 pub const MOVE: &str = "cluster.move_writer";
 
@@ -70,8 +70,7 @@ impl StepHandler for Move {
         }
         // 2. A causal read on the new writer returns only once it has
         // applied every write committed before it started.
-        let host = &t.host;
-        agent_op(ctx, host, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::causal_read() }).await?;
+        t.op(ctx, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::causal_read() }).await?;
         // 3. Switch.
         let now = state.store.get_routing(&cluster).await.map_err(store_err)?.unwrap_or_default();
         let done = RoutingRecord { writer: Some(server.clone()), moving_to: None, changed_at_ms: now_ms() };
