@@ -26,8 +26,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Base URL of a platform server, e.g. `http://127.0.0.1:8080`.
-    pub server: String,
+    /// Base URLs of platform servers, e.g. `http://127.0.0.1:8080`; the
+    /// agent learns the others from the platform and keeps them in
+    /// `DATA_DIR/servers.json`, so it finds one after a restart too.
+    pub servers: Vec<String>,
     /// Needed only the first time this host joins.
     pub join_token: Option<String>,
     /// Where the agent's API listens; its IP is the host's address.
@@ -44,22 +46,23 @@ pub struct AgentConfig {
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = Identity::load_or_create(&config.data_dir)?;
     let db = db::Supervisor::open(&config.data_dir).await?;
-    let proxies = proxies::Proxies::open(&config.data_dir, &config.server, shutdown.clone())?;
+    let servers = link::known_servers(&config);
+    let proxies = proxies::Proxies::open(&config.data_dir, servers.clone(), shutdown.clone())?;
     let journal = ops::Journal::open(&config.data_dir)?
         .with_db(db.clone())
         .with_proxies(proxies.clone())
-        .with_packages(packages::Packages::new(&config.data_dir, &config.server));
+        .with_packages(packages::Packages::new(&config.data_dir, servers.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another --listen address", config.listen))?;
-    tracing::info!(host_id = %identity.host_id, listen = %config.listen, server = %config.server, "agent starting");
+    tracing::info!(host_id = %identity.host_id, listen = %config.listen, servers = ?servers.all(), "agent starting");
 
     let state = http::AgentState::new(identity.clone(), journal, db, proxies, config.listen.ip());
     let app = http::router(state.clone());
     let serve_shutdown = shutdown.clone();
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await });
 
-    let result = link::Link::new(config, identity, state).run(shutdown.clone()).await;
+    let result = link::Link::new(config, servers, identity, state).run(shutdown.clone()).await;
     shutdown.cancel();
     server.await??;
     result

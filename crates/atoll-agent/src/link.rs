@@ -8,12 +8,15 @@ use atoll_client::{Client, ClientError};
 use atoll_core::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
+use atoll_client::Servers;
+
 use crate::AgentConfig;
 use crate::http::AgentState;
 use crate::identity::{Identity, sha256_hex};
 
 pub(crate) struct Link {
     config: AgentConfig,
+    servers: Servers,
     identity: Identity,
     state: AgentState,
     interval: Duration,
@@ -21,8 +24,8 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(config: AgentConfig, identity: Identity, state: AgentState) -> Self {
-        Self { config, identity, state, interval: Duration::from_secs(2), clock_offset_ms: None }
+    pub(crate) fn new(config: AgentConfig, servers: Servers, identity: Identity, state: AgentState) -> Self {
+        Self { config, servers, identity, state, interval: Duration::from_secs(2), clock_offset_ms: None }
     }
 
     fn url(&self) -> String {
@@ -42,7 +45,7 @@ impl Link {
             match self.heartbeat(send_facts).await {
                 Ok(reported_offset) => {
                     if unreachable_logged {
-                        tracing::info!(server = %self.config.server, "server reachable again");
+                        tracing::info!(server = %self.servers.current(), "server reachable again");
                         unreachable_logged = false;
                     }
                     if send_facts {
@@ -87,6 +90,26 @@ impl Link {
         }
     }
 
+    /// Takes the platform's list of servers that are up, and keeps it for
+    /// the next start when it changed.
+    fn learn_servers(&self, urls: &[String]) {
+        if urls.is_empty() {
+            return;
+        }
+        let before = sorted(self.servers.all());
+        self.servers.replace(urls);
+        let after = sorted(self.servers.all());
+        if before != after {
+            tracing::info!(servers = ?after, "platform servers changed");
+            let saved = serde_json::to_vec(&after)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| crate::files::write_atomic(&servers_file(&self.config), &bytes, 0o600, crate::files::Owner::default()));
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "cannot save the list of platform servers");
+            }
+        }
+    }
+
     /// What the platform must hear about as soon as it changes.
     fn signature(&self) -> Vec<(atoll_core::DbId, String)> {
         let db = self.state.db().statuses().into_iter().map(|s| (s.id, s.state.to_string()));
@@ -105,7 +128,7 @@ impl Link {
         } else {
             None
         };
-        let client = Client::with_timeout(&self.config.server, self.identity.agent_token.clone(), Duration::from_secs(5));
+        let client = Client::over(&self.servers, self.identity.agent_token.clone(), Duration::from_secs(5));
         let req = HeartbeatRequest {
             host_id: self.identity.host_id,
             address: self.config.listen.ip().to_string(),
@@ -120,6 +143,7 @@ impl Link {
         // NTP-style: the server read its clock half-way through the exchange.
         self.clock_offset_ms = Some((t0 + t1) / 2 - resp.server_time_ms);
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+        self.learn_servers(&resp.servers);
         Ok(reports_offset)
     }
 
@@ -154,7 +178,7 @@ impl Link {
             agent_version: crate::VERSION.into(),
             facts,
         };
-        let client = Client::with_timeout(&self.config.server, None, Duration::from_secs(10));
+        let client = Client::over(&self.servers, None, Duration::from_secs(10));
         let resp: RegisterResponse = client.post("/agent/v1/register", &req).await?;
         self.identity.agent_token = Some(resp.agent_token);
         self.identity.server_token_hash = Some(sha256_hex(&resp.server_token));
@@ -163,7 +187,30 @@ impl Link {
         }
         self.state.set_identity(self.identity.clone());
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+        self.learn_servers(&resp.servers);
         tracing::info!(host_id = %resp.host_id, name = %resp.name, "registered with the platform");
         Ok(())
     }
+}
+
+fn servers_file(config: &AgentConfig) -> std::path::PathBuf {
+    config.data_dir.join("servers.json")
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The servers given on the command line first, then the ones learned
+/// from the platform before the last stop.
+pub(crate) fn known_servers(config: &AgentConfig) -> Servers {
+    let mut urls: Vec<String> = config.servers.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+    let saved: Vec<String> = std::fs::read(servers_file(config)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    for url in saved {
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    Servers::new(&urls)
 }

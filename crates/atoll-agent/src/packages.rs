@@ -51,7 +51,7 @@ struct Record {
 #[derive(Clone)]
 pub struct Packages {
     data_dir: PathBuf,
-    server: String,
+    servers: atoll_client::Servers,
     /// Set by an install, taken by the heartbeat loop: the next beat
     /// carries facts, so the platform sees the new build at once.
     changed: Arc<AtomicBool>,
@@ -59,8 +59,8 @@ pub struct Packages {
 
 impl Packages {
     /// Builds live under `data_dir/engines`; tarballs come from `server`.
-    pub fn new(data_dir: &Path, server: &str) -> Self {
-        Self { data_dir: data_dir.to_path_buf(), server: server.to_string(), changed: Arc::new(AtomicBool::new(false)) }
+    pub fn new(data_dir: &Path, servers: atoll_client::Servers) -> Self {
+        Self { data_dir: data_dir.to_path_buf(), servers, changed: Arc::new(AtomicBool::new(false)) }
     }
 
     fn engines_dir(&self) -> PathBuf {
@@ -129,7 +129,7 @@ impl Packages {
     /// Streams the tarball to `to`, checking size and checksum on the way.
     async fn download(&self, sha256: &str, size: u64, to: &Path) -> Result<(), OpError> {
         let identity = Identity::load_or_create(&self.data_dir).map_err(|e| OpError::Io(e.to_string()))?;
-        let client = Client::with_timeout(&self.server, identity.agent_token, DOWNLOAD_TIMEOUT);
+        let client = Client::over(&self.servers, identity.agent_token, DOWNLOAD_TIMEOUT);
         let mut resp = client.get_streaming(&format!("/agent/v1/packages/{sha256}")).await.map_err(|e| match e.status() {
             Some(s) if (400..500).contains(&s) => OpError::Refused(format!("the server refused the download: {e}")),
             _ => OpError::Io(format!("cannot download package {sha256}: {e}")),

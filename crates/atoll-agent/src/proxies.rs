@@ -41,8 +41,8 @@ pub struct Proxies {
 struct Inner {
     dir: PathBuf,
     exe: PathBuf,
-    /// The agent's own platform server, for definitions that name none.
-    server: String,
+    /// The platform servers the agent knows, for definitions that name none.
+    servers: atoll_client::Servers,
     procs: Mutex<BTreeMap<DbId, Entry>>,
     shutdown: CancellationToken,
     http: reqwest::Client,
@@ -83,12 +83,12 @@ impl Inner {
 
 impl Proxies {
     /// Loads the definitions under `data_dir` and supervises them.
-    pub fn open(data_dir: &Path, server: &str, shutdown: CancellationToken) -> anyhow::Result<Proxies> {
+    pub fn open(data_dir: &Path, servers: atoll_client::Servers, shutdown: CancellationToken) -> anyhow::Result<Proxies> {
         let dir = data_dir.join("proxies");
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the atoll binary to run proxies with: {e}"))?;
         let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
-        let inner = Arc::new(Inner { dir, exe, server: server.to_string(), procs: Mutex::new(BTreeMap::new()), shutdown, http });
+        let inner = Arc::new(Inner { dir, exe, servers, procs: Mutex::new(BTreeMap::new()), shutdown, http });
         let defs: Vec<ProxyDef> = match std::fs::read(inner.dir.join("proxies.json")) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", inner.dir.join("proxies.json").display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -208,8 +208,8 @@ fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("proxy.log"))?;
     let mut cmd = tokio::process::Command::new(&inner.exe);
     cmd.arg("proxy");
-    let servers = if def.servers.is_empty() { std::slice::from_ref(&inner.server) } else { &def.servers[..] };
-    for s in servers {
+    let servers = if def.servers.is_empty() { inner.servers.all() } else { def.servers.clone() };
+    for s in &servers {
         cmd.arg("--server").arg(s);
     }
     cmd.arg("--token-file")

@@ -34,6 +34,9 @@ pub struct RegisterResponse {
     pub server_token: String,
     pub heartbeat_interval_ms: u64,
     pub server_time_ms: UnixMs,
+    /// Every platform server that is up, the answering one first.
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -56,6 +59,10 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     pub server_time_ms: UnixMs,
     pub heartbeat_interval_ms: u64,
+    /// Every platform server that is up, the answering one first: where the
+    /// agent turns when its server stops answering.
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 /// An operation on a host, keyed for exactly-once effect: a repeated key

@@ -1,6 +1,8 @@
 //! Typed HTTP client for the server's API (used by the CLI, the agent and
 //! the tests) and for an agent's API (used by the server).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use atoll_api::ErrorBody;
@@ -31,12 +33,74 @@ impl ClientError {
     }
 }
 
-/// One peer (a server or an agent) and the bearer token to present to it.
+/// The platform servers a client may talk to, and the one it uses now.
+/// Shared by clones: when one request moves to another server, the next
+/// ones start there.
+#[derive(Debug, Clone)]
+pub struct Servers(Arc<ServersInner>);
+
+#[derive(Debug)]
+struct ServersInner {
+    urls: RwLock<Vec<String>>,
+    current: AtomicUsize,
+}
+
+impl Servers {
+    /// `urls` in order of preference; trailing slashes are dropped.
+    pub fn new<S: AsRef<str>>(urls: &[S]) -> Self {
+        let urls = urls.iter().map(|u| u.as_ref().trim_end_matches('/').to_string()).collect();
+        Self(Arc::new(ServersInner { urls: RwLock::new(urls), current: AtomicUsize::new(0) }))
+    }
+
+    /// Every URL, the current one first.
+    pub fn all(&self) -> Vec<String> {
+        let urls = self.urls();
+        let n = urls.len().max(1);
+        let start = self.0.current.load(Ordering::Relaxed) % n;
+        urls.iter().cycle().skip(start).take(urls.len()).cloned().collect()
+    }
+
+    /// The server requests go to first.
+    pub fn current(&self) -> String {
+        self.all().into_iter().next().unwrap_or_default()
+    }
+
+    /// Takes a fresh list (from the platform), staying on the current
+    /// server when it is still listed. An empty list changes nothing.
+    pub fn replace<S: AsRef<str>>(&self, urls: &[S]) {
+        let fresh: Vec<String> = urls.iter().map(|u| u.as_ref().trim_end_matches('/').to_string()).collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let current = self.current();
+        let at = fresh.iter().position(|u| *u == current).unwrap_or(0);
+        if let Ok(mut urls) = self.0.urls.write() {
+            *urls = fresh;
+        }
+        self.0.current.store(at, Ordering::Relaxed);
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.0.urls.read().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    fn moved_to(&self, url: &str) {
+        if let Some(at) = self.urls().iter().position(|u| u == url) {
+            self.0.current.store(at, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A peer (a server or an agent) and the bearer token to present to it.
+/// Over several servers, a request that could not have been applied (no
+/// connection, or a 503 from a server that cannot reach MetaDB) is sent to
+/// the next; the caller sees an error only when every server failed.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    servers: Servers,
     token: Option<String>,
+    timeout: Duration,
 }
 
 impl Client {
@@ -46,19 +110,34 @@ impl Client {
 
     /// A client whose every request gives up after `timeout`.
     pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Self {
+        Self::over(&Servers::new(&[base]), token, timeout)
+    }
+
+    /// A client over several servers that fails over between them.
+    pub fn over(servers: &Servers, token: Option<String>, timeout: Duration) -> Self {
         let http =
             reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout)).build().unwrap_or_default();
-        Self { http, base: base.trim_end_matches('/').to_string(), token }
+        Self { http, servers: servers.clone(), token, timeout }
     }
 
-    /// The same peer and token, with another overall timeout (an upload
+    /// The same peers and token, with another overall timeout (an upload
     /// of a large file needs more than an API call).
     pub fn with_request_timeout(&self, timeout: Duration) -> Self {
-        Self::with_timeout(&self.base, self.token.clone(), timeout)
+        Self::over(&self.servers, self.token.clone(), timeout)
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The server requests go to first.
+    pub fn base(&self) -> String {
+        self.servers.current()
+    }
+
+    pub fn servers(&self) -> &Servers {
+        &self.servers
+    }
+
+    /// The overall timeout of each request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn set_token(&mut self, token: Option<String>) {
@@ -78,15 +157,33 @@ impl Client {
     }
 
     pub async fn send<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, ClientError> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        let bases = self.servers.all();
+        let mut last = None;
+        for (i, base) in bases.iter().enumerate() {
+            let url = format!("{base}{path}");
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match self.finish(url, req).await {
+                Err(Failure::NotApplied(e)) if i + 1 < bases.len() => {
+                    tracing::debug!(server = %base, error = %e, "server did not take the request; trying the next");
+                    last = Some(e);
+                }
+                Err(f) => return Err(f.into_error()),
+                Ok(v) => {
+                    if i > 0 {
+                        tracing::info!(server = %base, "moved to another platform server");
+                        self.servers.moved_to(base);
+                    }
+                    return Ok(v);
+                }
+            }
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        self.finish(url, req).await
+        Err(last.unwrap_or_else(|| ClientError::Unreachable { url: path.to_string(), detail: "no server configured".into() }))
     }
 
     /// Sends a file as the raw request body, streamed from disk (a package
@@ -98,7 +195,7 @@ impl Client {
         len: u64,
         content_type: &str,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{}", self.base, path);
+        let url = format!("{}{}", self.base(), path);
         let mut req = self
             .http
             .post(&url)
@@ -108,13 +205,13 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        self.finish(url, req).await
+        self.finish(url, req).await.map_err(Failure::into_error)
     }
 
     /// Starts a GET whose body the caller reads chunk by chunk
     /// (`Response::chunk`); an error answer is decoded as for [`Self::send`].
     pub async fn get_streaming(&self, path: &str) -> Result<reqwest::Response, ClientError> {
-        let url = format!("{}{}", self.base, path);
+        let url = format!("{}{}", self.base(), path);
         let mut req = self.http.get(&url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -128,15 +225,37 @@ impl Client {
         Err(api_error(status, &bytes))
     }
 
-    async fn finish<T: DeserializeOwned>(&self, url: String, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
+    async fn finish<T: DeserializeOwned>(&self, url: String, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+        let resp = req.send().await.map_err(|e| {
+            let error = ClientError::Unreachable { url: url.clone(), detail: describe(&e) };
+            // Only a refused or failed connection proves the peer never
+            // saw the request; a timeout after sending proves nothing.
+            if e.is_connect() { Failure::NotApplied(error) } else { Failure::Other(error) }
+        })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
+        let bytes = resp.bytes().await.map_err(|e| Failure::Other(ClientError::Unreachable { url: url.clone(), detail: describe(&e) }))?;
         if !status.is_success() {
-            return Err(api_error(status, &bytes));
+            let error = api_error(status, &bytes);
+            // Our servers answer 503 only before changing anything (MetaDB
+            // unreachable or without quorum).
+            return Err(if status == StatusCode::SERVICE_UNAVAILABLE { Failure::NotApplied(error) } else { Failure::Other(error) });
         }
         let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
-        serde_json::from_slice(bytes).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| Failure::Other(ClientError::Decode { url, detail: e.to_string() }))
+    }
+}
+
+/// Why a request failed, and whether another server may safely take it.
+enum Failure {
+    NotApplied(ClientError),
+    Other(ClientError),
+}
+
+impl Failure {
+    fn into_error(self) -> ClientError {
+        match self {
+            Failure::NotApplied(e) | Failure::Other(e) => e,
+        }
     }
 }
 

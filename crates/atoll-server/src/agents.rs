@@ -91,6 +91,7 @@ async fn register(
         server_token,
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         server_time_ms: now_ms(),
+        servers: state.platform.peers(),
     }))
 }
 
@@ -152,7 +153,11 @@ async fn heartbeat(
         tracing::info!(host = %host.name, "host back online");
         state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &host.name, json!({}), "ok").await;
     }
-    Ok(Json(HeartbeatResponse { server_time_ms: now_ms(), heartbeat_interval_ms: state.config.heartbeat_interval_ms }))
+    Ok(Json(HeartbeatResponse {
+        server_time_ms: now_ms(),
+        heartbeat_interval_ms: state.config.heartbeat_interval_ms,
+        servers: state.platform.peers(),
+    }))
 }
 
 /// A package tarball for an agent to install, streamed from disk. Only a

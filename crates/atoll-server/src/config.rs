@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub login_lock_s: u64,
     /// Task step leases: how soon another server resumes a dead one's step.
     pub task_lease_ms: u64,
+    /// The controllers' lease: how soon another server takes over the
+    /// work that runs on one server at a time when its holder dies.
+    pub leader_lease_ms: u64,
     /// Default directory under which databases will live on hosts.
     pub host_data_dir: String,
     /// Default precheck profile.
@@ -52,7 +55,8 @@ impl Default for ServerConfig {
             login_max_failures: 5,
             login_window_s: 300,
             login_lock_s: 300,
-            task_lease_ms: 10_000,
+            task_lease_ms: 6_000,
+            leader_lease_ms: 5_000,
             host_data_dir: "/var/lib/atoll/db".into(),
             profile: "production".into(),
             secret_key_file: None,
@@ -86,6 +90,12 @@ impl ServerConfig {
         }
         if self.task_lease_ms < 300 {
             anyhow::bail!("task_lease_ms ({}) must be at least 300", self.task_lease_ms);
+        }
+        if self.leader_lease_ms < 1_000 {
+            anyhow::bail!(
+                "leader_lease_ms ({}) must be at least 1000: a shorter lease lapses on every slow MetaDB write",
+                self.leader_lease_ms
+            );
         }
         self.profile.parse::<atoll_plan::profile::ProfileName>()?;
         Ok(())

@@ -30,6 +30,10 @@ pub enum ApiError {
     /// A host or agent that should have answered did not.
     #[error("{0}")]
     BadGateway(String),
+    /// MetaDB is unreachable or without quorum; nothing was changed and
+    /// the request may be repeated (here or on another server).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -48,6 +52,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "host_unreachable"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "metadb_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -67,6 +72,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => Self::Conflict(m),
+            e if e.is_unavailable() => Self::Unavailable(format!(
+                "the platform's metadata store is unavailable ({e}); nothing was changed: retry, or use another server"
+            )),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -22,7 +22,7 @@ pub async fn token(state: &AppState) -> ApiResult<String> {
 /// The `atoll agent` command line for a host (or a generic one).
 pub async fn agent_command(state: &AppState, host: Option<&Host>) -> ApiResult<String> {
     let token = token(state).await?;
-    let server = state.config.public_url();
+    let server = state.platform.peers().join(",");
     let (address, rest) = match host {
         Some(h) => {
             (h.address.clone(), format!(" --name {}{}", h.name, h.zone.as_ref().map(|z| format!(" --zone {z}")).unwrap_or_default()))

@@ -15,6 +15,7 @@ mod join;
 mod liveness;
 mod metrics_layer;
 mod packages;
+mod platform;
 mod registry;
 pub mod secrets;
 pub mod state;
@@ -106,6 +107,13 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let mut executor = Executor::new(Arc::clone(&store), executor_config);
     registry::register(&mut executor, Arc::clone(&slot));
     let executor = Arc::new(executor);
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}: {e}; is another server running there? choose another --listen", config.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    // Announced to agents and proxies: the configured public URL, else
+    // the address we got (a `:0` listen gets its port only now).
+    let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
     let state = AppState::new(Inner {
         store,
@@ -114,17 +122,15 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         metrics,
         secrets,
         routing: tokio::sync::watch::Sender::new(0),
+        platform: platform::Platform::new(url),
     });
     let _ = slot.set(state.clone());
 
     let admin_password = auth::bootstrap_admin(&state).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {}: {e}; is another server running there? choose another --listen", config.listen)
-    })?;
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, metadb = state.store.backend(), executor = executor.owner(), "server listening");
 
     tokio::spawn(Arc::clone(&executor).run(shutdown.clone()));
+    tokio::spawn(platform::run(state.clone(), shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
     let app = router(state.clone());
     let done = tokio::spawn(async move {

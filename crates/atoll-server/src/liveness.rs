@@ -1,9 +1,11 @@
 //! Turns hosts offline when their heartbeats stop, and keeps cluster
-//! statuses equal to what their servers report.
+//! statuses equal to what their servers report. Runs on the server that
+//! holds the controllers' lease, its writes fenced by it.
 
 use std::time::Duration;
 
 use atoll_core::time::now_ms;
+use atoll_store::Fence;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -16,18 +18,22 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = pass(&state).await {
+        let Some(fence) = state.platform.leading() else {
+            continue;
+        };
+        if let Err(e) = pass(&state, &fence).await {
             tracing::warn!(error = %e, "liveness pass failed");
         }
-        if let Err(e) = crate::clusters::health::pass(&state).await {
+        if let Err(e) = crate::clusters::health::pass(&state, &fence).await {
             tracing::warn!(error = %e, "cluster health pass failed");
         }
     }
 }
 
-async fn pass(state: &AppState) -> anyhow::Result<()> {
-    let before = now_ms() - state.config.offline_after_ms as i64;
-    for id in state.store.mark_stale_offline(before).await? {
+async fn pass(state: &AppState, fence: &Fence) -> anyhow::Result<()> {
+    let now = now_ms();
+    let before = now - state.config.offline_after_ms as i64;
+    for id in state.store.mark_stale_offline(before, fence, now).await? {
         let name = state.store.get_host(id).await?.map(|h| h.host.name).unwrap_or_else(|| id.to_string());
         tracing::warn!(host = %name, "host missed its heartbeats; marked offline");
         state

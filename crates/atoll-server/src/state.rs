@@ -25,6 +25,8 @@ pub struct Inner {
     pub secrets: crate::secrets::SecretBox,
     /// Bumped whenever a routing table may have changed; wakes long-polls.
     pub routing: tokio::sync::watch::Sender<u64>,
+    /// This server among the platform's servers, and its lease.
+    pub platform: crate::platform::Platform,
 }
 
 impl Deref for AppState {

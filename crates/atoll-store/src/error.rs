@@ -11,6 +11,27 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("metadata store migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    /// A write made under a lease that moved to another server or lapsed.
+    #[error("lease {lease} (generation {generation}) is no longer held by this server: another server took over this work")]
+    Fenced { lease: String, generation: i64 },
     #[error("unsupported metadata store URL {0:?}: use sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB")]
     UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// MetaDB could not be reached, or its node is not part of a primary
+    /// component: nothing was written, and the same request may succeed
+    /// soon or through another server.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+            Self::Db(sqlx::Error::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            // 1047: "WSREP has not yet prepared node for application use"
+            // (a Galera node outside the primary component).
+            Self::Db(sqlx::Error::Database(d)) => {
+                d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1047)
+            }
+            _ => false,
+        }
+    }
 }

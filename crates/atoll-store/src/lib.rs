@@ -47,8 +47,8 @@ pub trait HostStore: Send + Sync {
     /// `None` when no such host exists (it was removed).
     async fn record_heartbeat(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>>;
     /// Turns online hosts whose last heartbeat is older than `before` offline;
-    /// returns the ones it changed.
-    async fn mark_stale_offline(&self, before: UnixMs) -> Result<Vec<HostId>>;
+    /// returns the ones it changed. Only the holder of `fence` may.
+    async fn mark_stale_offline(&self, before: UnixMs, fence: &Fence, now: UnixMs) -> Result<Vec<HostId>>;
     async fn set_host_checks(&self, id: HostId, checks: &serde_json::Value, at: UnixMs) -> Result<()>;
     async fn delete_host(&self, id: HostId) -> Result<bool>;
 }
@@ -152,7 +152,9 @@ pub trait ClusterStore: Send + Sync {
     async fn cluster_servers(&self, cluster: &str) -> Result<Vec<DbServerRecord>>;
     /// Every server placed on a host, of any cluster.
     async fn servers_on_host(&self, host: HostId) -> Result<Vec<DbServerRecord>>;
-    async fn set_cluster_status(&self, name: &str, status: atoll_core::ClusterStatus, now: UnixMs) -> Result<()>;
+    /// `fence`: set when a controller (not a task step) derived the status,
+    /// so a server that lost the lease cannot write an old view over a new one.
+    async fn set_cluster_status(&self, name: &str, status: atoll_core::ClusterStatus, now: UnixMs, fence: Option<&Fence>) -> Result<()>;
     /// Replaces the stored request (after a validated parameter change).
     async fn set_cluster_spec(&self, name: &str, spec: &atoll_core::ClusterSpec, now: UnixMs) -> Result<()>;
     /// Records what a host's agent reports, keyed by server id;
@@ -200,9 +202,28 @@ pub trait PackageStore: Send + Sync {
     async fn delete_package(&self, name: &str) -> Result<bool>;
 }
 
+/// The platform's own servers: who is up, and leases on work that must run
+/// on one of them at a time.
+#[async_trait]
+pub trait PlatformStore: Send + Sync {
+    /// Renews the lease when `holder` still holds it, takes it when it is
+    /// free or lapsed (a new generation), and returns whoever holds it now.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now: UnixMs) -> Result<LeaseRecord>;
+    /// Lets the lease lapse at once (a clean shutdown), if still held.
+    async fn release_lease(&self, fence: &Fence) -> Result<()>;
+    async fn get_lease(&self, name: &str) -> Result<Option<LeaseRecord>>;
+    /// Adds the server or refreshes what it announced.
+    async fn record_platform_server(&self, server: &PlatformServerRecord) -> Result<()>;
+    /// By URL.
+    async fn list_platform_servers(&self) -> Result<Vec<PlatformServerRecord>>;
+    async fn delete_platform_server(&self, id: &str) -> Result<bool>;
+}
+
 /// The whole MetaDB.
 #[async_trait]
-pub trait MetaStore: HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore + RoutingStore + PackageStore {
+pub trait MetaStore:
+    HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore + RoutingStore + PackageStore + PlatformStore
+{
     /// Whether the back end answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
     fn backend(&self) -> &'static str;

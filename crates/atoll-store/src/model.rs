@@ -347,3 +347,49 @@ pub struct PackageRecord {
     pub created_by: String,
     pub created_at_ms: UnixMs,
 }
+
+/// A lease on work that must run on one server at a time. The generation
+/// grows by one each time the lease changes hands (or is taken again after
+/// it lapsed), so a write made under an older one can be told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub name: String,
+    pub holder: String,
+    pub generation: i64,
+    pub acquired_at_ms: UnixMs,
+    pub expires_ms: UnixMs,
+}
+
+impl LeaseRecord {
+    /// Whether `holder` holds it at `now`.
+    pub fn held_by(&self, holder: &str, now: UnixMs) -> bool {
+        self.holder == holder && self.expires_ms > now
+    }
+
+    /// What a write made under this lease presents.
+    pub fn fence(&self) -> Fence {
+        Fence { lease: self.name.clone(), holder: self.holder.clone(), generation: self.generation }
+    }
+}
+
+/// Proof of a lease, presented with a write only its holder may make; the
+/// store refuses the write (`StoreError::Fenced`) in the same transaction
+/// when the lease moved on or lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub holder: String,
+    pub generation: i64,
+}
+
+/// A running `atoll server`, as it last announced itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformServerRecord {
+    /// Unique per process start.
+    pub id: String,
+    /// Where agents, proxies and the CLI reach it.
+    pub url: String,
+    pub version: String,
+    pub started_at_ms: UnixMs,
+    pub seen_at_ms: UnixMs,
+}

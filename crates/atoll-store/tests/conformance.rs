@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use atoll_core::{DbId, Host, HostFacts, HostId, HostStatus, Phase, Progress, Role, StepStatus, TaskStatus};
+use atoll_core::{ClusterStatus, DbId, Host, HostFacts, HostId, HostStatus, Phase, Progress, Role, StepStatus, TaskStatus};
 use atoll_store::*;
 use serde_json::json;
 use sqlx::Row;
@@ -134,6 +134,11 @@ conformance!(
     clusters_and_servers,
     add_and_remove_servers,
     packages_unique_by_name_and_content,
+    lease_acquire_renew_and_takeover,
+    lease_race_has_one_winner,
+    fenced_writes_refused_after_takeover,
+    platform_servers_announce,
+    routing_cas_race_has_one_winner,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -458,7 +463,8 @@ async fn heartbeat_reports_previous_status(h: &Harness) {
     assert!(auth_is_set(&registered));
     assert_eq!(s.agent_auth(HostId::new()).await.unwrap(), None);
     assert_eq!(s.record_heartbeat(&heartbeat(id, "127.0.0.71", 2_000)).await.unwrap(), Some(HostStatus::Online));
-    assert_eq!(s.mark_stale_offline(2_500).await.unwrap(), vec![id]);
+    let fence = leader(s, 2_500).await;
+    assert_eq!(s.mark_stale_offline(2_500, &fence, 2_500).await.unwrap(), vec![id]);
     // Back from offline, at a new address; facts left alone when not sent.
     let prev = s.record_heartbeat(&heartbeat(id, "127.0.0.72", 3_000)).await.unwrap();
     assert_eq!(prev, Some(HostStatus::Offline));
@@ -489,8 +495,9 @@ async fn stale_hosts_go_offline_once(h: &Harness) {
     off.host.last_heartbeat_ms = Some(10);
     s.insert_host(&off).await.unwrap();
 
-    assert_eq!(s.mark_stale_offline(5_000).await.unwrap(), vec![old]);
-    assert_eq!(s.mark_stale_offline(5_000).await.unwrap(), Vec::<HostId>::new());
+    let fence = leader(s, 5_000).await;
+    assert_eq!(s.mark_stale_offline(5_000, &fence, 5_000).await.unwrap(), vec![old]);
+    assert_eq!(s.mark_stale_offline(5_000, &fence, 5_000).await.unwrap(), Vec::<HostId>::new());
     let status = |name: &str| {
         let name = name.to_owned();
         async move { s.find_host(&name).await.unwrap().unwrap().host.status }
@@ -943,7 +950,7 @@ async fn migrations_run_twice(h: &Harness) {
         let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1, 2, 3, 4, 5]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -957,7 +964,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1, 2, 3, 4, 5]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }
@@ -1009,7 +1016,7 @@ fn spec(name: &str) -> atoll_core::ClusterSpec {
 }
 
 async fn clusters_and_servers(h: &Harness) {
-    use atoll_core::{ClusterStatus, Durability, Ports};
+    use atoll_core::{Durability, Ports};
     let s = &h.store;
     let hosts: Vec<HostId> = (0..3).map(|_| HostId::new()).collect();
     let cluster = ClusterRecord {
@@ -1061,7 +1068,7 @@ async fn clusters_and_servers(h: &Harness) {
     }
     s.set_cluster_spec("orders", &tuned, 4).await.unwrap();
     pool.close().await;
-    s.set_cluster_status("orders", ClusterStatus::Healthy, 5).await.unwrap();
+    s.set_cluster_status("orders", ClusterStatus::Healthy, 5, None).await.unwrap();
     let got = s.get_cluster("orders").await.unwrap().unwrap();
     assert_eq!((got.status, got.updated_at_ms), (ClusterStatus::Healthy, 5));
 
@@ -1121,7 +1128,7 @@ async fn clusters_and_servers(h: &Harness) {
 /// Scaling: a server joins an existing cluster under a free name; removing
 /// the last server of a zone takes that zone's proxy with it.
 async fn add_and_remove_servers(h: &Harness) {
-    use atoll_core::{ClusterStatus, Durability, Ports};
+    use atoll_core::{Durability, Ports};
     let s = &h.store;
     let cluster = ClusterRecord {
         name: "scaled".into(),
@@ -1211,4 +1218,154 @@ async fn packages_unique_by_name_and_content(h: &Harness) {
     assert!(!s.delete_package("alpha").await.unwrap());
     assert_eq!(s.get_package("alpha").await.unwrap(), None);
     assert_eq!(s.list_packages().await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- platform
+
+/// Takes the `leader` lease for `server-a` at `now` (10 s).
+async fn leader(s: &SqlStore, now: i64) -> Fence {
+    let lease = s.acquire_lease("leader", "server-a", 10_000, now).await.unwrap();
+    assert!(lease.held_by("server-a", now), "{lease:?}");
+    lease.fence()
+}
+
+async fn lease_acquire_renew_and_takeover(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.get_lease("leader").await.unwrap(), None);
+    let a = s.acquire_lease("leader", "a", 1_000, 10_000).await.unwrap();
+    assert_eq!((a.holder.as_str(), a.generation, a.expires_ms), ("a", 1, 11_000));
+    // Held: another server sees the holder and does not get it.
+    let seen = s.acquire_lease("leader", "b", 1_000, 10_500).await.unwrap();
+    assert_eq!((seen.holder.as_str(), seen.generation), ("a", 1));
+    assert!(!seen.held_by("b", 10_500));
+    // Renewal keeps the generation and moves the expiry.
+    let renewed = s.acquire_lease("leader", "a", 1_000, 10_900).await.unwrap();
+    assert_eq!((renewed.generation, renewed.expires_ms), (1, 11_900));
+    // Lapsed: the next one takes it with a new generation.
+    let b = s.acquire_lease("leader", "b", 1_000, 12_000).await.unwrap();
+    assert_eq!((b.holder.as_str(), b.generation, b.acquired_at_ms), ("b", 2, 12_000));
+    // The old holder cannot renew what lapsed; it sees b.
+    assert_eq!(s.acquire_lease("leader", "a", 1_000, 12_100).await.unwrap().holder, "b");
+    // A clean release hands over at once, with a new generation.
+    s.release_lease(&b.fence()).await.unwrap();
+    let a2 = s.acquire_lease("leader", "a", 1_000, 12_200).await.unwrap();
+    assert_eq!((a2.holder.as_str(), a2.generation), ("a", 3));
+    // Releasing with a stale fence does nothing.
+    s.release_lease(&b.fence()).await.unwrap();
+    assert!(s.get_lease("leader").await.unwrap().unwrap().held_by("a", 12_300));
+    // Leases are independent by name.
+    assert_eq!(s.acquire_lease("other", "b", 1_000, 12_300).await.unwrap().generation, 1);
+}
+
+async fn lease_race_has_one_winner(h: &Harness) {
+    let store = Arc::new(h.store.clone());
+    // Twice: the first-ever INSERT race, then the takeover of a lapsed lease.
+    for (round, now) in [(0, 1_000), (1, 100_000)] {
+        let mut joins = Vec::new();
+        for i in 0..8 {
+            let s = Arc::clone(&store);
+            joins.push(tokio::spawn(async move {
+                let me = format!("s{round}-{i}");
+                let got = s.acquire_lease("race", &me, 5_000, now).await.unwrap();
+                (me, got)
+            }));
+        }
+        let mut holders = HashSet::new();
+        let mut winners = 0;
+        for j in joins {
+            let (me, got) = j.await.unwrap();
+            holders.insert((got.holder.clone(), got.generation));
+            winners += usize::from(got.held_by(&me, now));
+        }
+        assert_eq!(winners, 1, "round {round}: {holders:?}");
+        assert_eq!(holders.len(), 1, "round {round}: everyone sees the one winner: {holders:?}");
+        assert_eq!(holders.iter().next().unwrap().1, round + 1);
+    }
+}
+
+async fn fenced_writes_refused_after_takeover(h: &Harness) {
+    let s = &h.store;
+    let id = HostId::new();
+    s.register_host(&registration(id, "fh", "127.0.0.91", None, 1_000)).await.unwrap();
+    seed_cluster(s, "fenced").await;
+    let old = s.acquire_lease("leader", "a", 5_000, 2_000).await.unwrap().fence();
+    // While held, fenced writes go through.
+    s.set_cluster_status("fenced", ClusterStatus::Degraded, 3_000, Some(&old)).await.unwrap();
+    // The lease lapses and b takes it: a's writes are refused, nothing changes.
+    let new = s.acquire_lease("leader", "b", 5_000, 8_000).await.unwrap();
+    assert_eq!(new.generation, 2);
+    let err = s.set_cluster_status("fenced", ClusterStatus::Healthy, 8_100, Some(&old)).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Fenced { lease, generation: 1 } if lease == "leader"), "{err:?}");
+    assert!(err.to_string().contains("another server took over"), "{err}");
+    assert_eq!(s.get_cluster("fenced").await.unwrap().unwrap().status, ClusterStatus::Degraded);
+    let err = s.mark_stale_offline(5_000, &old, 8_100).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+    assert_eq!(s.get_host(id).await.unwrap().unwrap().host.status, HostStatus::Online);
+    // A lapsed lease fences even its own holder until taken again.
+    let err = s.set_cluster_status("fenced", ClusterStatus::Healthy, 20_000, Some(&new.fence())).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+    // The new holder writes.
+    assert_eq!(s.mark_stale_offline(5_000, &new.fence(), 8_200).await.unwrap(), vec![id]);
+    s.set_cluster_status("fenced", ClusterStatus::Healthy, 8_300, Some(&new.fence())).await.unwrap();
+    assert_eq!(s.get_cluster("fenced").await.unwrap().unwrap().status, ClusterStatus::Healthy);
+}
+
+async fn platform_servers_announce(h: &Harness) {
+    let s = &h.store;
+    let server = |id: &str, url: &str, seen: i64| PlatformServerRecord {
+        id: id.into(),
+        url: url.into(),
+        version: "0.1.0".into(),
+        started_at_ms: 1_000,
+        seen_at_ms: seen,
+    };
+    s.record_platform_server(&server("b", "http://127.0.0.2:8080", 2_000)).await.unwrap();
+    s.record_platform_server(&server("a", "http://127.0.0.1:8080", 2_000)).await.unwrap();
+    s.record_platform_server(&server("b", "http://127.0.0.2:8080", 3_000)).await.unwrap();
+    let all = s.list_platform_servers().await.unwrap();
+    assert_eq!(all.iter().map(|r| (r.id.as_str(), r.seen_at_ms)).collect::<Vec<_>>(), [("a", 2_000), ("b", 3_000)]);
+    assert!(s.delete_platform_server("a").await.unwrap());
+    assert!(!s.delete_platform_server("a").await.unwrap());
+    assert_eq!(s.list_platform_servers().await.unwrap().len(), 1);
+}
+
+async fn routing_cas_race_has_one_winner(h: &Harness) {
+    seed_cluster(&h.store, "cas").await;
+    let store = Arc::new(h.store.clone());
+    let first = RoutingRecord { writer: Some("n1".into()), moving_to: None, changed_at_ms: 1 };
+    // The first row, then a move away from n1: one winner each time.
+    for expected in [None, Some(first.clone())] {
+        let mut joins = Vec::new();
+        for i in 0..8 {
+            let (s, expected) = (Arc::clone(&store), expected.clone());
+            let new = if expected.is_none() {
+                first.clone()
+            } else {
+                RoutingRecord { writer: Some(format!("n{}", i + 2)), moving_to: None, changed_at_ms: 2 }
+            };
+            joins.push(tokio::spawn(async move { s.set_routing("cas", expected.as_ref(), &new).await.unwrap() }));
+        }
+        let mut wins = 0;
+        for j in joins {
+            wins += usize::from(j.await.unwrap());
+        }
+        assert_eq!(wins, 1, "expected {expected:?}");
+    }
+}
+
+/// A cluster with no servers, for tests that need only its row.
+async fn seed_cluster(s: &SqlStore, name: &str) {
+    use atoll_core::Durability;
+    let cluster = ClusterRecord {
+        name: name.into(),
+        engine: "mariadb-galera".into(),
+        durability: Durability::Durable,
+        status: ClusterStatus::Creating,
+        spec: spec(name),
+        secrets: json!({}),
+        created_by: "admin".into(),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    s.create_cluster(&cluster, &[]).await.unwrap();
 }

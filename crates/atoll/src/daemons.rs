@@ -38,6 +38,8 @@ pub struct ServerArgs {
     login_lock_s: Option<u64>,
     #[arg(long, env = "ATOLL_TASK_LEASE_MS")]
     task_lease_ms: Option<u64>,
+    #[arg(long, env = "ATOLL_LEADER_LEASE_MS")]
+    leader_lease_ms: Option<u64>,
     #[arg(long, env = "ATOLL_HOST_DATA_DIR")]
     host_data_dir: Option<String>,
     #[arg(long, env = "ATOLL_PROFILE")]
@@ -46,9 +48,10 @@ pub struct ServerArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// URL of a platform server.
-    #[arg(long, env = "ATOLL_SERVER")]
-    server: String,
+    /// URLs of platform servers (repeat the flag or separate with commas);
+    /// the agent learns the others from the platform.
+    #[arg(long = "server", env = "ATOLL_SERVER", value_delimiter = ',', required = true)]
+    servers: Vec<String>,
     /// Needed the first time this host joins (`atoll host join-token`).
     #[arg(long, env = "ATOLL_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
@@ -85,6 +88,7 @@ pub async fn serve(a: ServerArgs) -> Res {
         login_window_s,
         login_lock_s,
         task_lease_ms,
+        leader_lease_ms,
         host_data_dir,
         profile
     );
@@ -108,7 +112,7 @@ pub async fn serve(a: ServerArgs) -> Res {
 pub async fn agent(a: AgentArgs) -> Res {
     init_logging("info");
     let config = atoll_agent::AgentConfig {
-        server: a.server,
+        servers: a.servers,
         join_token: a.join_token,
         listen: a.listen,
         data_dir: a.data_dir,

@@ -358,7 +358,7 @@ impl StepHandler for Mark {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let MarkStep { cluster, status } = ctx.params()?;
-        state.store.set_cluster_status(&cluster, status, now_ms()).await.map_err(store_err)?;
+        state.store.set_cluster_status(&cluster, status, now_ms(), None).await.map_err(store_err)?;
         Ok(json!({ "status": status }))
     }
 }

@@ -428,7 +428,7 @@ impl StepHandler for Ready {
             }
             pause(ctx, Duration::from_millis(200)).await?;
         }
-        state.store.set_cluster_status(&cluster, ClusterStatus::Healthy, now_ms()).await.map_err(store_err)?;
+        state.store.set_cluster_status(&cluster, ClusterStatus::Healthy, now_ms(), None).await.map_err(store_err)?;
         // Names the first writer (or keeps a synced one after a restart).
         if let Some(c) = state.store.get_cluster(&cluster).await.map_err(store_err)? {
             routing::failover(state, &c).await.map_err(|e| StepError::retryable(e.to_string()))?;
@@ -440,7 +440,7 @@ impl StepHandler for Ready {
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
         let state = self.0.get()?;
         let ClusterStep { cluster } = ctx.params()?;
-        state.store.set_cluster_status(&cluster, ClusterStatus::Creating, now_ms()).await.map_err(store_err)?;
+        state.store.set_cluster_status(&cluster, ClusterStatus::Creating, now_ms(), None).await.map_err(store_err)?;
         Ok(())
     }
 }

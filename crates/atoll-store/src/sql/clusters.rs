@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use super::SqlStore;
 use super::retry::retry;
 use super::row;
-use crate::{ClusterRecord, ClusterStore, DbServerRecord, Result, StoreError};
+use crate::{ClusterRecord, ClusterStore, DbServerRecord, Fence, Result, StoreError};
 
 macro_rules! select_clusters {
     ($tail:literal) => {
@@ -198,14 +198,19 @@ impl ClusterStore for SqlStore {
             .collect()
     }
 
-    async fn set_cluster_status(&self, name: &str, status: ClusterStatus, now: UnixMs) -> Result<()> {
+    async fn set_cluster_status(&self, name: &str, status: ClusterStatus, now: UnixMs, fence: Option<&Fence>) -> Result<()> {
         retry(|| async {
+            let mut tx = self.begin_write().await?;
+            if let Some(fence) = fence {
+                super::platform::check_fence(&mut tx, fence, now).await?;
+            }
             sqlx::query("UPDATE clusters SET status = ?, updated_at_ms = ? WHERE name = ?")
                 .bind(status.as_str())
                 .bind(now)
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(())
         })
         .await

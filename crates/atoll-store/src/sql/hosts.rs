@@ -14,7 +14,7 @@ use super::SqlStore;
 use super::retry::retry;
 use super::row::{self, conflict_on_unique};
 use crate::model::check_summary;
-use crate::{AgentAuth, HeartbeatRecord, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
+use crate::{AgentAuth, Fence, HeartbeatRecord, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
 
 // `sqlx::query` wants `&'static str`; these are assembled at compile time.
 macro_rules! select_hosts {
@@ -389,7 +389,7 @@ impl HostStore for SqlStore {
         retry(|| self.heartbeat_once(hb)).await
     }
 
-    async fn mark_stale_offline(&self, before: UnixMs) -> Result<Vec<HostId>> {
+    async fn mark_stale_offline(&self, before: UnixMs, fence: &Fence, now: UnixMs) -> Result<Vec<HostId>> {
         let online = HostStatus::Online.as_str();
         let stale = sqlx::query("SELECT id FROM hosts WHERE status = ? AND last_heartbeat_ms < ?")
             .bind(online)
@@ -399,17 +399,20 @@ impl HostStore for SqlStore {
         let mut changed = Vec::new();
         for r in &stale {
             let id: HostId = row::parsed(r, "id")?;
-            // Conditional per host, so when two servers sweep at once each
-            // host is reported by exactly one of them, and a heartbeat that
-            // arrived since the SELECT keeps its host online.
+            // Conditional per host, so a heartbeat that arrived since the
+            // SELECT keeps its host online; fenced, so a server that lost
+            // the lease cannot mark hosts from its stale view.
             let n = retry(|| async move {
+                let mut tx = self.begin_write().await?;
+                super::platform::check_fence(&mut tx, fence, now).await?;
                 let done = sqlx::query("UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?")
                     .bind(HostStatus::Offline.as_str())
                     .bind(id.to_string())
                     .bind(online)
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected())
             })
             .await?;

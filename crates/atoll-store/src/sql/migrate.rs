@@ -28,6 +28,7 @@ const SQLITE: &[Migration] = &[
     Migration { version: 3, sql: include_str!("../../migrations/sqlite/0003_packages.sql") },
     Migration { version: 4, sql: include_str!("../../migrations/sqlite/0004_routing.sql") },
     Migration { version: 5, sql: include_str!("../../migrations/sqlite/0005_host_summary.sql") },
+    Migration { version: 6, sql: include_str!("../../migrations/sqlite/0006_platform.sql") },
 ];
 
 const MYSQL: &[Migration] = &[
@@ -36,6 +37,7 @@ const MYSQL: &[Migration] = &[
     Migration { version: 3, sql: include_str!("../../migrations/mysql/0003_packages.sql") },
     Migration { version: 4, sql: include_str!("../../migrations/mysql/0004_routing.sql") },
     Migration { version: 5, sql: include_str!("../../migrations/mysql/0005_host_summary.sql") },
+    Migration { version: 6, sql: include_str!("../../migrations/mysql/0006_platform.sql") },
 ];
 
 /// Brings the schema up to date; a no-op when it already is.

@@ -20,6 +20,7 @@ mod clusters;
 mod hosts;
 mod migrate;
 mod packages;
+mod platform;
 mod retry;
 mod routing;
 mod row;

@@ -49,12 +49,15 @@ fn decode_routing(r: &AnyRow) -> Result<RoutingRecord> {
 impl SqlStore {
     async fn set_routing_once(&self, cluster: &str, expected: Option<&RoutingRecord>, new: &RoutingRecord) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let current = sqlx::query("SELECT writer, moving_to, changed_at_ms FROM cluster_routing WHERE cluster = ?")
-            .bind(cluster)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| decode_routing(&r))
-            .transpose()?;
+        // The row is locked while we compare: under InnoDB a plain read is
+        // a snapshot, and a second CAS that read the same row would wait
+        // on our UPDATE and then overwrite it (both would "win"). SQLite's
+        // `BEGIN IMMEDIATE` already serialises the whole transaction.
+        let select = match self.backend {
+            super::Backend::Sqlite => "SELECT writer, moving_to, changed_at_ms FROM cluster_routing WHERE cluster = ?",
+            super::Backend::MySql => "SELECT writer, moving_to, changed_at_ms FROM cluster_routing WHERE cluster = ? FOR UPDATE",
+        };
+        let current = sqlx::query(select).bind(cluster).fetch_optional(&mut *tx).await?.map(|r| decode_routing(&r)).transpose()?;
         let same = |a: &RoutingRecord, b: &RoutingRecord| a.writer == b.writer && a.moving_to == b.moving_to;
         match (&current, expected) {
             (None, None) => {
@@ -119,7 +122,11 @@ impl RoutingStore for SqlStore {
     }
 
     async fn set_routing(&self, cluster: &str, expected: Option<&RoutingRecord>, new: &RoutingRecord) -> Result<bool> {
-        retry(|| self.set_routing_once(cluster, expected, new)).await
+        match retry(|| self.set_routing_once(cluster, expected, new)).await {
+            // Another server inserted the first row between our read and ours.
+            Err(e) if row::is_unique_violation(&e) => Ok(false),
+            other => other,
+        }
     }
 
     async fn put_proxies(&self, proxies: &[ProxyRecord]) -> Result<()> {
