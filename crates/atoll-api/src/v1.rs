@@ -412,3 +412,36 @@ pub struct RemoveServerQuery {
     #[serde(default)]
     pub force: bool,
 }
+
+/// The platform's own servers, and which one runs the controllers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlatformView {
+    /// The server that answered.
+    pub answered_by: String,
+    /// `sqlite` or `mysql`.
+    pub metadb: String,
+    pub servers: Vec<PlatformServerView>,
+    /// The controllers' lease: who holds it, its fencing generation and
+    /// when it lapses unless renewed (`None` before any server took it).
+    pub leader: Option<LeaseView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlatformServerView {
+    pub id: String,
+    pub url: String,
+    pub version: String,
+    pub started_at_ms: UnixMs,
+    pub seen_at_ms: UnixMs,
+    /// Announced itself recently enough to be offered to clients.
+    pub live: bool,
+    pub leader: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    pub holder: String,
+    pub generation: i64,
+    pub acquired_at_ms: UnixMs,
+    pub expires_ms: UnixMs,
+}

@@ -168,8 +168,15 @@ impl Client {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            // A read may be repeated whatever happened to it; a write only
+            // when the server cannot have acted on it.
+            let repeatable = |f: &Failure| {
+                matches!(f, Failure::NotApplied(_))
+                    || (method == Method::GET && matches!(f, Failure::Other(ClientError::Unreachable { .. })))
+            };
             match self.finish(url, req).await {
-                Err(Failure::NotApplied(e)) if i + 1 < bases.len() => {
+                Err(f) if i + 1 < bases.len() && repeatable(&f) => {
+                    let e = f.into_error();
                     tracing::debug!(server = %base, error = %e, "server did not take the request; trying the next");
                     last = Some(e);
                 }

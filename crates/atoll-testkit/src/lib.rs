@@ -15,6 +15,7 @@ use atoll_client::Client;
 pub use atoll_client;
 
 pub mod browser;
+pub mod metadb;
 
 pub const NEW_ADMIN_PASSWORD: &str = "test-admin-password-1";
 
@@ -268,6 +269,29 @@ impl Platform {
         Ok(j.token)
     }
 
+    /// Starts another server of this platform (its MetaDB must be on
+    /// MySQL, passed in `opts`), with its own data directory and the first
+    /// server's key, on a free port of `ip`.
+    pub async fn start_peer(&self, name: &str, ip: &str, opts: &ServerOpts) -> Result<Peer> {
+        let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse()?;
+        let mut opts = opts.clone();
+        opts.extra_args.extend(["--secret-key-file".to_string(), self.dir.path().join("server/platform.key").display().to_string()]);
+        let data = self.dir.path().join(name);
+        let mut cmd = server_command(&data, addr, &opts);
+        cmd.arg("--host-data-dir").arg(self.host_data_dir());
+        let mut proc = Proc::spawn(name, cmd, self.dir.path().join(format!("{name}.log")))?;
+        let url = format!("http://{addr}");
+        let health = format!("{url}/healthz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+            if proc.exited() || Instant::now() > deadline {
+                bail!("server {name} did not come up:\n{}", proc.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Peer { proc, url })
+    }
+
     /// Starts an agent listening on `ip` with its own data directory
     /// (reused when the same `data_name` is given again).
     pub fn start_agent(&self, data_name: &str, ip: &str, zone: Option<&str>, join_token: &str) -> Result<Agent> {
@@ -355,6 +379,12 @@ impl Drop for Platform {
     }
 }
 
+/// Another server of a platform.
+pub struct Peer {
+    pub proc: Proc,
+    pub url: String,
+}
+
 pub struct Agent {
     pub proc: Proc,
     pub data_dir: PathBuf,
@@ -367,18 +397,22 @@ fn spawn_server(dir: &Path, addr: SocketAddr, opts: &ServerOpts) -> Result<Proc>
 }
 
 fn spawn_server_logged(dir: &Path, addr: SocketAddr, opts: &ServerOpts, log: PathBuf) -> Result<Proc> {
+    let mut cmd = server_command(&dir.join("server"), addr, opts);
+    cmd.arg("--host-data-dir").arg(dir.join("hosts-db"));
+    Proc::spawn("server", cmd, log)
+}
+
+fn server_command(data_dir: &Path, addr: SocketAddr, opts: &ServerOpts) -> Command {
     let mut cmd = Command::new(atoll_bin());
     cmd.arg("server")
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--data-dir")
-        .arg(dir.join("server"))
-        .arg("--host-data-dir")
-        .arg(dir.join("hosts-db"))
+        .arg(data_dir)
         .args(&opts.extra_args)
         .env("RUST_LOG", "info,sqlx=warn");
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
-    Proc::spawn("server", cmd, log)
+    cmd
 }

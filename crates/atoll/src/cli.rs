@@ -18,9 +18,10 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct Conn {
-    /// Server URL; default: the one `atoll login` saved.
-    #[arg(long, env = "ATOLL_SERVER", global = true)]
-    server: Option<String>,
+    /// Server URL (repeat, or separate with commas: each is tried in turn
+    /// when one does not answer); default: the ones `atoll login` saved.
+    #[arg(long = "server", env = "ATOLL_SERVER", global = true, value_delimiter = ',')]
+    servers: Vec<String>,
     /// API token; default: the one `atoll login` saved.
     #[arg(long, env = "ATOLL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -55,6 +56,8 @@ enum Command {
     Package(crate::packages::PackageCmd),
     /// Run the MySQL proxy of one cluster (read-write and read-only ports).
     Proxy(crate::proxy::ProxyArgs),
+    /// The platform's own servers, and which one runs the controllers.
+    Platform(crate::platform::PlatformArgs),
 }
 
 impl Cli {
@@ -76,6 +79,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Cluster(c) => crate::clusters::run(c).await,
         Command::Package(c) => crate::packages::run(c).await,
         Command::Proxy(a) => crate::proxy::run(a).await,
+        Command::Platform(a) => crate::platform::run(a).await,
     };
     match result {
         Ok(exit) => exit.into(),
@@ -90,13 +94,15 @@ pub type Res = Result<Exit, CliError>;
 
 pub fn client(conn: &Conn) -> Result<Client, CliError> {
     let saved = session::load();
-    let server =
-        conn.server.clone().or(saved.server).ok_or_else(|| fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"))?;
+    let servers = if conn.servers.is_empty() { saved.servers() } else { conn.servers.clone() };
+    if servers.is_empty() {
+        return Err(fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"));
+    }
     let token = conn.token.clone().or(saved.token);
     if token.is_none() {
         return Err(fail(Exit::Error, "not logged in: run `atoll login --server URL` or set ATOLL_TOKEN"));
     }
-    Ok(Client::new(&server, token))
+    Ok(Client::over(&atoll_client::Servers::new(&servers), token, std::time::Duration::from_secs(30)))
 }
 
 #[cfg(test)]

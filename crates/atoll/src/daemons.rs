@@ -44,6 +44,10 @@ pub struct ServerArgs {
     host_data_dir: Option<String>,
     #[arg(long, env = "ATOLL_PROFILE")]
     profile: Option<String>,
+    /// The key that seals database passwords; every server of a platform
+    /// must use the same one (default DATA_DIR/platform.key).
+    #[arg(long, env = "ATOLL_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +101,9 @@ pub async fn serve(a: ServerArgs) -> Res {
     }
     if a.public_url.is_some() {
         c.public_url = a.public_url;
+    }
+    if a.secret_key_file.is_some() {
+        c.secret_key_file = a.secret_key_file;
     }
     let shutdown = shutdown_on_signal();
     let running = atoll_server::start(c.clone(), shutdown).await?;

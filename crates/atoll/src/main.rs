@@ -8,6 +8,7 @@ mod hosts;
 mod output;
 mod packages;
 mod plan;
+mod platform;
 mod playground;
 mod proxy;
 mod session;

@@ -105,7 +105,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     };
     match &result {
         Ok(()) => {
-            session::save(&session::Saved { server: Some(url.clone()), token: Some(token) })?;
+            session::save(&session::Saved { servers: vec![url.clone()], server: None, token: Some(token) })?;
             println!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
             println!("  console   {url}");
             match &server.admin_password {

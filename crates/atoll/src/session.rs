@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use atoll_api::v1::{ChangePasswordRequest, CreateTokenRequest, CreatedToken, LoginRequest, LoginResponse};
+use atoll_api::v1::{ChangePasswordRequest, CreateTokenRequest, CreatedToken, LoginRequest, LoginResponse, PlatformView};
 use atoll_client::Client;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,20 @@ use crate::output::{CliError, Exit, fail};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Saved {
+    /// Every platform server, tried in order (saved by `atoll login`, which
+    /// asks the platform for them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// One server, as files written before several were kept say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     pub token: Option<String>,
+}
+
+impl Saved {
+    pub fn servers(&self) -> Vec<String> {
+        if self.servers.is_empty() { self.server.iter().cloned().collect() } else { self.servers.clone() }
+    }
 }
 
 /// `$ATOLL_CONFIG_DIR`, else `$XDG_CONFIG_HOME/atoll`, else `~/.config/atoll`.
@@ -47,8 +59,10 @@ pub fn save(s: &Saved) -> anyhow::Result<PathBuf> {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    #[arg(long, env = "ATOLL_SERVER")]
-    server: String,
+    /// A platform server's URL (repeat, or separate with commas, to try
+    /// several); the others are learned from the platform.
+    #[arg(long = "server", env = "ATOLL_SERVER", value_delimiter = ',', required = true)]
+    servers: Vec<String>,
     #[arg(long, default_value = "admin")]
     user: String,
     /// Read the password from stdin's first line (and, when a new one is
@@ -67,7 +81,8 @@ fn read_secret(prompt: &str, lines: &mut Option<std::io::Lines<std::io::StdinLoc
 pub async fn login(a: LoginArgs) -> Res {
     let mut lines = a.password_stdin.then(|| std::io::stdin().lock().lines());
     let password = read_secret("password", &mut lines)?;
-    let mut c = Client::new(&a.server, None);
+    let servers = atoll_client::Servers::new(&a.servers);
+    let mut c = Client::over(&servers, None, std::time::Duration::from_secs(30));
     let resp: LoginResponse = c.post("/api/v1/auth/login", &LoginRequest { username: a.user.clone(), password: password.clone() }).await?;
     c.set_token(Some(resp.token.clone()));
     if resp.must_change_password {
@@ -81,8 +96,21 @@ pub async fn login(a: LoginArgs) -> Res {
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let token: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: format!("cli@{}", host.trim()) }).await?;
+    // Every server that is up, so later commands fail over between them.
+    let known = match c.get::<PlatformView>("/api/v1/platform").await {
+        Ok(p) => {
+            let mut urls = vec![c.base()];
+            for s in p.servers.into_iter().filter(|s| s.live) {
+                if !urls.contains(&s.url) {
+                    urls.push(s.url);
+                }
+            }
+            urls
+        }
+        Err(_) => servers.all(),
+    };
     let _: serde_json::Value = c.post("/api/v1/auth/logout", &json!({})).await?;
-    let path = save(&Saved { server: Some(a.server.clone()), token: Some(token.token) })?;
-    println!("logged in to {} as {} ({}); token saved in {}", a.server, resp.user, resp.role, path.display());
+    let path = save(&Saved { servers: known.clone(), server: None, token: Some(token.token) })?;
+    println!("logged in to {} as {} ({}); token saved in {}", known.join(", "), resp.user, resp.role, path.display());
     Ok(Exit::Ok)
 }

@@ -6,6 +6,7 @@ mod auth;
 mod clusters;
 mod hosts;
 mod packages;
+mod platform;
 mod routing;
 mod tasks;
 mod users;
@@ -44,6 +45,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(audit::router())
         .merge(clusters::router())
         .merge(routing::router())
+        .merge(platform::router())
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     router.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))

@@ -1,0 +1,58 @@
+//! A private MariaDB for tests that need MetaDB on MySQL (several servers
+//! sharing one): its own data directory and port, stopped when dropped.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{Proc, free_port, wait_for};
+
+pub struct MariaDb {
+    pub proc: Proc,
+    /// `mysql://atoll:…@127.0.0.1:PORT/atoll`.
+    pub url: String,
+    /// Dropped after `proc` (fields drop in order), so the data goes
+    /// only once the server is dead.
+    _dir: tempfile::TempDir,
+}
+
+impl MariaDb {
+    /// Installs a data directory in a new temporary directory and starts
+    /// `mariadbd` on a free loopback port, with an `atoll` account allowed
+    /// everything.
+    pub async fn start() -> Result<MariaDb> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        let data = dir.join("metadb");
+        let install = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=socket"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .context("running mariadb-install-db")?;
+        if !install.status.success() {
+            bail!("mariadb-install-db failed: {}", String::from_utf8_lossy(&install.stderr));
+        }
+        let init = dir.join("metadb-init.sql");
+        std::fs::write(
+            &init,
+            "CREATE USER IF NOT EXISTS 'atoll'@'127.0.0.1' IDENTIFIED BY 'atoll-test';\n\
+             GRANT ALL ON *.* TO 'atoll'@'127.0.0.1';\n\
+             CREATE DATABASE IF NOT EXISTS atoll;\n",
+        )?;
+        let port = free_port("127.0.0.1");
+        let mut cmd = Command::new("mariadbd");
+        cmd.args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--innodb-buffer-pool-size=32M", "--skip-log-bin"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("metadb.sock").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--init-file={}", init.display()));
+        let proc = Proc::spawn("metadb", cmd, dir.join("metadb.log"))?;
+        let url = format!("mysql://atoll:atoll-test@127.0.0.1:{port}/atoll");
+        wait_for("MetaDB's MariaDB to accept connections", Duration::from_secs(30), || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        })
+        .await?;
+        Ok(MariaDb { proc, url, _dir: tmp })
+    }
+}
