@@ -28,6 +28,10 @@ pub struct RoutingTable {
     /// an operator) see this table.
     pub monitor_user: String,
     pub monitor_password: String,
+    /// Every platform server that is up (sorted): where to ask for the
+    /// next table when this one's server stops answering.
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -218,6 +218,7 @@ mod tests {
                 .collect(),
             monitor_user: "m".into(),
             monitor_password: "p".into(),
+            servers: Vec::new(),
         }
     }
 

@@ -88,6 +88,9 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             return;
         }
     };
+    // The servers to ask: the ones we were started with, then the ones
+    // each table names (the platform's servers that are up).
+    let mut servers: Vec<String> = cfg.servers.clone();
     let mut server = 0usize;
     let mut failures = 0u32;
     let mut last_log: Option<Instant> = None;
@@ -95,7 +98,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     // saved table has the current version, so the table is confirmed.
     let mut confirmed = false;
     loop {
-        let base = cfg.servers[server % cfg.servers.len()].trim_end_matches('/');
+        let base = servers[server % servers.len()].trim_end_matches('/').to_string();
+        let base = base.as_str();
         let url = format!("{base}/api/v1/clusters/{}/routing", cfg.cluster);
         let since = if confirmed { shared.table_version() } else { None };
         let query = RoutingQuery { since, wait_ms: Some(WAIT_MS) };
@@ -113,6 +117,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 last_log = None;
                 let first = !confirmed;
                 confirmed = true;
+                learn_servers(&mut servers, &mut server, &table.servers, &cfg.servers);
                 let (changed, probers) = shared.apply_table(table.clone(), TableSource::Platform, now_ms());
                 probe::spawn(&shared, probers);
                 if (changed || first)
@@ -135,12 +140,32 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         server += 1;
         // Next server at once after one failure; once every server
         // failed, back off up to 2 s so a dead platform costs nothing.
-        let rounds = failures / cfg.servers.len() as u32;
+        let rounds = failures / servers.len() as u32;
         let pause = Duration::from_millis(100 * u64::from(rounds.min(20)).max(1));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+/// Takes the table's list of servers (keeping the configured ones after
+/// it), staying on the server that answered.
+fn learn_servers(servers: &mut Vec<String>, at: &mut usize, named: &[String], configured: &[String]) {
+    if named.is_empty() {
+        return;
+    }
+    let current = servers[*at % servers.len()].trim_end_matches('/').to_string();
+    let mut fresh: Vec<String> = named.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+    for c in configured.iter().map(|u| u.trim_end_matches('/').to_string()) {
+        if !fresh.contains(&c) {
+            fresh.push(c);
+        }
+    }
+    if fresh != *servers {
+        tracing::info!(servers = ?fresh, "platform servers changed");
+        *at = fresh.iter().position(|u| *u == current).unwrap_or(0);
+        *servers = fresh;
     }
 }
 
@@ -169,4 +194,30 @@ fn describe(e: &reqwest::Error) -> String {
         source = inner;
     }
     if e.is_timeout() { format!("timed out ({source})") } else { source.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learn_servers;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn adopts_the_tables_servers_and_stays_on_the_one_that_answered() {
+        let configured = v(&["http://a:8080/"]);
+        let mut servers = v(&["http://a:8080"]);
+        let mut at = 0;
+        learn_servers(&mut servers, &mut at, &v(&["http://b:8080", "http://a:8080", "http://c:8080"]), &configured);
+        assert_eq!(servers, v(&["http://b:8080", "http://a:8080", "http://c:8080"]));
+        assert_eq!(servers[at], "http://a:8080");
+        // A table without servers (an older platform) changes nothing.
+        learn_servers(&mut servers, &mut at, &[], &configured);
+        assert_eq!(servers.len(), 3);
+        // A configured server the platform no longer lists is kept last.
+        learn_servers(&mut servers, &mut at, &v(&["http://b:8080"]), &configured);
+        assert_eq!(servers, v(&["http://b:8080", "http://a:8080"]));
+        assert_eq!(servers[at], "http://a:8080");
+    }
 }

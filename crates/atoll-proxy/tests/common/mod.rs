@@ -220,6 +220,7 @@ pub fn table(cluster: &str, version: &str, writer: Option<&str>, moving_to: Opti
         backends,
         monitor_user: MONITOR_USER.into(),
         monitor_password: MONITOR_PASSWORD.into(),
+        servers: Vec::new(),
     }
 }
 

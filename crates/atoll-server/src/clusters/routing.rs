@@ -48,6 +48,11 @@ pub async fn table(state: &AppState, c: &ClusterRecord, servers: &[DbServerRecor
         backends,
         monitor_user: MONITOR_USER.into(),
         monitor_password,
+        servers: {
+            let mut peers = state.platform.peers();
+            peers.sort();
+            peers
+        },
     };
     t.version = version(&t);
     Ok(t)
@@ -56,7 +61,7 @@ pub async fn table(state: &AppState, c: &ClusterRecord, servers: &[DbServerRecor
 /// A digest of everything a proxy acts on, so equal tables have equal
 /// versions on every platform server sharing MetaDB.
 fn version(t: &RoutingTable) -> String {
-    let canonical = json!([t.writer, t.moving_to, t.backends, t.monitor_user, t.monitor_password]).to_string();
+    let canonical = json!([t.writer, t.moving_to, t.backends, t.monitor_user, t.monitor_password, t.servers]).to_string();
     atoll_core::secret::sha256_hex(&canonical)[..16].to_string()
 }
 
