@@ -139,6 +139,7 @@ conformance!(
     fenced_writes_refused_after_takeover,
     platform_servers_announce,
     routing_cas_race_has_one_winner,
+    copy_into_carries_everything,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1368,4 +1369,71 @@ async fn seed_cluster(s: &SqlStore, name: &str) {
         updated_at_ms: 1,
     };
     s.create_cluster(&cluster, &[]).await.unwrap();
+}
+
+// ---------------------------------------------------------------- copy
+
+/// A populated embedded store copied into this back end reads back the same
+/// through every trait, and a second copy into it is refused.
+async fn copy_into_carries_everything(h: &Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = SqlStore::open_sqlite(&dir.path().join("bootstrap.db")).await.unwrap();
+    let id = HostId::new();
+    src.register_host(&registration(id, "db1", "127.0.0.61", Some("z1"), 1_000)).await.unwrap();
+    src.set_host_checks(id, &json!({ "worst": "pass", "profile": "sandbox" }), 1_500).await.unwrap();
+    src.create_user(&user("alice")).await.unwrap();
+    src.put_setting("join_token", "jt").await.unwrap();
+    src.append_audit(&NewAudit {
+        at_ms: 5,
+        actor: "alice".into(),
+        source: "127.0.0.1".into(),
+        action: "host.add".into(),
+        target: "db1".into(),
+        detail: json!({ "n": 1.5 }),
+        outcome: "ok".into(),
+    })
+    .await
+    .unwrap();
+    seed_task(&src, "t").await;
+    seed_cluster(&src, "meta").await;
+    src.set_routing("meta", None, &RoutingRecord { writer: Some("meta-1".into()), moving_to: None, changed_at_ms: 9 }).await.unwrap();
+    src.acquire_lease("controllers", "bootstrap", 5_000, 1_000).await.unwrap();
+
+    // The target's first start wrote a setting of its own; the copy wins.
+    h.store.put_setting("join_token", "other").await.unwrap();
+    let copied = src.copy_into(&h.store).await.unwrap();
+    let count = |t: &str| copied.iter().find(|(n, _)| *n == t).map(|(_, c)| *c);
+    assert_eq!((count("hosts"), count("task_steps"), count("clusters")), (Some(1), Some(3), Some(1)), "{copied:?}");
+
+    let s = &h.store;
+    assert_eq!(s.get_host(id).await.unwrap(), src.get_host(id).await.unwrap());
+    assert_eq!(s.list_host_summaries().await.unwrap(), src.list_host_summaries().await.unwrap());
+    assert_eq!(s.get_user("alice").await.unwrap().map(|u| u.password_hash), Some(user("alice").password_hash));
+    assert_eq!(s.get_setting("join_token").await.unwrap().as_deref(), Some("jt"));
+    let audit = s.list_audit(None, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].detail, json!({ "n": 1.5 }));
+    assert_eq!(s.task_steps("t").await.unwrap(), src.task_steps("t").await.unwrap());
+    assert_eq!(s.get_cluster("meta").await.unwrap(), src.get_cluster("meta").await.unwrap());
+    assert_eq!(s.get_routing("meta").await.unwrap().unwrap().writer.as_deref(), Some("meta-1"));
+    // The bootstrap's lease stays behind: the new servers elect their own.
+    assert_eq!(s.get_lease("controllers").await.unwrap(), None);
+    // New rows get fresh ids after the copied ones.
+    s.append_audit(&NewAudit {
+        at_ms: 6,
+        actor: "alice".into(),
+        source: "127.0.0.1".into(),
+        action: "host.remove".into(),
+        target: "db1".into(),
+        detail: json!({}),
+        outcome: "ok".into(),
+    })
+    .await
+    .unwrap();
+    let audit = s.list_audit(None, 10).await.unwrap();
+    assert!(audit[0].id > audit[1].id, "{audit:?}");
+
+    let again = src.copy_into(&h.store).await.unwrap_err();
+    assert!(again.to_string().contains("not empty"), "{again}");
+    src.close().await;
 }

@@ -233,4 +233,15 @@ mod tests {
             assert_eq!(added_columns(a.sql), added_columns(b.sql), "migration {}", a.version);
         }
     }
+
+    #[test]
+    fn every_table_is_copied_or_left_behind_on_purpose() {
+        let copy = super::super::copy::TABLES.iter().chain(super::super::copy::LEFT_BEHIND);
+        let mut known: Vec<&str> = copy.copied().collect();
+        known.sort();
+        let mut tables: Vec<String> = super::SQLITE.iter().flat_map(|m| shape(m.sql)).map(|(name, _)| name).collect();
+        tables.push("schema_version".into());
+        tables.sort();
+        assert_eq!(known, tables, "a new table must be listed in sql/copy.rs");
+    }
 }

@@ -17,6 +17,7 @@
 mod accounts;
 mod audit;
 mod clusters;
+mod copy;
 mod hosts;
 mod migrate;
 mod packages;
