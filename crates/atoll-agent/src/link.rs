@@ -97,7 +97,16 @@ impl Link {
             return;
         }
         let before = sorted(self.servers.all());
-        self.servers.replace(urls);
+        // The servers we were started with stay known after the platform's
+        // own: while a platform moves onto new servers (deploy's
+        // bootstrap), the old one lists only itself.
+        let mut merged: Vec<String> = urls.to_vec();
+        for c in self.config.servers.iter().map(|u| u.trim_end_matches('/').to_string()) {
+            if !merged.contains(&c) {
+                merged.push(c);
+            }
+        }
+        self.servers.replace(&merged);
         let after = sorted(self.servers.all());
         if before != after {
             tracing::info!(servers = ?after, "platform servers changed");

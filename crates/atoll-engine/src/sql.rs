@@ -67,6 +67,18 @@ pub fn create_accounts(admin: (&str, &str), monitor: (&str, &str), hostname: &st
     ]
 }
 
+/// The platform's own database on its MetaDB cluster, and the one account
+/// its servers use, allowed that database only. Idempotent (a resumed
+/// deploy runs it again); `password` must be free of quotes.
+pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String> {
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+        format!("CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'"),
+        format!("ALTER USER '{user}'@'%' IDENTIFIED BY '{password}'"),
+        format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'"),
+    ]
+}
+
 /// Applies catalog-checked parameters to a running server.
 pub fn set_global(changed: &BTreeMap<String, String>) -> Vec<String> {
     changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", params::normalize_key(k), sql_value(v))).collect()

@@ -156,6 +156,10 @@ async fn announce(state: &AppState) {
     if let Ok(mut peers) = p.peers.write() {
         *peers = urls;
     }
+    // A server restarted at our URL replaces its dead predecessor's row.
+    for old in all.iter().filter(|s| s.url == p.url && s.id != p.id && !is_live(state, s, now)) {
+        let _ = state.store.delete_platform_server(&old.id).await;
+    }
     if p.leading().is_some() {
         for gone in all.iter().filter(|s| now - s.seen_at_ms > FORGET_AFTER_MS) {
             let _ = state.store.delete_platform_server(&gone.id).await;

@@ -10,6 +10,7 @@ mod packages;
 mod plan;
 mod platform;
 mod playground;
+mod playground_ha;
 mod proxy;
 mod session;
 mod tasks;

@@ -35,10 +35,20 @@ pub struct PlaygroundArgs {
     /// Port of the three agents' APIs (on 127.0.0.11–13).
     #[arg(long, default_value_t = 7070)]
     agent_port: u16,
+    /// Platform nodes: 1 (one server on an embedded MetaDB), or 3 (a
+    /// server, an agent, a MetaDB node and a proxy on each of
+    /// 127.0.0.11–13; MetaDB is a Galera cluster the platform manages).
+    #[arg(long, default_value_t = 1)]
+    nodes: u8,
 }
 
 pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     daemons::init_logging("warn");
+    match a.nodes {
+        1 => {}
+        3 => return crate::playground_ha::run(&a.dir, a.keep, a.agent_port).await,
+        n => return Err(fail(Exit::Error, format!("--nodes {n}: use 1 (one server) or 3 (a highly available platform)"))),
+    }
     let started = Instant::now();
     if !a.keep && a.dir.exists() {
         std::fs::remove_dir_all(&a.dir).map_err(|e| fail(Exit::Error, format!("cannot clear {}: {e}", a.dir.display())))?;
@@ -113,21 +123,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
                 None => println!("  login     admin, with the password you set on an earlier run"),
             }
             println!("  hosts     host1 127.0.0.11 (z1), host2 127.0.0.12 (z2), host3 127.0.0.13 (z3)");
-            match client.get::<ClusterCredentials>(&format!("/api/v1/clusters/{CLUSTER}/credentials")).await {
-                Ok(cr) => {
-                    println!("  cluster   {CLUSTER}: MariaDB Galera, 3 zones, durable commits");
-                    println!("  mysql     {}", cr.mysql_command);
-                    println!(
-                        "            (through the zone z1 proxy: port {} follows the writer, port {} balances reads; \
-                         {}:{} is the first server itself)",
-                        cr.port,
-                        cr.port + 1,
-                        cr.direct_host,
-                        cr.direct_port
-                    );
-                }
-                Err(e) => println!("  cluster   {CLUSTER}: credentials unavailable ({e})"),
-            }
+            print_demo(&client).await;
             println!("  cli       `atoll cluster show {CLUSTER}`, `atoll host list` work now (token in {})", session::dir().display());
             println!("  data      {}{}", a.dir.display(), if a.keep { " (kept)" } else { " (removed on exit; --keep keeps it)" });
             println!("Press Ctrl-C to stop.");
@@ -163,6 +159,25 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     result.map(|()| Exit::Ok)
 }
 
+/// How to reach the `demo` cluster.
+pub(crate) async fn print_demo(client: &Client) {
+    match client.get::<ClusterCredentials>(&format!("/api/v1/clusters/{CLUSTER}/credentials")).await {
+        Ok(cr) => {
+            println!("  cluster   {CLUSTER}: MariaDB Galera, 3 zones, durable commits");
+            println!("  mysql     {}", cr.mysql_command);
+            println!(
+                "            (through the zone z1 proxy: port {} follows the writer, port {} balances reads; \
+                 {}:{} is the first server itself)",
+                cr.port,
+                cr.port + 1,
+                cr.direct_host,
+                cr.direct_port
+            );
+        }
+        Err(e) => println!("  cluster   {CLUSTER}: credentials unavailable ({e})"),
+    }
+}
+
 /// Hosts online and prepared, then the cluster created (or started again
 /// when `--keep` brought back a stopped one).
 async fn bring_up(client: &Client, agents: &mut [tokio::process::Child], dir: &Path) -> Result<(), CliError> {
@@ -194,6 +209,12 @@ async fn bring_up(client: &Client, agents: &mut [tokio::process::Child], dir: &P
         .post("/api/v1/hosts/prepare", &PrepareRequest { hosts: names, profile: Some("sandbox".into()), data_dir: None, owner: None })
         .await?;
     follow(client, &task.id, "preparing the hosts").await?;
+    ensure_demo(client).await
+}
+
+/// The `demo` cluster created, or started again when `--keep` brought
+/// back a stopped one.
+pub(crate) async fn ensure_demo(client: &Client) -> Result<(), CliError> {
     let existing: Vec<ClusterView> = client.get("/api/v1/clusters").await?;
     let task: TaskView = match existing.iter().find(|c| c.name == CLUSTER) {
         None => {
@@ -210,7 +231,7 @@ async fn bring_up(client: &Client, agents: &mut [tokio::process::Child], dir: &P
     follow(client, &task.id, "bringing up the cluster").await
 }
 
-async fn follow(client: &Client, id: &str, what: &str) -> Result<(), CliError> {
+pub(crate) async fn follow(client: &Client, id: &str, what: &str) -> Result<(), CliError> {
     loop {
         let t: TaskView = client.get(&format!("/api/v1/tasks/{id}")).await?;
         if t.status.is_settled() {
@@ -224,7 +245,7 @@ async fn follow(client: &Client, id: &str, what: &str) -> Result<(), CliError> {
     }
 }
 
-async fn stop_cluster(client: &Client) -> Result<(), CliError> {
+pub(crate) async fn stop_cluster(client: &Client) -> Result<(), CliError> {
     let clusters: Vec<ClusterView> = client.get("/api/v1/clusters").await?;
     if !clusters.iter().any(|c| c.name == CLUSTER && c.status != ClusterStatus::Stopped) {
         return Ok(());

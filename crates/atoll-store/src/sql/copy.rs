@@ -30,6 +30,7 @@ pub(crate) const TABLES: &[&str] = &[
 ];
 
 /// Tables that describe the running processes of one store.
+#[cfg(test)]
 pub(crate) const LEFT_BEHIND: &[&str] = &["leases", "platform_servers", "schema_version"];
 
 /// A value as `Any` can carry it.

@@ -1,0 +1,266 @@
+//! Starting the platform on itself, in the seed's order: prepare the
+//! environment (agents on every node, precheck), deploy (MetaDB's cluster,
+//! a proxy per node, a server per node), then check.
+//!
+//! A platform needs MetaDB to run a task, and MetaDB is to be a cluster
+//! made by a task. So a temporary server, on an embedded MetaDB of its own,
+//! runs the first tasks: it registers the agents, prepares the hosts and
+//! creates MetaDB's cluster exactly as it would any cluster. Then it stops,
+//! its MetaDB is copied into the new cluster, and every node's server
+//! starts on it, reaching it through the node's own proxy. Agents are
+//! given every URL from the start, so they move to the new servers by
+//! themselves when the temporary one goes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use atoll_api::v1::{ClusterCredentials, HostListItem, PlatformView, PrepareRequest, TaskView};
+use atoll_client::{Client, Servers};
+use atoll_core::{HostStatus, TaskStatus};
+use atoll_server::ServerConfig;
+use atoll_store::SqlStore;
+use sqlx::{ConnectOptions, Connection, Executor};
+use tokio_util::sync::CancellationToken;
+
+use crate::DeployError;
+use crate::launch::Launcher;
+use crate::layout::{Layout, METADB_CLUSTER, METADB_DATABASE, METADB_USER};
+
+/// The setting naming MetaDB's cluster, which the platform then protects.
+pub const METADB_SETTING: &str = "platform.metadb_cluster";
+
+/// What every server of the platform is configured with, besides its
+/// node's address and MetaDB URL.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the temporary server keeps its embedded MetaDB (and the key).
+    pub work_dir: PathBuf,
+    /// Where the temporary server listens; every node must reach it.
+    pub bootstrap_listen: SocketAddr,
+    /// Precheck profile for the hosts (`production` or `sandbox`).
+    pub profile: String,
+    /// Where databases live on the hosts.
+    pub host_data_dir: String,
+    pub heartbeat_interval_ms: u64,
+    pub offline_after_ms: u64,
+    pub leader_lease_ms: u64,
+    pub task_lease_ms: u64,
+}
+
+/// A platform that is up.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub servers: Vec<String>,
+    /// The admin's first password (shown once; changed at first login).
+    pub admin_password: Option<String>,
+    /// An admin API token of the `deploy` service account.
+    pub token: String,
+    /// Seconds each step took, in order.
+    pub steps: Vec<(&'static str, f64)>,
+}
+
+/// One line per step, for the caller's progress display.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+pub async fn bring_up(
+    layout: &Layout,
+    launcher: &mut dyn Launcher,
+    opts: &Options,
+    progress: Progress<'_>,
+) -> Result<Deployed, DeployError> {
+    layout.validate()?;
+    let mut steps = Vec::new();
+    let mut clock = Instant::now();
+    let mut done = |name: &'static str, steps: &mut Vec<(&'static str, f64)>| {
+        steps.push((name, clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
+
+    progress(&format!("bootstrap server on {} (embedded MetaDB in {})", opts.bootstrap_listen, opts.work_dir.display()));
+    let stop = CancellationToken::new();
+    let config = ServerConfig {
+        listen: opts.bootstrap_listen,
+        data_dir: opts.work_dir.join("bootstrap"),
+        profile: opts.profile.clone(),
+        host_data_dir: opts.host_data_dir.clone(),
+        heartbeat_interval_ms: opts.heartbeat_interval_ms,
+        offline_after_ms: opts.offline_after_ms,
+        leader_lease_ms: opts.leader_lease_ms,
+        task_lease_ms: opts.task_lease_ms,
+        ..Default::default()
+    };
+    let key_file = config.secret_key_file();
+    let meta_file = config.data_dir.join("meta.db");
+    let temp = atoll_server::start(config, stop.clone()).await.map_err(|e| DeployError::step("bootstrap server", None, e.to_string()))?;
+    let temp_url = format!("http://{}", temp.addr);
+    let admin_password = temp.admin_password.clone();
+    let fail = |step: &'static str| move |e: anyhow::Error| DeployError::step(step, None, e.to_string());
+    let token = temp.issue_token("deploy", atoll_core::Role::Admin, "atoll deploy").await.map_err(fail("bootstrap server"))?;
+    let join = temp.join_token().await.map_err(fail("bootstrap server"))?;
+    let client = Client::new(&temp_url, Some(token.clone()));
+
+    let mut servers = vec![temp_url.clone()];
+    servers.extend(layout.server_urls());
+    progress(&format!("agents: starting on {} node(s) as {}", layout.nodes.len(), launcher.describe()));
+    for node in &layout.nodes {
+        launcher.start_agent(layout, node, &servers, &join).await?;
+    }
+    wait_agents(&client, layout).await?;
+    done("agents", &mut steps);
+
+    progress(&format!("precheck and prepare ({} profile)", opts.profile));
+    let names = layout.nodes.iter().map(|n| n.name.clone()).collect();
+    let task: TaskView = client
+        .post("/api/v1/hosts/prepare", &PrepareRequest { hosts: names, profile: Some(opts.profile.clone()), data_dir: None, owner: None })
+        .await
+        .map_err(|e| DeployError::step("prepare", None, e.to_string()))?;
+    follow(&client, &task.id, "prepare", Duration::from_secs(300)).await?;
+    done("prepare", &mut steps);
+
+    progress(&format!("MetaDB: cluster {METADB_CLUSTER} on every node, with a proxy each"));
+    let existing: Result<serde_json::Value, _> = client.get(&format!("/api/v1/clusters/{METADB_CLUSTER}")).await;
+    if existing.is_err() {
+        let task: TaskView = client
+            .post("/api/v1/clusters", &layout.metadb_spec())
+            .await
+            .map_err(|e| DeployError::step("MetaDB cluster", None, e.to_string()))?;
+        follow(&client, &task.id, "MetaDB cluster", Duration::from_secs(600)).await?;
+    }
+    let password = atoll_server::auth::random_token();
+    let admin: ClusterCredentials = client
+        .get(&format!("/api/v1/clusters/{METADB_CLUSTER}/credentials"))
+        .await
+        .map_err(|e| DeployError::step("MetaDB account", None, e.to_string()))?;
+    create_account(&admin, &password).await?;
+    done("metadb", &mut steps);
+
+    progress("moving the platform onto MetaDB");
+    stop.cancel();
+    temp.wait().await.map_err(fail("bootstrap server"))?;
+    let first = &layout.nodes[0];
+    let from = SqlStore::open_sqlite(&meta_file).await.map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
+    let to = SqlStore::connect(&layout.metadb_url(first, &password))
+        .await
+        .map_err(|e| DeployError::step("copy MetaDB", Some(&first.name), format!("cannot reach MetaDB through the node's proxy: {e}")))?;
+    let copied = from.copy_into(&to).await.map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
+    atoll_store::SettingStore::put_setting(&to, METADB_SETTING, METADB_CLUSTER)
+        .await
+        .map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
+    from.close().await;
+    to.close().await;
+    tracing::info!(?copied, "MetaDB copied");
+    let key =
+        std::fs::read(&key_file).map_err(|e| DeployError::step("copy MetaDB", None, format!("cannot read {}: {e}", key_file.display())))?;
+    done("copy", &mut steps);
+
+    progress(&format!("servers: one per node, each on MetaDB through its own proxy (port {})", layout.metadb_proxy.rw_port));
+    for node in &layout.nodes {
+        let config = ServerConfig {
+            listen: SocketAddr::new(node.address, layout.server_port),
+            metadb_url: Some(layout.metadb_url(node, &password)),
+            public_url: Some(layout.server_url(node)),
+            profile: opts.profile.clone(),
+            host_data_dir: opts.host_data_dir.clone(),
+            heartbeat_interval_ms: opts.heartbeat_interval_ms,
+            offline_after_ms: opts.offline_after_ms,
+            leader_lease_ms: opts.leader_lease_ms,
+            task_lease_ms: opts.task_lease_ms,
+            ..Default::default()
+        };
+        launcher.start_server(node, config, &key).await?;
+    }
+    let platform = Client::over(&Servers::new(&layout.server_urls()), Some(token.clone()), Duration::from_secs(5));
+    wait_servers(&platform, layout).await?;
+    wait_agents(&platform, layout).await?;
+    done("servers", &mut steps);
+    Ok(Deployed { servers: layout.server_urls(), admin_password, token, steps })
+}
+
+/// Every node's agent registered, online, with its clock offset measured
+/// (so the precheck can judge it).
+async fn wait_agents(client: &Client, layout: &Layout) -> Result<(), DeployError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hosts: Vec<HostListItem> = client.get("/api/v1/hosts").await.unwrap_or_default();
+        let missing: Vec<&str> = layout
+            .nodes
+            .iter()
+            .filter(|n| !hosts.iter().any(|h| h.name == n.name && h.status == HostStatus::Online && h.clock_offset_ms.is_some()))
+            .map(|n| n.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::step(
+                "agents",
+                Some(&missing.join(", ")),
+                "the agent did not come online within 60 s: is its address reachable from the platform, and its port free? see its log",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every node's server up, announced, and one of them leading.
+async fn wait_servers(client: &Client, layout: &Layout) -> Result<(), DeployError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(v) = client.get::<PlatformView>("/api/v1/platform").await {
+            let live: Vec<&str> = v.servers.iter().filter(|s| s.live).map(|s| s.url.as_str()).collect();
+            let missing: Vec<String> = layout.server_urls().into_iter().filter(|u| !live.contains(&u.as_str())).collect();
+            if missing.is_empty() && v.leader.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DeployError::step(
+                    "servers",
+                    None,
+                    format!(
+                        "not up within 60 s: {}; see those nodes' server logs",
+                        if missing.is_empty() { "no leader".into() } else { missing.join(", ") }
+                    ),
+                ));
+            }
+        } else if Instant::now() > deadline {
+            return Err(DeployError::step("servers", None, "no server answered within 60 s; see the nodes' server logs"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn follow(client: &Client, id: &str, step: &'static str, timeout: Duration) -> Result<(), DeployError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t: TaskView = client.get(&format!("/api/v1/tasks/{id}")).await.map_err(|e| DeployError::step(step, None, e.to_string()))?;
+        if t.status.is_settled() {
+            if t.status == TaskStatus::Succeeded {
+                return Ok(());
+            }
+            let errors: Vec<String> = t.steps.iter().filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.key))).collect();
+            return Err(DeployError::step(step, None, format!("task {id} ended {}: {}", t.status, errors.join("; "))));
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::step(step, None, format!("task {id} still running after {timeout:?}; `atoll task show {id}`")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// MetaDB's database and the servers' account, made as the cluster's
+/// administrator on its first server directly.
+async fn create_account(admin: &ClusterCredentials, password: &str) -> Result<(), DeployError> {
+    let fail = |e: sqlx::Error| DeployError::step("MetaDB account", None, e.to_string());
+    let options = sqlx::mysql::MySqlConnectOptions::new()
+        .host(&admin.direct_host)
+        .port(admin.direct_port)
+        .username(&admin.user)
+        .password(&admin.password);
+    let mut conn = options.connect().await.map_err(fail)?;
+    for statement in atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password) {
+        conn.execute(sqlx::AssertSqlSafe(statement)).await.map_err(fail)?;
+    }
+    conn.close().await.map_err(fail)?;
+    Ok(())
+}

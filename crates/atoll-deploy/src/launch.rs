@@ -1,0 +1,188 @@
+//! How the platform's processes start on a node. The playground and the
+//! tests run them as child processes of this machine ([`LocalLauncher`]);
+//! `atoll deploy` installs them as services over SSH.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use atoll_server::ServerConfig;
+
+use crate::DeployError;
+use crate::layout::{Layout, Node};
+
+#[async_trait]
+pub trait Launcher: Send {
+    /// How the processes run, for the output ("child processes of this
+    /// command", "systemd units").
+    fn describe(&self) -> String;
+    /// Starts the node's agent, which knows `servers` and joins with
+    /// `join_token`.
+    async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError>;
+    /// Puts the platform key and the server's configuration (it holds the
+    /// MetaDB password: owner-only files, never the command line) on the
+    /// node, and starts the server. The launcher sets the node-local paths.
+    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError>;
+}
+
+/// Which of a node's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Agent,
+    Server,
+}
+
+struct Spawned {
+    args: Vec<OsString>,
+    /// Secrets go to the child's environment, never its argv (`ps`).
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+/// Child processes of this one, each node's files under `DIR/NODE/`.
+/// Each runs in its own process group, so Ctrl-C in a terminal reaches
+/// only the parent, which stops them in order.
+pub struct LocalLauncher {
+    dir: PathBuf,
+    exe: PathBuf,
+    procs: BTreeMap<(String, Role), Spawned>,
+}
+
+impl LocalLauncher {
+    pub fn new(dir: &Path, exe: PathBuf) -> Self {
+        Self { dir: dir.to_path_buf(), exe, procs: BTreeMap::new() }
+    }
+
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.join(node)
+    }
+
+    pub fn pid(&self, node: &str, role: Role) -> Option<u32> {
+        self.procs.get(&(node.to_string(), role)).and_then(|s| s.child.as_ref()).and_then(|c| c.id())
+    }
+
+    /// SIGKILLs one process (a test's fault); [`Self::restart`] brings it
+    /// back with the same arguments, as a service manager would.
+    pub async fn kill(&mut self, node: &str, role: Role) {
+        if let Some(mut child) = self.procs.get_mut(&(node.to_string(), role)).and_then(|s| s.child.take()) {
+            let _ = child.kill().await;
+        }
+    }
+
+    pub fn restart(&mut self, node: &str, role: Role) -> Result<(), DeployError> {
+        let key = (node.to_string(), role);
+        let Some(s) = self.procs.get_mut(&key) else {
+            return Err(DeployError::step("restart", Some(node), format!("no {role:?} was started on {node}")));
+        };
+        s.child = Some(spawn(&self.exe, &s.args, &s.env, &s.log).map_err(|e| DeployError::step("restart", Some(node), e))?);
+        Ok(())
+    }
+
+    /// SIGTERM to every process of `role`, then waits up to `grace` for
+    /// each (SIGKILL after).
+    pub async fn stop_all(&mut self, role: Role, grace: std::time::Duration) {
+        for ((_, r), s) in self.procs.iter_mut() {
+            if *r != role {
+                continue;
+            }
+            if let Some(mut c) = s.child.take() {
+                if let Some(pid) = c.id() {
+                    let _ = atoll_agent::process::signal(pid, atoll_agent::process::Signal::Term);
+                }
+                if tokio::time::timeout(grace, c.wait()).await.is_err() {
+                    let _ = c.kill().await;
+                }
+            }
+        }
+    }
+
+    /// The last line a process wrote, for error messages.
+    pub fn last_words(&self, node: &str, role: Role) -> String {
+        self.procs
+            .get(&(node.to_string(), role))
+            .and_then(|s| std::fs::read_to_string(&s.log).ok())
+            .and_then(|log| log.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+            .unwrap_or_else(|| "no output".into())
+    }
+
+    fn launch(&mut self, node: &str, role: Role, args: Vec<OsString>, env: Vec<(String, String)>, log: PathBuf) -> Result<(), DeployError> {
+        let child = spawn(&self.exe, &args, &env, &log).map_err(|e| DeployError::step("start", Some(node), e))?;
+        self.procs.insert((node.to_string(), role), Spawned { args, env, log, child: Some(child) });
+        Ok(())
+    }
+}
+
+fn spawn(exe: &Path, args: &[OsString], env: &[(String, String)], log: &Path) -> Result<tokio::process::Child, String> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    tokio::process::Command::new(exe)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))
+}
+
+/// Writes `bytes` to `path` readable by its owner only, from the start.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[async_trait]
+impl Launcher for LocalLauncher {
+    fn describe(&self) -> String {
+        format!("child processes of this command (files under {})", self.dir.display())
+    }
+
+    async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError> {
+        let dir = self.node_dir(&node.name);
+        std::fs::create_dir_all(&dir).map_err(|e| DeployError::step("start agent", Some(&node.name), e.to_string()))?;
+        let args: Vec<OsString> = vec![
+            "agent".into(),
+            "--server".into(),
+            servers.join(",").into(),
+            "--listen".into(),
+            std::net::SocketAddr::new(node.address, layout.agent_port).to_string().into(),
+            "--name".into(),
+            node.name.clone().into(),
+            "--zone".into(),
+            node.zone.clone().into(),
+            "--data-dir".into(),
+            dir.join("agent").into(),
+        ];
+        let env = vec![("ATOLL_JOIN_TOKEN".to_string(), join_token.to_string())];
+        self.launch(&node.name, Role::Agent, args, env, dir.join("agent.log"))
+    }
+
+    async fn start_server(&mut self, node: &Node, mut config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
+        let fail = |e: String| DeployError::step("start server", Some(&node.name), e);
+        let dir = self.node_dir(&node.name).join("server");
+        std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+        let key_file = dir.join("platform.key");
+        write_private(&key_file, key).map_err(fail)?;
+        config.data_dir = dir.clone();
+        config.secret_key_file = Some(key_file);
+        let text = toml::to_string(&config).map_err(|e| fail(e.to_string()))?;
+        let config_file = dir.join("atoll.toml");
+        write_private(&config_file, text.as_bytes()).map_err(fail)?;
+        let args: Vec<OsString> = vec!["server".into(), "--config".into(), config_file.into()];
+        let log = self.node_dir(&node.name).join("server.log");
+        self.launch(&node.name, Role::Server, args, Vec::new(), log)
+    }
+}
