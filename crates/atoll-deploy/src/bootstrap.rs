@@ -27,9 +27,6 @@ use crate::DeployError;
 use crate::launch::Launcher;
 use crate::layout::{Layout, METADB_CLUSTER, METADB_DATABASE, METADB_USER};
 
-/// The setting naming MetaDB's cluster, which the platform then protects.
-pub const METADB_SETTING: &str = "platform.metadb_cluster";
-
 /// What every server of the platform is configured with, besides its
 /// node's address and MetaDB URL.
 #[derive(Debug, Clone)]
@@ -144,7 +141,7 @@ pub async fn bring_up(
         .await
         .map_err(|e| DeployError::step("copy MetaDB", Some(&first.name), format!("cannot reach MetaDB through the node's proxy: {e}")))?;
     let copied = from.copy_into(&to).await.map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
-    atoll_store::SettingStore::put_setting(&to, METADB_SETTING, METADB_CLUSTER)
+    atoll_store::SettingStore::put_setting(&to, atoll_server::METADB_CLUSTER_SETTING, METADB_CLUSTER)
         .await
         .map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
     from.close().await;

@@ -35,6 +35,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+pub use clusters::protect::METADB_CLUSTER_SETTING;
 pub use config::ServerConfig;
 use state::{AppState, Inner};
 

@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::auth::{Admin, Caller, Operator};
 use crate::clusters::secrets::{ADMIN_USER, SealedSecrets};
 use crate::clusters::servers::{self, Action};
-use crate::clusters::{operate, routing, status, steps, validate, view};
+use crate::clusters::{operate, protect, routing, status, steps, validate, view};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::AppState;
 
@@ -158,6 +158,9 @@ pub(super) async fn ensure_idle(state: &AppState, name: &str) -> ApiResult<()> {
 async fn operate(state: &AppState, caller: &crate::auth::Caller, name: &str, action: &str) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (c, servers) = load(state, name).await?;
     ensure_idle(state, name).await?;
+    if action == "cluster.stop" {
+        protect::refuse(state, name, "stopping it").await?;
+    }
     let spec = match (action, c.status) {
         ("cluster.stop", ClusterStatus::Creating) => {
             return Err(ApiError::Conflict(format!("cluster {name} is still being created; cancel its task to stop it")));
@@ -281,6 +284,7 @@ async fn delete_cluster(
     Query(q): Query<DeleteClusterQuery>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let (_, servers) = load(&state, &name).await?;
+    protect::refuse(&state, &name, "deleting it").await?;
     ensure_idle(&state, &name).await?;
     let task = state
         .executor
@@ -302,6 +306,9 @@ async fn server_op(
     let (c, servers) = load(state, name).await?;
     let target = servers::find(name, &servers, server)?;
     ensure_idle(state, name).await?;
+    if force && action == Action::Stop {
+        protect::refuse(state, name, "stopping a server past the majority rule (--force)").await?;
+    }
     if !status::is_live(c.status) {
         return Err(ApiError::Conflict(format!(
             "cluster {name} is {}; {} the whole cluster (`atoll cluster start {name}`) instead",
@@ -453,6 +460,7 @@ async fn remove_server(
         return Err(ApiError::Conflict(format!("cluster {name} is {}; remove servers from a running cluster", c.status)));
     }
     let remaining: Vec<DbServerRecord> = servers.iter().filter(|s| s.name != server).cloned().collect();
+    protect::refuse_below_three(&state, &name, remaining.len()).await?;
     servers::ensure_removable(&c, &server, &remaining, q.force)?;
     servers::ensure_majority(&state, &name, &servers, &server, remaining.len(), q.force)?;
     let move_to = servers::writer_after(&state, &name, &servers, &server).await?;

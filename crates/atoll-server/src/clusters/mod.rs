@@ -8,14 +8,15 @@
 //!   (the steps that make servers, the create task);
 //! - `validate` and `view` read what the others record;
 //! - `health` → `routing` (writer failover, the proxies' table) →
-//!   `status`, `secrets`, `builds`, `proxies`: leaves that import nothing
-//!   else of this module.
+//!   `status`, `secrets`, `builds`, `proxies`, `protect`: leaves that
+//!   import nothing else of this module.
 //!
 //! Step kinds are registered in one place, `crate::registry`.
 
 pub mod builds;
 pub mod health;
 pub mod operate;
+pub mod protect;
 pub mod proxies;
 pub mod routing;
 pub mod secrets;

@@ -1,0 +1,183 @@
+//! The platform highly available on three nodes, as `atoll playground
+//! --nodes 3` brings it up: MetaDB a Galera cluster the platform manages,
+//! a server, an agent and a proxy on every node. One node loses every
+//! Atoll process and its MetaDB node in the middle of a cluster create.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use atoll_api::routing::RoutingTable;
+use atoll_api::v1::{ClusterView, PlatformView, TaskView};
+use atoll_client::{Client, Servers};
+use atoll_core::{ClusterStatus, HostStatus, StepStatus, TaskStatus};
+use atoll_deploy::bootstrap::{Options, bring_up};
+use atoll_deploy::launch::{LocalLauncher, Role};
+use atoll_deploy::layout::{Layout, METADB_CLUSTER, Node};
+use atoll_testkit::{atoll_bin, wait_for};
+use serde_json::json;
+
+const NODES: [(&str, &str, &str); 3] = [("node1", "127.0.0.41", "z1"), ("node2", "127.0.0.42", "z2"), ("node3", "127.0.0.43", "z3")];
+
+/// Every process started under `dir`, killed when the test ends however it ends.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        atoll_agent::kill_processes_under(&self.0);
+    }
+}
+
+fn pids_of(pattern: &str) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+async fn cluster(c: &Client, name: &str) -> Option<ClusterView> {
+    c.get(&format!("/api/v1/clusters/{name}")).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_platform_survives_losing_a_node_mid_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let layout =
+        Layout::new(NODES.iter().map(|(n, ip, z)| Node { name: (*n).into(), address: ip.parse().unwrap(), zone: (*z).into() }).collect());
+    let opts = Options {
+        work_dir: dir.clone(),
+        bootstrap_listen: "127.0.0.1:0".parse().unwrap(),
+        profile: "sandbox".into(),
+        host_data_dir: dir.join("db").display().to_string(),
+        heartbeat_interval_ms: 300,
+        offline_after_ms: 1_500,
+        leader_lease_ms: 1_500,
+        task_lease_ms: 2_000,
+    };
+    let mut launcher = LocalLauncher::new(&dir, atoll_bin());
+    let started = Instant::now();
+    let deployed = bring_up(&layout, &mut launcher, &opts, &|line| eprintln!("deploy: {line}")).await.unwrap();
+    eprintln!("three-node platform up in {:.1} s: {:?}", started.elapsed().as_secs_f64(), deployed.steps);
+    let all = Client::over(&Servers::new(&deployed.servers), Some(deployed.token.clone()), Duration::from_secs(5));
+
+    // Every node's URL answers the API and renders the console.
+    for url in &deployed.servers {
+        let c = Client::new(url, Some(deployed.token.clone()));
+        let v: PlatformView = c.get("/api/v1/platform").await.unwrap();
+        assert_eq!(v.metadb, "mysql");
+        assert_eq!(v.servers.iter().filter(|s| s.live).count(), 3, "{v:#?}");
+        let page = reqwest::get(format!("{url}/login")).await.unwrap();
+        assert!(page.status().is_success());
+        assert!(page.text().await.unwrap().contains("<form"), "the console's login page renders on {url}");
+    }
+    // MetaDB's cluster is managed like any other, and protected.
+    let meta = cluster(&all, METADB_CLUSTER).await.unwrap();
+    assert_eq!(meta.status, ClusterStatus::Healthy);
+    let refused = all.delete::<TaskView>(&format!("/api/v1/clusters/{METADB_CLUSTER}")).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409));
+    assert!(refused.to_string().contains("platform's own metadata"), "{refused}");
+    let refused = all.post::<_, TaskView>(&format!("/api/v1/clusters/{METADB_CLUSTER}/stop"), &json!({})).await.unwrap_err();
+    assert!(refused.to_string().contains("stopping it would stop the platform"), "{refused}");
+
+    // A user cluster is being created when node2 loses everything.
+    let servers: Vec<_> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, (host, _, zone))| json!({ "name": format!("orders-{}", i + 1), "zone": zone, "host": host }))
+        .collect();
+    let task: TaskView = all.post("/api/v1/clusters", &json!({ "name": "orders", "servers": servers })).await.unwrap();
+    wait_for("the create task mid-way", Duration::from_secs(60), || async {
+        let t: TaskView = all.get(&format!("/api/v1/tasks/{}", task.id)).await.ok()?;
+        (t.steps.iter().any(|s| s.status == StepStatus::Succeeded) && t.status == TaskStatus::Running).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A client that knows the three URLs asks all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (asked, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let prober = {
+        let (all, stop, asked, failed) = (all.clone(), stop.clone(), asked.clone(), failed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                asked.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = all.get::<Vec<ClusterView>>("/api/v1/clusters").await {
+                    eprintln!("request failed: {e}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // SIGKILL every Atoll process on node2 (server, agent, its proxies)
+    // and its MetaDB node.
+    let node2 = dir.join("node2");
+    let meta2 = pids_of(&format!("mariadbd.*{}", dir.join("db").join(METADB_CLUSTER).join("atoll-meta-2").display()));
+    assert_eq!(meta2.len(), 1, "node2's MetaDB node runs: {meta2:?}");
+    let proxies2 = pids_of(&format!("proxy.*{}", node2.join("agent").join("proxies").display()));
+    assert!(!proxies2.is_empty(), "node2 runs proxies");
+    let killed = Instant::now();
+    launcher.kill("node2", Role::Server).await;
+    launcher.kill("node2", Role::Agent).await;
+    for pid in meta2.iter().chain(&proxies2) {
+        atoll_agent::process::signal(*pid, atoll_agent::process::Signal::Kill).unwrap();
+    }
+
+    // The other two carry on: a leader among them, node2's host offline,
+    // MetaDB's routing table served with a writer that is alive.
+    let v = wait_for("a leader on a surviving node", Duration::from_secs(10), || async {
+        let v: PlatformView = all.get("/api/v1/platform").await.ok()?;
+        let leader = v.servers.iter().find(|s| s.leader && s.live)?;
+        (!leader.url.contains("127.0.0.42")).then_some(v)
+    })
+    .await
+    .unwrap();
+    let leader_after = killed.elapsed();
+    wait_for("node2 offline", Duration::from_secs(10), || async {
+        let hosts: Vec<atoll_api::v1::HostListItem> = all.get("/api/v1/hosts").await.ok()?;
+        hosts.iter().any(|h| h.name == "node2" && h.status == HostStatus::Offline).then_some(())
+    })
+    .await
+    .unwrap();
+    let table: RoutingTable = all.get(&format!("/api/v1/clusters/{METADB_CLUSTER}/routing")).await.unwrap();
+    assert_ne!(table.writer.as_deref(), Some("atoll-meta-2"), "MetaDB's writer moved off the dead node: {table:?}");
+    assert_eq!(table.servers.len(), 2, "proxies are told the two servers that are up: {:?}", table.servers);
+    eprintln!("after the kill: leader {:?} in {leader_after:?}, MetaDB writer {:?}", v.leader, table.writer);
+
+    // Node2 comes back (as its service manager would restart it): no
+    // operator action, the task completes and both clusters heal.
+    launcher.restart("node2", Role::Agent).unwrap();
+    launcher.restart("node2", Role::Server).unwrap();
+    let done = wait_for("the create task to settle", Duration::from_secs(180), || async {
+        let t: TaskView = all.get(&format!("/api/v1/tasks/{}", task.id)).await.ok()?;
+        t.status.is_settled().then_some(t)
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    for name in [METADB_CLUSTER, "orders"] {
+        wait_for("the cluster healthy again", Duration::from_secs(60), || async {
+            (cluster(&all, name).await?.status == ClusterStatus::Healthy).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    wait_for("three live servers again", Duration::from_secs(20), || async {
+        let v: PlatformView = all.get("/api/v1/platform").await.ok()?;
+        (v.servers.iter().filter(|s| s.live).count() == 3 && v.servers.len() == 3).then_some(())
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    prober.await.unwrap();
+    let (asked, failed) = (asked.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("{asked} requests through the node loss and return, {failed} failed; healed {:?} after the kill", killed.elapsed());
+    assert_eq!(failed, 0, "a client knowing every server saw failures");
+
+    launcher.stop_all(Role::Server, Duration::from_secs(5)).await;
+    launcher.stop_all(Role::Agent, Duration::from_secs(5)).await;
+}
