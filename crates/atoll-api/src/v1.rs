@@ -436,6 +436,8 @@ pub struct PlatformServerView {
     /// Announced itself recently enough to be offered to clients.
     pub live: bool,
     pub leader: bool,
+    /// Errors it logged since it started.
+    pub errors_logged: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -444,4 +446,13 @@ pub struct LeaseView {
     pub generation: i64,
     pub acquired_at_ms: UnixMs,
     pub expires_ms: UnixMs,
+}
+
+/// `atoll check`: the platform's post-deployment check, item by item.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlatformCheckView {
+    pub worst: CheckStatus,
+    pub results: Vec<CheckResult>,
+    /// The server that ran it.
+    pub answered_by: String,
 }

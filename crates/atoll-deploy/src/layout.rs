@@ -56,7 +56,7 @@ impl Layout {
                 self.nodes.len()
             ));
         }
-        if self.nodes.len() % 2 == 0 && self.nodes.len() >= 3 {
+        if self.nodes.len().is_multiple_of(2) && self.nodes.len() >= 3 {
             problems.push(format!("{} nodes given: use an odd number, or a network split can leave no majority", self.nodes.len()));
         }
         let mut names = BTreeSet::new();

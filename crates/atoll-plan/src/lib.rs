@@ -4,6 +4,7 @@
 //! measures, this crate judges.
 
 pub mod check;
+pub mod platform;
 pub mod probe;
 pub mod profile;
 pub mod sizing;

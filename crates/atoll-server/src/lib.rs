@@ -13,6 +13,7 @@ mod host_steps;
 mod hostops;
 mod join;
 mod liveness;
+pub mod logcount;
 mod metrics_layer;
 mod packages;
 mod platform;

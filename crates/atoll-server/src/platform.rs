@@ -139,6 +139,7 @@ async fn announce(state: &AppState) {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at_ms: p.started_at_ms,
         seen_at_ms: now,
+        errors_logged: crate::logcount::errors() as i64,
     };
     if let Err(e) = state.store.record_platform_server(&me).await {
         tracing::warn!(error = %e, "cannot announce this server in MetaDB");

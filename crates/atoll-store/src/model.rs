@@ -392,4 +392,6 @@ pub struct PlatformServerRecord {
     pub version: String,
     pub started_at_ms: UnixMs,
     pub seen_at_ms: UnixMs,
+    /// Errors it logged since it started.
+    pub errors_logged: i64,
 }

@@ -1319,12 +1319,14 @@ async fn platform_servers_announce(h: &Harness) {
         version: "0.1.0".into(),
         started_at_ms: 1_000,
         seen_at_ms: seen,
+        errors_logged: 2,
     };
     s.record_platform_server(&server("b", "http://127.0.0.2:8080", 2_000)).await.unwrap();
     s.record_platform_server(&server("a", "http://127.0.0.1:8080", 2_000)).await.unwrap();
     s.record_platform_server(&server("b", "http://127.0.0.2:8080", 3_000)).await.unwrap();
     let all = s.list_platform_servers().await.unwrap();
     assert_eq!(all.iter().map(|r| (r.id.as_str(), r.seen_at_ms)).collect::<Vec<_>>(), [("a", 2_000), ("b", 3_000)]);
+    assert!(all.iter().all(|r| r.errors_logged == 2));
     assert!(s.delete_platform_server("a").await.unwrap());
     assert!(!s.delete_platform_server("a").await.unwrap());
     assert_eq!(s.list_platform_servers().await.unwrap().len(), 1);

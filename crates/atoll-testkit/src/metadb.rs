@@ -34,12 +34,8 @@ impl MariaDb {
             bail!("mariadb-install-db failed: {}", String::from_utf8_lossy(&install.stderr));
         }
         let init = dir.join("metadb-init.sql");
-        std::fs::write(
-            &init,
-            "CREATE USER IF NOT EXISTS 'atoll'@'127.0.0.1' IDENTIFIED BY 'atoll-test';\n\
-             GRANT ALL ON *.* TO 'atoll'@'127.0.0.1';\n\
-             CREATE DATABASE IF NOT EXISTS atoll;\n",
-        )?;
+        let statements = atoll_engine::sql::metadb_database("atoll", "atoll", "atoll-test");
+        std::fs::write(&init, statements.iter().map(|s| format!("{s};\n")).collect::<String>())?;
         let port = free_port("127.0.0.1");
         let mut cmd = Command::new("mariadbd");
         cmd.args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--innodb-buffer-pool-size=32M", "--skip-log-bin"])

@@ -20,7 +20,7 @@ pub struct Cli {
 pub struct Conn {
     /// Server URL (repeat, or separate with commas: each is tried in turn
     /// when one does not answer); default: the ones `atoll login` saved.
-    #[arg(long = "server", env = "ATOLL_SERVER", global = true, value_delimiter = ',')]
+    #[arg(long = "server", id = "server_urls", env = "ATOLL_SERVER", global = true, value_delimiter = ',')]
     servers: Vec<String>,
     /// API token; default: the one `atoll login` saved.
     #[arg(long, env = "ATOLL_TOKEN", global = true, hide_env_values = true)]
@@ -58,6 +58,9 @@ enum Command {
     Proxy(crate::proxy::ProxyArgs),
     /// The platform's own servers, and which one runs the controllers.
     Platform(crate::platform::PlatformArgs),
+    /// Check the platform after deployment: every server, agent, MetaDB
+    /// node and proxy, versions, clocks, logs (exit 3 when an item fails).
+    Check(crate::platform::CheckArgs),
 }
 
 impl Cli {
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Package(c) => crate::packages::run(c).await,
         Command::Proxy(a) => crate::proxy::run(a).await,
         Command::Platform(a) => crate::platform::run(a).await,
+        Command::Check(a) => crate::platform::check(a).await,
     };
     match result {
         Ok(exit) => exit.into(),

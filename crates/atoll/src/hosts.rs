@@ -228,7 +228,7 @@ fn print_host(h: &HostView) {
     }
 }
 
-fn print_checks(results: &[atoll_plan::check::CheckResult]) {
+pub(crate) fn print_checks(results: &[atoll_plan::check::CheckResult]) {
     let mut t = output::table(&["item", "result", "measured", "required", "fix"]);
     for r in results {
         t.add_row(vec![r.item.clone(), r.status.to_string(), r.measured.clone(), r.required.clone(), r.fix.clone().unwrap_or_default()]);

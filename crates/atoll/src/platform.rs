@@ -1,7 +1,8 @@
 //! `atoll platform`: the platform's own servers and which one runs the
 //! controllers (offline detection, cluster health).
 
-use atoll_api::v1::PlatformView;
+use atoll_api::v1::{PlatformCheckView, PlatformView};
+use atoll_plan::check::CheckStatus;
 use clap::Args;
 
 use crate::cli::{Conn, Res, client};
@@ -42,4 +43,26 @@ pub async fn run(a: PlatformArgs) -> Res {
     }
     println!("metadata store: {}; answered by {}", p.metadb, c.base());
     Ok(Exit::Ok)
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `atoll check`: the post-deployment check of the platform; exit 3 when
+/// an item fails.
+pub async fn check(a: CheckArgs) -> Res {
+    let c = client(&a.conn)?;
+    let v: PlatformCheckView = c.get("/api/v1/platform/check").await?;
+    if a.conn.json {
+        output::print_json(&v)?;
+    } else {
+        crate::hosts::print_checks(&v.results);
+        let failed = v.results.iter().filter(|r| r.status == CheckStatus::Fail).count();
+        let warned = v.results.iter().filter(|r| r.status == CheckStatus::Warn).count();
+        println!("platform check: {} ({} item(s), {failed} failed, {warned} warned; run by {})", v.worst, v.results.len(), v.answered_by);
+    }
+    Ok(if v.worst == CheckStatus::Fail { Exit::Failed } else { Exit::Ok })
 }

@@ -35,6 +35,18 @@ fn pids_of(pattern: &str) -> Vec<u32> {
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// `atoll check` as a user runs it: its exit code and output.
+fn check(servers: &[String], token: &str) -> (i32, String) {
+    let out = std::process::Command::new(atoll_bin())
+        .arg("check")
+        .env("ATOLL_SERVER", servers.join(","))
+        .env("ATOLL_TOKEN", token)
+        .env("ATOLL_CONFIG_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), atoll_testkit::output_text(&out))
+}
+
 async fn cluster(c: &Client, name: &str) -> Option<ClusterView> {
     c.get(&format!("/api/v1/clusters/{name}")).await.ok()
 }
@@ -73,6 +85,11 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
         assert!(page.status().is_success());
         assert!(page.text().await.unwrap().contains("<form"), "the console's login page renders on {url}");
     }
+    // The post-deployment check passes, from the CLI as a user runs it.
+    let (code, out) = check(&deployed.servers, &deployed.token);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("metadb.node atoll-meta-3") && out.contains("platform check: pass"), "{out}");
+
     // MetaDB's cluster is managed like any other, and protected.
     let meta = cluster(&all, METADB_CLUSTER).await.unwrap();
     assert_eq!(meta.status, ClusterStatus::Healthy);
@@ -147,6 +164,11 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     assert_ne!(table.writer.as_deref(), Some("atoll-meta-2"), "MetaDB's writer moved off the dead node: {table:?}");
     assert_eq!(table.servers.len(), 2, "proxies are told the two servers that are up: {:?}", table.servers);
     eprintln!("after the kill: leader {:?} in {leader_after:?}, MetaDB writer {:?}", v.leader, table.writer);
+    let (code, out) = check(&deployed.servers, &deployed.token);
+    assert_eq!(code, 3, "the check fails while node2 is down: {out}");
+    for want in ["agent.online node2", "metadb.node atoll-meta-2", "server.api http://127.0.0.42:8080"] {
+        assert!(out.lines().any(|l| l.contains(want) && l.contains("fail")), "{want} fails: {out}");
+    }
 
     // Node2 comes back (as its service manager would restart it): no
     // operator action, the task completes and both clusters heal.
@@ -172,6 +194,12 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     })
     .await
     .unwrap();
+    let healed = wait_for("the check to pass again", Duration::from_secs(30), || async {
+        let (code, out) = check(&deployed.servers, &deployed.token);
+        (code == 0).then_some(out)
+    })
+    .await;
+    assert!(healed.is_ok(), "{}", check(&deployed.servers, &deployed.token).1);
     stop.store(true, Ordering::Relaxed);
     prober.await.unwrap();
     let (asked, failed) = (asked.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));

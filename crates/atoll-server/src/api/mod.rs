@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod check;
 mod clusters;
 mod hosts;
 mod packages;
@@ -46,6 +47,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(clusters::router())
         .merge(routing::router())
         .merge(platform::router())
+        .merge(check::router())
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     router.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))

@@ -35,6 +35,7 @@ async fn platform(State(state): State<AppState>, _caller: Caller) -> ApiResult<J
             version: s.version,
             started_at_ms: s.started_at_ms,
             seen_at_ms: s.seen_at_ms,
+            errors_logged: s.errors_logged,
         })
         .collect();
     Ok(Json(PlatformView {

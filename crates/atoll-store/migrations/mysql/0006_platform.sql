@@ -16,5 +16,6 @@ CREATE TABLE IF NOT EXISTS platform_servers (
     url VARCHAR(1024) NOT NULL,
     version VARCHAR(64) NOT NULL,
     started_at_ms BIGINT NOT NULL,
-    seen_at_ms BIGINT NOT NULL
+    seen_at_ms BIGINT NOT NULL,
+    errors_logged BIGINT NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

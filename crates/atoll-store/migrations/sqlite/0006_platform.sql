@@ -16,5 +16,6 @@ CREATE TABLE IF NOT EXISTS platform_servers (
     url TEXT NOT NULL,
     version TEXT NOT NULL,
     started_at_ms BIGINT NOT NULL,
-    seen_at_ms BIGINT NOT NULL
+    seen_at_ms BIGINT NOT NULL,
+    errors_logged BIGINT NOT NULL
 );

@@ -34,6 +34,7 @@ fn decode_server(r: &AnyRow) -> Result<PlatformServerRecord> {
         version: row::text(r, "version")?,
         started_at_ms: row::int(r, "started_at_ms")?,
         seen_at_ms: row::int(r, "seen_at_ms")?,
+        errors_logged: row::int(r, "errors_logged")?,
     })
 }
 
@@ -102,11 +103,19 @@ impl SqlStore {
         let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM platform_servers WHERE id = ?").bind(&s.id).fetch_optional(&mut *tx).await?.is_some();
         let statement = if exists {
-            "UPDATE platform_servers SET url = ?, version = ?, started_at_ms = ?, seen_at_ms = ? WHERE id = ?"
+            "UPDATE platform_servers SET url = ?, version = ?, started_at_ms = ?, seen_at_ms = ?, errors_logged = ? WHERE id = ?"
         } else {
-            "INSERT INTO platform_servers (url, version, started_at_ms, seen_at_ms, id) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO platform_servers (url, version, started_at_ms, seen_at_ms, errors_logged, id) VALUES (?, ?, ?, ?, ?, ?)"
         };
-        sqlx::query(statement).bind(&s.url).bind(&s.version).bind(s.started_at_ms).bind(s.seen_at_ms).bind(&s.id).execute(&mut *tx).await?;
+        sqlx::query(statement)
+            .bind(&s.url)
+            .bind(&s.version)
+            .bind(s.started_at_ms)
+            .bind(s.seen_at_ms)
+            .bind(s.errors_logged)
+            .bind(&s.id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -154,7 +163,7 @@ impl PlatformStore for SqlStore {
     }
 
     async fn list_platform_servers(&self) -> Result<Vec<PlatformServerRecord>> {
-        let rows = sqlx::query("SELECT id, url, version, started_at_ms, seen_at_ms FROM platform_servers ORDER BY url, id")
+        let rows = sqlx::query("SELECT id, url, version, started_at_ms, seen_at_ms, errors_logged FROM platform_servers ORDER BY url, id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_server).collect()
