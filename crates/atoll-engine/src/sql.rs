@@ -68,10 +68,13 @@ pub fn create_accounts(admin: (&str, &str), monitor: (&str, &str), hostname: &st
 }
 
 /// The platform's own database on its MetaDB cluster, and the one account
-/// its servers use, allowed that database only. Idempotent (a resumed
+/// its servers use, allowed that database only (from anywhere: each server
+/// reaches it through its own node's proxy). Idempotent (a resumed
 /// deploy runs it again); `password` must be free of quotes.
 pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String> {
     vec![
+        // An anonymous account matches local connections before ours does.
+        "DROP USER IF EXISTS ''@'localhost'".to_string(),
         format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
         format!("CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'"),
         format!("ALTER USER '{user}'@'%' IDENTIFIED BY '{password}'"),

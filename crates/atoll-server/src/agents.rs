@@ -120,20 +120,47 @@ async fn heartbeat(
     AgentCaller(token): AgentCaller,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let Some(host) = state.store.agent_auth(req.host_id).await? else {
-        return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
+    let (token_hash, name) = match state.beats.cached_auth(req.host_id) {
+        Some(auth) => auth,
+        None => {
+            let Some(host) = state.store.agent_auth(req.host_id).await? else {
+                state.beats.forget(req.host_id);
+                return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
+            };
+            state.beats.remember_auth(req.host_id, host.token_hash.clone(), host.name.clone());
+            (host.token_hash, host.name)
+        }
     };
-    if !host.token_hash.as_deref().is_some_and(|h| same(h, &sha256_hex(&token))) {
+    if !token_hash.is_some_and(|h| same(&h, &sha256_hex(&token))) {
+        // Perhaps re-registered since we cached it: look again next time.
+        state.beats.forget(req.host_id);
         return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
     }
     let now = now_ms();
-    let hb = HeartbeatRecord { id: req.host_id, now, address: req.address, agent_url: req.agent_url, facts: req.facts };
-    let before = state.store.record_heartbeat(&hb).await?;
-    if !req.db.is_empty() {
+    let plan = state.beats.plan(req.host_id, &req.address, &req.agent_url, req.facts.is_some(), &req.db, &req.proxies, now);
+    let before = if plan.host {
+        let hb = HeartbeatRecord {
+            id: req.host_id,
+            now,
+            address: req.address.clone(),
+            agent_url: req.agent_url.clone(),
+            facts: req.facts.clone(),
+        };
+        match state.store.record_heartbeat(&hb).await? {
+            Some(before) => Some(before),
+            None => {
+                state.beats.forget(req.host_id);
+                return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
+            }
+        }
+    } else {
+        None
+    };
+    if !plan.db.is_empty() {
         let statuses: Vec<(DbId, serde_json::Value)> =
-            req.db.iter().filter_map(|s| serde_json::to_value(s).ok().map(|v| (s.id.clone(), v))).collect();
+            plan.db.iter().filter_map(|s| serde_json::to_value(s).ok().map(|v| (s.id.clone(), v))).collect();
         state.store.record_server_statuses(req.host_id, &statuses, now).await?;
-        let clusters: std::collections::BTreeSet<&str> = req.db.iter().map(|s| s.id.cluster.as_str()).collect();
+        let clusters: std::collections::BTreeSet<&str> = plan.db.iter().map(|s| s.id.cluster.as_str()).collect();
         for name in clusters {
             if let Some(c) = state.store.get_cluster(name).await?
                 && let Err(e) = crate::clusters::routing::failover(&state, &c).await
@@ -143,15 +170,16 @@ async fn heartbeat(
         }
         crate::clusters::routing::changed(&state);
     }
-    if !req.proxies.is_empty() {
+    if !plan.proxies.is_empty() {
         let statuses: Vec<(DbId, serde_json::Value)> =
-            req.proxies.iter().filter_map(|p| serde_json::to_value(p).ok().map(|v| (p.id.clone(), v))).collect();
+            plan.proxies.iter().filter_map(|p| serde_json::to_value(p).ok().map(|v| (p.id.clone(), v))).collect();
         state.store.record_proxy_statuses(req.host_id, &statuses, now).await?;
     }
+    state.beats.written(req.host_id, &req.address, &req.agent_url, &plan, now);
     metrics::counter!("atoll_heartbeats_total").increment(1);
     if before == Some(HostStatus::Offline) {
-        tracing::info!(host = %host.name, "host back online");
-        state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &host.name, json!({}), "ok").await;
+        tracing::info!(host = %name, "host back online");
+        state.audit("agent", SocketAddr::from(([0, 0, 0, 0], 0)), "host.online", &name, json!({}), "ok").await;
     }
     Ok(Json(HeartbeatResponse {
         server_time_ms: now_ms(),

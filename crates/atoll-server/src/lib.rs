@@ -5,6 +5,7 @@
 mod agents;
 pub mod api;
 pub mod auth;
+mod beats;
 mod clusters;
 pub mod config;
 mod console;
@@ -125,6 +126,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         secrets,
         routing: tokio::sync::watch::Sender::new(0),
         platform: platform::Platform::new(url),
+        beats: beats::Beats::default(),
     });
     let _ = slot.set(state.clone());
 
@@ -133,6 +135,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
 
     tokio::spawn(Arc::clone(&executor).run(shutdown.clone()));
     tokio::spawn(platform::run(state.clone(), shutdown.clone()));
+    tokio::spawn(beats::run(state.clone(), shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
     let app = router(state.clone());
     let done = tokio::spawn(async move {

@@ -27,6 +27,8 @@ pub struct Inner {
     pub routing: tokio::sync::watch::Sender<u64>,
     /// This server among the platform's servers, and its lease.
     pub platform: crate::platform::Platform,
+    /// Heartbeats waiting for the next batched write.
+    pub beats: crate::beats::Beats,
 }
 
 impl Deref for AppState {

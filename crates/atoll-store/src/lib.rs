@@ -46,6 +46,11 @@ pub trait HostStore: Send + Sync {
     /// Records a heartbeat; returns the status the host had before, or
     /// `None` when no such host exists (it was removed).
     async fn record_heartbeat(&self, hb: &HeartbeatRecord) -> Result<Option<HostStatus>>;
+    /// Moves the last heartbeat of online hosts to `at`, in one transaction
+    /// for any number of hosts: a server batches the beats it received
+    /// instead of writing each. Returns the ids that are not online (or are
+    /// gone): their next beat must be recorded in full.
+    async fn touch_heartbeats(&self, ids: &[HostId], at: UnixMs) -> Result<Vec<HostId>>;
     /// Turns online hosts whose last heartbeat is older than `before` offline;
     /// returns the ones it changed. Only the holder of `fence` may.
     async fn mark_stale_offline(&self, before: UnixMs, fence: &Fence, now: UnixMs) -> Result<Vec<HostId>>;
@@ -160,6 +165,9 @@ pub trait ClusterStore: Send + Sync {
     /// Records what a host's agent reports, keyed by server id;
     /// entries for servers not on that host are ignored.
     async fn record_server_statuses(&self, host: HostId, statuses: &[(atoll_core::DbId, serde_json::Value)], now: UnixMs) -> Result<()>;
+    /// Marks unchanged reports as fresh at `at` (one transaction): servers
+    /// by (host, id), as `record_server_statuses` keys them.
+    async fn touch_server_statuses(&self, reports: &[(HostId, atoll_core::DbId)], at: UnixMs) -> Result<()>;
     async fn delete_cluster(&self, name: &str) -> Result<bool>;
     /// Adds a server to an existing cluster; `Conflict` when the cluster
     /// is gone or already has a server of that name.
@@ -186,6 +194,8 @@ pub trait RoutingStore: Send + Sync {
     /// Records what a host's agent reports, keyed by proxy id;
     /// entries for proxies not on that host are ignored.
     async fn record_proxy_statuses(&self, host: HostId, statuses: &[(atoll_core::DbId, serde_json::Value)], now: UnixMs) -> Result<()>;
+    /// [`ClusterStore::touch_server_statuses`] for proxies.
+    async fn touch_proxy_statuses(&self, reports: &[(HostId, atoll_core::DbId)], at: UnixMs) -> Result<()>;
 }
 
 /// Engine builds registered as package tarballs (the files themselves

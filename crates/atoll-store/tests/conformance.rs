@@ -140,6 +140,7 @@ conformance!(
     platform_servers_announce,
     routing_cas_race_has_one_winner,
     copy_into_carries_everything,
+    batched_heartbeats_touch_only_online_hosts,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1081,6 +1082,12 @@ async fn clusters_and_servers(h: &Harness) {
     assert_eq!(got[1].status, Some(json!({ "state": "synced" })));
     assert_eq!(got[1].status_at_ms, Some(7));
     assert_eq!(got[2].status, None, "another host cannot report for orders-3");
+    // An unchanged report is only marked fresh, and only for its host.
+    let ids = [(hosts[1], DbId::new("orders", "orders-2")), (hosts[1], DbId::new("orders", "orders-3"))];
+    s.touch_server_statuses(&ids, 8).await.unwrap();
+    let got = s.cluster_servers("orders").await.unwrap();
+    assert_eq!((got[1].status.clone(), got[1].status_at_ms), (Some(json!({ "state": "synced" })), Some(8)));
+    assert_eq!(got[2].status_at_ms, None);
 
     // Routing: compare-and-set, so only one of two racing failovers wins.
     assert_eq!(s.get_routing("orders").await.unwrap(), None);
@@ -1438,4 +1445,29 @@ async fn copy_into_carries_everything(h: &Harness) {
     let again = src.copy_into(&h.store).await.unwrap_err();
     assert!(again.to_string().contains("not empty"), "{again}");
     src.close().await;
+}
+
+async fn batched_heartbeats_touch_only_online_hosts(h: &Harness) {
+    let s = &h.store;
+    let (a, b) = (HostId::new(), HostId::new());
+    s.register_host(&registration(a, "ta", "127.0.0.101", None, 1_000)).await.unwrap();
+    s.register_host(&registration(b, "tb", "127.0.0.102", None, 1_000)).await.unwrap();
+    let mut off = host("toff", "127.0.0.103", HostStatus::Offline);
+    off.host.last_heartbeat_ms = Some(500);
+    let off_id = off.host.id;
+    s.insert_host(&off).await.unwrap();
+    // More ids than one statement takes, to cross a chunk boundary.
+    let mut ids: Vec<HostId> = (0..600).map(|_| HostId::new()).collect();
+    ids.extend([a, b, off_id]);
+    let mut not_online = s.touch_heartbeats(&ids, 5_000).await.unwrap();
+    not_online.sort();
+    let mut want: Vec<HostId> = ids.iter().copied().filter(|i| *i != a && *i != b).collect();
+    want.sort();
+    assert_eq!(not_online, want, "the offline host and unknown ids need a full record");
+    for id in [a, b] {
+        assert_eq!(s.get_host(id).await.unwrap().unwrap().host.last_heartbeat_ms, Some(5_000));
+    }
+    let off_now = s.get_host(off_id).await.unwrap().unwrap().host;
+    assert_eq!((off_now.status, off_now.last_heartbeat_ms), (HostStatus::Offline, Some(500)), "a touch never revives a host");
+    assert!(s.touch_heartbeats(&[], 6_000).await.unwrap().is_empty());
 }

@@ -235,6 +235,10 @@ impl ClusterStore for SqlStore {
         self.record_statuses(update, host, statuses, now).await
     }
 
+    async fn touch_server_statuses(&self, reports: &[(HostId, DbId)], at: UnixMs) -> Result<()> {
+        self.touch_statuses("UPDATE db_servers SET status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?", reports, at).await
+    }
+
     async fn delete_cluster(&self, name: &str) -> Result<bool> {
         retry(|| async {
             let mut tx = self.begin_write().await?;

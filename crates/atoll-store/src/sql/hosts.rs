@@ -389,6 +389,33 @@ impl HostStore for SqlStore {
         retry(|| self.heartbeat_once(hb)).await
     }
 
+    async fn touch_heartbeats(&self, ids: &[HostId], at: UnixMs) -> Result<Vec<HostId>> {
+        let mut not_online = Vec::new();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let update = format!("UPDATE hosts SET last_heartbeat_ms = ? WHERE status = ? AND id IN ({marks})");
+            let select = format!("SELECT id FROM hosts WHERE status = ? AND id IN ({marks})");
+            let online: Vec<HostId> = retry(|| async {
+                let mut tx = self.begin_write().await?;
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(update.clone())).bind(at).bind(HostStatus::Online.as_str());
+                for id in chunk {
+                    q = q.bind(id.to_string());
+                }
+                q.execute(&mut *tx).await?;
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(select.clone())).bind(HostStatus::Online.as_str());
+                for id in chunk {
+                    q = q.bind(id.to_string());
+                }
+                let rows = q.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter().map(|r| row::parsed::<HostId>(r, "id")).collect()
+            })
+            .await?;
+            not_online.extend(chunk.iter().filter(|id| !online.contains(id)));
+        }
+        Ok(not_online)
+    }
+
     async fn mark_stale_offline(&self, before: UnixMs, fence: &Fence, now: UnixMs) -> Result<Vec<HostId>> {
         let online = HostStatus::Online.as_str();
         let stale = sqlx::query("SELECT id FROM hosts WHERE status = ? AND last_heartbeat_ms < ?")

@@ -128,6 +128,28 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Marks reports fresh with `update` (`UPDATE t SET status_at_ms = ?
+    /// WHERE cluster = ? AND name = ? AND host_id = ?`), in one transaction.
+    async fn touch_statuses(
+        &self,
+        update: &'static str,
+        reports: &[(atoll_core::HostId, atoll_core::DbId)],
+        at: atoll_core::UnixMs,
+    ) -> Result<()> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        retry::retry(|| async {
+            let mut tx = self.begin_write().await?;
+            for (host, id) in reports {
+                sqlx::query(update).bind(at).bind(&id.cluster).bind(&id.name).bind(host.to_string()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,

@@ -157,4 +157,8 @@ impl RoutingStore for SqlStore {
         let update = "UPDATE proxies SET status_json = ?, status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?";
         self.record_statuses(update, host, statuses, now).await
     }
+
+    async fn touch_proxy_statuses(&self, reports: &[(HostId, atoll_core::DbId)], at: UnixMs) -> Result<()> {
+        self.touch_statuses("UPDATE proxies SET status_at_ms = ? WHERE cluster = ? AND name = ? AND host_id = ?", reports, at).await
+    }
 }

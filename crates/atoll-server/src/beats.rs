@@ -1,0 +1,264 @@
+//! Heartbeats without a MetaDB write per beat. On a Galera MetaDB every
+//! commit is replicated to every node, and thousands of hosts beating
+//! every two seconds would be thousands of replicated commits a second.
+//!
+//! So a beat that changes nothing is remembered here and written with all
+//! the others this server received in one transaction per flush (a
+//! fraction of the offline timeout, so the leader's offline detection,
+//! which reads MetaDB, still sees every beat in time). A beat is written
+//! at once when it matters: the host's first beat on this server, a host
+//! that was offline, new facts, a new address, or a database or proxy
+//! whose state changed. If this server dies, its agents move to another,
+//! whose first beat from them is written in full; at most one flush of
+//! beats is lost, well inside the offline timeout.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use atoll_api::db::DbServerStatus;
+use atoll_api::proxy::ProxyReport;
+use atoll_core::time::now_ms;
+use atoll_core::{DbId, HostId, UnixMs};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// How long an agent's token, once checked against MetaDB, is trusted
+/// from memory (a removed host or a new token is noticed within this).
+const AUTH_FOR: Duration = Duration::from_secs(10);
+/// An unchanged status is still written in full this often (its counters
+/// move: committed transactions, connections), and only touched between.
+const FULL_EVERY_MS: i64 = 5_000;
+
+#[derive(Default)]
+pub struct Beats {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Hosts this server recorded in full and believes online.
+    hosts: HashMap<HostId, Known>,
+    auth: HashMap<HostId, (Option<String>, String, Instant)>,
+    /// Beats to write at the next flush, with their latest time.
+    pending: HashMap<HostId, UnixMs>,
+    /// Last full write of each status: its signature and when.
+    written: HashMap<(HostId, DbId), (String, UnixMs)>,
+    touch_db: HashSet<(HostId, DbId)>,
+    touch_proxies: HashSet<(HostId, DbId)>,
+}
+
+struct Known {
+    address: String,
+    agent_url: String,
+}
+
+/// What must be written now; the rest waits for the flush.
+pub struct Plan<'a> {
+    /// The host row (status, address, facts) must be written.
+    pub host: bool,
+    pub db: Vec<&'a DbServerStatus>,
+    pub proxies: Vec<&'a ProxyReport>,
+}
+
+/// The parts of a server's report that the platform acts on (routing,
+/// health, the console's state): a change of any is written at once.
+fn db_signature(s: &DbServerStatus) -> String {
+    let w = s.wsrep.as_ref().map(|w| (w.ready, &w.cluster_status, w.local_state, w.cluster_size, &w.gcomm_uuid, &w.cluster_state_uuid));
+    format!(
+        "{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{w:?}",
+        s.state,
+        s.desired_running,
+        s.pid,
+        s.restarts,
+        s.last_exit,
+        s.read_only,
+        s.probe_error.is_some()
+    )
+}
+
+fn proxy_signature(p: &ProxyReport) -> String {
+    format!("{:?}|{:?}|{}", p.state, p.pid, p.restarts)
+}
+
+impl Beats {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent's name and token hash, from memory when checked lately.
+    pub fn cached_auth(&self, id: HostId) -> Option<(Option<String>, String)> {
+        let g = self.lock();
+        g.auth.get(&id).filter(|(_, _, at)| at.elapsed() < AUTH_FOR).map(|(h, n, _)| (h.clone(), n.clone()))
+    }
+
+    pub fn remember_auth(&self, id: HostId, token_hash: Option<String>, name: String) {
+        self.lock().auth.insert(id, (token_hash, name, Instant::now()));
+    }
+
+    /// Forgets a host (refused token, removed host, not online any more):
+    /// its next beat is checked and written in full.
+    pub fn forget(&self, id: HostId) {
+        let mut g = self.lock();
+        g.hosts.remove(&id);
+        g.auth.remove(&id);
+        g.pending.remove(&id);
+    }
+
+    /// Splits a beat into what to write now and what to batch.
+    pub fn plan<'a>(
+        &self,
+        id: HostId,
+        address: &str,
+        agent_url: &str,
+        facts: bool,
+        db: &'a [DbServerStatus],
+        proxies: &'a [ProxyReport],
+        now: UnixMs,
+    ) -> Plan<'a> {
+        let mut g = self.lock();
+        let host = facts || !g.hosts.get(&id).is_some_and(|k| k.address == address && k.agent_url == agent_url);
+        if !host {
+            g.pending.insert(id, now);
+        }
+        let mut plan = Plan { host, db: Vec::new(), proxies: Vec::new() };
+        for s in db {
+            let key = (id, s.id.clone());
+            let sig = db_signature(s);
+            match g.written.get(&key) {
+                Some((old, at)) if *old == sig && now - at < FULL_EVERY_MS => {
+                    g.touch_db.insert(key);
+                }
+                _ => plan.db.push(s),
+            }
+        }
+        for p in proxies {
+            let key = (id, p.id.clone());
+            let sig = proxy_signature(p);
+            match g.written.get(&key) {
+                Some((old, at)) if *old == sig && now - at < FULL_EVERY_MS => {
+                    g.touch_proxies.insert(key);
+                }
+                _ => plan.proxies.push(p),
+            }
+        }
+        plan
+    }
+
+    /// Records what was written in full.
+    pub fn written(&self, id: HostId, address: &str, agent_url: &str, plan: &Plan<'_>, now: UnixMs) {
+        let mut g = self.lock();
+        if plan.host {
+            g.hosts.insert(id, Known { address: address.into(), agent_url: agent_url.into() });
+            g.pending.remove(&id);
+        }
+        for s in &plan.db {
+            g.written.insert((id, s.id.clone()), (db_signature(s), now));
+        }
+        for p in &plan.proxies {
+            g.written.insert((id, p.id.clone()), (proxy_signature(p), now));
+        }
+    }
+
+    fn take(&self) -> (Vec<(HostId, UnixMs)>, Vec<(HostId, DbId)>, Vec<(HostId, DbId)>) {
+        let mut g = self.lock();
+        let hosts = g.pending.drain().collect();
+        let db = g.touch_db.drain().collect();
+        let proxies = g.touch_proxies.drain().collect();
+        (hosts, db, proxies)
+    }
+}
+
+/// How often batched beats are written: a quarter of the offline timeout,
+/// at most a second.
+pub fn flush_every(state: &AppState) -> Duration {
+    Duration::from_millis((state.config.offline_after_ms / 4).clamp(100, 1_000))
+}
+
+/// Writes the batched beats until `shutdown`, and once more after it.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let every = flush_every(&state);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(every) => false,
+        };
+        if let Err(e) = flush(&state).await {
+            tracing::warn!(error = %e, "cannot write batched heartbeats; the next flush tries again");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn flush(state: &AppState) -> atoll_store::Result<()> {
+    let (hosts, db, proxies) = state.beats.take();
+    if !hosts.is_empty() {
+        // One time for the batch: the latest beat, which is at most one
+        // flush newer than the oldest.
+        let at = hosts.iter().map(|(_, t)| *t).max().unwrap_or_else(now_ms);
+        let ids: Vec<HostId> = hosts.iter().map(|(id, _)| *id).collect();
+        for id in state.store.touch_heartbeats(&ids, at).await? {
+            // Marked offline (or removed) meanwhile: write its next beat in
+            // full, which brings it back online and says so.
+            state.beats.forget(id);
+        }
+        metrics::counter!("atoll_heartbeats_batched_total").increment(ids.len() as u64);
+    }
+    let now = now_ms();
+    state.store.touch_server_statuses(&db, now).await?;
+    state.store.touch_proxy_statuses(&proxies, now).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use atoll_core::ServerState;
+
+    use super::*;
+
+    fn status(state: ServerState, probed_at_ms: UnixMs) -> DbServerStatus {
+        DbServerStatus {
+            id: DbId::new("c", "c-1"),
+            state,
+            desired_running: true,
+            pid: Some(7),
+            restarts: 0,
+            last_exit: None,
+            wsrep: None,
+            read_only: Some(false),
+            probed_at_ms,
+            probe_error: None,
+        }
+    }
+
+    #[test]
+    fn only_beats_that_change_something_are_written_at_once() {
+        let beats = Beats::default();
+        let id = HostId::new();
+        let one = [status(ServerState::Synced, 1)];
+        // The first beat on this server is written in full.
+        let p = beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &one, &[], 1_000);
+        assert!(p.host);
+        assert_eq!(p.db.len(), 1);
+        beats.written(id, "10.0.0.1", "http://10.0.0.1:7070", &p, 1_000);
+        // The same again (a newer probe time is no change): batched.
+        let again = [status(ServerState::Synced, 2)];
+        let p = beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &again, &[], 2_000);
+        assert!(!p.host && p.db.is_empty());
+        let (hosts, db, _) = beats.take();
+        assert_eq!((hosts, db.len()), (vec![(id, 2_000)], 1));
+        // A state change, new facts, a new address: written at once.
+        let donor = [status(ServerState::Donor, 3)];
+        assert_eq!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &donor, &[], 3_000).db.len(), 1);
+        assert!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", true, &[], &[], 3_000).host);
+        assert!(beats.plan(id, "10.0.0.9", "http://10.0.0.9:7070", false, &[], &[], 3_000).host);
+        // An unchanged status is still written in full now and then.
+        assert_eq!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &again, &[], 1_000 + FULL_EVERY_MS).db.len(), 1);
+        // A forgotten host (marked offline meanwhile) is written in full.
+        beats.forget(id);
+        assert!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &[], &[], 9_000).host);
+    }
+}
