@@ -137,7 +137,7 @@ async fn heartbeat(
         return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
     }
     let now = now_ms();
-    let plan = state.beats.plan(req.host_id, &req.address, &req.agent_url, req.facts.is_some(), &req.db, &req.proxies, now);
+    let plan = state.beats.plan(&req, now);
     let before = if plan.host {
         let hb = HeartbeatRecord {
             id: req.host_id,

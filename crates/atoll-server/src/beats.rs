@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use atoll_api::agent::HeartbeatRequest;
 use atoll_api::db::DbServerStatus;
 use atoll_api::proxy::ProxyReport;
 use atoll_core::time::now_ms;
@@ -52,6 +53,13 @@ struct Inner {
 struct Known {
     address: String,
     agent_url: String,
+}
+
+/// What a flush writes: beats, and unchanged statuses to mark fresh.
+struct Batch {
+    hosts: Vec<(HostId, UnixMs)>,
+    db: Vec<(HostId, DbId)>,
+    proxies: Vec<(HostId, DbId)>,
 }
 
 /// What must be written now; the rest waits for the flush.
@@ -107,18 +115,10 @@ impl Beats {
     }
 
     /// Splits a beat into what to write now and what to batch.
-    pub fn plan<'a>(
-        &self,
-        id: HostId,
-        address: &str,
-        agent_url: &str,
-        facts: bool,
-        db: &'a [DbServerStatus],
-        proxies: &'a [ProxyReport],
-        now: UnixMs,
-    ) -> Plan<'a> {
+    pub fn plan<'a>(&self, beat: &'a HeartbeatRequest, now: UnixMs) -> Plan<'a> {
+        let (id, db, proxies) = (beat.host_id, &beat.db, &beat.proxies);
         let mut g = self.lock();
-        let host = facts || !g.hosts.get(&id).is_some_and(|k| k.address == address && k.agent_url == agent_url);
+        let host = beat.facts.is_some() || !g.hosts.get(&id).is_some_and(|k| k.address == beat.address && k.agent_url == beat.agent_url);
         if !host {
             g.pending.insert(id, now);
         }
@@ -161,12 +161,9 @@ impl Beats {
         }
     }
 
-    fn take(&self) -> (Vec<(HostId, UnixMs)>, Vec<(HostId, DbId)>, Vec<(HostId, DbId)>) {
+    fn take(&self) -> Batch {
         let mut g = self.lock();
-        let hosts = g.pending.drain().collect();
-        let db = g.touch_db.drain().collect();
-        let proxies = g.touch_proxies.drain().collect();
-        (hosts, db, proxies)
+        Batch { hosts: g.pending.drain().collect(), db: g.touch_db.drain().collect(), proxies: g.touch_proxies.drain().collect() }
     }
 }
 
@@ -194,7 +191,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 async fn flush(state: &AppState) -> atoll_store::Result<()> {
-    let (hosts, db, proxies) = state.beats.take();
+    let Batch { hosts, db, proxies } = state.beats.take();
     if !hosts.is_empty() {
         // One time for the batch: the latest beat, which is at most one
         // flush newer than the oldest.
@@ -234,31 +231,44 @@ mod tests {
         }
     }
 
+    fn beat(id: HostId, address: &str, facts: bool, db: &[DbServerStatus]) -> HeartbeatRequest {
+        HeartbeatRequest {
+            host_id: id,
+            address: address.into(),
+            agent_url: format!("http://{address}:7070"),
+            facts: facts.then(Default::default),
+            db: db.to_vec(),
+            proxies: Vec::new(),
+        }
+    }
+
     #[test]
     fn only_beats_that_change_something_are_written_at_once() {
         let beats = Beats::default();
         let id = HostId::new();
         let one = [status(ServerState::Synced, 1)];
         // The first beat on this server is written in full.
-        let p = beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &one, &[], 1_000);
+        let b = beat(id, "10.0.0.1", false, &one);
+        let p = beats.plan(&b, 1_000);
         assert!(p.host);
         assert_eq!(p.db.len(), 1);
         beats.written(id, "10.0.0.1", "http://10.0.0.1:7070", &p, 1_000);
         // The same again (a newer probe time is no change): batched.
         let again = [status(ServerState::Synced, 2)];
-        let p = beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &again, &[], 2_000);
+        let b = beat(id, "10.0.0.1", false, &again);
+        let p = beats.plan(&b, 2_000);
         assert!(!p.host && p.db.is_empty());
-        let (hosts, db, _) = beats.take();
-        assert_eq!((hosts, db.len()), (vec![(id, 2_000)], 1));
+        let batch = beats.take();
+        assert_eq!((batch.hosts, batch.db.len()), (vec![(id, 2_000)], 1));
         // A state change, new facts, a new address: written at once.
         let donor = [status(ServerState::Donor, 3)];
-        assert_eq!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &donor, &[], 3_000).db.len(), 1);
-        assert!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", true, &[], &[], 3_000).host);
-        assert!(beats.plan(id, "10.0.0.9", "http://10.0.0.9:7070", false, &[], &[], 3_000).host);
+        assert_eq!(beats.plan(&beat(id, "10.0.0.1", false, &donor), 3_000).db.len(), 1);
+        assert!(beats.plan(&beat(id, "10.0.0.1", true, &[]), 3_000).host);
+        assert!(beats.plan(&beat(id, "10.0.0.9", false, &[]), 3_000).host);
         // An unchanged status is still written in full now and then.
-        assert_eq!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &again, &[], 1_000 + FULL_EVERY_MS).db.len(), 1);
+        assert_eq!(beats.plan(&beat(id, "10.0.0.1", false, &again), 1_000 + FULL_EVERY_MS).db.len(), 1);
         // A forgotten host (marked offline meanwhile) is written in full.
         beats.forget(id);
-        assert!(beats.plan(id, "10.0.0.1", "http://10.0.0.1:7070", false, &[], &[], 9_000).host);
+        assert!(beats.plan(&beat(id, "10.0.0.1", false, &[]), 9_000).host);
     }
 }
