@@ -151,6 +151,13 @@ pub struct HostSummary {
 }
 
 impl HostSummary {
+    /// From counts per status (as MetaDB groups them).
+    pub fn from_counts(counts: &[(HostStatus, i64)]) -> Self {
+        let n = |s: HostStatus| counts.iter().filter(|(st, _)| *st == s).map(|(_, n)| usize::try_from(*n).unwrap_or(0)).sum::<usize>();
+        let (online, offline, pending) = (n(HostStatus::Online), n(HostStatus::Offline), n(HostStatus::Pending));
+        HostSummary { total: online + offline + pending, online, offline, pending }
+    }
+
     pub fn of(statuses: impl IntoIterator<Item = HostStatus>) -> Self {
         let mut s = HostSummary { total: 0, online: 0, offline: 0, pending: 0 };
         for status in statuses {

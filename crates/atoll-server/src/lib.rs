@@ -169,9 +169,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text format; host gauges are computed at scrape time.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(hosts) = state.store.list_host_summaries().await {
+    if let Ok(counts) = state.store.count_hosts_by_status().await {
         for status in [atoll_core::HostStatus::Online, atoll_core::HostStatus::Offline, atoll_core::HostStatus::Pending] {
-            let n = hosts.iter().filter(|h| h.status == status).count();
+            let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
             metrics::gauge!("atoll_hosts", "status" => status.as_str()).set(n as f64);
         }
     }

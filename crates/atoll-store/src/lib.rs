@@ -37,8 +37,10 @@ pub trait HostStore: Send + Sync {
     /// Looks a host up by id, name or address, in that order.
     async fn find_host(&self, key: &str) -> Result<Option<HostRecord>>;
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
-    /// Every host by name, without facts, checks or tokens: for listings.
-    async fn list_host_summaries(&self) -> Result<Vec<HostSummaryRecord>>;
+    /// Hosts by name, without facts, checks or tokens: for listings.
+    async fn list_host_summaries(&self, filter: &HostFilter) -> Result<Vec<HostSummaryRecord>>;
+    /// How many hosts there are in each status (one query, any fleet size).
+    async fn count_hosts_by_status(&self) -> Result<Vec<(HostStatus, i64)>>;
     /// Applies an agent's registration in one transaction: updates the host
     /// with this id, else claims the pending host with this address (taking
     /// the agent's id), else inserts a new host.

@@ -395,3 +395,15 @@ pub struct PlatformServerRecord {
     /// Errors it logged since it started.
     pub errors_logged: i64,
 }
+
+/// Which hosts a listing wants, in name order: a page after `after`, at
+/// most `limit`, optionally one status, one zone, names starting with
+/// `name_prefix`. The default is every host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFilter {
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+    pub status: Option<HostStatus>,
+    pub zone: Option<String>,
+    pub name_prefix: Option<String>,
+}

@@ -141,6 +141,7 @@ conformance!(
     routing_cas_race_has_one_winner,
     copy_into_carries_everything,
     batched_heartbeats_touch_only_online_hosts,
+    host_listings_page_and_filter,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -529,7 +530,7 @@ async fn host_summaries_follow_facts_and_checks(h: &Harness) {
     let s = &h.store;
     let agree = || async {
         let full: Vec<_> = s.list_hosts().await.unwrap().iter().map(HostSummaryRecord::of).collect();
-        let summaries = s.list_host_summaries().await.unwrap();
+        let summaries = s.list_host_summaries(&HostFilter::default()).await.unwrap();
         assert_eq!(summaries, full);
         summaries
     };
@@ -594,7 +595,7 @@ async fn host_summaries_follow_facts_and_checks(h: &Harness) {
     sqlx::query("DELETE FROM schema_version WHERE version = 5").execute(&pool).await.unwrap();
     pool.close().await;
     let migrated = SqlStore::connect(&h.url).await.unwrap();
-    assert_eq!(migrated.list_host_summaries().await.unwrap(), before);
+    assert_eq!(migrated.list_host_summaries(&HostFilter::default()).await.unwrap(), before);
     migrated.close().await;
 }
 
@@ -1416,7 +1417,10 @@ async fn copy_into_carries_everything(h: &Harness) {
 
     let s = &h.store;
     assert_eq!(s.get_host(id).await.unwrap(), src.get_host(id).await.unwrap());
-    assert_eq!(s.list_host_summaries().await.unwrap(), src.list_host_summaries().await.unwrap());
+    assert_eq!(
+        s.list_host_summaries(&HostFilter::default()).await.unwrap(),
+        src.list_host_summaries(&HostFilter::default()).await.unwrap()
+    );
     assert_eq!(s.get_user("alice").await.unwrap().map(|u| u.password_hash), Some(user("alice").password_hash));
     assert_eq!(s.get_setting("join_token").await.unwrap().as_deref(), Some("jt"));
     let audit = s.list_audit(None, 10).await.unwrap();
@@ -1470,4 +1474,25 @@ async fn batched_heartbeats_touch_only_online_hosts(h: &Harness) {
     let off_now = s.get_host(off_id).await.unwrap().unwrap().host;
     assert_eq!((off_now.status, off_now.last_heartbeat_ms), (HostStatus::Offline, Some(500)), "a touch never revives a host");
     assert!(s.touch_heartbeats(&[], 6_000).await.unwrap().is_empty());
+}
+
+async fn host_listings_page_and_filter(h: &Harness) {
+    let s = &h.store;
+    for (i, (name, zone)) in [("db-a", "z1"), ("db-b", "z2"), ("db-c", "z1"), ("web-a", "z1"), ("web-b", "z2")].iter().enumerate() {
+        let mut rec = host(name, &format!("127.0.1.{}", i + 1), if i == 1 { HostStatus::Offline } else { HostStatus::Online });
+        rec.host.zone = Some((*zone).into());
+        s.insert_host(&rec).await.unwrap();
+    }
+    let names = |v: Vec<HostSummaryRecord>| v.into_iter().map(|h| h.name).collect::<Vec<_>>();
+    let page = |after: Option<&str>, limit: u32| HostFilter { after: after.map(str::to_string), limit: Some(limit), ..Default::default() };
+    assert_eq!(names(s.list_host_summaries(&page(None, 2)).await.unwrap()), ["db-a", "db-b"]);
+    assert_eq!(names(s.list_host_summaries(&page(Some("db-b"), 2)).await.unwrap()), ["db-c", "web-a"]);
+    assert_eq!(names(s.list_host_summaries(&page(Some("web-a"), 2)).await.unwrap()), ["web-b"]);
+    let f = HostFilter { zone: Some("z1".into()), name_prefix: Some("db".into()), ..Default::default() };
+    assert_eq!(names(s.list_host_summaries(&f).await.unwrap()), ["db-a", "db-c"]);
+    let f = HostFilter { status: Some(HostStatus::Offline), ..Default::default() };
+    assert_eq!(names(s.list_host_summaries(&f).await.unwrap()), ["db-b"]);
+    let mut counts = s.count_hosts_by_status().await.unwrap();
+    counts.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(counts, [(HostStatus::Offline, 1), (HostStatus::Online, 4)]);
 }

@@ -22,7 +22,22 @@ pub enum HostCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// In name order; filters narrow it, `--limit` shows one page.
     List {
+        /// online, offline or pending.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        /// Names starting with this.
+        #[arg(long)]
+        name: Option<String>,
+        /// At most this many (one page); default: all, read a page at a time.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start after this name (the last of the previous page).
+        #[arg(long)]
+        after: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -94,8 +109,28 @@ pub async fn run(cmd: HostCmd) -> Res {
             }
             Ok(Exit::Ok)
         }
-        HostCmd::List { conn } => {
-            let hosts: Vec<HostListItem> = client(&conn)?.get("/api/v1/hosts").await?;
+        HostCmd::List { status, zone, name, limit, after, conn } => {
+            let c = client(&conn)?;
+            let mut filters = String::new();
+            for (k, v) in [("status", status), ("zone", zone), ("name", name)] {
+                if let Some(v) = v {
+                    filters.push_str(&format!("&{k}={}", output::encode(&v)));
+                }
+            }
+            // Pages of 500 until the last (or the one page asked for).
+            let page = limit.unwrap_or(500).min(1000);
+            let mut hosts: Vec<HostListItem> = Vec::new();
+            let mut cursor = after;
+            loop {
+                let at = cursor.as_ref().map(|a| format!("&after={}", output::encode(a))).unwrap_or_default();
+                let batch: Vec<HostListItem> = c.get(&format!("/api/v1/hosts?limit={page}{at}{filters}")).await?;
+                let full = batch.len() == page as usize;
+                cursor = batch.last().map(|h| h.name.clone());
+                hosts.extend(batch);
+                if limit.is_some() || !full {
+                    break;
+                }
+            }
             if conn.json {
                 output::print_json(&hosts)?;
                 return Ok(Exit::Ok);

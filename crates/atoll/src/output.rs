@@ -70,6 +70,17 @@ pub fn ago(ms: Option<i64>, now: i64) -> String {
     ms.map_or_else(|| "never".into(), |t| atoll_core::time::ago(now, t))
 }
 
+/// Percent-encodes a query or path value (names are plain; file names
+/// may not be).
+pub fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn gib(bytes: u64) -> String {
     atoll_plan::human_bytes(bytes)
 }

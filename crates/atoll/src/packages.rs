@@ -9,7 +9,7 @@ use atoll_api::v1::TaskView;
 use clap::Subcommand;
 
 use crate::cli::{Conn, Res, client};
-use crate::output::{self, Exit, fail};
+use crate::output::{self, Exit, encode, fail};
 use crate::tasks::follow_new;
 
 #[derive(Debug, Subcommand)]
@@ -129,15 +129,4 @@ pub async fn run(cmd: PackageCmd) -> Res {
             follow_new(&c, t, no_wait, conn.json).await
         }
     }
-}
-
-/// Percent-encodes a query or path value (names are plain; file names
-/// may not be).
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

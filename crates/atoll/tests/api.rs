@@ -216,3 +216,47 @@ async fn idle_sessions_end_and_failed_logins_lock_the_source() {
     );
     assert_eq!(code, 429, "the lock must survive a server restart");
 }
+
+/// Host listings come a page at a time, in name order, with filters; the
+/// CLI reads every page (or the one asked for).
+#[tokio::test]
+async fn host_listings_page_and_filter() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    let admin = p.login_admin().await.unwrap();
+    for (i, (name, zone)) in [("db-a", "z1"), ("db-b", "z2"), ("db-c", "z1"), ("web-a", "z1"), ("web-b", "z2")].iter().enumerate() {
+        let _: AddedHost =
+            admin.post("/api/v1/hosts", &json!({ "address": format!("127.0.2.{}", i + 1), "name": name, "zone": zone })).await.unwrap();
+    }
+    let token = p.token.clone().unwrap();
+    let get = |path: String| {
+        let token = token.clone();
+        let url = format!("{}{path}", p.url);
+        async move {
+            let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+            let link = resp.headers().get("link").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+            let hosts: Vec<HostListItem> = resp.json().await.unwrap();
+            (hosts.into_iter().map(|h| h.name).collect::<Vec<_>>(), link)
+        }
+    };
+    let (names, link) = get("/api/v1/hosts?limit=2".into()).await;
+    assert_eq!(names, ["db-a", "db-b"]);
+    assert_eq!(link, "</api/v1/hosts?limit=2&after=db-b>; rel=\"next\"");
+    let (names, link) = get("/api/v1/hosts?limit=2&after=web-a".into()).await;
+    assert_eq!((names, link.as_str()), (vec!["web-b".to_string()], ""), "the last page has no next link");
+    let (names, link) = get("/api/v1/hosts?limit=1&zone=z1&name=db".into()).await;
+    assert_eq!(names, ["db-a"]);
+    assert_eq!(link, "</api/v1/hosts?limit=1&after=db-a&zone=z1&name=db>; rel=\"next\"");
+    let (names, _) = get("/api/v1/hosts?status=pending".into()).await;
+    assert_eq!(names.len(), 5);
+    let (code, body) = raw(&p, "GET", "/api/v1/hosts?limit=0", Some(&token), None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("limit must be 1 to 1000"), "{body}");
+
+    let out = p.cli(&["host", "list", "--limit", "2", "--after", "db-b"]).unwrap();
+    let text = atoll_testkit::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("db-c") && text.contains("web-a") && !text.contains("web-b") && !text.contains("db-a"), "{text}");
+    let out = p.cli(&["host", "list", "--zone", "z2"]).unwrap();
+    let text = atoll_testkit::output_text(&out);
+    assert!(text.contains("db-b") && text.contains("web-b") && !text.contains("db-a"), "{text}");
+}

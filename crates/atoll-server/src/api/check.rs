@@ -61,7 +61,7 @@ async fn platform_check(State(state): State<AppState>, _caller: Caller) -> ApiRe
         // A restarted server's dead predecessor at the same URL is history.
         .filter(|s| s.live || !records.iter().any(|o| o.url == s.url && is_live(&state, o, now)))
         .collect();
-    let hosts = state.store.list_host_summaries().await?;
+    let hosts = state.store.list_host_summaries(&Default::default()).await?;
     let metadb = match state.store.get_setting(protect::METADB_CLUSTER_SETTING).await? {
         Some(name) => match state.store.get_cluster(&name).await? {
             Some(c) => {

@@ -57,14 +57,63 @@ pub fn host_list_item(r: HostSummaryRecord) -> HostListItem {
 
 /// Lists the hosts by name, summarised.
 ///
+/// Which hosts to list.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListHostsQuery {
+    /// Page size (at most 1000); without it, every host.
+    pub limit: Option<u32>,
+    /// The last name of the previous page (what the `Link: rel="next"`
+    /// header carries).
+    pub after: Option<String>,
+    /// `online`, `offline` or `pending`.
+    pub status: Option<HostStatus>,
+    pub zone: Option<String>,
+    /// Names starting with this.
+    pub name: Option<String>,
+}
+
+const MAX_PAGE: u32 = 1000;
+
 /// Each host comes with a summary of its facts (cores, memory, clock
 /// offset) and of its last precheck. The facts and precheck results
 /// themselves are in `GET /api/v1/hosts/{host}`: left out here so a
-/// listing of many hosts stays small and fast.
-#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
-    responses((status = 200, body = Vec<HostListItem>, description = "every host, summarised"), (status = 401, body = ErrorBody)))]
-async fn list_hosts(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<HostListItem>>> {
-    Ok(Json(state.store.list_host_summaries().await?.into_iter().map(host_list_item).collect()))
+/// listing of many hosts stays small and fast. With `limit`, one page in
+/// name order; a `Link: <…>; rel="next"` header points to the next one.
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(ListHostsQuery),
+    responses((status = 200, body = Vec<HostListItem>, description = "hosts in name order, summarised"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_hosts(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<ListHostsQuery>,
+) -> ApiResult<([(axum::http::HeaderName, String); 1], Json<Vec<HostListItem>>)> {
+    if q.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    // One more than asked, to know whether a next page exists.
+    let filter = atoll_store::HostFilter {
+        after: q.after.clone(),
+        limit: q.limit.map(|l| l + 1),
+        status: q.status,
+        zone: q.zone.clone(),
+        name_prefix: q.name.clone(),
+    };
+    let mut hosts = state.store.list_host_summaries(&filter).await?;
+    let mut link = String::new();
+    if let Some(limit) = q.limit
+        && hosts.len() > limit as usize
+    {
+        hosts.truncate(limit as usize);
+        let last = hosts.last().map(|h| h.name.clone()).unwrap_or_default();
+        let mut next = format!("/api/v1/hosts?limit={limit}&after={last}");
+        for (k, v) in [("status", q.status.map(|s| s.as_str().to_string())), ("zone", q.zone), ("name", q.name)] {
+            if let Some(v) = v {
+                next.push_str(&format!("&{k}={v}"));
+            }
+        }
+        link = format!("<{next}>; rel=\"next\"");
+    }
+    Ok(([(axum::http::header::LINK, link)], Json(hosts.into_iter().map(host_list_item).collect())))
 }
 
 /// Declares a host before its agent runs; returns the command that starts

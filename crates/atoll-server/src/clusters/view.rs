@@ -15,7 +15,7 @@ use crate::state::AppState;
 /// Host names by id, for views: from the summary listing, so no host's
 /// facts are read.
 pub async fn host_names(state: &AppState) -> ApiResult<BTreeMap<HostId, String>> {
-    Ok(state.store.list_host_summaries().await?.into_iter().map(|h| (h.id, h.name)).collect())
+    Ok(state.store.list_host_summaries(&Default::default()).await?.into_iter().map(|h| (h.id, h.name)).collect())
 }
 
 /// Everything a cluster view shows, read from MetaDB.

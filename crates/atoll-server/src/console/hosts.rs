@@ -53,6 +53,7 @@ struct HostsPage {
     chrome: Chrome,
     rows: Vec<HostRow>,
     summary: HostSummary,
+    next: Option<String>,
 }
 
 /// The live part of `/hosts`: summary line and table.
@@ -61,21 +62,37 @@ struct HostsPage {
 struct HostsFragment {
     rows: Vec<HostRow>,
     summary: HostSummary,
+    /// The link to the next page, when there is one.
+    next: Option<String>,
 }
 
-pub async fn list(State(state): State<AppState>, Session(caller): Session, Query(q): Query<FragmentQuery>) -> Response {
-    let mut hosts = match state.store.list_host_summaries().await {
-        Ok(h) => h,
+/// Hosts per page: a fleet of thousands is read a page at a time.
+const PAGE: u32 = 200;
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct HostsQuery {
+    fragment: Option<String>,
+    /// The last name of the previous page.
+    after: Option<String>,
+}
+
+pub async fn list(State(state): State<AppState>, Session(caller): Session, Query(q): Query<HostsQuery>) -> Response {
+    let filter = atoll_store::HostFilter { after: q.after.clone(), limit: Some(PAGE + 1), ..Default::default() };
+    let (mut hosts, counts) = match tokio::try_join!(state.store.list_host_summaries(&filter), state.store.count_hosts_by_status()) {
+        Ok(r) => r,
         Err(e) => return error_page(Some(&caller), e.into()),
     };
-    hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    let summary = HostSummary::of(hosts.iter().map(|h| h.status));
+    let next = (hosts.len() > PAGE as usize).then(|| {
+        hosts.truncate(PAGE as usize);
+        format!("/hosts?after={}", hosts.last().map(|h| h.name.as_str()).unwrap_or_default())
+    });
+    let summary = HostSummary::from_counts(&counts);
     let now = now_ms();
     let rows = hosts.iter().map(|h| row(h, now)).collect();
-    if q.wanted() {
-        page(&HostsFragment { rows, summary })
+    if (FragmentQuery { fragment: q.fragment }).wanted() {
+        page(&HostsFragment { rows, summary, next })
     } else {
-        page(&HostsPage { chrome: Chrome::for_caller(&caller, "hosts"), rows, summary })
+        page(&HostsPage { chrome: Chrome::for_caller(&caller, "hosts"), rows, summary, next })
     }
 }
 

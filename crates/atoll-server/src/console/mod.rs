@@ -121,7 +121,7 @@ impl Chrome {
 /// `?fragment=1`: only the live part of the page.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct FragmentQuery {
-    fragment: Option<String>,
+    pub(crate) fragment: Option<String>,
 }
 
 impl FragmentQuery {

@@ -14,7 +14,7 @@ use super::SqlStore;
 use super::retry::retry;
 use super::row::{self, conflict_on_unique};
 use crate::model::check_summary;
-use crate::{AgentAuth, Fence, HeartbeatRecord, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
+use crate::{AgentAuth, Fence, HeartbeatRecord, HostFilter, HostRecord, HostStore, HostSummaryRecord, Registration, Result, StoreError};
 
 // `sqlx::query` wants `&'static str`; these are assembled at compile time.
 macro_rules! select_hosts {
@@ -364,16 +364,55 @@ impl HostStore for SqlStore {
         sqlx::query(select_hosts!("ORDER BY name")).fetch_all(&self.pool).await?.iter().map(decode).collect()
     }
 
-    async fn list_host_summaries(&self) -> Result<Vec<HostSummaryRecord>> {
-        sqlx::query(
+    async fn list_host_summaries(&self, filter: &HostFilter) -> Result<Vec<HostSummaryRecord>> {
+        let mut sql = String::from(
             "SELECT id, name, address, agent_url, zone, status, agent_version, created_at_ms, last_heartbeat_ms, \
-             cpu_cores, memory_bytes, clock_offset_ms, check_worst, check_profile, checked_at_ms FROM hosts ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(decode_summary)
-        .collect()
+             cpu_cores, memory_bytes, clock_offset_ms, check_worst, check_profile, checked_at_ms FROM hosts WHERE 1 = 1",
+        );
+        if filter.after.is_some() {
+            sql.push_str(" AND name > ?");
+        }
+        if filter.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if filter.zone.is_some() {
+            sql.push_str(" AND zone = ?");
+        }
+        // A prefix as a range on the unique name index (no LIKE escaping):
+        // names are lowercase letters, digits and dashes, all below '~'.
+        if filter.name_prefix.is_some() {
+            sql.push_str(" AND name >= ? AND name < ?");
+        }
+        sql.push_str(" ORDER BY name");
+        if filter.limit.is_some() {
+            sql.push_str(" LIMIT ?");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(a) = &filter.after {
+            q = q.bind(a.clone());
+        }
+        if let Some(st) = filter.status {
+            q = q.bind(st.as_str());
+        }
+        if let Some(z) = &filter.zone {
+            q = q.bind(z.clone());
+        }
+        if let Some(p) = &filter.name_prefix {
+            q = q.bind(p.clone()).bind(format!("{p}~"));
+        }
+        if let Some(l) = filter.limit {
+            q = q.bind(i64::from(l));
+        }
+        q.fetch_all(&self.pool).await?.iter().map(decode_summary).collect()
+    }
+
+    async fn count_hosts_by_status(&self) -> Result<Vec<(HostStatus, i64)>> {
+        sqlx::query("SELECT status, COUNT(*) AS n FROM hosts GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((row::parsed::<HostStatus>(r, "status")?, row::int(r, "n")?)))
+            .collect()
     }
 
     async fn register_host(&self, reg: &Registration) -> Result<HostRecord> {
