@@ -302,7 +302,9 @@ mod tests {
     fn fragment_escapes_and_marks_rows() {
         let hosts = [record("db-1", HostStatus::Online), record("<b>x</b>", HostStatus::Pending)].map(|r| HostSummaryRecord::of(&r));
         let summary = HostSummary::of(hosts.iter().map(|h| h.status));
-        let html = HostsFragment { rows: hosts.iter().map(|h| row(h, 4_000)).collect(), summary }.render().expect("renders");
+        let rows = hosts.iter().map(|h| row(h, 4_000)).collect();
+        let html = HostsFragment { rows, summary, next: Some("/hosts?after=db-1".into()) }.render().expect("renders");
+        assert!(html.contains(r#"<a id="hosts-next" href="/hosts?after=db-1">"#), "{html}");
         assert!(html.contains(r#"<tr data-host="db-1""#), "{html}");
         assert!(html.contains(r#"<td class="status"><span class="badge s-online">online</span></td>"#), "{html}");
         assert!(html.contains("2 hosts: "), "{html}");
