@@ -36,6 +36,9 @@ const MAX_HOSTS: usize = 256 * 250;
 const IDLE_RSS_TARGET_MIB: f64 = 30.0;
 const LOADED_RSS_TARGET_MIB: f64 = 100.0;
 const GET_P99_TARGET_MS: f64 = 20.0;
+/// Issue 10: a page of a listing, with 10,000 hosts on the platform.
+const PAGE_P99_TARGET_MS: f64 = 50.0;
+const PAGE: usize = 100;
 
 const USAGE: &str =
     "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)]";
@@ -151,14 +154,20 @@ async fn run(args: &Args) -> Result<Report> {
     let hosts = b.register(args.hosts, &platform.join_token().await?).await?;
     let mut failures = b.heartbeats(&hosts, Duration::from_secs(args.heartbeat_secs)).await?;
     let loaded = b.loaded(args.hosts).await?;
-    let (live, more) = b.listing_live(&hosts, args.requests).await?;
+    let (live, paged, more) = b.listing_live(&hosts, args.requests).await?;
     failures.extend(more);
     failures.extend(b.listing_quiet(args.hosts, args.requests).await?);
     let end = ProcSnapshot::read(b.pid)?;
     b.rows.push(Row::new("server peak RSS over the whole run (VmHWM)", mib(end.hwm_mib())));
     b.rows.push(Row::new("server RSS at the end", mib(end.rss_mib())));
 
-    let verdicts = verdicts(args.hosts, &idle, &loaded, &live, &end);
+    let mut verdicts = verdicts(args.hosts, &idle, &loaded, &live, &end);
+    verdicts.push(verdict(
+        format!("p99 GET one page of {PAGE} hosts (of {}) < {PAGE_P99_TARGET_MS} ms (1 client, live heartbeats)", args.hosts),
+        paged.summary.p99_ms,
+        PAGE_P99_TARGET_MS,
+        "ms",
+    ));
     let mut notes = b.notes;
     notes.extend(failures);
     notes.extend(context_notes(args, &load_before));
@@ -247,25 +256,37 @@ impl Bench {
     /// The listing while agents heartbeat at their real rate, as a server
     /// with this many hosts always has; returns the 1-client phase (the
     /// target's) and notes on failures.
-    async fn listing_live(&mut self, hosts: &Arc<Vec<SimHost>>, requests: usize) -> Result<(Phase, Vec<String>)> {
+    async fn listing_live(&mut self, hosts: &Arc<Vec<SimHost>>, requests: usize) -> Result<(Phase, Phase, Vec<String>)> {
         step("GET /api/v1/hosts with live heartbeats");
         let keeper = load::Keeper::start(&self.http, &self.url, hosts.clone(), Duration::from_millis(HEARTBEAT_INTERVAL_MS));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let seq = get_phase(&self.url, HOSTS, &self.token, self.pid, requests, 1).await?;
         let conc = get_phase(&self.url, HOSTS, &self.token, self.pid, requests, GET_CLIENTS).await?;
+        // A page from the middle of the fleet, as a console or a script
+        // paging through it asks.
+        // Registered without a name: the server names them by address.
+        let middle = hosts.get(hosts.len() / 2).map(|h| format!("host-{}", h.address.replace('.', "-"))).unwrap_or_default();
+        let page_path = format!("{HOSTS}?limit={PAGE}&after={middle}");
+        let paged = get_phase(&self.url, &page_path, &self.token, self.pid, requests, 1).await?;
         let (rate, failed) = keeper.stop().await;
         let wanted = hosts.len() as f64 * 1000.0 / HEARTBEAT_INTERVAL_MS as f64;
         self.rows
             .push(Row::new(format!("background heartbeats during GET (wanted {wanted:.0}/s)"), format!("{rate:.0}/s, {failed} failed")));
         push_get_rows(&mut self.rows, "GET /api/v1/hosts, 1 client, live heartbeats", &seq, true);
         push_get_rows(&mut self.rows, &format!("GET /api/v1/hosts, {GET_CLIENTS} clients, live heartbeats"), &conc, false);
+        push_get_rows(
+            &mut self.rows,
+            &format!("GET /api/v1/hosts?limit={PAGE} (a page from the middle), 1 client, live heartbeats"),
+            &paged,
+            false,
+        );
         if rate < wanted * 0.9 {
             self.notes.push(format!(
                 "the server could not absorb real agents' heartbeat rate ({rate:.0}/s of {wanted:.0}/s) while serving GETs, so some hosts may have gone offline"
             ));
         }
-        let failures = failure_notes(&[("GET 1 client", &seq), ("GET 4 clients", &conc)]);
-        Ok((seq, failures))
+        let failures = failure_notes(&[("GET 1 client", &seq), ("GET 4 clients", &conc), ("GET one page", &paged)]);
+        Ok((seq, paged, failures))
     }
 
     /// The listing alone, then authentication alone: what the listing costs

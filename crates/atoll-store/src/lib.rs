@@ -23,6 +23,7 @@ use atoll_core::{HostId, HostStatus, Progress, StepStatus, UnixMs};
 pub use error::StoreError;
 pub use model::*;
 pub use sql::SqlStore;
+pub use sql::TOUCH_EVERY_MS;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -73,13 +74,15 @@ pub trait AccountStore: Send + Sync {
 
     async fn create_session(&self, s: &SessionRecord) -> Result<()>;
     /// The session, if it exists and was used at or after `idle_after`;
-    /// marks it used at `now`.
+    /// marks it used at `now` when its last use is `TOUCH_EVERY_MS` old
+    /// (so most requests only read).
     async fn touch_session(&self, token_hash: &str, idle_after: UnixMs, now: UnixMs) -> Result<Option<SessionRecord>>;
     async fn delete_session(&self, token_hash: &str) -> Result<()>;
     async fn delete_sessions_of(&self, user: &str) -> Result<()>;
 
     async fn create_api_token(&self, t: &ApiTokenRecord) -> Result<()>;
-    /// The token, marked used at `now`.
+    /// The token, marked used at `now` when its last use is
+    /// `TOUCH_EVERY_MS` old.
     async fn touch_api_token(&self, token_hash: &str, now: UnixMs) -> Result<Option<ApiTokenRecord>>;
     async fn list_api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>>;
     async fn delete_api_token(&self, id: &str) -> Result<bool>;

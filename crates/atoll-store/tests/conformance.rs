@@ -628,13 +628,19 @@ async fn sessions_expire_when_idle(h: &Harness) {
     let msg = conflict(s.create_session(&session("s1", "bob", 1_000)).await.unwrap_err());
     assert!(msg.contains("session"), "{msg}");
 
-    let got = s.touch_session("s1", 500, 2_000).await.unwrap().unwrap();
-    assert_eq!((got.user.as_str(), got.last_seen_ms, got.created_at_ms), ("bob", 2_000, 1_000));
-    // Used at exactly the cut-off still counts.
-    assert!(s.touch_session("s1", 2_000, 2_500).await.unwrap().is_some());
-    // Idle since 2_500, cut-off 3_000: gone, and deleted.
-    assert_eq!(s.touch_session("s1", 3_000, 4_000).await.unwrap(), None);
-    assert_eq!(s.touch_session("s1", 0, 4_000).await.unwrap(), None, "expired session was deleted");
+    // With a 30-minute idle timeout, a use soon after the last one reads
+    // only; a later one records it.
+    let idle = 1_800_000;
+    let got = s.touch_session("s1", 2_000 - idle, 2_000).await.unwrap().unwrap();
+    assert_eq!((got.user.as_str(), got.last_seen_ms, got.created_at_ms), ("bob", 1_000, 1_000));
+    let later = 1_000 + TOUCH_EVERY_MS;
+    assert_eq!(s.touch_session("s1", later - idle, later).await.unwrap().unwrap().last_seen_ms, later);
+    // Used at exactly the cut-off still counts (and with so short an idle
+    // timeout, every use is recorded).
+    assert_eq!(s.touch_session("s1", later, later + 10).await.unwrap().unwrap().last_seen_ms, later + 10);
+    // Idle since `later + 10`, cut-off after it: gone, and deleted.
+    assert_eq!(s.touch_session("s1", later + 11, later + 20).await.unwrap(), None);
+    assert_eq!(s.touch_session("s1", 0, later + 30).await.unwrap(), None, "expired session was deleted");
     assert_eq!(s.touch_session("missing", 0, 1).await.unwrap(), None);
 
     s.create_session(&session("s2", "bob", 1_000)).await.unwrap();
@@ -658,6 +664,11 @@ async fn api_tokens(h: &Harness) {
 
     let t = s.touch_api_token("h1", 5_000).await.unwrap().unwrap();
     assert_eq!((t.id.as_str(), t.last_used_ms), ("t1", Some(5_000)));
+    // Soon after: a read only; later: written again.
+    assert_eq!(s.touch_api_token("h1", 6_000).await.unwrap().unwrap().last_used_ms, Some(5_000));
+    assert_eq!(s.list_api_tokens(Some("bob")).await.unwrap()[0].last_used_ms, Some(5_000));
+    let later = 5_000 + TOUCH_EVERY_MS;
+    assert_eq!(s.touch_api_token("h1", later).await.unwrap().unwrap().last_used_ms, Some(later));
     assert_eq!(s.touch_api_token("nope", 5_000).await.unwrap(), None);
     let ids = |v: Vec<ApiTokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(ids(s.list_api_tokens(None).await.unwrap()), ["t2", "t1"], "by user, then age");

@@ -19,6 +19,10 @@ macro_rules! select_users {
     };
 }
 
+/// How stale a session's or token's "last used" may get before a request
+/// writes it: the idle timeout and the token listing are coarser than this.
+pub const TOUCH_EVERY_MS: UnixMs = 30_000;
+
 macro_rules! select_sessions {
     ($tail:literal) => {
         concat!("SELECT token_hash, user_name, source, created_at_ms, last_seen_ms FROM sessions ", $tail)
@@ -220,24 +224,21 @@ impl AccountStore for SqlStore {
     }
 
     async fn touch_session(&self, token_hash: &str, idle_after: UnixMs, now: UnixMs) -> Result<Option<SessionRecord>> {
-        // Conditional statements instead of a transaction: the UPDATE only
-        // touches a live session, the DELETE only removes an idle one, so a
-        // concurrent touch can never resurrect or lose a session.
-        let touched = retry(|| async move {
-            let done = sqlx::query(
-                "UPDATE sessions SET last_seen_ms = CASE WHEN last_seen_ms < ? THEN ? ELSE last_seen_ms END \
-                 WHERE token_hash = ? AND last_seen_ms >= ?",
-            )
-            .bind(now)
-            .bind(now)
+        // Read first; write only to end an idle session or when the last
+        // use is older than `TOUCH_EVERY_MS` (every statement is
+        // conditional, so a concurrent touch never resurrects or loses a
+        // session). A request is then a read, not a replicated write.
+        let Some(mut current) = sqlx::query(select_sessions!("WHERE token_hash = ?"))
             .bind(token_hash)
-            .bind(idle_after)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await?;
-        if !touched {
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(session)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        if current.last_seen_ms < idle_after {
             retry(|| async move {
                 sqlx::query("DELETE FROM sessions WHERE token_hash = ? AND last_seen_ms < ?")
                     .bind(token_hash)
@@ -249,8 +250,23 @@ impl AccountStore for SqlStore {
             .await?;
             return Ok(None);
         }
-        let r = sqlx::query(select_sessions!("WHERE token_hash = ?")).bind(token_hash).fetch_optional(&self.pool).await?;
-        r.as_ref().map(session).transpose()
+        // A quarter of the idle timeout when that is shorter, so a session
+        // in use never lapses between two writes.
+        let every = TOUCH_EVERY_MS.min((now - idle_after) / 4);
+        if now - current.last_seen_ms >= every {
+            retry(|| async move {
+                sqlx::query("UPDATE sessions SET last_seen_ms = ? WHERE token_hash = ? AND last_seen_ms < ?")
+                    .bind(now)
+                    .bind(token_hash)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+            current.last_seen_ms = now;
+        }
+        Ok(Some(current))
     }
 
     async fn delete_session(&self, token_hash: &str) -> Result<()> {
@@ -274,20 +290,24 @@ impl AccountStore for SqlStore {
     }
 
     async fn touch_api_token(&self, token_hash: &str, now: UnixMs) -> Result<Option<ApiTokenRecord>> {
-        let touched = retry(|| async move {
-            let done = sqlx::query("UPDATE api_tokens SET last_used_ms = ? WHERE token_hash = ?")
-                .bind(now)
-                .bind(token_hash)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await?;
-        if !touched {
-            return Ok(None);
-        }
         let r = sqlx::query(select_tokens!("WHERE token_hash = ?")).bind(token_hash).fetch_optional(&self.pool).await?;
-        r.as_ref().map(token).transpose()
+        let Some(mut t) = r.as_ref().map(token).transpose()? else {
+            return Ok(None);
+        };
+        if t.last_used_ms.is_none_or(|used| now - used >= TOUCH_EVERY_MS) {
+            retry(|| async move {
+                sqlx::query("UPDATE api_tokens SET last_used_ms = ? WHERE token_hash = ? AND (last_used_ms IS NULL OR last_used_ms < ?)")
+                    .bind(now)
+                    .bind(token_hash)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+            t.last_used_ms = Some(now);
+        }
+        Ok(Some(t))
     }
 
     async fn list_api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>> {
