@@ -168,11 +168,14 @@ impl Client {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            // A read may be repeated whatever happened to it; a write only
-            // when the server cannot have acted on it.
-            let repeatable = |f: &Failure| {
-                matches!(f, Failure::NotApplied(_))
-                    || (method == Method::GET && matches!(f, Failure::Other(ClientError::Unreachable { .. })))
+            // A write is repeated only when the server cannot have acted
+            // on it; a read after any transport error or server-side
+            // failure too (its MetaDB connection may have broken under it).
+            let repeatable = |f: &Failure| match f {
+                Failure::NotApplied(_) => true,
+                Failure::Other(ClientError::Unreachable { .. }) => method == Method::GET,
+                Failure::Other(ClientError::Api { status, .. }) => method == Method::GET && *status >= 500,
+                Failure::Other(ClientError::Decode { .. }) => false,
             };
             match self.finish(url, req).await {
                 Err(f) if i + 1 < bases.len() && repeatable(&f) => {

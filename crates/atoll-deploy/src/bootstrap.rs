@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use atoll_api::v1::{ClusterCredentials, HostListItem, PlatformView, PrepareRequest, TaskView};
+use atoll_api::v1::{ClusterCredentials, HostListItem, PlatformCheckView, PlatformView, PrepareRequest, TaskView};
 use atoll_client::{Client, Servers};
 use atoll_core::{HostStatus, TaskStatus};
+use atoll_plan::check::CheckStatus;
 use atoll_server::ServerConfig;
 use atoll_store::SqlStore;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -171,6 +172,10 @@ pub async fn bring_up(
     wait_servers(&platform, layout).await?;
     wait_agents(&platform, layout).await?;
     done("servers", &mut steps);
+
+    progress("check: every server, agent, MetaDB node and proxy");
+    check(&platform).await?;
+    done("check", &mut steps);
     Ok(Deployed { servers: layout.server_urls(), admin_password, token, steps })
 }
 
@@ -224,6 +229,34 @@ async fn wait_servers(client: &Client, layout: &Layout) -> Result<(), DeployErro
             return Err(DeployError::step("servers", None, "no server answered within 60 s; see the nodes' server logs"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The seed's post-deployment check (`atoll check`), given a minute for
+/// the last reports to arrive; its failed items are the error.
+async fn check(client: &Client) -> Result<(), DeployError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = client.get::<PlatformCheckView>("/api/v1/platform/check").await;
+        if let Ok(v) = &last
+            && v.worst != CheckStatus::Fail
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let why = match last {
+                Ok(v) => v
+                    .results
+                    .iter()
+                    .filter(|r| r.status == CheckStatus::Fail)
+                    .map(|r| format!("{}: {} ({})", r.item, r.measured, r.fix.clone().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                Err(e) => e.to_string(),
+            };
+            return Err(DeployError::step("check", None, why));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

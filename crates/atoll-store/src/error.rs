@@ -27,9 +27,11 @@ impl StoreError {
             Self::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
             Self::Db(sqlx::Error::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
             // 1047: "WSREP has not yet prepared node for application use"
-            // (a Galera node outside the primary component).
+            // (a Galera node outside the primary component); 9001: the
+            // platform's proxy has no writer to send the connection to;
+            // 1040: too many connections. None ran a statement.
             Self::Db(sqlx::Error::Database(d)) => {
-                d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1047)
+                d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| matches!(m.number(), 1047 | 9001 | 1040))
             }
             _ => false,
         }

@@ -239,7 +239,7 @@ pub trait PlatformStore: Send + Sync {
 pub trait MetaStore:
     HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore + RoutingStore + PackageStore + PlatformStore
 {
-    /// Whether the back end answers (for `/readyz`).
+    /// Whether the back end answers reads of its tables (for `/readyz`).
     async fn ping(&self) -> Result<()>;
     fn backend(&self) -> &'static str;
 }

@@ -30,6 +30,12 @@ impl Drop for Cleanup {
     }
 }
 
+/// SIGSTOP / SIGCONT: a process that is there but does not answer.
+fn nix_signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
 fn pids_of(pattern: &str) -> Vec<u32> {
     let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
@@ -160,15 +166,25 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     })
     .await
     .unwrap();
-    let table: RoutingTable = all.get(&format!("/api/v1/clusters/{METADB_CLUSTER}/routing")).await.unwrap();
-    assert_ne!(table.writer.as_deref(), Some("atoll-meta-2"), "MetaDB's writer moved off the dead node: {table:?}");
-    assert_eq!(table.servers.len(), 2, "proxies are told the two servers that are up: {:?}", table.servers);
+    // Proxies are told the two servers that are up.
+    let table: RoutingTable = wait_for("MetaDB's writer off the dead node", Duration::from_secs(10), || async {
+        let t: RoutingTable = all.get(&format!("/api/v1/clusters/{METADB_CLUSTER}/routing")).await.ok()?;
+        (t.writer.is_some() && t.writer.as_deref() != Some("atoll-meta-2") && t.servers.len() == 2).then_some(t)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", launcher.last_words("node3", Role::Server)));
+    assert!(!table.servers.iter().any(|u| u.contains("127.0.0.42")), "{:?}", table.servers);
     eprintln!("after the kill: leader {:?} in {leader_after:?}, MetaDB writer {:?}", v.leader, table.writer);
-    let (code, out) = check(&deployed.servers, &deployed.token);
-    assert_eq!(code, 3, "the check fails while node2 is down: {out}");
-    for want in ["agent.online node2", "metadb.node atoll-meta-2", "server.api http://127.0.0.42:8080"] {
-        assert!(out.lines().any(|l| l.contains(want) && l.contains("fail")), "{want} fails: {out}");
-    }
+    // The check fails, naming node2's parts (its reports go stale within
+    // the offline timeout).
+    let wanted = ["agent.online node2", "metadb.node atoll-meta-2", "server.api http://127.0.0.42:8080"];
+    let names_node2 = |out: &str| wanted.iter().all(|w| out.lines().any(|l| l.contains(w) && l.contains("fail")));
+    let named = wait_for("the check to name node2", Duration::from_secs(10), || async {
+        let (code, out) = check(&deployed.servers, &deployed.token);
+        (code == 3 && names_node2(&out)).then_some(())
+    })
+    .await;
+    assert!(named.is_ok(), "{}", check(&deployed.servers, &deployed.token).1);
 
     // Node2 comes back (as its service manager would restart it): no
     // operator action, the task completes and both clusters heal.
@@ -205,6 +221,55 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     let (asked, failed) = (asked.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!("{asked} requests through the node loss and return, {failed} failed; healed {:?} after the kill", killed.elapsed());
     assert_eq!(failed, 0, "a client knowing every server saw failures");
+
+    // MetaDB loses quorum (two of its nodes frozen): servers turn not
+    // ready and refuse writes with a retryable error naming the cause;
+    // nothing is lost when the nodes come back.
+    let before: serde_json::Value =
+        all.post("/api/v1/users", &json!({ "name": "kept", "password": "kept-password-1", "role": "viewer" })).await.unwrap();
+    assert_eq!(before["name"], "kept");
+    let frozen: Vec<u32> = ["atoll-meta-2", "atoll-meta-3"]
+        .iter()
+        .flat_map(|n| pids_of(&format!("mariadbd.*{}", dir.join("db").join(METADB_CLUSTER).join(n).display())))
+        .collect();
+    assert_eq!(frozen.len(), 2);
+    for pid in &frozen {
+        nix_signal(*pid, "STOP");
+    }
+    let lost = Instant::now();
+    wait_for("/readyz not ready without MetaDB's quorum", Duration::from_secs(30), || async {
+        let r = reqwest::get(format!("{}/readyz", deployed.servers[0])).await.ok()?;
+        (r.status().as_u16() == 503).then_some(())
+    })
+    .await
+    .unwrap();
+    let node1 = Client::new(&deployed.servers[0], Some(deployed.token.clone()));
+    let refusal = node1
+        .post::<_, serde_json::Value>("/api/v1/users", &json!({ "name": "refused", "password": "refused-password-1", "role": "viewer" }))
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.status(), Some(503), "{refusal}");
+    let refusal = refusal.to_string();
+    assert!(refusal.contains("metadata store is unavailable") && refusal.contains("nothing was changed"), "{refusal}");
+    eprintln!("quorum lost: not ready and writes refused after {:?}", lost.elapsed());
+    for pid in &frozen {
+        nix_signal(*pid, "CONT");
+    }
+    wait_for("MetaDB back", Duration::from_secs(60), || async {
+        let r = reqwest::get(format!("{}/readyz", deployed.servers[0])).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await
+    .unwrap();
+    let users: Vec<serde_json::Value> =
+        wait_for("the API again", Duration::from_secs(30), || async { all.get("/api/v1/users").await.ok() }).await.unwrap();
+    assert!(users.iter().any(|u| u["name"] == "kept"), "the write made before the loss is kept: {users:?}");
+    assert!(!users.iter().any(|u| u["name"] == "refused"), "the refused write was not applied: {users:?}");
+    wait_for("MetaDB healthy again", Duration::from_secs(60), || async {
+        (cluster(&all, METADB_CLUSTER).await?.status == ClusterStatus::Healthy).then_some(())
+    })
+    .await
+    .unwrap();
 
     launcher.stop_all(Role::Server, Duration::from_secs(5)).await;
     launcher.stop_all(Role::Agent, Duration::from_secs(5)).await;

@@ -203,7 +203,9 @@ async fn sqlite_pool(url: &str) -> Result<AnyPool> {
 #[async_trait]
 impl MetaStore for SqlStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // A table, not `SELECT 1`: a Galera node outside the primary
+        // component still answers `SELECT 1`, but refuses table reads.
+        sqlx::query("SELECT COUNT(*) AS n FROM schema_version").fetch_one(&self.pool).await?;
         Ok(())
     }
 
