@@ -86,8 +86,28 @@ fn db_signature(s: &DbServerStatus) -> String {
     )
 }
 
+/// A proxy's state and what it routes by (its table, writer, backends'
+/// verdicts); its counters and probe times move on every report and are
+/// left out.
 fn proxy_signature(p: &ProxyReport) -> String {
-    format!("{:?}|{:?}|{}", p.state, p.pid, p.restarts)
+    fn strip(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| {
+                    !(k.contains("connections")
+                        || k.contains("refused")
+                        || k.contains("switches")
+                        || k.ends_with("age_s")
+                        || k.starts_with("last_probe"))
+                })
+                .map(|(k, v)| (k.clone(), strip(v)))
+                .collect(),
+            serde_json::Value::Array(a) => a.iter().map(strip).collect(),
+            other => other.clone(),
+        }
+    }
+    format!("{:?}|{:?}|{}|{}", p.state, p.pid, p.restarts, p.status.as_ref().map(strip).unwrap_or_default())
 }
 
 impl Beats {
@@ -267,6 +287,23 @@ mod tests {
         assert!(beats.plan(&beat(id, "10.0.0.9", false, &[]), 3_000).host);
         // An unchanged status is still written in full now and then.
         assert_eq!(beats.plan(&beat(id, "10.0.0.1", false, &again), 1_000 + FULL_EVERY_MS).db.len(), 1);
+        // A proxy: a new routing table is written at once, new counters not.
+        let proxy = |version: &str, conns: u64| ProxyReport {
+            id: DbId::new("c", "c-proxy-z1"),
+            state: atoll_api::proxy::ProxyState::Running,
+            pid: Some(9),
+            restarts: 0,
+            status: Some(serde_json::json!({ "table_version": version, "rw_connections": conns, "table_age_s": conns })),
+        };
+        let mut b = beat(id, "10.0.0.1", false, &[]);
+        b.proxies = vec![proxy("v1", 1)];
+        let p = beats.plan(&b, 4_000);
+        assert_eq!(p.proxies.len(), 1);
+        beats.written(id, "10.0.0.1", "http://10.0.0.1:7070", &p, 4_000);
+        b.proxies = vec![proxy("v1", 7)];
+        assert!(beats.plan(&b, 4_100).proxies.is_empty(), "counters alone wait for the flush");
+        b.proxies = vec![proxy("v2", 7)];
+        assert_eq!(beats.plan(&b, 4_200).proxies.len(), 1, "a new table is written at once");
         // A forgotten host (marked offline meanwhile) is written in full.
         beats.forget(id);
         assert!(beats.plan(&beat(id, "10.0.0.1", false, &[]), 9_000).host);
