@@ -102,7 +102,7 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
             );
             print_demo(c).await;
             println!("  try       `atoll platform` shows the servers and the leader; kill one node's processes");
-            println!("            (their pids are in {}/host*/…) and the other two carry on", dir.display());
+            println!("            (their pids are in {}/host*/pids) and the other two carry on", dir.display());
             println!("  data      {} (removed on exit)", dir.display());
             println!("Press Ctrl-C to stop.");
             write_pids(dir, &launcher);
