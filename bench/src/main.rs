@@ -41,7 +41,7 @@ const PAGE_P99_TARGET_MS: f64 = 50.0;
 const PAGE: usize = 100;
 
 const USAGE: &str =
-    "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)]";
+    "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)] [--metadb-url mysql://…]";
 
 #[derive(Debug)]
 struct Args {
@@ -53,10 +53,13 @@ struct Args {
     /// Extra environment for the server, to compare allocator or runtime
     /// settings without rebuilding (e.g. `MALLOC_ARENA_MAX=2`).
     server_env: Vec<(String, String)>,
+    /// MetaDB for the server (default: its own SQLite file), e.g. a
+    /// database on the three-node playground's Galera MetaDB.
+    metadb_url: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { atoll: None, out: None, hosts: 1000, requests: 2000, heartbeat_secs: 10, server_env: Vec::new() };
+    let mut a = Args { atoll: None, out: None, hosts: 1000, requests: 2000, heartbeat_secs: 10, server_env: Vec::new(), metadb_url: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
@@ -66,6 +69,7 @@ fn parse_args() -> Result<Args> {
             "--hosts" => a.hosts = value()?.parse().context("--hosts")?,
             "--requests" => a.requests = value()?.parse().context("--requests")?,
             "--heartbeat-secs" => a.heartbeat_secs = value()?.parse().context("--heartbeat-secs")?,
+            "--metadb-url" => a.metadb_url = Some(value()?),
             "--server-env" => {
                 let kv = value()?;
                 let (k, v) = kv.split_once('=').with_context(|| format!("--server-env wants KEY=VALUE, not {kv:?}"))?;
@@ -128,7 +132,7 @@ async fn main() -> Result<()> {
 
 /// Everything measured, in the order it was measured.
 async fn run(args: &Args) -> Result<Report> {
-    let opts = ServerOpts {
+    let mut opts = ServerOpts {
         extra_args: vec![
             "--heartbeat-interval-ms".into(),
             HEARTBEAT_INTERVAL_MS.to_string(),
@@ -137,6 +141,9 @@ async fn run(args: &Args) -> Result<Report> {
         ],
         env: args.server_env.clone(),
     };
+    if let Some(url) = &args.metadb_url {
+        opts.extra_args.extend(["--metadb-url".to_string(), url.clone()]);
+    }
     let load_before = loadavg();
     // Dropping the platform kills the server, on every exit path.
     let mut platform = Platform::start(opts).await?;
@@ -342,8 +349,13 @@ fn context_notes(args: &Args, load_before: &str) -> Vec<String> {
         let env: Vec<String> = args.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         notes.push(format!("the server ran with extra environment {}", env.join(" ")));
     }
+    let metadb = match &args.metadb_url {
+        // The password is not for the results file.
+        Some(url) => format!("MetaDB at {}", url.rsplit_once('@').map_or("a MySQL URL", |(_, at)| at)),
+        None => "SQLite MetaDB in a temporary directory".to_string(),
+    };
     notes.push(format!(
-        "server: heartbeat interval {HEARTBEAT_INTERVAL_MS} ms, offline after {OFFLINE_AFTER_MS} ms, SQLite MetaDB in a temporary directory; \
+        "server: heartbeat interval {HEARTBEAT_INTERVAL_MS} ms, offline after {OFFLINE_AFTER_MS} ms, {metadb}; \
          the load generator runs on the same cores, so server CPU per request is the steadier number"
     ));
     notes.push(format!(
