@@ -40,8 +40,7 @@ const GET_P99_TARGET_MS: f64 = 20.0;
 const PAGE_P99_TARGET_MS: f64 = 50.0;
 const PAGE: usize = 100;
 
-const USAGE: &str =
-    "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)] [--metadb-url mysql://…]";
+const USAGE: &str = "usage: platform-bench [--atoll PATH] [--out RESULTS.md] [--hosts N (1000)] [--requests N (2000)] [--heartbeat-secs N (10)] [--metadb-url mysql://…]";
 
 #[derive(Debug)]
 struct Args {

@@ -175,7 +175,7 @@ async fn heartbeat(
             plan.proxies.iter().filter_map(|p| serde_json::to_value(p).ok().map(|v| (p.id.clone(), v))).collect();
         state.store.record_proxy_statuses(req.host_id, &statuses, now).await?;
     }
-    state.beats.written(req.host_id, &req.address, &req.agent_url, &plan, now);
+    state.beats.written(&req, &plan, now);
     metrics::counter!("atoll_heartbeats_total").increment(1);
     if before == Some(HostStatus::Offline) {
         tracing::info!(host = %name, "host back online");

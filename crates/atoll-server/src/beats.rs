@@ -31,6 +31,9 @@ const AUTH_FOR: Duration = Duration::from_secs(10);
 /// An unchanged status is still written in full this often (its counters
 /// move: committed transactions, connections), and only touched between.
 const FULL_EVERY_MS: i64 = 5_000;
+/// Facts whose stable part is unchanged are still written this often (for
+/// their volatile readings: free memory and disk).
+const FACTS_EVERY_MS: i64 = 300_000;
 
 #[derive(Default)]
 pub struct Beats {
@@ -53,6 +56,8 @@ struct Inner {
 struct Known {
     address: String,
     agent_url: String,
+    /// The last facts written: their signature and when.
+    facts: Option<(String, UnixMs)>,
 }
 
 /// What a flush writes: beats, and unchanged statuses to mark fresh.
@@ -84,6 +89,20 @@ fn db_signature(s: &DbServerStatus) -> String {
         s.read_only,
         s.probe_error.is_some()
     )
+}
+
+/// A host's facts without their volatile readings (free memory and disk,
+/// when they were read); the clock offset in 50 ms steps, so a drift that
+/// matters to the skew check is written at once.
+fn facts_signature(f: &atoll_core::HostFacts) -> String {
+    let mut f = f.clone();
+    f.memory_available_bytes = 0;
+    f.collected_at_ms = 0;
+    f.clock_offset_ms = f.clock_offset_ms.map(|o| o.div_euclid(50));
+    for m in &mut f.mounts {
+        m.free_bytes = 0;
+    }
+    serde_json::to_string(&f).unwrap_or_default()
 }
 
 /// A proxy's state and what it routes by (its table, writer, backends'
@@ -138,7 +157,13 @@ impl Beats {
     pub fn plan<'a>(&self, beat: &'a HeartbeatRequest, now: UnixMs) -> Plan<'a> {
         let (id, db, proxies) = (beat.host_id, &beat.db, &beat.proxies);
         let mut g = self.lock();
-        let host = beat.facts.is_some() || !g.hosts.get(&id).is_some_and(|k| k.address == beat.address && k.agent_url == beat.agent_url);
+        let known = g.hosts.get(&id).filter(|k| k.address == beat.address && k.agent_url == beat.agent_url);
+        let facts_news = match (&beat.facts, known) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(f), Some(k)) => k.facts.as_ref().is_none_or(|(sig, at)| *sig != facts_signature(f) || now - at >= FACTS_EVERY_MS),
+        };
+        let host = known.is_none() || facts_news;
         if !host {
             g.pending.insert(id, now);
         }
@@ -167,10 +192,15 @@ impl Beats {
     }
 
     /// Records what was written in full.
-    pub fn written(&self, id: HostId, address: &str, agent_url: &str, plan: &Plan<'_>, now: UnixMs) {
+    pub fn written(&self, beat: &HeartbeatRequest, plan: &Plan<'_>, now: UnixMs) {
+        let id = beat.host_id;
         let mut g = self.lock();
         if plan.host {
-            g.hosts.insert(id, Known { address: address.into(), agent_url: agent_url.into() });
+            let facts = match &beat.facts {
+                Some(f) => Some((facts_signature(f), now)),
+                None => g.hosts.get(&id).and_then(|k| k.facts.clone()),
+            };
+            g.hosts.insert(id, Known { address: beat.address.clone(), agent_url: beat.agent_url.clone(), facts });
             g.pending.remove(&id);
         }
         for s in &plan.db {
@@ -272,7 +302,7 @@ mod tests {
         let p = beats.plan(&b, 1_000);
         assert!(p.host);
         assert_eq!(p.db.len(), 1);
-        beats.written(id, "10.0.0.1", "http://10.0.0.1:7070", &p, 1_000);
+        beats.written(&b, &p, 1_000);
         // The same again (a newer probe time is no change): batched.
         let again = [status(ServerState::Synced, 2)];
         let b = beat(id, "10.0.0.1", false, &again);
@@ -283,7 +313,7 @@ mod tests {
         // A state change, new facts, a new address: written at once.
         let donor = [status(ServerState::Donor, 3)];
         assert_eq!(beats.plan(&beat(id, "10.0.0.1", false, &donor), 3_000).db.len(), 1);
-        assert!(beats.plan(&beat(id, "10.0.0.1", true, &[]), 3_000).host);
+        assert!(beats.plan(&beat(id, "10.0.0.1", true, &[]), 3_000).host, "the first facts");
         assert!(beats.plan(&beat(id, "10.0.0.9", false, &[]), 3_000).host);
         // An unchanged status is still written in full now and then.
         assert_eq!(beats.plan(&beat(id, "10.0.0.1", false, &again), 1_000 + FULL_EVERY_MS).db.len(), 1);
@@ -299,11 +329,22 @@ mod tests {
         b.proxies = vec![proxy("v1", 1)];
         let p = beats.plan(&b, 4_000);
         assert_eq!(p.proxies.len(), 1);
-        beats.written(id, "10.0.0.1", "http://10.0.0.1:7070", &p, 4_000);
+        beats.written(&b, &p, 4_000);
         b.proxies = vec![proxy("v1", 7)];
         assert!(beats.plan(&b, 4_100).proxies.is_empty(), "counters alone wait for the flush");
         b.proxies = vec![proxy("v2", 7)];
         assert_eq!(beats.plan(&b, 4_200).proxies.len(), 1, "a new table is written at once");
+        // Facts: written when their stable part or the clock offset moved,
+        // or every FACTS_EVERY_MS; a new free-memory reading alone waits.
+        let mut b = beat(id, "10.0.0.1", true, &[]);
+        let p = beats.plan(&b, 5_000);
+        beats.written(&b, &p, 5_000);
+        b.facts.as_mut().unwrap().memory_available_bytes = 12345;
+        assert!(!beats.plan(&b, 6_000).host, "only a volatile reading changed");
+        b.facts.as_mut().unwrap().clock_offset_ms = Some(400);
+        assert!(beats.plan(&b, 6_000).host, "the clock offset moved");
+        b.facts.as_mut().unwrap().clock_offset_ms = None;
+        assert!(beats.plan(&b, 5_000 + FACTS_EVERY_MS).host, "and all facts now and then");
         // A forgotten host (marked offline meanwhile) is written in full.
         beats.forget(id);
         assert!(beats.plan(&beat(id, "10.0.0.1", false, &[]), 9_000).host);
