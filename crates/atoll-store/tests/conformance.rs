@@ -142,6 +142,7 @@ conformance!(
     copy_into_carries_everything,
     batched_heartbeats_touch_only_online_hosts,
     host_listings_page_and_filter,
+    many_stale_hosts_go_offline_in_chunks,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1506,4 +1507,25 @@ async fn host_listings_page_and_filter(h: &Harness) {
     let mut counts = s.count_hosts_by_status().await.unwrap();
     counts.sort_by_key(|(st, _)| st.as_str());
     assert_eq!(counts, [(HostStatus::Offline, 1), (HostStatus::Online, 4)]);
+}
+
+/// More stale hosts than one chunk: all go offline, each reported once,
+/// and a fresh one stays online.
+async fn many_stale_hosts_go_offline_in_chunks(h: &Harness) {
+    let s = &h.store;
+    for i in 0..1_100u32 {
+        let mut rec = host(&format!("s{i:04}"), &format!("127.3.{}.{}", i / 250, i % 250 + 1), HostStatus::Online);
+        rec.host.last_heartbeat_ms = Some(1_000);
+        s.insert_host(&rec).await.unwrap();
+    }
+    let mut fresh = host("fresh", "127.4.0.1", HostStatus::Online);
+    fresh.host.last_heartbeat_ms = Some(9_000);
+    s.insert_host(&fresh).await.unwrap();
+    let fence = leader(s, 10_000).await;
+    let changed = s.mark_stale_offline(5_000, &fence, 10_000).await.unwrap();
+    assert_eq!(changed.len(), 1_100);
+    assert_eq!(changed.iter().collect::<HashSet<_>>().len(), 1_100, "each host once");
+    let counts = s.count_hosts_by_status().await.unwrap();
+    assert!(counts.contains(&(HostStatus::Offline, 1_100)) && counts.contains(&(HostStatus::Online, 1)), "{counts:?}");
+    assert!(s.mark_stale_offline(5_000, &fence, 10_000).await.unwrap().is_empty());
 }

@@ -456,37 +456,42 @@ impl HostStore for SqlStore {
     }
 
     async fn mark_stale_offline(&self, before: UnixMs, fence: &Fence, now: UnixMs) -> Result<Vec<HostId>> {
+        // In chunks, each one fenced transaction: a server's death can
+        // leave thousands of hosts to mark, and one replicated commit per
+        // host took minutes on Galera. The rows are locked while chosen
+        // (`FOR UPDATE` on MySQL; SQLite's `BEGIN IMMEDIATE` serialises),
+        // so a heartbeat that arrives meanwhile waits and then wins.
+        let select = match self.backend {
+            super::Backend::Sqlite => "SELECT id FROM hosts WHERE status = ? AND last_heartbeat_ms < ? ORDER BY id LIMIT 500",
+            super::Backend::MySql => "SELECT id FROM hosts WHERE status = ? AND last_heartbeat_ms < ? ORDER BY id LIMIT 500 FOR UPDATE",
+        };
         let online = HostStatus::Online.as_str();
-        let stale = sqlx::query("SELECT id FROM hosts WHERE status = ? AND last_heartbeat_ms < ?")
-            .bind(online)
-            .bind(before)
-            .fetch_all(&self.pool)
-            .await?;
         let mut changed = Vec::new();
-        for r in &stale {
-            let id: HostId = row::parsed(r, "id")?;
-            // Conditional per host, so a heartbeat that arrived since the
-            // SELECT keeps its host online; fenced, so a server that lost
-            // the lease cannot mark hosts from its stale view.
-            let n = retry(|| async move {
+        loop {
+            let chunk: Vec<HostId> = retry(|| async move {
                 let mut tx = self.begin_write().await?;
                 super::platform::check_fence(&mut tx, fence, now).await?;
-                let done = sqlx::query("UPDATE hosts SET status = ? WHERE id = ? AND status = ? AND last_heartbeat_ms < ?")
-                    .bind(HostStatus::Offline.as_str())
-                    .bind(id.to_string())
-                    .bind(online)
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await?;
+                let rows = sqlx::query(select).bind(online).bind(before).fetch_all(&mut *tx).await?;
+                let ids: Vec<HostId> = rows.iter().map(|r| row::parsed::<HostId>(r, "id")).collect::<Result<_>>()?;
+                if !ids.is_empty() {
+                    let marks = vec!["?"; ids.len()].join(", ");
+                    let update = format!("UPDATE hosts SET status = ? WHERE status = ? AND last_heartbeat_ms < ? AND id IN ({marks})");
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(update)).bind(HostStatus::Offline.as_str()).bind(online).bind(before);
+                    for id in &ids {
+                        q = q.bind(id.to_string());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
-                Ok(done.rows_affected())
+                Ok(ids)
             })
             .await?;
-            if n == 1 {
-                changed.push(id);
+            let last = chunk.len() < 500;
+            changed.extend(chunk);
+            if last {
+                return Ok(changed);
             }
         }
-        Ok(changed)
     }
 
     async fn set_host_checks(&self, id: HostId, checks: &serde_json::Value, at: UnixMs) -> Result<()> {
