@@ -79,6 +79,7 @@ async fn register(
         now: now_ms(),
     };
     let host = state.store.register_host(&reg).await?;
+    state.beats.registered(host.host.id, &req.address, &req.agent_url, &reg.facts, reg.now);
     state.audit("agent", peer, "host.register", &host.host.name, json!({ "id": host.host.id, "address": host.host.address }), "ok").await;
     if existing.is_some_and(|h| h.host.status == HostStatus::Offline) {
         state.audit("agent", peer, "host.online", &host.host.name, json!({}), "ok").await;

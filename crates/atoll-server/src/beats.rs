@@ -144,6 +144,14 @@ impl Beats {
         self.lock().auth.insert(id, (token_hash, name, Instant::now()));
     }
 
+    /// A host that just registered here: its row is fresh, so its next
+    /// beats can be batched at once.
+    pub fn registered(&self, id: HostId, address: &str, agent_url: &str, facts: &atoll_core::HostFacts, now: UnixMs) {
+        let mut g = self.lock();
+        g.hosts.insert(id, Known { address: address.into(), agent_url: agent_url.into(), facts: Some((facts_signature(facts), now)) });
+        g.auth.remove(&id);
+    }
+
     /// Forgets a host (refused token, removed host, not online any more):
     /// its next beat is checked and written in full.
     pub fn forget(&self, id: HostId) {
