@@ -6,8 +6,6 @@
 //! pinned to the dead node. Appends a section to RESULTS.md.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +14,8 @@ use atoll_client::{Client, Servers};
 use atoll_deploy::bootstrap::{Options, bring_up};
 use atoll_deploy::launch::{LocalLauncher, Role};
 use atoll_deploy::layout::{Layout, METADB_CLUSTER, Node};
+use atoll_testkit::KillUnder;
+use atoll_testkit::prober::Prober;
 
 const NODES: [(&str, &str, &str); 3] = [("node1", "127.0.0.51", "z1"), ("node2", "127.0.0.52", "z2"), ("node3", "127.0.0.53", "z3")];
 /// Production defaults for every interval, so the numbers are what a user gets.
@@ -26,22 +26,6 @@ const TASK_LEASE_MS: u64 = 6_000;
 const IDLE_SECS: u64 = 20;
 const OUTAGE_SECS: u64 = 20;
 
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        atoll_agent::kill_processes_under(&self.0);
-    }
-}
-
-fn pids(pattern: &str) -> Vec<u32> {
-    std::process::Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 /// (RSS bytes, CPU ticks) of a process.
 fn sample(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -51,38 +35,6 @@ fn sample(pid: u32) -> Option<(u64, u64)> {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some((rss_kib * 1024, ticks))
-}
-
-/// Counts the failures of one client asking every 50 ms until `stop`; the
-/// longest run of failures is its unavailability.
-struct Prober {
-    asked: Arc<AtomicU32>,
-    failed: Arc<AtomicU32>,
-    longest_ms: Arc<AtomicU32>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-fn probe(client: Client, stop: Arc<AtomicBool>) -> Prober {
-    let (asked, failed, longest_ms) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let handle = {
-        let (asked, failed, longest_ms) = (asked.clone(), failed.clone(), longest_ms.clone());
-        tokio::spawn(async move {
-            let mut down_since: Option<Instant> = None;
-            while !stop.load(Ordering::Relaxed) {
-                asked.fetch_add(1, Ordering::Relaxed);
-                match client.get::<Vec<ClusterView>>("/api/v1/clusters").await {
-                    Ok(_) => down_since = None,
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        let since = *down_since.get_or_insert_with(Instant::now);
-                        longest_ms.fetch_max(since.elapsed().as_millis() as u32, Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    Prober { asked, failed, longest_ms, handle }
 }
 
 #[tokio::main]
@@ -100,7 +52,7 @@ async fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().to_path_buf();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = KillUnder(dir.clone());
     let layout = Layout::new(
         NODES
             .iter()
@@ -134,8 +86,8 @@ async fn main() -> Result<()> {
     let procs = [
         ("server", launcher.pid("node1", Role::Server).into_iter().collect::<Vec<_>>()),
         ("agent", launcher.pid("node1", Role::Agent).into_iter().collect()),
-        ("MetaDB node (mariadbd)", pids(&format!("mariadbd.*{}", dir.join("db").join(METADB_CLUSTER).join("atoll-meta-1").display()))),
-        ("MetaDB proxy", pids(&format!("proxy.*{}", node_dir.join("agent").join("proxies").display()))),
+        ("MetaDB node (mariadbd)", atoll_agent::processes_under(&dir.join("db").join(METADB_CLUSTER).join("atoll-meta-1"))),
+        ("MetaDB proxy", atoll_agent::processes_under(&node_dir.join("agent").join("proxies"))),
     ];
     let before: Vec<Option<(u64, u64)>> = procs.iter().map(|(_, p)| p.first().and_then(|p| sample(*p))).collect();
     tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
@@ -152,13 +104,14 @@ async fn main() -> Result<()> {
     let v: PlatformView = all.get("/api/v1/platform").await?;
     let leader_url = v.servers.iter().find(|s| s.leader).map(|s| s.url.clone()).context("no leader")?;
     let (idx, (victim, ip, _)) = NODES.iter().enumerate().find(|(_, (_, ip, _))| leader_url.contains(ip)).context("leader not a node")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let knows_all = probe(all.clone(), stop.clone());
-    let pinned = probe(Client::with_timeout(&d.servers[idx], Some(d.token.clone()), Duration::from_secs(5)), stop.clone());
+    let every = Duration::from_millis(50);
+    let knows_all = Prober::start(all.clone(), "/api/v1/clusters", every);
+    let pinned =
+        Prober::start(Client::with_timeout(&d.servers[idx], Some(d.token.clone()), Duration::from_secs(5)), "/api/v1/clusters", every);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let victim_dir = dir.join(victim);
-    let meta = pids(&format!("mariadbd.*{}", dir.join("db").join(METADB_CLUSTER).join(format!("atoll-meta-{}", idx + 1)).display()));
-    let proxies = pids(&format!("proxy.*{}", victim_dir.join("agent").join("proxies").display()));
+    let meta = atoll_agent::processes_under(&dir.join("db").join(METADB_CLUSTER).join(format!("atoll-meta-{}", idx + 1)));
+    let proxies = atoll_agent::processes_under(&victim_dir.join("agent").join("proxies"));
     let killed = Instant::now();
     launcher.kill(victim, Role::Server).await;
     launcher.kill(victim, Role::Agent).await;
@@ -192,9 +145,7 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = knows_all.handle.await;
-    let _ = pinned.handle.await;
+    let (knows_all, pinned) = (knows_all.stop().await, pinned.stop().await);
     launcher.stop_all(Role::Server, Duration::from_secs(5)).await;
     launcher.stop_all(Role::Agent, Duration::from_secs(5)).await;
 
@@ -214,16 +165,12 @@ async fn main() -> Result<()> {
         "- Controllers moved to a surviving server after **{}**\n",
         takeover.map_or("(not within 20 s)".into(), |t| format!("{:.1} s", t.as_secs_f64()))
     ));
-    md.push_str(&format!(
-        "- Client knowing all three URLs: {} requests, **{} failed**\n",
-        knows_all.asked.load(Ordering::Relaxed),
-        knows_all.failed.load(Ordering::Relaxed)
-    ));
+    md.push_str(&format!("- Client knowing all three URLs: {} requests, **{} failed**\n", knows_all.asked, knows_all.failed));
     md.push_str(&format!(
         "- Client pinned to the dead node: {} requests, {} failed, longest outage {:.1} s (until its server was back)\n",
-        pinned.asked.load(Ordering::Relaxed),
-        pinned.failed.load(Ordering::Relaxed),
-        pinned.longest_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        pinned.asked,
+        pinned.failed,
+        pinned.longest_outage.as_secs_f64()
     ));
     md.push_str(&format!(
         "- After the restart, MetaDB healthy and the node's server answering in {}\n\n",

@@ -73,14 +73,23 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 /// tooling that owns `dir` outright (the playground, test harnesses): an
 /// agent itself never kills a database it was not asked to stop.
 pub fn kill_processes_under(dir: &std::path::Path) {
-    let needle = dir.display().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if pid != std::process::id() && cmdline.contains(&needle) {
-            let _ = process::signal(pid, process::Signal::Kill);
-        }
+    for pid in processes_under(dir) {
+        let _ = process::signal(pid, process::Signal::Kill);
     }
+}
+
+/// The processes (other than this one) whose command line mentions `dir`:
+/// a database server by its data directory, a proxy by its state directory.
+pub fn processes_under(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(&needle)
+        })
+        .collect()
 }

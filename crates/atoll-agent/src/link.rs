@@ -100,13 +100,7 @@ impl Link {
         // The servers we were started with stay known after the platform's
         // own: while a platform moves onto new servers (deploy's
         // bootstrap), the old one lists only itself.
-        let mut merged: Vec<String> = urls.to_vec();
-        for c in self.config.servers.iter().map(|u| u.trim_end_matches('/').to_string()) {
-            if !merged.contains(&c) {
-                merged.push(c);
-            }
-        }
-        self.servers.replace(&merged);
+        self.servers.replace(&atoll_core::merge_urls(urls, &self.config.servers));
         let after = sorted(self.servers.all());
         if before != after {
             tracing::info!(servers = ?after, "platform servers changed");
@@ -214,12 +208,6 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 /// The servers given on the command line first, then the ones learned
 /// from the platform before the last stop.
 pub(crate) fn known_servers(config: &AgentConfig) -> Servers {
-    let mut urls: Vec<String> = config.servers.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
     let saved: Vec<String> = std::fs::read(servers_file(config)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    for url in saved {
-        if !urls.contains(&url) {
-            urls.push(url);
-        }
-    }
-    Servers::new(&urls)
+    Servers::new(&atoll_core::merge_urls(&config.servers, &saved))
 }

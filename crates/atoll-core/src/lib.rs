@@ -22,6 +22,21 @@ pub use task::{Phase, Progress, StepState, StepStatus, TaskStatus};
 /// sent everywhere (MetaDB keeps it as BIGINT on every back end).
 pub type UnixMs = i64;
 
+/// Platform server URLs: `first`, then those of `then` not already listed,
+/// without trailing slashes or repeats. How every holder of a server list
+/// (agents, proxies, the CLI, servers themselves) merges what it was given
+/// with what it learns.
+pub fn merge_urls<A: AsRef<str>, B: AsRef<str>>(first: &[A], then: &[B]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in first.iter().map(AsRef::as_ref).chain(then.iter().map(AsRef::as_ref)) {
+        let u = u.trim_end_matches('/');
+        if !out.iter().any(|o| o == u) {
+            out.push(u.to_string());
+        }
+    }
+    out
+}
+
 /// Whether `s` is a usable name for a host, zone or user: a lowercase letter,
 /// then up to 62 lowercase letters, digits or dashes. Kept strict so names are
 /// safe in paths, URLs and SQL identifiers alike.
@@ -44,6 +59,13 @@ pub fn valid_package_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn merged_urls_keep_order_and_drop_repeats() {
+        let got = super::merge_urls(&["http://b:1/", "http://a:1"], &["http://a:1/", "http://c:1"]);
+        assert_eq!(got, ["http://b:1", "http://a:1", "http://c:1"]);
+        assert!(super::merge_urls::<&str, &str>(&[], &[]).is_empty());
+    }
+
     #[test]
     fn package_names() {
         assert!(super::valid_package_name("mariadb-11.8"));

@@ -46,6 +46,21 @@ pub struct Options {
     pub task_lease_ms: u64,
 }
 
+impl Options {
+    /// What the temporary server and every node's server share.
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            profile: self.profile.clone(),
+            host_data_dir: self.host_data_dir.clone(),
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            offline_after_ms: self.offline_after_ms,
+            leader_lease_ms: self.leader_lease_ms,
+            task_lease_ms: self.task_lease_ms,
+            ..Default::default()
+        }
+    }
+}
+
 /// A platform that is up.
 #[derive(Debug, Clone)]
 pub struct Deployed {
@@ -77,17 +92,7 @@ pub async fn bring_up(
 
     progress(&format!("bootstrap server on {} (embedded MetaDB in {})", opts.bootstrap_listen, opts.work_dir.display()));
     let stop = CancellationToken::new();
-    let config = ServerConfig {
-        listen: opts.bootstrap_listen,
-        data_dir: opts.work_dir.join("bootstrap"),
-        profile: opts.profile.clone(),
-        host_data_dir: opts.host_data_dir.clone(),
-        heartbeat_interval_ms: opts.heartbeat_interval_ms,
-        offline_after_ms: opts.offline_after_ms,
-        leader_lease_ms: opts.leader_lease_ms,
-        task_lease_ms: opts.task_lease_ms,
-        ..Default::default()
-    };
+    let config = ServerConfig { listen: opts.bootstrap_listen, data_dir: opts.work_dir.join("bootstrap"), ..opts.server_config() };
     let key_file = config.secret_key_file();
     let meta_file = config.data_dir.join("meta.db");
     let temp = atoll_server::start(config, stop.clone()).await.map_err(|e| DeployError::step("bootstrap server", None, e.to_string()))?;
@@ -158,13 +163,7 @@ pub async fn bring_up(
             listen: SocketAddr::new(node.address, layout.server_port),
             metadb_url: Some(layout.metadb_url(node, &password)),
             public_url: Some(layout.server_url(node)),
-            profile: opts.profile.clone(),
-            host_data_dir: opts.host_data_dir.clone(),
-            heartbeat_interval_ms: opts.heartbeat_interval_ms,
-            offline_after_ms: opts.offline_after_ms,
-            leader_lease_ms: opts.leader_lease_ms,
-            task_lease_ms: opts.task_lease_ms,
-            ..Default::default()
+            ..opts.server_config()
         };
         launcher.start_server(node, config, &key).await?;
     }

@@ -156,12 +156,7 @@ fn learn_servers(servers: &mut Vec<String>, at: &mut usize, named: &[String], co
         return;
     }
     let current = servers[*at % servers.len()].trim_end_matches('/').to_string();
-    let mut fresh: Vec<String> = named.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
-    for c in configured.iter().map(|u| u.trim_end_matches('/').to_string()) {
-        if !fresh.contains(&c) {
-            fresh.push(c);
-        }
-    }
+    let fresh = atoll_core::merge_urls(named, configured);
     if fresh != *servers {
         tracing::info!(servers = ?fresh, "platform servers changed");
         *at = fresh.iter().position(|u| *u == current).unwrap_or(0);

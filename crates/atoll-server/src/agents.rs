@@ -116,6 +116,12 @@ impl FromRequestParts<AppState> for AgentCaller {
     }
 }
 
+/// The answer to an agent whose host is gone (the agent stops on it).
+fn removed(state: &AppState, id: atoll_core::HostId) -> ApiError {
+    state.beats.forget(id);
+    ApiError::NotFound(format!("host {id} was removed from the platform"))
+}
+
 async fn heartbeat(
     State(state): State<AppState>,
     AgentCaller(token): AgentCaller,
@@ -125,8 +131,7 @@ async fn heartbeat(
         Some(auth) => auth,
         None => {
             let Some(host) = state.store.agent_auth(req.host_id).await? else {
-                state.beats.forget(req.host_id);
-                return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
+                return Err(removed(&state, req.host_id));
             };
             state.beats.remember_auth(req.host_id, host.token_hash.clone(), host.name.clone());
             (host.token_hash, host.name)
@@ -147,13 +152,7 @@ async fn heartbeat(
             agent_url: req.agent_url.clone(),
             facts: req.facts.clone(),
         };
-        match state.store.record_heartbeat(&hb).await? {
-            Some(before) => Some(before),
-            None => {
-                state.beats.forget(req.host_id);
-                return Err(ApiError::NotFound(format!("host {} was removed from the platform", req.host_id)));
-            }
-        }
+        Some(state.store.record_heartbeat(&hb).await?.ok_or_else(|| removed(&state, req.host_id))?)
     } else {
         None
     };

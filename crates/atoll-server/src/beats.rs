@@ -175,28 +175,11 @@ impl Beats {
         if !host {
             g.pending.insert(id, now);
         }
-        let mut plan = Plan { host, db: Vec::new(), proxies: Vec::new() };
-        for s in db {
-            let key = (id, s.id.clone());
-            let sig = db_signature(s);
-            match g.written.get(&key) {
-                Some((old, at)) if *old == sig && now - at < FULL_EVERY_MS => {
-                    g.touch_db.insert(key);
-                }
-                _ => plan.db.push(s),
-            }
-        }
-        for p in proxies {
-            let key = (id, p.id.clone());
-            let sig = proxy_signature(p);
-            match g.written.get(&key) {
-                Some((old, at)) if *old == sig && now - at < FULL_EVERY_MS => {
-                    g.touch_proxies.insert(key);
-                }
-                _ => plan.proxies.push(p),
-            }
-        }
-        plan
+        let g = &mut *g;
+        let db = db.iter().filter(|s| is_news(&g.written, &mut g.touch_db, (id, s.id.clone()), db_signature(s), now)).collect();
+        let proxies =
+            proxies.iter().filter(|p| is_news(&g.written, &mut g.touch_proxies, (id, p.id.clone()), proxy_signature(p), now)).collect();
+        Plan { host, db, proxies }
     }
 
     /// Records what was written in full.
@@ -222,6 +205,25 @@ impl Beats {
     fn take(&self) -> Batch {
         let mut g = self.lock();
         Batch { hosts: g.pending.drain().collect(), db: g.touch_db.drain().collect(), proxies: g.touch_proxies.drain().collect() }
+    }
+}
+
+/// Whether a report must be written in full now: its signature changed,
+/// or its last full write is [`FULL_EVERY_MS`] old. If not, it is queued
+/// in `touch` to be marked fresh at the next flush.
+fn is_news(
+    written: &HashMap<(HostId, DbId), (String, UnixMs)>,
+    touch: &mut HashSet<(HostId, DbId)>,
+    key: (HostId, DbId),
+    sig: String,
+    now: UnixMs,
+) -> bool {
+    match written.get(&key) {
+        Some((old, at)) if *old == sig && now - at < FULL_EVERY_MS => {
+            touch.insert(key);
+            false
+        }
+        _ => true,
     }
 }
 

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use atoll_core::time::now_ms;
 use atoll_store::{Fence, LeaseRecord, PlatformServerRecord};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -33,13 +32,12 @@ pub struct Platform {
     pub id: String,
     pub url: String,
     pub started_at_ms: i64,
-    held: watch::Sender<Option<Held>>,
+    held: std::sync::Mutex<Option<Held>>,
     /// The URLs of the servers that are up, this one first; refreshed on
     /// every announcement so a heartbeat's answer costs no query.
     peers: std::sync::RwLock<Vec<String>>,
 }
 
-#[derive(Clone)]
 struct Held {
     fence: Fence,
     /// Our own deadline for acting on it (monotonic).
@@ -54,7 +52,7 @@ impl Platform {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let peers = std::sync::RwLock::new(vec![url.clone()]);
-        Self { id, url, started_at_ms: now_ms(), held: watch::Sender::new(None), peers }
+        Self { id, url, started_at_ms: now_ms(), held: std::sync::Mutex::new(None), peers }
     }
 
     /// Every server that is up, this one first: what agents and proxies are
@@ -66,7 +64,11 @@ impl Platform {
     /// The fence to write under, while this server leads and its own
     /// deadline has not passed.
     pub fn leading(&self) -> Option<Fence> {
-        self.held.borrow().as_ref().filter(|h| Instant::now() < h.until).map(|h| h.fence.clone())
+        self.held().as_ref().filter(|h| Instant::now() < h.until).map(|h| h.fence.clone())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -99,7 +101,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         }
     }
     if let Some(fence) = state.platform.leading() {
-        state.platform.held.send_replace(None);
+        *state.platform.held() = None;
         match state.store.release_lease(&fence).await {
             Ok(()) => tracing::info!("controllers' lease released"),
             Err(e) => tracing::warn!(error = %e, "cannot release the controllers' lease; it lapses on its own"),
@@ -109,7 +111,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 
 fn on_lease(state: &AppState, lease: &LeaseRecord, asked: Instant, lease_ms: u64) {
     let me = &state.platform.id;
-    let was = state.platform.held.borrow().as_ref().map(|h| h.fence.generation);
+    let was = state.platform.held().as_ref().map(|h| h.fence.generation);
     if lease.holder == *me {
         // A fifth of the lease as margin for clock drift between servers.
         let until = asked + Duration::from_millis(lease_ms - lease_ms / 5);
@@ -118,13 +120,13 @@ fn on_lease(state: &AppState, lease: &LeaseRecord, asked: Instant, lease_ms: u64
             metrics::counter!("atoll_leader_acquired_total").increment(1);
         }
         metrics::gauge!("atoll_leader").set(1.0);
-        state.platform.held.send_replace(Some(Held { fence: lease.fence(), until }));
+        *state.platform.held() = Some(Held { fence: lease.fence(), until });
     } else {
         if was.is_some() {
             tracing::warn!(holder = %lease.holder, generation = lease.generation, "another server runs the controllers now");
         }
         metrics::gauge!("atoll_leader").set(0.0);
-        state.platform.held.send_replace(None);
+        *state.platform.held() = None;
     }
 }
 
@@ -148,12 +150,8 @@ async fn announce(state: &AppState) {
     let Ok(all) = state.store.list_platform_servers().await else {
         return;
     };
-    let mut urls = vec![p.url.clone()];
-    for s in all.iter().filter(|s| is_live(state, s, now)) {
-        if !urls.contains(&s.url) {
-            urls.push(s.url.clone());
-        }
-    }
+    let live: Vec<&str> = all.iter().filter(|s| is_live(state, s, now)).map(|s| s.url.as_str()).collect();
+    let urls = atoll_core::merge_urls(&[&p.url], &live);
     if let Ok(mut peers) = p.peers.write() {
         *peers = urls;
     }

@@ -16,6 +16,7 @@ pub use atoll_client;
 
 pub mod browser;
 pub mod metadb;
+pub mod prober;
 
 pub const NEW_ADMIN_PASSWORD: &str = "test-admin-password-1";
 
@@ -376,6 +377,17 @@ impl Drop for Platform {
     fn drop(&mut self) {
         self.server.kill();
         atoll_agent::kill_processes_under(self.dir.path());
+    }
+}
+
+/// SIGKILLs every process started under a directory when dropped, so a
+/// test or benchmark that starts processes outside a [`Platform`] leaves
+/// nothing behind however it ends.
+pub struct KillUnder(pub PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        atoll_agent::kill_processes_under(&self.0);
     }
 }
 

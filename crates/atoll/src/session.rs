@@ -99,13 +99,8 @@ pub async fn login(a: LoginArgs) -> Res {
     // Every server that is up, so later commands fail over between them.
     let known = match c.get::<PlatformView>("/api/v1/platform").await {
         Ok(p) => {
-            let mut urls = vec![c.base()];
-            for s in p.servers.into_iter().filter(|s| s.live) {
-                if !urls.contains(&s.url) {
-                    urls.push(s.url);
-                }
-            }
-            urls
+            let live: Vec<String> = p.servers.into_iter().filter(|s| s.live).map(|s| s.url).collect();
+            atoll_core::merge_urls(&[c.base()], &live)
         }
         Err(_) => servers.all(),
     };

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use atoll_api::routing::RoutingTable;
@@ -16,29 +14,16 @@ use atoll_core::{ClusterStatus, HostStatus, StepStatus, TaskStatus};
 use atoll_deploy::bootstrap::{Options, bring_up};
 use atoll_deploy::launch::{LocalLauncher, Role};
 use atoll_deploy::layout::{Layout, METADB_CLUSTER, Node};
-use atoll_testkit::{atoll_bin, wait_for};
+use atoll_testkit::prober::{Prober, Tally};
+use atoll_testkit::{KillUnder, atoll_bin, wait_for};
 use serde_json::json;
 
 const NODES: [(&str, &str, &str); 3] = [("node1", "127.0.0.41", "z1"), ("node2", "127.0.0.42", "z2"), ("node3", "127.0.0.43", "z3")];
-
-/// Every process started under `dir`, killed when the test ends however it ends.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        atoll_agent::kill_processes_under(&self.0);
-    }
-}
 
 /// SIGSTOP / SIGCONT: a process that is there but does not answer.
 fn nix_signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill -{sig} {pid}");
-}
-
-fn pids_of(pattern: &str) -> Vec<u32> {
-    let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 /// `atoll check` as a user runs it: its exit code and output.
@@ -62,7 +47,7 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = KillUnder(dir.clone());
     let layout =
         Layout::new(NODES.iter().map(|(n, ip, z)| Node { name: (*n).into(), address: ip.parse().unwrap(), zone: (*z).into() }).collect());
     let opts = Options {
@@ -120,28 +105,14 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     .unwrap();
 
     // A client that knows the three URLs asks all along.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (asked, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let prober = {
-        let (all, stop, asked, failed) = (all.clone(), stop.clone(), asked.clone(), failed.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                asked.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = all.get::<Vec<ClusterView>>("/api/v1/clusters").await {
-                    eprintln!("request failed: {e}");
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let prober = Prober::start(all.clone(), "/api/v1/clusters", Duration::from_millis(100));
 
     // SIGKILL every Atoll process on node2 (server, agent, its proxies)
     // and its MetaDB node.
     let node2 = dir.join("node2");
-    let meta2 = pids_of(&format!("mariadbd.*{}", dir.join("db").join(METADB_CLUSTER).join("atoll-meta-2").display()));
+    let meta2 = atoll_agent::processes_under(&dir.join("db").join(METADB_CLUSTER).join("atoll-meta-2"));
     assert_eq!(meta2.len(), 1, "node2's MetaDB node runs: {meta2:?}");
-    let proxies2 = pids_of(&format!("proxy.*{}", node2.join("agent").join("proxies").display()));
+    let proxies2 = atoll_agent::processes_under(&node2.join("agent").join("proxies"));
     assert!(!proxies2.is_empty(), "node2 runs proxies");
     let killed = Instant::now();
     launcher.kill("node2", Role::Server).await;
@@ -216,9 +187,7 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     })
     .await;
     assert!(healed.is_ok(), "{}", check(&deployed.servers, &deployed.token).1);
-    stop.store(true, Ordering::Relaxed);
-    prober.await.unwrap();
-    let (asked, failed) = (asked.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let Tally { asked, failed, .. } = prober.stop().await;
     eprintln!("{asked} requests through the node loss and return, {failed} failed; healed {:?} after the kill", killed.elapsed());
     assert_eq!(failed, 0, "a client knowing every server saw failures");
 
@@ -230,7 +199,7 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     assert_eq!(before["name"], "kept");
     let frozen: Vec<u32> = ["atoll-meta-2", "atoll-meta-3"]
         .iter()
-        .flat_map(|n| pids_of(&format!("mariadbd.*{}", dir.join("db").join(METADB_CLUSTER).join(n).display())))
+        .flat_map(|n| atoll_agent::processes_under(&dir.join("db").join(METADB_CLUSTER).join(n)))
         .collect();
     assert_eq!(frozen.len(), 2);
     for pid in &frozen {

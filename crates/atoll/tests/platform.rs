@@ -5,14 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use atoll_api::v1::{LoginRequest, LoginResponse, PlatformView, TaskView};
 use atoll_client::{Client, Servers};
 use atoll_core::{HostStatus, StepStatus, TaskStatus};
 use atoll_testkit::metadb::MariaDb;
+use atoll_testkit::prober::{Prober, Tally};
 use atoll_testkit::{Platform, ServerOpts, wait_for};
 use serde_json::json;
 
@@ -106,20 +105,7 @@ async fn three_servers_share_metadb_and_survive_the_leaders_death() {
     }
 
     // A client that knows all three keeps asking while server 1 dies.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (asked, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let prober = {
-        let (all, stop, asked, failed) = (all.clone(), stop.clone(), asked.clone(), failed.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                asked.fetch_add(1, Ordering::Relaxed);
-                if all.get::<PlatformView>("/api/v1/platform").await.is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let prober = Prober::start(all.clone(), "/api/v1/platform", Duration::from_millis(50));
 
     // SIGKILL server 1: the controllers' holder and the step's executor.
     let killed = Instant::now();
@@ -169,9 +155,7 @@ async fn three_servers_share_metadb_and_survive_the_leaders_death() {
     .await
     .unwrap();
     assert_eq!(v.servers.iter().filter(|s| s.live).count(), 2);
-    stop.store(true, Ordering::Relaxed);
-    prober.await.unwrap();
-    let (asked, failed) = (asked.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let Tally { asked, failed, .. } = prober.stop().await;
     assert!(asked > 20, "{asked}");
     assert_eq!(failed, 0, "requests failed during the failover ({asked} asked)");
     eprintln!("controllers taken over {takeover:?} after the kill; task done {resumed:?} after; {asked} requests, none failed");

@@ -61,7 +61,6 @@ async fn platform_check(State(state): State<AppState>, _caller: Caller) -> ApiRe
         // A restarted server's dead predecessor at the same URL is history.
         .filter(|s| s.live || !records.iter().any(|o| o.url == s.url && is_live(&state, o, now)))
         .collect();
-    let hosts = state.store.list_host_summaries(&Default::default()).await?;
     let metadb = match state.store.get_setting(protect::METADB_CLUSTER_SETTING).await? {
         Some(name) => match state.store.get_cluster(&name).await? {
             Some(c) => {
@@ -82,20 +81,32 @@ async fn platform_check(State(state): State<AppState>, _caller: Caller) -> ApiRe
         },
         None => MetaDbSeen::Unmanaged { backend: state.store.backend().into() },
     };
-    // The platform's nodes: the hosts of MetaDB's servers; on one server
-    // every host the platform knows.
-    let nodes: Vec<String> = match &metadb {
-        MetaDbSeen::Cluster { servers, .. } => servers.iter().map(|(_, h, _)| h.clone()).collect(),
-        MetaDbSeen::Unmanaged { .. } => hosts.iter().map(|h| h.name.clone()).collect(),
+    // The platform's nodes: the hosts of MetaDB's servers (looked up one
+    // by one, not by listing a fleet of thousands); on one server every
+    // host the platform knows.
+    let hosts: Vec<HostSeen> = match &metadb {
+        MetaDbSeen::Cluster { servers, .. } => {
+            let mut nodes = Vec::new();
+            for (_, host, _) in servers {
+                if let Some(r) = state.store.find_host(host).await? {
+                    let clock_offset_ms = r.host.facts.as_ref().and_then(|f| f.clock_offset_ms);
+                    nodes.push(HostSeen { name: r.host.name, online: r.host.status == HostStatus::Online, clock_offset_ms });
+                }
+            }
+            nodes
+        }
+        MetaDbSeen::Unmanaged { .. } => state
+            .store
+            .list_host_summaries(&Default::default())
+            .await?
+            .into_iter()
+            .map(|h| HostSeen { name: h.name, online: h.status == HostStatus::Online, clock_offset_ms: h.clock_offset_ms })
+            .collect(),
     };
     let seen = PlatformSeen {
         version: env!("CARGO_PKG_VERSION").into(),
         servers,
-        hosts: hosts
-            .iter()
-            .filter(|h| nodes.contains(&h.name))
-            .map(|h| HostSeen { name: h.name.clone(), online: h.status == HostStatus::Online, clock_offset_ms: h.clock_offset_ms })
-            .collect(),
+        hosts,
         metadb,
         leader: lease.map(|l| records.iter().find(|r| r.id == l.holder).map_or(l.holder.clone(), |r| r.url.clone())),
     };
