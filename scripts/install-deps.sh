@@ -14,6 +14,10 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 if [ "${ATOLL_WITH_SYSBENCH:-1}" = 1 ]; then
   command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 fi
+# `atoll deploy`'s tests run one sshd per loopback "host".
+if [ "${ATOLL_WITH_SSHD:-1}" = 1 ]; then
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+fi
 if [ "${ATOLL_WITH_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

@@ -11,6 +11,8 @@ pub enum Signal {
     Term,
     /// Ends it at once: no chance to clean up.
     Kill,
+    /// Asks a supervisor to restart what it runs with its current spec.
+    Hup,
 }
 
 impl Signal {
@@ -18,6 +20,7 @@ impl Signal {
         match self {
             Signal::Term => libc::SIGTERM,
             Signal::Kill => libc::SIGKILL,
+            Signal::Hup => libc::SIGHUP,
         }
     }
 }
@@ -38,7 +41,7 @@ pub fn signal(pid: u32, sig: Signal) -> std::io::Result<()> {
 
 /// Whether `pid` is a live process (a zombie has exited: it only waits to
 /// be reaped).
-pub(crate) fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
     let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
@@ -48,7 +51,7 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// The wait before restarting after the `n`th crash in a row (from 1):
 /// `first`, doubling each time, never above `cap`, so a crashing process
 /// is retried quickly yet does not spin.
-pub(crate) fn backoff(first: Duration, cap: Duration, n: usize) -> Duration {
+pub fn backoff(first: Duration, cap: Duration, n: usize) -> Duration {
     let doublings = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
     first.saturating_mul(2u32.saturating_pow(doublings)).min(cap)
 }

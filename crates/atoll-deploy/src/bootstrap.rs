@@ -73,22 +73,76 @@ pub struct Deployed {
     pub steps: Vec<(&'static str, f64)>,
 }
 
+/// What the bootstrap leaves for the nodes' servers: MetaDB holds the
+/// platform, and these open it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Bootstrapped {
+    /// The key that seals secrets in MetaDB (every server shares it).
+    #[serde(with = "hex_bytes")]
+    pub key: Vec<u8>,
+    /// The servers' MetaDB account's password.
+    pub metadb_password: String,
+    /// An admin API token of the `deploy` service account.
+    pub token: String,
+    /// Agents joined with it; kept in their service definitions.
+    pub join_token: String,
+    pub admin_password: Option<String>,
+    #[serde(skip)]
+    pub steps: Vec<(&'static str, f64)>,
+}
+
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One line per step, for the caller's progress display.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// Times the steps of a phase.
+struct Steps {
+    clock: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Self { clock: Instant::now(), done: Vec::new() }
+    }
+    fn done(&mut self, name: &'static str) {
+        self.done.push((name, self.clock.elapsed().as_secs_f64()));
+        self.clock = Instant::now();
+    }
+}
+
+/// Both phases, for a platform started afresh.
 pub async fn bring_up(
     layout: &Layout,
     launcher: &mut dyn Launcher,
     opts: &Options,
     progress: Progress<'_>,
 ) -> Result<Deployed, DeployError> {
+    let boot = bootstrap(layout, launcher, opts, progress).await?;
+    start_servers(layout, launcher, opts, &boot, progress).await
+}
+
+/// The first phase: agents, prepare, MetaDB's cluster, its account, and
+/// the copy of the bootstrap server's MetaDB into it. Run again after a
+/// failure it resumes: the bootstrap server keeps its embedded MetaDB in
+/// `opts.work_dir`, so hosts, tasks and the cluster are still known.
+pub async fn bootstrap(
+    layout: &Layout,
+    launcher: &mut dyn Launcher,
+    opts: &Options,
+    progress: Progress<'_>,
+) -> Result<Bootstrapped, DeployError> {
     layout.validate()?;
-    let mut steps = Vec::new();
-    let mut clock = Instant::now();
-    let mut done = |name: &'static str, steps: &mut Vec<(&'static str, f64)>| {
-        steps.push((name, clock.elapsed().as_secs_f64()));
-        clock = Instant::now();
-    };
+    let mut steps = Steps::new();
 
     progress(&format!("bootstrap server on {} (embedded MetaDB in {})", opts.bootstrap_listen, opts.work_dir.display()));
     let stop = CancellationToken::new();
@@ -110,7 +164,7 @@ pub async fn bring_up(
         launcher.start_agent(layout, node, &servers, &join).await?;
     }
     wait_agents(&client, layout).await?;
-    done("agents", &mut steps);
+    steps.done("agents");
 
     progress(&format!("precheck and prepare ({} profile)", opts.profile));
     let names = layout.nodes.iter().map(|n| n.name.clone()).collect();
@@ -119,7 +173,7 @@ pub async fn bring_up(
         .await
         .map_err(|e| DeployError::step("prepare", None, e.to_string()))?;
     follow(&client, &task.id, "prepare", Duration::from_secs(300)).await?;
-    done("prepare", &mut steps);
+    steps.done("prepare");
 
     progress(&format!("MetaDB: cluster {METADB_CLUSTER} on every node, with a proxy each"));
     let existing: Result<serde_json::Value, _> = client.get(&format!("/api/v1/clusters/{METADB_CLUSTER}")).await;
@@ -129,6 +183,9 @@ pub async fn bring_up(
             .await
             .map_err(|e| DeployError::step("MetaDB cluster", None, e.to_string()))?;
         follow(&client, &task.id, "MetaDB cluster", Duration::from_secs(600)).await?;
+    } else {
+        progress(&format!("MetaDB: cluster {METADB_CLUSTER} exists (an earlier run made it); finishing its task"));
+        finish_cluster_task(&client).await?;
     }
     let password = atoll_server::auth::random_token();
     let admin: ClusterCredentials = client
@@ -136,7 +193,7 @@ pub async fn bring_up(
         .await
         .map_err(|e| DeployError::step("MetaDB account", None, e.to_string()))?;
     create_account(&admin, &password).await?;
-    done("metadb", &mut steps);
+    steps.done("metadb");
 
     progress("moving the platform onto MetaDB");
     stop.cancel();
@@ -155,27 +212,60 @@ pub async fn bring_up(
     tracing::info!(?copied, "MetaDB copied");
     let key =
         std::fs::read(&key_file).map_err(|e| DeployError::step("copy MetaDB", None, format!("cannot read {}: {e}", key_file.display())))?;
-    done("copy", &mut steps);
+    steps.done("copy");
+    Ok(Bootstrapped { key, metadb_password: password, token, join_token: join, admin_password, steps: steps.done })
+}
 
+/// The second phase: a server per node on MetaDB, through its node's
+/// proxy; then the post-deployment check. Starting a server that already
+/// runs with the same configuration changes nothing.
+pub async fn start_servers(
+    layout: &Layout,
+    launcher: &mut dyn Launcher,
+    opts: &Options,
+    boot: &Bootstrapped,
+    progress: Progress<'_>,
+) -> Result<Deployed, DeployError> {
+    let mut steps = Steps::new();
     progress(&format!("servers: one per node, each on MetaDB through its own proxy (port {})", layout.metadb_proxy.rw_port));
     for node in &layout.nodes {
         let config = ServerConfig {
             listen: SocketAddr::new(node.address, layout.server_port),
-            metadb_url: Some(layout.metadb_url(node, &password)),
+            metadb_url: Some(layout.metadb_url(node, &boot.metadb_password)),
             public_url: Some(layout.server_url(node)),
             ..opts.server_config()
         };
-        launcher.start_server(node, config, &key).await?;
+        launcher.start_server(node, config, &boot.key).await?;
     }
-    let platform = Client::over(&Servers::new(&layout.server_urls()), Some(token.clone()), Duration::from_secs(5));
+    let platform = Client::over(&Servers::new(&layout.server_urls()), Some(boot.token.clone()), Duration::from_secs(5));
     wait_servers(&platform, layout).await?;
+    launcher.settle_agents(layout, &layout.server_urls(), &boot.join_token).await?;
     wait_agents(&platform, layout).await?;
-    done("servers", &mut steps);
+    steps.done("servers");
 
     progress("check: every server, agent, MetaDB node and proxy");
     check(&platform).await?;
-    done("check", &mut steps);
-    Ok(Deployed { servers: layout.server_urls(), admin_password, token, steps })
+    steps.done("check");
+    let mut all = boot.steps.clone();
+    all.extend(steps.done);
+    Ok(Deployed { servers: layout.server_urls(), admin_password: boot.admin_password.clone(), token: boot.token.clone(), steps: all })
+}
+
+/// The newest task on MetaDB's cluster, seen to its end: a task cut off by
+/// an earlier run's end is resumed by the bootstrap server's executor; one
+/// that failed has its failed steps retried.
+async fn finish_cluster_task(client: &Client) -> Result<(), DeployError> {
+    let fail = |e: atoll_client::ClientError| DeployError::step("MetaDB cluster", None, e.to_string());
+    let tasks: Vec<TaskView> = client.get(&format!("/api/v1/tasks?target={METADB_CLUSTER}&limit=1")).await.map_err(fail)?;
+    let Some(task) = tasks.into_iter().next() else { return Ok(()) };
+    if task.status == TaskStatus::Failed {
+        let full: TaskView = client.get(&format!("/api/v1/tasks/{}", task.id)).await.map_err(fail)?;
+        for step in full.steps.iter().filter(|s| s.status == atoll_core::StepStatus::Failed) {
+            let _: TaskView =
+                client.post(&format!("/api/v1/tasks/{}/steps/{}/retry", task.id, step.key), &serde_json::json!({})).await.map_err(fail)?;
+        }
+    }
+    follow(client, &task.id, "MetaDB cluster", Duration::from_secs(600)).await
 }
 
 /// Every node's agent registered, online, with its clock offset measured
@@ -287,6 +377,10 @@ async fn create_account(admin: &ClusterCredentials, password: &str) -> Result<()
         .username(&admin.user)
         .password(&admin.password);
     let mut conn = options.connect().await.map_err(fail)?;
+    // A copy cut off by an earlier run's end left part of the rows:
+    // servers start on MetaDB only after a whole copy, so nothing else is
+    // in there, and it starts afresh.
+    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{METADB_DATABASE}`"))).await.map_err(fail)?;
     for statement in atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password) {
         conn.execute(sqlx::AssertSqlSafe(statement)).await.map_err(fail)?;
     }

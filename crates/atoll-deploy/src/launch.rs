@@ -25,6 +25,13 @@ pub trait Launcher: Send {
     /// MetaDB password: owner-only files, never the command line) on the
     /// node, and starts the server. The launcher sets the node-local paths.
     async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError>;
+    /// Once the nodes' servers run: agents are to name only those (the
+    /// bootstrap server is gone). Agents that keep running as they were
+    /// started move on by themselves; a launcher that keeps service
+    /// definitions rewrites them here.
+    async fn settle_agents(&mut self, _layout: &Layout, _servers: &[String], _join_token: &str) -> Result<(), DeployError> {
+        Ok(())
+    }
 }
 
 /// Which of a node's processes.
@@ -131,7 +138,7 @@ fn spawn(exe: &Path, args: &[OsString], env: &[(String, String)], log: &Path) ->
 }
 
 /// Writes `bytes` to `path` readable by its owner only, from the start.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

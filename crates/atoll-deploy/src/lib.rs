@@ -9,8 +9,13 @@
 //! servers take over. How processes start on a node is a [`launch::Launcher`].
 
 pub mod bootstrap;
+pub mod deploy;
 pub mod launch;
 pub mod layout;
+pub mod node;
+pub mod remote;
+pub mod ssh;
+pub mod topology;
 
 /// Why a deployment stopped: the step, the node when one is to blame, and
 /// what to do.
@@ -18,6 +23,10 @@ pub mod layout;
 pub enum DeployError {
     #[error("the topology has {} problem(s):\n- {}", .0.len(), .0.join("\n- "))]
     Invalid(Vec<String>),
+    #[error("cannot reach {} node(s); nothing was changed:\n- {}", .0.len(), .0.join("\n- "))]
+    Unreachable(Vec<String>),
+    #[error("{} problem(s) found before changing anything:\n- {}", .0.len(), .0.join("\n- "))]
+    Precheck(Vec<String>),
     #[error("{step}{}: {message}", .node.as_ref().map(|n| format!(" on {n}")).unwrap_or_default())]
     Step { step: &'static str, node: Option<String>, message: String },
 }

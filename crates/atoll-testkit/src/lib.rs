@@ -17,6 +17,7 @@ pub use atoll_client;
 pub mod browser;
 pub mod metadb;
 pub mod prober;
+pub mod sshd;
 
 pub const NEW_ADMIN_PASSWORD: &str = "test-admin-password-1";
 

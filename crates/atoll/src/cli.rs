@@ -58,6 +58,12 @@ enum Command {
     Proxy(crate::proxy::ProxyArgs),
     /// The platform's own servers, and which one runs the controllers.
     Platform(crate::platform::PlatformArgs),
+    /// Put the platform on three or more hosts over SSH (or remove it:
+    /// --destroy); a re-run resumes or changes nothing.
+    Deploy(crate::deploy::DeployArgs),
+    /// What `atoll deploy` runs on a platform node.
+    #[command(subcommand, hide = true)]
+    Node(crate::deploy::NodeCmd),
     /// Check the platform after deployment: every server, agent, MetaDB
     /// node and proxy, versions, clocks, logs (exit 3 when an item fails).
     Check(crate::platform::CheckArgs),
@@ -84,6 +90,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Proxy(a) => crate::proxy::run(a).await,
         Command::Platform(a) => crate::platform::run(a).await,
         Command::Check(a) => crate::platform::check(a).await,
+        Command::Deploy(a) => crate::deploy::run(a).await,
+        Command::Node(c) => crate::deploy::node(c).await,
     };
     match result {
         Ok(exit) => exit.into(),

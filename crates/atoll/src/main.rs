@@ -4,6 +4,7 @@
 mod cli;
 mod clusters;
 mod daemons;
+mod deploy;
 mod hosts;
 mod output;
 mod packages;

@@ -1,0 +1,206 @@
+//! `atoll deploy` as an operator runs it: three "hosts", each an sshd of
+//! its own on a loopback address, reached with a key the test made. Bad
+//! input first (unknown host keys, a host that does not answer, a taken
+//! port): refused, naming the node and the fix, with nothing installed.
+//! Then a run cut off after MetaDB is made, the run that resumes it, a
+//! re-run that changes nothing, a service killed and brought back by its
+//! supervisor, and `--destroy`, which leaves nothing running or behind.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use atoll_api::v1::{ClusterView, HostListItem, PlatformCheckView, PlatformView};
+use atoll_client::{Client, Servers};
+use atoll_core::HostStatus;
+use atoll_plan::check::CheckStatus;
+use atoll_testkit::sshd::{Sshd, keygen};
+use atoll_testkit::{KillUnder, atoll_bin, output_text, wait_for};
+
+const NODES: [(&str, &str); 3] = [("n1", "127.0.0.131"), ("n2", "127.0.0.132"), ("n3", "127.0.0.133")];
+const SSH_PORT: u16 = 2222;
+
+struct Lab {
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+impl Lab {
+    fn base(&self, node: &str) -> PathBuf {
+        self.dir.join(node)
+    }
+
+    /// A topology; `ssh_port_of` lets one node point at a port where no
+    /// sshd listens.
+    fn topology(&self, ssh_port_of: impl Fn(&str) -> u16) -> PathBuf {
+        let mut t = format!(
+            "name = \"lab\"\nprofile = \"sandbox\"\ndata_dir = \"{}\"\n[ssh]\nkey = \"id\"\nknown_hosts = \"known_hosts\"\n",
+            self.dir.join("db").display()
+        );
+        for (name, ip) in NODES {
+            t.push_str(&format!(
+                "[[nodes]]\nname = \"{name}\"\naddress = \"{ip}\"\nbase_dir = \"{}\"\n[nodes.ssh]\nport = {}\n",
+                self.base(name).display(),
+                ssh_port_of(name)
+            ));
+        }
+        let path = self.dir.join("topology.toml");
+        std::fs::write(&path, t).unwrap();
+        path
+    }
+
+    fn deploy(&self, topology: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
+        let mut cmd = std::process::Command::new(atoll_bin());
+        cmd.arg("deploy").arg(topology).arg("--state-dir").arg(&self.state).args(args);
+        cmd.env("ATOLL_CONFIG_DIR", self.dir.join("cli")).env_remove("FAILPOINTS");
+        if let Some(fp) = failpoint {
+            cmd.env("FAILPOINTS", fp);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn client(&self) -> Client {
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state.join("state.json")).unwrap()).unwrap();
+        let token = state["bootstrapped"]["token"].as_str().unwrap().to_string();
+        let urls: Vec<String> = NODES.iter().map(|(_, ip)| format!("http://{ip}:8080")).collect();
+        Client::over(&Servers::new(&urls), Some(token), Duration::from_secs(5))
+    }
+
+    /// Every live process started from the deployment's directories.
+    fn processes(&self) -> Vec<u32> {
+        let mut pids = atoll_agent::processes_under(&self.dir.join("db"));
+        for (name, _) in NODES {
+            pids.extend(atoll_agent::processes_under(&self.base(name)));
+        }
+        pids
+    }
+}
+
+fn agent_pid(base: &Path) -> Option<u32> {
+    atoll_agent::processes_under(&base.join("agent")).into_iter().find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).split('\0').nth(1) == Some("agent")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_destroys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    // Databases run as `mysql` and must reach their directories.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let lab = Lab { dir: dir.clone(), state: dir.join("state") };
+    let _cleanup = KillUnder(dir.clone());
+    keygen(&dir.join("id")).unwrap();
+    std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+    let mut sshds = Vec::new();
+    for (_, ip) in NODES {
+        sshds.push(Sshd::start(&dir, ip, SSH_PORT, &dir.join("authorized_keys")).await.unwrap());
+    }
+
+    // 1. Host keys nobody has checked yet, and n3's sshd is not where the
+    //    topology says: every node's problem at once, nothing changed.
+    let wrong_port = lab.topology(|n| if n == "n3" { SSH_PORT + 1 } else { SSH_PORT });
+    let out = lab.deploy(&wrong_port, &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("cannot reach 3 node(s); nothing was changed"), "{text}");
+    assert!(text.contains("ssh on n1") && text.contains("--accept-new-host-keys"), "{text}");
+    assert!(text.contains("ssh on n3") && text.contains("connection refused") && text.contains("ssh.port"), "{text}");
+
+    // 2. Host keys accepted, but something holds n2's server port: the
+    //    precheck names the node, the port and what it is for.
+    let topology = lab.topology(|_| SSH_PORT);
+    let squatter = std::net::TcpListener::bind(("127.0.0.132", 8080)).unwrap();
+    let out = lab.deploy(&topology, &["--accept-new-host-keys"], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("found before changing anything") && text.contains("n2: port.8080 (server)"), "{text}");
+    assert!(!text.contains("n1: port") && !text.contains("n3: port"), "{text}");
+    for (name, _) in NODES {
+        assert!(!lab.base(name).exists(), "{name}'s base directory was made by a refused run");
+    }
+    let known = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
+    assert_eq!(known.lines().filter(|l| l.starts_with("[127.0.0.13")).count(), 3, "{known}");
+    drop(squatter);
+
+    // A password where sshd takes keys only: refused, saying where the
+    // password came from and what sshd may not allow.
+    std::fs::write(dir.join("password"), "not-root's\n").unwrap();
+    let by_password = std::fs::read_to_string(&topology).unwrap().replacen("port = 2222\n", "port = 2222\npassword_file = \"password\"\n", 1);
+    std::fs::write(dir.join("password.toml"), by_password).unwrap();
+    let out = lab.deploy(&dir.join("password.toml"), &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("cannot reach 1 node(s)") && text.contains("ssh on n1"), "{text}");
+    assert!(text.contains(&format!("the password in {} was refused", dir.join("password").display())), "{text}");
+
+    // 3. A run cut off once MetaDB holds the platform, before any server
+    //    started on it (as a lost connection would cut it).
+    let out = lab.deploy(&topology, &[], Some("deploy::before_servers=return"));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(!lab.base("n1").join("services/server.json").exists(), "a server was started by the cut-off run");
+
+    // 4. The next run resumes from the servers: MetaDB is not made again.
+    let out = lab.deploy(&topology, &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("MetaDB already holds the platform"), "{text}");
+    assert!(!text.contains("cluster atoll-meta made"), "{text}");
+    for (name, _) in NODES {
+        assert!(text.contains(&format!("{name}: server started")), "{name}: {text}");
+        assert!(text.contains(&format!("{name}: agent restarted")), "{name}: agents name only the platform's servers: {text}");
+    }
+    assert!(text.contains("supervised background processes"), "services without systemd: {text}");
+    let client = lab.client();
+    let platform: PlatformView = client.get("/api/v1/platform").await.unwrap();
+    assert_eq!(platform.servers.iter().filter(|s| s.live).count(), 3, "{platform:?}");
+    assert!(platform.leader.is_some(), "{platform:?}");
+    let check: PlatformCheckView = client.get("/api/v1/platform/check").await.unwrap();
+    assert_ne!(check.worst, CheckStatus::Fail, "{check:?}");
+    let clusters: Vec<ClusterView> = client.get("/api/v1/clusters").await.unwrap();
+    assert_eq!(clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["atoll-meta"]);
+    // The join token and MetaDB's password stay out of every command line.
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(lab.state.join("state.json")).unwrap()).unwrap();
+    let secrets = [state["bootstrapped"]["join_token"].as_str().unwrap(), state["bootstrapped"]["metadb_password"].as_str().unwrap()];
+    for pid in lab.processes() {
+        let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).to_string();
+        assert!(secrets.iter().all(|s| !cmdline.contains(s)), "a secret on the command line of {pid}: {cmdline}");
+    }
+
+    // 5. Again: nothing to do, and it says so.
+    let out = lab.deploy(&topology, &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("nothing changed; the check passed"), "{text}");
+    assert!(!text.contains("changed   "), "{text}");
+
+    // 6. The supervisor brings a killed agent back.
+    let before = agent_pid(&lab.base("n2")).unwrap();
+    atoll_agent::process::signal(before, atoll_agent::process::Signal::Kill).unwrap();
+    let after = wait_for("n2's agent restarted", Duration::from_secs(15), || async { agent_pid(&lab.base("n2")).filter(|p| *p != before) })
+        .await
+        .unwrap();
+    assert_ne!(before, after);
+    wait_for("n2 online again", Duration::from_secs(20), || async {
+        let hosts: Vec<HostListItem> = client.get("/api/v1/hosts").await.ok()?;
+        hosts.iter().any(|h| h.name == "n2" && h.status == HostStatus::Online).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // 7. --destroy: no process left, no file of ours, no local state.
+    let out = lab.deploy(&topology, &["--destroy"], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(lab.processes().is_empty(), "left running: {:?}", lab.processes());
+    for (i, (name, _)) in NODES.iter().enumerate() {
+        assert!(!lab.base(name).exists(), "{name}: {text}");
+        assert!(!dir.join(format!("db/atoll-meta/atoll-meta-{}", i + 1)).exists(), "{text}");
+    }
+    assert!(!lab.state.exists(), "{text}");
+    drop(sshds);
+}
