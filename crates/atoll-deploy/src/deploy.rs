@@ -166,7 +166,18 @@ async fn plan(
     settings: &Settings,
     progress: Progress<'_>,
 ) -> Result<Vec<Binary>, DeployError> {
-    progress(&format!("plan: checking {} node(s) for the {} profile", remotes.len(), topo.profile));
+    let need = topo.sizing.node();
+    progress(&format!(
+        "plan: multi-node platform for {} managed hosts: per node {} cores and {} GiB (server {} GiB; MetaDB {}; MonitorDB {}); checking {} node(s) with the {} profile",
+        topo.sizing.managed_hosts,
+        need.cores,
+        need.memory_gib,
+        topo.sizing.server_memory_gib,
+        topo.sizing.metadb,
+        topo.sizing.monitordb,
+        remotes.len(),
+        topo.profile
+    ));
     let profile = topo
         .profile
         .parse::<atoll_plan::profile::ProfileName>()
@@ -197,6 +208,21 @@ async fn plan(
                 probe.installed.as_deref().unwrap_or("unknown version"),
                 probe.version
             ));
+        }
+        // The sizing table's minimum: binding in production, advice on a
+        // sandbox (a development machine runs the platform on less).
+        let cores = probe.facts.cpu.cores;
+        let gib = probe.facts.memory_bytes as f64 / f64::from(1u32 << 30);
+        if cores < need.cores || gib + 0.5 < f64::from(need.memory_gib) {
+            let line = format!(
+                "{name}: {cores} cores and {gib:.1} GiB, below the plan's {} cores and {} GiB per node for {} managed hosts",
+                need.cores, need.memory_gib, topo.sizing.managed_hosts
+            );
+            if topo.profile == "production" {
+                problems.push(format!("{line}; fix: a larger host, or a smaller managed_hosts in the topology"));
+            } else {
+                progress(&format!("warning: {line}"));
+            }
         }
         // On a node where our processes run, the ports are theirs.
         let mut checks = atoll_plan::check::check_host(&profile, &probe.facts, &topo.data_dir, Some(&probe.probe));

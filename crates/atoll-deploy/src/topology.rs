@@ -23,6 +23,10 @@ struct File {
     /// Where databases live on every node (MetaDB's and, later, users').
     #[serde(default = "default_data_dir")]
     data_dir: String,
+    /// How many hosts the platform will manage: sizes its nodes (the
+    /// seed's platform sizing table).
+    #[serde(default = "default_managed_hosts")]
+    managed_hosts: u32,
     /// Where the deploying machine serves the temporary bootstrap server;
     /// every node must reach it. Default: this machine's address on the
     /// route to the first node, any free port.
@@ -88,6 +92,10 @@ fn production() -> String {
     "production".into()
 }
 
+fn default_managed_hosts() -> u32 {
+    10
+}
+
 fn default_data_dir() -> String {
     "/var/lib/atoll/db".into()
 }
@@ -135,6 +143,7 @@ pub struct Topology {
     pub name: String,
     pub profile: String,
     pub data_dir: String,
+    pub sizing: atoll_plan::sizing::PlatformSizing,
     pub bootstrap_listen: Option<SocketAddr>,
     pub layout: Layout,
     pub nodes: Vec<RemoteNode>,
@@ -165,6 +174,10 @@ impl Topology {
         }
         if !file.data_dir.starts_with('/') {
             problems.push(format!("data_dir {:?}: use an absolute path", file.data_dir));
+        }
+        let sizing = atoll_plan::sizing::platform_sizing(file.managed_hosts);
+        if let Err(e) = &sizing {
+            problems.push(format!("managed_hosts: {e}"));
         }
         let resolve = |p: &Path| -> PathBuf {
             match (p.strip_prefix("~"), home) {
@@ -224,10 +237,17 @@ impl Topology {
         if let Err(DeployError::Invalid(more)) = layout.validate() {
             problems.extend(more);
         }
-        if problems.is_empty() {
-            Ok(Self { name, profile: file.profile, data_dir: file.data_dir, bootstrap_listen: file.bootstrap_listen, layout, nodes })
-        } else {
-            Err(DeployError::Invalid(problems))
+        match sizing {
+            Ok(sizing) if problems.is_empty() => Ok(Self {
+                name,
+                profile: file.profile,
+                data_dir: file.data_dir,
+                sizing,
+                bootstrap_listen: file.bootstrap_listen,
+                layout,
+                nodes,
+            }),
+            _ => Err(DeployError::Invalid(problems)),
         }
     }
 
@@ -290,10 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("# platform.toml\n").unwrap();
+        let end = start + readme[start..].find("```").unwrap();
+        let t = Topology::parse(&readme[start..end], "x", Path::new("/"), Some(Path::new("/root"))).unwrap();
+        assert_eq!((t.name.as_str(), t.nodes.len(), t.sizing.managed_hosts), ("prod", 3, 50));
+        assert_eq!(t.nodes[2].ssh.auth, SshAuth::Key("/root/.ssh/id_ed25519".into()));
+    }
+
+    #[test]
     fn every_problem_is_named_at_once() {
         let text = r#"
             profile = "fast"
             data_dir = "db"
+            managed_hosts = 1000
             [ports]
             agent = 8080
             [[nodes]]
@@ -308,6 +339,7 @@ mod tests {
         for want in [
             "profile \"fast\"",
             "data_dir \"db\"",
+            "managed_hosts: 1000 managed hosts",
             "node N1: base_dir \"/\"",
             "node name \"N1\"",
             "2 node(s) given",

@@ -227,6 +227,19 @@ pub struct PlatformSizing {
     pub monitordb: Spec,
 }
 
+impl PlatformSizing {
+    /// What one node of a multi-node platform needs: it runs a server and
+    /// a replica each of MetaDB and MonitorDB (the server's CPU shares
+    /// theirs).
+    pub fn node(&self) -> Spec {
+        Spec::new(
+            self.metadb.cores + self.monitordb.cores,
+            self.server_memory_gib + self.metadb.memory_gib + self.monitordb.memory_gib,
+            None,
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error(
@@ -337,6 +350,13 @@ pub fn plan(mode: Mode, managed_hosts: Option<u32>) -> Result<Plan, PlanError> {
 #[allow(clippy::unwrap_used)] // a test that unwraps a bad value should panic
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_platform_node_holds_a_server_and_both_stores() {
+        let node = platform_sizing(10).unwrap().node();
+        assert_eq!((node.cores, node.memory_gib), (4, 16));
+        assert_eq!(platform_sizing(400).unwrap().node().memory_gib, 64 + 64 + 256);
+    }
 
     fn quantity(plan: &Plan, t: ServerType) -> u32 {
         plan.rows.iter().find(|r| r.server_type == t).map(|r| r.quantity).unwrap()

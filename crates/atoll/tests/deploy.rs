@@ -129,7 +129,8 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     // A password where sshd takes keys only: refused, saying where the
     // password came from and what sshd may not allow.
     std::fs::write(dir.join("password"), "not-root's\n").unwrap();
-    let by_password = std::fs::read_to_string(&topology).unwrap().replacen("port = 2222\n", "port = 2222\npassword_file = \"password\"\n", 1);
+    let by_password =
+        std::fs::read_to_string(&topology).unwrap().replacen("port = 2222\n", "port = 2222\npassword_file = \"password\"\n", 1);
     std::fs::write(dir.join("password.toml"), by_password).unwrap();
     let out = lab.deploy(&dir.join("password.toml"), &[], None);
     let text = output_text(&out);
@@ -149,6 +150,7 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("MetaDB already holds the platform"), "{text}");
+    assert!(text.contains("plan: multi-node platform for 10 managed hosts: per node 4 cores and 16 GiB"), "{text}");
     assert!(!text.contains("cluster atoll-meta made"), "{text}");
     for (name, _) in NODES {
         assert!(text.contains(&format!("{name}: server started")), "{name}: {text}");
@@ -177,6 +179,20 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("nothing changed; the check passed"), "{text}");
     assert!(!text.contains("changed   "), "{text}");
+
+    // Another build where a platform runs: refused, not half-upgraded.
+    let installed = lab.base("n3").join("bin/atoll");
+    let other = lab.base("n3").join("bin/atoll.other");
+    std::fs::copy(&installed, &other).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&other).and_then(|mut f| std::io::Write::write_all(&mut f, b"\0")).unwrap();
+    std::fs::rename(&other, &installed).unwrap();
+    let out = lab.deploy(&topology, &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("n3: a platform runs there with another atoll build"), "{text}");
+    assert!(!text.contains("n1: a platform") && !text.contains("n2: a platform"), "{text}");
+    std::fs::copy(atoll_bin(), &other).unwrap();
+    std::fs::rename(&other, &installed).unwrap();
 
     // 6. The supervisor brings a killed agent back.
     let before = agent_pid(&lab.base("n2")).unwrap();
