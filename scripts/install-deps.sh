@@ -14,9 +14,11 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 if [ "${ATOLL_WITH_SYSBENCH:-1}" = 1 ]; then
   command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 fi
-# `atoll deploy`'s tests run one sshd per loopback "host".
-if [ "${ATOLL_WITH_SSHD:-1}" = 1 ]; then
+# Tests of hosts as separate machines: `atoll deploy` reaches one sshd
+# per loopback "host"; network cuts are nftables rules in namespaces.
+if [ "${ATOLL_WITH_TEST_HOSTS:-1}" = 1 ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 fi
 if [ "${ATOLL_WITH_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -139,6 +139,7 @@ async fn run(args: &Args) -> Result<Report> {
             OFFLINE_AFTER_MS.to_string(),
         ],
         env: args.server_env.clone(),
+        ..Default::default()
     };
     if let Some(url) = &args.metadb_url {
         opts.extra_args.extend(["--metadb-url".to_string(), url.clone()]);

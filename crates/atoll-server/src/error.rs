@@ -34,6 +34,11 @@ pub enum ApiError {
     /// the request may be repeated (here or on another server).
     #[error("{0}")]
     Unavailable(String),
+    /// A change was under way when MetaDB stopped answering: it may or may
+    /// not have been made, so it must not be repeated blindly (clients do
+    /// not resend a write on this status).
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -53,6 +58,7 @@ impl ApiError {
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "host_unreachable"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "metadb_unavailable"),
+            Self::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, "metadb_outcome_unknown"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -75,6 +81,7 @@ impl From<StoreError> for ApiError {
             e if e.is_unavailable() => Self::Unavailable(format!(
                 "the platform's metadata store is unavailable ({e}); nothing was changed: retry, or use another server"
             )),
+            e if e.is_connection_lost() => Self::OutcomeUnknown(format!("{} ({e})", crate::deadline::OUTCOME_UNKNOWN)),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -9,6 +9,7 @@ mod beats;
 mod clusters;
 pub mod config;
 mod console;
+pub mod deadline;
 pub mod error;
 mod host_steps;
 mod hostops;
@@ -155,21 +156,29 @@ fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(agents::router())
         .merge(console::router())
+        .layer(axum::middleware::from_fn(deadline::bound))
         .layer(axum::middleware::from_fn(metrics_layer::track))
         .with_state(state)
 }
 
-/// Ready when MetaDB answers.
+/// Ready when MetaDB answers, within the time a load balancer's health
+/// check waits.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}")),
+    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready".to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: no answer within {READY_WITHIN:?}")),
     }
 }
 
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Prometheus text format; host gauges are computed at scrape time.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(counts) = state.store.count_hosts_by_status().await {
+    // As of now, not of the last renewal: a server past its own deadline
+    // has stopped acting even while its renewal still waits on MetaDB.
+    metrics::gauge!("atoll_leader").set(if state.platform.leading().is_some() { 1.0 } else { 0.0 });
+    if let Ok(Ok(counts)) = tokio::time::timeout(READY_WITHIN, state.store.count_hosts_by_status()).await {
         for status in [atoll_core::HostStatus::Online, atoll_core::HostStatus::Offline, atoll_core::HostStatus::Pending] {
             let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
             metrics::gauge!("atoll_hosts", "status" => status.as_str()).set(n as f64);

@@ -85,16 +85,26 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let lease_ms = state.config.leader_lease_ms;
     let every = renew_every(lease_ms);
     loop {
-        announce(&state).await;
-        let asked = Instant::now();
-        match state.store.acquire_lease(CONTROLLERS, &state.platform.id, lease_ms as i64, now_ms()).await {
-            Ok(lease) => on_lease(&state, &lease, asked, lease_ms),
-            Err(e) => {
-                // Keep acting until our own deadline: the lease may well
-                // still be ours. `leading` stops at the deadline.
-                tracing::warn!(error = %e, "cannot renew the controllers' lease; MetaDB unreachable?");
-            }
+        // Bounded: a MetaDB that stops answering (a network cut drops
+        // packets) must not stall the renewals, or nobody would notice the
+        // own deadline passing.
+        if tokio::time::timeout(every, announce(&state)).await.is_err() {
+            tracing::warn!("cannot announce this server: MetaDB did not answer within {every:?}");
         }
+        let asked = Instant::now();
+        let was_leading = state.platform.leading().is_some();
+        match tokio::time::timeout(every, state.store.acquire_lease(CONTROLLERS, &state.platform.id, lease_ms as i64, now_ms())).await {
+            Ok(Ok(lease)) => on_lease(&state, &lease, asked, lease_ms),
+            // Keep acting until our own deadline: the lease may well still
+            // be ours. `leading` stops at the deadline.
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the controllers' lease; MetaDB unreachable?"),
+            Err(_) => tracing::warn!("cannot renew the controllers' lease: MetaDB did not answer within {every:?}"),
+        }
+        let leading = state.platform.leading().is_some();
+        if was_leading && !leading {
+            tracing::warn!("this server stopped running the controllers: its lease could not be renewed before its own deadline");
+        }
+        metrics::gauge!("atoll_leader").set(if leading { 1.0 } else { 0.0 });
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
@@ -102,9 +112,10 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     }
     if let Some(fence) = state.platform.leading() {
         *state.platform.held() = None;
-        match state.store.release_lease(&fence).await {
-            Ok(()) => tracing::info!("controllers' lease released"),
-            Err(e) => tracing::warn!(error = %e, "cannot release the controllers' lease; it lapses on its own"),
+        match tokio::time::timeout(every, state.store.release_lease(&fence)).await {
+            Ok(Ok(())) => tracing::info!("controllers' lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the controllers' lease; it lapses on its own"),
+            Err(_) => tracing::warn!("cannot release the controllers' lease (no answer); it lapses on its own"),
         }
     }
 }

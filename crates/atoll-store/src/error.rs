@@ -36,4 +36,19 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The connection to MetaDB broke while a statement ran: if that was a
+    /// commit, it may or may not have been applied.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Io(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+            Self::Db(sqlx::Error::Protocol(m)) => m.contains("closed") || m.contains("EOF"),
+            // 2006 "server has gone away", 2013 "lost connection during
+            // query", 1927 "connection was killed" (MariaDB).
+            Self::Db(sqlx::Error::Database(d)) => {
+                d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| matches!(m.number(), 2006 | 2013 | 1927))
+            }
+            _ => false,
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub use atoll_client;
 
 pub mod browser;
 pub mod metadb;
+pub mod netns;
 pub mod prober;
 pub mod sshd;
 
@@ -127,6 +128,11 @@ where
 pub struct ServerOpts {
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Run the server inside this network namespace ([`netns::Netns`]),
+    /// listening on `listen_ip`.
+    pub netns: Option<String>,
+    /// The address the first server binds (port 0); default 127.0.0.1.
+    pub listen_ip: Option<String>,
 }
 
 impl Default for ServerOpts {
@@ -141,6 +147,8 @@ impl Default for ServerOpts {
                 "1500".into(),
             ],
             env: Vec::new(),
+            netns: None,
+            listen_ip: None,
         }
     }
 }
@@ -165,7 +173,8 @@ impl Platform {
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         // Port 0: the server binds a free port and prints it, so parallel
         // tests never race for one.
-        let mut server = spawn_server(dir.path(), "127.0.0.1:0".parse()?, &opts)?;
+        let listen = format!("{}:0", opts.listen_ip.as_deref().unwrap_or("127.0.0.1"));
+        let mut server = spawn_server(dir.path(), listen.parse()?, &opts)?;
         let addr: SocketAddr = wait_for("the server to print its address", Duration::from_secs(30), || {
             let out = server.output();
             let exited = server.exited();
@@ -416,7 +425,10 @@ fn spawn_server_logged(dir: &Path, addr: SocketAddr, opts: &ServerOpts, log: Pat
 }
 
 fn server_command(data_dir: &Path, addr: SocketAddr, opts: &ServerOpts) -> Command {
-    let mut cmd = Command::new(atoll_bin());
+    let mut cmd = match &opts.netns {
+        Some(ns) => netns::exec(ns, &atoll_bin()),
+        None => Command::new(atoll_bin()),
+    };
     cmd.arg("server")
         .arg("--listen")
         .arg(addr.to_string())
