@@ -37,7 +37,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub name: Option<String>,
     pub zone: Option<String>,
-    /// How often full facts go with a heartbeat.
+    /// How often the host's facts are read (sent when changed, and every
+    /// five minutes).
     pub facts_every: Duration,
 }
 

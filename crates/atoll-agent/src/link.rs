@@ -14,6 +14,10 @@ use crate::AgentConfig;
 use crate::http::AgentState;
 use crate::identity::{Identity, sha256_hex};
 
+/// Facts are sent at least this often for their volatile readings (free
+/// memory and disk), as the server writes them.
+const FACTS_REFRESH: Duration = Duration::from_secs(300);
+
 pub(crate) struct Link {
     config: AgentConfig,
     servers: Servers,
@@ -34,7 +38,13 @@ impl Link {
 
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.register_until_done(&shutdown).await?;
-        let mut last_facts = tokio::time::Instant::now();
+        // Facts are read every `facts_every` but sent only when what the
+        // platform judges by changed (their stable signature), when the
+        // server asks, and every `FACTS_REFRESH` for the volatile readings:
+        // parsing them is most of a heartbeat's cost on the server.
+        let mut last_sent = tokio::time::Instant::now();
+        let mut sent_signature: Option<String> = None;
+        let mut last_read = tokio::time::Instant::now();
         let mut send_facts = true;
         let mut unreachable_logged = false;
         let mut offset_reported = false;
@@ -42,19 +52,29 @@ impl Link {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            match self.heartbeat(send_facts).await {
-                Ok(reported_offset) => {
+            let facts = if send_facts || last_read.elapsed() >= self.config.facts_every {
+                last_read = tokio::time::Instant::now();
+                let mut f = self.state.collect_facts().await.unwrap_or_default();
+                f.clock_offset_ms = self.clock_offset_ms;
+                (send_facts || sent_signature.as_deref() != Some(f.stable_signature().as_str())).then_some(f)
+            } else {
+                None
+            };
+            let signature = facts.as_ref().map(|f| f.stable_signature());
+            match self.heartbeat(facts).await {
+                Ok((reported_offset, want_facts)) => {
                     if unreachable_logged {
                         tracing::info!(server = %self.servers.current(), "server reachable again");
                         unreachable_logged = false;
                     }
-                    if send_facts {
-                        last_facts = tokio::time::Instant::now();
+                    if signature.is_some() {
+                        last_sent = tokio::time::Instant::now();
+                        sent_signature = signature;
                     }
                     // The first exchange only measures the clock offset:
                     // keep sending facts until they carry it.
                     offset_reported |= reported_offset;
-                    send_facts = last_facts.elapsed() >= self.config.facts_every || !offset_reported || self.state.facts_changed();
+                    send_facts = last_sent.elapsed() >= FACTS_REFRESH || !offset_reported || self.state.facts_changed() || want_facts;
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
                     anyhow::bail!(
@@ -120,17 +140,10 @@ impl Link {
         db.chain(proxies).collect()
     }
 
-    /// One heartbeat; `true` when it carried facts with a measured clock
-    /// offset.
-    async fn heartbeat(&mut self, with_facts: bool) -> Result<bool, ClientError> {
-        let reports_offset = with_facts && self.clock_offset_ms.is_some();
-        let facts = if with_facts {
-            let mut f = self.state.collect_facts().await.unwrap_or_default();
-            f.clock_offset_ms = self.clock_offset_ms;
-            Some(f)
-        } else {
-            None
-        };
+    /// One heartbeat: whether it carried facts with a measured clock
+    /// offset, and whether the server asks for facts.
+    async fn heartbeat(&mut self, facts: Option<atoll_core::HostFacts>) -> Result<(bool, bool), ClientError> {
+        let reports_offset = facts.as_ref().is_some_and(|f| f.clock_offset_ms.is_some());
         let client = Client::over(&self.servers, self.identity.agent_token.clone(), Duration::from_secs(5));
         let req = HeartbeatRequest {
             host_id: self.identity.host_id,
@@ -147,7 +160,7 @@ impl Link {
         self.clock_offset_ms = Some((t0 + t1) / 2 - resp.server_time_ms);
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
         self.learn_servers(&resp.servers);
-        Ok(reports_offset)
+        Ok((reports_offset, resp.want_facts))
     }
 
     async fn register_until_done(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {

@@ -45,7 +45,8 @@ pub struct HeartbeatRequest {
     pub host_id: HostId,
     pub address: String,
     pub agent_url: String,
-    /// Sent every so often, not on every beat.
+    /// Sent when their stable part changed, when the server asks, and every
+    /// few minutes for the volatile readings; not on every beat.
     pub facts: Option<HostFacts>,
     /// Every database server this agent runs, on every beat.
     #[serde(default)]
@@ -63,6 +64,10 @@ pub struct HeartbeatResponse {
     /// agent turns when its server stops answering.
     #[serde(default)]
     pub servers: Vec<String>,
+    /// The answering server has no facts of this host (it never heard from
+    /// it, or restarted): the next beat should carry them.
+    #[serde(default)]
+    pub want_facts: bool,
 }
 
 /// An operation on a host, keyed for exactly-once effect: a repeated key

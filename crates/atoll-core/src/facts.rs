@@ -118,6 +118,24 @@ pub struct NofileLimit {
 }
 
 impl HostFacts {
+    /// The facts without their volatile readings (free memory and disk,
+    /// when they were read); the clock offset in 50 ms steps, so a drift
+    /// that matters to the skew check shows. Equal signatures: nothing the
+    /// platform judges by has changed, so the agent need not send them and
+    /// the server need not write them.
+    pub fn stable_signature(&self) -> String {
+        let mut f = self.clone();
+        f.memory_available_bytes = 0;
+        f.collected_at_ms = 0;
+        // Rounded to the nearest 50 ms: a clock in sync (within ±25 ms)
+        // stays in one step however the measurement jitters.
+        f.clock_offset_ms = f.clock_offset_ms.map(|o| (o + 25).div_euclid(50));
+        for m in &mut f.mounts {
+            m.free_bytes = 0;
+        }
+        serde_json::to_string(&f).unwrap_or_default()
+    }
+
     /// The mount that holds `path`: the longest mount point that prefixes it.
     pub fn mount_for(&self, path: &str) -> Option<&Mount> {
         self.mounts
@@ -140,6 +158,22 @@ impl HostFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stable_signature_ignores_readings_and_clock_jitter() {
+        let base = HostFacts { mounts: vec![mount("/")], clock_offset_ms: Some(-3), ..Default::default() };
+        let mut later = base.clone();
+        later.memory_available_bytes = 123;
+        later.mounts[0].free_bytes = 456;
+        later.collected_at_ms = 789;
+        later.clock_offset_ms = Some(14);
+        assert_eq!(base.stable_signature(), later.stable_signature());
+        later.clock_offset_ms = Some(80);
+        assert_ne!(base.stable_signature(), later.stable_signature(), "a drift the skew check cares about shows");
+        let mut more = base.clone();
+        more.memory_bytes = 1 << 30;
+        assert_ne!(base.stable_signature(), more.stable_signature());
+    }
 
     fn mount(path: &str) -> Mount {
         Mount { path: path.into(), ..Default::default() }

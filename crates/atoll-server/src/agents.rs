@@ -185,6 +185,7 @@ async fn heartbeat(
         server_time_ms: now_ms(),
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         servers: state.platform.peers(),
+        want_facts: !state.beats.has_facts(req.host_id),
     }))
 }
 

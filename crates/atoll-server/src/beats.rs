@@ -91,20 +91,6 @@ fn db_signature(s: &DbServerStatus) -> String {
     )
 }
 
-/// A host's facts without their volatile readings (free memory and disk,
-/// when they were read); the clock offset in 50 ms steps, so a drift that
-/// matters to the skew check is written at once.
-fn facts_signature(f: &atoll_core::HostFacts) -> String {
-    let mut f = f.clone();
-    f.memory_available_bytes = 0;
-    f.collected_at_ms = 0;
-    f.clock_offset_ms = f.clock_offset_ms.map(|o| o.div_euclid(50));
-    for m in &mut f.mounts {
-        m.free_bytes = 0;
-    }
-    serde_json::to_string(&f).unwrap_or_default()
-}
-
 /// A proxy's state and what it routes by (its table, writer, backends'
 /// verdicts); its counters and probe times move on every report and are
 /// left out.
@@ -148,8 +134,14 @@ impl Beats {
     /// beats can be batched at once.
     pub fn registered(&self, id: HostId, address: &str, agent_url: &str, facts: &atoll_core::HostFacts, now: UnixMs) {
         let mut g = self.lock();
-        g.hosts.insert(id, Known { address: address.into(), agent_url: agent_url.into(), facts: Some((facts_signature(facts), now)) });
+        g.hosts.insert(id, Known { address: address.into(), agent_url: agent_url.into(), facts: Some((facts.stable_signature(), now)) });
         g.auth.remove(&id);
+    }
+
+    /// Whether this server holds the host's facts (from a beat or its
+    /// registration); if not, it asks the agent for them.
+    pub fn has_facts(&self, id: HostId) -> bool {
+        self.lock().hosts.get(&id).is_some_and(|k| k.facts.is_some())
     }
 
     /// Forgets a host (refused token, removed host, not online any more):
@@ -169,7 +161,7 @@ impl Beats {
         let facts_news = match (&beat.facts, known) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(f), Some(k)) => k.facts.as_ref().is_none_or(|(sig, at)| *sig != facts_signature(f) || now - at >= FACTS_EVERY_MS),
+            (Some(f), Some(k)) => k.facts.as_ref().is_none_or(|(sig, at)| *sig != f.stable_signature() || now - at >= FACTS_EVERY_MS),
         };
         let host = known.is_none() || facts_news;
         if !host {
@@ -188,7 +180,7 @@ impl Beats {
         let mut g = self.lock();
         if plan.host {
             let facts = match &beat.facts {
-                Some(f) => Some((facts_signature(f), now)),
+                Some(f) => Some((f.stable_signature(), now)),
                 None => g.hosts.get(&id).and_then(|k| k.facts.clone()),
             };
             g.hosts.insert(id, Known { address: beat.address.clone(), agent_url: beat.agent_url.clone(), facts });
