@@ -242,6 +242,9 @@ impl Client {
             // saw the request; a timeout after sending proves nothing.
             if e.is_connect() { Failure::NotApplied(error) } else { Failure::Other(error) }
         })?;
+        if resp.headers().contains_key(STALE_HEADER) {
+            STALE_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| Failure::Other(ClientError::Unreachable { url: url.clone(), detail: describe(&e) }))?;
         if !status.is_success() {
@@ -253,6 +256,18 @@ impl Client {
         let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
         serde_json::from_slice(bytes).map_err(|e| Failure::Other(ClientError::Decode { url, detail: e.to_string() }))
     }
+}
+
+/// A server sets it on a read answered from its MetaDB replica while
+/// MetaDB has no quorum.
+pub const STALE_HEADER: &str = "atoll-stale";
+
+static STALE_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether any answer in this process came from a MetaDB replica without
+/// quorum (possibly stale), so a command can say so once at its end.
+pub fn stale_reads_seen() -> bool {
+    STALE_SEEN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Why a request failed, and whether another server may safely take it.

@@ -232,6 +232,7 @@ pub async fn start_servers(
         let config = ServerConfig {
             listen: SocketAddr::new(node.address, layout.server_port),
             metadb_url: Some(layout.metadb_url(node, &boot.metadb_password)),
+            metadb_read_url: Some(layout.metadb_replica_url(node, &boot.metadb_password)),
             public_url: Some(layout.server_url(node)),
             ..opts.server_config()
         };

@@ -123,6 +123,12 @@ impl Layout {
         }
     }
 
+    /// The node's own MetaDB node, read directly while MetaDB has no
+    /// quorum (the proxy then has no writer to send anyone to).
+    pub fn metadb_replica_url(&self, node: &Node, password: &str) -> String {
+        format!("mysql://{METADB_USER}:{password}@{}/{METADB_DATABASE}", std::net::SocketAddr::new(node.address, self.metadb_ports.sql))
+    }
+
     /// The MetaDB URL a node's server uses: its own node's proxy, which
     /// follows MetaDB's writer.
     pub fn metadb_url(&self, node: &Node, password: &str) -> String {
@@ -152,6 +158,7 @@ mod tests {
         assert!(spec.servers.iter().all(|s| s.ports.sql == 3307));
         assert!(!spec.allow_single_zone);
         assert_eq!(l.metadb_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:6133/atoll");
+        assert_eq!(l.metadb_replica_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:3307/atoll");
         assert_eq!(l.server_urls()[2], "http://10.0.0.3:8080");
     }
 

@@ -16,6 +16,11 @@ pub struct ServerConfig {
     /// `sqlite://PATH` or `mysql://USER:PASS@HOST:PORT/DB`; default
     /// `sqlite://DATA_DIR/meta.db`.
     pub metadb_url: Option<String>,
+    /// `mysql://…` of a MetaDB node to read from, directly, when MetaDB
+    /// has no quorum (Galera's dirty reads: the node's last state). Reads
+    /// are then answered, marked stale; changes are still refused.
+    #[serde(default)]
+    pub metadb_read_url: Option<String>,
     /// URL agents and people use to reach this server (printed in join
     /// commands); default `http://LISTEN`.
     pub public_url: Option<String>,
@@ -48,6 +53,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("/var/lib/atoll"),
             metadb_url: None,
+            metadb_read_url: None,
             public_url: None,
             heartbeat_interval_ms: 2_000,
             offline_after_ms: 6_000,
@@ -98,6 +104,11 @@ impl ServerConfig {
             );
         }
         self.profile.parse::<atoll_plan::profile::ProfileName>()?;
+        if let Some(url) = &self.metadb_read_url
+            && !(url.starts_with("mysql://") || url.starts_with("mariadb://"))
+        {
+            anyhow::bail!("metadb_read_url must be a mysql:// URL of one MetaDB node (reads during a loss of quorum are a Galera feature)");
+        }
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ mod metrics_layer;
 mod packages;
 mod platform;
 mod registry;
+mod replica;
 pub mod secrets;
 pub mod state;
 mod step_kit;
@@ -104,6 +105,10 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         Some(url) => SqlStore::connect(url).await?,
         None => SqlStore::open_sqlite(&config.data_dir.join("meta.db")).await?,
     });
+    let replica: Option<Arc<dyn MetaStore>> = match &config.metadb_read_url {
+        Some(url) => Some(Arc::new(SqlStore::connect_replica(url)?)),
+        None => None,
+    };
     let metrics = metrics_layer::install()?;
 
     let slot = Arc::new(OnceLock::new());
@@ -119,16 +124,18 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     // the address we got (a `:0` listen gets its port only now).
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
-    let state = AppState::new(Inner {
+    let state = AppState::new(
         store,
-        executor: Arc::clone(&executor),
-        config: config.clone(),
-        metrics,
-        secrets,
-        routing: tokio::sync::watch::Sender::new(0),
-        platform: platform::Platform::new(url),
-        beats: beats::Beats::default(),
-    });
+        Inner {
+            executor: Arc::clone(&executor),
+            config: config.clone(),
+            metrics,
+            secrets,
+            routing: tokio::sync::watch::Sender::new(0),
+            platform: platform::Platform::new(url),
+            beats: beats::Beats::default(),
+        },
+    );
     let _ = slot.set(state.clone());
 
     let admin_password = auth::bootstrap_admin(&state).await?;
@@ -138,7 +145,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     tokio::spawn(platform::run(state.clone(), shutdown.clone()));
     tokio::spawn(beats::run(state.clone(), shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
-    let app = router(state.clone());
+    let app = router(state.clone(), replica);
     let done = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -148,7 +155,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     Ok(Running { addr, admin_password, state, done })
 }
 
-fn router(state: AppState) -> Router {
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -157,8 +164,17 @@ fn router(state: AppState) -> Router {
         .merge(agents::router())
         .merge(console::router())
         .layer(axum::middleware::from_fn(deadline::bound))
-        .layer(axum::middleware::from_fn(metrics_layer::track))
         .with_state(state)
+}
+
+/// Every route, and with a MetaDB replica, the same routes reading from
+/// it for reads MetaDB refuses.
+fn router(state: AppState, replica: Option<Arc<dyn MetaStore>>) -> Router {
+    let mut app = routes(state.clone());
+    if let Some(replica) = replica {
+        app = app.layer(axum::middleware::from_fn_with_state(routes(state.reading_from(replica)), replica::fallback));
+    }
+    app.layer(axum::middleware::from_fn(metrics_layer::track))
 }
 
 /// Ready when MetaDB answers, within the time a load balancer's health

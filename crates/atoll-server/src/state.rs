@@ -14,10 +14,14 @@ use crate::ServerConfig;
 use crate::auth::Caller;
 
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState {
+    inner: Arc<Inner>,
+    /// MetaDB as handlers see it: the platform's store, or, for a read
+    /// while MetaDB has no quorum, this node's replica ([`Self::reading_from`]).
+    pub store: Arc<dyn MetaStore>,
+}
 
 pub struct Inner {
-    pub store: Arc<dyn MetaStore>,
     pub executor: Arc<Executor>,
     pub config: ServerConfig,
     pub metrics: PrometheusHandle,
@@ -34,13 +38,18 @@ pub struct Inner {
 impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
-        &self.0
+        &self.inner
     }
 }
 
 impl AppState {
-    pub fn new(inner: Inner) -> Self {
-        Self(Arc::new(inner))
+    pub fn new(store: Arc<dyn MetaStore>, inner: Inner) -> Self {
+        Self { inner: Arc::new(inner), store }
+    }
+
+    /// The same server reading from `replica` instead.
+    pub fn reading_from(&self, replica: Arc<dyn MetaStore>) -> Self {
+        Self { inner: Arc::clone(&self.inner), store: replica }
     }
 
     /// Records a change (or a refused attempt) in the audit log. A lost

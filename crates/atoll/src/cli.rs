@@ -93,6 +93,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Deploy(a) => crate::deploy::run(a).await,
         Command::Node(c) => crate::deploy::node(c).await,
     };
+    if atoll_client::stale_reads_seen() {
+        eprintln!(
+            "warning: the platform's metadata store has no quorum: what is shown is a server's last known state, and changes are refused until quorum returns"
+        );
+    }
     match result {
         Ok(exit) => exit.into(),
         Err(e) => {

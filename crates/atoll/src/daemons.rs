@@ -22,6 +22,10 @@ pub struct ServerArgs {
     data_dir: Option<PathBuf>,
     #[arg(long, env = "ATOLL_METADB_URL", hide_env_values = true)]
     metadb_url: Option<String>,
+    /// A MetaDB node to read from when MetaDB has no quorum (its last
+    /// state, marked stale); changes are refused meanwhile.
+    #[arg(long, env = "ATOLL_METADB_READ_URL", hide_env_values = true)]
+    metadb_read_url: Option<String>,
     #[arg(long, env = "ATOLL_PUBLIC_URL")]
     public_url: Option<String>,
     #[arg(long, env = "ATOLL_HEARTBEAT_INTERVAL_MS")]
@@ -68,7 +72,8 @@ pub struct AgentArgs {
     name: Option<String>,
     #[arg(long)]
     zone: Option<String>,
-    /// Seconds between full fact reports.
+    /// Seconds between readings of the host's facts; they are sent when
+    /// they changed, and every 5 minutes.
     #[arg(long, default_value_t = 30)]
     facts_every_s: u64,
 }
@@ -98,6 +103,9 @@ pub async fn serve(a: ServerArgs) -> Res {
     );
     if a.metadb_url.is_some() {
         c.metadb_url = a.metadb_url;
+    }
+    if a.metadb_read_url.is_some() {
+        c.metadb_read_url = a.metadb_read_url;
     }
     if a.public_url.is_some() {
         c.public_url = a.public_url;

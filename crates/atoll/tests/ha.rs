@@ -221,6 +221,18 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     let refusal = refusal.to_string();
     assert!(refusal.contains("metadata store is unavailable") && refusal.contains("nothing was changed"), "{refusal}");
     eprintln!("quorum lost: not ready and writes refused after {:?}", lost.elapsed());
+    // Reads are still answered, from the node's own MetaDB replica, and
+    // say they may be stale.
+    let users: Vec<serde_json::Value> = node1.get("/api/v1/users").await.unwrap();
+    assert!(users.iter().any(|u| u["name"] == "kept"), "{users:?}");
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/clusters/{METADB_CLUSTER}", deployed.servers[0]))
+        .bearer_auth(&deployed.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers().get("atoll-stale").and_then(|v| v.to_str().ok()), Some("metadb-without-quorum"));
     for pid in &frozen {
         nix_signal(*pid, "CONT");
     }

@@ -816,7 +816,7 @@ mod tests {
         let report = serde_json::to_value(DbServerStatus { probed_at_ms: now, ..report }).expect("json");
         state.store.record_server_statuses(host, &[(atoll_core::DbId::new("orders", "orders-1"), report)], now).await.expect("status");
 
-        let app = crate::router(state.clone());
+        let app = crate::router(state.clone(), None);
         let get = |uri: &str, auth: bool| {
             let mut req = Request::get(uri);
             if auth {

@@ -239,7 +239,7 @@ impl AccountStore for SqlStore {
             return Ok(None);
         };
         if current.last_seen_ms < idle_after {
-            retry(|| async move {
+            let deleted = retry(|| async move {
                 sqlx::query("DELETE FROM sessions WHERE token_hash = ? AND last_seen_ms < ?")
                     .bind(token_hash)
                     .bind(idle_after)
@@ -247,14 +247,16 @@ impl AccountStore for SqlStore {
                     .await?;
                 Ok(())
             })
-            .await?;
+            .await;
+            // Expired either way; the row goes on a later use.
+            unless_read_only(deleted)?;
             return Ok(None);
         }
         // A quarter of the idle timeout when that is shorter, so a session
         // in use never lapses between two writes.
         let every = TOUCH_EVERY_MS.min((now - idle_after) / 4);
         if now - current.last_seen_ms >= every {
-            retry(|| async move {
+            let touched = retry(|| async move {
                 sqlx::query("UPDATE sessions SET last_seen_ms = ? WHERE token_hash = ? AND last_seen_ms < ?")
                     .bind(now)
                     .bind(token_hash)
@@ -263,7 +265,8 @@ impl AccountStore for SqlStore {
                     .await?;
                 Ok(())
             })
-            .await?;
+            .await;
+            unless_read_only(touched)?;
             current.last_seen_ms = now;
         }
         Ok(Some(current))
@@ -295,7 +298,7 @@ impl AccountStore for SqlStore {
             return Ok(None);
         };
         if t.last_used_ms.is_none_or(|used| now - used >= TOUCH_EVERY_MS) {
-            retry(|| async move {
+            let touched = retry(|| async move {
                 sqlx::query("UPDATE api_tokens SET last_used_ms = ? WHERE token_hash = ? AND (last_used_ms IS NULL OR last_used_ms < ?)")
                     .bind(now)
                     .bind(token_hash)
@@ -304,7 +307,8 @@ impl AccountStore for SqlStore {
                     .await?;
                 Ok(())
             })
-            .await?;
+            .await;
+            unless_read_only(touched)?;
             t.last_used_ms = Some(now);
         }
         Ok(Some(t))
@@ -353,5 +357,17 @@ impl AccountStore for SqlStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// A "last used" write refused because MetaDB takes no writes (no quorum;
+/// a read answered from a replica) does not fail the read it rides on.
+fn unless_read_only(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.is_unavailable() => {
+            tracing::debug!(error = %e, "last use not recorded: MetaDB takes no writes");
+            Ok(())
+        }
+        other => other,
     }
 }

@@ -77,6 +77,28 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// A MetaDB node read directly, for the time MetaDB has no quorum: each
+    /// connection asks for Galera's dirty reads (the node's last state;
+    /// writes still fail). Connects on first use and runs no migration:
+    /// the schema is the platform's.
+    pub fn connect_replica(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, "SET SESSION wsrep_dirty_reads = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)?;
+        Ok(SqlStore { pool, backend: Backend::MySql })
+    }
+
     /// Opens (creating if needed) the SQLite database file at `path`,
     /// creating its directory too: the embedded MetaDB's usual entry point.
     pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
