@@ -132,6 +132,18 @@ async fn three_servers_share_metadb_and_survive_the_leaders_death() {
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
     assert!(done.steps.iter().filter(|s| s.kind == "host.dirs").all(|s| s.attempts == 2), "resumed, not restarted: {:#?}", done.steps);
 
+    // The servers the agents moved to had none of their facts and asked:
+    // they arrive within beats, not at the next 5-minute refresh.
+    let killed_ms = atoll_core::time::now_ms() - killed.elapsed().as_millis() as i64;
+    for ip in ["127.0.0.31", "127.0.0.32"] {
+        wait_for("facts sent to the new server", Duration::from_secs(10), || async {
+            let h: atoll_api::v1::HostView = all.get(&format!("/api/v1/hosts/{ip}")).await.ok()?;
+            (h.host.facts?.collected_at_ms > killed_ms).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
     // Agents moved to a live server: their hosts never go offline.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let hosts: Vec<atoll_api::v1::HostListItem> = all.get("/api/v1/hosts").await.unwrap();
