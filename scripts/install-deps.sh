@@ -19,6 +19,8 @@ fi
 if [ "${ATOLL_WITH_TEST_HOSTS:-1}" = 1 ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+  # deploy's systemd units are checked with systemd's own verifier.
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 fi
 if [ "${ATOLL_WITH_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -485,6 +485,23 @@ mod tests {
         assert_eq!(unit_name(&spec(), Service::Agent), "atoll-agent-n1.service");
     }
 
+    /// systemd does not run here, but its own checker reads the unit as
+    /// systemd would: every key known, every value parsed, the binary there.
+    #[test]
+    fn systemd_accepts_the_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = NodeDirs::new(dir.path().join("base"));
+        std::fs::create_dir_all(dirs.bin().parent().unwrap()).unwrap();
+        std::fs::copy("/bin/true", dirs.bin()).unwrap();
+        let unit = dir.path().join(unit_name(&spec(), Service::Agent));
+        std::fs::write(&unit, unit_text(&dirs, &spec(), Service::Agent)).unwrap();
+        let out =
+            std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze (package systemd)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("atoll-agent-n1.service")).collect();
+        assert!(out.status.success() && ours.is_empty(), "{stderr}");
+    }
+
     #[test]
     fn a_changed_input_changes_the_hash() {
         let a = spec();

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use atoll_api::v1::{ClusterView, HostListItem, PlatformCheckView, PlatformView};
+use atoll_api::v1::{ClusterView, HostListItem, PlatformCheckView, PlatformView, TaskView};
 use atoll_client::{Client, Servers};
-use atoll_core::HostStatus;
+use atoll_core::{HostStatus, TaskStatus};
 use atoll_plan::check::CheckStatus;
 use atoll_testkit::sshd::{Sshd, keygen};
 use atoll_testkit::{KillUnder, atoll_bin, output_text, wait_for};
+use serde_json::json;
 
 const NODES: [(&str, &str); 3] = [("n1", "127.0.0.131"), ("n2", "127.0.0.132"), ("n3", "127.0.0.133")];
 const SSH_PORT: u16 = 2222;
@@ -76,6 +77,15 @@ impl Lab {
         }
         pids
     }
+}
+
+async fn settle(client: &Client, id: &str) -> TaskView {
+    wait_for("the task to settle", Duration::from_secs(120), || async {
+        let t: TaskView = client.get(&format!("/api/v1/tasks/{id}")).await.ok()?;
+        t.status.is_settled().then_some(t)
+    })
+    .await
+    .unwrap()
 }
 
 fn agent_pid(base: &Path) -> Option<u32> {
@@ -208,7 +218,25 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     .await
     .unwrap();
 
-    // 7. --destroy: no process left, no file of ours, no local state.
+    // 7. A platform that manages a cluster of the user's is not removed by
+    //    accident: refused, naming the cluster, nothing stopped.
+    let spec = json!({
+        "name": "orders",
+        "servers": NODES.iter().enumerate().map(|(i, (n, _))| json!({ "name": format!("orders-{}", i + 1), "zone": format!("z{}", i + 1), "host": n })).collect::<Vec<_>>(),
+    });
+    let task: TaskView = client.post("/api/v1/clusters", &spec).await.unwrap();
+    let done = settle(&client, &task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    let running = lab.processes().len();
+    let out = lab.deploy(&topology, &["--destroy"], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("manages cluster(s) orders") && text.contains("--force"), "{text}");
+    assert_eq!(lab.processes().len(), running, "a refused destroy stopped something");
+    let task: TaskView = client.delete("/api/v1/clusters/orders").await.unwrap();
+    assert_eq!(settle(&client, &task.id).await.status, TaskStatus::Succeeded);
+
+    // 8. --destroy: no process left, no file of ours, no local state.
     let out = lab.deploy(&topology, &["--destroy"], None);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
