@@ -42,6 +42,8 @@ pub enum Role {
 }
 
 struct Spawned {
+    /// What runs `exe` (e.g. `ip netns exec NS`), if anything.
+    prefix: Vec<OsString>,
     args: Vec<OsString>,
     /// Secrets go to the child's environment, never its argv (`ps`).
     env: Vec<(String, String)>,
@@ -56,11 +58,20 @@ pub struct LocalLauncher {
     dir: PathBuf,
     exe: PathBuf,
     procs: BTreeMap<(String, Role), Spawned>,
+    /// Nodes whose processes run inside a network namespace (tests: a
+    /// node that can be cut off the network).
+    netns: BTreeMap<String, String>,
 }
 
 impl LocalLauncher {
     pub fn new(dir: &Path, exe: PathBuf) -> Self {
-        Self { dir: dir.to_path_buf(), exe, procs: BTreeMap::new() }
+        Self { dir: dir.to_path_buf(), exe, procs: BTreeMap::new(), netns: BTreeMap::new() }
+    }
+
+    /// Runs `node`'s processes in network namespace `ns` (`ip netns exec`);
+    /// what the agent starts (databases, proxies) inherits it.
+    pub fn in_netns(&mut self, node: &str, ns: &str) {
+        self.netns.insert(node.to_string(), ns.to_string());
     }
 
     pub fn node_dir(&self, node: &str) -> PathBuf {
@@ -84,7 +95,7 @@ impl LocalLauncher {
         let Some(s) = self.procs.get_mut(&key) else {
             return Err(DeployError::step("restart", Some(node), format!("no {role:?} was started on {node}")));
         };
-        s.child = Some(spawn(&self.exe, &s.args, &s.env, &s.log).map_err(|e| DeployError::step("restart", Some(node), e))?);
+        s.child = Some(spawn(&s.prefix, &self.exe, &s.args, &s.env, &s.log).map_err(|e| DeployError::step("restart", Some(node), e))?);
         Ok(())
     }
 
@@ -116,17 +127,34 @@ impl LocalLauncher {
     }
 
     fn launch(&mut self, node: &str, role: Role, args: Vec<OsString>, env: Vec<(String, String)>, log: PathBuf) -> Result<(), DeployError> {
-        let child = spawn(&self.exe, &args, &env, &log).map_err(|e| DeployError::step("start", Some(node), e))?;
-        self.procs.insert((node.to_string(), role), Spawned { args, env, log, child: Some(child) });
+        let prefix: Vec<OsString> = match self.netns.get(node) {
+            Some(ns) => ["ip", "netns", "exec", ns.as_str()].map(OsString::from).to_vec(),
+            None => Vec::new(),
+        };
+        let child = spawn(&prefix, &self.exe, &args, &env, &log).map_err(|e| DeployError::step("start", Some(node), e))?;
+        self.procs.insert((node.to_string(), role), Spawned { prefix, args, env, log, child: Some(child) });
         Ok(())
     }
 }
 
-fn spawn(exe: &Path, args: &[OsString], env: &[(String, String)], log: &Path) -> Result<tokio::process::Child, String> {
+fn spawn(
+    prefix: &[OsString],
+    exe: &Path,
+    args: &[OsString],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<tokio::process::Child, String> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    tokio::process::Command::new(exe)
-        .args(args)
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)

@@ -62,11 +62,15 @@ impl Lab {
         cmd.output().unwrap()
     }
 
-    fn client(&self) -> Client {
+    /// The deploy token, from the local state.
+    fn token(&self) -> String {
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state.join("state.json")).unwrap()).unwrap();
-        let token = state["bootstrapped"]["token"].as_str().unwrap().to_string();
+        state["bootstrapped"]["token"].as_str().unwrap().to_string()
+    }
+
+    fn client(&self) -> Client {
         let urls: Vec<String> = NODES.iter().map(|(_, ip)| format!("http://{ip}:8080")).collect();
-        Client::over(&Servers::new(&urls), Some(token), Duration::from_secs(5))
+        Client::over(&Servers::new(&urls), Some(self.token()), Duration::from_secs(5))
     }
 
     /// Every live process started from the deployment's directories.
@@ -173,6 +177,14 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     assert!(platform.leader.is_some(), "{platform:?}");
     let check: PlatformCheckView = client.get("/api/v1/platform/check").await.unwrap();
     assert_ne!(check.worst, CheckStatus::Fail, "{check:?}");
+    // Each node's own URL answers the API and renders the console.
+    for (_, ip) in NODES {
+        let url = format!("http://{ip}:8080");
+        let v: PlatformView = Client::new(&url, Some(lab.token())).get("/api/v1/platform").await.unwrap();
+        assert!(v.answered_by.contains(ip), "{v:?}");
+        let page = reqwest::get(format!("{url}/login")).await.unwrap();
+        assert!(page.status().is_success() && page.text().await.unwrap().contains("<form"), "the console on {url}");
+    }
     let clusters: Vec<ClusterView> = client.get("/api/v1/clusters").await.unwrap();
     assert_eq!(clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["atoll-meta"]);
     // The join token and MetaDB's password stay out of every command line.
