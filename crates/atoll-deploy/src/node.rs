@@ -237,6 +237,7 @@ pub async fn start(dirs: &NodeDirs, s: Service) -> Result<Started, String> {
         wait_for_hash(dirs, s, &spec.hash()).await?;
         return Ok(Started::Restarted);
     }
+    end_orphans(dirs, s).await;
     let log = open_log(dirs, s)?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     tokio::process::Command::new(dirs.bin())
@@ -250,6 +251,31 @@ pub async fn start(dirs: &NodeDirs, s: Service) -> Result<Started, String> {
         .map_err(|e| format!("cannot start the {} supervisor: {e}", s.as_str()))?;
     wait_for_hash(dirs, s, &spec.hash()).await?;
     Ok(Started::Started)
+}
+
+/// A service process whose supervisor died without stopping it (SIGKILL):
+/// ended before a new supervisor starts another, which would find its
+/// port taken.
+async fn end_orphans(dirs: &NodeDirs, s: Service) {
+    let bin = dirs.bin().display().to_string();
+    let orphans: Vec<u32> = atoll_agent::processes_under(&dirs.base)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mut argv = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+            argv.next().is_some_and(|a| a == bin) && argv.next().is_some_and(|a| a == s.as_str())
+        })
+        .collect();
+    for pid in &orphans {
+        let _ = signal(*pid, Signal::Term);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while orphans.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in orphans.iter().filter(|p| alive(**p)) {
+        let _ = signal(*pid, Signal::Kill);
+    }
 }
 
 /// Waits until the service runs the spec with `hash`.

@@ -92,11 +92,25 @@ async fn settle(client: &Client, id: &str) -> TaskView {
     .unwrap()
 }
 
+/// The node's processes running `atoll ROLE` (not supervisors, proxies or
+/// databases).
+fn service_pids(base: &Path, role: &str) -> Vec<u32> {
+    atoll_agent::processes_under(base)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).split('\0').nth(1) == Some(role)
+        })
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok())
+}
+
 fn agent_pid(base: &Path) -> Option<u32> {
-    atoll_agent::processes_under(&base.join("agent")).into_iter().find(|pid| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        String::from_utf8_lossy(&cmdline).split('\0').nth(1) == Some("agent")
-    })
+    service_pids(base, "agent").into_iter().next()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +153,29 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     let known = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
     assert_eq!(known.lines().filter(|l| l.starts_with("[127.0.0.13")).count(), 3, "{known}");
     drop(squatter);
+
+    // A key sshd does not know: refused, naming the key and the fix.
+    keygen(&dir.join("stranger")).unwrap();
+    let wrong_key = std::fs::read_to_string(&topology).unwrap().replace("key = \"id\"", "key = \"stranger\"");
+    std::fs::write(dir.join("wrong-key.toml"), wrong_key).unwrap();
+    let out = lab.deploy(&dir.join("wrong-key.toml"), &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("cannot reach 3 node(s)") && text.contains("was refused: add its public key"), "{text}");
+
+    // Hosts far too small for the platform asked for (400 managed hosts
+    // need 64 cores and 384 GiB per node): refused before any change.
+    let big = std::fs::read_to_string(&topology).unwrap().replace("profile = \"sandbox\"", "profile = \"production\"\nmanaged_hosts = 400");
+    std::fs::write(dir.join("big.toml"), big).unwrap();
+    let out = lab.deploy(&dir.join("big.toml"), &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    for (name, _) in NODES {
+        let named =
+            text.lines().any(|l| l.starts_with(&format!("- {name}: ")) && l.contains("below the plan's 64 cores and 384 GiB per node"));
+        assert!(named, "{name}: {text}");
+        assert!(!lab.base(name).exists(), "{name}'s base directory was made by a refused run");
+    }
 
     // A password where sshd takes keys only: refused, saying where the
     // password came from and what sshd may not allow.
@@ -229,6 +266,24 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     })
     .await
     .unwrap();
+
+    // A supervisor killed outright leaves its server running: the next run
+    // starts a new supervisor, which ends the orphan first.
+    let supervisor: u32 = std::fs::read_to_string(lab.base("n2").join("services/server.pid")).unwrap().trim().parse().unwrap();
+    atoll_agent::process::signal(supervisor, atoll_agent::process::Signal::Kill).unwrap();
+    let out = lab.deploy(&topology, &[], None);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("n2: server started"), "{text}");
+    // One server, the new supervisor's own child, and it stays so (a
+    // second one would crash-loop on the taken port beside the orphan).
+    let supervisor: u32 = std::fs::read_to_string(lab.base("n2").join("services/server.pid")).unwrap().trim().parse().unwrap();
+    for _ in 0..20 {
+        let servers = service_pids(&lab.base("n2"), "server");
+        assert_eq!(servers.len(), 1, "one server on n2: {servers:?}");
+        assert_eq!(parent_of(servers[0]), Some(supervisor), "n2's server is supervised");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // 7. A platform that manages a cluster of the user's is not removed by
     //    accident: refused, naming the cluster, nothing stopped.
