@@ -175,7 +175,7 @@ fn parse_cpuinfo_model(text: &str) -> Option<String> {
 
 /// Parses /proc/meminfo into bytes by field name. Only `kB` lines are kept:
 /// the unit-less ones (`HugePages_Total`) are counts, not sizes.
-fn parse_meminfo(text: &str) -> BTreeMap<String, u64> {
+pub(crate) fn parse_meminfo(text: &str) -> BTreeMap<String, u64> {
     text.lines()
         .filter_map(|line| {
             let (key, rest) = line.split_once(':')?;
@@ -202,7 +202,7 @@ struct MountEntry {
 /// Mounts of filesystems that can hold data, measured. Reads mountinfo (it
 /// carries the device number, which resolves `/dev/root` and device-mapper
 /// names) and falls back to /proc/mounts.
-fn collect_mounts() -> Vec<Mount> {
+pub(crate) fn collect_mounts() -> Vec<Mount> {
     let entries = read("/proc/self/mountinfo")
         .map(|t| parse_mountinfo(&t))
         .filter(|e| !e.is_empty())

@@ -32,11 +32,24 @@ struct Inner {
     proxies: crate::proxies::Proxies,
     address: IpAddr,
     started_at_ms: i64,
+    /// The last clock offset measured against the platform (agent minus
+    /// server), `i64::MIN` before the first.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl AgentState {
     pub(crate) fn new(identity: Identity, journal: Journal, db: Supervisor, proxies: crate::proxies::Proxies, address: IpAddr) -> Self {
-        Self { inner: Arc::new(Inner { identity: RwLock::new(identity), journal, db, proxies, address, started_at_ms: now_ms() }) }
+        Self {
+            inner: Arc::new(Inner {
+                identity: RwLock::new(identity),
+                journal,
+                db,
+                proxies,
+                address,
+                started_at_ms: now_ms(),
+                clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            }),
+        }
     }
 
     pub(crate) fn db(&self) -> &Supervisor {
@@ -60,6 +73,14 @@ impl AgentState {
         tokio::task::spawn_blocking(move || packages.map_or_else(crate::facts::collect, |p| p.collect_facts())).await
     }
 
+    pub(crate) fn set_clock_offset(&self, ms: i64) {
+        self.inner.clock_offset_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn clock_offset(&self) -> Option<i64> {
+        Some(self.inner.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed)).filter(|ms| *ms != i64::MIN)
+    }
+
     /// Whether an engine build was installed since the last call.
     pub(crate) fn facts_changed(&self) -> bool {
         self.inner.journal.packages().is_some_and(|p| p.take_changed())
@@ -81,8 +102,18 @@ pub(crate) fn router(state: AgentState) -> Router {
         .route("/agent/v1/probe", post(probe))
         .route("/agent/v1/ops", post(op).get(journal))
         .route("/agent/v1/db", get(db_statuses))
+        .route("/agent/v1/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_server));
     Router::new().route("/healthz", get(|| async { "ok" })).merge(authed).with_state(state)
+}
+
+/// The host's metrics (Prometheus text format), read now.
+async fn metrics(State(s): State<AgentState>) -> Response {
+    let offset = s.clock_offset();
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&crate::facts::collect_mounts(), offset)).await {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("reading metrics: {e}")),
+    }
 }
 
 /// Admits only the server that registered this agent.

@@ -8,6 +8,7 @@ mod files;
 mod http;
 pub mod identity;
 mod link;
+mod metrics;
 pub mod ops;
 pub mod packages;
 pub mod probe;

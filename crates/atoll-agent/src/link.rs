@@ -157,7 +157,9 @@ impl Link {
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;
         let t1 = now_ms();
         // NTP-style: the server read its clock half-way through the exchange.
-        self.clock_offset_ms = Some((t0 + t1) / 2 - resp.server_time_ms);
+        let offset = (t0 + t1) / 2 - resp.server_time_ms;
+        self.clock_offset_ms = Some(offset);
+        self.state.set_clock_offset(offset);
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
         self.learn_servers(&resp.servers);
         Ok((reports_offset, resp.want_facts))

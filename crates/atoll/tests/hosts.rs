@@ -66,6 +66,45 @@ async fn three_agents_register_report_facts_and_go_offline_and_back() {
     .unwrap();
     assert!(offsets.iter().flatten().all(|o| o.abs() < 100), "offsets on loopback: {offsets:?}");
 
+    // Each host's metrics, read through the platform from its agent, agree
+    // with /proc and move between two reads.
+    let token = p.token.clone().unwrap();
+    let scrape = |ip: &'static str| {
+        let (url, token) = (p.url.clone(), token.clone());
+        async move {
+            let r = reqwest::Client::new().get(format!("{url}/api/v1/hosts/{ip}/metrics")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+            r.text().await.unwrap()
+        }
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in {text}"))
+    };
+    let first = scrape("127.0.0.12").await;
+    assert_eq!(value(&first, "atoll_host_memory_total_bytes") as u64, mem_total);
+    let root_size = first
+        .lines()
+        .find(|l| l.starts_with("atoll_host_filesystem_size_bytes{mount=\"/\","))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(root_size.is_some_and(|v| v > 0.0), "{first}");
+    assert!(value(&first, "atoll_host_clock_offset_seconds").abs() < 0.1, "{first}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = scrape("127.0.0.12").await;
+    let busy =
+        |t: &str| value(t, "atoll_host_cpu_seconds_total{mode=\"user\"}") + value(t, "atoll_host_cpu_seconds_total{mode=\"system\"}");
+    assert!(busy(&second) > busy(&first), "CPU time moves between two reads");
+    assert!(
+        value(&second, "atoll_host_network_receive_bytes_total{device=\"lo\"}")
+            > value(&first, "atoll_host_network_receive_bytes_total{device=\"lo\"}")
+    );
+    let unknown = reqwest::Client::new().get(format!("{}/api/v1/hosts/nope/metrics", p.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+
     // The agent serves only the server that registered it.
     let facts_url = format!("http://127.0.0.11:{}/agent/v1/facts", agents[0].port);
     let http = reqwest::Client::new();

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_hosts, add_host))
         .routes(routes!(get_host, remove_host))
+        .routes(routes!(host_metrics))
         .routes(routes!(check_hosts))
         .routes(routes!(prepare_hosts))
         .routes(routes!(join_token))
@@ -175,6 +176,23 @@ async fn find(state: &AppState, key: &str) -> ApiResult<HostRecord> {
     responses((status = 200, body = HostView, description = "the host with its facts and last precheck"), (status = 404, body = ErrorBody)))]
 async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<Json<HostView>> {
     Ok(Json(host_view(find(&state, &key).await?)))
+}
+
+/// The host's metrics, read from its agent now.
+///
+/// Prometheus text format: CPU time by mode, load, memory and swap, space
+/// per data mount, I/O per disk, traffic per NIC, clock offset.
+#[utoipa::path(get, path = "/api/v1/hosts/{host}/metrics", tag = "hosts", params(("host" = String, Path, description = "id, name or address")),
+    responses((status = 200, body = String, content_type = "text/plain", description = "the host's metrics"), (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "the agent did not answer")))]
+async fn host_metrics(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<axum::response::Response> {
+    let h = find(&state, &key).await?;
+    let agent = hostops::agent_with_timeout(&h, std::time::Duration::from_secs(5))?;
+    let resp = agent.get_streaming("/agent/v1/metrics").await.map_err(|e| hostops::unreachable(&h, e))?;
+    let text = resp.text().await.map_err(|e| {
+        hostops::unreachable(&h, atoll_client::ClientError::Unreachable { url: h.host.name.clone(), detail: e.to_string() })
+    })?;
+    Ok(axum::response::IntoResponse::into_response(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)))
 }
 
 /// Removes a host as a task: optionally purges what `prepare` created, then

@@ -1,0 +1,238 @@
+//! The host's metrics in Prometheus text format (`GET /agent/v1/metrics`),
+//! read from /proc and the filesystems at scrape time: CPU time by mode,
+//! load, memory and swap, space per data mount, I/O per disk, traffic per
+//! NIC, and the clock offset the agent measured against the platform.
+//! Parsing is pure and tested on captured text; only `render` reads files.
+
+use std::fmt::Write;
+
+use atoll_core::Mount;
+
+/// /proc/stat counts in USER_HZ, which the kernel fixes at 100 for every
+/// architecture it exports it on, whatever its internal tick.
+const USER_HZ: f64 = 100.0;
+/// /proc/diskstats counts 512-byte sectors, whatever the device's own size.
+const SECTOR: u64 = 512;
+
+/// Renders every host metric now. `clock_offset_ms` is the agent's last
+/// measurement (agent minus server), when it has one.
+pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>) -> String {
+    let mut out = Out::default();
+    if let Some(cpu) = read("/proc/stat").as_deref().and_then(parse_stat_cpu) {
+        out.family("atoll_host_cpu_seconds_total", "counter", "CPU time of all cores together, by mode");
+        for (mode, s) in cpu {
+            out.sample("atoll_host_cpu_seconds_total", &[("mode", mode)], s);
+        }
+    }
+    if let Some((l1, l5, l15)) = read("/proc/loadavg").as_deref().and_then(parse_loadavg) {
+        for (name, v, span) in [("atoll_host_load1", l1, "1"), ("atoll_host_load5", l5, "5"), ("atoll_host_load15", l15, "15")] {
+            out.family(name, "gauge", &format!("Load average over {span} minute(s)"));
+            out.sample(name, &[], v);
+        }
+    }
+    if let Some(mem) = read("/proc/meminfo").map(|t| crate::facts::parse_meminfo(&t)) {
+        for (name, key, help) in [
+            ("atoll_host_memory_total_bytes", "MemTotal", "Physical memory"),
+            ("atoll_host_memory_available_bytes", "MemAvailable", "Memory available to new work without swapping"),
+            ("atoll_host_swap_total_bytes", "SwapTotal", "Swap space"),
+            ("atoll_host_swap_free_bytes", "SwapFree", "Unused swap space"),
+        ] {
+            if let Some(v) = mem.get(key) {
+                out.family(name, "gauge", help);
+                out.sample(name, &[], *v as f64);
+            }
+        }
+    }
+    out.family("atoll_host_filesystem_size_bytes", "gauge", "Size of each data mount's filesystem");
+    for m in mounts {
+        out.sample("atoll_host_filesystem_size_bytes", &[("mount", &m.path), ("device", &m.device)], m.total_bytes as f64);
+    }
+    out.family("atoll_host_filesystem_free_bytes", "gauge", "Space left on each data mount for unprivileged users");
+    for m in mounts {
+        out.sample("atoll_host_filesystem_free_bytes", &[("mount", &m.path), ("device", &m.device)], m.free_bytes as f64);
+    }
+    if let Some(disks) = read("/proc/diskstats").as_deref().map(parse_diskstats) {
+        let series: [Series<DiskStat, f64>; 5] = [
+            ("atoll_host_disk_reads_total", "Reads completed", |d| d.reads as f64),
+            ("atoll_host_disk_read_bytes_total", "Bytes read", |d| (d.read_sectors * SECTOR) as f64),
+            ("atoll_host_disk_writes_total", "Writes completed", |d| d.writes as f64),
+            ("atoll_host_disk_written_bytes_total", "Bytes written", |d| (d.write_sectors * SECTOR) as f64),
+            ("atoll_host_disk_io_seconds_total", "Time the device had I/O in flight", |d| d.io_ms as f64 / 1000.0),
+        ];
+        for (name, help, value) in series {
+            out.family(name, "counter", help);
+            for d in &disks {
+                out.sample(name, &[("device", &d.name)], value(d));
+            }
+        }
+    }
+    if let Some(nics) = read("/proc/net/dev").as_deref().map(parse_net_dev) {
+        let series: [Series<NicStat, u64>; 6] = [
+            ("atoll_host_network_receive_bytes_total", "Bytes received", |n| n.rx_bytes),
+            ("atoll_host_network_transmit_bytes_total", "Bytes sent", |n| n.tx_bytes),
+            ("atoll_host_network_receive_packets_total", "Packets received", |n| n.rx_packets),
+            ("atoll_host_network_transmit_packets_total", "Packets sent", |n| n.tx_packets),
+            ("atoll_host_network_receive_errors_total", "Receive errors and drops", |n| n.rx_errors),
+            ("atoll_host_network_transmit_errors_total", "Transmit errors and drops", |n| n.tx_errors),
+        ];
+        for (name, help, value) in series {
+            out.family(name, "counter", help);
+            for n in &nics {
+                out.sample(name, &[("device", &n.name)], value(n) as f64);
+            }
+        }
+    }
+    if let Some(ms) = clock_offset_ms {
+        out.family("atoll_host_clock_offset_seconds", "gauge", "This host's clock minus the platform server's, as last measured");
+        out.sample("atoll_host_clock_offset_seconds", &[], ms as f64 / 1000.0);
+    }
+    out.text
+}
+
+/// A metric family drawn from one parsed record: name, help, value.
+type Series<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// Text-format writer: one `HELP`/`TYPE` per family, escaped label values.
+#[derive(Default)]
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = write!(self.text, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// The `cpu` line of /proc/stat: seconds per mode, all cores together.
+fn parse_stat_cpu(text: &str) -> Option<Vec<(&'static str, f64)>> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    const MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+    (ticks.len() >= 4).then(|| MODES.iter().zip(&ticks).map(|(m, t)| (*m, *t as f64 / USER_HZ)).collect())
+}
+
+fn parse_loadavg(text: &str) -> Option<(f64, f64, f64)> {
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some((f.next()??, f.next()??, f.next()??))
+}
+
+#[derive(Debug, PartialEq)]
+struct DiskStat {
+    name: String,
+    reads: u64,
+    read_sectors: u64,
+    writes: u64,
+    write_sectors: u64,
+    io_ms: u64,
+}
+
+/// /proc/diskstats, without loop and RAM devices (no disk behind them).
+fn parse_diskstats(text: &str) -> Vec<DiskStat> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+            let name = (*f.get(2)?).to_string();
+            if name.starts_with("loop") || name.starts_with("ram") || name.starts_with("zram") {
+                return None;
+            }
+            Some(DiskStat { name, reads: n(3)?, read_sectors: n(5)?, writes: n(7)?, write_sectors: n(9)?, io_ms: n(12)? })
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq)]
+struct NicStat {
+    name: String,
+    rx_bytes: u64,
+    rx_packets: u64,
+    rx_errors: u64,
+    tx_bytes: u64,
+    tx_packets: u64,
+    tx_errors: u64,
+}
+
+/// /proc/net/dev; errors include drops (both are lost traffic).
+fn parse_net_dev(text: &str) -> Vec<NicStat> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            (f.len() >= 16).then(|| NicStat {
+                name: name.trim().to_string(),
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2] + f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10] + f[11],
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_by_mode() {
+        let text = "cpu  1000 20 300 40000 50 0 6 0 0 0\ncpu0 500 10 150 20000 25 0 3 0 0 0\nintr 1\n";
+        let cpu = parse_stat_cpu(text).unwrap();
+        assert_eq!(cpu[0], ("user", 10.0));
+        assert_eq!(cpu[3], ("idle", 400.0));
+        assert_eq!(cpu.len(), 8);
+        assert!(parse_stat_cpu("intr 1\n").is_none());
+    }
+
+    #[test]
+    fn load_disks_and_nics() {
+        assert_eq!(parse_loadavg("0.52 1.01 1.50 2/345 6789\n"), Some((0.52, 1.01, 1.5)));
+        let disks = parse_diskstats(
+            "   7       0 loop0 10 0 20 0 0 0 0 0 0 5 5 0 0 0 0\n 259       0 nvme0n1 1200 30 96000 400 800 50 64000 900 0 1500 1300 0 0 0 0\n",
+        );
+        assert_eq!(
+            disks,
+            vec![DiskStat { name: "nvme0n1".into(), reads: 1200, read_sectors: 96000, writes: 800, write_sectors: 64000, io_ms: 1500 }]
+        );
+        let nics = parse_net_dev(
+            "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n",
+        );
+        assert_eq!(nics.len(), 1);
+        assert_eq!((nics[0].name.as_str(), nics[0].rx_bytes, nics[0].rx_errors, nics[0].tx_errors), ("eth0", 1000, 3, 7));
+    }
+
+    #[test]
+    fn the_text_format_has_one_header_per_family_and_escaped_labels() {
+        let mounts =
+            vec![Mount { path: "/data \"x\"".into(), device: "/dev/sda1".into(), total_bytes: 100, free_bytes: 40, ..Default::default() }];
+        let text = render(&mounts, Some(-1500));
+        assert!(text.contains("atoll_host_filesystem_free_bytes{mount=\"/data \\\"x\\\"\",device=\"/dev/sda1\"} 40\n"), "{text}");
+        assert!(text.contains("atoll_host_clock_offset_seconds -1.5\n"), "{text}");
+        assert_eq!(text.matches("# TYPE atoll_host_cpu_seconds_total counter").count(), 1, "{text}");
+        // This machine's own /proc reads.
+        assert!(text.contains("atoll_host_cpu_seconds_total{mode=\"idle\"}"), "{text}");
+        assert!(text.contains("atoll_host_memory_total_bytes "), "{text}");
+        assert!(text.contains("atoll_host_network_receive_bytes_total{device=\"lo\"}"), "{text}");
+    }
+}
