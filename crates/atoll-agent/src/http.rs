@@ -110,7 +110,8 @@ pub(crate) fn router(state: AgentState) -> Router {
 /// The host's metrics (Prometheus text format), read now.
 async fn metrics(State(s): State<AgentState>) -> Response {
     let offset = s.clock_offset();
-    match tokio::task::spawn_blocking(move || crate::metrics::render(&crate::facts::collect_mounts(), offset)).await {
+    let dbs = s.db().global_statuses().await;
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&crate::facts::collect_mounts(), offset, &dbs)).await {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("reading metrics: {e}")),
     }

@@ -1,9 +1,12 @@
 //! The host's metrics in Prometheus text format (`GET /agent/v1/metrics`),
 //! read from /proc and the filesystems at scrape time: CPU time by mode,
 //! load, memory and swap, space per data mount, I/O per disk, traffic per
-//! NIC, and the clock offset the agent measured against the platform.
-//! Parsing is pure and tested on captured text; only `render` reads files.
+//! NIC, and the clock offset the agent measured against the platform; and
+//! for each database server it runs, its status counters (statements by
+//! kind, connections, slow queries, InnoDB, Galera), labelled by cluster
+//! and server. Parsing is pure and tested on captured text.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use atoll_core::Mount;
@@ -16,7 +19,7 @@ const SECTOR: u64 = 512;
 
 /// Renders every host metric now. `clock_offset_ms` is the agent's last
 /// measurement (agent minus server), when it has one.
-pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>) -> String {
+pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>, dbs: &[DbStatus]) -> String {
     let mut out = Out::default();
     if let Some(cpu) = read("/proc/stat").as_deref().and_then(parse_stat_cpu) {
         out.family("atoll_host_cpu_seconds_total", "counter", "CPU time of all cores together, by mode");
@@ -25,8 +28,12 @@ pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>) -> String {
         }
     }
     if let Some((l1, l5, l15)) = read("/proc/loadavg").as_deref().and_then(parse_loadavg) {
-        for (name, v, span) in [("atoll_host_load1", l1, "1"), ("atoll_host_load5", l5, "5"), ("atoll_host_load15", l15, "15")] {
-            out.family(name, "gauge", &format!("Load average over {span} minute(s)"));
+        for (name, v, help) in [
+            ("atoll_host_load1", l1, "Load average over 1 minute"),
+            ("atoll_host_load5", l5, "Load average over 5 minutes"),
+            ("atoll_host_load15", l15, "Load average over 15 minutes"),
+        ] {
+            out.family(name, "gauge", help);
             out.sample(name, &[], v);
         }
     }
@@ -86,7 +93,98 @@ pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>) -> String {
         out.family("atoll_host_clock_offset_seconds", "gauge", "This host's clock minus the platform server's, as last measured");
         out.sample("atoll_host_clock_offset_seconds", &[], ms as f64 / 1000.0);
     }
-    out.text
+    for (id, status) in dbs {
+        db_metrics(&mut out, id, status.as_ref().ok());
+    }
+    out.text()
+}
+
+/// A database server's global status, or why it could not be read.
+pub(crate) type DbStatus = (atoll_core::DbId, Result<HashMap<String, String>, String>);
+
+/// Status counters as metrics: (status variable, metric, type, help).
+const DB_SERIES: [(&str, &str, &str, &str); 15] = [
+    ("Threads_connected", "atoll_db_connections", "gauge", "Open client connections"),
+    ("Threads_running", "atoll_db_threads_running", "gauge", "Threads executing a statement now"),
+    ("Connections", "atoll_db_connections_total", "counter", "Connection attempts"),
+    ("Aborted_connects", "atoll_db_aborted_connects_total", "counter", "Connection attempts that failed"),
+    ("Questions", "atoll_db_questions_total", "counter", "Statements sent by clients"),
+    ("Slow_queries", "atoll_db_slow_queries_total", "counter", "Statements that took longer than long_query_time"),
+    ("Innodb_buffer_pool_pages_total", "atoll_db_innodb_buffer_pool_pages", "gauge", "Pages in the InnoDB buffer pool"),
+    ("Innodb_buffer_pool_pages_free", "atoll_db_innodb_buffer_pool_free_pages", "gauge", "Free pages in the InnoDB buffer pool"),
+    ("Innodb_buffer_pool_pages_dirty", "atoll_db_innodb_buffer_pool_dirty_pages", "gauge", "Modified pages not yet written"),
+    ("Innodb_buffer_pool_read_requests", "atoll_db_innodb_buffer_pool_read_requests_total", "counter", "Logical page reads"),
+    ("Innodb_buffer_pool_reads", "atoll_db_innodb_buffer_pool_disk_reads_total", "counter", "Page reads the buffer pool could not serve"),
+    ("wsrep_cluster_size", "atoll_db_galera_cluster_size", "gauge", "Nodes in this node's Galera component"),
+    ("wsrep_local_state", "atoll_db_galera_local_state", "gauge", "Galera state: 1 joining, 2 donor, 3 joined, 4 synced"),
+    ("wsrep_local_recv_queue", "atoll_db_galera_recv_queue", "gauge", "Write sets waiting to be applied"),
+    ("wsrep_local_send_queue", "atoll_db_galera_send_queue", "gauge", "Write sets waiting to be sent"),
+];
+
+/// Status counters of one kind under one family with a label: family,
+/// label, help, and each (status variable, label value).
+type Labelled = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const DB_LABELLED: [Labelled; 3] = [
+    (
+        "atoll_db_statements_total",
+        "kind",
+        "Statements executed, by kind",
+        &[
+            ("Com_select", "select"),
+            ("Com_insert", "insert"),
+            ("Com_update", "update"),
+            ("Com_delete", "delete"),
+            ("Com_replace", "replace"),
+            ("Com_begin", "begin"),
+            ("Com_commit", "commit"),
+            ("Com_rollback", "rollback"),
+        ],
+    ),
+    (
+        "atoll_db_innodb_rows_total",
+        "operation",
+        "InnoDB row operations",
+        &[
+            ("Innodb_rows_read", "read"),
+            ("Innodb_rows_inserted", "inserted"),
+            ("Innodb_rows_updated", "updated"),
+            ("Innodb_rows_deleted", "deleted"),
+        ],
+    ),
+    (
+        "atoll_db_galera_conflicts_total",
+        "cause",
+        "Galera transactions lost to a conflict",
+        &[("wsrep_local_cert_failures", "certification"), ("wsrep_local_bf_aborts", "brute_force_abort")],
+    ),
+];
+
+fn db_metrics(out: &mut Out, id: &atoll_core::DbId, status: Option<&HashMap<String, String>>) {
+    let base = [("cluster", id.cluster.as_str()), ("server", id.name.as_str())];
+    out.family("atoll_db_up", "gauge", "1 when the agent could read the server's status, else 0");
+    out.sample("atoll_db_up", &base, if status.is_some() { 1.0 } else { 0.0 });
+    let Some(status) = status else { return };
+    let num = |var: &str| status.get(var).and_then(|v| v.parse::<f64>().ok());
+    for (var, name, kind, help) in DB_SERIES {
+        if let Some(v) = num(var) {
+            out.family(name, kind, help);
+            out.sample(name, &base, v);
+        }
+    }
+    // A fraction since the last FLUSH STATUS, not a counter.
+    if let Some(v) = num("wsrep_flow_control_paused") {
+        out.family("atoll_db_galera_flow_control_paused_ratio", "gauge", "Share of time replication was paused by flow control");
+        out.sample("atoll_db_galera_flow_control_paused_ratio", &base, v);
+    }
+    for (name, label, help, vars) in DB_LABELLED {
+        out.family(name, "counter", help);
+        for (var, value) in vars {
+            if let Some(v) = num(var) {
+                out.sample(name, &[base[0], base[1], (label, value)], v);
+            }
+        }
+    }
 }
 
 /// A metric family drawn from one parsed record: name, help, value.
@@ -96,24 +194,38 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// Text-format writer: one `HELP`/`TYPE` per family, escaped label values.
+/// Text-format writer: families in the order first named, one `HELP` and
+/// `TYPE` each however many servers add samples, escaped label values.
 #[derive(Default)]
 struct Out {
-    text: String,
+    families: Vec<Family>,
+}
+
+struct Family {
+    name: &'static str,
+    header: String,
+    samples: String,
 }
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) {
+        if !self.families.iter().any(|f| f.name == name) {
+            self.families.push(Family { name, header: format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"), samples: String::new() });
+        }
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.text.push_str(name);
+        let Some(f) = self.families.iter_mut().find(|f| f.name == name) else { return };
+        f.samples.push_str(name);
         if !labels.is_empty() {
             let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-            let _ = write!(self.text, "{{{}}}", inner.join(","));
+            let _ = write!(f.samples, "{{{}}}", inner.join(","));
         }
-        let _ = writeln!(self.text, " {value}");
+        let _ = writeln!(f.samples, " {value}");
+    }
+
+    fn text(self) -> String {
+        self.families.into_iter().flat_map(|f| [f.header, f.samples]).collect()
     }
 }
 
@@ -226,7 +338,21 @@ mod tests {
     fn the_text_format_has_one_header_per_family_and_escaped_labels() {
         let mounts =
             vec![Mount { path: "/data \"x\"".into(), device: "/dev/sda1".into(), total_bytes: 100, free_bytes: 40, ..Default::default() }];
-        let text = render(&mounts, Some(-1500));
+        let mut status = HashMap::new();
+        for (k, v) in [("Com_insert", "3"), ("Threads_connected", "2"), ("wsrep_cluster_size", "3"), ("wsrep_flow_control_paused", "0.25")]
+        {
+            status.insert(k.to_string(), v.to_string());
+        }
+        let dbs = vec![
+            (atoll_core::DbId { cluster: "orders".into(), name: "orders-1".into() }, Ok(status)),
+            (atoll_core::DbId { cluster: "orders".into(), name: "orders-2".into() }, Err("refused".into())),
+        ];
+        let text = render(&mounts, Some(-1500), &dbs);
+        assert!(text.contains("atoll_db_statements_total{cluster=\"orders\",server=\"orders-1\",kind=\"insert\"} 3\n"), "{text}");
+        assert!(text.contains("atoll_db_galera_cluster_size{cluster=\"orders\",server=\"orders-1\"} 3\n"), "{text}");
+        assert!(text.contains("atoll_db_galera_flow_control_paused_ratio{cluster=\"orders\",server=\"orders-1\"} 0.25\n"), "{text}");
+        assert!(text.contains("atoll_db_up{cluster=\"orders\",server=\"orders-2\"} 0\n"), "{text}");
+        assert_eq!(text.matches("# TYPE atoll_db_up gauge").count(), 1, "{text}");
         assert!(text.contains("atoll_host_filesystem_free_bytes{mount=\"/data \\\"x\\\"\",device=\"/dev/sda1\"} 40\n"), "{text}");
         assert!(text.contains("atoll_host_clock_offset_seconds -1.5\n"), "{text}");
         assert_eq!(text.matches("# TYPE atoll_host_cpu_seconds_total counter").count(), 1, "{text}");

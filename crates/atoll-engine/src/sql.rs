@@ -15,6 +15,10 @@ use crate::params;
 /// but still answers SHOW, and that answer is what we need.
 pub const WSREP_STATUS: &str = "SHOW GLOBAL STATUS LIKE 'wsrep\\_%'";
 
+/// Every status counter, for the agent's metrics scrape (a node outside the
+/// primary component answers it too).
+pub const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS";
+
 /// Only what routing needs, for a proxy probing every few milliseconds.
 pub const ROUTING_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready', 'wsrep_cluster_status')";
 

@@ -111,6 +111,31 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
         assert_eq!(mariadb(&cr, ip, "SELECT @@innodb_flush_log_at_trx_commit"), "1", "durable by default on {ip}");
     }
 
+    // The hosts' metrics carry each server's counters: the INSERT ran on
+    // orders-1 (node 1), and every node sees a Galera cluster of three.
+    let metrics = |ip: &'static str| {
+        let (url, token) = (p.url.clone(), p.token.clone().unwrap());
+        async move {
+            let r = reqwest::Client::new().get(format!("{url}/api/v1/hosts/{ip}/metrics")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let sample = |text: &str, series: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' '))).and_then(|v| v.parse().ok())
+    };
+    let node1 = metrics(IPS[0]).await;
+    assert_eq!(sample(&node1, "atoll_db_up{cluster=\"orders\",server=\"orders-1\"}"), Some(1.0), "{node1}");
+    assert!(
+        sample(&node1, "atoll_db_statements_total{cluster=\"orders\",server=\"orders-1\",kind=\"insert\"}").is_some_and(|n| n >= 1.0),
+        "{node1}"
+    );
+    for (i, ip) in IPS.iter().enumerate() {
+        let text = metrics(ip).await;
+        let size = format!("atoll_db_galera_cluster_size{{cluster=\"orders\",server=\"orders-{}\"}}", i + 1);
+        assert_eq!(sample(&text, &size), Some(3.0), "{text}");
+    }
+
     // SIGKILL node 3 while a client writes through node 1.
     let victim = view.zones[2].servers[0].status.as_ref().and_then(|s| s.pid).unwrap();
     let mut conn = connect(&cr, IPS[0]).await;

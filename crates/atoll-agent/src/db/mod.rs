@@ -272,6 +272,29 @@ impl Supervisor {
     }
 
     /// The latest status of every defined server, by id.
+    /// Every running server's global status counters, read now over its
+    /// socket (or why not), for the metrics scrape.
+    pub(crate) async fn global_statuses(&self) -> Vec<(DbId, Result<std::collections::HashMap<String, String>, String>)> {
+        let servers: Vec<Arc<Server>> = self.inner.servers().values().cloned().collect();
+        let running: Vec<(DbId, PathBuf)> = servers
+            .iter()
+            .filter_map(|s| {
+                let (pid, socket) = s.probe_target();
+                pid.map(|_| (s.id(), socket))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (id, socket) in running {
+            let status = async {
+                let mut conn = sql::connect_socket(&socket, std::time::Duration::from_secs(1)).await?;
+                probe::name_value_rows(&mut conn, atoll_engine::sql::GLOBAL_STATUS).await
+            }
+            .await;
+            out.push((id, status));
+        }
+        out
+    }
+
     pub fn statuses(&self) -> Vec<DbServerStatus> {
         let servers: Vec<Arc<Server>> = self.inner.servers().values().cloned().collect();
         servers.iter().map(|s| s.status()).collect()

@@ -21,7 +21,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn name_value_rows(conn: &mut MySqlConnection, sql: &'static str) -> Result<HashMap<String, String>, String> {
+pub(crate) async fn name_value_rows(conn: &mut MySqlConnection, sql: &'static str) -> Result<HashMap<String, String>, String> {
     let rows = tokio::time::timeout(QUERY_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn))
         .await
         .map_err(|_| format!("no answer to {sql:?} in {} ms", QUERY_TIMEOUT.as_millis()))?
