@@ -102,87 +102,15 @@ pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>, dbs: &[DbSt
 /// A database server's global status, or why it could not be read.
 pub(crate) type DbStatus = (atoll_core::DbId, Result<HashMap<String, String>, String>);
 
-/// Status counters as metrics: (status variable, metric, type, help).
-const DB_SERIES: [(&str, &str, &str, &str); 15] = [
-    ("Threads_connected", "atoll_db_connections", "gauge", "Open client connections"),
-    ("Threads_running", "atoll_db_threads_running", "gauge", "Threads executing a statement now"),
-    ("Connections", "atoll_db_connections_total", "counter", "Connection attempts"),
-    ("Aborted_connects", "atoll_db_aborted_connects_total", "counter", "Connection attempts that failed"),
-    ("Questions", "atoll_db_questions_total", "counter", "Statements sent by clients"),
-    ("Slow_queries", "atoll_db_slow_queries_total", "counter", "Statements that took longer than long_query_time"),
-    ("Innodb_buffer_pool_pages_total", "atoll_db_innodb_buffer_pool_pages", "gauge", "Pages in the InnoDB buffer pool"),
-    ("Innodb_buffer_pool_pages_free", "atoll_db_innodb_buffer_pool_free_pages", "gauge", "Free pages in the InnoDB buffer pool"),
-    ("Innodb_buffer_pool_pages_dirty", "atoll_db_innodb_buffer_pool_dirty_pages", "gauge", "Modified pages not yet written"),
-    ("Innodb_buffer_pool_read_requests", "atoll_db_innodb_buffer_pool_read_requests_total", "counter", "Logical page reads"),
-    ("Innodb_buffer_pool_reads", "atoll_db_innodb_buffer_pool_disk_reads_total", "counter", "Page reads the buffer pool could not serve"),
-    ("wsrep_cluster_size", "atoll_db_galera_cluster_size", "gauge", "Nodes in this node's Galera component"),
-    ("wsrep_local_state", "atoll_db_galera_local_state", "gauge", "Galera state: 1 joining, 2 donor, 3 joined, 4 synced"),
-    ("wsrep_local_recv_queue", "atoll_db_galera_recv_queue", "gauge", "Write sets waiting to be applied"),
-    ("wsrep_local_send_queue", "atoll_db_galera_send_queue", "gauge", "Write sets waiting to be sent"),
-];
-
-/// Status counters of one kind under one family with a label: family,
-/// label, help, and each (status variable, label value).
-type Labelled = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
-
-const DB_LABELLED: [Labelled; 3] = [
-    (
-        "atoll_db_statements_total",
-        "kind",
-        "Statements executed, by kind",
-        &[
-            ("Com_select", "select"),
-            ("Com_insert", "insert"),
-            ("Com_update", "update"),
-            ("Com_delete", "delete"),
-            ("Com_replace", "replace"),
-            ("Com_begin", "begin"),
-            ("Com_commit", "commit"),
-            ("Com_rollback", "rollback"),
-        ],
-    ),
-    (
-        "atoll_db_innodb_rows_total",
-        "operation",
-        "InnoDB row operations",
-        &[
-            ("Innodb_rows_read", "read"),
-            ("Innodb_rows_inserted", "inserted"),
-            ("Innodb_rows_updated", "updated"),
-            ("Innodb_rows_deleted", "deleted"),
-        ],
-    ),
-    (
-        "atoll_db_galera_conflicts_total",
-        "cause",
-        "Galera transactions lost to a conflict",
-        &[("wsrep_local_cert_failures", "certification"), ("wsrep_local_bf_aborts", "brute_force_abort")],
-    ),
-];
-
 fn db_metrics(out: &mut Out, id: &atoll_core::DbId, status: Option<&HashMap<String, String>>) {
     let base = [("cluster", id.cluster.as_str()), ("server", id.name.as_str())];
     out.family("atoll_db_up", "gauge", "1 when the agent could read the server's status, else 0");
     out.sample("atoll_db_up", &base, if status.is_some() { 1.0 } else { 0.0 });
-    let Some(status) = status else { return };
-    let num = |var: &str| status.get(var).and_then(|v| v.parse::<f64>().ok());
-    for (var, name, kind, help) in DB_SERIES {
-        if let Some(v) = num(var) {
-            out.family(name, kind, help);
-            out.sample(name, &base, v);
-        }
-    }
-    // A fraction since the last FLUSH STATUS, not a counter.
-    if let Some(v) = num("wsrep_flow_control_paused") {
-        out.family("atoll_db_galera_flow_control_paused_ratio", "gauge", "Share of time replication was paused by flow control");
-        out.sample("atoll_db_galera_flow_control_paused_ratio", &base, v);
-    }
-    for (name, label, help, vars) in DB_LABELLED {
-        out.family(name, "counter", help);
-        for (var, value) in vars {
-            if let Some(v) = num(var) {
-                out.sample(name, &[base[0], base[1], (label, value)], v);
-            }
+    for m in status.map(atoll_engine::metrics::from_status).unwrap_or_default() {
+        out.family(m.name, m.kind, m.help);
+        match m.label {
+            Some(label) => out.sample(m.name, &[base[0], base[1], label], m.value),
+            None => out.sample(m.name, &base, m.value),
         }
     }
 }

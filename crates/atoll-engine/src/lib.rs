@@ -14,6 +14,7 @@
 
 pub mod build;
 pub mod config;
+pub mod metrics;
 pub mod params;
 pub mod recovery;
 pub mod sql;

@@ -1,0 +1,130 @@
+//! Which of the engine's status counters a host's metrics carry, under
+//! which names: the agent reads `SHOW GLOBAL STATUS` and renders what this
+//! returns; only this crate knows the counters' names.
+
+use std::collections::HashMap;
+
+/// One metric sample drawn from a server's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusMetric {
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    pub help: &'static str,
+    /// The label that tells samples of one family apart, if any.
+    pub label: Option<(&'static str, &'static str)>,
+    pub value: f64,
+}
+
+/// Status counters as metrics: (status variable, metric, type, help).
+const DB_SERIES: [(&str, &str, &str, &str); 15] = [
+    ("Threads_connected", "atoll_db_connections", "gauge", "Open client connections"),
+    ("Threads_running", "atoll_db_threads_running", "gauge", "Threads executing a statement now"),
+    ("Connections", "atoll_db_connections_total", "counter", "Connection attempts"),
+    ("Aborted_connects", "atoll_db_aborted_connects_total", "counter", "Connection attempts that failed"),
+    ("Questions", "atoll_db_questions_total", "counter", "Statements sent by clients"),
+    ("Slow_queries", "atoll_db_slow_queries_total", "counter", "Statements that took longer than long_query_time"),
+    ("Innodb_buffer_pool_pages_total", "atoll_db_innodb_buffer_pool_pages", "gauge", "Pages in the InnoDB buffer pool"),
+    ("Innodb_buffer_pool_pages_free", "atoll_db_innodb_buffer_pool_free_pages", "gauge", "Free pages in the InnoDB buffer pool"),
+    ("Innodb_buffer_pool_pages_dirty", "atoll_db_innodb_buffer_pool_dirty_pages", "gauge", "Modified pages not yet written"),
+    ("Innodb_buffer_pool_read_requests", "atoll_db_innodb_buffer_pool_read_requests_total", "counter", "Logical page reads"),
+    ("Innodb_buffer_pool_reads", "atoll_db_innodb_buffer_pool_disk_reads_total", "counter", "Page reads the buffer pool could not serve"),
+    ("wsrep_cluster_size", "atoll_db_galera_cluster_size", "gauge", "Nodes in this node's Galera component"),
+    ("wsrep_local_state", "atoll_db_galera_local_state", "gauge", "Galera state: 1 joining, 2 donor, 3 joined, 4 synced"),
+    ("wsrep_local_recv_queue", "atoll_db_galera_recv_queue", "gauge", "Write sets waiting to be applied"),
+    ("wsrep_local_send_queue", "atoll_db_galera_send_queue", "gauge", "Write sets waiting to be sent"),
+];
+
+/// Status counters of one kind under one family with a label: family,
+/// label, help, and each (status variable, label value).
+type Labelled = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const DB_LABELLED: [Labelled; 3] = [
+    (
+        "atoll_db_statements_total",
+        "kind",
+        "Statements executed, by kind",
+        &[
+            ("Com_select", "select"),
+            ("Com_insert", "insert"),
+            ("Com_update", "update"),
+            ("Com_delete", "delete"),
+            ("Com_replace", "replace"),
+            ("Com_begin", "begin"),
+            ("Com_commit", "commit"),
+            ("Com_rollback", "rollback"),
+        ],
+    ),
+    (
+        "atoll_db_innodb_rows_total",
+        "operation",
+        "InnoDB row operations",
+        &[
+            ("Innodb_rows_read", "read"),
+            ("Innodb_rows_inserted", "inserted"),
+            ("Innodb_rows_updated", "updated"),
+            ("Innodb_rows_deleted", "deleted"),
+        ],
+    ),
+    (
+        "atoll_db_galera_conflicts_total",
+        "cause",
+        "Galera transactions lost to a conflict",
+        &[("wsrep_local_cert_failures", "certification"), ("wsrep_local_bf_aborts", "brute_force_abort")],
+    ),
+];
+
+/// The metrics a server's `SHOW GLOBAL STATUS` answer gives; counters the
+/// server does not report (an older version, Galera off) are left out.
+pub fn from_status(status: &HashMap<String, String>) -> Vec<StatusMetric> {
+    let num = |var: &str| status.get(var).and_then(|v| v.parse::<f64>().ok());
+    let mut out = Vec::new();
+    for (var, name, kind, help) in DB_SERIES {
+        if let Some(value) = num(var) {
+            out.push(StatusMetric { name, kind, help, label: None, value });
+        }
+    }
+    // A share of time since the last FLUSH STATUS, not a counter.
+    if let Some(value) = num("wsrep_flow_control_paused") {
+        out.push(StatusMetric {
+            name: "atoll_db_galera_flow_control_paused_ratio",
+            kind: "gauge",
+            help: "Share of time replication was paused by flow control",
+            label: None,
+            value,
+        });
+    }
+    for (name, label, help, vars) in DB_LABELLED {
+        for (var, label_value) in vars {
+            if let Some(value) = num(var) {
+                out.push(StatusMetric { name, kind: "counter", help, label: Some((label, label_value)), value });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_become_named_metrics() {
+        let status: HashMap<String, String> = [
+            ("Com_insert", "3"),
+            ("wsrep_cluster_size", "3"),
+            ("wsrep_flow_control_paused", "0.25"),
+            ("Uptime", "9"),
+            ("Slow_queries", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let m = from_status(&status);
+        assert!(m.iter().any(|m| m.name == "atoll_db_statements_total" && m.label == Some(("kind", "insert")) && m.value == 3.0));
+        assert!(m.iter().any(|m| m.name == "atoll_db_galera_cluster_size" && m.kind == "gauge" && m.value == 3.0));
+        assert!(m.iter().any(|m| m.name == "atoll_db_galera_flow_control_paused_ratio" && m.value == 0.25));
+        assert!(!m.iter().any(|m| m.name == "atoll_db_slow_queries_total"), "an unreadable value is left out");
+        assert_eq!(m.len(), 3);
+    }
+}
