@@ -98,7 +98,7 @@ pub fn collect() -> HostFacts {
 
 /// Reads a whole text file, logging (not propagating) failure: every fact
 /// source is optional.
-fn read(path: impl AsRef<Path>) -> Option<String> {
+pub(crate) fn read(path: impl AsRef<Path>) -> Option<String> {
     let path = path.as_ref();
     match std::fs::read_to_string(path) {
         Ok(text) => Some(text),

@@ -11,6 +11,8 @@ use std::fmt::Write;
 
 use atoll_core::Mount;
 
+use crate::facts::read;
+
 /// /proc/stat counts in USER_HZ, which the kernel fixes at 100 for every
 /// architecture it exports it on, whatever its internal tick.
 const USER_HZ: f64 = 100.0;
@@ -117,10 +119,6 @@ fn db_metrics(out: &mut Out, id: &atoll_core::DbId, status: Option<&HashMap<Stri
 
 /// A metric family drawn from one parsed record: name, help, value.
 type Series<T, V> = (&'static str, &'static str, fn(&T) -> V);
-
-fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
 
 /// Text-format writer: families in the order first named, one `HELP` and
 /// `TYPE` each however many servers add samples, escaped label values.

@@ -123,7 +123,7 @@ async fn connect_all(topo: &Topology, settings: &Settings, progress: Progress<'_
                 if let Some(fp) = &session.learned {
                     progress(&format!("{}: added its host key {fp} to {}", n.node.name, n.ssh.known_hosts.display()));
                 }
-                remotes.push(Remote { spec: n.clone(), session, dirs: NodeDirs::new(&n.base_dir) });
+                remotes.push(Remote { spec: n.clone(), session, dirs: NodeDirs::new(&n.base_dir), systemd: false });
             }
             Err(e) => problems.push(e.to_string()),
         }
@@ -158,10 +158,11 @@ enum Binary {
 }
 
 /// Step 1: the binary is on every node (staged where it differs) and
-/// every node passes its checks. Returns how each node's binary stands.
+/// every node passes its checks. Returns how each node's binary stands,
+/// and notes on each remote whether systemd runs there.
 async fn plan(
     topo: &Topology,
-    remotes: &[Remote],
+    remotes: &mut [Remote],
     sha: &str,
     settings: &Settings,
     progress: Progress<'_>,
@@ -194,12 +195,13 @@ async fn plan(
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     let mut problems = Vec::new();
-    for (i, (r, b)) in remotes.iter().zip(&staged).enumerate() {
+    for (i, (r, b)) in remotes.iter_mut().zip(&staged).enumerate() {
         let bin = match b {
             Binary::Installed => r.dirs.bin().display().to_string(),
             Binary::Staged(p) => p.clone(),
         };
         let probe = r.probe(&bin, &topo.data_dir, &ports, &[metadb_dir(topo, i)]).await?;
+        r.systemd = probe.systemd;
         let name = r.name();
         let running = !probe.ours.is_empty();
         if let (Binary::Staged(_), true) = (b, running) {
@@ -260,8 +262,8 @@ pub async fn deploy(topo: &Topology, settings: &Settings, progress: Progress<'_>
     let mut state = State::load(&settings.state_dir)?;
     let sha = sha256_file(&settings.exe)?;
     progress(&format!("connecting to {} node(s) over SSH", topo.nodes.len()));
-    let remotes = connect_all(topo, settings, progress).await?;
-    let binaries = plan(topo, &remotes, &sha, settings, progress).await?;
+    let mut remotes = connect_all(topo, settings, progress).await?;
+    let binaries = plan(topo, &mut remotes, &sha, settings, progress).await?;
     let plan_s = started.elapsed().as_secs_f64();
 
     let mut changes = Vec::new();
@@ -271,9 +273,7 @@ pub async fn deploy(topo: &Topology, settings: &Settings, progress: Progress<'_>
             changes.push(format!("{}: atoll installed at {} (sha256 {})", r.name(), r.dirs.bin().display(), &sha[..12]));
         }
     }
-    let how = remotes.iter().map(|r| (r.name().to_string(), false)).collect();
-    let mut launcher = SshLauncher { remotes, how, changes: Vec::new() };
-    launcher.how = systemd_per_node(&launcher).await;
+    let mut launcher = SshLauncher { remotes, changes: Vec::new() };
 
     let opts = Options {
         work_dir: settings.state_dir.clone(),
@@ -325,15 +325,6 @@ fn fail_point() {
     }
 }
 
-async fn systemd_per_node(launcher: &SshLauncher) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    for r in &launcher.remotes {
-        let has = r.session.run("test -d /run/systemd/system", None).await.map(|o| o.status == 0).unwrap_or(false);
-        out.push((r.name().to_string(), has));
-    }
-    out
-}
-
 /// Where the bootstrap server listens: the topology's choice, else this
 /// machine's address on the route to the first node (a UDP "connect"
 /// sends nothing) and any free port.
@@ -382,8 +373,7 @@ pub async fn destroy(topo: &Topology, settings: &Settings, progress: Progress<'_
     }
     // Nodes in parallel: each waits for its MetaDB node's clean shutdown.
     let per_node = futures::future::join_all(remotes.iter().enumerate().map(|(i, r)| async move {
-        let bin = crate::ssh::quote(&r.dirs.bin().display().to_string());
-        if r.session.run(&format!("test -x {bin}"), None).await?.status != 0 {
+        if r.session.run(&format!("test -x {}", crate::remote::q(&r.dirs.bin())), None).await?.status != 0 {
             progress(&format!("{}: nothing of Atoll's there", r.name()));
             return Ok(Vec::new());
         }

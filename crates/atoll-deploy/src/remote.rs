@@ -19,9 +19,12 @@ pub struct Remote {
     pub spec: RemoteNode,
     pub session: Session,
     pub dirs: NodeDirs,
+    /// Whether systemd runs there (from the probe): services become units.
+    pub systemd: bool,
 }
 
-fn q(p: &Path) -> String {
+/// A path as one shell word.
+pub(crate) fn q(p: &Path) -> String {
     quote(&p.display().to_string())
 }
 
@@ -137,8 +140,6 @@ impl Remote {
 /// The platform's processes as services on nodes reached over SSH.
 pub struct SshLauncher {
     pub remotes: Vec<Remote>,
-    /// "systemd units" or "supervised processes (no systemd)", per node.
-    pub how: Vec<(String, bool)>,
     /// What this run changed, one line each.
     pub changes: Vec<String>,
 }
@@ -185,8 +186,8 @@ impl SshLauncher {
 #[async_trait]
 impl Launcher for SshLauncher {
     fn describe(&self) -> String {
-        let systemd = self.how.iter().filter(|(_, s)| *s).map(|(n, _)| n.as_str()).collect::<Vec<_>>();
-        let plain = self.how.iter().filter(|(_, s)| !*s).map(|(n, _)| n.as_str()).collect::<Vec<_>>();
+        let systemd = self.remotes.iter().filter(|r| r.systemd).map(Remote::name).collect::<Vec<_>>();
+        let plain = self.remotes.iter().filter(|r| !r.systemd).map(Remote::name).collect::<Vec<_>>();
         match (systemd.is_empty(), plain.is_empty()) {
             (false, true) => "systemd units".into(),
             (true, _) => "supervised background processes (`atoll node supervise`: no systemd runs on the nodes)".into(),

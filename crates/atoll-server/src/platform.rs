@@ -104,7 +104,6 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         if was_leading && !leading {
             tracing::warn!("this server stopped running the controllers: its lease could not be renewed before its own deadline");
         }
-        metrics::gauge!("atoll_leader").set(if leading { 1.0 } else { 0.0 });
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
@@ -130,13 +129,11 @@ fn on_lease(state: &AppState, lease: &LeaseRecord, asked: Instant, lease_ms: u64
             tracing::info!(generation = lease.generation, "this server now runs the controllers");
             metrics::counter!("atoll_leader_acquired_total").increment(1);
         }
-        metrics::gauge!("atoll_leader").set(1.0);
         *state.platform.held() = Some(Held { fence: lease.fence(), until });
     } else {
         if was.is_some() {
             tracing::warn!(holder = %lease.holder, generation = lease.generation, "another server runs the controllers now");
         }
-        metrics::gauge!("atoll_leader").set(0.0);
         *state.platform.held() = None;
     }
 }
