@@ -381,7 +381,7 @@ async fn create_account(admin: &ClusterCredentials, password: &str) -> Result<()
     // A copy cut off by an earlier run's end left part of the rows:
     // servers start on MetaDB only after a whole copy, so nothing else is
     // in there, and it starts afresh.
-    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{METADB_DATABASE}`"))).await.map_err(fail)?;
+    conn.execute(sqlx::AssertSqlSafe(atoll_engine::sql::drop_database(METADB_DATABASE))).await.map_err(fail)?;
     for statement in atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password) {
         conn.execute(sqlx::AssertSqlSafe(statement)).await.map_err(fail)?;
     }

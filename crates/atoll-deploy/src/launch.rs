@@ -34,6 +34,47 @@ pub trait Launcher: Send {
     }
 }
 
+/// The agent's arguments on `node`: every launcher starts it the same way
+/// (the join token goes in its environment, `ATOLL_JOIN_TOKEN`).
+pub(crate) fn agent_args(layout: &Layout, node: &Node, servers: &[String], data_dir: &Path) -> Vec<String> {
+    vec![
+        "agent".into(),
+        "--server".into(),
+        servers.join(","),
+        "--listen".into(),
+        std::net::SocketAddr::new(node.address, layout.agent_port).to_string(),
+        "--name".into(),
+        node.name.clone(),
+        "--zone".into(),
+        node.zone.clone(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ]
+}
+
+/// A node's server files under `dir`: the configuration (pointing at
+/// `dir` and its key file) as TOML, and the paths of the key and config
+/// files; the server runs `server --config CONFIG`.
+pub(crate) struct ServerFiles {
+    pub key_file: PathBuf,
+    pub config_file: PathBuf,
+    pub config_text: String,
+}
+
+impl ServerFiles {
+    pub(crate) fn new(mut config: ServerConfig, dir: &Path) -> Result<Self, String> {
+        let key_file = dir.join("platform.key");
+        config.data_dir = dir.to_path_buf();
+        config.secret_key_file = Some(key_file.clone());
+        let config_text = toml::to_string(&config).map_err(|e| e.to_string())?;
+        Ok(Self { key_file, config_file: dir.join("atoll.toml"), config_text })
+    }
+
+    pub(crate) fn args(&self) -> Vec<String> {
+        vec!["server".into(), "--config".into(), self.config_file.display().to_string()]
+    }
+}
+
 /// Which of a node's processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -188,35 +229,19 @@ impl Launcher for LocalLauncher {
     async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError> {
         let dir = self.node_dir(&node.name);
         std::fs::create_dir_all(&dir).map_err(|e| DeployError::step("start agent", Some(&node.name), e.to_string()))?;
-        let args: Vec<OsString> = vec![
-            "agent".into(),
-            "--server".into(),
-            servers.join(",").into(),
-            "--listen".into(),
-            std::net::SocketAddr::new(node.address, layout.agent_port).to_string().into(),
-            "--name".into(),
-            node.name.clone().into(),
-            "--zone".into(),
-            node.zone.clone().into(),
-            "--data-dir".into(),
-            dir.join("agent").into(),
-        ];
+        let args = agent_args(layout, node, servers, &dir.join("agent")).into_iter().map(OsString::from).collect();
         let env = vec![("ATOLL_JOIN_TOKEN".to_string(), join_token.to_string())];
         self.launch(&node.name, Role::Agent, args, env, dir.join("agent.log"))
     }
 
-    async fn start_server(&mut self, node: &Node, mut config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
+    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
         let fail = |e: String| DeployError::step("start server", Some(&node.name), e);
         let dir = self.node_dir(&node.name).join("server");
         std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-        let key_file = dir.join("platform.key");
-        write_private(&key_file, key).map_err(fail)?;
-        config.data_dir = dir.clone();
-        config.secret_key_file = Some(key_file);
-        let text = toml::to_string(&config).map_err(|e| fail(e.to_string()))?;
-        let config_file = dir.join("atoll.toml");
-        write_private(&config_file, text.as_bytes()).map_err(fail)?;
-        let args: Vec<OsString> = vec!["server".into(), "--config".into(), config_file.into()];
+        let files = ServerFiles::new(config, &dir).map_err(fail)?;
+        write_private(&files.key_file, key).map_err(fail)?;
+        write_private(&files.config_file, files.config_text.as_bytes()).map_err(fail)?;
+        let args = files.args().into_iter().map(OsString::from).collect();
         let log = self.node_dir(&node.name).join("server.log");
         self.launch(&node.name, Role::Server, args, Vec::new(), log)
     }

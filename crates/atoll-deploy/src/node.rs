@@ -266,14 +266,20 @@ async fn end_orphans(dirs: &NodeDirs, s: Service) {
             argv.next().is_some_and(|a| a == bin) && argv.next().is_some_and(|a| a == s.as_str())
         })
         .collect();
-    for pid in &orphans {
+    terminate(&orphans, Duration::from_secs(15)).await;
+}
+
+/// SIGTERM to each of `pids`, then SIGKILL to those still alive after
+/// `grace`.
+async fn terminate(pids: &[u32], grace: Duration) {
+    for pid in pids {
         let _ = signal(*pid, Signal::Term);
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while orphans.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for pid in orphans.iter().filter(|p| alive(**p)) {
+    for pid in pids.iter().filter(|p| alive(**p)) {
         let _ = signal(*pid, Signal::Kill);
     }
 }
@@ -337,6 +343,13 @@ fn note(log: &mut std::fs::File, line: &str) {
     let _ = writeln!(log, "atoll-supervise: {line}");
 }
 
+/// What a service runs: the installed binary with its spec.
+fn service_command(dirs: &NodeDirs, spec: &ServiceSpec) -> std::process::Command {
+    let mut cmd = std::process::Command::new(dirs.bin());
+    cmd.args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
 /// `atoll node run` (systemd's `ExecStart`): becomes the service's process.
 pub fn exec(dirs: &NodeDirs, s: Service) -> String {
     use std::os::unix::process::CommandExt;
@@ -347,7 +360,7 @@ pub fn exec(dirs: &NodeDirs, s: Service) -> String {
     if let Err(e) = std::fs::write(dirs.running(s), spec.hash()) {
         return format!("cannot write {}: {e}", dirs.running(s).display());
     }
-    let e = std::process::Command::new(dirs.bin()).args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v))).exec();
+    let e = service_command(dirs, &spec).exec();
     format!("cannot run {}: {e}", dirs.bin().display())
 }
 
@@ -366,9 +379,7 @@ pub async fn supervise(dirs: &NodeDirs, s: Service) -> Result<(), String> {
         let spec = read_spec(dirs, s)?;
         let out = log.try_clone().map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new(dirs.bin())
-            .args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        let mut child = tokio::process::Command::from(service_command(dirs, &spec))
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -436,15 +447,8 @@ pub async fn stop(dirs: &NodeDirs, s: Service) -> Result<(), String> {
         }
         return Ok(());
     }
-    let Some(pid) = supervisor(dirs, s) else { return Ok(()) };
-    signal(pid, Signal::Term).map_err(|e| format!("cannot stop the {} supervisor ({pid}): {e}", s.as_str()))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(pid) {
-        if Instant::now() > deadline {
-            let _ = signal(pid, Signal::Kill);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Some(pid) = supervisor(dirs, s) {
+        terminate(&[pid], Duration::from_secs(20)).await;
     }
     Ok(())
 }
@@ -456,22 +460,7 @@ pub async fn destroy(dirs: &NodeDirs, extra: &[PathBuf]) -> Result<Vec<String>, 
     for s in Service::ALL {
         stop(dirs, s).await?;
     }
-    let mut left = ours(dirs, extra);
-    for pid in &left {
-        let _ = signal(*pid, Signal::Term);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !left.is_empty() {
-        if Instant::now() > deadline {
-            for pid in &left {
-                let _ = signal(*pid, Signal::Kill);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        left.retain(|p| alive(*p));
-    }
+    terminate(&ours(dirs, extra), Duration::from_secs(20)).await;
     let mut removed = Vec::new();
     for path in dirs.owned().iter().chain(extra) {
         if path.exists() {

@@ -9,7 +9,7 @@ use atoll_server::ServerConfig;
 use sha2::Digest;
 
 use crate::DeployError;
-use crate::launch::Launcher;
+use crate::launch::{Launcher, ServerFiles, agent_args};
 use crate::layout::{Layout, Node};
 use crate::node::{NodeDirs, NodeProbe, Service, ServiceSpec, Started};
 use crate::ssh::{Session, quote};
@@ -164,19 +164,7 @@ impl SshLauncher {
         let node = &r.spec.node;
         ServiceSpec {
             node: node.name.clone(),
-            args: vec![
-                "agent".into(),
-                "--server".into(),
-                servers.join(","),
-                "--listen".into(),
-                std::net::SocketAddr::new(node.address, layout.agent_port).to_string(),
-                "--name".into(),
-                node.name.clone(),
-                "--zone".into(),
-                node.zone.clone(),
-                "--data-dir".into(),
-                r.dirs.agent().display().to_string(),
-            ],
+            args: agent_args(layout, node, servers, &r.dirs.agent()),
             env: vec![("ATOLL_JOIN_TOKEN".into(), join_token.into())],
             inputs: String::new(),
         }
@@ -205,25 +193,15 @@ impl Launcher for SshLauncher {
         Ok(())
     }
 
-    async fn start_server(&mut self, node: &Node, mut config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
+    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
         let r = self.remote(node)?;
-        let dir = r.dirs.server();
-        let key_file = dir.join("platform.key");
-        config.data_dir = dir.clone();
-        config.secret_key_file = Some(key_file.clone());
-        let text = toml::to_string(&config).map_err(|e| DeployError::step("start server", Some(&node.name), e.to_string()))?;
-        let config_file = dir.join("atoll.toml");
-        r.put_private(&key_file, key).await?;
-        r.put_private(&config_file, text.as_bytes()).await?;
+        let files = ServerFiles::new(config, &r.dirs.server()).map_err(|e| DeployError::step("start server", Some(&node.name), e))?;
+        r.put_private(&files.key_file, key).await?;
+        r.put_private(&files.config_file, files.config_text.as_bytes()).await?;
         let mut inputs = sha2::Sha256::new();
         inputs.update(key);
-        inputs.update(text.as_bytes());
-        let spec = ServiceSpec {
-            node: node.name.clone(),
-            args: vec!["server".into(), "--config".into(), config_file.display().to_string()],
-            env: Vec::new(),
-            inputs: hex::encode(inputs.finalize()),
-        };
+        inputs.update(files.config_text.as_bytes());
+        let spec = ServiceSpec { node: node.name.clone(), args: files.args(), env: Vec::new(), inputs: hex::encode(inputs.finalize()) };
         let started = r.service(Service::Server, &spec).await?;
         self.record(&node.name, Service::Server, started);
         Ok(())

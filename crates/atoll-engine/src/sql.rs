@@ -75,6 +75,11 @@ pub fn create_accounts(admin: (&str, &str), monitor: (&str, &str), hostname: &st
 /// its servers use, allowed that database only (from anywhere: each server
 /// reaches it through its own node's proxy). Idempotent (a resumed
 /// deploy runs it again); `password` must be free of quotes.
+/// Drops a database and everything in it.
+pub fn drop_database(database: &str) -> String {
+    format!("DROP DATABASE IF EXISTS `{database}`")
+}
+
 pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String> {
     vec![
         // An anonymous account matches local connections before ours does.

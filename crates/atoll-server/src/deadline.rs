@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,14 +22,15 @@ pub const OUTCOME_UNKNOWN: &str =
 /// The bound for one request: file transfers stream for as long as they
 /// need; a routing long-poll waits its own time first.
 fn limit(req: &Request) -> Option<Duration> {
-    let path = req.uri().path();
-    if path.starts_with("/agent/v1/packages/") || (path == "/api/v1/packages" && req.method() == Method::POST) {
-        return None;
+    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    match route {
+        Some("/agent/v1/packages/{sha256}") => None,
+        Some("/api/v1/packages") if req.method() == Method::POST => None,
+        Some("/api/v1/clusters/{name}/routing") if req.uri().query().is_some_and(|q| q.contains("wait_ms")) => {
+            Some(crate::clusters::routing::MAX_WAIT + REQUEST_DEADLINE)
+        }
+        _ => Some(REQUEST_DEADLINE),
     }
-    if path.ends_with("/routing") && req.uri().query().is_some_and(|q| q.contains("wait_ms")) {
-        return Some(crate::clusters::routing::MAX_WAIT + REQUEST_DEADLINE);
-    }
-    Some(REQUEST_DEADLINE)
 }
 
 pub async fn bound(req: Request, next: Next) -> Response {
