@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod db;
+pub mod metrics;
 pub mod packages;
 pub mod proxy;
 pub mod routing;

@@ -49,8 +49,36 @@ pub fn ago(now: UnixMs, then: UnixMs) -> String {
     }
 }
 
+/// Milliseconds of a duration written as a number and a unit: `500ms`,
+/// `10s`, `15m`, `6h`, `7d`, `2w`; what the metrics API and CLI take.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration; write a number and a unit, e.g. 90s, 15m, 6h, 7d"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(format!("`{text}` has no known unit; use ms, s, m, h, d or w")),
+    };
+    n.checked_mul(unit_ms).ok_or_else(|| format!("`{text}` is too long"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration_ms("15m"), Ok(900_000));
+        assert_eq!(super::parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(super::parse_duration_ms("7d"), Ok(604_800_000));
+        assert!(super::parse_duration_ms("7").unwrap_err().contains("unit"));
+        assert!(super::parse_duration_ms("h").unwrap_err().contains("not a duration"));
+    }
+
     #[test]
     fn formats() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");

@@ -17,7 +17,7 @@ pub struct StatusMetric {
 }
 
 /// Status counters as metrics: (status variable, metric, type, help).
-const DB_SERIES: [(&str, &str, &str, &str); 15] = [
+const DB_SERIES: [(&str, &str, &str, &str); 16] = [
     ("Threads_connected", "atoll_db_connections", "gauge", "Open client connections"),
     ("Threads_running", "atoll_db_threads_running", "gauge", "Threads executing a statement now"),
     ("Connections", "atoll_db_connections_total", "counter", "Connection attempts"),
@@ -33,6 +33,9 @@ const DB_SERIES: [(&str, &str, &str, &str); 15] = [
     ("wsrep_local_state", "atoll_db_galera_local_state", "gauge", "Galera state: 1 joining, 2 donor, 3 joined, 4 synced"),
     ("wsrep_local_recv_queue", "atoll_db_galera_recv_queue", "gauge", "Write sets waiting to be applied"),
     ("wsrep_local_send_queue", "atoll_db_galera_send_queue", "gauge", "Write sets waiting to be sent"),
+    // Each write transaction commits locally on exactly one node: summed
+    // over a cluster's nodes, its rate is the cluster's write TPS.
+    ("wsrep_local_commits", "atoll_db_galera_local_commits_total", "counter", "Write transactions committed by clients of this node"),
 ];
 
 /// Status counters of one kind under one family with a label: family,

@@ -45,6 +45,23 @@ pub struct ServerConfig {
     /// server of one platform must share it. Default `DATA_DIR/platform.key`
     /// (made on the first start).
     pub secret_key_file: Option<PathBuf>,
+    /// MonitorDB: `sqlite://PATH` or `mysql://…`; default
+    /// `DATA_DIR/monitor.db`, a file apart from MetaDB.
+    pub monitordb_url: Option<String>,
+    /// How often every agent, proxy and server is scraped.
+    pub scrape_interval_ms: u64,
+    /// A scrape taking longer is abandoned and its target marked down.
+    pub scrape_timeout_ms: u64,
+    /// How long raw samples, minute rollups and hour rollups are kept.
+    pub retention_raw_days: u32,
+    pub retention_minute_days: u32,
+    pub retention_hour_days: u32,
+    /// Disk MonitorDB may take (MiB); past it the oldest raw data goes
+    /// first. 0: no limit but the disk's.
+    pub monitordb_max_mb: u64,
+    /// How often new samples are written to MonitorDB: what a crash of the
+    /// scraping server can lose.
+    pub monitordb_flush_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +83,14 @@ impl Default for ServerConfig {
             host_data_dir: "/var/lib/atoll/db".into(),
             profile: "production".into(),
             secret_key_file: None,
+            monitordb_url: None,
+            scrape_interval_ms: 10_000,
+            scrape_timeout_ms: 5_000,
+            retention_raw_days: 8,
+            retention_minute_days: 30,
+            retention_hour_days: 400,
+            monitordb_max_mb: 0,
+            monitordb_flush_s: 60,
         }
     }
 }
@@ -79,6 +104,20 @@ impl ServerConfig {
 
     pub fn secret_key_file(&self) -> PathBuf {
         self.secret_key_file.clone().unwrap_or_else(|| self.data_dir.join("platform.key"))
+    }
+
+    pub fn monitor_config(&self) -> atoll_monitor::MonitorConfig {
+        const DAY: i64 = 86_400_000;
+        atoll_monitor::MonitorConfig {
+            retention: atoll_monitor::Retention {
+                raw_ms: i64::from(self.retention_raw_days) * DAY,
+                minute_ms: i64::from(self.retention_minute_days) * DAY,
+                hour_ms: i64::from(self.retention_hour_days) * DAY,
+            },
+            flush_every: std::time::Duration::from_secs(self.monitordb_flush_s),
+            max_disk_bytes: (self.monitordb_max_mb > 0).then(|| self.monitordb_max_mb.saturating_mul(1 << 20)),
+            ..atoll_monitor::MonitorConfig::default()
+        }
     }
 
     pub fn public_url(&self) -> String {
@@ -104,6 +143,26 @@ impl ServerConfig {
             );
         }
         self.profile.parse::<atoll_plan::profile::ProfileName>()?;
+        if self.scrape_interval_ms < 1_000 || self.scrape_timeout_ms == 0 || self.scrape_timeout_ms >= self.scrape_interval_ms {
+            anyhow::bail!(
+                "scrape_interval_ms ({}) must be at least 1000 and scrape_timeout_ms ({}) above 0 and below it, or scrapes overlap",
+                self.scrape_interval_ms,
+                self.scrape_timeout_ms
+            );
+        }
+        if !(self.retention_raw_days <= self.retention_minute_days && self.retention_minute_days <= self.retention_hour_days)
+            || self.retention_raw_days == 0
+        {
+            anyhow::bail!(
+                "retention must grow with coarser data and keep raw samples at least a day: raw {} ≤ minute {} ≤ hour {} days",
+                self.retention_raw_days,
+                self.retention_minute_days,
+                self.retention_hour_days
+            );
+        }
+        if self.monitordb_flush_s == 0 {
+            anyhow::bail!("monitordb_flush_s must be at least 1");
+        }
         if let Some(url) = &self.metadb_read_url
             && !(url.starts_with("mysql://") || url.starts_with("mariadb://"))
         {

@@ -17,6 +17,7 @@ mod join;
 mod liveness;
 pub mod logcount;
 mod metrics_layer;
+mod monitoring;
 mod packages;
 mod platform;
 mod registry;
@@ -124,6 +125,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     // the address we got (a `:0` listen gets its port only now).
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
+    let monitoring = monitoring::Monitoring::open(&config).await?;
     let state = AppState::new(
         store,
         Inner {
@@ -134,6 +136,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             routing: tokio::sync::watch::Sender::new(0),
             platform: platform::Platform::new(url),
             beats: beats::Beats::default(),
+            monitoring,
         },
     );
     let _ = slot.set(state.clone());
@@ -145,12 +148,18 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     tokio::spawn(platform::run(state.clone(), shutdown.clone()));
     tokio::spawn(beats::run(state.clone(), shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
+    let monitoring = tokio::spawn(monitoring::run(state.clone(), shutdown.clone()));
     let app = router(state.clone(), replica);
     let done = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(anyhow::Error::from)?;
+        // MonitorDB's last flush: the samples since the previous one.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), monitoring).await.is_err() {
+            tracing::warn!("MonitorDB's last flush did not finish within 10 s; recent samples are lost");
+        }
+        Ok(())
     });
     Ok(Running { addr, admin_password, state, done })
 }
@@ -200,5 +209,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             metrics::gauge!("atoll_hosts", "status" => status.as_str()).set(n as f64);
         }
     }
+    state.monitoring.record_stats();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

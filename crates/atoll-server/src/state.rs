@@ -33,6 +33,8 @@ pub struct Inner {
     pub platform: crate::platform::Platform,
     /// Heartbeats waiting for the next batched write.
     pub beats: crate::beats::Beats,
+    /// MonitorDB and the scrape targets.
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
 }
 
 impl Deref for AppState {

@@ -145,6 +145,13 @@ impl Default for ServerOpts {
                 "1500".into(),
                 "--task-lease-ms".into(),
                 "1500".into(),
+                // Metrics every 2 s, written every 2 s: tests read them soon.
+                "--scrape-interval-ms".into(),
+                "2000".into(),
+                "--scrape-timeout-ms".into(),
+                "1500".into(),
+                "--monitordb-flush-s".into(),
+                "2".into(),
             ],
             env: Vec::new(),
             netns: None,

@@ -52,6 +52,29 @@ pub struct ServerArgs {
     /// must use the same one (default DATA_DIR/platform.key).
     #[arg(long, env = "ATOLL_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// MonitorDB: sqlite://PATH or mysql://… (default DATA_DIR/monitor.db).
+    #[arg(long, env = "ATOLL_MONITORDB_URL", hide_env_values = true)]
+    monitordb_url: Option<String>,
+    /// How often every agent, proxy and server is scraped (default 10000).
+    #[arg(long, env = "ATOLL_SCRAPE_INTERVAL_MS")]
+    scrape_interval_ms: Option<u64>,
+    #[arg(long, env = "ATOLL_SCRAPE_TIMEOUT_MS")]
+    scrape_timeout_ms: Option<u64>,
+    /// Days raw samples are kept (default 8).
+    #[arg(long, env = "ATOLL_RETENTION_RAW_DAYS")]
+    retention_raw_days: Option<u32>,
+    /// Days minute rollups are kept (default 30).
+    #[arg(long, env = "ATOLL_RETENTION_MINUTE_DAYS")]
+    retention_minute_days: Option<u32>,
+    /// Days hour rollups are kept (default 400).
+    #[arg(long, env = "ATOLL_RETENTION_HOUR_DAYS")]
+    retention_hour_days: Option<u32>,
+    /// Disk MonitorDB may take, in MiB (default 0: no limit but the disk's).
+    #[arg(long, env = "ATOLL_MONITORDB_MAX_MB")]
+    monitordb_max_mb: Option<u64>,
+    /// Seconds between MonitorDB writes (default 60).
+    #[arg(long, env = "ATOLL_MONITORDB_FLUSH_S")]
+    monitordb_flush_s: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -99,8 +122,18 @@ pub async fn serve(a: ServerArgs) -> Res {
         task_lease_ms,
         leader_lease_ms,
         host_data_dir,
-        profile
+        profile,
+        scrape_interval_ms,
+        scrape_timeout_ms,
+        retention_raw_days,
+        retention_minute_days,
+        retention_hour_days,
+        monitordb_max_mb,
+        monitordb_flush_s
     );
+    if a.monitordb_url.is_some() {
+        c.monitordb_url = a.monitordb_url;
+    }
     if a.metadb_url.is_some() {
         c.metadb_url = a.metadb_url;
     }

@@ -136,6 +136,10 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
         assert_eq!(sample(&text, &size), Some(3.0), "{text}");
     }
 
+    // MonitorDB's TPS agrees with the nodes' own counters: a paced write
+    // load through node 1, compared with wsrep_local_commits read directly.
+    tps_series_matches_the_nodes(&p, &cr).await;
+
     // SIGKILL node 3 while a client writes through node 1.
     let victim = view.zones[2].servers[0].status.as_ref().and_then(|s| s.pid).unwrap();
     let mut conn = connect(&cr, IPS[0]).await;
@@ -423,4 +427,68 @@ async fn create_finishes_through_a_server_restart_an_agent_restart_and_a_killed_
             "3"
         );
     }
+}
+
+/// Commits on every node, read directly.
+async fn local_commits(cr: &ClusterCredentials) -> f64 {
+    let mut total = 0.0;
+    for ip in IPS {
+        let v = mariadb(cr, ip, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_LOCAL_COMMITS'");
+        total += v.parse::<f64>().unwrap();
+    }
+    total
+}
+
+async fn tps_series_matches_the_nodes(p: &Platform, cr: &ClusterCredentials) {
+    let c = p.client();
+    let mut conn = connect(cr, IPS[0]).await;
+    conn.execute("CREATE TABLE shop.load (id INT PRIMARY KEY)").await.unwrap();
+    let (before, t0) = (local_commits(cr).await, atoll_core::time::now_ms());
+    let mut ticks = tokio::time::interval(Duration::from_millis(25));
+    for id in 0..480 {
+        ticks.tick().await;
+        conn.execute(sqlx::query("INSERT INTO shop.load VALUES (?)").bind(id)).await.unwrap();
+    }
+    let (after, t1) = (local_commits(cr).await, atoll_core::time::now_ms());
+    let direct = (after - before) / ((t1 - t0) as f64 / 1000.0);
+    assert!(direct > 20.0, "the load ran: {direct} commits/s");
+    // Two scrape intervals (2 s in tests) after the load, then read the
+    // cluster's TPS per 2 s step, per server.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let path = format!(
+        "/api/v1/metrics/query?metric=atoll_db_galera_local_commits_total&match=cluster%3Dorders&fn=rate&agg=sum&by=server&start={}&end={}&step=2s",
+        t0 - 4_000,
+        t1 + 4_000
+    );
+    let answer: atoll_api::metrics::QueryAnswer = c.get(&path).await.unwrap();
+    assert_eq!(answer.resolution, "raw");
+    let series =
+        |server: &str| answer.series.iter().find(|s| s.labels["server"] == server).unwrap_or_else(|| panic!("{server} in {answer:?}"));
+    // Steps whose whole window lies inside the load.
+    let inside: Vec<f64> = answer
+        .timestamps
+        .iter()
+        .zip(&series("orders-1").values)
+        .filter(|(t, _)| **t - 2_000 >= t0 + 1_000 && **t <= t1 - 1_000)
+        .filter_map(|(_, v)| *v)
+        .collect();
+    assert!(inside.len() >= 4, "steps inside the load: {answer:?}");
+    let mut sorted = inside.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    eprintln!("write TPS: direct {direct:.1}/s, MonitorDB median {median:.1}/s over {} steps {inside:?}", inside.len());
+    assert!((median - direct).abs() <= 0.2 * direct, "MonitorDB says {median:.1}/s, the nodes {direct:.1}/s");
+    for other in ["orders-2", "orders-3"] {
+        assert!(series(other).values.iter().flatten().all(|v| *v < 1.0), "{other} took no writes: {:?}", series(other).values);
+    }
+    // Every agent and the server itself are scraped and up.
+    let targets: atoll_api::metrics::TargetsView = c.get("/api/v1/metrics/targets").await.unwrap();
+    assert!(targets.scraping);
+    for ip in IPS {
+        assert!(targets.targets.iter().any(|t| t.job == "agent" && t.url.contains(ip) && t.up == Some(true)), "{ip}: {targets:?}");
+    }
+    assert!(targets.targets.iter().any(|t| t.job == "server" && t.up == Some(true)), "{targets:?}");
+    // A query for something that does not exist is refused, named.
+    let err = c.get::<Value>("/api/v1/metrics/query?metric=atoll_db_nonsense").await.unwrap_err().to_string();
+    assert!(err.contains("unknown metric `atoll_db_nonsense`"), "{err}");
 }

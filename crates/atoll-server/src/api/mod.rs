@@ -6,6 +6,7 @@ mod auth;
 mod check;
 mod clusters;
 mod hosts;
+mod metrics;
 mod packages;
 mod platform;
 mod routing;
@@ -48,6 +49,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(routing::router())
         .merge(platform::router())
         .merge(check::router())
+        .merge(metrics::router())
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     router.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))

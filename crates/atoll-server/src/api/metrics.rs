@@ -1,0 +1,172 @@
+//! `/api/v1/metrics`: what MonitorDB holds, queries over it, and the
+//! scrape targets with their last outcome.
+
+use atoll_api::ErrorBody;
+use atoll_api::metrics::{MetricView, QueryAnswer, QuerySeries, TargetView, TargetsView};
+use atoll_core::time::{now_ms, parse_duration_ms};
+use atoll_monitor::{Matcher, MonitorError, Query};
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_metrics)).routes(routes!(query)).routes(routes!(targets))
+}
+
+/// Every metric MonitorDB holds, with its help text, kind and labels.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", responses((status = 200, body = Vec<MetricView>), (status = 401, body = ErrorBody)))]
+async fn list_metrics(State(state): State<AppState>, _caller: Caller) -> Json<Vec<MetricView>> {
+    Json(
+        state
+            .monitoring
+            .db
+            .metrics()
+            .into_iter()
+            .map(|m| MetricView { name: m.name, kind: m.kind, help: m.help, labels: m.labels, series: m.series })
+            .collect(),
+    )
+}
+
+/// The parameters of a query (documentation; they are read from the raw
+/// query string so that `match` may repeat).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct QueryParams {
+    /// The metric, e.g. `atoll_db_statements_total`.
+    metric: String,
+    /// A label condition: `name=value`, `name!=value`, `name=~regex` or
+    /// `name!~regex`; repeat for several.
+    #[param(rename = "match")]
+    matchers: Option<Vec<String>>,
+    /// Start, unix milliseconds; default `end` minus `range`.
+    start: Option<i64>,
+    /// End, unix milliseconds; default now.
+    end: Option<i64>,
+    /// Length of the range when `start` is not given, e.g. `15m`, `6h`, `7d`; default `1h`.
+    range: Option<String>,
+    /// Spacing of the answer's points, e.g. `30s`; default range / 240, at
+    /// least the resolution read.
+    step: Option<String>,
+    /// `rate`: per-second rate of a counter (resets handled) before any aggregation.
+    #[param(rename = "fn")]
+    func: Option<String>,
+    /// Across series: `sum`, `avg`, `max` or `min`.
+    agg: Option<String>,
+    /// Labels the aggregation keeps apart, comma-separated, e.g. `server`.
+    by: Option<String>,
+}
+
+/// Values of one metric over a time range, per series or aggregated.
+///
+/// The resolution is picked for the range: raw samples up to 6 hours,
+/// minute rollups up to 2 days, hour rollups beyond (and whenever finer
+/// data is past its retention).
+#[utoipa::path(get, path = "/api/v1/metrics/query", tag = "metrics", params(QueryParams),
+    responses((status = 200, body = QueryAnswer), (status = 400, body = ErrorBody, description = "unknown metric, bad matcher, impossible range"),
+        (status = 401, body = ErrorBody)))]
+async fn query(State(state): State<AppState>, _caller: Caller, RawQuery(raw): RawQuery) -> ApiResult<Json<QueryAnswer>> {
+    let now = now_ms();
+    let q = parse_query(raw.as_deref().unwrap_or(""), now).map_err(ApiError::BadRequest)?;
+    let answer = state.monitoring.db.query(&q, now).await.map_err(|e| match e {
+        MonitorError::Query(q) => ApiError::BadRequest(q.to_string()),
+        other => ApiError::Unavailable(other.to_string()),
+    })?;
+    Ok(Json(QueryAnswer {
+        metric: answer.metric,
+        resolution: format!("{:?}", answer.resolution).to_lowercase(),
+        step_ms: answer.step_ms,
+        timestamps: answer.timestamps,
+        series: answer
+            .series
+            .into_iter()
+            .map(|s| QuerySeries { labels: s.labels, values: s.values.into_iter().map(|v| v.filter(|v| v.is_finite())).collect() })
+            .collect(),
+    }))
+}
+
+/// Reads a query string; every problem is named.
+fn parse_query(raw: &str, now: i64) -> Result<Query, String> {
+    let mut metric = None;
+    let (mut matchers, mut start, mut end, mut range, mut step, mut rate, mut agg, mut by) =
+        (Vec::new(), None, None, 3_600_000, None, false, None, Vec::new());
+    let number = |key: &str, v: &str| v.parse::<i64>().map_err(|_| format!("{key}=`{v}` is not a unix time in milliseconds"));
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        let v = value.as_ref();
+        match key.as_ref() {
+            "metric" => metric = Some(v.to_string()),
+            "match" => matchers.push(Matcher::parse(v).map_err(|e| e.to_string())?),
+            "start" => start = Some(number("start", v)?),
+            "end" => end = Some(number("end", v)?),
+            "range" => range = parse_duration_ms(v).map_err(|e| format!("range: {e}"))?,
+            "step" => step = Some(parse_duration_ms(v).map_err(|e| format!("step: {e}"))?),
+            "fn" if v == "rate" => rate = true,
+            "fn" => return Err(format!("fn=`{v}` is unknown; the one function is `rate`")),
+            "agg" => agg = Some(v.parse().map_err(|e: atoll_monitor::QueryError| e.to_string())?),
+            "by" => by = v.split(',').map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
+            other => return Err(format!("unknown parameter `{other}`; use metric, match, start, end, range, step, fn, agg, by")),
+        }
+    }
+    let metric = metric.ok_or("metric is missing: name the metric to read (GET /api/v1/metrics lists them)")?;
+    let end_ms = end.unwrap_or(now);
+    let start_ms = start.unwrap_or(end_ms - range);
+    if !by.is_empty() && agg.is_none() {
+        return Err("by needs agg (sum, avg, max or min)".into());
+    }
+    Ok(Query { metric, matchers, start_ms, end_ms, step_ms: step, rate, agg, by })
+}
+
+/// The scrape targets and how each one's last scrape went.
+#[utoipa::path(get, path = "/api/v1/metrics/targets", tag = "metrics", responses((status = 200, body = TargetsView), (status = 401, body = ErrorBody)))]
+async fn targets(State(state): State<AppState>, _caller: Caller) -> Json<TargetsView> {
+    let targets = state
+        .monitoring
+        .targets()
+        .into_iter()
+        .map(|t| TargetView {
+            job: t.target.job().to_string(),
+            instance: t.target.instance().to_string(),
+            url: t.target.url.clone(),
+            labels: t.target.labels.clone(),
+            up: t.up,
+            last_scrape_ms: t.last_scrape_ms,
+            duration_ms: t.duration_ms,
+            samples: t.samples,
+            error: t.error,
+        })
+        .collect();
+    Json(TargetsView { scraping: state.platform.leading().is_some(), interval_ms: state.config.scrape_interval_ms, targets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_query;
+
+    #[test]
+    fn query_strings() {
+        let q =
+            parse_query("metric=m&match=server%3Dorders-1&match=job!~a|b&range=15m&step=30s&fn=rate&agg=sum&by=server,host", 10_000_000)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((q.start_ms, q.end_ms, q.step_ms, q.rate), (10_000_000 - 900_000, 10_000_000, Some(30_000), true));
+        assert_eq!(q.matchers.len(), 2);
+        assert_eq!(q.by, vec!["server".to_string(), "host".to_string()]);
+        for (bad, says) in [
+            ("match=a%3D1", "metric is missing"),
+            ("metric=m&match=zone", "no operator"),
+            ("metric=m&range=5", "unit"),
+            ("metric=m&fn=irate", "rate"),
+            ("metric=m&agg=median", "median"),
+            ("metric=m&by=server", "needs agg"),
+            ("metric=m&start=yesterday", "unix time"),
+            ("metric=m&limit=5", "unknown parameter `limit`"),
+        ] {
+            let err = parse_query(bad, 0).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}
