@@ -72,6 +72,8 @@ async fn main() -> Result<()> {
         offline_after_ms: OFFLINE_MS,
         leader_lease_ms: LEADER_LEASE_MS,
         task_lease_ms: TASK_LEASE_MS,
+        scrape_interval_ms: 10_000,
+        monitordb_flush_s: 60,
     };
     let mut launcher =
         LocalLauncher::new(&dir, std::fs::canonicalize(&atoll).with_context(|| format!("{} (build it first)", atoll.display()))?);

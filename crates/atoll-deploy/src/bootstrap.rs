@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::DeployError;
 use crate::launch::Launcher;
-use crate::layout::{Layout, METADB_CLUSTER, METADB_DATABASE, METADB_USER};
+use crate::layout::{Layout, METADB_CLUSTER, METADB_DATABASE, METADB_USER, MONITORDB_DATABASE};
 
 /// What every server of the platform is configured with, besides its
 /// node's address and MetaDB URL.
@@ -44,6 +44,10 @@ pub struct Options {
     pub offline_after_ms: u64,
     pub leader_lease_ms: u64,
     pub task_lease_ms: u64,
+    /// How often the leader scrapes metrics, and how often MonitorDB is
+    /// written (what the other servers' charts lag behind by).
+    pub scrape_interval_ms: u64,
+    pub monitordb_flush_s: u64,
 }
 
 impl Options {
@@ -56,6 +60,9 @@ impl Options {
             offline_after_ms: self.offline_after_ms,
             leader_lease_ms: self.leader_lease_ms,
             task_lease_ms: self.task_lease_ms,
+            scrape_interval_ms: self.scrape_interval_ms,
+            scrape_timeout_ms: self.scrape_interval_ms / 2,
+            monitordb_flush_s: self.monitordb_flush_s,
             ..Default::default()
         }
     }
@@ -233,6 +240,7 @@ pub async fn start_servers(
             listen: SocketAddr::new(node.address, layout.server_port),
             metadb_url: Some(layout.metadb_url(node, &boot.metadb_password)),
             metadb_read_url: Some(layout.metadb_replica_url(node, &boot.metadb_password)),
+            monitordb_url: Some(layout.monitordb_url(node, &boot.metadb_password)),
             public_url: Some(layout.server_url(node)),
             ..opts.server_config()
         };
@@ -382,7 +390,10 @@ async fn create_account(admin: &ClusterCredentials, password: &str) -> Result<()
     // servers start on MetaDB only after a whole copy, so nothing else is
     // in there, and it starts afresh.
     conn.execute(sqlx::AssertSqlSafe(atoll_engine::sql::drop_database(METADB_DATABASE))).await.map_err(fail)?;
-    for statement in atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password) {
+    let statements = atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password)
+        .into_iter()
+        .chain(atoll_engine::sql::monitordb_database(MONITORDB_DATABASE, METADB_USER));
+    for statement in statements {
         conn.execute(sqlx::AssertSqlSafe(statement)).await.map_err(fail)?;
     }
     conn.close().await.map_err(fail)?;

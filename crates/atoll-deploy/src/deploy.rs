@@ -284,6 +284,8 @@ pub async fn deploy(topo: &Topology, settings: &Settings, progress: Progress<'_>
         offline_after_ms: settings.offline_after_ms,
         leader_lease_ms: settings.leader_lease_ms,
         task_lease_ms: settings.task_lease_ms,
+        scrape_interval_ms: atoll_server::ServerConfig::default().scrape_interval_ms,
+        monitordb_flush_s: atoll_server::ServerConfig::default().monitordb_flush_s,
     };
     let boot = match state.bootstrapped.clone() {
         Some(b) => {

@@ -15,6 +15,8 @@ pub const METADB_CLUSTER: &str = "atoll-meta";
 /// The database and account the servers use on it.
 pub const METADB_DATABASE: &str = "atoll";
 pub const METADB_USER: &str = "atoll";
+/// MonitorDB's database on the same Galera cluster, apart from MetaDB's.
+pub const MONITORDB_DATABASE: &str = "atoll_monitor";
 
 /// One platform node: it runs a server, an agent, a MetaDB node and a proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +136,15 @@ impl Layout {
     pub fn metadb_url(&self, node: &Node, password: &str) -> String {
         format!("mysql://{METADB_USER}:{password}@{}/{METADB_DATABASE}", std::net::SocketAddr::new(node.address, self.metadb_proxy.rw_port))
     }
+
+    /// MonitorDB the same way: replicated by the same cluster, so the
+    /// metric history survives a node loss as MetaDB does.
+    pub fn monitordb_url(&self, node: &Node, password: &str) -> String {
+        format!(
+            "mysql://{METADB_USER}:{password}@{}/{MONITORDB_DATABASE}",
+            std::net::SocketAddr::new(node.address, self.metadb_proxy.rw_port)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +169,7 @@ mod tests {
         assert!(spec.servers.iter().all(|s| s.ports.sql == 3307));
         assert!(!spec.allow_single_zone);
         assert_eq!(l.metadb_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:6133/atoll");
+        assert_eq!(l.monitordb_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:6133/atoll_monitor");
         assert_eq!(l.metadb_replica_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:3307/atoll");
         assert_eq!(l.server_urls()[2], "http://10.0.0.3:8080");
     }

@@ -91,6 +91,15 @@ pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String
     ]
 }
 
+/// MonitorDB's database beside MetaDB's, for the same account; kept
+/// across redeploys (metric history is not rebuilt from anywhere).
+pub fn monitordb_database(database: &str, user: &str) -> Vec<String> {
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+        format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'"),
+    ]
+}
+
 /// Applies catalog-checked parameters to a running server.
 pub fn set_global(changed: &BTreeMap<String, String>) -> Vec<String> {
     changed.iter().map(|(k, v)| format!("SET GLOBAL {} = {}", params::normalize_key(k), sql_value(v))).collect()

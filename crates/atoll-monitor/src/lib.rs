@@ -119,6 +119,8 @@ struct State {
     /// Chunks a flush is writing now: still visible to queries.
     in_flight: Arc<Vec<StoredChunk>>,
     stats: Stats,
+    /// The newest series recording read from the store.
+    seen_series_ms: i64,
 }
 
 /// MonitorDB: heads in memory over a [`MonitorStore`].
@@ -137,7 +139,7 @@ const MAX_PENDING: usize = 2_000_000;
 impl Monitor {
     /// Loads the series catalogue and metric help from `store`.
     pub async fn open(store: Arc<dyn MonitorStore>, config: MonitorConfig) -> Result<Arc<Monitor>, MonitorError> {
-        let series = store.load_series().await?;
+        let (series, newest) = store.load_series(0).await?;
         let help = store.load_help().await?;
         let mut state = State {
             keys: Vec::new(),
@@ -150,11 +152,11 @@ impl Monitor {
             closed: Vec::new(),
             in_flight: Arc::new(Vec::new()),
             stats: Stats::default(),
+            seen_series_ms: newest,
         };
         for key in series {
-            state.add(key);
+            state.add(key, false);
         }
-        state.new_series.clear();
         Ok(Arc::new(Monitor { store, config, state: Mutex::new(state), writing: tokio::sync::Mutex::new(()) }))
     }
 
@@ -176,7 +178,29 @@ impl Monitor {
         if state.keys.len() >= self.config.max_series {
             return Err(MonitorError::SeriesLimit(state.keys.len()));
         }
-        Ok(state.add(key))
+        Ok(state.add(key, true))
+    }
+
+    /// Picks up series and help texts other servers recorded (another
+    /// server scrapes while this one answers queries). Series recorded in
+    /// the last minute are read again: clocks and commits are not ordered.
+    pub async fn refresh(&self) -> Result<usize, MonitorError> {
+        let since = self.lock().seen_series_ms - 60_000;
+        let (series, newest) = self.store.load_series(since.max(0)).await?;
+        let help = self.store.load_help().await?;
+        let mut state = self.lock();
+        let mut added = 0;
+        for key in series {
+            if !state.by_id.contains_key(&key.id()) && state.keys.len() < self.config.max_series {
+                state.add(key, false);
+                added += 1;
+            }
+        }
+        state.seen_series_ms = state.seen_series_ms.max(newest);
+        for (metric, h) in help {
+            state.help.entry(metric).or_insert(h);
+        }
+        Ok(added)
     }
 
     /// Records what a metric is (from HELP and TYPE lines), when it changed.
@@ -256,7 +280,7 @@ impl Monitor {
     }
 
     async fn write(&self, series: &[SeriesKey], help: &[(String, MetricHelp)], chunks: &[StoredChunk]) -> Result<(), StoreError> {
-        self.store.put_series(series).await?;
+        self.store.put_series(series, now_ms()).await?;
         self.store.put_help(help).await?;
         self.store.put_chunks(chunks).await
     }
@@ -335,6 +359,9 @@ impl Monitor {
             if let Err(e) = self.flush(true).await {
                 tracing::warn!(error = %e, "MonitorDB flush failed; kept in memory for the next one");
             }
+            if let Err(e) = self.refresh().await {
+                tracing::debug!(error = %e, "MonitorDB: cannot read new series");
+            }
             if round.is_multiple_of(10) {
                 if let Err(e) = self.expire(now_ms()).await {
                     tracing::warn!(error = %e, "MonitorDB retention failed");
@@ -392,6 +419,10 @@ impl Monitor {
     /// Runs `q` over stored and in-memory data.
     pub async fn query(&self, q: &Query, now_ms: i64) -> Result<Answer, MonitorError> {
         let mut step = q.validate()?;
+        if !self.lock().by_metric.contains_key(&q.metric) {
+            // Perhaps another server recorded it since our last refresh.
+            self.refresh().await?;
+        }
         let res = query::pick_resolution(q.start_ms, q.end_ms, now_ms, &self.config.retention);
         step = step.max(res.bucket_ms());
         let from = q.start_ms - 2 * step;
@@ -462,13 +493,16 @@ impl Monitor {
 }
 
 impl State {
-    fn add(&mut self, key: SeriesKey) -> SeriesRef {
+    /// Registers a series; `persist` when the store does not have it yet.
+    fn add(&mut self, key: SeriesKey, persist: bool) -> SeriesRef {
         let id = key.id();
         let r = self.keys.len() as u32;
         self.by_metric.entry(key.metric.clone()).or_default().push(r);
         self.by_id.insert(id, r);
         self.heads.push(SeriesHead::new(id));
-        self.new_series.push(key.clone());
+        if persist {
+            self.new_series.push(key.clone());
+        }
         self.keys.push(Arc::new(key));
         SeriesRef(r)
     }

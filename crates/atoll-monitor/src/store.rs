@@ -119,8 +119,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// halfway is simply repeated.
 #[async_trait]
 pub trait MonitorStore: Send + Sync {
-    async fn load_series(&self) -> Result<Vec<SeriesKey>>;
-    async fn put_series(&self, series: &[SeriesKey]) -> Result<()>;
+    /// Series recorded at or after `since_ms` (0: all), and the newest
+    /// recording time seen (for the next call).
+    async fn load_series(&self, since_ms: i64) -> Result<(Vec<SeriesKey>, i64)>;
+    /// Records series as of `now_ms`.
+    async fn put_series(&self, series: &[SeriesKey], now_ms: i64) -> Result<()>;
     async fn load_help(&self) -> Result<Vec<(String, MetricHelp)>>;
     async fn put_help(&self, help: &[(String, MetricHelp)]) -> Result<()>;
     async fn put_chunks(&self, chunks: &[StoredChunk]) -> Result<()>;
@@ -207,7 +210,9 @@ impl SqlMonitorStore {
             Backend::MySql => ("MEDIUMBLOB", ""),
         };
         let statements = [
-            "CREATE TABLE IF NOT EXISTS series (id BIGINT NOT NULL PRIMARY KEY, text TEXT NOT NULL)".to_string(),
+            // `added_ms` lets other servers pick up new series cheaply.
+            "CREATE TABLE IF NOT EXISTS series (id BIGINT NOT NULL PRIMARY KEY, text TEXT NOT NULL, added_ms BIGINT NOT NULL)".to_string(),
+            "CREATE INDEX IF NOT EXISTS series_by_added ON series (added_ms)".to_string(),
             "CREATE TABLE IF NOT EXISTS metric_help (metric VARCHAR(200) NOT NULL PRIMARY KEY, kind VARCHAR(40) NOT NULL, help TEXT NOT NULL)".to_string(),
             // Clustered by series, resolution, start: a query's chunks are
             // one range scan per series.
@@ -226,23 +231,25 @@ impl SqlMonitorStore {
 
 #[async_trait]
 impl MonitorStore for SqlMonitorStore {
-    async fn load_series(&self) -> Result<Vec<SeriesKey>> {
-        let rows = sqlx::query("SELECT text FROM series").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.try_get("text")?;
-                crate::expo::parse_series(&text).map_err(StoreError::Corrupt)
-            })
-            .collect()
+    async fn load_series(&self, since_ms: i64) -> Result<(Vec<SeriesKey>, i64)> {
+        let rows = sqlx::query("SELECT text, added_ms FROM series WHERE added_ms >= ?").bind(since_ms).fetch_all(&self.pool).await?;
+        let mut newest = since_ms;
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let text: String = r.try_get("text")?;
+            newest = newest.max(r.try_get("added_ms")?);
+            keys.push(crate::expo::parse_series(&text).map_err(StoreError::Corrupt)?);
+        }
+        Ok((keys, newest))
     }
 
-    async fn put_series(&self, series: &[SeriesKey]) -> Result<()> {
+    async fn put_series(&self, series: &[SeriesKey], now_ms: i64) -> Result<()> {
         for batch in series.chunks(BATCH) {
             let mut tx = self.pool.begin().await?;
-            let sql = format!("REPLACE INTO series (id, text) VALUES {}", placeholders(batch.len(), 2));
+            let sql = format!("REPLACE INTO series (id, text, added_ms) VALUES {}", placeholders(batch.len(), 3));
             let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
             for key in batch {
-                q = q.bind(key.id()).bind(key.to_string());
+                q = q.bind(key.id()).bind(key.to_string()).bind(now_ms);
             }
             q.execute(&mut *tx).await?;
             tx.commit().await?;

@@ -194,3 +194,19 @@ impl ParseMatcher for str {
         atoll_monitor::Matcher::parse(self).expect("matcher")
     }
 }
+
+#[tokio::test]
+async fn a_second_server_reads_what_the_scraping_one_flushed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (writer, _s1) = open(dir.path(), MonitorConfig::default()).await;
+    let (reader, _s2) = open(dir.path(), MonitorConfig::default()).await;
+    let r = writer.series(key("late_metric", "a")).expect("series");
+    let t0 = 1_000 * DAY;
+    for i in 0..30 {
+        writer.append(t0 + i * 10_000, &[(r, i as f64)]);
+    }
+    writer.flush(true).await.expect("flush");
+    // The reader has never seen the metric: the query looks it up.
+    let a = reader.query(&Query { step_ms: Some(10_000), ..query("late_metric", t0, t0 + 290_000) }, t0 + 300_000).await.expect("query");
+    assert_eq!(a.series[0].values.iter().flatten().count(), 30);
+}

@@ -42,6 +42,9 @@ pub fn options(dir: &Path) -> Options {
         offline_after_ms: 3_000,
         leader_lease_ms: 3_000,
         task_lease_ms: 4_000,
+        scrape_interval_ms: 10_000,
+        // Every server's charts within 10 s of the leader's.
+        monitordb_flush_s: 10,
     }
 }
 

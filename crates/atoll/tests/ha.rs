@@ -59,6 +59,8 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
         offline_after_ms: 1_500,
         leader_lease_ms: 1_500,
         task_lease_ms: 2_000,
+        scrape_interval_ms: 1_000,
+        monitordb_flush_s: 1,
     };
     let mut launcher = LocalLauncher::new(&dir, atoll_bin());
     let started = Instant::now();
@@ -80,6 +82,22 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     let (code, out) = check(&deployed.servers, &deployed.token);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("metadb.node atoll-meta-3") && out.contains("platform check: pass"), "{out}");
+
+    // MonitorDB lives on the platform's Galera: what the leader scraped
+    // (every server up) is read back through each server.
+    for url in &deployed.servers {
+        let c = Client::new(url, Some(deployed.token.clone()));
+        let instances = wait_for("the servers' `up` series through every server", Duration::from_secs(30), || async {
+            let a: atoll_api::metrics::QueryAnswer =
+                c.get("/api/v1/metrics/query?metric=up&match=job%3Dserver&range=5m&step=1s").await.ok()?;
+            let up: Vec<String> =
+                a.series.iter().filter(|s| s.values.iter().flatten().any(|v| *v == 1.0)).map(|s| s.labels["instance"].clone()).collect();
+            (up.len() == 3).then_some(up)
+        })
+        .await
+        .unwrap();
+        assert!(instances.iter().all(|i| deployed.servers.iter().any(|u| u.ends_with(i.as_str()))), "{instances:?}");
+    }
 
     // MetaDB's cluster is managed like any other, and protected.
     let meta = cluster(&all, METADB_CLUSTER).await.unwrap();

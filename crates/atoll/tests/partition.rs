@@ -64,6 +64,8 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
         offline_after_ms: 3_000,
         leader_lease_ms: 2_000,
         task_lease_ms: 3_000,
+        scrape_interval_ms: 10_000,
+        monitordb_flush_s: 60,
     };
     let mut launcher = LocalLauncher::new(&dir, atoll_bin());
     launcher.in_netns("node-a", &ns.name);
