@@ -299,7 +299,9 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
 
 /// The innermost cause, which is what a user can act on ("connection
 /// refused"), rather than reqwest's outer wrapper.
-fn describe(e: &reqwest::Error) -> String {
+/// A failed request in words: the innermost cause (connection refused,
+/// timed out), not reqwest's "error sending request".
+pub fn describe(e: &reqwest::Error) -> String {
     let mut source: &dyn std::error::Error = e;
     while let Some(inner) = source.source() {
         source = inner;

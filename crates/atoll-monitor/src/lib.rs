@@ -160,10 +160,6 @@ impl Monitor {
         Ok(Arc::new(Monitor { store, config, state: Mutex::new(state), writing: tokio::sync::Mutex::new(()) }))
     }
 
-    pub fn config(&self) -> &MonitorConfig {
-        &self.config
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves counters at worst; keep going.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -469,9 +465,10 @@ impl Monitor {
         let mut row = [0.0; 4];
         for c in &chunks {
             let rows = by_series.entry(c.series).or_default();
-            let mut reader = ChunkReader::new(&c.data).map_err(|error| MonitorError::Chunk { series: c.series, error })?;
+            let damaged = |error| MonitorError::Chunk { series: c.series, error };
+            let mut reader = ChunkReader::new(&c.data).map_err(damaged)?;
             let cols = reader.cols().min(4);
-            while let Some(ts) = reader.next_row(&mut row[..cols]).map_err(|error| MonitorError::Chunk { series: c.series, error })? {
+            while let Some(ts) = reader.next_row(&mut row[..cols]).map_err(damaged)? {
                 if ts >= from && ts <= q.end_ms {
                     rows.push((ts, row[col.min(cols - 1)]));
                 }

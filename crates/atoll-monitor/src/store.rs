@@ -26,6 +26,15 @@ pub enum Resolution {
 impl Resolution {
     pub const ALL: [Resolution; 3] = [Resolution::Raw, Resolution::Minute, Resolution::Hour];
 
+    /// As the API names it (the same as its serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Raw => "raw",
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+        }
+    }
+
     pub(crate) fn code(self) -> i64 {
         match self {
             Resolution::Raw => 0,

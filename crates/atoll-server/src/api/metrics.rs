@@ -79,7 +79,7 @@ async fn query(State(state): State<AppState>, _caller: Caller, RawQuery(raw): Ra
     })?;
     Ok(Json(QueryAnswer {
         metric: answer.metric,
-        resolution: format!("{:?}", answer.resolution).to_lowercase(),
+        resolution: answer.resolution.as_str().to_string(),
         step_ms: answer.step_ms,
         timestamps: answer.timestamps,
         series: answer

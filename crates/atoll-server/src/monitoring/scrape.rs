@@ -3,7 +3,7 @@
 //! series' timestamps stay regular, which is what compresses), each bounded
 //! by the scrape timeout (so a hung target slows nobody else).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,15 +44,16 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             Some(Vec::new())
         };
         if let Some(wanted) = wanted {
-            let ids: HashSet<&str> = wanted.iter().map(|t| t.id.as_str()).collect();
+            let by_id: HashMap<&str, &Target> = wanted.iter().map(|t| (t.id.as_str(), t)).collect();
             running.retain(|id, (target, cancel)| {
-                let keep = ids.contains(id.as_str()) && wanted.iter().any(|w| w == target);
+                // A target whose address, token or labels changed restarts.
+                let keep = by_id.get(id.as_str()) == Some(&&*target);
                 if !keep {
                     cancel.cancel();
                 }
                 keep
             });
-            state.monitoring.retain(|id| ids.contains(id));
+            state.monitoring.retain(|id| by_id.contains_key(id));
             for target in wanted {
                 if running.contains_key(&target.id) {
                     continue;
@@ -158,12 +159,12 @@ impl Scraper {
         if let Some(token) = &self.target.token {
             req = req.bearer_auth(token);
         }
-        let mut resp = req.send().await.map_err(|e| format!("cannot reach {}: {}", self.target.url, root_cause(&e)))?;
+        let mut resp = req.send().await.map_err(|e| format!("cannot reach {}: {}", self.target.url, atoll_client::describe(&e)))?;
         if !resp.status().is_success() {
             return Err(format!("{} answered HTTP {}", self.target.url, resp.status()));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading {}: {}", self.target.url, root_cause(&e)))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading {}: {}", self.target.url, atoll_client::describe(&e)))? {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(format!("{} answered more than {} MiB", self.target.url, MAX_BODY >> 20));
             }
@@ -212,16 +213,6 @@ impl Scraper {
         self.monitoring.db.append(at, &batch);
         Ok(batch.len())
     }
-}
-
-/// The innermost error, which names what actually went wrong (connection
-/// refused, timed out) rather than reqwest's "error sending request".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 #[cfg(test)]
