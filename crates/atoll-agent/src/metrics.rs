@@ -60,6 +60,17 @@ pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>, dbs: &[DbSt
     for m in mounts {
         out.sample("atoll_host_filesystem_free_bytes", &[("mount", &m.path), ("device", &m.device)], m.free_bytes as f64);
     }
+    // Alert rules compare one series with a threshold; the ratio saves
+    // them dividing two.
+    out.family(
+        "atoll_host_filesystem_used_ratio",
+        "gauge",
+        "Share of each data mount's filesystem not available to unprivileged users (0 to 1)",
+    );
+    for m in mounts.iter().filter(|m| m.total_bytes > 0) {
+        let used = 1.0 - m.free_bytes as f64 / m.total_bytes as f64;
+        out.sample("atoll_host_filesystem_used_ratio", &[("mount", &m.path), ("device", &m.device)], used.clamp(0.0, 1.0));
+    }
     if let Some(disks) = read("/proc/diskstats").as_deref().map(parse_diskstats) {
         let series: [Series<DiskStat, f64>; 5] = [
             ("atoll_host_disk_reads_total", "Reads completed", |d| d.reads as f64),
@@ -108,6 +119,12 @@ fn db_metrics(out: &mut Out, id: &atoll_core::DbId, status: Option<&HashMap<Stri
     let base = [("cluster", id.cluster.as_str()), ("server", id.name.as_str())];
     out.family("atoll_db_up", "gauge", "1 when the agent could read the server's status, else 0");
     out.sample("atoll_db_up", &base, if status.is_some() { 1.0 } else { 0.0 });
+    // Always present (0 for a server that is down), so that "not Synced"
+    // fires for a dead server as well as a joining one.
+    let synced = status
+        .is_some_and(|st| st.get("wsrep_local_state").map(String::as_str) == Some("4") && st.get("wsrep_ready").is_none_or(|r| r == "ON"));
+    out.family("atoll_db_synced", "gauge", "1 when the server is Galera Synced and ready for queries, else 0");
+    out.sample("atoll_db_synced", &base, if synced { 1.0 } else { 0.0 });
     for m in status.map(atoll_engine::metrics::from_status).unwrap_or_default() {
         out.family(m.name, m.kind, m.help);
         match m.label {
@@ -265,8 +282,14 @@ mod tests {
         let mounts =
             vec![Mount { path: "/data \"x\"".into(), device: "/dev/sda1".into(), total_bytes: 100, free_bytes: 40, ..Default::default() }];
         let mut status = HashMap::new();
-        for (k, v) in [("Com_insert", "3"), ("Threads_connected", "2"), ("wsrep_cluster_size", "3"), ("wsrep_flow_control_paused", "0.25")]
-        {
+        for (k, v) in [
+            ("Com_insert", "3"),
+            ("Threads_connected", "2"),
+            ("wsrep_cluster_size", "3"),
+            ("wsrep_flow_control_paused", "0.25"),
+            ("wsrep_local_state", "4"),
+            ("wsrep_ready", "ON"),
+        ] {
             status.insert(k.to_string(), v.to_string());
         }
         let dbs = vec![
@@ -279,6 +302,9 @@ mod tests {
         assert!(text.contains("atoll_db_galera_flow_control_paused_ratio{cluster=\"orders\",server=\"orders-1\"} 0.25\n"), "{text}");
         assert!(text.contains("atoll_db_up{cluster=\"orders\",server=\"orders-2\"} 0\n"), "{text}");
         assert_eq!(text.matches("# TYPE atoll_db_up gauge").count(), 1, "{text}");
+        assert!(text.contains("atoll_db_synced{cluster=\"orders\",server=\"orders-1\"} 1\n"), "{text}");
+        assert!(text.contains("atoll_db_synced{cluster=\"orders\",server=\"orders-2\"} 0\n"), "a dead server is not Synced: {text}");
+        assert!(text.contains("atoll_host_filesystem_used_ratio{mount=\"/data \\\"x\\\"\",device=\"/dev/sda1\"} 0.6\n"), "{text}");
         assert!(text.contains("atoll_host_filesystem_free_bytes{mount=\"/data \\\"x\\\"\",device=\"/dev/sda1\"} 40\n"), "{text}");
         assert!(text.contains("atoll_host_clock_offset_seconds -1.5\n"), "{text}");
         assert_eq!(text.matches("# TYPE atoll_host_cpu_seconds_total counter").count(), 1, "{text}");

@@ -4,6 +4,7 @@
 //! drift apart; every request type refuses unknown fields.
 
 pub mod agent;
+pub mod alerts;
 pub mod db;
 pub mod metrics;
 pub mod packages;

@@ -207,6 +207,7 @@ macro_rules! status_enum {
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vm])* $v),+ }
         impl $name {
+            pub const ALL: &[Self] = &[$(Self::$v),+];
             pub fn as_str(self) -> &'static str { match self { $(Self::$v => $s),+ } }
         }
         impl FromStr for $name {

@@ -8,7 +8,7 @@ use crate::series::{Matcher, MatcherError};
 use crate::store::Resolution;
 
 /// Aggregation across series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Agg {
     Sum,

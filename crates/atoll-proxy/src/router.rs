@@ -475,6 +475,14 @@ impl Shared {
             vec![(String::new(), s.table_age_s.unwrap_or(-1.0))],
         );
         let st = self.lock();
+        let writer_ok =
+            st.writer.as_deref().and_then(|w| st.slots.values().find(|sl| sl.def.name == w)).is_some_and(|sl| sl.probe.readable());
+        family(
+            "atoll_proxy_writer_healthy",
+            "gauge",
+            "1 when the proxy has a writer and its last probe found it Synced and ready.",
+            vec![(String::new(), f64::from(u8::from(writer_ok)))],
+        );
         let per_backend =
             |f: &dyn Fn(&Slot) -> f64| st.slots.values().map(|sl| (format!(",backend=\"{}\"", sl.def.name), f(sl))).collect::<Vec<_>>();
         family(

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// How often new samples are written to MonitorDB: what a crash of the
     /// scraping server can lose.
     pub monitordb_flush_s: u64,
+    /// A firing alarm is notified again after this many seconds.
+    pub alert_repeat_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             retention_hour_days: 400,
             monitordb_max_mb: 0,
             monitordb_flush_s: 60,
+            alert_repeat_s: 4 * 3_600,
         }
     }
 }
@@ -162,6 +165,9 @@ impl ServerConfig {
         }
         if self.monitordb_flush_s == 0 {
             anyhow::bail!("monitordb_flush_s must be at least 1");
+        }
+        if self.alert_repeat_s < 60 {
+            anyhow::bail!("alert_repeat_s ({}) must be at least 60, or a firing alarm floods its channels", self.alert_repeat_s);
         }
         if let Some(url) = &self.metadb_read_url
             && !(url.starts_with("mysql://") || url.starts_with("mariadb://"))

@@ -3,6 +3,7 @@
 //! lives in MetaDB, so any number of servers can share one.
 
 mod agents;
+pub(crate) mod alerting;
 pub mod api;
 pub mod auth;
 mod beats;
@@ -137,6 +138,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             platform: platform::Platform::new(url),
             beats: beats::Beats::default(),
             monitoring,
+            deliveries: alerting::Deliveries::new(),
         },
     );
     let _ = slot.set(state.clone());
@@ -149,6 +151,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     tokio::spawn(beats::run(state.clone(), shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
     let monitoring = tokio::spawn(monitoring::run(state.clone(), shutdown.clone()));
+    tokio::spawn(alerting::run(state.clone(), shutdown.clone()));
     let app = router(state.clone(), replica);
     let done = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -210,5 +213,39 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     state.monitoring.record_stats();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    let mut text = state.metrics.render();
+    if let Ok(Ok(platform)) = tokio::time::timeout(READY_WITHIN, platform_gauges(&state)).await {
+        text.push_str(&platform);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// Gauges of the platform's view that come and go with hosts and clusters
+/// (written here, not kept in the metrics registry, so a deleted host's
+/// series ends). Per-host ones from the leader only: the others would
+/// repeat them.
+async fn platform_gauges(state: &AppState) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut out = String::new();
+    out.push_str("# HELP atoll_cluster_status 1 for the cluster's current status as the platform derives it, 0 for the others.\n");
+    out.push_str("# TYPE atoll_cluster_status gauge\n");
+    for c in state.store.list_clusters().await? {
+        for s in atoll_core::ClusterStatus::ALL {
+            let v = u8::from(*s == c.status);
+            writeln!(out, "atoll_cluster_status{{cluster=\"{}\",status=\"{}\"}} {v}", esc(&c.name), s.as_str())?;
+        }
+    }
+    if state.platform.leading().is_some() {
+        out.push_str("# HELP atoll_host_online 1 while the host's agent sends heartbeats, 0 once the platform counts it offline.\n");
+        out.push_str("# TYPE atoll_host_online gauge\n");
+        for h in state.store.list_host_summaries(&atoll_store::HostFilter::default()).await? {
+            if h.status == atoll_core::HostStatus::Pending {
+                continue;
+            }
+            let v = u8::from(h.status == atoll_core::HostStatus::Online);
+            writeln!(out, "atoll_host_online{{host=\"{}\",zone=\"{}\"}} {v}", esc(&h.name), esc(h.zone.as_deref().unwrap_or("")))?;
+        }
+    }
+    Ok(out)
 }

@@ -35,6 +35,8 @@ pub struct Inner {
     pub beats: crate::beats::Beats,
     /// MonitorDB and the scrape targets.
     pub monitoring: Arc<crate::monitoring::Monitoring>,
+    /// Where alert notifications are sent from.
+    pub deliveries: crate::alerting::Deliveries,
 }
 
 impl Deref for AppState {

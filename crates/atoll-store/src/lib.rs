@@ -234,10 +234,46 @@ pub trait PlatformStore: Send + Sync {
     async fn delete_platform_server(&self, id: &str) -> Result<bool>;
 }
 
+/// Small JSON documents the server owns the shape of (alert rules,
+/// silences, notification channels), keyed by kind and name.
+#[async_trait]
+pub trait DocStore: Send + Sync {
+    /// By name.
+    async fn list_docs(&self, kind: DocKind) -> Result<Vec<DocRecord>>;
+    async fn get_doc(&self, kind: DocKind, name: &str) -> Result<Option<DocRecord>>;
+    /// `Conflict` when a document of that kind and name exists.
+    async fn insert_doc(&self, doc: &DocRecord) -> Result<()>;
+    /// Inserts or replaces.
+    async fn put_doc(&self, doc: &DocRecord) -> Result<()>;
+    async fn delete_doc(&self, kind: DocKind, name: &str) -> Result<bool>;
+}
+
+/// Alarms: the ones in progress and their history.
+#[async_trait]
+pub trait AlarmStore: Send + Sync {
+    /// Inserts or replaces each alarm by id, all in one transaction.
+    async fn put_alarms(&self, alarms: &[AlarmRecord]) -> Result<()>;
+    async fn delete_alarms(&self, ids: &[String]) -> Result<()>;
+    /// Newest first.
+    async fn list_alarms(&self, filter: &AlarmFilter) -> Result<Vec<AlarmRecord>>;
+    /// Drops resolved alarms that ended before `before`; returns how many.
+    async fn prune_alarms(&self, before: UnixMs) -> Result<u64>;
+}
+
 /// The whole MetaDB.
 #[async_trait]
 pub trait MetaStore:
-    HostStore + AccountStore + AuditStore + SettingStore + TaskStore + ClusterStore + RoutingStore + PackageStore + PlatformStore
+    HostStore
+    + AccountStore
+    + AuditStore
+    + SettingStore
+    + TaskStore
+    + ClusterStore
+    + RoutingStore
+    + PackageStore
+    + PlatformStore
+    + DocStore
+    + AlarmStore
 {
     /// Whether the back end answers reads of its tables (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -407,3 +407,58 @@ pub struct HostFilter {
     pub zone: Option<String>,
     pub name_prefix: Option<String>,
 }
+
+/// What a [`DocRecord`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    AlertRule,
+    Silence,
+    Channel,
+    /// The last deliveries of a channel, apart from its settings so that
+    /// recording one never overwrites an operator's change.
+    ChannelStatus,
+}
+
+impl DocKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::AlertRule => "alert_rule",
+            DocKind::Silence => "silence",
+            DocKind::Channel => "channel",
+            DocKind::ChannelStatus => "channel_status",
+        }
+    }
+}
+
+/// A named JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocRecord {
+    pub kind: DocKind,
+    pub name: String,
+    pub body: String,
+    pub updated_ms: UnixMs,
+}
+
+/// An alarm: the columns listings filter on, the rest as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmRecord {
+    pub id: String,
+    pub rule: String,
+    /// `pending`, `firing` or `resolved`.
+    pub state: String,
+    pub started_ms: UnixMs,
+    pub ended_ms: Option<UnixMs>,
+    pub body: String,
+}
+
+/// Which alarms a listing wants, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlarmFilter {
+    /// Only pending and firing ones.
+    pub active: bool,
+    pub rule: Option<String>,
+    /// Only those that started before this (paging).
+    pub before_ms: Option<UnixMs>,
+    /// 0: the default page (100).
+    pub limit: u32,
+}

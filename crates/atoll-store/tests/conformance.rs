@@ -124,6 +124,8 @@ conformance!(
     login_lockout,
     audit_paging,
     settings,
+    documents,
+    alarms_and_history,
     task_create_list_update,
     claim_race_has_one_winner,
     expired_lease_is_reclaimed,
@@ -766,6 +768,60 @@ async fn settings(h: &Harness) {
     assert_eq!(s.get_setting("other").await.unwrap().as_deref(), Some(""));
 }
 
+fn doc(kind: DocKind, name: &str, body: &str, at: i64) -> DocRecord {
+    DocRecord { kind, name: name.into(), body: body.into(), updated_ms: at }
+}
+
+async fn documents(h: &Harness) {
+    let s = &h.store;
+    s.insert_doc(&doc(DocKind::AlertRule, "disk", "{\"a\":1}", 1)).await.unwrap();
+    let dup = s.insert_doc(&doc(DocKind::AlertRule, "disk", "{}", 2)).await.unwrap_err();
+    assert!(conflict(dup).contains("alert rule named \"disk\" exists"));
+    // The same name under another kind is another document.
+    s.put_doc(&doc(DocKind::Channel, "disk", "{\"c\":1}", 3)).await.unwrap();
+    s.put_doc(&doc(DocKind::AlertRule, "disk", "{\"a\":2}", 4)).await.unwrap();
+    s.put_doc(&doc(DocKind::AlertRule, "cpu", "{}", 5)).await.unwrap();
+    let rules = s.list_docs(DocKind::AlertRule).await.unwrap();
+    assert_eq!(
+        rules.iter().map(|d| (d.name.as_str(), d.body.as_str(), d.updated_ms)).collect::<Vec<_>>(),
+        [("cpu", "{}", 5), ("disk", "{\"a\":2}", 4)]
+    );
+    assert_eq!(s.get_doc(DocKind::Channel, "disk").await.unwrap().unwrap().body, "{\"c\":1}");
+    assert!(s.delete_doc(DocKind::AlertRule, "disk").await.unwrap());
+    assert!(!s.delete_doc(DocKind::AlertRule, "disk").await.unwrap());
+    assert_eq!(s.get_doc(DocKind::AlertRule, "disk").await.unwrap(), None);
+    assert!(s.get_doc(DocKind::Channel, "disk").await.unwrap().is_some());
+}
+
+async fn alarms_and_history(h: &Harness) {
+    let s = &h.store;
+    let a = |id: &str, rule: &str, state: &str, started: i64, ended: Option<i64>| AlarmRecord {
+        id: id.into(),
+        rule: rule.into(),
+        state: state.into(),
+        started_ms: started,
+        ended_ms: ended,
+        body: format!("{{\"id\":\"{id}\"}}"),
+    };
+    s.put_alarms(&[a("1", "disk", "firing", 10, None), a("2", "cpu", "pending", 20, None), a("3", "disk", "resolved", 5, Some(8))])
+        .await
+        .unwrap();
+    // Replacing by id: pending becomes firing, firing resolves.
+    s.put_alarms(&[a("2", "cpu", "firing", 20, None), a("1", "disk", "resolved", 10, Some(30))]).await.unwrap();
+    let ids = |v: Vec<AlarmRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_alarms(&AlarmFilter::default()).await.unwrap()), ["2", "1", "3"]);
+    assert_eq!(ids(s.list_alarms(&AlarmFilter { active: true, ..Default::default() }).await.unwrap()), ["2"]);
+    assert_eq!(ids(s.list_alarms(&AlarmFilter { rule: Some("disk".into()), ..Default::default() }).await.unwrap()), ["1", "3"]);
+    assert_eq!(ids(s.list_alarms(&AlarmFilter { before_ms: Some(20), limit: 1, ..Default::default() }).await.unwrap()), ["1"]);
+    let one = s.list_alarms(&AlarmFilter { rule: Some("disk".into()), limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(one[0], a("1", "disk", "resolved", 10, Some(30)));
+    // Pruning takes only resolved alarms that ended before the cut.
+    assert_eq!(s.prune_alarms(10).await.unwrap(), 1);
+    assert_eq!(ids(s.list_alarms(&AlarmFilter::default()).await.unwrap()), ["2", "1"]);
+    s.delete_alarms(&["2".into()]).await.unwrap();
+    assert_eq!(ids(s.list_alarms(&AlarmFilter::default()).await.unwrap()), ["1"]);
+}
+
 // ---------------------------------------------------------------- tasks
 
 async fn task_create_list_update(h: &Harness) {
@@ -965,7 +1021,7 @@ async fn migrations_run_twice(h: &Harness) {
         let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -979,7 +1035,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }

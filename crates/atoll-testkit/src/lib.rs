@@ -19,6 +19,7 @@ pub mod metadb;
 pub mod netns;
 pub mod prober;
 pub mod sshd;
+pub mod webhook;
 
 pub const NEW_ADMIN_PASSWORD: &str = "test-admin-password-1";
 

@@ -64,6 +64,9 @@ enum Command {
     /// What `atoll deploy` runs on a platform node.
     #[command(subcommand, hide = true)]
     Node(crate::deploy::NodeCmd),
+    /// Alarms, alert rules, silences and notification channels.
+    #[command(subcommand)]
+    Alert(crate::alerts::AlertCmd),
     /// Check the platform after deployment: every server, agent, MetaDB
     /// node and proxy, versions, clocks, logs (exit 3 when an item fails).
     Check(crate::platform::CheckArgs),
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Proxy(a) => crate::proxy::run(a).await,
         Command::Platform(a) => crate::platform::run(a).await,
         Command::Check(a) => crate::platform::check(a).await,
+        Command::Alert(c) => crate::alerts::run(c).await,
         Command::Deploy(a) => crate::deploy::run(a).await,
         Command::Node(c) => crate::deploy::node(c).await,
     };

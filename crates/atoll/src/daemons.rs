@@ -75,6 +75,9 @@ pub struct ServerArgs {
     /// Seconds between MonitorDB writes (default 60).
     #[arg(long, env = "ATOLL_MONITORDB_FLUSH_S")]
     monitordb_flush_s: Option<u64>,
+    /// Seconds before a firing alarm is notified again (default 14400).
+    #[arg(long, env = "ATOLL_ALERT_REPEAT_S")]
+    alert_repeat_s: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -129,7 +132,8 @@ pub async fn serve(a: ServerArgs) -> Res {
         retention_minute_days,
         retention_hour_days,
         monitordb_max_mb,
-        monitordb_flush_s
+        monitordb_flush_s,
+        alert_repeat_s
     );
     if a.monitordb_url.is_some() {
         c.monitordb_url = a.monitordb_url;

@@ -1,6 +1,7 @@
 //! `atoll`: one binary for the platform server, the host agent and the
 //! command-line client.
 
+mod alerts;
 mod cli;
 mod clusters;
 mod daemons;

@@ -7,8 +7,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use atoll_alert::Alarm;
+use atoll_api::alerts::{AlarmView, ChannelView};
 use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ClusterStatus, ServerState, TaskStatus};
+use atoll_testkit::webhook::Webhook;
 use atoll_testkit::{Agent, Platform, wait_for};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, MySqlConnection};
@@ -140,8 +143,24 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     // load through node 1, compared with wsrep_local_commits read directly.
     tps_series_matches_the_nodes(&p, &cr).await;
 
+    // Alerting: nothing about the cluster is active on a healthy platform;
+    // a webhook that refuses its first request will hear of the kill below.
+    let hook = Webhook::start("127.0.0.1", 1).await.unwrap();
+    let cluster_alarms = || async {
+        let all: Vec<AlarmView> = c.get("/api/v1/alerts/alarms?state=all&limit=1000").await.unwrap();
+        all.into_iter().map(|v| v.alarm).filter(|a| a.labels.get("cluster").map(String::as_str) == Some("orders")).collect::<Vec<_>>()
+    };
+    let active = cluster_alarms().await.into_iter().filter(|a| a.state.is_active()).collect::<Vec<_>>();
+    assert!(active.is_empty(), "a healthy cluster has no active alarm: {active:#?}");
+    let channel = json!({ "name": "hook", "type": "webhook", "url": hook.url, "min_severity": "warning" });
+    let _: Value = c.post("/api/v1/alerts/channels", &channel).await.unwrap();
+    let err =
+        c.post::<_, Value>("/api/v1/alerts/channels", &json!({ "name": "bad", "type": "webhook", "url": "ftp://x" })).await.unwrap_err();
+    assert!(err.to_string().contains("give an http:// or https:// URL"), "{err}");
+
     // SIGKILL node 3 while a client writes through node 1.
     let victim = view.zones[2].servers[0].status.as_ref().and_then(|s| s.pid).unwrap();
+    let mut killed_ms = 0;
     let mut conn = connect(&cr, IPS[0]).await;
     conn.execute("CREATE TABLE shop.w (id INT PRIMARY KEY)").await.unwrap();
     let mut acked = Vec::new();
@@ -152,6 +171,7 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     while Instant::now() < killed_at + Duration::from_secs(8) {
         if !killed && Instant::now() >= killed_at {
             assert_eq!(unsafe_free_kill(victim), 0, "kill {victim}");
+            killed_ms = atoll_core::time::now_ms();
             killed = true;
         }
         id += 1;
@@ -197,6 +217,11 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     })
     .await
     .unwrap();
+    alarms_follow_the_kill(&hook, killed_ms, || cluster_alarms()).await;
+    let channels: Vec<ChannelView> = c.get("/api/v1/alerts/channels").await.unwrap();
+    let h = channels.iter().find(|v| v.channel.name == "hook").unwrap();
+    assert!(h.status.last_error.as_deref().is_some_and(|e| e.contains("500")), "{h:#?}");
+    assert_eq!((h.status.delivered as usize, h.status.failed), (hook.received().len(), 0), "{h:#?}");
 
     // Lose quorum: kill two nodes within a second while writing, then the
     // third. Guided recovery brings back every acknowledged write.
@@ -255,6 +280,48 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     let audit: Vec<atoll_api::v1::AuditView> = c.get("/api/v1/audit?limit=500").await.unwrap();
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome == "ok"));
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome.starts_with("refused")));
+}
+
+/// After node 3 was killed and came back: "server not Synced" and
+/// "cluster degraded" fired within two scrape intervals (the test server
+/// scrapes every 2 s) and resolved; the webhook heard each state of each
+/// once, although it refused the first delivery.
+async fn alarms_follow_the_kill<F: std::future::Future<Output = Vec<Alarm>>>(hook: &Webhook, killed_ms: i64, alarms: impl Fn() -> F) {
+    const SCRAPE_MS: i64 = 2_000;
+    // Alarms as the webhook heard them: notifications are grouped by rule.
+    let notified = |rule: &str, state: &str| {
+        hook.received()
+            .iter()
+            .filter(|(_, n)| n["rule"] == rule)
+            .flat_map(|(_, n)| n["alarms"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["state"] == state && a["labels"]["cluster"] == "orders")
+            .filter(|a| rule != "server-not-synced" || a["labels"]["server"] == "orders-3")
+            .count()
+    };
+    wait_for("both resolutions notified", Duration::from_secs(30), || async {
+        (notified("server-not-synced", "resolved") >= 1 && notified("cluster-degraded", "resolved") >= 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: received {:#?}", hook.received()));
+    let alarms = alarms().await;
+    for rule in ["server-not-synced", "cluster-degraded"] {
+        let mine: Vec<&Alarm> = alarms.iter().filter(|a| a.rule == rule && a.started_ms >= killed_ms).collect();
+        assert_eq!(mine.len(), 1, "one {rule} alarm: {alarms:#?}");
+        let a = mine[0];
+        let fired = a.fired_ms.unwrap() - killed_ms;
+        eprintln!(
+            "{rule}: fired {:.1} s after the kill, resolved after {:.1} s",
+            fired as f64 / 1e3,
+            (a.ended_ms.unwrap_or(0) - killed_ms) as f64 / 1e3
+        );
+        assert!(fired <= 2 * SCRAPE_MS, "{rule} fired {fired} ms after the kill: more than two scrape intervals");
+        assert_eq!(a.state, atoll_alert::AlarmState::Resolved, "{a:#?}");
+        // The values seen: not Synced is 0, degraded is 1 (its status gauge).
+        let expected = if rule == "cluster-degraded" { 1.0 } else { 0.0 };
+        assert!(!a.values.is_empty() && a.min == expected && a.max == expected, "{a:#?}");
+        assert_eq!((notified(rule, "firing"), notified(rule, "resolved")), (1, 1), "{rule} notified once each: {:#?}", hook.received());
+    }
+    assert_eq!(hook.refused(), 1);
 }
 
 /// SIGKILL by pid through the `kill` command (no unsafe code in tests).

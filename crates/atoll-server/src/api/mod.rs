@@ -1,6 +1,7 @@
 //! `/api/v1`: the REST API, with its OpenAPI document generated from the
 //! handlers themselves (utoipa-axum registers a route and its spec at once).
 
+mod alerts;
 mod audit;
 mod auth;
 mod check;
@@ -50,6 +51,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(platform::router())
         .merge(check::router())
         .merge(metrics::router())
+        .merge(alerts::router())
         .split_for_parts();
     let spec = std::sync::Arc::new(spec);
     router.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))

@@ -27,6 +27,8 @@ pub(crate) const TABLES: &[&str] = &[
     "packages",
     "cluster_routing",
     "proxies",
+    "documents",
+    "alarms",
 ];
 
 /// Tables that describe the running processes of one store.

@@ -29,6 +29,7 @@ const SQLITE: &[Migration] = &[
     Migration { version: 4, sql: include_str!("../../migrations/sqlite/0004_routing.sql") },
     Migration { version: 5, sql: include_str!("../../migrations/sqlite/0005_host_summary.sql") },
     Migration { version: 6, sql: include_str!("../../migrations/sqlite/0006_platform.sql") },
+    Migration { version: 7, sql: include_str!("../../migrations/sqlite/0007_alerts.sql") },
 ];
 
 const MYSQL: &[Migration] = &[
@@ -38,6 +39,7 @@ const MYSQL: &[Migration] = &[
     Migration { version: 4, sql: include_str!("../../migrations/mysql/0004_routing.sql") },
     Migration { version: 5, sql: include_str!("../../migrations/mysql/0005_host_summary.sql") },
     Migration { version: 6, sql: include_str!("../../migrations/mysql/0006_platform.sql") },
+    Migration { version: 7, sql: include_str!("../../migrations/mysql/0007_alerts.sql") },
 ];
 
 /// Brings the schema up to date; a no-op when it already is.

@@ -15,6 +15,7 @@
 //! transaction starts (see [`SqlStore::begin_write`]) and the migration files.
 
 mod accounts;
+mod alerts;
 pub use accounts::TOUCH_EVERY_MS;
 mod audit;
 mod clusters;
