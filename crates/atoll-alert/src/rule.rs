@@ -228,6 +228,28 @@ impl Rule {
         self.matchers.iter().map(|m| Matcher::parse(m).map_err(|e| RuleError::BadMatcher(e.to_string()))).collect()
     }
 
+    /// The query roughly as PromQL writes it, for listings:
+    /// `max by (cluster) (atoll_cluster_status{status=degraded})`.
+    pub fn describe(&self) -> String {
+        let mut q = self.metric.clone();
+        if !self.matchers.is_empty() {
+            q = format!("{q}{{{}}}", self.matchers.join(","));
+        }
+        if self.rate {
+            q = format!("rate({q})");
+        }
+        if let Some(agg) = self.agg {
+            let name = match agg {
+                Agg::Sum => "sum",
+                Agg::Avg => "avg",
+                Agg::Max => "max",
+                Agg::Min => "min",
+            };
+            q = if self.by.is_empty() { format!("{name}({q})") } else { format!("{name} by ({}) ({q})", self.by.join(",")) };
+        }
+        q
+    }
+
     /// The rule's summary for one alarm: `{label}` and `{value}` filled in
     /// (unknown placeholders stay as written); the rule's name when empty.
     pub fn summary_for(&self, labels: &BTreeMap<String, String>, value: f64) -> String {

@@ -36,6 +36,31 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Epoch milliseconds of a UTC time written `YYYY-MM-DD HH:MM[:SS]` (a
+/// `T` between date and time too, as a browser's `datetime-local` sends).
+pub fn parse_utc(text: &str) -> Result<UnixMs, String> {
+    let bad = || format!("`{text}` is not a UTC time; write YYYY-MM-DD HH:MM, e.g. 2026-12-04 09:30");
+    let (date, time) = text.trim().split_once(['T', ' ']).ok_or_else(bad)?;
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let d: Vec<i64> = date.split('-').map(num).collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time.split(':').map(num).collect::<Result<_, _>>()?;
+    let (&[y, m, day], 2..=3) = (d.as_slice(), t.len()) else { return Err(bad()) };
+    let (h, min, sec) = (t[0], t[1], t.get(2).copied().unwrap_or(0));
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || !(0..24).contains(&h) || !(0..60).contains(&min) || !(0..60).contains(&sec) {
+        return Err(bad());
+    }
+    // Howard Hinnant's `days_from_civil`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 86_400) + h * 3600 + min * 60 + sec) * 1000;
+    if utc(ms)[..10] != *date { Err(bad()) } else { Ok(ms) }
+}
+
 /// "3 s ago", "5 min ago", "2 h ago", "4 d ago"; a time slightly in the
 /// future (clock skew) reads "just now".
 pub fn ago(now: UnixMs, then: UnixMs) -> String {
@@ -70,6 +95,20 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times_parse_back() {
+        for ms in [0, 951_782_400_000, 1_709_210_096_000, 1_798_761_599_000] {
+            assert_eq!(parse_utc(&utc(ms)), Ok(ms));
+        }
+        assert_eq!(parse_utc("2026-12-04T09:30"), Ok(1_796_376_600_000));
+        assert_eq!(utc(1_796_376_600_000), "2026-12-04 09:30:00");
+        for bad in ["", "2026-12-04", "2026-02-30 10:00", "2026-12-04 25:00", "yesterday 10:00", "2026-12-04 10"] {
+            assert!(parse_utc(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(super::parse_duration_ms("15m"), Ok(900_000));

@@ -112,7 +112,7 @@
   $$('[data-refresh]').forEach((box) => {
     const every = Number(box.dataset.refresh) || 3000;
     const url = new URL(location.href);
-    url.searchParams.set('fragment', '1');
+    url.searchParams.set('fragment', box.dataset.fragment || '1');
     const tick = async () => {
       try {
         const res = await fetch(url, { credentials: 'same-origin' });
@@ -238,5 +238,60 @@
         btn.disabled = false;
       }
     });
+  }
+
+  // Alerts: rules, silences (through the API, then a fresh page).
+  const alerts = $('#alerts-error');
+  if (alerts) {
+    const list = (v) => v.split(',').map((x) => x.trim()).filter(Boolean);
+    const act = async (fn) => {
+      show(alerts, '');
+      try { await fn(); location.reload(); } catch (e) { if (!expired(e)) show(alerts, e.message); }
+    };
+    document.addEventListener('click', (ev) => {
+      const b = ev.target.closest('button.rule-toggle, button.rule-delete, button.silence-expire');
+      if (!b) return;
+      if (b.classList.contains('rule-toggle')) {
+        act(async () => {
+          const url = '/api/v1/alerts/rules/' + enc(b.dataset.rule);
+          const rule = await api('GET', url);
+          rule.enabled = b.dataset.enable === 'true';
+          await api('PUT', url, rule);
+        });
+      } else if (b.classList.contains('rule-delete')) {
+        if (confirm('Delete rule ' + b.dataset.rule + '?')) act(() => api('DELETE', '/api/v1/alerts/rules/' + enc(b.dataset.rule)));
+      } else {
+        act(() => api('DELETE', '/api/v1/alerts/silences/' + enc(b.dataset.silence)));
+      }
+    });
+    const ruleForm = $('#rule-form');
+    if (ruleForm) {
+      ruleForm.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const f = ruleForm.elements;
+        act(() => api('POST', '/api/v1/alerts/rules', {
+          name: f.name.value.trim(),
+          metric: f.metric.value.trim(),
+          match: list(f.match.value),
+          rate: f.rate.checked,
+          agg: f.agg.value || null,
+          by: list(f.by.value),
+          condition: f.condition.value.trim(),
+          for_s: Number(f.for_s.value) || 0,
+          severity: f.severity.value,
+          summary: f.summary.value.trim(),
+        }));
+      });
+    }
+    const silenceForm = $('#silence-form');
+    if (silenceForm) {
+      silenceForm.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const f = silenceForm.elements;
+        act(() => api('POST', '/api/v1/alerts/silences', {
+          match: list(f.match.value), duration: f.duration.value.trim(), comment: f.comment.value.trim(),
+        }));
+      });
+    }
   }
 })();

@@ -68,3 +68,14 @@ where
 pub async fn text_of(d: &WebDriver, by: By) -> Option<String> {
     d.find(by).await.ok()?.text().await.ok()
 }
+
+/// Signs in through the login form as `user` (whose password was changed
+/// already) and waits for the hosts page.
+pub async fn sign_in(d: &WebDriver, base: &str, user: &str, password: &str) -> anyhow::Result<()> {
+    d.goto(format!("{base}/login")).await?;
+    d.find(By::Id("username")).await?.send_keys(user).await?;
+    d.find(By::Id("password")).await?.send_keys(password).await?;
+    d.find(By::Id("login-submit")).await?.click().await?;
+    until("the hosts page after signing in", || async { d.current_url().await.ok().filter(|u| u.path() == "/hosts") }).await;
+    Ok(())
+}

@@ -227,7 +227,7 @@ async fn rules(cmd: RuleCmd) -> Res {
                     r.condition.to_string(),
                     format!("{}s", r.for_s),
                     if r.enabled { "yes".into() } else { "no".into() },
-                    describe(r),
+                    r.describe(),
                 ]);
             }
             println!("{t}");
@@ -332,23 +332,6 @@ fn parse_severity(text: &str) -> Result<Severity, crate::output::CliError> {
     text.parse().map_err(|e: atoll_alert::RuleError| fail(Exit::Error, format!("--severity: {e}")))
 }
 
-/// `max by (cluster) (atoll_cluster_status{status="degraded"})`, roughly
-/// as PromQL would write it.
-fn describe(r: &Rule) -> String {
-    let mut q = r.metric.clone();
-    if !r.matchers.is_empty() {
-        q = format!("{q}{{{}}}", r.matchers.join(","));
-    }
-    if r.rate {
-        q = format!("rate({q})");
-    }
-    if let Some(agg) = r.agg {
-        let name = serde_json::to_value(agg).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        q = if r.by.is_empty() { format!("{name}({q})") } else { format!("{name} by ({}) ({q})", r.by.join(",")) };
-    }
-    q
-}
-
 fn print_rule(r: &Rule, json: bool) -> Res {
     if json {
         output::print_json(r)?;
@@ -360,7 +343,7 @@ fn print_rule(r: &Rule, json: bool) -> Res {
             r.severity.as_str(),
             if r.enabled { "enabled" } else { "disabled" }
         );
-        println!("  when  {} {} for {}s", describe(r), r.condition, r.for_s);
+        println!("  when  {} {} for {}s", r.describe(), r.condition, r.for_s);
         if !r.summary.is_empty() {
             println!("  says  {}", r.summary);
         }

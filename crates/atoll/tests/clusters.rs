@@ -11,10 +11,12 @@ use atoll_alert::Alarm;
 use atoll_api::alerts::{AlarmView, ChannelView};
 use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
 use atoll_core::{ClusterStatus, ServerState, TaskStatus};
+use atoll_testkit::browser::{text_of, until};
 use atoll_testkit::webhook::Webhook;
 use atoll_testkit::{Agent, Platform, wait_for};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, MySqlConnection};
+use thirtyfour::prelude::*;
 
 const IPS: [&str; 3] = ["127.0.0.71", "127.0.0.72", "127.0.0.73"];
 const IPS2: [&str; 3] = ["127.0.0.81", "127.0.0.82", "127.0.0.83"];
@@ -142,6 +144,9 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     // MonitorDB's TPS agrees with the nodes' own counters: a paced write
     // load through node 1, compared with wsrep_local_commits read directly.
     tps_series_matches_the_nodes(&p, &cr).await;
+    let (_chromedriver, browser) = atoll_testkit::browser::browser(p.dir.path()).await.unwrap();
+    atoll_testkit::browser::sign_in(&browser, &p.url, "admin", &p.admin_password).await.unwrap();
+    the_cluster_page_draws_its_charts(&browser, &p.url).await;
 
     // Alerting: nothing about the cluster is active on a healthy platform;
     // a webhook that refuses its first request will hear of the kill below.
@@ -217,7 +222,8 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     })
     .await
     .unwrap();
-    alarms_follow_the_kill(&hook, killed_ms, || cluster_alarms()).await;
+    alarms_follow_the_kill(&hook, killed_ms, cluster_alarms).await;
+    the_alerts_page_shows_them_and_changes_rules(&browser, &p).await;
     let channels: Vec<ChannelView> = c.get("/api/v1/alerts/channels").await.unwrap();
     let h = channels.iter().find(|v| v.channel.name == "hook").unwrap();
     assert!(h.status.last_error.as_deref().is_some_and(|e| e.contains("500")), "{h:#?}");
@@ -280,6 +286,59 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     let audit: Vec<atoll_api::v1::AuditView> = c.get("/api/v1/audit?limit=500").await.unwrap();
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome == "ok"));
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome.starts_with("refused")));
+}
+
+/// The cluster page's charts, in Chromium, after a paced write load: lines
+/// drawn, values in the legend, the range picker.
+async fn the_cluster_page_draws_its_charts(d: &WebDriver, base: &str) {
+    d.goto(format!("{base}/clusters/orders?range=15m")).await.unwrap();
+    let tps = until("the TPS chart with a line per server", || async {
+        let lines = d.find_all(By::Css("#chart-tps svg path.line")).await.ok()?;
+        let mut drawn = 0;
+        for l in &lines {
+            let path = l.attr("d").await.ok()??;
+            if path.matches('L').count() >= 3 {
+                drawn += 1;
+            }
+        }
+        (drawn == 3).then_some(drawn)
+    })
+    .await;
+    assert_eq!(tps, 3);
+    // The write load went through node 1: its legend row has the largest last value.
+    let legend = text_of(d, By::Css("#chart-tps table.legend")).await.unwrap();
+    assert!(legend.contains("orders-1") && legend.contains("/s"), "{legend}");
+    let mut last_synced = Vec::new();
+    for cell in d.find_all(By::Css("#chart-synced table.legend td.last")).await.unwrap() {
+        last_synced.push(cell.text().await.unwrap());
+    }
+    assert_eq!(last_synced, ["yes", "yes", "yes"], "every server Synced now");
+    let current = text_of(d, By::Css("#range-picker a.current")).await.unwrap();
+    assert_eq!(current, "15m");
+    d.find(By::Css("#range-picker a[data-range='1h']")).await.unwrap().click().await.unwrap();
+    until("the 1h range", || async { text_of(d, By::Css("#range-picker a.current")).await.filter(|t| t == "1h") }).await;
+    // A custom range that ends before it starts is named, not drawn.
+    d.goto(format!("{base}/clusters/orders?from=2026-12-04+10:00&to=2026-12-04+09:00")).await.unwrap();
+    let err = until("the range error", || async { text_of(d, By::Id("range-error")).await }).await;
+    assert!(err.contains("`to` must be after `from`"), "{err}");
+}
+
+/// The alarms of the kill on the alerts page; a rule disabled from there.
+async fn the_alerts_page_shows_them_and_changes_rules(d: &WebDriver, p: &Platform) {
+    d.goto(format!("{}/alerts", p.url)).await.unwrap();
+    let history = until("the alarm history", || async { text_of(d, By::Id("history")).await }).await;
+    assert!(history.contains("server-not-synced") && history.contains("orders-3"), "{history}");
+    assert!(history.contains("cluster-degraded"), "{history}");
+    let channels = text_of(d, By::Id("channels")).await.unwrap();
+    assert!(channels.contains("hook") && channels.contains("500"), "{channels}");
+    d.find(By::Css("button.rule-toggle[data-rule='clock-skew']")).await.unwrap().click().await.unwrap();
+    until("the rule disabled", || async {
+        let row = d.find(By::Css("#rules tr[data-rule='clock-skew'] .enabled")).await.ok()?;
+        row.text().await.ok().filter(|t| t == "no")
+    })
+    .await;
+    let rule: atoll_alert::Rule = p.client().get("/api/v1/alerts/rules/clock-skew").await.unwrap();
+    assert!(!rule.enabled && rule.builtin);
 }
 
 /// After node 3 was killed and came back: "server not Synced" and

@@ -20,6 +20,8 @@ pub use deliver::Deliveries;
 
 /// Resolved alarms are kept this long as history.
 const HISTORY_MS: i64 = 90 * 86_400_000;
+/// Ended silences stay listed this long.
+const SILENCE_HISTORY_MS: i64 = 7 * 86_400_000;
 
 /// Evaluates rules while this server leads, until `shutdown`: twice per
 /// scrape interval, so that an alarm fires within about one and a half
@@ -65,11 +67,23 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         }
         rounds += 1;
         if rounds.is_multiple_of(720)
-            && let Err(e) = state.store.prune_alarms(now_ms() - HISTORY_MS).await
+            && let Err(e) = prune(&state, now_ms()).await
         {
-            tracing::warn!(error = %e, "cannot prune old alarms");
+            tracing::warn!(error = %e, "cannot prune old alarms and silences");
         }
     }
+}
+
+/// Drops resolved alarms past their history and silences that ended a
+/// week ago.
+async fn prune(state: &AppState, now: i64) -> anyhow::Result<()> {
+    state.store.prune_alarms(now - HISTORY_MS).await?;
+    for s in docs::silences(state).await? {
+        if s.ends_ms < now - SILENCE_HISTORY_MS {
+            state.store.delete_doc(atoll_store::DocKind::Silence, &s.id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// One evaluation of every rule, then the notifications it makes due.

@@ -10,6 +10,7 @@ use atoll_store::{TaskFilter, TaskRecord};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 
+use super::charts::{self, Charts, ChartsFragment, PageQuery};
 use super::{Chrome, FragmentQuery, Session, error_page, fmt, page};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -326,6 +327,8 @@ fn proxy_line(p: &atoll_api::v1::ProxyView) -> ProxyLine {
 
 /// Everything on the cluster's page that changes while one looks at it.
 pub(crate) struct Live {
+    /// The cluster's name.
+    name: String,
     status: &'static str,
     zones: Vec<ZoneCard>,
     proxies: Vec<ProxyLine>,
@@ -345,6 +348,7 @@ impl Live {
             _ => None,
         };
         Self {
+            name: v.name.clone(),
             status: v.status.as_str(),
             zones: zone_cards(v, now),
             proxies: v.proxies.iter().map(proxy_line).collect(),
@@ -375,6 +379,8 @@ struct ClusterPage {
     created_at: String,
     params: Vec<(String, String)>,
     live: Live,
+    alarms: Vec<super::alerts::AlarmLine>,
+    charts: Charts,
 }
 
 /// The live part of `/clusters/{name}`.
@@ -384,7 +390,14 @@ struct ClusterFragment {
     live: Live,
 }
 
-fn cluster_page(chrome: Chrome, v: &ClusterView, tasks: Vec<TaskLine>, now: UnixMs) -> ClusterPage {
+fn cluster_page(
+    chrome: Chrome,
+    v: &ClusterView,
+    tasks: Vec<TaskLine>,
+    now: UnixMs,
+    alarms: Vec<super::alerts::AlarmLine>,
+    charts: Charts,
+) -> ClusterPage {
     ClusterPage {
         chrome,
         name: v.name.clone(),
@@ -395,6 +408,8 @@ fn cluster_page(chrome: Chrome, v: &ClusterView, tasks: Vec<TaskLine>, now: Unix
         created_at: fmt::utc(v.created_at_ms),
         params: v.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         live: Live::new(v, tasks, now),
+        alarms,
+        charts,
     }
 }
 
@@ -441,18 +456,63 @@ pub async fn detail(
     State(state): State<AppState>,
     Session(caller): Session,
     Path(name): Path<String>,
-    Query(q): Query<FragmentQuery>,
+    Query(q): Query<PageQuery>,
 ) -> Response {
+    let now = now_ms();
+    if q.fragment() == Some("charts") {
+        if let Err(e) = state.store.get_cluster(&name).await {
+            return error_page(Some(&caller), e.into());
+        }
+        return page(&ChartsFragment { charts: charts::draw(&state, charts::for_cluster(&name), &q, now).await });
+    }
     let (view, tasks) = match load(&state, &name).await {
         Ok(l) => l,
         Err(e) => return error_page(Some(&caller), e),
     };
-    let now = now_ms();
-    if q.wanted() {
-        page(&ClusterFragment { live: Live::new(&view, tasks, now) })
-    } else {
-        page(&cluster_page(Chrome::for_caller(&caller, "clusters"), &view, tasks, now))
+    if q.fragment().is_some() {
+        return page(&ClusterFragment { live: Live::new(&view, tasks, now) });
     }
+    let alarms = super::alerts::active_for(&state, "cluster", &name, now).await;
+    let charts = charts::draw(&state, charts::for_cluster(&name), &q, now).await;
+    page(&cluster_page(Chrome::for_caller(&caller, "clusters"), &view, tasks, now, alarms, charts))
+}
+
+/// A proxy's page: where it runs, and its charts.
+#[derive(Template)]
+#[template(path = "proxy.html")]
+struct ProxyPage {
+    chrome: Chrome,
+    cluster: String,
+    name: String,
+    zone: String,
+    host: String,
+    charts: Charts,
+}
+
+pub async fn proxy(
+    State(state): State<AppState>,
+    Session(caller): Session,
+    Path((cluster, name)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let now = now_ms();
+    let found = async {
+        let proxies = state.store.cluster_proxies(&cluster).await?;
+        let p = proxies.into_iter().find(|p| p.name == name);
+        p.ok_or_else(|| ApiError::NotFound(format!("cluster {cluster:?} has no proxy {name:?}: its page lists its proxies")))
+    }
+    .await;
+    let p = match found {
+        Ok(p) => p,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let charts = charts::draw(&state, charts::for_proxy(&cluster, &name), &q, now).await;
+    if q.fragment() == Some("charts") {
+        return page(&ChartsFragment { charts });
+    }
+    let hosts = crate::clusters::view::host_names(&state).await.unwrap_or_default();
+    let host = hosts.get(&p.host_id).cloned().unwrap_or_else(|| p.host_id.to_string());
+    page(&ProxyPage { chrome: Chrome::for_caller(&caller, "clusters"), cluster, name, zone: p.zone, host, charts })
 }
 
 #[cfg(test)]
@@ -665,7 +725,8 @@ mod tests {
     fn cluster_page_renders_zones_servers_and_tasks() {
         let v = view(Durability::Fast);
         let tasks = vec![task("0123456789-running", TaskStatus::Running), task("abcdefgh-old", TaskStatus::Succeeded)];
-        let html = cluster_page(Chrome::for_caller(&caller(), "clusters"), &v, tasks, NOW).render().expect("renders");
+        let html =
+            cluster_page(Chrome::for_caller(&caller(), "clusters"), &v, tasks, NOW, Vec::new(), Charts::none()).render().expect("renders");
         // Header and chrome.
         assert!(html.contains(r#"<span id="cluster-name">orders</span>"#), "{html}");
         assert!(html.contains(r#"<span id="cluster-status" class="badge s-degraded">degraded</span>"#), "{html}");
@@ -727,7 +788,9 @@ mod tests {
     fn durable_page_has_no_warning_and_no_params_table() {
         let mut v = view(Durability::Durable);
         v.params.clear();
-        let html = cluster_page(Chrome::for_caller(&caller(), "clusters"), &v, Vec::new(), NOW).render().expect("renders");
+        let html = cluster_page(Chrome::for_caller(&caller(), "clusters"), &v, Vec::new(), NOW, Vec::new(), Charts::none())
+            .render()
+            .expect("renders");
         assert!(html.contains("flushes every commit to disk before acknowledging it"), "{html}");
         assert!(!html.contains("d-fast") && !html.contains(r#"id="params""#), "{html}");
         assert!(!html.contains(r#"id="running-task""#), "{html}");

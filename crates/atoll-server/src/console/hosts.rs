@@ -221,9 +221,16 @@ struct HostPage {
     checks: Option<ChecksView>,
     /// Precheck profiles to offer, the server's default first.
     profiles: Vec<&'static str>,
+    alarms: Vec<super::alerts::AlarmLine>,
+    charts: super::charts::Charts,
 }
 
-pub async fn detail(State(state): State<AppState>, Session(caller): Session, Path(key): Path<String>) -> Response {
+pub async fn detail(
+    State(state): State<AppState>,
+    Session(caller): Session,
+    Path(key): Path<String>,
+    Query(q): Query<super::charts::PageQuery>,
+) -> Response {
     let record = match state.store.find_host(&key).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -251,6 +258,11 @@ pub async fn detail(State(state): State<AppState>, Session(caller): Session, Pat
             .collect(),
     });
     let h = record.host;
+    let charts = super::charts::draw(&state, super::charts::for_host(&h.name), &q, now).await;
+    if q.fragment() == Some("charts") {
+        return page(&super::charts::ChartsFragment { charts });
+    }
+    let alarms = super::alerts::active_for(&state, "host", &h.name, now).await;
     // Offer the profile of the last check first, else the server's default.
     let preferred = checks.as_ref().map_or(state.config.profile.as_str(), |c| c.profile.as_str());
     let profiles = if preferred == "sandbox" { vec!["sandbox", "production"] } else { vec!["production", "sandbox"] };
@@ -268,6 +280,8 @@ pub async fn detail(State(state): State<AppState>, Session(caller): Session, Pat
         facts: h.facts.as_ref().map(facts_view),
         checks,
         profiles,
+        alarms,
+        charts,
         name: h.name,
     })
 }

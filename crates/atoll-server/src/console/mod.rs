@@ -7,8 +7,10 @@
 //! Live parts of a page fetch the same URL with `?fragment=1` and get only
 //! the part that changes (Kanidm-style partials), or poll the JSON API.
 
+mod alerts;
 mod assets;
 mod audit;
+mod charts;
 mod clusters;
 mod fmt;
 mod hosts;
@@ -40,6 +42,8 @@ pub fn router() -> Router<AppState> {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::detail))
         .route("/audit", get(audit::list))
+        .route("/alerts", get(alerts::page_handler))
+        .route("/clusters/{name}/proxies/{proxy}", get(clusters::proxy))
         .route("/assets/{file}", get(assets::serve))
 }
 
