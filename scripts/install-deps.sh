@@ -22,6 +22,11 @@ if [ "${ATOLL_WITH_TEST_HOSTS:-1}" = 1 ]; then
   # deploy's systemd units are checked with systemd's own verifier.
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 fi
+# The generated scrape configuration and remote write are tested against
+# Debian's Prometheus (run as a test process, never as the service).
+if [ "${ATOLL_WITH_PROMETHEUS:-1}" = 1 ]; then
+  command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+fi
 if [ "${ATOLL_WITH_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

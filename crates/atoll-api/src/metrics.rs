@@ -63,3 +63,15 @@ pub struct TargetsView {
     pub interval_ms: u64,
     pub targets: Vec<TargetView>,
 }
+
+/// A Prometheus service-discovery target group (the format of both
+/// `file_sd_configs` files and `http_sd_configs` answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SdGroup {
+    /// `host:port` to scrape.
+    pub targets: Vec<String>,
+    /// Labels for every series; `__metrics_path__` and `__scheme__` say
+    /// where (an agent's metrics are read through the server, which holds
+    /// the agent's credentials: scrape that job with an API token).
+    pub labels: BTreeMap<String, String>,
+}

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub monitordb_flush_s: u64,
     /// A firing alarm is notified again after this many seconds.
     pub alert_repeat_s: u64,
+    /// Also send every scraped sample to this Prometheus remote-write
+    /// endpoint (Prometheus `…/api/v1/write` with its receiver enabled,
+    /// VictoriaMetrics `…/api/v1/write`).
+    pub remote_write_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +98,7 @@ impl Default for ServerConfig {
             monitordb_max_mb: 0,
             monitordb_flush_s: 60,
             alert_repeat_s: 4 * 3_600,
+            remote_write_url: None,
         }
     }
 }
@@ -165,6 +170,11 @@ impl ServerConfig {
         }
         if self.monitordb_flush_s == 0 {
             anyhow::bail!("monitordb_flush_s must be at least 1");
+        }
+        if let Some(url) = &self.remote_write_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("remote_write_url {url:?} must be an http:// or https:// URL, e.g. http://prometheus:9090/api/v1/write");
         }
         if self.alert_repeat_s < 60 {
             anyhow::bail!("alert_repeat_s ({}) must be at least 60, or a firing alarm floods its channels", self.alert_repeat_s);

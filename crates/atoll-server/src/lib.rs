@@ -18,7 +18,7 @@ mod join;
 mod liveness;
 pub mod logcount;
 mod metrics_layer;
-mod monitoring;
+pub(crate) mod monitoring;
 mod packages;
 mod platform;
 mod registry;

@@ -64,6 +64,9 @@ enum Command {
     /// What `atoll deploy` runs on a platform node.
     #[command(subcommand, hide = true)]
     Node(crate::deploy::NodeCmd),
+    /// Metrics: list, query, scrape targets, Prometheus service discovery.
+    #[command(subcommand)]
+    Metrics(crate::metrics::MetricsCmd),
     /// Alarms, alert rules, silences and notification channels.
     #[command(subcommand)]
     Alert(crate::alerts::AlertCmd),
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Platform(a) => crate::platform::run(a).await,
         Command::Check(a) => crate::platform::check(a).await,
         Command::Alert(c) => crate::alerts::run(c).await,
+        Command::Metrics(c) => crate::metrics::run(c).await,
         Command::Deploy(a) => crate::deploy::run(a).await,
         Command::Node(c) => crate::deploy::node(c).await,
     };

@@ -78,6 +78,9 @@ pub struct ServerArgs {
     /// Seconds before a firing alarm is notified again (default 14400).
     #[arg(long, env = "ATOLL_ALERT_REPEAT_S")]
     alert_repeat_s: Option<u64>,
+    /// Also send every scraped sample to this Prometheus remote-write URL.
+    #[arg(long, env = "ATOLL_REMOTE_WRITE_URL")]
+    remote_write_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +140,9 @@ pub async fn serve(a: ServerArgs) -> Res {
     );
     if a.monitordb_url.is_some() {
         c.monitordb_url = a.monitordb_url;
+    }
+    if a.remote_write_url.is_some() {
+        c.remote_write_url = a.remote_write_url;
     }
     if a.metadb_url.is_some() {
         c.metadb_url = a.metadb_url;

@@ -7,6 +7,7 @@ mod clusters;
 mod daemons;
 mod deploy;
 mod hosts;
+mod metrics;
 mod output;
 mod packages;
 mod plan;

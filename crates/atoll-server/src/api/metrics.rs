@@ -2,11 +2,11 @@
 //! scrape targets with their last outcome.
 
 use atoll_api::ErrorBody;
-use atoll_api::metrics::{MetricView, QueryAnswer, QuerySeries, TargetView, TargetsView};
+use atoll_api::metrics::{MetricView, QueryAnswer, QuerySeries, SdGroup, TargetView, TargetsView};
 use atoll_core::time::{now_ms, parse_duration_ms};
 use atoll_monitor::{Matcher, MonitorError, Query};
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Query as QueryString, RawQuery, State};
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_metrics)).routes(routes!(query)).routes(routes!(targets))
+    OpenApiRouter::new().routes(routes!(list_metrics)).routes(routes!(query)).routes(routes!(targets)).routes(routes!(service_discovery))
 }
 
 /// Every metric MonitorDB holds, with its help text, kind and labels.
@@ -143,9 +143,67 @@ async fn targets(State(state): State<AppState>, _caller: Caller) -> Json<Targets
     Json(TargetsView { scraping: state.platform.leading().is_some(), interval_ms: state.config.scrape_interval_ms, targets })
 }
 
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SdParams {
+    /// Only this job: `agent`, `proxy` or `server`.
+    pub job: Option<String>,
+}
+
+/// Every target for Prometheus or VictoriaMetrics, as service-discovery
+/// target groups (usable directly as `http_sd_configs`; `atoll metrics sd`
+/// writes them as `file_sd_configs` files). Agents are reached through this
+/// server (`/api/v1/hosts/{host}/metrics`), which holds their credentials:
+/// scrape the `agent` job with an API token.
+#[utoipa::path(get, path = "/api/v1/metrics/sd", tag = "metrics", params(SdParams),
+    responses((status = 200, body = Vec<SdGroup>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn service_discovery(
+    State(state): State<AppState>,
+    _caller: Caller,
+    QueryString(p): QueryString<SdParams>,
+) -> ApiResult<Json<Vec<SdGroup>>> {
+    if let Some(job) = p.job.as_deref().filter(|j| !["agent", "proxy", "server"].contains(j)) {
+        return Err(ApiError::BadRequest(format!("unknown job {job:?}; use agent, proxy or server")));
+    }
+    let targets = crate::monitoring::targets::current(&state).await?;
+    let own = url_parts(&state.platform.url)
+        .ok_or_else(|| ApiError::Internal(format!("cannot read this server's URL {:?}", state.platform.url)))?;
+    let mut out = Vec::new();
+    for t in targets.iter().filter(|t| p.job.as_deref().is_none_or(|j| t.job() == j)) {
+        let mut labels = t.labels.clone();
+        let (scheme, address, path) = if t.job() == "agent" {
+            (own.0.clone(), own.1.clone(), format!("/api/v1/hosts/{}/metrics", t.instance()))
+        } else {
+            url_parts(&t.url).ok_or_else(|| ApiError::Internal(format!("target {} has an unreadable URL {:?}", t.id, t.url)))?
+        };
+        labels.insert("__scheme__".into(), scheme);
+        labels.insert("__metrics_path__".into(), path);
+        out.push(SdGroup { targets: vec![address], labels });
+    }
+    Ok(Json(out))
+}
+
+/// Scheme, `host:port` and path of a URL.
+fn url_parts(url: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (address, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Some((scheme.to_string(), address.to_string(), path.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_query;
+
+    #[test]
+    fn urls_split_for_discovery() {
+        let p = |u: &str| super::url_parts(u).unwrap();
+        assert_eq!(p("http://127.0.0.1:9/metrics"), ("http".into(), "127.0.0.1:9".into(), "/metrics".into()));
+        assert_eq!(p("https://atoll.example:8443/"), ("https".into(), "atoll.example:8443".into(), "/".into()));
+        assert!(super::url_parts("127.0.0.1:9").is_none());
+    }
 
     #[test]
     fn query_strings() {

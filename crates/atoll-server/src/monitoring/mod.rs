@@ -2,8 +2,9 @@
 //! from every agent, proxy and server. One server scrapes at a time (the
 //! controllers' leader); any server answers queries from MonitorDB.
 
+mod remote;
 mod scrape;
-mod targets;
+pub(crate) mod targets;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,8 @@ pub struct Monitoring {
     /// The targets this server scrapes now and how each went last time;
     /// empty on servers that do not lead.
     status: RwLock<BTreeMap<String, TargetStatus>>,
+    /// Where samples are also sent, when configured.
+    remote: Option<remote::RemoteWrite>,
 }
 
 /// A target and its last scrape.
@@ -44,7 +47,8 @@ impl Monitoring {
         .map_err(|e| anyhow::anyhow!("cannot open MonitorDB: {e}"))?;
         let store: Arc<dyn MonitorStore> = Arc::new(store);
         let db = Monitor::open(store, config.monitor_config()).await.map_err(|e| anyhow::anyhow!("cannot load MonitorDB: {e}"))?;
-        Ok(Arc::new(Monitoring { db, status: RwLock::new(BTreeMap::new()) }))
+        let remote = config.remote_write_url.clone().map(remote::RemoteWrite::new);
+        Ok(Arc::new(Monitoring { db, status: RwLock::new(BTreeMap::new()), remote }))
     }
 
     /// MonitorDB's own statistics as the server's metrics.
@@ -80,6 +84,13 @@ impl Monitoring {
 /// Runs MonitorDB's background writer and the scraper until `shutdown`.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let writer = tokio::spawn(Arc::clone(&state.monitoring.db).run(shutdown.clone()));
+    let monitoring = Arc::clone(&state.monitoring);
+    let remote_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Some(r) = &monitoring.remote {
+            r.run(remote_shutdown).await;
+        }
+    });
     scrape::run(state, shutdown).await;
     let _ = writer.await;
 }

@@ -95,7 +95,14 @@ type ScrapeError = String;
 impl Scraper {
     fn new(monitoring: Arc<Monitoring>, http: reqwest::Client, target: Target, config: &crate::ServerConfig) -> Self {
         let timeout = Duration::from_millis(config.scrape_timeout_ms);
-        let own = |metric: &str| monitoring.db.series(SeriesKey::new(metric, target.labels.clone())).ok();
+        let own = |metric: &str| {
+            let key = SeriesKey::new(metric, target.labels.clone());
+            let r = monitoring.db.series(key.clone()).ok()?;
+            if let Some(remote) = &monitoring.remote {
+                remote.learn(r, &key);
+            }
+            Some(r)
+        };
         let (up, duration, scraped) = (own("up"), own("scrape_duration_seconds"), own("scrape_samples_scraped"));
         monitoring.db.describe("up", "gauge", "1 when the last scrape of the target succeeded.");
         monitoring.db.describe("scrape_duration_seconds", "gauge", "How long the last scrape of the target took.");
@@ -144,6 +151,9 @@ impl Scraper {
                 .filter_map(|(r, v)| r.map(|r| (r, v)))
                 .collect();
         self.monitoring.db.append(at, &own);
+        if let Some(remote) = &self.monitoring.remote {
+            remote.push(at, &own);
+        }
         self.monitoring.set_status(TargetStatus {
             target: self.target.clone(),
             up: Some(up),
@@ -191,8 +201,11 @@ impl Scraper {
                         // The exporter's own label wins, as `honor_labels`.
                         key.labels.entry(k.clone()).or_insert_with(|| v.clone());
                     }
-                    match self.monitoring.db.series(key) {
+                    match self.monitoring.db.series(key.clone()) {
                         Ok(r) => {
+                            if let Some(remote) = &self.monitoring.remote {
+                                remote.learn(r, &key);
+                            }
                             self.series.insert(series.to_string(), r);
                             batch.push((r, value));
                         }
@@ -211,6 +224,9 @@ impl Scraper {
             }
         }
         self.monitoring.db.append(at, &batch);
+        if let Some(remote) = &self.monitoring.remote {
+            remote.push(at, &batch);
+        }
         Ok(batch.len())
     }
 }
@@ -241,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlMonitorStore::open_sqlite(&dir.path().join("m.db")).await.unwrap();
         let db = Monitor::open(Arc::new(store), atoll_monitor::MonitorConfig::default()).await.unwrap();
-        let monitoring = Arc::new(Monitoring { db, status: std::sync::RwLock::new(Default::default()) });
+        let monitoring = Arc::new(Monitoring { db, status: std::sync::RwLock::new(Default::default()), remote: None });
         let config = crate::ServerConfig { scrape_timeout_ms: 500, ..crate::ServerConfig::default() };
         let target = |path: &str| Target {
             id: format!("test/{path}"),
