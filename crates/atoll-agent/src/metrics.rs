@@ -106,16 +106,23 @@ pub(crate) fn render(mounts: &[Mount], clock_offset_ms: Option<i64>, dbs: &[DbSt
         out.family("atoll_host_clock_offset_seconds", "gauge", "This host's clock minus the platform server's, as last measured");
         out.sample("atoll_host_clock_offset_seconds", &[], ms as f64 / 1000.0);
     }
-    for (id, status) in dbs {
-        db_metrics(&mut out, id, status.as_ref().ok());
+    for (id, reading) in dbs {
+        db_metrics(&mut out, id, reading.as_ref().ok());
     }
     out.text()
 }
 
-/// A database server's global status, or why it could not be read.
-pub(crate) type DbStatus = (atoll_core::DbId, Result<HashMap<String, String>, String>);
+/// A database server's global status and latency, or why they could not
+/// be read.
+pub(crate) type DbStatus = (atoll_core::DbId, Result<DbReading, String>);
 
-fn db_metrics(out: &mut Out, id: &atoll_core::DbId, status: Option<&HashMap<String, String>>) {
+pub(crate) struct DbReading {
+    pub status: HashMap<String, String>,
+    pub latency: Option<atoll_engine::metrics::Histogram>,
+}
+
+fn db_metrics(out: &mut Out, id: &atoll_core::DbId, reading: Option<&DbReading>) {
+    let status = reading.map(|r| &r.status);
     let base = [("cluster", id.cluster.as_str()), ("server", id.name.as_str())];
     out.family("atoll_db_up", "gauge", "1 when the agent could read the server's status, else 0");
     out.sample("atoll_db_up", &base, if status.is_some() { 1.0 } else { 0.0 });
@@ -125,6 +132,16 @@ fn db_metrics(out: &mut Out, id: &atoll_core::DbId, status: Option<&HashMap<Stri
         .is_some_and(|st| st.get("wsrep_local_state").map(String::as_str) == Some("4") && st.get("wsrep_ready").is_none_or(|r| r == "ON"));
     out.family("atoll_db_synced", "gauge", "1 when the server is Galera Synced and ready for queries, else 0");
     out.sample("atoll_db_synced", &base, if synced { 1.0 } else { 0.0 });
+    if let Some(h) = reading.and_then(|r| r.latency.as_ref()) {
+        const NAME: &str = "atoll_db_query_duration_seconds";
+        out.family(NAME, "histogram", "Statement latency (MariaDB's query_response_time plugin)");
+        for (le, n) in &h.buckets {
+            let le = if le.is_infinite() { "+Inf".to_string() } else { le.to_string() };
+            out.sample_of(NAME, "atoll_db_query_duration_seconds_bucket", &[base[0], base[1], ("le", &le)], *n as f64);
+        }
+        out.sample_of(NAME, "atoll_db_query_duration_seconds_sum", &base, h.sum);
+        out.sample_of(NAME, "atoll_db_query_duration_seconds_count", &base, h.count as f64);
+    }
     for m in status.map(atoll_engine::metrics::from_status).unwrap_or_default() {
         out.family(m.name, m.kind, m.help);
         match m.label {
@@ -158,7 +175,13 @@ impl Out {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let Some(f) = self.families.iter_mut().find(|f| f.name == name) else { return };
+        self.sample_of(name, name, labels, value);
+    }
+
+    /// A sample of `family` under another name (a histogram's `_bucket`,
+    /// `_sum` and `_count`).
+    fn sample_of(&mut self, family: &str, name: &str, labels: &[(&str, &str)], value: f64) {
+        let Some(f) = self.families.iter_mut().find(|f| f.name == family) else { return };
         f.samples.push_str(name);
         if !labels.is_empty() {
             let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
@@ -292,8 +315,9 @@ mod tests {
         ] {
             status.insert(k.to_string(), v.to_string());
         }
+        let latency = Some(atoll_engine::metrics::Histogram { buckets: vec![(0.001, 4), (f64::INFINITY, 5)], count: 5, sum: 2.5 });
         let dbs = vec![
-            (atoll_core::DbId { cluster: "orders".into(), name: "orders-1".into() }, Ok(status)),
+            (atoll_core::DbId { cluster: "orders".into(), name: "orders-1".into() }, Ok(DbReading { status, latency })),
             (atoll_core::DbId { cluster: "orders".into(), name: "orders-2".into() }, Err("refused".into())),
         ];
         let text = render(&mounts, Some(-1500), &dbs);
@@ -302,6 +326,15 @@ mod tests {
         assert!(text.contains("atoll_db_galera_flow_control_paused_ratio{cluster=\"orders\",server=\"orders-1\"} 0.25\n"), "{text}");
         assert!(text.contains("atoll_db_up{cluster=\"orders\",server=\"orders-2\"} 0\n"), "{text}");
         assert_eq!(text.matches("# TYPE atoll_db_up gauge").count(), 1, "{text}");
+        for line in [
+            "# TYPE atoll_db_query_duration_seconds histogram",
+            "atoll_db_query_duration_seconds_bucket{cluster=\"orders\",server=\"orders-1\",le=\"0.001\"} 4",
+            "atoll_db_query_duration_seconds_bucket{cluster=\"orders\",server=\"orders-1\",le=\"+Inf\"} 5",
+            "atoll_db_query_duration_seconds_sum{cluster=\"orders\",server=\"orders-1\"} 2.5",
+            "atoll_db_query_duration_seconds_count{cluster=\"orders\",server=\"orders-1\"} 5",
+        ] {
+            assert!(text.contains(line), "missing {line}: {text}");
+        }
         assert!(text.contains("atoll_db_synced{cluster=\"orders\",server=\"orders-1\"} 1\n"), "{text}");
         assert!(text.contains("atoll_db_synced{cluster=\"orders\",server=\"orders-2\"} 0\n"), "a dead server is not Synced: {text}");
         assert!(text.contains("atoll_host_filesystem_used_ratio{mount=\"/data \\\"x\\\"\",device=\"/dev/sda1\"} 0.6\n"), "{text}");

@@ -244,6 +244,10 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
     w.overridable("innodb_buffer_pool_size", "64M");
     w.overridable("max_connections", "200");
     w.overridable("performance_schema", "OFF");
+    w.line("# statement latency for the platform's charts (information_schema.QUERY_RESPONSE_TIME);");
+    w.line("# a build without the plugin logs an error and runs on");
+    w.fixed("plugin_load_add", "query_response_time");
+    w.fixed("loose-query_response_time_stats", "ON");
 
     match c.durability {
         Durability::Durable => {
@@ -364,6 +368,8 @@ mod tests {
             "innodb_buffer_pool_size=64M",
             "max_connections=200",
             "performance_schema=OFF",
+            "plugin_load_add=query_response_time",
+            "loose-query_response_time_stats=ON",
             "innodb_flush_log_at_trx_commit=1",
             "innodb_doublewrite=1",
             "[sst]",

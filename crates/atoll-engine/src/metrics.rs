@@ -107,9 +107,60 @@ pub fn from_status(status: &HashMap<String, String>) -> Vec<StatusMetric> {
     out
 }
 
+/// A latency histogram in Prometheus' shape: cumulative counts per upper
+/// bound (ascending, the last one +Inf), the count and the sum of seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// The histogram in a [`crate::sql::QUERY_RESPONSE_TIME`] answer (bound →
+/// "count total"; the last bound reads `TOO LONG`); `None` when the plugin
+/// is not loaded or the answer is not what it should be.
+pub fn response_times(rows: &HashMap<String, String>) -> Option<Histogram> {
+    let mut parsed: Vec<(f64, u64, f64)> = Vec::with_capacity(rows.len());
+    for (bound, v) in rows {
+        let le = if bound == "TOO LONG" { f64::INFINITY } else { bound.trim().parse().ok()? };
+        let (count, total) = v.split_once(' ')?;
+        // The last bucket's total reads `TOO LONG` too: its time is unknown.
+        let total = if le.is_infinite() { total.trim().parse().unwrap_or(0.0) } else { total.trim().parse().ok()? };
+        parsed.push((le, count.trim().parse().ok()?, total));
+    }
+    if parsed.is_empty() {
+        return None;
+    }
+    parsed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut buckets = Vec::with_capacity(parsed.len());
+    let (mut count, mut sum) = (0, 0.0);
+    for (le, n, total) in parsed {
+        count += n;
+        sum += total;
+        buckets.push((le, count));
+    }
+    Some(Histogram { buckets, count, sum })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_time_rows_become_a_cumulative_histogram() {
+        let rows: HashMap<String, String> =
+            [("0.000010", "5 0.000030"), ("0.000100", "10 0.000500"), ("1.000000", "2 0.300000"), ("TOO LONG", "1 TOO LONG")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let h = response_times(&rows).unwrap_or_else(|| panic!("parses"));
+        assert_eq!(h.buckets, vec![(0.00001, 5), (0.0001, 15), (1.0, 17), (f64::INFINITY, 18)]);
+        assert_eq!(h.count, 18);
+        assert!((h.sum - 0.30053).abs() < 1e-9, "{}", h.sum);
+        assert_eq!(response_times(&HashMap::new()), None);
+        let bad: HashMap<String, String> = [("x".to_string(), "1 2".to_string())].into();
+        assert_eq!(response_times(&bad), None);
+    }
 
     #[test]
     fn counters_become_named_metrics() {

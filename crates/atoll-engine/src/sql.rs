@@ -19,6 +19,10 @@ pub const WSREP_STATUS: &str = "SHOW GLOBAL STATUS LIKE 'wsrep\\_%'";
 /// primary component answers it too).
 pub const GLOBAL_STATUS: &str = "SHOW GLOBAL STATUS";
 
+/// Statement latency as MariaDB's `query_response_time` plugin counts it
+/// (loaded by every server's config): per bucket's upper bound, "count total".
+pub const QUERY_RESPONSE_TIME: &str = "SELECT TRIM(TIME), CONCAT(COUNT, ' ', TRIM(TOTAL)) FROM information_schema.QUERY_RESPONSE_TIME";
+
 /// Only what routing needs, for a proxy probing every few milliseconds.
 pub const ROUTING_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready', 'wsrep_cluster_status')";
 

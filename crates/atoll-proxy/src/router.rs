@@ -65,6 +65,8 @@ pub struct BackendStats {
     pub connections: [AtomicU64; 2],
     pub probes_ok: AtomicU64,
     pub probes_failed: AtomicU64,
+    /// Client connections this backend refused or did not greet in time.
+    pub connect_failures: AtomicU64,
 }
 
 struct Slot {
@@ -291,7 +293,12 @@ impl Shared {
     }
 
     /// A client connect to `name` failed: down now, not at the next probe.
+    /// A client's connect to `name` failed: counted, and the backend is
+    /// down until a probe says otherwise.
     pub fn mark_down(&self, name: &str, reason: &str) {
+        if let Some(sl) = self.lock().slots.get(name) {
+            sl.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        }
         self.report(name, None, Probe::Down { reason: reason.to_string() });
     }
 
@@ -499,6 +506,12 @@ impl Shared {
         );
         family("atoll_proxy_probes_ok_total", "counter", "Successful probes.", per_backend(&|sl| load(&sl.stats.probes_ok) as f64));
         family("atoll_proxy_probes_failed_total", "counter", "Failed probes.", per_backend(&|sl| load(&sl.stats.probes_failed) as f64));
+        family(
+            "atoll_proxy_backend_connect_failures_total",
+            "counter",
+            "Client connections the backend refused or did not greet in time.",
+            per_backend(&|sl| load(&sl.stats.connect_failures) as f64),
+        );
         family(
             "atoll_proxy_backend_connections",
             "gauge",

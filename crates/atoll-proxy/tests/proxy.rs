@@ -164,6 +164,8 @@ async fn cli_bad_clients_and_error_packets() -> Result<()> {
     let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr.unwrap())).await?.text().await?;
     assert!(metrics.contains("atoll_proxy_connections_total{cluster=\"pxa\",port=\"rw\"}"), "{metrics}");
     assert!(metrics.contains("atoll_proxy_backend_up{cluster=\"pxa\",backend=\"a1\"} 1"), "{metrics}");
+    assert!(metrics.contains("atoll_proxy_writer_healthy{cluster=\"pxa\"} 1"), "{metrics}");
+    assert!(metrics.contains("atoll_proxy_backend_connect_failures_total{cluster=\"pxa\",backend=\"a1\"} 0"), "{metrics}");
 
     // --max-connections: one held, the next refused with 1040.
     let mut small = config("pxa", vec![ts.url()]);
@@ -214,6 +216,8 @@ async fn cli_bad_clients_and_error_packets() -> Result<()> {
     let (ok, _, err) = mariadb_cli(p.rw_addr, "SELECT 1").await?;
     assert!(!ok && err.contains("cluster 'pxa' has no healthy writer") && err.contains("a1 down"), "{err}");
     println!("no writer, as the mariadb client prints it: {err}");
+    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr.unwrap())).await?.text().await?;
+    assert!(metrics.contains("atoll_proxy_writer_healthy{cluster=\"pxa\"} 0"), "what the proxy-without-writer alarm reads: {metrics}");
     let (ok, _, err) = mariadb_cli(p.ro_addr, "SELECT 1").await?;
     assert!(!ok && err.contains("cluster 'pxa' has no healthy reader"), "{err}");
     stop.cancel();

@@ -135,6 +135,11 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
         sample(&node1, "atoll_db_statements_total{cluster=\"orders\",server=\"orders-1\",kind=\"insert\"}").is_some_and(|n| n >= 1.0),
         "{node1}"
     );
+    // Statement latency from the query_response_time plugin every server loads.
+    assert!(
+        sample(&node1, "atoll_db_query_duration_seconds_count{cluster=\"orders\",server=\"orders-1\"}").is_some_and(|n| n >= 1.0),
+        "{node1}"
+    );
     for (i, ip) in IPS.iter().enumerate() {
         let text = metrics(ip).await;
         let size = format!("atoll_db_galera_cluster_size{{cluster=\"orders\",server=\"orders-{}\"}}", i + 1);
@@ -308,6 +313,8 @@ async fn the_cluster_page_draws_its_charts(d: &WebDriver, base: &str) {
     // The write load went through node 1: its legend row has the largest last value.
     let legend = text_of(d, By::Css("#chart-tps table.legend")).await.unwrap();
     assert!(legend.contains("orders-1") && legend.contains("/s"), "{legend}");
+    let latency = text_of(d, By::Css("#chart-latency table.legend")).await.unwrap();
+    assert!(latency.contains("orders-1") && latency.contains(" ms"), "{latency}");
     let mut last_synced = Vec::new();
     for cell in d.find_all(By::Css("#chart-synced table.legend td.last")).await.unwrap() {
         last_synced.push(cell.text().await.unwrap());

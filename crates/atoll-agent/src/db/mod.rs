@@ -274,23 +274,36 @@ impl Supervisor {
     /// The latest status of every defined server, by id.
     /// Every running server's global status counters, read now over its
     /// socket (or why not), for the metrics scrape.
-    pub(crate) async fn global_statuses(&self) -> Vec<(DbId, Result<std::collections::HashMap<String, String>, String>)> {
+    /// What each server's metrics are made of, read now: its global status
+    /// and latency histogram, or why not (a server meant to run that does
+    /// not is reported too, so "not Synced" holds for it; one stopped on
+    /// purpose is left out).
+    pub(crate) async fn global_statuses(&self) -> Vec<crate::metrics::DbStatus> {
         let servers: Vec<Arc<Server>> = self.inner.servers().values().cloned().collect();
-        let running: Vec<(DbId, PathBuf)> = servers
+        let wanted: Vec<(DbId, Option<u32>, PathBuf)> = servers
             .iter()
             .filter_map(|s| {
                 let (pid, socket) = s.probe_target();
-                pid.map(|_| (s.id(), socket))
+                (pid.is_some() || s.rt().desired_running).then(|| (s.id(), pid, socket))
             })
             .collect();
         let mut out = Vec::new();
-        for (id, socket) in running {
-            let status = async {
+        for (id, pid, socket) in wanted {
+            let reading = async {
+                if pid.is_none() {
+                    return Err("not running".to_string());
+                }
                 let mut conn = sql::connect_socket(&socket, std::time::Duration::from_secs(1)).await?;
-                probe::name_value_rows(&mut conn, atoll_engine::sql::GLOBAL_STATUS).await
+                let status = probe::name_value_rows(&mut conn, atoll_engine::sql::GLOBAL_STATUS).await?;
+                // Absent when the build has no query_response_time plugin.
+                let latency = probe::name_value_rows(&mut conn, atoll_engine::sql::QUERY_RESPONSE_TIME)
+                    .await
+                    .ok()
+                    .and_then(|rows| atoll_engine::metrics::response_times(&rows));
+                Ok(crate::metrics::DbReading { status, latency })
             }
             .await;
-            out.push((id, status));
+            out.push((id, reading));
         }
         out
     }

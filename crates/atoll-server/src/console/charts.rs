@@ -79,6 +79,7 @@ pub(crate) enum Unit {
     Ratio,
     /// 1 or 0: `yes` / `no`.
     Flag,
+    Seconds,
 }
 
 /// One chart: a query and how to show it.
@@ -92,6 +93,9 @@ pub(crate) struct Chart {
     pub agg: Agg,
     /// Labels that make the lines, e.g. `["server"]`.
     pub by: &'static [&'static str],
+    /// Divide by this metric, queried alike (an average from a sum and a
+    /// count).
+    pub per: Option<&'static str>,
 }
 
 impl Chart {
@@ -104,7 +108,11 @@ impl Chart {
         matchers: &[String],
         by: &'static [&'static str],
     ) -> Chart {
-        Chart { id, title, unit, metric, matchers: matchers.to_vec(), rate: false, agg: Agg::Sum, by }
+        Chart { id, title, unit, metric, matchers: matchers.to_vec(), rate: false, agg: Agg::Sum, by, per: None }
+    }
+
+    pub fn per(self, per: &'static str) -> Chart {
+        Chart { per: Some(per), ..self }
     }
 
     pub fn rate(self) -> Chart {
@@ -170,6 +178,9 @@ pub(crate) fn for_cluster(name: &str) -> Vec<Chart> {
     vec![
         Chart::new("qps", "Queries per second", PerSecond, "atoll_db_questions_total", &m, &["server"]).rate(),
         Chart::new("tps", "Transactions per second (commits)", PerSecond, "atoll_db_galera_local_commits_total", &m, &["server"]).rate(),
+        Chart::new("latency", "Statement latency (mean)", Seconds, "atoll_db_query_duration_seconds_sum", &m, &["server"])
+            .rate()
+            .per("atoll_db_query_duration_seconds_count"),
         Chart::new("connections", "Client connections", Count, "atoll_db_connections", &m, &["server"]),
         Chart::new("synced", "Synced", Flag, "atoll_db_synced", &m, &["server"]).agg(Agg::Min),
         Chart::new("flow-control", "Flow control paused", Ratio, "atoll_db_galera_flow_control_paused_ratio", &m, &["server"])
@@ -250,7 +261,14 @@ async fn one(state: &AppState, c: Chart, range: &Range, now: i64) -> ChartView {
         agg: Some(c.agg),
         by: c.by.iter().map(|l| l.to_string()).collect(),
     };
-    match state.monitoring.db.query(&q, now).await {
+    let answer = match state.monitoring.db.query(&q, now).await {
+        Ok(a) => match c.per {
+            Some(per) => state.monitoring.db.query(&Query { metric: per.to_string(), ..q }, now).await.map(|d| divide(a, &d)),
+            None => Ok(a),
+        },
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(answer) => {
             let (svg, legend) = svg(&answer, c.unit, range, c.by);
             let note = legend.is_empty().then(|| "no data in this range yet: samples arrive every scrape interval".to_string());
@@ -261,6 +279,20 @@ async fn one(state: &AppState, c: Chart, range: &Range, now: i64) -> ChartView {
         }
         Err(e) => view(String::new(), Vec::new(), Some(format!("cannot read MonitorDB: {e}"))),
     }
+}
+
+/// `a / d` per series of equal labels and per step; a gap where `d` has
+/// none or is zero (no statements: no latency to speak of).
+fn divide(mut a: Answer, d: &Answer) -> Answer {
+    let by_labels: BTreeMap<&BTreeMap<String, String>, &Vec<Option<f64>>> = d.series.iter().map(|s| (&s.labels, &s.values)).collect();
+    for s in &mut a.series {
+        let den = by_labels.get(&s.labels);
+        for (i, v) in s.values.iter_mut().enumerate() {
+            let q = den.and_then(|d| d.get(i).copied().flatten()).filter(|d| *d > 0.0);
+            *v = v.zip(q).map(|(n, q)| n / q);
+        }
+    }
+    a
 }
 
 const COLORS: [&str; 8] = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
@@ -407,6 +439,8 @@ pub(crate) fn format_value(unit: Unit, v: f64) -> String {
                 "no".into()
             }
         }
+        Unit::Seconds if v.abs() < 1.0 => format!("{:.2} ms", v * 1000.0),
+        Unit::Seconds => format!("{v:.2} s"),
     }
 }
 
@@ -451,6 +485,26 @@ mod tests {
     }
 
     #[test]
+    fn averages_divide_matching_series() {
+        let labels = |s: &str| [("server".to_string(), s.to_string())].into();
+        let answer = |series: Vec<Series>| Answer {
+            metric: "m".into(),
+            resolution: atoll_monitor::Resolution::Raw,
+            step_ms: 10_000,
+            timestamps: vec![0, 10_000, 20_000],
+            series,
+        };
+        let sum = answer(vec![
+            Series { labels: labels("a"), values: vec![Some(1.0), Some(2.0), Some(3.0)] },
+            Series { labels: labels("b"), values: vec![Some(1.0), None, Some(1.0)] },
+        ]);
+        let count = answer(vec![Series { labels: labels("a"), values: vec![Some(4.0), Some(0.0), None] }]);
+        let mean = divide(sum, &count);
+        assert_eq!(mean.series[0].values, vec![Some(0.25), None, None]);
+        assert_eq!(mean.series[1].values, vec![None, None, None], "no count for b");
+    }
+
+    #[test]
     fn ranges_from_the_query_string() {
         let now = 1_796_376_600_000;
         let q = |range: Option<&str>, from: Option<&str>, to: Option<&str>| PageQuery {
@@ -477,6 +531,7 @@ mod tests {
         assert_eq!(format_value(Unit::PerSecond, 12_345.0), "12.3k/s");
         assert_eq!(format_value(Unit::Count, 2.5), "2.50");
         assert_eq!(format_value(Unit::Flag, 1.0), "yes");
+        assert_eq!(format_value(Unit::Seconds, 0.00125), "1.25 ms");
         assert_eq!(nice_step(0.3), 0.5);
         assert_eq!(nice_step(7.0), 10.0);
         assert_eq!(nice_step(0.0), 1.0);
