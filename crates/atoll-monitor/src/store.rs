@@ -53,17 +53,12 @@ impl Resolution {
     }
 
     /// Chunks never straddle a multiple of this, so retention drops whole
-    /// chunks and a chunk's rows stay few enough to rewrite cheaply: every
-    /// flush rewrites each series' open chunks whole, so their average
-    /// size is what a flush costs. Rollups at 60 and 24 rows a chunk keep
-    /// it near the raw chunk's (with 6 h and 10 days, 360 and 240 rows of
-    /// four columns, the minute chunk alone made a steady-state flush of
-    /// 100,000 series five times slower).
+    /// chunks and a chunk's rows stay few enough to rewrite cheaply.
     pub(crate) fn window_ms(self) -> i64 {
         match self {
             Resolution::Raw => 2 * 3_600_000,
-            Resolution::Minute => 3_600_000,
-            Resolution::Hour => 86_400_000,
+            Resolution::Minute => 6 * 3_600_000,
+            Resolution::Hour => 10 * 86_400_000,
         }
     }
 
