@@ -128,8 +128,7 @@ fn db_metrics(out: &mut Out, id: &atoll_core::DbId, reading: Option<&DbReading>)
     out.sample("atoll_db_up", &base, if status.is_some() { 1.0 } else { 0.0 });
     // Always present (0 for a server that is down), so that "not Synced"
     // fires for a dead server as well as a joining one.
-    let synced = status
-        .is_some_and(|st| st.get("wsrep_local_state").map(String::as_str) == Some("4") && st.get("wsrep_ready").is_none_or(|r| r == "ON"));
+    let synced = status.is_some_and(atoll_engine::metrics::is_synced);
     out.family("atoll_db_synced", "gauge", "1 when the server is Galera Synced and ready for queries, else 0");
     out.sample("atoll_db_synced", &base, if synced { 1.0 } else { 0.0 });
     if let Some(h) = reading.and_then(|r| r.latency.as_ref()) {

@@ -19,6 +19,9 @@ pub struct Channel {
     /// Where a webhook posts to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Who an email channel writes to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
     /// Alarms below this severity are not sent here.
     #[serde(default = "info")]
     pub min_severity: Severity,
@@ -42,6 +45,9 @@ pub enum ChannelKind {
     Webhook,
     /// A line in the server's log (warn for firing, info for resolved).
     Log,
+    /// Mail to `to` through the SMTP server the platform is configured
+    /// with (`smtp_server`, `smtp_from`).
+    Email,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +58,14 @@ pub enum ChannelError {
     BadUrl(String),
     #[error("a webhook channel needs a url")]
     NoUrl,
-    #[error("a log channel takes no url")]
+    #[error("only a webhook channel takes a url")]
     UrlNotWanted,
+    #[error("an email channel needs at least one address to write to (`to`)")]
+    NoRecipient,
+    #[error("{0:?} is not an email address")]
+    BadAddress(String),
+    #[error("only an email channel takes `to` addresses")]
+    ToNotWanted,
 }
 
 impl Channel {
@@ -63,7 +75,7 @@ impl Channel {
         }
         match (self.kind, &self.url) {
             (ChannelKind::Webhook, None) => return Err(ChannelError::NoUrl),
-            (ChannelKind::Log, Some(_)) => return Err(ChannelError::UrlNotWanted),
+            (ChannelKind::Log | ChannelKind::Email, Some(_)) => return Err(ChannelError::UrlNotWanted),
             (ChannelKind::Webhook, Some(url)) => {
                 let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
                 let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
@@ -71,7 +83,17 @@ impl Channel {
                     return Err(ChannelError::BadUrl(url.clone()));
                 }
             }
-            (ChannelKind::Log, None) => {}
+            (ChannelKind::Log | ChannelKind::Email, None) => {}
+        }
+        match self.kind {
+            ChannelKind::Email if self.to.is_empty() => return Err(ChannelError::NoRecipient),
+            ChannelKind::Email => {
+                if let Some(bad) = self.to.iter().find(|a| !looks_like_address(a)) {
+                    return Err(ChannelError::BadAddress(bad.clone()));
+                }
+            }
+            _ if !self.to.is_empty() => return Err(ChannelError::ToNotWanted),
+            _ => {}
         }
         Ok(())
     }
@@ -79,6 +101,12 @@ impl Channel {
     pub fn wants(&self, n: &Notification) -> bool {
         self.enabled && n.severity >= self.min_severity
     }
+}
+
+/// `local@domain`, one `@`, no spaces or angle brackets: what a typo breaks.
+fn looks_like_address(a: &str) -> bool {
+    let bad = |c: char| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';');
+    matches!(a.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.contains('@') && !a.contains(bad))
 }
 
 /// A channel's recent deliveries, shown beside it.
@@ -235,6 +263,7 @@ mod tests {
             name: "ops".into(),
             kind,
             url: url.map(String::from),
+            to: Vec::new(),
             min_severity: Severity::Critical,
             enabled: true,
         };
@@ -244,6 +273,13 @@ mod tests {
         }
         assert_eq!(ch(ChannelKind::Webhook, None).validate(), Err(ChannelError::NoUrl));
         assert_eq!(ch(ChannelKind::Log, Some("http://x")).validate(), Err(ChannelError::UrlNotWanted));
+        assert_eq!(ch(ChannelKind::Email, None).validate(), Err(ChannelError::NoRecipient));
+        let mail = |to: &str| Channel { to: vec![to.into()], ..ch(ChannelKind::Email, None) };
+        assert!(mail("ops@example.com").validate().is_ok());
+        for bad in ["ops", "ops@localhost", "a b@example.com", "<ops@example.com>", "@example.com"] {
+            assert_eq!(mail(bad).validate(), Err(ChannelError::BadAddress(bad.into())), "{bad}");
+        }
+        assert_eq!(Channel { to: vec!["a@b.c".into()], ..ch(ChannelKind::Log, None) }.validate(), Err(ChannelError::ToNotWanted));
         let n = group(&[firing("agent-not-reporting", "db1", 0)], 0).remove(0);
         assert!(!ch(ChannelKind::Log, None).wants(&n), "a warning is below critical");
         let json = serde_json::json!({ "name": "hook", "type": "webhook", "url": "http://h/x" });

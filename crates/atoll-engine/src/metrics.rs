@@ -107,6 +107,12 @@ pub fn from_status(status: &HashMap<String, String>) -> Vec<StatusMetric> {
     out
 }
 
+/// Whether a server's `SHOW GLOBAL STATUS` says it is Galera Synced and
+/// ready for queries (`wsrep_ready` is absent on old versions).
+pub fn is_synced(status: &HashMap<String, String>) -> bool {
+    status.get("wsrep_local_state").map(String::as_str) == Some("4") && status.get("wsrep_ready").is_none_or(|r| r == "ON")
+}
+
 /// A latency histogram in Prometheus' shape: cumulative counts per upper
 /// bound (ascending, the last one +Inf), the count and the sum of seconds.
 #[derive(Debug, Clone, PartialEq)]

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// endpoint (Prometheus `…/api/v1/write` with its receiver enabled,
     /// VictoriaMetrics `…/api/v1/write`).
     pub remote_write_url: Option<String>,
+    /// The SMTP relay email channels send through (`HOST:PORT`, plain
+    /// SMTP), and the sender address (default `atoll@localhost`).
+    pub smtp_server: Option<String>,
+    pub smtp_from: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +103,8 @@ impl Default for ServerConfig {
             monitordb_flush_s: 60,
             alert_repeat_s: 4 * 3_600,
             remote_write_url: None,
+            smtp_server: None,
+            smtp_from: None,
         }
     }
 }

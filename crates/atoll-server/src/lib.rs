@@ -127,6 +127,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
     let monitoring = monitoring::Monitoring::open(&config).await?;
+    let smtp = alerting::mail::Smtp::from_config(&config)?;
     let state = AppState::new(
         store,
         Inner {
@@ -138,7 +139,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             platform: platform::Platform::new(url),
             beats: beats::Beats::default(),
             monitoring,
-            deliveries: alerting::Deliveries::new(),
+            deliveries: alerting::Deliveries::new(smtp),
         },
     );
     let _ = slot.set(state.clone());

@@ -143,12 +143,15 @@ pub enum ChannelCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Add a channel: `--webhook URL` posts JSON there; without it, the
+    /// Add a channel: `--webhook URL` posts JSON there, `--email ADDRESS`
+    /// (repeat) mails through the server's SMTP relay; with neither, the
     /// channel writes to the server's log.
     Add {
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "email")]
         webhook: Option<String>,
+        #[arg(long)]
+        email: Vec<String>,
         /// Send only alarms at least this severe (info, warning, critical).
         #[arg(long, default_value = "info")]
         min_severity: String,
@@ -416,7 +419,10 @@ async fn channels(cmd: ChannelCmd) -> Res {
                 t.add_row(vec![
                     c.name.clone(),
                     serde_json::to_value(c.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                    c.url.clone().unwrap_or_else(|| "server log".into()),
+                    match c.kind {
+                        ChannelKind::Email => c.to.join(", "),
+                        _ => c.url.clone().unwrap_or_else(|| "server log".into()),
+                    },
                     c.min_severity.as_str().to_string(),
                     v.status.delivered.to_string(),
                     v.status.failed.to_string(),
@@ -427,9 +433,13 @@ async fn channels(cmd: ChannelCmd) -> Res {
             println!("{t}");
             Ok(Exit::Ok)
         }
-        ChannelCmd::Add { name, webhook, min_severity, conn } => {
-            let kind = if webhook.is_some() { ChannelKind::Webhook } else { ChannelKind::Log };
-            let ch = Channel { name, kind, url: webhook, min_severity: parse_severity(&min_severity)?, enabled: true };
+        ChannelCmd::Add { name, webhook, email, min_severity, conn } => {
+            let kind = match (&webhook, email.is_empty()) {
+                (Some(_), _) => ChannelKind::Webhook,
+                (None, false) => ChannelKind::Email,
+                (None, true) => ChannelKind::Log,
+            };
+            let ch = Channel { name, kind, url: webhook, to: email, min_severity: parse_severity(&min_severity)?, enabled: true };
             let ch: Channel = client(&conn)?.post("/api/v1/alerts/channels", &ch).await?;
             if conn.json {
                 output::print_json(&ch)?;

@@ -33,7 +33,7 @@ pub struct Conn {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform server (API, console, task executor).
-    Server(crate::daemons::ServerArgs),
+    Server(Box<crate::daemons::ServerArgs>),
     /// Run the agent of this host.
     Agent(crate::daemons::AgentArgs),
     /// A whole platform on this machine: server, three hosts, console.
@@ -84,7 +84,7 @@ impl Cli {
 
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Server(a) => crate::daemons::serve(a).await,
+        Command::Server(a) => crate::daemons::serve(*a).await,
         Command::Agent(a) => crate::daemons::agent(a).await,
         Command::Playground(a) => crate::playground::run(a).await,
         Command::Login(a) => crate::session::login(a).await,

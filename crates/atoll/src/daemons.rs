@@ -81,6 +81,12 @@ pub struct ServerArgs {
     /// Also send every scraped sample to this Prometheus remote-write URL.
     #[arg(long, env = "ATOLL_REMOTE_WRITE_URL")]
     remote_write_url: Option<String>,
+    /// SMTP relay for email alert channels (HOST:PORT).
+    #[arg(long, env = "ATOLL_SMTP_SERVER")]
+    smtp_server: Option<String>,
+    /// Sender of alert mail (default atoll@localhost).
+    #[arg(long, env = "ATOLL_SMTP_FROM")]
+    smtp_from: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +149,12 @@ pub async fn serve(a: ServerArgs) -> Res {
     }
     if a.remote_write_url.is_some() {
         c.remote_write_url = a.remote_write_url;
+    }
+    if a.smtp_server.is_some() {
+        c.smtp_server = a.smtp_server;
+    }
+    if a.smtp_from.is_some() {
+        c.smtp_from = a.smtp_from;
     }
     if a.metadb_url.is_some() {
         c.metadb_url = a.metadb_url;

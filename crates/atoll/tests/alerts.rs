@@ -9,6 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use atoll_api::alerts::AlarmView;
+use atoll_testkit::smtp::SmtpSink;
 use atoll_testkit::webhook::Webhook;
 use atoll_testkit::{Platform, ServerOpts, wait_for};
 use serde_json::Value;
@@ -41,7 +42,10 @@ fn heard(hook: &Webhook, rule: &str, state: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_alarms_silences_and_channels_from_the_cli() {
-    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    let smtp = SmtpSink::start("127.0.0.1").await.unwrap();
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--smtp-server".into(), smtp.addr.clone(), "--smtp-from".into(), "atoll@platform.test".into()]);
+    let mut p = Platform::start(opts).await.unwrap();
     p.login_admin().await.unwrap();
     let hook = Webhook::start("127.0.0.1", 0).await.unwrap();
 
@@ -57,6 +61,19 @@ async fn rules_alarms_silences_and_channels_from_the_cli() {
     ok(&p, &["alert", "channels", "add", "hook", "--webhook", &hook.url, "--min-severity", "warning"]);
     assert!(ok(&p, &["alert", "channels", "test", "hook"]).contains("delivered"));
     assert_eq!(heard(&hook, "test", "firing"), 1);
+    // Email through the configured relay (a real SMTP conversation).
+    ok(&p, &["alert", "channels", "add", "mail", "--email", "ops@example.test", "--email", "dba@example.test"]);
+    assert!(ok(&p, &["alert", "channels", "test", "mail"]).contains("delivered"));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(
+        (mails[0].from.as_str(), mails[0].to.clone()),
+        ("atoll@platform.test", vec!["ops@example.test".to_string(), "dba@example.test".to_string()])
+    );
+    assert!(mails[0].data.contains("Subject: [TEST] a test notification from Atoll"), "{}", mails[0].data);
+    assert!(mails[0].data.contains("FIRING: a test notification; nothing is wrong"), "{}", mails[0].data);
+    let out = refused(&p, &["alert", "channels", "add", "bad-mail", "--email", "ops"], 1);
+    assert!(out.contains("\"ops\" is not an email address"), "{out}");
     ok(&p, &["alert", "channels", "add", "dead", "--webhook", "http://127.0.0.1:1/x", "--min-severity", "critical"]);
     let out = refused(&p, &["alert", "channels", "test", "dead"], 3);
     assert!(out.contains("not delivered") && out.contains("127.0.0.1:1"), "{out}");

@@ -18,12 +18,13 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The HTTP client deliveries share.
 pub struct Deliveries {
     http: Option<reqwest::Client>,
+    smtp: Option<super::mail::Smtp>,
     /// Serialises this server's read-modify-writes of channel statuses.
     recording: tokio::sync::Mutex<()>,
 }
 
 impl Deliveries {
-    pub fn new() -> Deliveries {
+    pub fn new(smtp: Option<super::mail::Smtp>) -> Deliveries {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -31,39 +32,32 @@ impl Deliveries {
             .build()
             .inspect_err(|e| tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks will fail"))
             .ok();
-        Deliveries { http, recording: tokio::sync::Mutex::new(()) }
+        Deliveries { http, smtp, recording: tokio::sync::Mutex::new(()) }
     }
 
     /// Starts delivering `n` to `channel`; returns at once.
     pub fn send(&self, state: &AppState, channel: Channel, n: Notification) {
-        let http = self.http.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            let outcome = deliver(&state, http.as_ref(), &channel, &n).await;
+            let outcome = deliver(&state, &channel, &n).await;
             record(&state, &channel.name, outcome.into()).await;
         });
     }
 
     /// Delivers once, now, without retries: `atoll alert channels test`.
     pub async fn test(&self, state: &AppState, channel: &Channel, n: &Notification) -> Result<(), String> {
-        let outcome = attempt(self.http.as_ref(), channel, n).await;
+        let outcome = self.attempt(channel, n).await;
         record(state, &channel.name, outcome.clone().into()).await;
         outcome
     }
 }
 
-impl Default for Deliveries {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Tries until it works or the retries run out; each failed attempt is
 /// recorded at once (the channel shows its last error while retrying).
-async fn deliver(state: &AppState, http: Option<&reqwest::Client>, channel: &Channel, n: &Notification) -> Result<(), String> {
+async fn deliver(state: &AppState, channel: &Channel, n: &Notification) -> Result<(), String> {
     let mut delays = RETRY_DELAYS_MS.iter();
     loop {
-        let outcome = attempt(http, channel, n).await;
+        let outcome = state.deliveries.attempt(channel, n).await;
         let Err(e) = outcome else { return Ok(()) };
         let Some(ms) = delays.next() else { return Err(e) };
         tracing::info!(channel = %channel.name, error = %e, retry_in_ms = ms, "notification not delivered; will retry");
@@ -91,27 +85,33 @@ impl From<Result<(), String>> for Outcome {
     }
 }
 
-async fn attempt(http: Option<&reqwest::Client>, channel: &Channel, n: &Notification) -> Result<(), String> {
-    match &channel.kind {
-        ChannelKind::Log => {
-            match n.status {
-                AlarmState::Firing => tracing::warn!(target: "atoll::alert", channel = %channel.name, rule = %n.rule, "{}", n.title),
-                _ => tracing::info!(target: "atoll::alert", channel = %channel.name, rule = %n.rule, "{}", n.title),
-            }
-            Ok(())
-        }
-        ChannelKind::Webhook => {
-            let url = channel.url.as_deref().ok_or("the channel has no url")?;
-            let http = http.ok_or("no HTTP client (see the server log at start)")?;
-            let resp = http.post(url).json(n).send().await.map_err(|e| format!("POST {url}: {}", atoll_client::describe(&e)))?;
-            let status = resp.status();
-            if status.is_success() {
+impl Deliveries {
+    async fn attempt(&self, channel: &Channel, n: &Notification) -> Result<(), String> {
+        match &channel.kind {
+            ChannelKind::Log => {
+                match n.status {
+                    AlarmState::Firing => tracing::warn!(target: "atoll::alert", channel = %channel.name, rule = %n.rule, "{}", n.title),
+                    _ => tracing::info!(target: "atoll::alert", channel = %channel.name, rule = %n.rule, "{}", n.title),
+                }
                 Ok(())
-            } else {
-                let body = resp.text().await.unwrap_or_default();
-                let body: String = body.chars().take(200).collect();
-                Err(format!("{url} answered {status}: {}", body.trim()))
             }
+            ChannelKind::Webhook => {
+                let url = channel.url.as_deref().ok_or("the channel has no url")?;
+                let http = self.http.as_ref().ok_or("no HTTP client (see the server log at start)")?;
+                let resp = http.post(url).json(n).send().await.map_err(|e| format!("POST {url}: {}", atoll_client::describe(&e)))?;
+                let status = resp.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    let body = resp.text().await.unwrap_or_default();
+                    let body: String = body.chars().take(200).collect();
+                    Err(format!("{url} answered {status}: {}", body.trim()))
+                }
+            }
+            ChannelKind::Email => match &self.smtp {
+                Some(smtp) => smtp.send(&channel.to, n).await,
+                None => Err("no SMTP server is configured: set smtp_server (and smtp_from) in the server's config".into()),
+            },
         }
     }
 }

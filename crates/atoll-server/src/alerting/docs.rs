@@ -18,8 +18,14 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
         insert_if_missing(state, DocKind::AlertRule, &rule.name, &rule).await?;
     }
     if state.store.list_docs(DocKind::Channel).await?.is_empty() {
-        let log =
-            Channel { name: "log".into(), kind: ChannelKind::Log, url: None, min_severity: atoll_alert::Severity::Info, enabled: true };
+        let log = Channel {
+            name: "log".into(),
+            kind: ChannelKind::Log,
+            url: None,
+            to: Vec::new(),
+            min_severity: atoll_alert::Severity::Info,
+            enabled: true,
+        };
         insert_if_missing(state, DocKind::Channel, &log.name, &log).await?;
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 mod deliver;
 pub mod docs;
+pub mod mail;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

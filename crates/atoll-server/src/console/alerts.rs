@@ -146,8 +146,12 @@ async fn load(state: &AppState) -> Result<Loaded, ApiError> {
             kind: match c.kind {
                 atoll_alert::ChannelKind::Webhook => "webhook",
                 atoll_alert::ChannelKind::Log => "log",
+                atoll_alert::ChannelKind::Email => "email",
             },
-            to: c.url.clone().unwrap_or_else(|| "server log".into()),
+            to: match c.kind {
+                atoll_alert::ChannelKind::Email => c.to.join(", "),
+                _ => c.url.clone().unwrap_or_else(|| "server log".into()),
+            },
             min_severity: c.min_severity.as_str(),
             delivered: st.delivered,
             failed: st.failed,
