@@ -59,7 +59,7 @@ const HOUR_MS: i64 = 3_600_000;
 const PROM_DOC_BYTES_PER_SAMPLE: f64 = 1.3;
 
 const USAGE: &str = "usage: monitordb-bench [--out RESULTS.md] [--targets N (1000)] [--series N per target (1000)] \
-[--ingest-rounds N, a multiple of 6 (18)] [--steady-targets N (100)] [--steady-minutes N (210)] [--history-hosts N (100)] [--history-days N (7)] [--mix-hours N (12)] \
+[--ingest-rounds N, a multiple of 6 (18)] [--steady-rounds N, a multiple of 6 (66)] [--steady-targets N (100)] [--steady-minutes N (210)] [--history-hosts N (100)] [--history-days N (7)] [--mix-hours N (12)] \
 [--scrape-secs N (240)] [--query-reps N (40)] [--first-port P (21000)] [--prom-port P (19390)] \
 [--prometheus PATH] [--promtool PATH] [--no-prometheus] [--phases ingest,history,scrape]";
 
@@ -69,6 +69,7 @@ struct Args {
     targets: usize,
     series: usize,
     ingest_rounds: usize,
+    steady_rounds: usize,
     steady_targets: usize,
     steady_minutes: i64,
     history_hosts: usize,
@@ -90,6 +91,9 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args> {
         targets: 1000,
         series: 1000,
         ingest_rounds: 18,
+        // Eleven flushes: the first is skipped, the ten after it hold one
+        // that writes the open rollups too.
+        steady_rounds: 66,
         steady_targets: 100,
         steady_minutes: 210,
         history_hosts: 100,
@@ -112,6 +116,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args> {
             "--targets" => a.targets = value()?.parse().context("--targets")?,
             "--series" => a.series = value()?.parse().context("--series")?,
             "--ingest-rounds" => a.ingest_rounds = value()?.parse().context("--ingest-rounds")?,
+            "--steady-rounds" => a.steady_rounds = value()?.parse().context("--steady-rounds")?,
             "--steady-targets" => a.steady_targets = value()?.parse().context("--steady-targets")?,
             "--steady-minutes" => a.steady_minutes = value()?.parse().context("--steady-minutes")?,
             "--history-hosts" => a.history_hosts = value()?.parse().context("--history-hosts")?,
@@ -143,8 +148,8 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args> {
     {
         bail!("counts must be positive\n{USAGE}");
     }
-    if a.ingest_rounds == 0 || !a.ingest_rounds.is_multiple_of(FLUSH_EVERY_ROUNDS) {
-        bail!("--ingest-rounds must be a positive multiple of {FLUSH_EVERY_ROUNDS} (one flush per 60 s of data)");
+    if [a.ingest_rounds, a.steady_rounds].iter().any(|r| *r == 0 || !r.is_multiple_of(FLUSH_EVERY_ROUNDS)) {
+        bail!("--ingest-rounds and --steady-rounds must be positive multiples of {FLUSH_EVERY_ROUNDS} (one flush per 60 s of data)");
     }
     if usize::from(a.first_port) + a.targets > 65_535 {
         bail!("--first-port + --targets must stay below 65536");
@@ -382,12 +387,12 @@ impl Bench {
         let fresh = ingest_run(work, "ingest", args.targets, args.series, args.first_port, 0, args.ingest_rounds).await?;
         let steady_targets = args.steady_targets.min(args.targets);
         let warm_rounds = (args.steady_minutes * 60_000 / INTERVAL_MS) as usize;
-        let steady = ingest_run(work, "steady", steady_targets, args.series, args.first_port, warm_rounds, args.ingest_rounds).await?;
+        let steady = ingest_run(work, "steady", steady_targets, args.series, args.first_port, warm_rounds, args.steady_rounds).await?;
 
         self.rows.push(heading(&format!(
-            "1. Ingest into MonitorDB, in process (`Monitor::append` per target scrape, `flush(true)` after every 60 s of data); \
-             a: {} targets × {} series from empty heads, {} rounds of 10 s; b: {} targets after {} min of data",
-            args.targets, args.series, args.ingest_rounds, steady_targets, args.steady_minutes
+            "1. Ingest into MonitorDB, in process (`Monitor::append` per target scrape, `scheduled_flush` after every 60 s of data, open rollups every {}th); \
+             a: {} targets × {} series from empty heads, {} rounds of 10 s; b: {} targets after {} min of data, {} rounds",
+            atoll_monitor::ROLLUP_FLUSH_ROUNDS, args.targets, args.series, args.ingest_rounds, steady_targets, args.steady_minutes, args.steady_rounds
         )));
         self.rows.push(Row::new(
             format!("a. register {total} series (`Monitor::series`)"),
@@ -454,7 +459,7 @@ impl Bench {
         self.rows.push(Row::new("b. same estimate, flushing every 5 min (server setting monitordb_flush_s = 300)", fmt_rate(est5)));
         self.reading.push(format!(
             "Ingest: appending is cheap ({} from memory, one lock and a few bits per sample); the flush is the cost. Every flush rewrites each \
-             series' open raw and minute chunks whole. From empty heads that is {:.1} s per flush for {total} series; in the steady state each \
+             series' open raw chunk whole, and its open minute and hour chunks every tenth flush. From empty heads that is {:.1} s per flush for {total} series; in the steady state each \
              series' chunks fill a B-tree page of their own, so a flush writes about a page per series ({:.0} µs per series, ≈ {est_flush:.0} s \
              a minute at {total} series): ≈ {} sustained, {} the 100 k/s of the 1,000 × 1,000 sizing and {} the 200 k/s target. \
              The flush interval is the lever at hand ({} at 5 min); the structural fix would keep open chunks apart from closed ones.",
@@ -1061,7 +1066,10 @@ async fn ingest_run(
         run.kept += kept;
         if (round - warm + 1).is_multiple_of(FLUSH_EVERY_ROUNDS) {
             let t = Instant::now();
-            run.chunks.push(db.flush(true).await?);
+            // As the server's background writer: open rollups every
+            // ROLLUP_FLUSH_ROUNDS flushes.
+            let n = ((round - warm + 1) / FLUSH_EVERY_ROUNDS) as u64;
+            run.chunks.push(db.scheduled_flush(n).await?);
             run.flushes.push(t.elapsed());
             tracing::info!(name, flush_s = t.elapsed().as_secs_f64(), append_s = run.appending.as_secs_f64(), "ingest: flushed");
         }

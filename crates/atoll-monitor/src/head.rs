@@ -120,10 +120,11 @@ impl SeriesHead {
         true
     }
 
-    /// The open chunks changed since the last flush, marked clean.
-    pub(crate) fn take_dirty(&mut self, out: &mut Vec<StoredChunk>) {
+    /// The open chunks changed since the last flush (only the raw one
+    /// unless `rollups`), marked clean.
+    pub(crate) fn take_dirty(&mut self, out: &mut Vec<StoredChunk>, rollups: bool) {
         for open in &mut self.open {
-            if open.dirty && !open.writer.is_empty() {
+            if open.dirty && !open.writer.is_empty() && (rollups || open.res == Resolution::Raw) {
                 out.push(open.stored(self.id));
                 open.dirty = false;
             }
@@ -178,10 +179,13 @@ mod tests {
         head.append(edge, 2.0, &mut closed);
         assert_eq!(closed.len(), 1, "the raw chunk closed at the window edge");
         let mut dirty = Vec::new();
-        head.take_dirty(&mut dirty);
-        assert_eq!(dirty.iter().map(|c| c.res).collect::<Vec<_>>(), vec![Resolution::Raw, Resolution::Minute, Resolution::Hour]);
+        head.take_dirty(&mut dirty, false);
+        assert_eq!(dirty.iter().map(|c| c.res).collect::<Vec<_>>(), vec![Resolution::Raw]);
         dirty.clear();
-        head.take_dirty(&mut dirty);
+        head.take_dirty(&mut dirty, true);
+        assert_eq!(dirty.iter().map(|c| c.res).collect::<Vec<_>>(), vec![Resolution::Minute, Resolution::Hour]);
+        dirty.clear();
+        head.take_dirty(&mut dirty, true);
         assert!(dirty.is_empty());
     }
 }

@@ -60,7 +60,7 @@ pub struct ServerConfig {
     /// first. 0: no limit but the disk's.
     pub monitordb_max_mb: u64,
     /// How often new samples are written to MonitorDB: what a crash of the
-    /// scraping server can lose.
+    /// scraping server can lose (of minute and hour rollups, ten times it).
     pub monitordb_flush_s: u64,
     /// A firing alarm is notified again after this many seconds.
     pub alert_repeat_s: u64,
