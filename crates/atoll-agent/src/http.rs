@@ -156,10 +156,17 @@ async fn probe(State(s): State<AgentState>, Json(req): Json<ProbeRequest>) -> Re
 }
 
 async fn op(State(s): State<AgentState>, Json(req): Json<OpRequest>) -> Response {
-    match s.inner.journal.execute(&req.key, &req.op).await {
-        Ok(r) => Json(r).into_response(),
-        Err(OpError::Refused(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", m),
-        Err(OpError::Io(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, "io", m),
+    // In a task of its own, so that it runs to its end even when the caller
+    // goes away (a server that died mid-step): the step's retry then finds
+    // the result in the journal, not a half-done operation (a
+    // mariadb-install-db killed midway left its bootstrap mariadbd running
+    // and every retry refused).
+    let run = tokio::spawn(async move { s.inner.journal.execute(&req.key, &req.op).await });
+    match run.await {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(OpError::Refused(m))) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", m),
+        Ok(Err(OpError::Io(m))) => error(StatusCode::INTERNAL_SERVER_ERROR, "io", m),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "io", format!("the operation ended abnormally: {e}")),
     }
 }
 

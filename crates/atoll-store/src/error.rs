@@ -29,10 +29,12 @@ impl StoreError {
             // 1047: "WSREP has not yet prepared node for application use"
             // (a Galera node outside the primary component); 9001: the
             // platform's proxy has no writer to send the connection to;
-            // 1040: too many connections. None ran a statement.
-            Self::Db(sqlx::Error::Database(d)) => {
-                d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| matches!(m.number(), 1047 | 9001 | 1040))
-            }
+            // 1040: too many connections. None ran a statement. 1180, a
+            // commit Galera refused because the node just left the primary
+            // component: nothing was committed.
+            Self::Db(sqlx::Error::Database(d)) => d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| {
+                matches!(m.number(), 1047 | 9001 | 1040) || (m.number() == 1180 && m.message().contains("Primary Component"))
+            }),
             _ => false,
         }
     }
