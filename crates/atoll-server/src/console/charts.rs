@@ -256,7 +256,9 @@ async fn one(state: &AppState, c: Chart, range: &Range, now: i64) -> ChartView {
         matchers,
         start_ms: range.start_ms,
         end_ms: range.end_ms,
-        step_ms: None,
+        // About 240 points, but no step shorter than the scrape interval:
+        // finer steps would mostly be empty.
+        step_ms: Some(((range.end_ms - range.start_ms) / 240).max(i64::try_from(state.config.scrape_interval_ms).unwrap_or(10_000))),
         rate: c.rate,
         agg: Some(c.agg),
         by: c.by.iter().map(|l| l.to_string()).collect(),
@@ -325,7 +327,7 @@ pub(crate) fn svg(a: &Answer, unit: Unit, range: &Range, by: &[&str]) -> (String
     } else {
         hi
     };
-    let step = nice_step((hi - lo) / 4.0);
+    let step = if unit == Unit::Flag { 1.0 } else { nice_step((hi - lo) / 4.0) };
     let (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
     let (t0, t1) = (range.start_ms as f64, range.end_ms as f64);
     let x = |t: i64| LEFT + (t as f64 - t0) / (t1 - t0).max(1.0) * (W - LEFT - RIGHT);
@@ -358,9 +360,9 @@ pub(crate) fn svg(a: &Answer, unit: Unit, range: &Range, by: &[&str]) -> (String
         let color = COLORS[i % COLORS.len()];
         let mut d = String::new();
         let mut prev: Option<i64> = None;
+        let gap = max_gap(pts, a.step_ms);
         for (t, v) in pts {
-            // A gap of more than two steps breaks the line.
-            let joined = prev.is_some_and(|p| t - p <= 2 * a.step_ms);
+            let joined = prev.is_some_and(|p| t - p <= gap);
             let _ = write!(d, "{}{:.1} {:.1} ", if joined { "L" } else { "M" }, x(*t), y(*v));
             prev = Some(*t);
         }
@@ -384,6 +386,16 @@ pub(crate) fn svg(a: &Answer, unit: Unit, range: &Range, by: &[&str]) -> (String
     }
     out.push_str("</svg>");
     (out, legend)
+}
+
+/// The longest distance two points may be apart and still be joined: two
+/// steps, or two and a half times the series' usual spacing when its
+/// samples come less often than every step. Longer is missing data.
+fn max_gap(pts: &[(i64, f64)], step: i64) -> i64 {
+    let mut spacing: Vec<i64> = pts.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    spacing.sort_unstable();
+    let usual = spacing.get(spacing.len().saturating_sub(1) / 2).copied().unwrap_or(step);
+    (2 * step).max(usual * 5 / 2)
 }
 
 /// A series' name in the legend: its `by` labels' values.
@@ -482,6 +494,14 @@ mod tests {
         assert_eq!(d.matches('M').count(), 2, "{d}");
         assert_eq!(d.matches('L').count(), 1, "{d}");
         assert!(svg.contains("<title>a&lt;1&gt;: 4/s</title>"));
+    }
+
+    #[test]
+    fn sparse_samples_stay_one_line() {
+        // A sample every 10 s on 4 s steps is one line; a minute's hole is not.
+        let pts: Vec<(i64, f64)> = [0, 12, 20, 32, 40, 100, 112].iter().map(|t| (t * 1000, 1.0)).collect();
+        assert_eq!(max_gap(&pts, 4_000), 30_000);
+        assert_eq!(max_gap(&[(0, 1.0)], 4_000), 10_000);
     }
 
     #[test]
