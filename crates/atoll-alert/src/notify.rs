@@ -50,6 +50,16 @@ pub enum ChannelKind {
     Email,
 }
 
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Log => "log",
+            ChannelKind::Email => "email",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     #[error("channel name {0:?} is not valid: use 1 to 64 lowercase letters, digits, `_` or `-`, starting with a letter")]
@@ -96,6 +106,15 @@ impl Channel {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Where it sends, for listings: the URL, the addresses, or the log.
+    pub fn destination(&self) -> String {
+        match self.kind {
+            ChannelKind::Webhook => self.url.clone().unwrap_or_default(),
+            ChannelKind::Email => self.to.join(", "),
+            ChannelKind::Log => "server log".into(),
+        }
     }
 
     pub fn wants(&self, n: &Notification) -> bool {

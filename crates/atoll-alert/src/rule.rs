@@ -239,12 +239,7 @@ impl Rule {
             q = format!("rate({q})");
         }
         if let Some(agg) = self.agg {
-            let name = match agg {
-                Agg::Sum => "sum",
-                Agg::Avg => "avg",
-                Agg::Max => "max",
-                Agg::Min => "min",
-            };
+            let name = agg.as_str();
             q = if self.by.is_empty() { format!("{name}({q})") } else { format!("{name} by ({}) ({q})", self.by.join(",")) };
         }
         q

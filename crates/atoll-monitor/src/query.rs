@@ -17,6 +17,17 @@ pub enum Agg {
     Min,
 }
 
+impl Agg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Agg::Sum => "sum",
+            Agg::Avg => "avg",
+            Agg::Max => "max",
+            Agg::Min => "min",
+        }
+    }
+}
+
 impl std::str::FromStr for Agg {
     type Err = QueryError;
     fn from_str(s: &str) -> Result<Self, QueryError> {

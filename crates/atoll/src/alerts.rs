@@ -418,11 +418,8 @@ async fn channels(cmd: ChannelCmd) -> Res {
                 };
                 t.add_row(vec![
                     c.name.clone(),
-                    serde_json::to_value(c.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                    match c.kind {
-                        ChannelKind::Email => c.to.join(", "),
-                        _ => c.url.clone().unwrap_or_else(|| "server log".into()),
-                    },
+                    c.kind.as_str().to_string(),
+                    c.destination(),
                     c.min_severity.as_str().to_string(),
                     v.status.delivered.to_string(),
                     v.status.failed.to_string(),

@@ -144,30 +144,11 @@ pub async fn serve(a: ServerArgs) -> Res {
         monitordb_flush_s,
         alert_repeat_s
     );
-    if a.monitordb_url.is_some() {
-        c.monitordb_url = a.monitordb_url;
+    // Settings that are optional in the config too: a flag replaces them.
+    macro_rules! set_opt {
+        ($($f:ident),*) => { $( if a.$f.is_some() { c.$f = a.$f; } )* };
     }
-    if a.remote_write_url.is_some() {
-        c.remote_write_url = a.remote_write_url;
-    }
-    if a.smtp_server.is_some() {
-        c.smtp_server = a.smtp_server;
-    }
-    if a.smtp_from.is_some() {
-        c.smtp_from = a.smtp_from;
-    }
-    if a.metadb_url.is_some() {
-        c.metadb_url = a.metadb_url;
-    }
-    if a.metadb_read_url.is_some() {
-        c.metadb_read_url = a.metadb_read_url;
-    }
-    if a.public_url.is_some() {
-        c.public_url = a.public_url;
-    }
-    if a.secret_key_file.is_some() {
-        c.secret_key_file = a.secret_key_file;
-    }
+    set_opt!(monitordb_url, remote_write_url, smtp_server, smtp_from, metadb_url, metadb_read_url, public_url, secret_key_file);
     let shutdown = shutdown_on_signal();
     let running = atoll_server::start(c.clone(), shutdown).await?;
     println!("atoll server listening on http://{} (console and API)", running.addr);

@@ -185,12 +185,13 @@ async fn service_discovery(
 
 /// Scheme, `host:port` and path of a URL.
 fn url_parts(url: &str) -> Option<(String, String, String)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let (address, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    let address = match u.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
     };
-    Some((scheme.to_string(), address.to_string(), path.to_string()))
+    Some((u.scheme().to_string(), address, u.path().to_string()))
 }
 
 #[cfg(test)]

@@ -143,15 +143,8 @@ async fn load(state: &AppState) -> Result<Loaded, ApiError> {
     for c in docs::channels(state).await.map_err(internal)? {
         let st = docs::channel_status(state, &c.name).await.map_err(internal)?;
         channels.push(ChannelLine {
-            kind: match c.kind {
-                atoll_alert::ChannelKind::Webhook => "webhook",
-                atoll_alert::ChannelKind::Log => "log",
-                atoll_alert::ChannelKind::Email => "email",
-            },
-            to: match c.kind {
-                atoll_alert::ChannelKind::Email => c.to.join(", "),
-                _ => c.url.clone().unwrap_or_else(|| "server log".into()),
-            },
+            kind: c.kind.as_str(),
+            to: c.destination(),
             min_severity: c.min_severity.as_str(),
             delivered: st.delivered,
             failed: st.failed,
