@@ -26,14 +26,38 @@ pub struct ProxyConfig {
     /// a proxy that starts while the platform is down can still route.
     pub state_dir: Option<PathBuf>,
     pub probe_interval: Duration,
+    /// Failed probes in a row before a backend counts as down (its
+    /// connections closed, the writer left). One failure is not enough: a
+    /// probe that times out once on a loaded node, or a blip between this
+    /// proxy and the node, would move this proxy's writes while the other
+    /// proxies stay. After a failure the prober looks again at a quarter
+    /// of the interval, so a dead node is down after about
+    /// `probe_interval + (n - 1) * probe_interval / 4`.
+    pub down_after_probes: u32,
     /// Connecting to a backend and receiving its first byte.
     pub connect_timeout: Duration,
     /// Client connections over both ports together.
     pub max_connections: usize,
-    /// `None`: connections may stay idle for ever.
+    /// Client connections from one address (both ports together). The
+    /// proxy opens a backend connection for every client it accepts, so
+    /// one client must not be able to take them all.
+    pub max_connections_per_ip: usize,
+    /// From the backend's greeting, how long a client has to finish the
+    /// MySQL handshake (authentication, and TLS if it asks for it). A
+    /// client that connects and stays silent would otherwise hold a
+    /// backend connection (a slot of the node's `max_connections`) as
+    /// long as the node lets it.
+    pub pre_auth_timeout: Duration,
+    /// Close a connection when the client sends no statement for this
+    /// long (the server has answered and waits for the client; a long
+    /// query is not idle). `None`: never. The client gets error 4031
+    /// (`ER_CLIENT_INTERACTION_TIMEOUT`, as MySQL sends for
+    /// `wait_timeout`) where the protocol allows: not inside TLS or
+    /// compression, which the proxy cannot write into.
     pub idle_timeout: Option<Duration>,
-    /// How long a new read-write connection waits during a planned writer
-    /// move before it is refused.
+    /// How long a new read-write connection waits for a writer: during a
+    /// planned writer move, or while the probes confirm that a writer it
+    /// could not connect to is down. Then it is refused.
     pub hold_timeout: Duration,
     /// How long existing connections may go on after SIGTERM.
     pub grace: Duration,
@@ -64,9 +88,13 @@ impl ProxyConfig {
             zone: None,
             state_dir: None,
             probe_interval: Duration::from_millis(500),
+            down_after_probes: 3,
             connect_timeout: Duration::from_millis(2000),
             max_connections: 4096,
-            idle_timeout: None,
+            max_connections_per_ip: 1000,
+            pre_auth_timeout: Duration::from_secs(10),
+            // MariaDB's own wait_timeout default.
+            idle_timeout: Some(Duration::from_secs(8 * 3600)),
             hold_timeout: Duration::from_millis(10_000),
             grace: Duration::from_secs(5),
             relay_threads: default_relay_threads(),
@@ -110,11 +138,20 @@ impl ProxyConfig {
         if self.max_connections == 0 {
             problems.push("--max-connections must be above 0".into());
         }
+        if self.max_connections_per_ip == 0 {
+            problems.push("--max-connections-per-ip must be above 0".into());
+        }
+        if !(1..=100).contains(&self.down_after_probes) {
+            problems.push(format!("--down-after-probes {} is not between 1 and 100", self.down_after_probes));
+        }
+        if self.pre_auth_timeout < Duration::from_millis(100) {
+            problems.push(format!("--pre-auth-timeout-ms {} is below 100 ms", self.pre_auth_timeout.as_millis()));
+        }
         if !(1..=256).contains(&self.relay_threads) {
             problems.push(format!("--threads {} is not between 1 and 256", self.relay_threads));
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
-            problems.push("--idle-timeout-s must be above 0 (leave it out for no timeout)".into());
+            problems.push("--idle-timeout-s must be above 0 (0 on the command line: no timeout)".into());
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
     }
@@ -160,8 +197,11 @@ mod tests {
         c.token = " ".into();
         c.ro_listen = c.rw_listen;
         c.max_connections = 0;
+        c.max_connections_per_ip = 0;
+        c.down_after_probes = 0;
+        c.pre_auth_timeout = Duration::ZERO;
         let Err(e) = c.validate() else { panic!("accepted") };
-        assert_eq!(e.0.len(), 4, "{e}");
+        assert_eq!(e.0.len(), 7, "{e}");
         assert!(e.to_string().contains("--rw-listen and --ro-listen"));
     }
 }

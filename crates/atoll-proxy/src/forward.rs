@@ -1,7 +1,16 @@
-//! Client connections: accept, pick a backend, connect, then copy bytes
-//! both ways. The proxy never parses the MySQL protocol after choosing:
-//! the backend's greeting goes to the client unchanged, so authentication
-//! (and TLS, if the client asks for it) stays end to end.
+//! Client connections: accept, check the limits, pick a backend, connect,
+//! then copy bytes both ways. The backend's greeting goes to the client
+//! unchanged, so authentication (and TLS, if the client asks for it)
+//! stays end to end; the proxy only watches the handshake's packets go by
+//! ([`crate::handshake`]) to know when it is over, and parses nothing
+//! after that.
+//!
+//! Limits, all answered before any backend connection is opened where
+//! the client can be told: `--max-connections` and
+//! `--max-connections-per-ip` (ERR 1040 in place of the greeting);
+//! `--pre-auth-timeout-ms` (closed: the client is not reading); and
+//! `--idle-timeout-s` (ERR 4031 as the answer to the next statement, then
+//! closed).
 
 use std::io;
 use std::pin::Pin;
@@ -12,13 +21,16 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::packet::{ER_CON_COUNT_ERROR, ER_NO_BACKEND, err_packet};
+use crate::handshake::Handshake;
+use crate::packet::{ER_CLIENT_INTERACTION_TIMEOUT, ER_CON_COUNT_ERROR, ER_NO_BACKEND, err_packet, err_packet_seq};
+use crate::probe::recheck_interval;
 use crate::relay::Relays;
 use crate::router::{Decision, Kind, Route, Shared};
 
-/// Connect attempts per client before giving up.
+/// Readers tried per client before giving up (each failed one is skipped).
 const MAX_ATTEMPTS: usize = 8;
 
 /// Accepts on `listener` until `stop`, handing each connection to a
@@ -84,6 +96,23 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream, kind: Kin
         refuse(&shared, &mut client, kind, ER_CON_COUNT_ERROR, &msg).await;
         return;
     }
+    let Ok(peer) = client.peer_addr() else { return };
+    let _per_ip = match shared.enter_ip(peer.ip()) {
+        Ok(slot) => slot,
+        Err(open) => {
+            m.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = %peer.ip(), open, "client refused: --max-connections-per-ip");
+            let msg = format!(
+                "Too many connections: atoll proxy for cluster '{}' already has {open} client connections from {} \
+                 (at most {} per address: --max-connections-per-ip)",
+                shared.cfg.cluster,
+                peer.ip().to_canonical(),
+                shared.cfg.max_connections_per_ip
+            );
+            refuse(&shared, &mut client, kind, ER_CON_COUNT_ERROR, &msg).await;
+            return;
+        }
+    };
     let (route, backend, greeting) = match connect_somewhere(&shared, kind).await {
         Ok(c) => c,
         Err(msg) => {
@@ -92,12 +121,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream, kind: Kin
             return;
         }
     };
+    let pre_auth_deadline = tokio::time::Instant::now() + shared.cfg.pre_auth_timeout;
     route.stats.connections[kind as usize].fetch_add(1, Ordering::Relaxed);
     let _on = OnBackend { stats: route.stats.clone(), kind };
-    if client.write_all(&greeting).await.is_err() {
+    let mut handshake = Handshake::new();
+    handshake.server(&greeting);
+    let sent = tokio::time::timeout_at(pre_auth_deadline, client.write_all(&greeting)).await;
+    if !matches!(sent, Ok(Ok(()))) {
         return;
     }
-    pipe(&shared, client, backend, &route.kill).await;
+    pipe(&shared, client, backend, &route.kill, handshake, pre_auth_deadline, peer).await;
 }
 
 async fn refuse(shared: &Shared, client: &mut TcpStream, kind: Kind, code: u16, msg: &str) {
@@ -111,27 +144,58 @@ async fn refuse(shared: &Shared, client: &mut TcpStream, kind: Kind, code: u16, 
 }
 
 /// Picks a backend and connects to it, holding during a planned writer
-/// move, trying the next candidate when a connect fails (and marking the
-/// failed one down at once). Returns the backend's first bytes.
+/// move. When a connect fails, the backend's prober is asked to look at
+/// once; a reader connection tries the next reader, a writer connection
+/// waits for the probes' verdict (the writer confirmed down and replaced,
+/// or still up: tried again) up to `--hold-timeout-ms`. Returns the
+/// backend's first bytes.
 async fn connect_somewhere(shared: &Shared, kind: Kind) -> Result<(Route, TcpStream, Vec<u8>), String> {
     let cfg = &shared.cfg;
     let start = Instant::now();
     let mut changes = shared.subscribe();
     let mut failed: Vec<String> = Vec::new();
+    let mut writer_failure: Option<String> = None;
     loop {
+        if let Some(why) = &writer_failure
+            && Instant::now() >= start + cfg.hold_timeout
+        {
+            return Err(why.clone());
+        }
         let (deadline, why) = match shared.route(kind, &failed) {
             Decision::Go(route) => {
                 let target = format!("{}:{}", route.backend.address, route.backend.port);
                 match connect(&target, cfg.connect_timeout).await {
                     Ok((stream, greeting)) => return Ok((route, stream, greeting)),
                     Err(reason) => {
-                        tracing::warn!(backend = %route.backend.name, %target, %reason, "backend connect failed; marking it down");
-                        shared.mark_down(&route.backend.name, &reason);
-                        failed.push(route.backend.name.clone());
-                        if failed.len() >= MAX_ATTEMPTS {
-                            return Err(format!("atoll proxy: cluster '{}': could not connect to {}", cfg.cluster, failed.join(", ")));
+                        tracing::warn!(backend = %route.backend.name, %target, %reason, port = kind.as_str(), "backend connect failed");
+                        shared.connect_failed(&route.backend.name);
+                        match kind {
+                            Kind::Ro => {
+                                failed.push(route.backend.name.clone());
+                                if failed.len() >= MAX_ATTEMPTS {
+                                    return Err(format!(
+                                        "atoll proxy: cluster '{}': could not connect to {}",
+                                        cfg.cluster,
+                                        failed.join(", ")
+                                    ));
+                                }
+                                continue;
+                            }
+                            Kind::Rw => {
+                                let why = format!(
+                                    "atoll proxy: cluster '{}': could not connect to the writer {} ({reason}), and the proxy's probes \
+                                     have not found it down within {} ms (--hold-timeout-ms)",
+                                    cfg.cluster,
+                                    route.backend.name,
+                                    cfg.hold_timeout.as_millis()
+                                );
+                                writer_failure = Some(why.clone());
+                                // Until the probes have looked again, then
+                                // the writer they leave us (maybe this one).
+                                let again = Instant::now() + recheck_interval(cfg.probe_interval);
+                                (again.min(start + cfg.hold_timeout), why)
+                            }
                         }
-                        continue;
                     }
                 }
             }
@@ -175,50 +239,168 @@ pub async fn connect(target: &str, timeout: Duration) -> Result<(TcpStream, Vec<
         .unwrap_or_else(|_| Err(format!("{target} did not greet within {} ms", timeout.as_millis())))
 }
 
-/// Copies both ways until either side closes, the backend is dropped
-/// from routing (`kill`), the proxy stops, or the connection is idle for
-/// `--idle-timeout-s` (checked at that granularity: closed after one to
-/// two periods without a byte).
+/// How a connection's copy task ended.
+enum Ended {
+    /// Either side closed (or failed).
+    Closed,
+    /// The client did not finish the handshake by the deadline.
+    PreAuthTimeout,
+}
+
+/// Relays the handshake, then copies both ways until either side closes,
+/// the backend is dropped from routing (`kill`), the proxy stops, the
+/// client does not finish the handshake by `pre_auth_deadline`, or the
+/// session is idle for `--idle-timeout-s`.
 ///
 /// The copy runs as a task of its own, so the per-packet path polls only
-/// the two sockets: the cancellation tokens, shared by every connection
-/// to a backend, are waited on by this task, which wakes only when one
-/// fires or the copy ends.
-async fn pipe(shared: &Arc<Shared>, client: TcpStream, backend: TcpStream, kill: &CancellationToken) {
+/// the two sockets and a oneshot receiver (an atomic load): the
+/// cancellation tokens, shared by every connection to a backend, are
+/// waited on by this function, which wakes only when one fires, the idle
+/// check is due, or the copy ends.
+async fn pipe(
+    shared: &Arc<Shared>,
+    client: TcpStream,
+    backend: TcpStream,
+    kill: &CancellationToken,
+    mut handshake: Handshake,
+    pre_auth_deadline: tokio::time::Instant,
+    peer: std::net::SocketAddr,
+) {
     let activity = Arc::new(AtomicUsize::new(0));
     let mut client = Counted::new(client, shared.clone(), Dir::In, activity.clone());
     let mut backend = Counted::new(backend, shared.clone(), Dir::Out, activity.clone());
+    let (done_tx, done_rx) = oneshot::channel::<bool>();
+    let (idle_tx, mut idle_rx) = oneshot::channel::<()>();
+    let idle_message = shared.cfg.idle_timeout.map(|t| idle_message(&shared.cfg.cluster, t));
     let mut copy = tokio::spawn(async move {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
-    });
-    let idle = async {
-        match shared.cfg.idle_timeout {
-            None => std::future::pending::<()>().await,
-            Some(period) => loop {
-                let before = activity.load(Ordering::Relaxed);
-                tokio::time::sleep(period).await;
-                if activity.load(Ordering::Relaxed) == before {
-                    return;
+        let relayed = tokio::time::timeout_at(pre_auth_deadline, relay_handshake(&mut client, &mut backend, &mut handshake)).await;
+        let error_packets = match relayed {
+            Err(_) => return Ended::PreAuthTimeout,
+            Ok(None) => return Ended::Closed,
+            Ok(Some(p)) => p,
+        };
+        let _ = done_tx.send(error_packets);
+        tokio::select! {
+            biased;
+            _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
+            Ok(()) = &mut idle_rx => {
+                // Where the protocol allows: the answer to the client's
+                // next statement.
+                if let (true, Some(msg)) = (error_packets, &idle_message) {
+                    let packet = err_packet_seq(ER_CLIENT_INTERACTION_TIMEOUT, 1, msg);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        client.inner.write_all(&packet).await?;
+                        client.inner.shutdown().await
+                    })
+                    .await;
                 }
-            },
+            }
         }
-    };
+        Ended::Closed
+    });
+    let idle = idle_after_handshake(shared.cfg.idle_timeout, done_rx, &activity);
     tokio::select! {
-        _ = &mut copy => return,
+        ended = &mut copy => {
+            if let Ok(Ended::PreAuthTimeout) = ended {
+                shared.metrics.pre_auth_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    client = %peer,
+                    limit_ms = shared.cfg.pre_auth_timeout.as_millis() as u64,
+                    "closed a client connection that did not finish the MySQL handshake in time (--pre-auth-timeout-ms)"
+                );
+            }
+            return;
+        }
         _ = kill.cancelled() => tracing::debug!("closing a client connection: its backend left routing"),
         _ = shared.kill_all.cancelled() => {}
-        _ = idle => tracing::debug!("closing an idle client connection"),
+        _ = idle => {
+            shared.metrics.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %peer, "closing an idle client connection (--idle-timeout-s)");
+            // The copy task writes the error packet and ends.
+            let _ = idle_tx.send(());
+            if tokio::time::timeout(Duration::from_secs(2), &mut copy).await.is_ok() {
+                return;
+            }
+        }
     }
     copy.abort();
     let _ = copy.await;
 }
 
-#[derive(Clone, Copy)]
+fn idle_message(cluster: &str, limit: Duration) -> String {
+    format!(
+        "atoll proxy (cluster '{cluster}') closed this connection: no statement for {} s, the proxy's limit \
+         (--idle-timeout-s on the proxy; 0 turns it off). Reconnect to go on",
+        limit.as_secs()
+    )
+}
+
+/// Copies the handshake both ways, feeding `handshake`, until it is over
+/// (`Some(error_packets)`, see [`Handshake::done`]) or a side closes
+/// (`None`). Bytes past the end of the handshake read in the same chunk
+/// are copied too; nothing is held back.
+async fn relay_handshake(client: &mut Counted, backend: &mut Counted, handshake: &mut Handshake) -> Option<bool> {
+    let mut from_client = vec![0u8; 4096];
+    let mut from_backend = vec![0u8; 4096];
+    loop {
+        if let Some(error_packets) = handshake.done() {
+            return Some(error_packets);
+        }
+        tokio::select! {
+            r = client.read(&mut from_client) => {
+                let n = r.ok().filter(|n| *n > 0)?;
+                handshake.client(&from_client[..n]);
+                backend.write_all(&from_client[..n]).await.ok()?;
+            }
+            r = backend.read(&mut from_backend) => {
+                let n = r.ok().filter(|n| *n > 0)?;
+                handshake.server(&from_backend[..n]);
+                client.write_all(&from_backend[..n]).await.ok()?;
+            }
+        }
+    }
+}
+
+/// Resolves once the session has been idle for `limit`: the handshake is
+/// over, and no byte went either way for `limit` after the backend last
+/// spoke (so the client owes the next statement; a long query is not
+/// idle). Checked every eighth of `limit`: closed after between one and
+/// one and a quarter times `limit`.
+async fn idle_after_handshake(limit: Option<Duration>, done: oneshot::Receiver<bool>, activity: &AtomicUsize) {
+    let Some(limit) = limit else { return std::future::pending().await };
+    if done.await.is_err() {
+        return std::future::pending().await;
+    }
+    let step = (limit / 8).max(Duration::from_millis(10));
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, quiet_since) = (now, Instant::now());
+            continue;
+        }
+        if quiet_since.elapsed() >= limit && Dir::last(now) == Dir::Out {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
     /// Read from the client.
     In,
     /// Read from the backend.
     Out,
+}
+
+impl Dir {
+    /// Which side the last read of a connection's `activity` came from:
+    /// its low bit (the rest counts reads).
+    fn last(activity: usize) -> Dir {
+        if activity & 1 == 1 { Dir::Out } else { Dir::In }
+    }
 }
 
 /// A stream that counts the bytes read from it, adding them to the
@@ -264,8 +446,10 @@ impl AsyncRead for Counted {
         if n > 0 {
             self.pending += n as u64;
             self.reads = self.reads.wrapping_add(1);
-            // Per connection, so uncontended: the idle check sees every read.
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            // Per connection, and only this connection's copy task writes
+            // it: the idle check sees every read, and who spoke last.
+            let reads = (self.activity.load(Ordering::Relaxed) >> 1).wrapping_add(1);
+            self.activity.store(reads << 1 | usize::from(self.dir == Dir::Out), Ordering::Relaxed);
             if self.reads.is_multiple_of(64) {
                 self.flush_count();
             }

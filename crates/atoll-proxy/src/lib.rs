@@ -8,13 +8,15 @@
 //! - [`probe`]: the proxy's own health check of every backend.
 //! - [`select`]: the pure routing rules (writer, sticky failover, readers).
 //! - [`router`]: shared state; closes connections when routing changes.
-//! - [`forward`]: accept, connect, copy bytes.
+//! - [`forward`]: accept, connection limits, connect, copy bytes.
+//! - [`handshake`]: where a client's MySQL handshake ends (pre-auth limit).
 //! - [`relay`]: the threads that own client connections.
 //! - [`admin`]: `/metrics`, `/status`.
 
 pub mod admin;
 pub mod config;
 pub mod forward;
+pub mod handshake;
 pub mod packet;
 pub mod probe;
 pub mod relay;

@@ -1,8 +1,10 @@
-//! The only MySQL packet the proxy ever writes itself: an ERR packet sent
-//! as the first packet of a connection, in place of the server greeting.
-//! Clients (libmariadb, JDBC, Go's driver) read a 0xFF first packet as a
-//! connection error and show its message, which is how a user learns why
-//! the proxy could not give them a database.
+//! The only MySQL packet the proxy ever writes itself: an ERR packet. Sent
+//! as the first packet of a connection, in place of the server greeting,
+//! clients (libmariadb, JDBC, Go's driver) read it as a connection error
+//! and show its message, which is how a user learns why the proxy could
+//! not give them a database. Sent into an idle session before closing it,
+//! it is the answer to the client's next statement (see
+//! [`ER_CLIENT_INTERACTION_TIMEOUT`]).
 
 /// "Too many connections": what a server says when it is full, so
 /// applications that already handle it keep doing so.
@@ -13,12 +15,24 @@ pub const ER_CON_COUNT_ERROR: u16 = 1040;
 /// `ERROR 2027 Received malformed packet`). 9001 is what ProxySQL sends
 /// in the same situation, so operators and tooling already know it.
 pub const ER_NO_BACKEND: u16 = 9001;
+/// The session was idle too long: MySQL's code for `wait_timeout`
+/// (MariaDB closes without a word, and uses 4031 for an unrelated
+/// trigger error; what users see is our message). Sent with sequence id 1:
+/// the client reads it after writing its next statement (sequence id 0),
+/// where libmariadb checks the id, and shows it as that statement's error
+/// instead of "server has gone away".
+pub const ER_CLIENT_INTERACTION_TIMEOUT: u16 = 4031;
 
 /// The longest message we send; clients print it on one line.
 const MAX_MESSAGE: usize = 1000;
 
 /// An ERR packet with sequence id 0 and SQLSTATE `HY000`.
 pub fn err_packet(code: u16, message: &str) -> Vec<u8> {
+    err_packet_seq(code, 0, message)
+}
+
+/// An ERR packet with sequence id `seq` and SQLSTATE `HY000`.
+pub fn err_packet_seq(code: u16, seq: u8, message: &str) -> Vec<u8> {
     let mut msg = message.as_bytes();
     if msg.len() > MAX_MESSAGE {
         msg = &msg[..MAX_MESSAGE];
@@ -27,7 +41,7 @@ pub fn err_packet(code: u16, message: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(4 + payload_len);
     // 3-byte little-endian payload length, then the sequence id.
     p.extend_from_slice(&(payload_len as u32).to_le_bytes()[..3]);
-    p.push(0);
+    p.push(seq);
     p.push(0xFF);
     p.extend_from_slice(&code.to_le_bytes());
     p.push(b'#');

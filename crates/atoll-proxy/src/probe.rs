@@ -3,36 +3,41 @@
 //! for its replication state (the engine's status query and mapping) and
 //! `read_only`. The platform's table says what should be; the probe says
 //! what is, right now, from where the proxy stands.
+//!
+//! A failed probe is confirmed before it counts (`--down-after-probes`,
+//! see [`crate::router`]): after one, the prober looks again at a quarter
+//! of the interval, and at once (no more often than that) when a client
+//! could not connect, so a dead node is still found in well under a
+//! second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use atoll_api::routing::Backend;
 use atoll_engine::sql;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Row};
-use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use crate::router::{ProberSpec, Shared};
 use crate::select::Probe;
 
 pub fn spawn(shared: &Arc<Shared>, specs: Vec<ProberSpec>) {
-    for (name, generation, backend, user, password, stop) in specs {
-        tokio::spawn(run(shared.clone(), name, generation, backend, user, password, stop));
+    for spec in specs {
+        tokio::spawn(run(shared.clone(), spec));
     }
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    name: String,
-    generation: u64,
-    backend: Backend,
-    user: String,
-    password: String,
-    stop: CancellationToken,
-) {
+/// How soon after a failed probe (or a client's failed connect) the
+/// prober looks again.
+pub fn recheck_interval(interval: Duration) -> Duration {
+    (interval / 4).max(Duration::from_millis(20))
+}
+
+async fn run(shared: Arc<Shared>, spec: ProberSpec) {
+    let ProberSpec { name, generation, backend, user, password, stop, nudge } = spec;
     let interval = shared.cfg.probe_interval;
+    let recheck = recheck_interval(interval);
     let timeout = shared.cfg.probe_timeout();
     let opts = MySqlConnectOptions::new()
         .host(&backend.address)
@@ -45,13 +50,22 @@ async fn run(
         .timezone(None)
         .statement_cache_capacity(0);
     let mut conn: Option<MySqlConnection> = None;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next = Instant::now();
+    let mut last = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
+            _ = nudge.notified() => {
+                // A client could not connect: look now, but not more often
+                // than a recheck, however many clients fail.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until((last + recheck).min(next)) => {}
+                }
+            }
         }
+        last = Instant::now();
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(timeout, probe_once(&mut conn, &opts)) => r,
@@ -67,7 +81,11 @@ async fn run(
                 Probe::Down { reason: format!("probe got no answer in {} ms", timeout.as_millis()) }
             }
         };
-        shared.report(&name, Some(generation), probe);
+        // Quick looks only to confirm a failure; a node found down is
+        // probed at the usual pace.
+        let failed_in_a_row = shared.report(&name, generation, probe);
+        let confirming = (1..shared.cfg.down_after_probes).contains(&failed_in_a_row);
+        next = last + if confirming { recheck } else { interval };
     }
 }
 

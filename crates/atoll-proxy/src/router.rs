@@ -1,17 +1,26 @@
 //! The proxy's shared state: the routing table in use, each backend's
 //! probe result and connections, and the writer decision. Every change
-//! (new table, probe result, failed connect) goes through here, under one
-//! lock, so the writer is decided in one place and connections to a
-//! backend that went down are closed at once.
+//! (new table, probe result) goes through here, under one lock, so the
+//! writer is decided in one place and connections to a backend that went
+//! down are closed at once.
+//!
+//! A backend is down only when the proxy's own prober failed
+//! `--down-after-probes` times in a row (or the node itself says it is
+//! unfit). One failed probe, or one client's failed connect, is not
+//! enough: it closed every connection to a healthy writer and made this
+//! proxy leave it alone while the other proxies stayed, which the sticky
+//! writer rule then kept that way. A client's failed connect only asks
+//! the prober to look again at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use atoll_api::routing::{Backend, RoutingTable};
 use atoll_core::UnixMs;
 use atoll_core::time::now_ms;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::ProxyConfig;
@@ -57,6 +66,12 @@ pub struct Metrics {
     pub tables_applied: AtomicU64,
     /// Open client connections over both ports (for `--max-connections`).
     pub open: AtomicUsize,
+    /// Refused because their address had `--max-connections-per-ip`.
+    pub refused_per_ip: AtomicU64,
+    /// Closed for not finishing the handshake in `--pre-auth-timeout-ms`.
+    pub pre_auth_timeouts: AtomicU64,
+    /// Closed after `--idle-timeout-s` without a statement.
+    pub idle_timeouts: AtomicU64,
 }
 
 /// Per-backend counters that outlive a table change.
@@ -81,6 +96,10 @@ struct Slot {
     prober: CancellationToken,
     /// Results from an older prober are ignored.
     generation: u64,
+    /// Failed probes in a row; the backend is down at `--down-after-probes`.
+    failed_probes: u32,
+    /// Wakes the prober to look now (a client could not connect).
+    nudge: Arc<Notify>,
 }
 
 struct State {
@@ -95,8 +114,18 @@ struct State {
     next_generation: u64,
 }
 
-/// A prober to start: (name, generation, backend, user, password, stop).
-pub type ProberSpec = (String, u64, Backend, String, String, CancellationToken);
+/// A prober to start.
+pub struct ProberSpec {
+    pub name: String,
+    /// Its results are ignored once a newer prober replaces it.
+    pub generation: u64,
+    pub backend: Backend,
+    pub user: String,
+    pub password: String,
+    pub stop: CancellationToken,
+    /// Notified when a client could not connect: probe at once.
+    pub nudge: Arc<Notify>,
+}
 
 /// A connection's destination and what ends it.
 pub struct Route {
@@ -124,6 +153,27 @@ pub struct Shared {
     pub probers: CancellationToken,
     /// Closes every client connection (end of the shutdown grace period).
     pub kill_all: CancellationToken,
+    /// Open client connections per address (for `--max-connections-per-ip`);
+    /// its own lock, taken once per connection, never with `state`'s.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client connection counted against its address; uncounted on drop.
+pub struct IpSlot<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 fn same_health(a: &Probe, b: &Probe) -> bool {
@@ -154,7 +204,22 @@ impl Shared {
             turn: AtomicUsize::new(0),
             probers: CancellationToken::new(),
             kill_all: CancellationToken::new(),
+            per_ip: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts a connection from `ip`, or refuses it (returning how many
+    /// that address has open) when it already has
+    /// `--max-connections-per-ip`.
+    pub fn enter_ip(&self, ip: IpAddr) -> Result<IpSlot<'_>, usize> {
+        let ip = ip.to_canonical();
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.cfg.max_connections_per_ip {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(IpSlot { shared: self, ip })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -213,12 +278,22 @@ impl Shared {
             }
             st.next_generation += 1;
             let prober = self.probers.child_token();
-            start.push((b.name.clone(), generation, b.clone(), table.monitor_user.clone(), table.monitor_password.clone(), prober.clone()));
+            let nudge = st.slots.get(&b.name).map_or_else(|| Arc::new(Notify::new()), |s| s.nudge.clone());
+            start.push(ProberSpec {
+                name: b.name.clone(),
+                generation,
+                backend: b.clone(),
+                user: table.monitor_user.clone(),
+                password: table.monitor_password.clone(),
+                stop: prober.clone(),
+                nudge: nudge.clone(),
+            });
             match st.slots.get_mut(&b.name) {
                 Some(s) => {
                     s.prober.cancel();
                     s.prober = prober;
                     s.generation = generation;
+                    s.failed_probes = 0;
                     s.def = b.clone();
                 }
                 None => {
@@ -233,6 +308,8 @@ impl Shared {
                             stats: Arc::new(BackendStats::default()),
                             prober,
                             generation,
+                            failed_probes: 0,
+                            nudge,
                         },
                     );
                 }
@@ -254,23 +331,34 @@ impl Shared {
         (true, start)
     }
 
-    /// A probe result (or a failed client connect, with the current
-    /// generation) for backend `name`.
-    pub fn report(&self, name: &str, generation: Option<u64>, probe: Probe) {
+    /// A probe result from backend `name`'s prober of `generation`
+    /// (results of a replaced prober are dropped). A failed probe changes
+    /// nothing until it is the `--down-after-probes`th in a row; returns
+    /// how many failed in a row, so the prober can look again sooner.
+    pub fn report(&self, name: &str, generation: u64, probe: Probe) -> u32 {
         let mut st = self.lock();
-        let Some(slot) = st.slots.get_mut(name) else { return };
-        if generation.is_some_and(|g| g != slot.generation) {
-            return;
+        let Some(slot) = st.slots.get_mut(name) else { return 0 };
+        if generation != slot.generation {
+            return 0;
         }
         let now = now_ms();
-        if generation.is_some() {
-            slot.last_probe_ms = now;
-            let counter = if matches!(probe, Probe::Up { .. }) { &slot.stats.probes_ok } else { &slot.stats.probes_failed };
-            counter.fetch_add(1, Ordering::Relaxed);
+        slot.last_probe_ms = now;
+        let counter = if matches!(probe, Probe::Up { .. }) { &slot.stats.probes_ok } else { &slot.stats.probes_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Probe::Down { reason } = &probe {
+            slot.failed_probes = slot.failed_probes.saturating_add(1);
+            let need = self.cfg.down_after_probes;
+            if slot.failed_probes < need && !matches!(slot.probe, Probe::Down { .. }) {
+                tracing::info!(backend = %name, failed = slot.failed_probes, of = need, %reason, "probe failed; not down until {need} in a row");
+                return slot.failed_probes;
+            }
+        } else {
+            slot.failed_probes = 0;
         }
+        let failed = slot.failed_probes;
         if same_health(&slot.probe, &probe) {
             slot.probe = probe;
-            return;
+            return failed;
         }
         let was_keepable = slot.probe.keepable();
         let old = std::mem::replace(&mut slot.probe, probe);
@@ -290,16 +378,17 @@ impl Shared {
         self.reevaluate(&mut st, &why);
         drop(st);
         self.notify();
+        failed
     }
 
-    /// A client connect to `name` failed: down now, not at the next probe.
-    /// A client's connect to `name` failed: counted, and the backend is
-    /// down until a probe says otherwise.
-    pub fn mark_down(&self, name: &str, reason: &str) {
+    /// A client's connect to `name` failed: counted, and its prober looks
+    /// at once. Whether the backend is down is the prober's finding, not
+    /// one client's (a full listen backlog, a port briefly refused).
+    pub fn connect_failed(&self, name: &str) {
         if let Some(sl) = self.lock().slots.get(name) {
             sl.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            sl.nudge.notify_one();
         }
-        self.report(name, None, Probe::Down { reason: reason.to_string() });
     }
 
     fn reevaluate(&self, st: &mut State, why: &str) {
@@ -336,8 +425,9 @@ impl Shared {
         st.writer_since_ms = now_ms();
     }
 
-    /// Where a new `kind` connection goes now, skipping `exclude` (backends
-    /// this connection already failed to reach).
+    /// Where a new `kind` connection goes now. A reader skips `exclude`
+    /// (backends this connection already failed to reach); the writer is
+    /// the writer until the probes say otherwise.
     pub fn route(&self, kind: Kind, exclude: &[String]) -> Decision {
         let st = self.lock();
         let cluster = &self.cfg.cluster;
@@ -349,10 +439,7 @@ impl Shared {
                 if let Some(to) = &table.moving_to {
                     return Decision::Hold(to.clone());
                 }
-                match &st.choice {
-                    Choice::Backend(n) if exclude.contains(n) => Choice::None,
-                    c => c.clone(),
-                }
+                st.choice.clone()
             }
             Kind::Ro => {
                 let turn = self.turn.fetch_add(1, Ordering::Relaxed);
@@ -379,10 +466,8 @@ impl Shared {
                     .iter()
                     .map(|b| {
                         let p = st.slots.get(&b.name).map(|s| s.probe.describe()).unwrap_or_default();
-                        if exclude.contains(&b.name) {
+                        if kind == Kind::Ro && exclude.contains(&b.name) {
                             format!("{} connect failed ({p})", b.name)
-                        } else if kind == Kind::Rw && p == "healthy" {
-                            format!("{} healthy but left after a failover (waiting for the platform to name a writer)", b.name)
                         } else {
                             format!("{} {p}", b.name)
                         }
@@ -468,6 +553,21 @@ impl Shared {
             "Bytes from backends to clients.",
             vec![(String::new(), load(&m.bytes_out) as f64)],
         );
+        family(
+            "atoll_proxy_connections_closed_total",
+            "counter",
+            "Client connections the proxy closed: no finished handshake within --pre-auth-timeout-ms, or idle for --idle-timeout-s.",
+            vec![
+                (",reason=\"pre_auth_timeout\"".into(), load(&m.pre_auth_timeouts) as f64),
+                (",reason=\"idle_timeout\"".into(), load(&m.idle_timeouts) as f64),
+            ],
+        );
+        family(
+            "atoll_proxy_connections_refused_per_ip_total",
+            "counter",
+            "Client connections refused because their address had --max-connections-per-ip open.",
+            vec![(String::new(), load(&m.refused_per_ip) as f64)],
+        );
         family("atoll_proxy_writer_switches_total", "counter", "Writer changes.", vec![(String::new(), load(&m.writer_switches) as f64)]);
         family(
             "atoll_proxy_routing_tables_total",
@@ -520,5 +620,123 @@ impl Shared {
         );
         drop(st);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use atoll_core::ServerState;
+
+    use super::*;
+
+    const UP: Probe = Probe::Up { state: ServerState::Synced, ready: true, read_only: false };
+
+    fn down() -> Probe {
+        Probe::Down { reason: "connection refused".into() }
+    }
+
+    /// A proxy with a table naming `a` (then `b`, `c`), and its probers' generations.
+    fn shared(down_after_probes: u32) -> (Shared, HashMap<String, u64>) {
+        let any = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
+        let mut cfg = ProxyConfig::new(vec!["http://127.0.0.1:1".into()], "t".into(), "c".into(), any, any);
+        cfg.down_after_probes = down_after_probes;
+        let shared = Shared::new(cfg);
+        let backend =
+            |n: &str| Backend { name: n.into(), zone: "z".into(), address: "127.0.0.1".into(), port: 3306, state: ServerState::Synced };
+        let table = RoutingTable {
+            cluster: "c".into(),
+            version: "1".into(),
+            writer: Some("a".into()),
+            moving_to: None,
+            backends: vec![backend("a"), backend("b"), backend("c")],
+            monitor_user: "m".into(),
+            monitor_password: "p".into(),
+            servers: Vec::new(),
+        };
+        let (_, probers) = shared.apply_table(table, TableSource::Platform, 0);
+        let generations = probers.iter().map(|p| (p.name.clone(), p.generation)).collect();
+        (shared, generations)
+    }
+
+    fn writer(s: &Shared) -> Option<String> {
+        s.status().writer_in_use
+    }
+
+    fn rw_kill(s: &Shared) -> CancellationToken {
+        match s.route(Kind::Rw, &[]) {
+            Decision::Go(r) => r.kill,
+            _ => panic!("no writer route"),
+        }
+    }
+
+    /// Finding 9: one client's failed connect marked the writer down, so
+    /// this proxy left it (and closed its connections) while the others
+    /// stayed; one failed probe did the same.
+    #[test]
+    fn leaving_the_writer_takes_several_failed_probes_in_a_row() {
+        let (s, g) = shared(3);
+        for n in ["a", "b", "c"] {
+            s.report(n, g[n], UP);
+        }
+        assert_eq!(writer(&s).as_deref(), Some("a"));
+        let kill = rw_kill(&s);
+        s.connect_failed("a");
+        assert_eq!(writer(&s).as_deref(), Some("a"), "one client's failed connect");
+        assert!(!kill.is_cancelled(), "the writer's connections were closed");
+        assert_eq!(s.report("a", g["a"], down()), 1);
+        assert_eq!(s.report("a", g["a"], down()), 2);
+        assert_eq!(writer(&s).as_deref(), Some("a"), "two failed probes");
+        // A success in between starts the count again.
+        assert_eq!(s.report("a", g["a"], UP), 0);
+        s.report("a", g["a"], down());
+        s.report("a", g["a"], down());
+        assert_eq!(writer(&s).as_deref(), Some("a"));
+        assert!(!kill.is_cancelled());
+        assert_eq!(s.report("a", g["a"], down()), 3);
+        assert_eq!(writer(&s).as_deref(), Some("b"), "three in a row");
+        assert!(kill.is_cancelled(), "a writer found down loses its connections");
+        let metrics = s.render_metrics();
+        assert!(metrics.contains("atoll_proxy_backend_connect_failures_total{cluster=\"c\",backend=\"a\"} 1"), "{metrics}");
+        assert!(metrics.contains("atoll_proxy_probes_failed_total{cluster=\"c\",backend=\"a\"} 5"), "{metrics}");
+    }
+
+    #[test]
+    fn a_node_that_says_it_is_unfit_is_believed_at_once() {
+        let (s, g) = shared(3);
+        for n in ["a", "b", "c"] {
+            s.report(n, g[n], UP);
+        }
+        s.report("a", g["a"], Probe::Up { state: ServerState::NonPrimary, ready: false, read_only: false });
+        assert_eq!(writer(&s).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_backend_never_seen_up_is_down_after_the_same_count() {
+        let (s, g) = shared(2);
+        s.report("b", g["b"], UP);
+        s.report("c", g["c"], UP);
+        s.report("a", g["a"], down());
+        assert!(matches!(s.route(Kind::Rw, &[]), Decision::Wait(_)), "the table's writer is not given up on one probe");
+        s.report("a", g["a"], down());
+        assert_eq!(writer(&s).as_deref(), Some("b"));
+        // Results of a replaced prober do not count.
+        assert_eq!(s.report("b", g["b"] + 100, down()), 0);
+    }
+
+    #[test]
+    fn connections_per_address_are_capped_and_given_back() {
+        let (mut s, _) = shared(3);
+        s.cfg.max_connections_per_ip = 2;
+        let ip: IpAddr = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
+        let v6: IpAddr = "::ffff:10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
+        let first = s.enter_ip(ip);
+        let second = s.enter_ip(v6);
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(s.enter_ip(ip).err(), Some(2), "the same address, as IPv4 or mapped IPv6");
+        assert!(s.enter_ip("10.0.0.2".parse().unwrap_or_else(|_| unreachable!())).is_ok(), "another address");
+        drop(first);
+        assert!(s.enter_ip(ip).is_ok());
     }
 }

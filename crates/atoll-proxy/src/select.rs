@@ -112,6 +112,20 @@ pub enum Choice {
 /// proxy falls back to the same node). Sticky: once we moved away from a
 /// writer, we do not go back to it until a newer table names a writer,
 /// so writes never ping-pong between nodes while one flaps.
+///
+/// The sticky rule has an end: when no backend it allows is fit (every
+/// node has been left, or the ones not left are down or unfit), the
+/// picker forgets what it left and chooses as a proxy just started with
+/// this table would: the first writable backend in the table's order.
+/// That depends only on the table and the probes, so proxies with
+/// different histories (one started later from the state file, one that
+/// saw a flap the others did not) pick the same node while the platform
+/// is away, and from then on are in the same state. Without it, three
+/// writer kills in a row (each node restarted and Synced again) left
+/// every proxy refusing writes with three healthy nodes until the
+/// platform returned. The price: after such a restart, a node earlier in
+/// the table's order that becomes writable again takes the writes back,
+/// as it would for a freshly started proxy (all proxies move alike).
 #[derive(Debug, Default, Clone)]
 pub struct WriterPicker {
     version: Option<String>,
@@ -129,15 +143,11 @@ impl WriterPicker {
     pub fn update<'a>(&mut self, table: &RoutingTable, probe_of: impl Fn(&str) -> &'a Probe) -> Choice {
         if self.version.as_deref() != Some(table.version.as_str()) {
             self.version = Some(table.version.clone());
-            if let Some(w) = &table.writer {
+            if table.writer.is_some() {
                 // A table that names a writer is the platform's decision:
                 // it ends our own failover, unless the table itself says
                 // that writer is not Synced.
-                self.avoided.clear();
-                let synced = table.backends.iter().any(|b| &b.name == w && b.state.in_primary());
-                if !synced {
-                    self.avoided.insert(w.clone());
-                }
+                self.avoided = Self::avoided_by(table);
             }
         }
         if let Some(cur) = &self.in_use {
@@ -146,10 +156,34 @@ impl WriterPicker {
                 self.avoided.insert(cur.clone());
             }
         }
+        match self.first_fit(table, &probe_of, true) {
+            Choice::None => {}
+            c => return c,
+        }
+        // Nothing the sticky rule allows: start over as a proxy that has
+        // just started with this table would, so every proxy ends up in
+        // the same state whatever it left before.
+        self.avoided = Self::avoided_by(table);
+        match self.first_fit(table, &probe_of, true) {
+            Choice::None => self.first_fit(table, &probe_of, false),
+            c => c,
+        }
+    }
+
+    /// What a table alone makes us avoid: the writer it names, when it
+    /// says that writer is not in the primary component.
+    fn avoided_by(table: &RoutingTable) -> BTreeSet<String> {
+        table.writer.iter().filter(|w| !table.backends.iter().any(|b| &b.name == *w && b.state.in_primary())).cloned().collect()
+    }
+
+    /// The first candidate (`table.writer`, then the backends in order)
+    /// that can take writes, skipping the avoided ones when `sticky`;
+    /// `Pending` when one before it is not probed yet.
+    fn first_fit<'a>(&mut self, table: &RoutingTable, probe_of: &impl Fn(&str) -> &'a Probe, sticky: bool) -> Choice {
         let candidates =
             table.writer.iter().chain(table.backends.iter().map(|b| &b.name)).filter(|n| table.backends.iter().any(|b| &b.name == *n));
         for name in candidates {
-            if self.avoided.contains(name) {
+            if sticky && self.avoided.contains(name) {
                 continue;
             }
             let p = probe_of(name);
@@ -288,13 +322,92 @@ mod tests {
         // a comes back: writes stay on b.
         p.insert("a".into(), UP);
         assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
-        // b goes too: c, never back to a under this table.
+        // b goes too: c, not back to a while c is there.
         p.insert("b".into(), down());
         assert_eq!(pick(&mut w, &t, &p), Choice::Backend("c".into()));
+        p.insert("a".into(), down());
         p.insert("c".into(), down());
         assert_eq!(pick(&mut w, &t, &p), Choice::None);
         // A newer table naming a (Synced) ends the failover.
+        p.insert("a".into(), UP);
         assert_eq!(pick(&mut w, &table("2", Some("a")), &p), Choice::Backend("a".into()));
+    }
+
+    /// The platform is away and the writer is killed three times in a
+    /// row, each node restarted and Synced again before the next kill:
+    /// the third kill leaves every node avoided, and the writer is then
+    /// the first Synced node in the table's order. That choice does not
+    /// depend on history: a proxy started only then (from the state file)
+    /// makes it too, and the two keep agreeing on later kills.
+    #[test]
+    fn every_node_left_falls_back_to_the_first_synced_in_table_order() {
+        let t = table("1", Some("a"));
+        let mut seen_all = WriterPicker::default();
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend("a".into()));
+        for (killed, next) in [("a", "b"), ("b", "c")] {
+            p.insert(killed.into(), down());
+            assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend(next.into()));
+            p.insert(killed.into(), UP);
+            assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend(next.into()), "no return to {killed}");
+        }
+        p.insert("c".into(), down());
+        assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend("a".into()), "every node left: the first Synced in order");
+        let mut late = WriterPicker::default();
+        assert_eq!(pick(&mut late, &t, &p), Choice::Backend("a".into()));
+        // c comes back: writes stay on a (no ping-pong after the fallback).
+        p.insert("c".into(), UP);
+        assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend("a".into()));
+        assert_eq!(pick(&mut late, &t, &p), Choice::Backend("a".into()));
+        // Later kills: the same node for both.
+        for (killed, next) in [("a", "b"), ("b", "c"), ("c", "a")] {
+            p.insert(killed.into(), down());
+            assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend(next.into()), "{killed} killed");
+            assert_eq!(pick(&mut late, &t, &p), Choice::Backend(next.into()), "{killed} killed");
+            p.insert(killed.into(), UP);
+            assert_eq!(pick(&mut seen_all, &t, &p), Choice::Backend(next.into()));
+            assert_eq!(pick(&mut late, &t, &p), Choice::Backend(next.into()));
+        }
+    }
+
+    /// Not every node left, but the ones not left are down: the fallback
+    /// too, rather than refusing writes until a dead node returns.
+    #[test]
+    fn nodes_not_left_but_down_fall_back_too() {
+        let t = table("1", Some("a"));
+        let mut w = WriterPicker::default();
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", down())]);
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+        p.insert("a".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
+        p.insert("a".into(), UP);
+        p.insert("b".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+        // The fallback waits for a node not probed yet that comes first.
+        let mut fresh = WriterPicker::default();
+        let p = probes(&[("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut fresh, &t, &p), Choice::Pending);
+    }
+
+    /// The fallback never picks a node that cannot take writes.
+    #[test]
+    fn fallback_skips_unfit_nodes() {
+        let t = table("1", Some("a"));
+        let mut w = WriterPicker::default();
+        let ro = Probe::Up { state: ServerState::Synced, ready: true, read_only: true };
+        let joining = Probe::Up { state: ServerState::Joining, ready: false, read_only: false };
+        let mut p = probes(&[("a", UP), ("b", UP), ("c", UP)]);
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("a".into()));
+        p.insert("a".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
+        p.insert("b".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("c".into()));
+        p.insert("a".into(), ro);
+        p.insert("b".into(), joining);
+        p.insert("c".into(), down());
+        assert_eq!(pick(&mut w, &t, &p), Choice::None);
+        p.insert("b".into(), UP);
+        assert_eq!(pick(&mut w, &t, &p), Choice::Backend("b".into()));
     }
 
     #[test]
