@@ -365,3 +365,258 @@ async fn platform_outage_and_state_file() -> Result<()> {
     p2.wait().await;
     Ok(())
 }
+
+/// `Threads_connected` on `node` (our own root connection included).
+async fn threads_connected(node: &Node) -> i64 {
+    node.status("Threads_connected").await.and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
+/// Connects without speaking MySQL: returns the stream and the first
+/// packet's first payload byte (10: a greeting, 0xff: an error).
+async fn raw_connect(to: SocketAddr, from: Option<&str>) -> Result<(tokio::net::TcpStream, u8)> {
+    let mut s = match from {
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(format!("{ip}:0").parse()?)?;
+            sock.connect(to).await?
+        }
+        None => tokio::net::TcpStream::connect(to).await?,
+    };
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+    anyhow::ensure!(n >= 5, "no first packet ({n} bytes)");
+    Ok((s, buf[4]))
+}
+
+/// Until the proxy closes `s` (EOF or reset); how long that took.
+async fn closed_after(s: &mut tokio::net::TcpStream, start: Instant) -> Result<Duration> {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await? {
+            Ok(0) | Err(_) => return Ok(start.elapsed()),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Finding 9 (issue 12), limits: a client that connects and says nothing,
+/// or stops mid-handshake, is closed at --pre-auth-timeout-ms and its
+/// backend connection with it, while sessions (TLS 1.2 and 1.3 too)
+/// outlive that limit; an idle session gets ERR 4031 naming
+/// --idle-timeout-s (plain text) or is closed (TLS), a long query is not
+/// idle; --max-connections-per-ip refuses with 1040 before any backend
+/// connection is opened, per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_pre_auth_idle_and_per_address() -> Result<()> {
+    init_logs();
+    let mut g = Galera::new()?;
+    g.tls = true;
+    g.start_cluster("pxd", &["d1"], &["127.0.0.94"]).await?;
+    let ts = TableServer::start("127.0.0.99", table("pxd", "1", Some("d1"), None, vec![g.node("d1").backend("z1")])).await?;
+    let mut cfg = config("pxd", vec![ts.url()]);
+    cfg.pre_auth_timeout = Duration::from_millis(1500);
+    cfg.idle_timeout = Some(Duration::from_secs(2));
+    cfg.max_connections_per_ip = 3;
+    let stop = CancellationToken::new();
+    let p = atoll_proxy::start(cfg, stop.clone()).await?;
+    wait_behind(p.rw_addr, "d1", Duration::from_secs(10)).await?;
+    let d1 = g.node("d1");
+    let base = wait_for("the backend's connections to settle", Duration::from_secs(5), || async {
+        let n = threads_connected(d1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (n > 0 && threads_connected(d1).await == n).then_some(n)
+    })
+    .await?;
+
+    // Pre-authentication: one silent client, one that stops mid-handshake.
+    let start = Instant::now();
+    let (mut silent, first) = raw_connect(p.rw_addr, None).await?;
+    assert_eq!(first, 10, "a greeting");
+    let (mut half, _) = raw_connect(p.ro_addr, None).await?;
+    // A handshake response announcing 80 bytes, 10 of them sent.
+    half.write_all(&[80, 0, 0, 1, 0x05, 0xa2, 0x0a, 0x00, 0, 0, 0, 1, 33, 0]).await?;
+    let held = threads_connected(d1).await;
+    assert_eq!(held, base + 2, "the backend holds a connection for each");
+    let (t_silent, t_half) = (closed_after(&mut silent, start).await?, closed_after(&mut half, start).await?);
+    println!("pre-auth timeout 1.5 s: silent client closed after {t_silent:?}, half handshake after {t_half:?}");
+    for t in [t_silent, t_half] {
+        assert!(t >= Duration::from_millis(1400) && t < Duration::from_millis(2500), "closed after {t:?}");
+    }
+    let released = wait_for("the backend connections to be released", Duration::from_secs(2), || async {
+        (threads_connected(d1).await == base).then_some(start.elapsed())
+    })
+    .await?;
+    println!("their backend connections gone {released:?} after they connected");
+
+    // Sessions outlive the pre-auth limit, plain and TLS (both versions).
+    // This client uses TLS whenever the server offers it, unless told not to.
+    let plain = ["--skip-ssl"];
+    let (ok, out, err) = mariadb_cli_with(p.rw_addr, &plain, "DO SLEEP(2); SELECT 'plain'").await?;
+    assert!(ok && out == "plain", "{out} {err}");
+    for version in ["TLSv1.3", "TLSv1.2"] {
+        let tls = format!("--tls-version={version}");
+        let (ok, out, err) =
+            mariadb_cli_with(p.rw_addr, &["--ssl", &tls], "SELECT 1; DO SLEEP(2); SHOW SESSION STATUS LIKE 'Ssl_version'").await?;
+        assert!(ok, "{version} session cut: {err}");
+        assert!(out.ends_with(version), "not over {version}: {out}");
+    }
+
+    // Idle: plain text gets 4031 as the answer to its next statement.
+    let pause = Duration::from_millis(3000);
+    let (ok, out, err) = mariadb_session(p.rw_addr, &plain, &[("SELECT 'before'", pause), ("SELECT 'after'", Duration::ZERO)]).await?;
+    println!("idle plain session, as the mariadb client prints it: {err}");
+    assert!(!ok && out == "before", "{out} / {err}");
+    assert!(err.contains("ERROR 4031") && err.contains("--idle-timeout-s"), "{err}");
+    let mut c = app_conn(p.rw_addr).await?;
+    sqlx::query("SELECT 1").execute(&mut c).await?;
+    tokio::time::sleep(pause).await;
+    let e = sqlx::query("SELECT 1").execute(&mut c).await.expect_err("an idle session outlived --idle-timeout-s");
+    println!("idle session, as sqlx sees it: {e}");
+    assert!(e.to_string().contains("4031") && e.to_string().contains("--idle-timeout-s"), "{e}");
+    // TLS: closed without a word (the proxy cannot write into TLS).
+    let (ok, out, err) = mariadb_session(p.rw_addr, &["--ssl"], &[("SELECT 'before'", pause), ("SELECT 'after'", Duration::ZERO)]).await?;
+    println!("idle TLS session, as the mariadb client prints it: {err}");
+    assert!(!ok && out.starts_with("before") && !out.contains("after"), "{out} / {err}");
+    // A query running longer than the limit is not idle.
+    let (ok, _, err) = mariadb_cli_with(p.rw_addr, &plain, "DO SLEEP(3)").await?;
+    assert!(ok, "a long query was cut: {err}");
+
+    // Per address: three held, the fourth refused before any backend connect.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(app_conn(p.rw_addr).await?);
+    }
+    let connections = || async { d1.status("Connections").await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1) };
+    let before = connections().await;
+    let (ok, _, err) = mariadb_cli(p.ro_addr, "SELECT 1").await?;
+    println!("per-address cap, as the mariadb client prints it: {err}");
+    assert!(!ok && err.contains("1040") && err.contains("--max-connections-per-ip"), "{err}");
+    // Our own root connection is the only new one.
+    assert_eq!(connections().await, before + 1, "the proxy opened a backend connection for a refused client");
+    let (other, first) = raw_connect(p.rw_addr, Some("127.0.0.55")).await?;
+    assert_eq!(first, 10, "another address is not limited");
+    drop(other);
+    drop(held.pop());
+    wait_for("a connection after one closed", Duration::from_secs(5), || async {
+        mariadb_cli(p.rw_addr, "SELECT 1").await.ok()?.0.then_some(())
+    })
+    .await?;
+    let metrics = reqwest::get(format!("http://{}/metrics", p.admin_addr.unwrap())).await?.text().await?;
+    let value = |series: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} missing:\n{metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap()
+    };
+    assert_eq!(value("atoll_proxy_connections_closed_total{cluster=\"pxd\",reason=\"pre_auth_timeout\"}"), 2.0);
+    // The three above, and the held ones if they sat idle long enough.
+    assert!(value("atoll_proxy_connections_closed_total{cluster=\"pxd\",reason=\"idle_timeout\"}") >= 3.0);
+    assert_eq!(value("atoll_proxy_connections_refused_per_ip_total{cluster=\"pxd\"}"), 1.0);
+    stop.cancel();
+    p.wait().await;
+    Ok(())
+}
+
+static NEXT_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(10_000_000);
+
+/// A write through `addr` on a new connection; the node that took it.
+async fn write_through(addr: SocketAddr) -> Result<String> {
+    let mut c = app_conn(addr).await?;
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sql = format!("INSERT INTO w VALUES ({id}, @@wsrep_node_name)");
+    tokio::time::timeout(Duration::from_secs(5), sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c)).await??;
+    let node: String = sqlx::query_scalar("SELECT node FROM w WHERE id = ?").bind(id).fetch_one(&mut c).await?;
+    Ok(node)
+}
+
+/// Finding 9 (issue 12), from outside: with the platform down, three
+/// writer kills in a row, each node restarted and Synced again, left
+/// every proxy refusing writes ("healthy but left after a failover") with
+/// three healthy nodes. Three proxies (two that saw the platform, one
+/// started from the state file while it was down) must, after each kill,
+/// take writes and send them all to the same node: the next in table
+/// order, and after the third kill the first Synced node in the table's
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_down_repeated_writer_kills() -> Result<()> {
+    init_logs();
+    let mut g = Galera::new()?;
+    let names = ["e1", "e2", "e3"];
+    g.start_cluster("pxe", &names, &["127.0.0.91", "127.0.0.92", "127.0.0.93"]).await?;
+    let backends: Vec<_> = names.iter().enumerate().map(|(i, n)| g.node(n).backend(&format!("z{}", i + 1))).collect();
+    let mut ts = TableServer::start("127.0.0.99", table("pxe", "1", Some("e1"), None, backends)).await?;
+    let stop = CancellationToken::new();
+    let mut proxies = Vec::new();
+    let mut dirs = Vec::new();
+    for zone in ["z1", "z2"] {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config("pxe", vec![ts.url()]);
+        cfg.zone = Some(zone.into());
+        cfg.state_dir = Some(dir.path().to_path_buf());
+        proxies.push(atoll_proxy::start(cfg, stop.clone()).await?);
+        dirs.push(dir);
+    }
+    for p in &proxies {
+        wait_behind(p.rw_addr, "e1", Duration::from_secs(10)).await?;
+    }
+    let saved = dirs[0].path().join("routing-pxe.json");
+    wait_for("the state file", Duration::from_secs(5), || async { saved.exists().then_some(()) }).await?;
+    ts.down();
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(&saved, dir.path().join("routing-pxe.json"))?;
+    let mut cfg = config("pxe", vec![ts.url()]);
+    cfg.zone = Some("z3".into());
+    cfg.state_dir = Some(dir.path().to_path_buf());
+    proxies.push(atoll_proxy::start(cfg, stop.clone()).await?);
+    dirs.push(dir);
+    wait_behind(proxies[2].rw_addr, "e1", Duration::from_secs(10)).await?;
+    assert_eq!(proxies[2].status().table_source, "state_file");
+
+    for (victim, expected) in [("e1", "e2"), ("e2", "e3"), ("e3", "e1")] {
+        let uuid = g.node(victim).status("wsrep_gcomm_uuid").await.unwrap();
+        let (t0, t0_ms) = (Instant::now(), now_ms());
+        g.node_mut(victim).kill();
+        // What the agent's supervisor does when it sees the process exit.
+        for n in names.iter().filter(|n| **n != victim) {
+            let _ = g.node(n).exec(&format!("SET GLOBAL wsrep_provider_options='evs.evict={uuid}'")).await;
+        }
+        let agreed =
+            wait_for(&format!("writes through every proxy to one node after {victim} was killed"), Duration::from_secs(20), || async {
+                let mut nodes = BTreeSet::new();
+                for p in &proxies {
+                    nodes.insert(write_through(p.rw_addr).await.ok()?);
+                }
+                (nodes.len() == 1).then(|| nodes.into_iter().next())?
+            })
+            .await;
+        let agreed = match agreed {
+            Ok(n) => n,
+            Err(e) => {
+                for p in &proxies {
+                    println!("{:?}", mariadb_cli(p.rw_addr, "SELECT @@wsrep_node_name").await?);
+                }
+                return Err(e);
+            }
+        };
+        let took = t0.elapsed();
+        let switched: Vec<_> = proxies.iter().map(|p| p.status().writer_since_unix_ms.saturating_sub(t0_ms)).collect();
+        println!("{victim} killed: every proxy writes to {agreed} after {took:?} (writer switched after {switched:?} ms)");
+        assert_eq!(agreed, expected);
+        for p in &proxies {
+            assert_eq!(p.status().writer_in_use.as_deref(), Some(expected));
+        }
+        // The agent restarts it; it rejoins and is Synced again.
+        g.restart(victim)?;
+        g.node(victim).wait_synced(Duration::from_secs(60)).await?;
+        wait_for(&format!("every proxy to find {victim} healthy"), Duration::from_secs(10), || async {
+            proxies.iter().all(|p| p.status().backends.iter().any(|b| b.name == victim && b.writable)).then_some(())
+        })
+        .await?;
+        for p in &proxies {
+            assert_eq!(write_through(p.rw_addr).await?, expected, "writes moved after {victim} came back");
+        }
+    }
+    stop.cancel();
+    for p in proxies {
+        p.wait().await;
+    }
+    Ok(())
+}

@@ -102,6 +102,10 @@ impl Node {
 pub struct Galera {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
+    /// Clusters started from now on offer TLS to clients (a self-signed
+    /// certificate; sqlx here has no TLS, so only the `mariadb` client
+    /// with `--ssl` uses it).
+    pub tls: bool,
 }
 
 impl Drop for Galera {
@@ -126,13 +130,46 @@ impl Galera {
     pub fn new() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        Ok(Self { dir, nodes: Vec::new() })
+        Ok(Self { dir, nodes: Vec::new(), tls: false })
+    }
+
+    /// A self-signed certificate and key for the nodes, made once.
+    fn tls_settings(&self) -> Result<String> {
+        let (cert, key) = (self.dir.path().join("cert.pem"), self.dir.path().join("key.pem"));
+        if !cert.exists() {
+            let ok = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=atoll-proxy-test"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()?
+                .status
+                .success();
+            if !ok {
+                bail!("openssl could not make a test certificate");
+            }
+            chown_mysql(&cert)?;
+            chown_mysql(&key)?;
+        }
+        Ok(format!("ssl_cert={}\nssl_key={}\n", cert.display(), key.display()))
+    }
+
+    /// Starts a node killed earlier again (it rejoins by state transfer).
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let n = self.node_mut(name);
+        if n.proc.is_some() {
+            bail!("{name} is running");
+        }
+        n.proc = Some(spawn_mariadbd(n, false)?);
+        Ok(())
     }
 
     /// Starts a cluster `cluster` on `ips`: the first bootstraps (with the
     /// test accounts and a table `t.w`), the others join by SST.
     pub async fn start_cluster(&mut self, cluster: &str, names: &[&str], ips: &[&str]) -> Result<()> {
         let address = ips.iter().map(|ip| format!("{ip}:4567")).collect::<Vec<_>>().join(",");
+        let tls = if self.tls { self.tls_settings()? } else { String::new() };
         let first = self.nodes.len();
         for (name, ip) in names.iter().zip(ips) {
             let dir = self.dir.path().join(name);
@@ -151,7 +188,7 @@ impl Galera {
                      wsrep_node_name={name}\nwsrep_sst_method=rsync\nwsrep_sst_receive_address={ip}:4444\n\
                      wsrep_provider_options=\"gmcast.listen_addr=tcp://{ip}:4567;ist.recv_addr={ip}:4568;gcache.size=16M;\
                      evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.keepalive_period=PT0.5S;evs.install_timeout=PT4S\"\n\
-                     [sst]\nsst-log-archive=0\n"
+                     {tls}[sst]\nsst-log-archive=0\n"
                 ),
             )?;
             chown_mysql(&dir)?;
@@ -326,23 +363,53 @@ pub async fn node_behind(addr: SocketAddr) -> Result<String> {
 
 /// Runs the `mariadb` client against `addr`; (exit success, stdout, stderr).
 pub async fn mariadb_cli(addr: SocketAddr, sql: &str) -> Result<(bool, String, String)> {
-    let out = tokio::process::Command::new("mariadb")
-        .arg(format!("--host={}", addr.ip()))
+    mariadb_cli_with(addr, &[], sql).await
+}
+
+fn mariadb_command(addr: SocketAddr, extra: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("mariadb");
+    cmd.arg(format!("--host={}", addr.ip()))
         .arg(format!("--port={}", addr.port()))
         .arg(format!("--user={APP_USER}"))
         .arg(format!("--password={APP_PASSWORD}"))
         .arg("--connect-timeout=5")
         .arg("--batch")
         .arg("--skip-column-names")
-        .arg("-e")
-        .arg(sql)
-        .output()
-        .await?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    ))
+        .args(extra);
+    cmd
+}
+
+fn cli_output(out: &std::process::Output) -> (bool, String, String) {
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).trim().to_string())
+}
+
+/// Like [`mariadb_cli`], with more client options (`--ssl` ...).
+pub async fn mariadb_cli_with(addr: SocketAddr, extra: &[&str], sql: &str) -> Result<(bool, String, String)> {
+    let out = mariadb_command(addr, extra).arg("-e").arg(sql).output().await?;
+    Ok(cli_output(&out))
+}
+
+/// One `mariadb` client session fed statements on its standard input,
+/// with a pause (the client idle) after each `(statement, pause)`.
+pub async fn mariadb_session(addr: SocketAddr, extra: &[&str], script: &[(&str, Duration)]) -> Result<(bool, String, String)> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = mariadb_command(addr, extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    for (sql, pause) in script {
+        // The client may have quit already (an error ends a batch).
+        if stdin.write_all(format!("{sql};\n").as_bytes()).await.is_err() {
+            break;
+        }
+        let _ = stdin.flush().await;
+        tokio::time::sleep(*pause).await;
+    }
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await??;
+    Ok(cli_output(&out))
 }
 
 /// The ids in `t.w` as a node sees them.
