@@ -127,6 +127,7 @@ conformance!(
     documents,
     alarms_and_history,
     task_create_list_update,
+    one_change_per_resource,
     claim_race_has_one_winner,
     expired_lease_is_reclaimed,
     renew_lease_only_by_owner,
@@ -289,9 +290,12 @@ fn completion(task_id: &str, key: &str, owner: &str, status: StepStatus, now: i6
 }
 
 /// A task `t` with steps a -> b, c.
+/// A running task with three steps, on host db1 (or, past the first, on
+/// db1-ID: one change runs per host at a time).
 async fn seed_task(s: &SqlStore, id: &str) {
     let steps = [step(id, "a", 0, &[]), step(id, "b", 1, &["a"]), step(id, "c", 2, &["a"])];
-    s.create_task(&task(id, "db1", TaskStatus::Running, 1_000), &steps).await.unwrap();
+    let target = if ["t", "t1"].contains(&id) { "db1".to_string() } else { format!("db1-{id}") };
+    s.create_task(&task(id, &target, TaskStatus::Running, 1_000), &steps).await.unwrap();
 }
 
 // ---------------------------------------------------------------- hosts
@@ -828,8 +832,10 @@ async fn task_create_list_update(h: &Harness) {
     let s = &h.store;
     seed_task(s, "t1").await;
     s.create_task(&task("t2", "db2", TaskStatus::Succeeded, 2_000), &[]).await.unwrap();
-    s.create_task(&task("t3", "db1", TaskStatus::RollingBack, 3_000), &[]).await.unwrap();
-    s.create_task(&task("t0", "db1", TaskStatus::Cancelling, 3_000), &[]).await.unwrap();
+    // Active tasks on one target, of different resources' kinds (one of a
+    // kind at a time is `one_change_per_resource`).
+    s.create_task(&TaskRecord { kind: "package.push".into(), ..task("t3", "db1", TaskStatus::RollingBack, 3_000) }, &[]).await.unwrap();
+    s.create_task(&TaskRecord { kind: "cluster.stop".into(), ..task("t0", "db1", TaskStatus::Cancelling, 3_000) }, &[]).await.unwrap();
     let msg = conflict(s.create_task(&task("t1", "x", TaskStatus::Running, 1), &[]).await.unwrap_err());
     assert!(msg.contains("\"t1\""), "{msg}");
     // A task whose steps clash is not stored at all.
@@ -886,6 +892,56 @@ async fn task_create_list_update(h: &Harness) {
     assert_eq!(p.get("t1"), Some(&Progress { done: 1, total: 3 }));
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(s.task_progress(&[]).await.unwrap().is_empty());
+}
+
+/// One active task per resource, kept by MetaDB itself: a second change to
+/// the same cluster is refused while the first runs (also when both race),
+/// and allowed once it settled; a retried task takes its key back only if
+/// nobody else holds it.
+async fn one_change_per_resource(h: &Harness) {
+    let s = Arc::new(h.store.clone());
+    let on = |id: &str, kind: &str, target: &str, status| TaskRecord { kind: kind.into(), ..task(id, target, status, 1_000) };
+    s.create_task(&on("a", "cluster.stop", "orders", TaskStatus::Running), &[]).await.unwrap();
+    let msg = conflict(s.create_task(&on("b", "cluster.server.stop", "orders", TaskStatus::Running), &[]).await.unwrap_err());
+    assert!(msg.contains("orders is busy with task a"), "{msg}");
+    s.create_task(&on("c", "cluster.stop", "other", TaskStatus::Running), &[]).await.unwrap();
+    s.create_task(&on("d", "host.prepare", "orders", TaskStatus::Running), &[]).await.unwrap();
+    s.create_task(&on("e", "cluster.stop", "orders", TaskStatus::Succeeded), &[]).await.unwrap();
+    let settle = |id: &str, status| TaskUpdate {
+        id: id.into(),
+        status,
+        phase: Phase::Forward,
+        cancel_requested: false,
+        now: 2_000,
+        finished_at_ms: status.is_settled().then_some(2_000),
+    };
+    s.update_task(&settle("a", TaskStatus::Cancelling)).await.unwrap();
+    assert!(
+        s.create_task(&on("b", "cluster.server.stop", "orders", TaskStatus::Running), &[]).await.is_err(),
+        "still held while cancelling"
+    );
+    s.update_task(&settle("a", TaskStatus::Failed)).await.unwrap();
+    s.create_task(&on("b", "cluster.server.stop", "orders", TaskStatus::Running), &[]).await.unwrap();
+    let msg = conflict(s.update_task(&settle("a", TaskStatus::Running)).await.unwrap_err());
+    assert!(msg.contains("busy with task b"), "{msg}");
+    s.update_task(&settle("b", TaskStatus::Succeeded)).await.unwrap();
+    s.update_task(&settle("a", TaskStatus::Running)).await.unwrap();
+    s.update_task(&settle("a", TaskStatus::Succeeded)).await.unwrap();
+    // Racing submissions: exactly one wins.
+    let mut joins = Vec::new();
+    for i in 0..6 {
+        let s = Arc::clone(&s);
+        joins.push(tokio::spawn(async move {
+            s.create_task(&on(&format!("r{i}"), "cluster.server.stop", "orders", TaskStatus::Running), &[]).await
+        }));
+    }
+    let mut won = 0;
+    for j in joins {
+        if j.await.unwrap().is_ok() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "racing changes to one cluster");
 }
 
 async fn claim_race_has_one_winner(h: &Harness) {
@@ -1021,7 +1077,7 @@ async fn migrations_run_twice(h: &Harness) {
         let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -1035,7 +1091,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }

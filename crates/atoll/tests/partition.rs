@@ -126,7 +126,7 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
 
     // The other two take changes and see MetaDB degraded, not down.
     let _: CreatedToken = others.post("/api/v1/tokens", &CreateTokenRequest { name: "majority".into() }).await.unwrap();
-    wait_for("MetaDB degraded on the majority side", Duration::from_secs(30), || async {
+    wait_for("MetaDB degraded on the majority side", Duration::from_secs(60), || async {
         let c: ClusterView = others.get(&format!("/api/v1/clusters/{METADB_CLUSTER}")).await.ok()?;
         (c.status == ClusterStatus::Degraded).then_some(())
     })

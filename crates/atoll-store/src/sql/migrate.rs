@@ -30,6 +30,7 @@ const SQLITE: &[Migration] = &[
     Migration { version: 5, sql: include_str!("../../migrations/sqlite/0005_host_summary.sql") },
     Migration { version: 6, sql: include_str!("../../migrations/sqlite/0006_platform.sql") },
     Migration { version: 7, sql: include_str!("../../migrations/sqlite/0007_alerts.sql") },
+    Migration { version: 8, sql: include_str!("../../migrations/sqlite/0008_task_locks.sql") },
 ];
 
 const MYSQL: &[Migration] = &[
@@ -40,6 +41,7 @@ const MYSQL: &[Migration] = &[
     Migration { version: 5, sql: include_str!("../../migrations/mysql/0005_host_summary.sql") },
     Migration { version: 6, sql: include_str!("../../migrations/mysql/0006_platform.sql") },
     Migration { version: 7, sql: include_str!("../../migrations/mysql/0007_alerts.sql") },
+    Migration { version: 8, sql: include_str!("../../migrations/mysql/0008_task_locks.sql") },
 ];
 
 /// Brings the schema up to date; a no-op when it already is.

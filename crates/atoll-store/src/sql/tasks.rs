@@ -102,6 +102,22 @@ fn log_line(r: &AnyRow) -> Result<StepLogRecord> {
     })
 }
 
+/// The key an active task holds: its kind's resource and its target
+/// (`cluster:orders`, `host:db1`), so one change runs per resource.
+fn lock_key(kind: &str, target: &str) -> String {
+    format!("{}:{target}", kind.split('.').next().unwrap_or(kind))
+}
+
+/// The active task holding `key`, if any.
+async fn lock_holder(tx: &mut sqlx::Transaction<'static, sqlx::Any>, key: &str) -> Result<Option<String>> {
+    let r = sqlx::query("SELECT id FROM tasks WHERE active_target = ?").bind(key).fetch_optional(&mut **tx).await?;
+    r.as_ref().map(|r| row::text(r, "id")).transpose()
+}
+
+fn busy(target: &str, holder: &str) -> StoreError {
+    StoreError::Conflict(format!("{target} is busy with task {holder}; wait for it (`atoll task watch {holder}`) or cancel it"))
+}
+
 /// `?, ?, ?` for an IN list of `n` values.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -114,9 +130,15 @@ impl SqlStore {
         if exists.is_some() {
             return Err(StoreError::Conflict(format!("task {:?} already exists", t.id)));
         }
+        let key = (!t.status.is_settled()).then(|| lock_key(&t.kind, &t.target));
+        if let Some(key) = &key
+            && let Some(holder) = lock_holder(&mut tx, key).await?
+        {
+            return Err(busy(&t.target, &holder));
+        }
         sqlx::query(
             "INSERT INTO tasks (id, kind, title, target, status, phase, cancel_requested, params_json, created_by, \
-             created_at_ms, updated_at_ms, finished_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at_ms, updated_at_ms, finished_at_ms, active_target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
         .bind(&t.kind)
@@ -130,9 +152,10 @@ impl SqlStore {
         .bind(t.created_at_ms)
         .bind(t.updated_at_ms)
         .bind(t.finished_at_ms)
+        .bind(key.as_deref())
         .execute(&mut *tx)
         .await
-        .map_err(|e| conflict_on_unique(e, || format!("task {:?} already exists", t.id)))?;
+        .map_err(|e| conflict_on_unique(e, || format!("{} is busy with another task; wait for it (`atoll task list`)", t.target)))?;
         for s in steps {
             sqlx::query(
                 "INSERT INTO task_steps (task_id, step_key, seq, kind, title, params_json, deps_json, status, \
@@ -353,18 +376,34 @@ impl TaskStore for SqlStore {
 
     async fn update_task(&self, u: &TaskUpdate) -> Result<()> {
         retry(|| async move {
+            let mut tx = self.begin_write().await?;
+            let Some(r) = sqlx::query("SELECT kind, target FROM tasks WHERE id = ?").bind(&u.id).fetch_optional(&mut *tx).await? else {
+                return Ok(());
+            };
+            let (kind, target) = (row::text(&r, "kind")?, row::text(&r, "target")?);
+            // A task that runs again (a retried step) takes its key back,
+            // unless another task took it meanwhile.
+            let key = (!u.status.is_settled()).then(|| lock_key(&kind, &target));
+            if let Some(key) = &key
+                && let Some(holder) = lock_holder(&mut tx, key).await?.filter(|h| *h != u.id)
+            {
+                return Err(busy(&target, &holder));
+            }
             sqlx::query(
-                "UPDATE tasks SET status = ?, phase = ?, cancel_requested = ?, updated_at_ms = ?, finished_at_ms = ? \
-                 WHERE id = ?",
+                "UPDATE tasks SET status = ?, phase = ?, cancel_requested = ?, updated_at_ms = ?, finished_at_ms = ?, \
+                 active_target = ? WHERE id = ?",
             )
             .bind(u.status.as_str())
             .bind(u.phase.as_str())
             .bind(i64::from(u.cancel_requested))
             .bind(u.now)
             .bind(u.finished_at_ms)
+            .bind(key.as_deref())
             .bind(&u.id)
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_on_unique(e, || format!("{target} is busy with another task; wait for it (`atoll task list`)")))?;
+            tx.commit().await?;
             Ok(())
         })
         .await
