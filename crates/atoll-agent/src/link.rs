@@ -78,7 +78,7 @@ impl Link {
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
                     anyhow::bail!(
-                        "the platform no longer knows this host (it was removed); start the agent with --join-token to join again"
+                        "the platform no longer knows this host (it was removed); start the agent with a join token (ATOLL_JOIN_TOKEN) to join again"
                     );
                 }
                 Err(ClientError::Api { status: 401, message, .. }) => {
@@ -201,7 +201,7 @@ impl Link {
         self.identity.agent_token = Some(resp.agent_token);
         self.identity.server_token_hash = Some(sha256_hex(&resp.server_token));
         if let Err(e) = self.identity.save(&self.config.data_dir) {
-            tracing::error!(error = %e, "registered, but could not save credentials; the next start will need --join-token");
+            tracing::error!(error = %e, "registered, but could not save credentials; the next start will need a join token and the host removed first");
         }
         self.state.set_identity(self.identity.clone());
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));

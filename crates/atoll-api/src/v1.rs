@@ -223,13 +223,52 @@ pub struct RemoveHostRequest {
     /// Also delete the directories `host prepare` created.
     #[serde(default)]
     pub purge: bool,
+    /// Remove the host although database servers or proxies are placed on
+    /// it (a machine that is gone for good); they stay in their clusters,
+    /// lost, until removed from them.
+    #[serde(default)]
+    pub force: bool,
 }
 
+/// A join token just minted: the token is shown this once (MetaDB keeps
+/// only its hash).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JoinTokenView {
     pub token: String,
-    /// `atoll agent` command line with the server URL and token filled in.
+    /// `atoll agent` command line with the server URL filled in and the
+    /// token in the environment (`ATOLL_JOIN_TOKEN`), never in argv.
     pub agent_command: String,
+    pub expires_ms: i64,
+    pub single_use: bool,
+}
+
+/// What `POST /api/v1/join-tokens` mints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRequest {
+    /// Seconds the token admits new hosts (default 3600, at most 30 days).
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub ttl_s: Option<u64>,
+    /// Admits one host, then is gone.
+    #[serde(default)]
+    pub single_use: bool,
+}
+
+/// A live join token, without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenInfo {
+    pub created_by: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub single_use: bool,
+    /// The declared host it is for, if any.
+    pub host: Option<String>,
+}
+
+/// How many tokens `DELETE /api/v1/join-tokens` revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokensRevoked {
+    pub revoked: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -28,13 +28,21 @@ fn same(a: &str, b: &str) -> bool {
     atoll_core::secret::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// Registers a host, or re-registers a known one. A new host needs the join
-/// token; a known one must prove it is the same agent with its own token.
+/// Registers a host, or re-registers a known one. A known host proves it is
+/// the same agent with its own token, and only that: a join token admits
+/// new hosts only, so holding one never takes over a registered host.
 async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
+    if let Some(wait) = state.refusals.blocked(peer.ip()) {
+        return Err(ApiError::TooManyRequests(format!(
+            "too many refused registrations from {}; try again in {} s",
+            peer.ip(),
+            wait.as_secs().max(1)
+        )));
+    }
     if req.address.parse::<std::net::IpAddr>().is_err() {
         return Err(ApiError::BadRequest(format!("invalid address {:?}", req.address)));
     }
@@ -44,25 +52,76 @@ async fn register(
         }
     }
     let existing = state.store.get_host(req.host_id).await?;
-    let proven = match (&existing, &req.agent_token) {
-        (Some(h), Some(t)) => h.agent_token_hash.as_deref().is_some_and(|hash| same(hash, &sha256_hex(t))),
-        _ => false,
+    let refuse = |why: String| async {
+        refused(&state, peer, &req, &why).await;
+        Err(ApiError::Unauthorized(why))
     };
-    let join_ok = match &req.join_token {
-        Some(t) => same(t, &join::token(&state).await?),
-        None => false,
+    let grant = match (&existing, &req.agent_token, &req.join_token) {
+        (Some(h), Some(t), _) if h.agent_token_hash.as_deref().is_some_and(|hash| same(hash, &sha256_hex(t))) => None,
+        (Some(h), _, _) => {
+            return refuse(format!(
+                "host {} ({}) is registered already and only its own agent may register it again, with the token in its \
+                 identity file; a join token does not do. If that agent's data was lost, remove the host \
+                 (`atoll host remove {}`) and join it again",
+                h.host.name, h.host.id, h.host.name
+            ))
+            .await;
+        }
+        (None, _, Some(t)) => match join::redeem(&state, t).await? {
+            Ok(g) => Some((t.clone(), g)),
+            Err(why) => return refuse(format!("{why}: an admin mints one with `atoll host join-token`")).await,
+        },
+        (None, _, None) => {
+            return refuse(
+                "a new host needs a join token (ATOLL_JOIN_TOKEN or --join-token-file): `atoll host join-token` mints one".into(),
+            )
+            .await;
+        }
     };
-    if !proven && !join_ok {
-        let why = if req.join_token.is_some() { "wrong join token" } else { "a new host needs --join-token" };
+    let outcome = register_checked(&state, peer, &req, existing, grant.as_ref().map(|(_, g)| g)).await;
+    if outcome.is_err()
+        && let Some((token, g)) = &grant
+    {
+        join::give_back(&state, token, g).await;
+    }
+    outcome
+}
+
+/// Audits a refused registration (at most one row per source a minute, so a
+/// flood of them does not write a flood of rows) and counts it.
+async fn refused(state: &AppState, peer: SocketAddr, req: &RegisterRequest, why: &str) {
+    metrics::counter!("atoll_agent_registrations_refused_total").increment(1);
+    if state.refusals.refused(peer.ip()) {
         state
             .audit("agent", peer, "host.register", &req.host_id.to_string(), json!({ "address": req.address }), &format!("refused: {why}"))
             .await;
-        return Err(ApiError::Unauthorized(format!("{why}: `atoll host join-token` prints the current one")));
+    }
+}
+
+async fn register_checked(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &RegisterRequest,
+    existing: Option<atoll_store::HostRecord>,
+    grant: Option<&join::Grant>,
+) -> ApiResult<Json<RegisterResponse>> {
+    if let Some(wanted) = grant.and_then(|g| g.host.as_deref()) {
+        let pending = state.store.find_host(wanted).await?.filter(|h| h.host.status == HostStatus::Pending);
+        match pending {
+            Some(h) if h.host.address == req.address => {}
+            Some(h) => {
+                return Err(ApiError::Unauthorized(format!(
+                    "this join token is for host {wanted} at {}, not {}: start the agent with --listen {}:PORT",
+                    h.host.address, req.address, h.host.address
+                )));
+            }
+            None => return Err(ApiError::Unauthorized(format!("this join token was for host {wanted}, which has joined or was removed"))),
+        }
     }
     let name = match (&existing, &req.name) {
         (Some(h), _) => h.host.name.clone(),
         (None, Some(n)) => n.clone(),
-        (None, None) => default_name(&state, &req).await?,
+        (None, None) => default_name(state, req).await?,
     };
     let agent_token = random_token();
     let server_token = random_token();
@@ -72,10 +131,10 @@ async fn register(
         address: req.address.clone(),
         agent_url: req.agent_url.clone(),
         zone: req.zone.clone(),
-        facts: req.facts,
-        agent_version: req.agent_version,
+        facts: req.facts.clone(),
+        agent_version: req.agent_version.clone(),
         agent_token_hash: sha256_hex(&agent_token),
-        server_token: server_token.clone(),
+        server_token: state.secrets.seal(&server_token),
         now: now_ms(),
     };
     let host = state.store.register_host(&reg).await?;

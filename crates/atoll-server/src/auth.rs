@@ -46,6 +46,38 @@ async fn argon2<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) ->
     Ok(out)
 }
 
+/// Sources with a login's password check under way.
+static LOGINS_IN_FLIGHT: std::sync::Mutex<Vec<std::net::IpAddr>> = std::sync::Mutex::new(Vec::new());
+/// Logins waiting for the one Argon2 slot; more are turned away at once.
+const MAX_LOGINS_WAITING: usize = 16;
+
+/// A login's turn at the password check, held until dropped.
+pub struct LoginTurn(std::net::IpAddr);
+
+impl Drop for LoginTurn {
+    fn drop(&mut self) {
+        let mut v = LOGINS_IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = v.iter().position(|ip| *ip == self.0) {
+            v.swap_remove(i);
+        }
+    }
+}
+
+/// One login per source at a time, and a bounded queue overall: a flood
+/// (from one address or many) is answered 429 at once instead of starving
+/// the Argon2 slot that everyone's login needs.
+pub fn login_turn(ip: std::net::IpAddr) -> ApiResult<LoginTurn> {
+    let mut v = LOGINS_IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    if v.contains(&ip) {
+        return Err(ApiError::TooManyRequests(format!("a login from {ip} is being checked; send the next when it is answered")));
+    }
+    if v.len() >= MAX_LOGINS_WAITING {
+        return Err(ApiError::TooManyRequests("too many logins at once; try again in a second".into()));
+    }
+    v.push(ip);
+    Ok(LoginTurn(ip))
+}
+
 pub async fn hash_password(password: &str) -> ApiResult<String> {
     let password = password.to_string();
     argon2(move || hash_now(&password)).await?

@@ -97,7 +97,7 @@ impl StepHandler for Dirs {
             DirsParams::Remove { remove, .. } => HostOp::RemoveDirs { paths: remove },
             DirsParams::Make { paths, owner, mode, .. } => HostOp::MakeDirs { paths, owner, mode },
         };
-        let r = agent_op(ctx, &host, operation).await?;
+        let r = agent_op(ctx, state, &host, operation).await?;
         ctx.info(format!("result: {}", r.detail)).await;
         Ok(r.detail)
     }
@@ -116,7 +116,7 @@ impl StepHandler for Dirs {
             return Ok(());
         }
         let host = host_by_id(state, p.host()).await?;
-        let r = agent_op(ctx, &host, HostOp::RemoveDirs { paths: created.into_iter().rev().collect() }).await?;
+        let r = agent_op(ctx, state, &host, HostOp::RemoveDirs { paths: created.into_iter().rev().collect() }).await?;
         ctx.info(format!("result: {}", r.detail)).await;
         Ok(())
     }

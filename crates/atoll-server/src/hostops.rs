@@ -30,15 +30,38 @@ pub fn check_summary(h: &HostSummaryRecord) -> Option<HostCheckSummary> {
 }
 
 /// A client for a host's agent, authenticated as this platform.
-pub fn agent(host: &HostRecord) -> ApiResult<Client> {
-    agent_with_timeout(host, Duration::from_secs(15))
+pub fn agent(state: &AppState, host: &HostRecord) -> ApiResult<Client> {
+    agent_with_timeout(state, host, Duration::from_secs(15))
 }
 
-pub fn agent_with_timeout(host: &HostRecord, timeout: Duration) -> ApiResult<Client> {
+pub fn agent_with_timeout(state: &AppState, host: &HostRecord, timeout: Duration) -> ApiResult<Client> {
+    client(host, &server_token(state, host)?, timeout)
+}
+
+/// The token this platform presents to a host's agent. MetaDB holds it
+/// sealed, so a copy of MetaDB alone does not command the hosts.
+pub fn server_token(state: &AppState, host: &HostRecord) -> ApiResult<String> {
     let name = &host.host.name;
-    match (&host.host.agent_url, &host.server_token) {
-        (Some(url), Some(token)) => Ok(Client::with_timeout(url, Some(token.clone()), timeout)),
-        _ => Err(ApiError::Conflict(format!("host {name} has not registered yet: start its agent (`atoll host add` printed the command)"))),
+    let Some(stored) = &host.server_token else {
+        return Err(ApiError::Conflict(format!(
+            "host {name} has not registered yet: start its agent (`atoll host add` printed the command)"
+        )));
+    };
+    state.secrets.open_stored(stored).map_err(|e| {
+        ApiError::Internal(format!(
+            "host {name}: the platform's token for its agent cannot be opened ({e}); restart the agent to register it again"
+        ))
+    })
+}
+
+/// A client for a host's agent with a token already opened.
+pub fn client(host: &HostRecord, token: &str, timeout: Duration) -> ApiResult<Client> {
+    match &host.host.agent_url {
+        Some(url) => Ok(Client::with_timeout(url, Some(token.to_string()), timeout)),
+        None => Err(ApiError::Conflict(format!(
+            "host {} has not registered yet: start its agent (`atoll host add` printed the command)",
+            host.host.name
+        ))),
     }
 }
 
@@ -59,7 +82,7 @@ pub fn profile(name: Option<&str>, state: &AppState) -> ApiResult<Profile> {
 /// Checks one host: fresh facts and probes from its agent, judged by the
 /// profile. An offline or unreachable host fails the check with the reason.
 pub async fn check_host(state: &AppState, host: &HostRecord, profile: &Profile, data_dir: &str, ports: &[u16]) -> HostCheckReport {
-    let results = match measure(host, data_dir, ports).await {
+    let results = match measure(state, host, data_dir, ports).await {
         Ok((facts, probe)) => check::check_host(profile, &facts, data_dir, Some(&probe)),
         Err(e) => vec![CheckResult {
             item: "agent.reachable".into(),
@@ -88,11 +111,16 @@ pub async fn check_host(state: &AppState, host: &HostRecord, profile: &Profile, 
     report
 }
 
-async fn measure(host: &HostRecord, data_dir: &str, ports: &[u16]) -> ApiResult<(atoll_core::HostFacts, atoll_plan::ProbeReport)> {
+async fn measure(
+    state: &AppState,
+    host: &HostRecord,
+    data_dir: &str,
+    ports: &[u16],
+) -> ApiResult<(atoll_core::HostFacts, atoll_plan::ProbeReport)> {
     if host.host.status != HostStatus::Online {
         return Err(ApiError::BadGateway(format!("host {} is {}", host.host.name, host.host.status)));
     }
-    let client = agent(host)?;
+    let client = agent(state, host)?;
     let req = ProbeRequest {
         data_dir: data_dir.to_string(),
         ports: ports.to_vec(),

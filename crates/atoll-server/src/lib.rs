@@ -21,6 +21,7 @@ mod metrics_layer;
 pub(crate) mod monitoring;
 mod packages;
 mod platform;
+mod refusals;
 mod registry;
 mod replica;
 pub mod secrets;
@@ -29,6 +30,7 @@ mod step_kit;
 mod sys;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -58,7 +60,9 @@ impl Running {
     /// The join token, for tooling that starts agents next to an
     /// in-process server (`atoll playground`).
     pub async fn join_token(&self) -> anyhow::Result<String> {
-        join::token(&self.state).await.map_err(|e| anyhow::anyhow!("{e}"))
+        let (token, _) =
+            join::mint(&self.state, join::DEFAULT_TTL_S, false, None, "local tooling").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(token)
     }
 
     /// Issues an API token for a service account `user` with `role`,
@@ -100,7 +104,10 @@ impl Running {
 /// `shutdown`.
 pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     atoll_tasks::setup_failpoints();
     let store: Arc<dyn MetaStore> = Arc::new(match &config.metadb_url {
@@ -125,7 +132,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     // Announced to agents and proxies: the configured public URL, else
     // the address we got (a `:0` listen gets its port only now).
     let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let secrets = secrets::SecretBox::load_or_create(&config.secret_key_file())?;
+    let secrets = secrets::platform_key(store.as_ref(), &config.secret_key_file()).await?;
     let monitoring = monitoring::Monitoring::open(&config).await?;
     let smtp = alerting::mail::Smtp::from_config(&config)?;
     let state = AppState::new(
@@ -140,6 +147,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             beats: beats::Beats::default(),
             monitoring,
             deliveries: alerting::Deliveries::new(smtp),
+            refusals: Default::default(),
         },
     );
     let _ = slot.set(state.clone());

@@ -155,7 +155,7 @@ impl StepHandler for Install {
             Some(p) if p.sha256 == sha256 => {}
             _ => return Err(StepError::fatal(format!("package {name} (sha256 {sha256}) is no longer registered; add it again and push"))),
         }
-        let r = agent_op(ctx, &host, HostOp::PackageInstall { name: name.clone(), sha256: sha256.clone(), size }).await?;
+        let r = agent_op(ctx, state, &host, HostOp::PackageInstall { name: name.clone(), sha256: sha256.clone(), size }).await?;
         if r.detail["already_installed"].as_bool() == Some(true) {
             ctx.info(format!("{} already had {name}; nothing to do", host.host.name)).await;
         } else {

@@ -37,6 +37,8 @@ pub struct Inner {
     pub monitoring: Arc<crate::monitoring::Monitoring>,
     /// Where alert notifications are sent from.
     pub deliveries: crate::alerting::Deliveries,
+    /// Refused agent registrations by source, to rate-limit them.
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl Deref for AppState {

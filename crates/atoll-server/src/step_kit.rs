@@ -39,10 +39,16 @@ pub(crate) async fn host_by_id(state: &AppState, id: HostId) -> Result<HostRecor
 }
 
 /// Runs a journaled operation on a host's agent, keyed by the step.
-pub(crate) async fn agent_op(ctx: &StepContext, h: &HostRecord, op: HostOp) -> Result<OpResult, StepError> {
+pub(crate) async fn agent_op(ctx: &StepContext, state: &AppState, h: &HostRecord, op: HostOp) -> Result<OpResult, StepError> {
+    let token = hostops::server_token(state, h).map_err(|e| StepError::fatal(e.to_string()))?;
+    agent_op_with(ctx, h, &token, op).await
+}
+
+/// [`agent_op`] with the host's token already opened.
+pub(crate) async fn agent_op_with(ctx: &StepContext, h: &HostRecord, token: &str, op: HostOp) -> Result<OpResult, StepError> {
     // Operations may wait on a database (a clean shutdown flushes); the
     // step's own timeout bounds them.
-    let client = hostops::agent_with_timeout(h, Duration::from_secs(600)).map_err(|e| StepError::fatal(e.to_string()))?;
+    let client = hostops::client(h, token, Duration::from_secs(600)).map_err(|e| StepError::fatal(e.to_string()))?;
     let req = OpRequest { key: ctx.idempotency_key(), op };
     let result: OpResult = client.post("/agent/v1/ops", &req).await.map_err(|e| match e.status() {
         Some(s) if (400..500).contains(&s) => StepError::fatal(format!("{}: {e}", h.host.name)),

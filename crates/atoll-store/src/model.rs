@@ -417,6 +417,8 @@ pub enum DocKind {
     /// The last deliveries of a channel, apart from its settings so that
     /// recording one never overwrites an operator's change.
     ChannelStatus,
+    /// A join token, named by its SHA-256 (the token itself is not kept).
+    JoinToken,
 }
 
 impl DocKind {
@@ -426,6 +428,7 @@ impl DocKind {
             DocKind::Silence => "silence",
             DocKind::Channel => "channel",
             DocKind::ChannelStatus => "channel_status",
+            DocKind::JoinToken => "join_token",
         }
     }
 }

@@ -284,8 +284,10 @@ impl Platform {
         Client::new(&self.url, self.token.clone())
     }
 
+    /// A platform join token good for an hour, as an admin mints one.
     pub async fn join_token(&self) -> Result<String> {
-        let j: atoll_api::v1::JoinTokenView = self.client().get("/api/v1/join-token").await?;
+        let req = atoll_api::v1::JoinTokenRequest { ttl_s: Some(3600), single_use: false };
+        let j: atoll_api::v1::JoinTokenView = self.client().post("/api/v1/join-tokens", &req).await?;
         Ok(j.token)
     }
 
@@ -321,8 +323,7 @@ impl Platform {
         cmd.arg("agent")
             .arg("--server")
             .arg(&self.url)
-            .arg("--join-token")
-            .arg(join_token)
+            .env("ATOLL_JOIN_TOKEN", join_token)
             .arg("--listen")
             .arg(format!("{ip}:{port}"))
             .arg("--data-dir")

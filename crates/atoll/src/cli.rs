@@ -13,7 +13,7 @@ use crate::session;
 #[command(name = "atoll", version, about = "Plan, deploy and operate highly-available MariaDB Galera clusters on your own hosts")]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -31,7 +31,7 @@ pub struct Conn {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Run the platform server (API, console, task executor).
     Server(Box<crate::daemons::ServerArgs>),
     /// Run the agent of this host.

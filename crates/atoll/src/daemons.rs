@@ -95,9 +95,15 @@ pub struct AgentArgs {
     /// the agent learns the others from the platform.
     #[arg(long = "server", env = "ATOLL_SERVER", value_delimiter = ',', required = true)]
     servers: Vec<String>,
-    /// Needed the first time this host joins (`atoll host join-token`).
-    #[arg(long, env = "ATOLL_JOIN_TOKEN", hide_env_values = true)]
-    join_token: Option<String>,
+    /// A file holding the join token, needed the first time this host
+    /// joins (`atoll host join-token`). Or put the token in the environment
+    /// as ATOLL_JOIN_TOKEN; never on the command line, where `ps` shows it.
+    #[arg(long, value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+    /// ATOLL_JOIN_TOKEN, taken out of the environment by `main` before any
+    /// thread starts, so that no database or proxy the agent runs inherits it.
+    #[arg(skip)]
+    pub env_join_token: Option<String>,
     /// Address of the agent's API; its IP is the host's address.
     #[arg(long, env = "ATOLL_AGENT_LISTEN")]
     listen: SocketAddr,
@@ -162,9 +168,18 @@ pub async fn serve(a: ServerArgs) -> Res {
 
 pub async fn agent(a: AgentArgs) -> Res {
     init_logging("info");
+    let join_token = match &a.join_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the join token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => a.env_join_token,
+    };
     let config = atoll_agent::AgentConfig {
         servers: a.servers,
-        join_token: a.join_token,
+        join_token,
         listen: a.listen,
         data_dir: a.data_dir,
         name: a.name,

@@ -1,7 +1,8 @@
 //! `atoll host`: add, list, show, check, prepare and remove hosts.
 
 use atoll_api::v1::{
-    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostListItem, HostSummary, HostView, JoinTokenView, PrepareRequest, TaskView,
+    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostListItem, HostSummary, HostView, JoinTokenInfo, JoinTokenRequest,
+    JoinTokenView, JoinTokensRevoked, PrepareRequest, TaskView,
 };
 use atoll_plan::check::CheckStatus;
 use clap::Subcommand;
@@ -82,13 +83,30 @@ pub enum HostCmd {
         /// Also delete the directories `prepare` created.
         #[arg(long)]
         purge: bool,
+        /// Remove it even though database servers or proxies run there
+        /// (the machine is gone for good).
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Print the join token and the agent command line.
+    /// Mint a join token (admin) and print the agent command that uses it;
+    /// it admits new hosts only, until it expires.
     JoinToken {
+        /// How long it admits new hosts (e.g. 30m, 1h, 7d; at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Admit one host, then expire.
+        #[arg(long)]
+        single_use: bool,
+        /// List the live tokens (without their secrets) instead.
+        #[arg(long, conflicts_with_all = ["single_use", "revoke_all"])]
+        list: bool,
+        /// Revoke every platform join token (rotation: mint a new one after).
+        #[arg(long, conflicts_with = "single_use")]
+        revoke_all: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -185,17 +203,56 @@ pub async fn run(cmd: HostCmd) -> Res {
             let t: TaskView = c.post("/api/v1/hosts/prepare", &PrepareRequest { hosts, profile, data_dir, owner }).await?;
             follow_new(&c, t, no_wait, conn.json).await
         }
-        HostCmd::Remove { host, purge, no_wait, conn } => {
+        HostCmd::Remove { host, purge, force, no_wait, conn } => {
             let c = client(&conn)?;
-            let t: TaskView = c.delete(&format!("/api/v1/hosts/{host}?purge={purge}")).await?;
+            let t: TaskView = c.delete(&format!("/api/v1/hosts/{host}?purge={purge}&force={force}")).await?;
             follow_new(&c, t, no_wait, conn.json).await
         }
-        HostCmd::JoinToken { conn } => {
-            let j: JoinTokenView = client(&conn)?.get("/api/v1/join-token").await?;
+        HostCmd::JoinToken { ttl, single_use, list, revoke_all, conn } => {
+            let c = client(&conn)?;
+            if list {
+                let tokens: Vec<JoinTokenInfo> = c.get("/api/v1/join-tokens").await?;
+                if conn.json {
+                    output::print_json(&tokens)?;
+                } else {
+                    let mut t = output::table(&["created", "by", "expires", "uses", "admits"]);
+                    for j in &tokens {
+                        t.add_row(vec![
+                            output::time(Some(j.created_ms)),
+                            j.created_by.clone(),
+                            output::time(Some(j.expires_ms)),
+                            if j.single_use { "once".into() } else { "until expiry".into() },
+                            j.host.clone().unwrap_or_else(|| "any new host".into()),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+                return Ok(Exit::Ok);
+            }
+            if revoke_all {
+                let r: JoinTokensRevoked = c.delete("/api/v1/join-tokens").await?;
+                if conn.json {
+                    output::print_json(&r)?;
+                } else {
+                    println!("revoked {} join token(s); hosts that joined keep working", r.revoked);
+                }
+                return Ok(Exit::Ok);
+            }
+            let ms = atoll_core::time::parse_duration_ms(&ttl).map_err(|e| output::fail(Exit::Error, format!("--ttl: {e}")))?;
+            let req = JoinTokenRequest { ttl_s: Some((ms / 1000).max(1) as u64), single_use };
+            let j: JoinTokenView = c.post("/api/v1/join-tokens", &req).await?;
             if conn.json {
                 output::print_json(&j)?;
             } else {
-                println!("{}\n\nstart an agent on each host with:\n  {}", j.token, j.agent_command);
+                println!(
+                    "{}
+
+valid until {}{}; start an agent on each new host with:\n  {}",
+                    j.token,
+                    output::time(Some(j.expires_ms)),
+                    if j.single_use { " for one host" } else { "" },
+                    j.agent_command
+                );
             }
             Ok(Exit::Ok)
         }

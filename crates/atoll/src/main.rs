@@ -21,7 +21,10 @@ mod tasks;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
+    let mut args = cli::Cli::parse();
+    if let cli::Command::Agent(a) = &mut args.command {
+        a.env_join_token = take_env("ATOLL_JOIN_TOKEN");
+    }
     let runtime = match runtime_for(&args) {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,4 +40,15 @@ fn main() -> std::process::ExitCode {
 /// long-poll) needs only one thread.
 fn runtime_for(args: &cli::Cli) -> std::io::Result<tokio::runtime::Runtime> {
     if args.is_proxy() { tokio::runtime::Builder::new_current_thread().enable_all().build() } else { tokio::runtime::Runtime::new() }
+}
+
+/// Reads a secret from the environment and removes it there, so that no
+/// child process inherits it.
+#[allow(unsafe_code)]
+fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok().filter(|v| !v.is_empty());
+    // SAFETY: called from `main` before the runtime starts any thread, so
+    // no other thread can be reading the environment.
+    unsafe { std::env::remove_var(name) };
+    value
 }

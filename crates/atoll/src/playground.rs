@@ -81,21 +81,10 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     for (name, ip, zone) in HOSTS {
         let log = std::fs::File::create(a.dir.join(format!("agent-{name}.log")))?;
         let child = tokio::process::Command::new(&exe)
-            .args([
-                "agent",
-                "--server",
-                &url,
-                "--join-token",
-                &join,
-                "--listen",
-                &format!("{ip}:{}", a.agent_port),
-                "--name",
-                name,
-                "--zone",
-                zone,
-            ])
+            .args(["agent", "--server", &url, "--listen", &format!("{ip}:{}", a.agent_port), "--name", name, "--zone", zone])
             .arg("--data-dir")
             .arg(a.dir.join(format!("agent-{name}")))
+            .env("ATOLL_JOIN_TOKEN", &join)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -48,9 +48,9 @@ pub struct ProxyArgs {
     /// Client connections over both ports; beyond it clients get error 1040.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
-    /// Close connections idle this long (default: never).
-    #[arg(long)]
-    idle_timeout_s: Option<u64>,
+    /// Close connections idle this long (as MariaDB's wait_timeout); 0: never.
+    #[arg(long, default_value_t = 28_800)]
+    idle_timeout_s: u64,
     /// How long new read-write connections wait during a planned writer move.
     #[arg(long, default_value_t = 10_000)]
     hold_timeout_ms: u64,
@@ -83,7 +83,7 @@ pub async fn run(a: ProxyArgs) -> Res {
     c.probe_interval = Duration::from_millis(a.probe_interval_ms);
     c.connect_timeout = Duration::from_millis(a.connect_timeout_ms);
     c.max_connections = a.max_connections;
-    c.idle_timeout = a.idle_timeout_s.map(Duration::from_secs);
+    c.idle_timeout = (a.idle_timeout_s > 0).then(|| Duration::from_secs(a.idle_timeout_s));
     c.hold_timeout = Duration::from_millis(a.hold_timeout_ms);
     c.grace = Duration::from_millis(a.grace_ms);
     if let Some(n) = a.threads {

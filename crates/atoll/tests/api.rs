@@ -95,7 +95,7 @@ async fn every_route_refuses_anonymous_calls_and_viewer_writes() {
     let (code, _) = raw(&p, "GET", "/api/v1/hosts", Some(&viewer), None).await;
     assert_eq!(code, 200);
     // Admin-only reads are refused to a viewer too.
-    for path in ["/api/v1/users", "/api/v1/join-token"] {
+    for path in ["/api/v1/users", "/api/v1/join-tokens"] {
         let (code, _) = raw(&p, "GET", path, Some(&viewer), None).await;
         assert_eq!(code, 403, "GET {path} as viewer");
     }

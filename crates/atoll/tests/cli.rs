@@ -64,8 +64,8 @@ async fn login_tables_json_exit_codes_and_host_removal() {
     let saved = std::fs::read_to_string(p.dir.path().join("cli/credentials.toml")).unwrap();
     let token = saved.lines().find_map(|l| l.strip_prefix("token = ")).unwrap().trim_matches('"').to_string();
     let client = atoll_client::Client::new(&p.url, Some(token));
-    let join: atoll_api::v1::JoinTokenView = client.get("/api/v1/join-token").await.unwrap();
-    let mut agent = p.start_agent("db1", "127.0.0.51", None, &join.token).unwrap();
+    let join = out.split_whitespace().find_map(|w| w.strip_prefix("ATOLL_JOIN_TOKEN=")).unwrap().to_string();
+    let mut agent = p.start_agent("db1", "127.0.0.51", None, &join).unwrap();
     wait_for("db1 online", Duration::from_secs(20), || async {
         let hs: Vec<HostListItem> = client.get("/api/v1/hosts").await.ok()?;
         hs.iter().any(|h| h.name == "db1" && h.status == HostStatus::Online && h.cpu_cores.is_some()).then_some(())

@@ -277,6 +277,35 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
         assert_eq!(present, all_acked.len().to_string(), "acknowledged writes on {ip} after recovery");
     }
 
+    // A host that runs a server is not removed unless forced (finding 12).
+    let refused = c.delete::<TaskView>(&format!("/api/v1/hosts/{}", IPS[0])).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(refused.to_string().contains("server orders/orders-1") && refused.to_string().contains("--force"), "{refused}");
+
+    // Two servers stopped at once: each request alone passes the majority
+    // check, but MetaDB lets only one change run on a cluster at a time.
+    let empty = json!({});
+    let (a, b) = tokio::join!(
+        c.post::<_, TaskView>("/api/v1/clusters/orders/servers/orders-1/stop", &empty),
+        c.post::<_, TaskView>("/api/v1/clusters/orders/servers/orders-2/stop", &empty),
+    );
+    let accepted: Vec<TaskView> = [a, b]
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(t) => Some(t),
+            Err(e) => {
+                assert_eq!(e.status(), Some(409), "{e}");
+                assert!(e.to_string().contains("busy"), "{e}");
+                None
+            }
+        })
+        .collect();
+    assert_eq!(accepted.len(), 1, "both stops were accepted: quorum would be lost");
+    assert_eq!(settled(&p, &accepted[0].id, Duration::from_secs(120)).await.status, TaskStatus::Succeeded);
+    let stopped = if accepted[0].title.contains("orders-1") { "orders-1" } else { "orders-2" };
+    let t: TaskView = c.post(&format!("/api/v1/clusters/orders/servers/{stopped}/start"), &json!({})).await.unwrap();
+    assert_eq!(settled(&p, &t.id, Duration::from_secs(120)).await.status, TaskStatus::Succeeded);
+
     // A clean stop and start keep everything too.
     let t: TaskView = c.post("/api/v1/clusters/orders/stop", &json!({})).await.unwrap();
     assert_eq!(settled(&p, &t.id, Duration::from_secs(120)).await.status, TaskStatus::Succeeded);

@@ -163,6 +163,96 @@ async fn agent_with_wrong_join_token_is_refused_and_says_why() {
     })
     .await
     .unwrap();
-    assert!(out.contains("wrong join token"), "agent output: {out}");
+    assert!(out.contains("unknown, used or revoked join token") && out.contains("atoll host join-token"), "agent output: {out}");
     assert!(hosts(&p).await.is_empty());
+}
+
+/// A registration as an agent would send it, from `address`.
+fn registration(id: atoll_core::HostId, address: &str, join: Option<&str>, agent_token: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "host_id": id, "join_token": join, "agent_token": agent_token, "name": null, "zone": null,
+        "address": address, "agent_url": format!("http://{address}:7070"), "agent_version": "test",
+        "facts": serde_json::to_value(atoll_core::HostFacts::default()).unwrap(),
+    })
+}
+
+async fn register(p: &Platform, body: &serde_json::Value) -> (u16, String) {
+    let r = reqwest::Client::new().post(format!("{}/agent/v1/register", p.url)).json(body).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Review finding 1: a join token admits new hosts only. A registered host
+/// is not taken over with one; tokens expire, are single-use for a declared
+/// host, are revoked by rotation, never sit in an agent's argv, and a flood
+/// of refusals is throttled and audited once.
+#[tokio::test]
+async fn join_tokens_admit_new_hosts_only_and_expire() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    p.login_admin().await.unwrap();
+    let join = p.join_token().await.unwrap();
+    let mut agent = p.start_agent("j1", "127.0.0.16", None, &join).unwrap();
+    let host = wait_for("host online", Duration::from_secs(20), || async {
+        hosts(&p).await.into_iter().find(|h| h.address == "127.0.0.16" && h.status == HostStatus::Online)
+    })
+    .await
+    .unwrap();
+    // The token is in no argv: neither the agent's nor any of its children's.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", agent.proc.pid().unwrap())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&join), "the join token is on the agent's command line");
+
+    // Take-over attempt: the registered host's id with a valid join token
+    // from another address is refused, and the host stays where it was.
+    let (code, body) = register(&p, &registration(host.id, "127.0.0.17", Some(&join), None)).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("registered already") && body.contains("atoll host remove"), "{body}");
+    let (code, body) = register(&p, &registration(host.id, "127.0.0.17", Some(&join), Some("guessed"))).await;
+    assert_eq!(code, 401, "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = hosts(&p).await.into_iter().find(|h| h.id == host.id).unwrap();
+    assert_eq!((after.address.as_str(), after.status), ("127.0.0.16", HostStatus::Online), "the host was taken over");
+    // Its own agent still re-registers (restart with its identity file).
+    agent.proc.stop();
+    let agent = p.start_agent("j1", "127.0.0.16", None, "").unwrap();
+    wait_for("host back", Duration::from_secs(20), || async {
+        (host_status(&p, "127.0.0.16").await == Some(HostStatus::Online)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A declared host's token: for that host and address only, once.
+    let added: atoll_api::v1::AddedHost =
+        p.client().post("/api/v1/hosts", &serde_json::json!({ "address": "127.0.0.18", "name": "declared" })).await.unwrap();
+    let per_host = added.agent_command.split_whitespace().find_map(|w| w.strip_prefix("ATOLL_JOIN_TOKEN=")).unwrap().to_string();
+    assert!(added.agent_command.contains("atoll agent --server"), "{}", added.agent_command);
+    let (code, body) = register(&p, &registration(atoll_core::HostId::new(), "127.0.0.19", Some(&per_host), None)).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("for host declared at 127.0.0.18"), "{body}");
+    let (code, body) = register(&p, &registration(atoll_core::HostId::new(), "127.0.0.18", Some(&per_host), None)).await;
+    assert_eq!(code, 200, "the declared host joins with its token: {body}");
+    let (code, body) = register(&p, &registration(atoll_core::HostId::new(), "127.0.0.20", Some(&per_host), None)).await;
+    assert_eq!((code, body.contains("unknown, used or revoked")), (401, true), "a single-use token works once: {body}");
+
+    // Expiry and rotation.
+    let short: atoll_api::v1::JoinTokenView = p.client().post("/api/v1/join-tokens", &serde_json::json!({ "ttl_s": 1 })).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (code, body) = register(&p, &registration(atoll_core::HostId::new(), "127.0.0.21", Some(&short.token), None)).await;
+    assert_eq!((code, body.contains("expired join token")), (401, true), "{body}");
+    let revoked: atoll_api::v1::JoinTokensRevoked = p.client().delete("/api/v1/join-tokens").await.unwrap();
+    assert!(revoked.revoked >= 1);
+    let (code, body) = register(&p, &registration(atoll_core::HostId::new(), "127.0.0.21", Some(&join), None)).await;
+    assert_eq!(code, 401, "a revoked token still admits: {body}");
+    let listed: Vec<atoll_api::v1::JoinTokenInfo> = p.client().get("/api/v1/join-tokens").await.unwrap();
+    assert!(listed.iter().all(|t| t.host.is_some()), "only tokens of declared hosts outlive a revocation: {listed:?}");
+
+    // A flood of refusals is throttled and audited once per source.
+    let mut last = 0;
+    for _ in 0..12 {
+        (last, _) = register(&p, &registration(atoll_core::HostId::new(), "127.0.0.22", Some("guess"), None)).await;
+    }
+    assert_eq!(last, 429, "refusals are rate-limited");
+    let audit: Vec<atoll_api::v1::AuditView> = p.client().get("/api/v1/audit?limit=500").await.unwrap();
+    let refused = audit.iter().filter(|a| a.action == "host.register" && a.outcome.starts_with("refused")).count();
+    assert!(refused <= 2, "{refused} audit rows for refused registrations from one source in a minute");
+    drop(agent);
+    p.server.stop();
 }

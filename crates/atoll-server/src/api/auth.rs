@@ -28,7 +28,15 @@ fn policy(state: &AppState) -> LockoutPolicy {
     }
 }
 
-/// Starts a session. Repeated failures from one address lock it out for a while.
+/// The lockout keys a login counts against: its source address (whatever
+/// account it tries) and the account (from whatever address), so guessing
+/// one account while logging in to another locks all the same.
+fn lock_keys(source: &str, user: &str) -> [String; 2] {
+    [format!("ip:{source}"), format!("user:{user}")]
+}
+
+/// Starts a session. Repeated failures lock the source address and the
+/// account for a while; a success clears the account's count only.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, security(()),
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn login(
@@ -38,13 +46,16 @@ async fn login(
 ) -> ApiResult<Response> {
     let source = peer.ip().to_string();
     let now = now_ms();
-    if let Some(until) = state.store.login_locked_until(&source, now).await? {
-        metrics::counter!("atoll_logins_total", "outcome" => "locked").increment(1);
-        return Err(ApiError::TooManyRequests(format!(
-            "too many failed logins from {source}; try again in {} s",
-            (until - now + 999) / 1000
-        )));
+    let keys = lock_keys(&source, &req.username);
+    for (key, what) in keys.iter().zip([format!("from {source}"), format!("for user {}", req.username)]) {
+        if let Some(until) = state.store.login_locked_until(key, now).await? {
+            metrics::counter!("atoll_logins_total", "outcome" => "locked").increment(1);
+            return Err(ApiError::TooManyRequests(format!("too many failed logins {what}; try again in {} s", (until - now + 999) / 1000)));
+        }
     }
+    // One password check at a time per source: a flood from one address
+    // queues behind itself, not in front of everyone else's logins.
+    let _turn = crate::auth::login_turn(peer.ip())?;
     let user = state.store.get_user(&req.username).await?;
     let ok = match &user {
         Some(u) => verify_password(&req.password, &u.password_hash).await,
@@ -55,17 +66,22 @@ async fn login(
         }
     };
     let Some(user) = user.filter(|_| ok) else {
-        let locked = state.store.record_login_failure(&source, now, &policy(&state)).await?;
+        let mut locked = None;
+        for (key, what) in keys.iter().zip([format!("from {source}"), format!("for user {}", req.username)]) {
+            if let Some(until) = state.store.record_login_failure(key, now, &policy(&state)).await? {
+                locked = Some((until, what));
+            }
+        }
         state.audit(&req.username, peer, "auth.login", &req.username, json!({}), "refused: wrong username or password").await;
         metrics::counter!("atoll_logins_total", "outcome" => "failed").increment(1);
         return Err(match locked {
-            Some(until) => {
-                ApiError::TooManyRequests(format!("too many failed logins from {source}; try again in {} s", (until - now + 999) / 1000))
+            Some((until, what)) => {
+                ApiError::TooManyRequests(format!("too many failed logins {what}; try again in {} s", (until - now + 999) / 1000))
             }
             None => ApiError::Unauthorized("wrong username or password".into()),
         });
     };
-    state.store.clear_login_failures(&source).await?;
+    state.store.clear_login_failures(&keys[1]).await?;
     let token = random_token();
     state
         .store

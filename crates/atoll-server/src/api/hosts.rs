@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use atoll_api::ErrorBody;
 use atoll_api::v1::{
-    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostListItem, HostView, JoinTokenView, PrepareRequest,
-    RemoveHostRequest, TaskView,
+    AddHostRequest, AddedHost, CheckRequest, CheckResponse, HostCheckReport, HostListItem, HostView, JoinTokenInfo, JoinTokenRequest,
+    JoinTokenView, JoinTokensRevoked, PrepareRequest, RemoveHostRequest, TaskView,
 };
 use atoll_core::time::now_ms;
 use atoll_core::{Host, HostId, HostStatus};
@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(host_metrics))
         .routes(routes!(check_hosts))
         .routes(routes!(prepare_hosts))
-        .routes(routes!(join_token))
+        .routes(routes!(mint_join_token, list_join_tokens, revoke_join_tokens))
 }
 
 pub fn host_view(r: HostRecord) -> HostView {
@@ -156,7 +156,8 @@ async fn add_host(
     };
     state.store.insert_host(&record).await?;
     state.audit_ok(&caller, "host.add", &name, json!({ "address": record.host.address, "zone": req.zone })).await;
-    let agent_command = join::agent_command(&state, Some(&record.host)).await?;
+    let (token, _) = join::mint(&state, join::HOST_TTL_S, true, Some(&record.host), &caller.user).await?;
+    let agent_command = join::agent_command(&state, &token, Some(&record.host));
     Ok((StatusCode::CREATED, Json(AddedHost { host: host_view(record), agent_command })))
 }
 
@@ -187,7 +188,7 @@ async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Pat
         (status = 502, body = ErrorBody, description = "the agent did not answer")))]
 async fn host_metrics(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<axum::response::Response> {
     let h = find(&state, &key).await?;
-    let agent = hostops::agent_with_timeout(&h, std::time::Duration::from_secs(5))?;
+    let agent = hostops::agent_with_timeout(&state, &h, std::time::Duration::from_secs(5))?;
     let resp = agent.get_streaming("/agent/v1/metrics").await.map_err(|e| hostops::unreachable(&h, e))?;
     let text = resp.text().await.map_err(|e| {
         hostops::unreachable(&h, atoll_client::ClientError::Unreachable { url: h.host.name.clone(), detail: e.to_string() })
@@ -206,9 +207,22 @@ async fn remove_host(
     Query(req): Query<RemoveHostRequest>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let host = find(&state, &key).await?;
+    let servers = state.store.servers_on_host(host.host.id).await?;
+    let proxies = state.store.proxies_on_host(host.host.id).await?;
+    let placed_any = !servers.is_empty() || !proxies.is_empty();
+    if placed_any && !req.force {
+        let mut placed: Vec<String> = servers.iter().map(|s| format!("server {}/{}", s.cluster, s.name)).collect();
+        placed.extend(proxies.iter().map(|p| format!("proxy {}/{}", p.cluster, p.name)));
+        return Err(ApiError::Conflict(format!(
+            "host {} runs {}: remove them from their clusters first (`atoll cluster scale CLUSTER --remove SERVER`, \
+             or `atoll cluster delete CLUSTER`), or pass --force if the machine is gone for good",
+            host.host.name,
+            placed.join(", ")
+        )));
+    }
     let spec = host_steps::remove_task(&state, &host, req.purge);
     let task = state.executor.submit(spec, &caller.user).await?;
-    state.audit_ok(&caller, "host.remove", &host.host.name, json!({ "task": task.id, "purge": req.purge })).await;
+    state.audit_ok(&caller, "host.remove", &host.host.name, json!({ "task": task.id, "purge": req.purge, "force": req.force })).await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
 
@@ -270,8 +284,48 @@ async fn prepare_hosts(
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }
 
-/// The token agents join with (admin only), and the command that uses it.
-#[utoipa::path(get, path = "/api/v1/join-token", tag = "hosts", responses((status = 200, body = JoinTokenView), (status = 403, body = ErrorBody)))]
-async fn join_token(State(state): State<AppState>, _: Admin) -> ApiResult<Json<JoinTokenView>> {
-    Ok(Json(JoinTokenView { token: join::token(&state).await?, agent_command: join::agent_command(&state, None).await? }))
+/// Mints a join token (admin only): it admits new hosts until it expires
+/// (or once, when single-use), never a host that is registered already.
+#[utoipa::path(post, path = "/api/v1/join-tokens", tag = "hosts", request_body = JoinTokenRequest,
+    responses((status = 201, body = JoinTokenView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn mint_join_token(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    JsonBody(req): JsonBody<JoinTokenRequest>,
+) -> ApiResult<(StatusCode, Json<JoinTokenView>)> {
+    let (token, grant) = join::mint(&state, req.ttl_s.unwrap_or(join::DEFAULT_TTL_S), req.single_use, None, &caller.user).await?;
+    state
+        .audit_ok(&caller, "join_token.create", "platform", json!({ "expires_ms": grant.expires_ms, "single_use": grant.single_use }))
+        .await;
+    let agent_command = join::agent_command(&state, &token, None);
+    Ok((StatusCode::CREATED, Json(JoinTokenView { token, agent_command, expires_ms: grant.expires_ms, single_use: grant.single_use })))
+}
+
+/// The live join tokens, without their secrets (admin only).
+#[utoipa::path(get, path = "/api/v1/join-tokens", tag = "hosts",
+    responses((status = 200, body = Vec<JoinTokenInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_join_tokens(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<JoinTokenInfo>>> {
+    let grants = join::list(&state).await?;
+    Ok(Json(
+        grants
+            .into_iter()
+            .map(|g| JoinTokenInfo {
+                created_by: g.created_by,
+                created_ms: g.created_ms,
+                expires_ms: g.expires_ms,
+                single_use: g.single_use,
+                host: g.host,
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes every platform join token (admin only), to rotate them; the
+/// tokens of declared hosts stay. Hosts that joined are not affected.
+#[utoipa::path(delete, path = "/api/v1/join-tokens", tag = "hosts",
+    responses((status = 200, body = JoinTokensRevoked), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn revoke_join_tokens(State(state): State<AppState>, Admin(caller): Admin) -> ApiResult<Json<JoinTokensRevoked>> {
+    let revoked = join::revoke_all(&state).await?;
+    state.audit_ok(&caller, "join_token.revoke", "platform", json!({ "revoked": revoked })).await;
+    Ok(Json(JoinTokensRevoked { revoked }))
 }

@@ -132,7 +132,7 @@ impl StepHandler for Up {
             admin_listen: format!("{}:{}", p.address, p.admin_port),
         };
         let host = host_by_id(state, p.host_id).await?;
-        agent_op(ctx, &host, HostOp::ProxyStart { proxy: def }).await?;
+        agent_op(ctx, state, &host, HostOp::ProxyStart { proxy: def }).await?;
         // Serving means its own status answers: the agent reports that with
         // its next heartbeat.
         let since = now_ms();
@@ -160,7 +160,7 @@ impl StepHandler for Up {
 async fn remove(state: &AppState, ctx: &StepContext) -> Result<Value, StepError> {
     let p = find(state, ctx).await?;
     let host = host_by_id(state, p.host_id).await?;
-    let r = agent_op(ctx, &host, HostOp::ProxyRemove { id: id(&p) }).await?;
+    let r = agent_op(ctx, state, &host, HostOp::ProxyRemove { id: id(&p) }).await?;
     ctx.info(format!("proxy {} stopped on {}", p.name, host.host.name)).await;
     Ok(r.detail)
 }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::secrets::{ADMIN_USER, MONITOR_USER, SealedSecrets};
 use super::{builds, proxies, routing, status};
 use crate::state::AppState;
-use crate::step_kit::{StateRef, agent_op, host_by_id, pause, store_err};
+use crate::step_kit::{StateRef, agent_op_with, host_by_id, pause, store_err};
 
 pub const RESERVE: &str = "cluster.reserve";
 pub const DEFINE: &str = "db.define";
@@ -164,6 +164,8 @@ pub struct Target {
     pub server: DbServerRecord,
     /// The host it runs on.
     pub host: HostRecord,
+    /// The platform's token for that host's agent, opened.
+    pub token: String,
     pub all: Vec<DbServerRecord>,
 }
 
@@ -179,7 +181,7 @@ impl Target {
 
     /// Runs a journaled operation on the server's host, keyed by the step.
     pub async fn op(&self, ctx: &StepContext, op: HostOp) -> Result<OpResult, StepError> {
-        agent_op(ctx, &self.host, op).await
+        agent_op_with(ctx, &self.host, &self.token, op).await
     }
 }
 
@@ -195,7 +197,8 @@ pub async fn target(state: &AppState, cluster: &str, server: &str) -> Result<Tar
     let found = all.iter().find(|s| s.name == server).cloned();
     let server = found.ok_or_else(|| StepError::fatal(format!("cluster {cluster} has no server {server:?}")))?;
     let host = host_by_id(state, server.host_id).await?;
-    Ok(Target { cluster: c, server, host, all })
+    let token = crate::hostops::server_token(state, &host).map_err(|e| StepError::fatal(e.to_string()))?;
+    Ok(Target { cluster: c, server, host, token, all })
 }
 
 /// The admin and monitor passwords in clear.
@@ -348,7 +351,7 @@ impl StepHandler for WaitSynced {
 pub async fn wait_until_synced(ctx: &StepContext, t: &Target) -> Result<Value, StepError> {
     let id = t.id();
     let host = &t.host;
-    let client = crate::hostops::agent(host).map_err(|e| StepError::fatal(e.to_string()))?;
+    let client = crate::hostops::client(host, &t.token, std::time::Duration::from_secs(15)).map_err(|e| StepError::fatal(e.to_string()))?;
     let started = std::time::Instant::now();
     let mut last: Option<ServerState> = None;
     loop {

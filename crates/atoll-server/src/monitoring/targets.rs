@@ -43,13 +43,13 @@ pub async fn current(state: &AppState) -> Result<Vec<Target>, atoll_store::Store
     let hosts = state.store.list_hosts().await?;
     let names: BTreeMap<String, String> = hosts.iter().map(|h| (h.host.id.to_string(), h.host.name.clone())).collect();
     for h in &hosts {
-        if let (Some(url), Some(token)) = (&h.host.agent_url, &h.server_token) {
+        if let (Some(url), Some(token)) = (&h.host.agent_url, h.server_token.as_deref().and_then(|t| state.secrets.open_stored(t).ok())) {
             let name = h.host.name.as_str();
             out.push(Target::new(
                 "agent",
                 name,
                 format!("{}/agent/v1/metrics", url.trim_end_matches('/')),
-                Some(token.clone()),
+                Some(token),
                 &[("host", name), ("zone", h.host.zone.as_deref().unwrap_or(""))],
             ));
         }

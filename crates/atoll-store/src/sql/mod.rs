@@ -54,6 +54,21 @@ pub struct SqlStore {
     backend: Backend,
 }
 
+/// Makes MetaDB's file readable by its owner only before SQLite opens it
+/// (it holds password hashes and sealed secrets); SQLite gives its journal
+/// files the same mode. An existing file with looser bits is tightened.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(drop)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl SqlStore {
     /// Opens the store at `url` and brings its schema up to date.
     ///
@@ -109,6 +124,7 @@ impl SqlStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
+        private_file(path).map_err(sqlx::Error::Io)?;
         // sqlx percent-decodes the path, so characters that would end it
         // early (or `%` itself) must be escaped.
         let escaped = text.replace('%', "%25").replace('?', "%3F").replace('#', "%23");

@@ -1,0 +1,122 @@
+//! Findings of the security review (issue 12) that live in the server:
+//! secrets at rest, login lockout, what unauthenticated calls may cost.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use atoll_core::HostStatus;
+use atoll_testkit::{Platform, ServerOpts, wait_for};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Finding 4: MetaDB and the platform key are private from the start, the
+/// token that commands a host's agent is not in MetaDB in clear, and a
+/// server without its key (or with another one) refuses to start, naming
+/// the fix, instead of making a new key that strands every secret.
+#[tokio::test]
+async fn secrets_at_rest_are_private_and_a_lost_key_is_refused() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    p.login_admin().await.unwrap();
+    let dir = p.dir.path().join("server");
+    assert_eq!(mode(&dir), 0o700, "server data directory");
+    assert_eq!(mode(&dir.join("meta.db")), 0o600, "meta.db");
+    assert_eq!(mode(&dir.join("platform.key")), 0o600, "platform.key");
+
+    let join = p.join_token().await.unwrap();
+    let agent = p.start_agent("s1", "127.0.0.23", None, &join).unwrap();
+    wait_for("host online", Duration::from_secs(20), || async {
+        let hs: Vec<atoll_api::v1::HostListItem> = p.client().get("/api/v1/hosts").await.ok()?;
+        hs.iter().any(|h| h.status == HostStatus::Online).then_some(())
+    })
+    .await
+    .unwrap();
+    // What a copy of meta.db shows of the host's token: sealed only.
+    let url = format!("sqlite://{}?mode=ro", dir.join("meta.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let stored: Option<String> = sqlx::query_scalar("SELECT server_token FROM hosts").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    let stored = stored.unwrap();
+    assert!(stored.starts_with("xc20p1:"), "the server's token for the agent is stored in clear: {stored}");
+    let on_agent = std::fs::read_to_string(agent.data_dir.join("identity.json")).unwrap();
+    let hash = serde_json::from_str::<serde_json::Value>(&on_agent).unwrap()["server_token_hash"].as_str().unwrap().to_string();
+    assert!(!stored.contains(&hash));
+    // The platform still commands the agent with it.
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/hosts/127.0.0.23/metrics", p.url))
+        .bearer_auth(p.token.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("atoll_host_memory_total_bytes"));
+    drop(agent);
+
+    // Key gone: refused with the fix, and no new key is made.
+    let key = std::fs::read(dir.join("platform.key")).unwrap();
+    std::fs::remove_file(dir.join("platform.key")).unwrap();
+    let err = p.restart_server(ServerOpts::default()).await.unwrap_err().to_string();
+    assert!(err.contains("platform.key") && err.contains("is missing") && err.contains("copy platform.key"), "{err}");
+    assert!(!dir.join("platform.key").exists(), "a new key was made");
+    // Another key: refused too.
+    std::fs::write(dir.join("platform.key"), [7u8; 32]).unwrap();
+    let err = p.restart_server(ServerOpts::default()).await.unwrap_err().to_string();
+    assert!(err.contains("is not the key this MetaDB's secrets were sealed with"), "{err}");
+    // The right key back: the server starts and opens its secrets.
+    std::fs::write(dir.join("platform.key"), &key).unwrap();
+    p.restart_server(ServerOpts::default()).await.unwrap();
+    let me: atoll_api::v1::Me = p.client().get("/api/v1/auth/me").await.unwrap();
+    assert_eq!(me.user, "admin");
+    p.server.stop();
+}
+
+/// A login from `source` (a loopback address the client binds to).
+async fn login_from(p: &Platform, source: [u8; 4], user: &str, password: &str) -> (u16, String) {
+    let http = reqwest::Client::builder().local_address(std::net::IpAddr::from(source)).build().unwrap();
+    let r = http
+        .post(format!("{}/api/v1/auth/login", p.url))
+        .json(&serde_json::json!({ "username": user, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Finding 6: failures count per account and per source, and a success
+/// clears neither the source's count nor another account's, so guessing
+/// one account between logins to another still locks.
+#[tokio::test]
+async fn failed_logins_lock_the_account_and_the_source() {
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--login-max-failures", "3", "--login-lock-s", "60"].map(String::from));
+    let mut p = Platform::start(opts).await.unwrap();
+    let admin = p.login_admin().await.unwrap();
+    let alice = "alice-password-1";
+    let _: serde_json::Value =
+        admin.post("/api/v1/users", &serde_json::json!({ "name": "alice", "password": alice, "role": "viewer" })).await.unwrap();
+    let admin_pw = p.admin_password.clone();
+    let a = [127, 0, 0, 41];
+    // Guess alice's password, logging in as admin (correctly) in between.
+    for _ in 0..2 {
+        assert_eq!(login_from(&p, a, "alice", "guess-guess-guess").await.0, 401);
+        let (code, body) = login_from(&p, a, "admin", &admin_pw).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = login_from(&p, a, "alice", "guess-guess-guess").await;
+    assert_eq!(code, 429, "the third guess locks: {body}");
+    // The account is locked from any address, even with its password...
+    let b = [127, 0, 0, 42];
+    let (code, body) = login_from(&p, b, "alice", alice).await;
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("for user alice") && body.contains("try again in"), "{body}");
+    // ...and the guessing address is locked for every account.
+    let (code, body) = login_from(&p, a, "admin", &admin_pw).await;
+    assert!(code == 429 && body.contains("from 127.0.0.41"), "{code} {body}");
+    // Others still log in.
+    let (code, body) = login_from(&p, b, "admin", &admin_pw).await;
+    assert_eq!(code, 200, "{body}");
+    p.server.stop();
+}
