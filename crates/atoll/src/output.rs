@@ -85,6 +85,26 @@ pub fn gib(bytes: u64) -> String {
     atoll_plan::human_bytes(bytes)
 }
 
+/// `println!` that never panics: the daemons and the playground must go on
+/// (and shut down cleanly) when whoever read their output is gone, as when
+/// Ctrl-C ends the `tee` of `atoll playground | tee log` first.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`say!`]).
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub(crate) use {say, say_err};
+
 #[cfg(test)]
 mod tests {
     #[test]

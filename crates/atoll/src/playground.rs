@@ -14,7 +14,7 @@ use clap::Args;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::output::{CliError, Exit, fail};
+use crate::output::{CliError, Exit, fail, say, say_err};
 use crate::{daemons, session};
 
 pub const HOSTS: [(&str, &str, &str); 3] = [("host1", "127.0.0.11", "z1"), ("host2", "127.0.0.12", "z2"), ("host3", "127.0.0.13", "z3")];
@@ -40,6 +40,10 @@ pub struct PlaygroundArgs {
     /// 127.0.0.11–13; MetaDB is a Galera cluster the platform manages).
     #[arg(long, default_value_t = 1)]
     nodes: u8,
+    /// The three hosts' addresses (one-node mode), for running beside
+    /// something that uses 127.0.0.11–13 (the test suite).
+    #[arg(long, value_delimiter = ',', default_values_t = HOSTS.map(|h| h.1.parse::<std::net::Ipv4Addr>().unwrap_or(std::net::Ipv4Addr::LOCALHOST)), hide = true)]
+    host_ips: Vec<std::net::Ipv4Addr>,
 }
 
 pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
@@ -48,6 +52,9 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
         1 => {}
         3 => return crate::playground_ha::run(&a.dir, a.keep, a.agent_port).await,
         n => return Err(fail(Exit::Error, format!("--nodes {n}: use 1 (one server) or 3 (a highly available platform)"))),
+    }
+    if a.host_ips.len() != HOSTS.len() {
+        return Err(fail(Exit::Error, format!("--host-ips: give {} addresses, separated by commas", HOSTS.len())));
     }
     let started = Instant::now();
     if !a.keep && a.dir.exists() {
@@ -78,7 +85,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
 
     let exe = std::env::current_exe()?;
     let mut agents = Vec::new();
-    for (name, ip, zone) in HOSTS {
+    for ((name, _, zone), ip) in HOSTS.iter().zip(&a.host_ips) {
         let log = std::fs::File::create(a.dir.join(format!("agent-{name}.log")))?;
         let child = tokio::process::Command::new(&exe)
             .args(["agent", "--server", &url, "--listen", &format!("{ip}:{}", a.agent_port), "--name", name, "--zone", zone])
@@ -105,24 +112,25 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     match &result {
         Ok(()) => {
             session::save(&session::Saved { servers: vec![url.clone()], server: None, token: Some(token) })?;
-            println!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
-            println!("  console   {url}");
+            say!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
+            say!("  console   {url}");
             match &server.admin_password {
-                Some(pw) => println!("  login     admin / {pw}  (you will choose a new password at first login)"),
-                None => println!("  login     admin, with the password you set on an earlier run"),
+                Some(pw) => say!("  login     admin / {pw}  (you will choose a new password at first login)"),
+                None => say!("  login     admin, with the password you set on an earlier run"),
             }
-            println!("  hosts     host1 127.0.0.11 (z1), host2 127.0.0.12 (z2), host3 127.0.0.13 (z3)");
+            let hosts: Vec<String> = HOSTS.iter().zip(&a.host_ips).map(|((n, _, z), ip)| format!("{n} {ip} ({z})")).collect();
+            say!("  hosts     {}", hosts.join(", "));
             print_demo(&client).await;
-            println!("  cli       `atoll cluster show {CLUSTER}`, `atoll host list` work now (token in {})", session::dir().display());
-            println!("  data      {}{}", a.dir.display(), if a.keep { " (kept)" } else { " (removed on exit; --keep keeps it)" });
-            println!("Press Ctrl-C to stop.");
+            say!("  cli       `atoll cluster show {CLUSTER}`, `atoll host list` work now (token in {})", session::dir().display());
+            say!("  data      {}{}", a.dir.display(), if a.keep { " (kept)" } else { " (removed on exit; --keep keeps it)" });
+            say!("Press Ctrl-C to stop.");
             interrupted.cancelled().await;
         }
-        Err(e) => eprintln!("error: {}", e.message),
+        Err(e) => say_err!("error: {}", e.message),
     }
-    println!("stopping the cluster …");
+    say!("stopping the cluster …");
     if let Err(e) = stop_cluster(&client).await {
-        eprintln!("warning: {}", e.message);
+        say_err!("warning: {}", e.message);
     }
     server_stop.cancel();
     for mut c in agents {
@@ -144,7 +152,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     if !a.keep {
         let _ = std::fs::remove_dir_all(&a.dir);
     }
-    println!("playground stopped");
+    say!("playground stopped");
     result.map(|()| Exit::Ok)
 }
 
@@ -152,9 +160,9 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
 pub(crate) async fn print_demo(client: &Client) {
     match client.get::<ClusterCredentials>(&format!("/api/v1/clusters/{CLUSTER}/credentials")).await {
         Ok(cr) => {
-            println!("  cluster   {CLUSTER}: MariaDB Galera, 3 zones, durable commits");
-            println!("  mysql     {}", cr.mysql_command);
-            println!(
+            say!("  cluster   {CLUSTER}: MariaDB Galera, 3 zones, durable commits");
+            say!("  mysql     {}", cr.mysql_command);
+            say!(
                 "            (through the zone z1 proxy: port {} follows the writer, port {} balances reads; \
                  {}:{} is the first server itself)",
                 cr.port,
@@ -163,7 +171,7 @@ pub(crate) async fn print_demo(client: &Client) {
                 cr.direct_port
             );
         }
-        Err(e) => println!("  cluster   {CLUSTER}: credentials unavailable ({e})"),
+        Err(e) => say!("  cluster   {CLUSTER}: credentials unavailable ({e})"),
     }
 }
 

@@ -13,7 +13,7 @@ use atoll_deploy::bootstrap::{Options, bring_up};
 use atoll_deploy::launch::{LocalLauncher, Role};
 use atoll_deploy::layout::{Layout, METADB_CLUSTER, Node};
 
-use crate::output::{CliError, Exit, fail};
+use crate::output::{CliError, Exit, fail, say, say_err};
 use crate::playground::{CLUSTER, HOSTS, ensure_demo, print_demo, stop_cluster};
 use crate::{daemons, session};
 
@@ -65,8 +65,8 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
     let interrupted = daemons::shutdown_on_signal();
     let layout = layout(agent_port);
     let mut launcher = LocalLauncher::new(dir, std::env::current_exe()?);
-    let progress = |line: &str| println!("  … {line}");
-    println!("bringing up a three-node platform:");
+    let progress = |line: &str| say!("  … {line}");
+    say!("bringing up a three-node platform:");
     let opts = options(dir);
     let result = tokio::select! {
         r = bring_up(&layout, &mut launcher, &opts, &progress) => r.map_err(|e| fail(Exit::Failed, e.to_string())),
@@ -78,7 +78,7 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
     };
     let demo = match &client {
         Some(c) => {
-            println!("  … cluster {CLUSTER} on the platform");
+            say!("  … cluster {CLUSTER} on the platform");
             tokio::select! {
                 r = ensure_demo(c) => r,
                 _ = interrupted.cancelled() => Err(fail(Exit::Error, "interrupted while starting")),
@@ -90,35 +90,34 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
     match (&outcome, &client) {
         (Ok(d), Some(c)) => {
             session::save(&session::Saved { servers: d.servers.clone(), server: None, token: Some(d.token.clone()) })?;
-            println!("Atoll playground is up: three nodes ({:.1} s)", started.elapsed().as_secs_f64());
-            println!("  console   {}", d.servers.join("  "));
+            say!("Atoll playground is up: three nodes ({:.1} s)", started.elapsed().as_secs_f64());
+            say!("  console   {}", d.servers.join("  "));
             match &d.admin_password {
-                Some(pw) => println!("  login     admin / {pw}  (you will choose a new password at first login)"),
-                None => println!("  login     admin, with the password you set on an earlier run"),
+                Some(pw) => say!("  login     admin / {pw}  (you will choose a new password at first login)"),
+                None => say!("  login     admin, with the password you set on an earlier run"),
             }
-            println!(
-                "  nodes     host1 127.0.0.11 (z1), host2 127.0.0.12 (z2), host3 127.0.0.13 (z3): server, agent, MetaDB node, proxy each"
-            );
-            println!(
+            say!("  nodes     host1 127.0.0.11 (z1), host2 127.0.0.12 (z2), host3 127.0.0.13 (z3): server, agent, MetaDB node, proxy each");
+            say!(
                 "  metadb    cluster {METADB_CLUSTER} (Galera, port {}), each server through its node's proxy (port {})",
-                layout.metadb_ports.sql, layout.metadb_proxy.rw_port
+                layout.metadb_ports.sql,
+                layout.metadb_proxy.rw_port
             );
             print_demo(c).await;
-            println!("  try       `atoll platform` shows the servers and the leader; kill one node's processes");
-            println!("            (their pids are in {}/host*/pids) and the other two carry on", dir.display());
-            println!("  data      {} (removed on exit)", dir.display());
-            println!("Press Ctrl-C to stop.");
+            say!("  try       `atoll platform` shows the servers and the leader; kill one node's processes");
+            say!("            (their pids are in {}/host*/pids) and the other two carry on", dir.display());
+            say!("  data      {} (removed on exit)", dir.display());
+            say!("Press Ctrl-C to stop.");
             write_pids(dir, &launcher);
             interrupted.cancelled().await;
         }
-        (Err(e), _) => eprintln!("error: {}", e.message),
+        (Err(e), _) => say_err!("error: {}", e.message),
         _ => {}
     }
-    println!("stopping …");
+    say!("stopping …");
     if let Some(c) = &client
         && let Err(e) = stop_cluster(c).await
     {
-        eprintln!("warning: {}", e.message);
+        say_err!("warning: {}", e.message);
     }
     launcher.stop_all(Role::Server, Duration::from_secs(5)).await;
     launcher.stop_all(Role::Agent, Duration::from_secs(5)).await;
@@ -126,7 +125,7 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
     // design); the playground owns everything under its directory.
     atoll_agent::kill_processes_under(dir);
     let _ = std::fs::remove_dir_all(dir);
-    println!("playground stopped");
+    say!("playground stopped");
     outcome.map(|_| Exit::Ok)
 }
 
