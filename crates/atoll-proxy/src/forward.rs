@@ -101,7 +101,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream, kind: Kin
         Ok(slot) => slot,
         Err(open) => {
             m.refused_per_ip.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(client = %peer.ip(), open, "client refused: --max-connections-per-ip");
+            // Counted in metrics; debug only, as a flood would flood the log.
+            tracing::debug!(client = %peer.ip(), open, "client refused: --max-connections-per-ip");
             let msg = format!(
                 "Too many connections: atoll proxy for cluster '{}' already has {open} client connections from {} \
                  (at most {} per address: --max-connections-per-ip)",
@@ -271,7 +272,6 @@ async fn pipe(
     let mut backend = Counted::new(backend, shared.clone(), Dir::Out, activity.clone());
     let (done_tx, done_rx) = oneshot::channel::<bool>();
     let (idle_tx, mut idle_rx) = oneshot::channel::<()>();
-    let idle_message = shared.cfg.idle_timeout.map(|t| idle_message(&shared.cfg.cluster, t));
     let mut copy = tokio::spawn(async move {
         let relayed = tokio::time::timeout_at(pre_auth_deadline, relay_handshake(&mut client, &mut backend, &mut handshake)).await;
         let error_packets = match relayed {
@@ -286,8 +286,9 @@ async fn pipe(
             Ok(()) = &mut idle_rx => {
                 // Where the protocol allows: the answer to the client's
                 // next statement.
-                if let (true, Some(msg)) = (error_packets, &idle_message) {
-                    let packet = err_packet_seq(ER_CLIENT_INTERACTION_TIMEOUT, 1, msg);
+                let cfg = &client.shared.cfg;
+                if let (true, Some(limit)) = (error_packets, cfg.idle_timeout) {
+                    let packet = err_packet_seq(ER_CLIENT_INTERACTION_TIMEOUT, 1, &idle_message(&cfg.cluster, limit));
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         client.inner.write_all(&packet).await?;
                         client.inner.shutdown().await
@@ -302,8 +303,10 @@ async fn pipe(
     tokio::select! {
         ended = &mut copy => {
             if let Ok(Ended::PreAuthTimeout) = ended {
+                // Counted, and logged at debug only: a flood of silent
+                // clients must not flood the log too.
                 shared.metrics.pre_auth_timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
+                tracing::debug!(
                     client = %peer,
                     limit_ms = shared.cfg.pre_auth_timeout.as_millis() as u64,
                     "closed a client connection that did not finish the MySQL handshake in time (--pre-auth-timeout-ms)"
