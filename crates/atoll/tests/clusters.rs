@@ -317,6 +317,23 @@ async fn create_a_three_zone_cluster_survive_a_killed_node_and_refuse_bad_reques
     assert_eq!(settled(&p, &t.id, Duration::from_secs(240)).await.status, TaskStatus::Succeeded);
     assert_eq!(mariadb(&cr, IPS[1], "SELECT COUNT(*) FROM shop.t"), "3");
 
+    // Deleted without purge, the data stays; a new cluster of the same name
+    // is refused on it, and rolling that back leaves it alone (finding 11).
+    let t: TaskView = c.delete("/api/v1/clusters/orders").await.unwrap();
+    assert_eq!(settled(&p, &t.id, Duration::from_secs(120)).await.status, TaskStatus::Succeeded);
+    let kept = p.host_data_dir().join("orders").join("orders-1").join("data").join("shop");
+    assert!(kept.is_dir(), "deleting without purge keeps the data");
+    let t: TaskView = c.post("/api/v1/clusters", &spec("orders")).await.unwrap();
+    let done = settled(&p, &t.id, Duration::from_secs(120)).await;
+    assert_ne!(done.status, TaskStatus::Succeeded);
+    let why: Vec<String> = done.steps.iter().filter_map(|s| s.error.clone()).collect();
+    assert!(why.iter().any(|e| e.contains("holds the data of an earlier server")), "{why:?}");
+    if done.status == TaskStatus::Failed {
+        let rolled: TaskView = c.post(&format!("/api/v1/tasks/{}/rollback", t.id), &json!({})).await.unwrap();
+        settled(&p, &rolled.id, Duration::from_secs(120)).await;
+    }
+    assert!(kept.is_dir(), "a rolled-back create deleted data it did not make");
+
     let audit: Vec<atoll_api::v1::AuditView> = c.get("/api/v1/audit?limit=500").await.unwrap();
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome == "ok"));
     assert!(audit.iter().any(|a| a.action == "cluster.create" && a.outcome.starts_with("refused")));

@@ -105,6 +105,16 @@ impl Supervisor {
                 return Err(DbError::Refused(format!("server {} runs in {}: stop it before moving it", def.id, rt.def.dir)));
             }
         }
+        // Data kept from an earlier server (a cluster deleted without
+        // purge, then made again under the same name) would neither start
+        // as the new server nor survive a rollback of its creation.
+        if existing.is_none() && layout.data.join("mysql").is_dir() {
+            return Err(DbError::Refused(format!(
+                "{} holds the data of an earlier server (kept when its cluster was deleted without purge); \
+                 move it away or delete it yourself, or give the new cluster another name",
+                layout.data.display()
+            )));
+        }
         for d in [&layout.dir, &layout.data, &layout.tmp] {
             make_owned_dir(d, 0o750, ids)?;
         }

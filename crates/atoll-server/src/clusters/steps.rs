@@ -292,8 +292,20 @@ impl StepHandler for Define {
         }
         let state = self.0.get()?;
         let t = target(state, &p.cluster, &p.server).await?;
-        t.op(ctx, HostOp::DbRemove { id: t.id(), purge: true }).await?;
-        ctx.info(format!("{} stopped and its directory removed", t.server.name)).await;
+        // Only a directory this step made goes: without the forward step's
+        // record of having created it, the definition is dropped and the
+        // files stay.
+        let created = ctx.output_of(&ctx.key).await.and_then(|o| o.get("created").and_then(serde_json::Value::as_bool)) == Some(true);
+        t.op(ctx, HostOp::DbRemove { id: t.id(), purge: created }).await?;
+        if created {
+            ctx.info(format!("{} stopped and the directory this task made removed", t.server.name)).await;
+        } else {
+            ctx.info(format!(
+                "{} stopped and forgotten; its directory {} is kept (this task did not make it)",
+                t.server.name, t.server.dir
+            ))
+            .await;
+        }
         Ok(())
     }
 }
