@@ -42,16 +42,28 @@ pub struct ProxyArgs {
     state_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 500)]
     probe_interval_ms: u64,
+    /// Failed probes in a row before a node counts as down (its writer
+    /// role left, its connections closed); one client's failed connect
+    /// only makes the prober look at once.
+    #[arg(long, default_value_t = 3)]
+    down_after_probes: u32,
     /// Connecting to a node and receiving its greeting.
     #[arg(long, default_value_t = 2000)]
     connect_timeout_ms: u64,
     /// Client connections over both ports; beyond it clients get error 1040.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Client connections from one address; beyond it clients get error 1040.
+    #[arg(long, default_value_t = 1000)]
+    max_connections_per_ip: usize,
+    /// Time a client has, from the node's greeting, to finish the MySQL
+    /// handshake; a silent client is closed and its node connection freed.
+    #[arg(long, default_value_t = 10_000)]
+    pre_auth_timeout_ms: u64,
     /// Close connections idle this long (as MariaDB's wait_timeout); 0: never.
     #[arg(long, default_value_t = 28_800)]
     idle_timeout_s: u64,
-    /// How long new read-write connections wait during a planned writer move.
+    /// How long new read-write connections wait for a writer (planned move, failover).
     #[arg(long, default_value_t = 10_000)]
     hold_timeout_ms: u64,
     /// How long connections may go on after SIGTERM.
@@ -83,6 +95,9 @@ pub async fn run(a: ProxyArgs) -> Res {
     c.probe_interval = Duration::from_millis(a.probe_interval_ms);
     c.connect_timeout = Duration::from_millis(a.connect_timeout_ms);
     c.max_connections = a.max_connections;
+    c.max_connections_per_ip = a.max_connections_per_ip;
+    c.pre_auth_timeout = Duration::from_millis(a.pre_auth_timeout_ms);
+    c.down_after_probes = a.down_after_probes;
     c.idle_timeout = (a.idle_timeout_s > 0).then(|| Duration::from_secs(a.idle_timeout_s));
     c.hold_timeout = Duration::from_millis(a.hold_timeout_ms);
     c.grace = Duration::from_millis(a.grace_ms);
