@@ -81,6 +81,10 @@ impl From<StoreError> for ApiError {
             e if e.is_unavailable() => Self::Unavailable(format!(
                 "the platform's metadata store is unavailable ({e}); nothing was changed: retry, or use another server"
             )),
+            e if e.is_write_refused() => Self::Unavailable(format!(
+                "the platform's metadata store takes no writes ({e}): its disk is full or it is read only; nothing was \
+                 changed, reads still work. Free space (or make it writable) and retry"
+            )),
             e if e.is_connection_lost() => Self::OutcomeUnknown(format!("{} ({e})", crate::deadline::OUTCOME_UNKNOWN)),
             other => Self::Internal(other.to_string()),
         }

@@ -198,11 +198,25 @@ fn router(state: AppState, replica: Option<Arc<dyn MetaStore>>) -> Router {
     app.layer(axum::middleware::from_fn(metrics_layer::track))
 }
 
+#[derive(serde::Deserialize)]
+struct ReadyQuery {
+    /// `reads`: ready to answer reads, even while MetaDB takes no writes.
+    #[serde(rename = "for")]
+    purpose: Option<String>,
+}
+
 /// Ready when MetaDB answers, within the time a load balancer's health
-/// check waits.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// check waits, and took this server's last write (a full disk or a
+/// read-only MetaDB fails changes; `?for=reads` asks about reads only).
+async fn readyz(State(state): State<AppState>, axum::extract::Query(q): axum::extract::Query<ReadyQuery>) -> impl IntoResponse {
     match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready".to_string()),
+        Ok(Ok(())) => match state.platform.write_error() {
+            Some(e) if q.purpose.as_deref() != Some("reads") => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("metadata store takes no writes: {e}; reads are answered (GET /readyz?for=reads)"),
+            ),
+            _ => (StatusCode::OK, "ready".to_string()),
+        },
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: {e}")),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("metadata store unavailable: no answer within {READY_WITHIN:?}")),
     }

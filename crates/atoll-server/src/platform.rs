@@ -36,6 +36,9 @@ pub struct Platform {
     /// The URLs of the servers that are up, this one first; refreshed on
     /// every announcement so a heartbeat's answer costs no query.
     peers: std::sync::RwLock<Vec<String>>,
+    /// Why the last announcement (a write) failed; `None` when it worked
+    /// or none was made yet. Readiness reports it.
+    write_error: std::sync::Mutex<Option<String>>,
 }
 
 struct Held {
@@ -52,7 +55,16 @@ impl Platform {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let peers = std::sync::RwLock::new(vec![url.clone()]);
-        Self { id, url, started_at_ms: now_ms(), held: std::sync::Mutex::new(None), peers }
+        Self { id, url, started_at_ms: now_ms(), held: std::sync::Mutex::new(None), peers, write_error: std::sync::Mutex::new(None) }
+    }
+
+    /// Why MetaDB refused this server's last write, if it did.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn note_write(&self, outcome: Option<String>) {
+        *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
     }
 
     /// Every server that is up, this one first: what agents and proxies are
@@ -90,6 +102,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         // own deadline passing.
         if tokio::time::timeout(every, announce(&state)).await.is_err() {
             tracing::warn!("cannot announce this server: MetaDB did not answer within {every:?}");
+            state.platform.note_write(Some(format!("MetaDB did not answer a write within {every:?}")));
         }
         let asked = Instant::now();
         let was_leading = state.platform.leading().is_some();
@@ -153,8 +166,10 @@ async fn announce(state: &AppState) {
     };
     if let Err(e) = state.store.record_platform_server(&me).await {
         tracing::warn!(error = %e, "cannot announce this server in MetaDB");
+        p.note_write(Some(e.to_string()));
         return;
     }
+    p.note_write(None);
     let Ok(all) = state.store.list_platform_servers().await else {
         return;
     };

@@ -39,6 +39,20 @@ impl StoreError {
         }
     }
 
+    /// MetaDB answers but takes no write: its disk is full, or it is read
+    /// only. Nothing was written; reads still work.
+    pub fn is_write_refused(&self) -> bool {
+        let Self::Db(sqlx::Error::Database(d)) = self else { return false };
+        if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            // 1290/1836: read-only; 1021: disk full; 1114: table full;
+            // 1030 with errno 28 and 3: the engine could not write.
+            return matches!(m.number(), 1290 | 1836 | 1021 | 1114 | 3) || (m.number() == 1030 && m.message().contains("28"));
+        }
+        // SQLite's primary result codes (extended ones carry them in the
+        // low byte): SQLITE_READONLY 8, SQLITE_IOERR 10, SQLITE_FULL 13.
+        d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 8 | 10 | 13))
+    }
+
     /// The connection to MetaDB broke while a statement ran: if that was a
     /// commit, it may or may not have been applied.
     pub fn is_connection_lost(&self) -> bool {

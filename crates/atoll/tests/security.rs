@@ -120,3 +120,89 @@ async fn failed_logins_lock_the_account_and_the_source() {
     assert_eq!(code, 200, "{body}");
     p.server.stop();
 }
+
+/// A tmpfs mounted at `path`, unmounted when dropped (also on failure).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        let ok =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().unwrap();
+        assert!(ok.success(), "mount tmpfs on {}", path.display());
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+async fn readyz(p: &Platform, query: &str) -> (u16, String) {
+    let r = reqwest::get(format!("{}/readyz{query}", p.url)).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Finding 8: with MetaDB's disk full, changes are refused with 503 naming
+/// the cause, reads and token authentication keep working, and readiness
+/// says so (`?for=reads` still ready); freed, everything is back.
+#[tokio::test]
+async fn a_full_metadb_disk_refuses_changes_keeps_reads_and_readiness_tells() {
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--leader-lease-ms", "3000"].map(String::from));
+    let mut p = Platform::start(opts.clone()).await.unwrap();
+    p.login_admin().await.unwrap();
+    // Move the server's data onto a small tmpfs of its own.
+    p.server.kill();
+    let dir = p.dir.path().join("server");
+    let saved = p.dir.path().join("server-saved");
+    std::fs::rename(&dir, &saved).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let _fs = Tmpfs::mount(&dir, "64m");
+    for entry in std::fs::read_dir(&saved).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    p.restart_server(opts).await.unwrap();
+    assert_eq!(readyz(&p, "").await.0, 200);
+    let new_token = |name: String| {
+        let c = p.client();
+        async move { c.post::<_, serde_json::Value>("/api/v1/tokens", &serde_json::json!({ "name": name })).await }
+    };
+    new_token("before".into()).await.unwrap();
+
+    // Fill the disk, then write until MetaDB refuses (its journal may have
+    // room left for a few).
+    let filler = dir.join("filler");
+    let _ = std::process::Command::new("dd").args(["if=/dev/zero", "bs=1M", "count=100"]).arg(format!("of={}", filler.display())).output();
+    let mut refused = None;
+    for i in 0..500 {
+        if let Err(e) = new_token(format!("t{i}")).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("MetaDB took 500 writes on a full disk");
+    assert_eq!(refused.status(), Some(503), "{refused}");
+    assert!(refused.to_string().contains("takes no writes") && refused.to_string().contains("disk is full"), "{refused}");
+    // Reads, with token authentication, still work.
+    let hosts: Vec<serde_json::Value> = p.client().get("/api/v1/hosts").await.unwrap();
+    assert!(hosts.is_empty());
+    let (code, body) = wait_for("readiness to report refused writes", Duration::from_secs(15), || async {
+        let (code, body) = readyz(&p, "").await;
+        (code == 503).then_some((code, body))
+    })
+    .await
+    .unwrap();
+    assert!(code == 503 && body.contains("takes no writes"), "{body}");
+    assert_eq!(readyz(&p, "?for=reads").await.0, 200, "reads are still answered");
+
+    // Space back: ready again, changes accepted.
+    std::fs::remove_file(&filler).unwrap();
+    let again = wait_for("ready again", Duration::from_secs(15), || async { (readyz(&p, "").await.0 == 200).then_some(()) }).await;
+    assert!(again.is_ok(), "{:?}\n{}", readyz(&p, "").await, p.server.output());
+    new_token("after".into()).await.unwrap();
+    p.server.stop();
+}

@@ -364,7 +364,7 @@ impl AccountStore for SqlStore {
 /// a read answered from a replica) does not fail the read it rides on.
 fn unless_read_only(r: Result<()>) -> Result<()> {
     match r {
-        Err(e) if e.is_unavailable() => {
+        Err(e) if e.is_unavailable() || e.is_write_refused() => {
             tracing::debug!(error = %e, "last use not recorded: MetaDB takes no writes");
             Ok(())
         }

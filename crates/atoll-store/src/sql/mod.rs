@@ -83,7 +83,11 @@ impl SqlStore {
         let (backend, pool) = if url.starts_with("sqlite:") {
             (Backend::Sqlite, sqlite_pool(url).await?)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            let pool = never_reuse_open_transactions(AnyPoolOptions::new())
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
             (Backend::MySql, pool)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
@@ -234,9 +238,17 @@ async fn sqlite_pool(url: &str) -> Result<AnyPool> {
         // SQLite has one writer at a time; more connections only add page
         // caches and threads, and make waiting writers back off longer
         // (measured in bench/RESULTS.md: 2 beats 8 on RSS and heartbeat p99).
-        options.max_connections(2)
+        never_reuse_open_transactions(options).max_connections(2)
     };
     Ok(options.acquire_timeout(Duration::from_secs(10)).connect(&url).await?)
+}
+
+/// Closes a connection that comes back still inside a transaction instead
+/// of handing it out again. A COMMIT the database refused (SQLite's
+/// SQLITE_FULL on a full disk) leaves the transaction open, and sqlx then
+/// refused every later `BEGIN IMMEDIATE` on that connection, for ever.
+fn never_reuse_open_transactions(options: AnyPoolOptions) -> AnyPoolOptions {
+    options.after_release(|conn, _meta| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
 }
 
 #[async_trait]
