@@ -189,8 +189,15 @@ impl FromRequestParts<AppState> for PendingCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let source = peer(parts);
-        let Some(presented) = bearer(parts).or_else(|| cookie(parts, SESSION_COOKIE)) else {
-            return Err(ApiError::Unauthorized("log in first: `atoll login`, or send `Authorization: Bearer TOKEN`".into()));
+        let presented = match (bearer(parts), cookie(parts, SESSION_COOKIE)) {
+            (Some(token), _) => token,
+            (None, Some(session)) => {
+                same_origin(parts)?;
+                session
+            }
+            (None, None) => {
+                return Err(ApiError::Unauthorized("log in first: `atoll login`, or send `Authorization: Bearer TOKEN`".into()));
+            }
         };
         let hash = sha256_hex(&presented);
         let now = now_ms();
@@ -214,6 +221,28 @@ impl FromRequestParts<AppState> for PendingCaller {
             source,
         }))
     }
+}
+
+/// A change made with the session cookie must come from a page of this
+/// server: its Origin (or, without one, its Referer) names this host. The
+/// cookie is SameSite=Strict already; this holds where that is not honoured.
+fn same_origin(parts: &Parts) -> ApiResult<()> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let header = |name: axum::http::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = header(axum::http::header::HOST).unwrap_or_default();
+    let from = header(axum::http::header::ORIGIN).or_else(|| header(axum::http::header::REFERER));
+    let from_host = from.as_deref().and_then(|o| o.split_once("://")).map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
+    if !host.is_empty() && from_host == Some(host.as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "cross-site request refused: a change with the session cookie must come from this console (Origin {} is not {host}); \
+         scripts send `Authorization: Bearer TOKEN` instead",
+        from.as_deref().unwrap_or("missing")
+    )))
 }
 
 /// The peer address; the router is served with connect info.

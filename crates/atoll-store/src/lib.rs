@@ -78,7 +78,8 @@ pub trait AccountStore: Send + Sync {
     /// (so most requests only read).
     async fn touch_session(&self, token_hash: &str, idle_after: UnixMs, now: UnixMs) -> Result<Option<SessionRecord>>;
     async fn delete_session(&self, token_hash: &str) -> Result<()>;
-    async fn delete_sessions_of(&self, user: &str) -> Result<()>;
+    /// Ends every session of `user` but the one with hash `keep`; how many.
+    async fn delete_sessions_of(&self, user: &str, keep: Option<&str>) -> Result<u64>;
 
     async fn create_api_token(&self, t: &ApiTokenRecord) -> Result<()>;
     /// The token, marked used at `now` when its last use is
@@ -86,6 +87,8 @@ pub trait AccountStore: Send + Sync {
     async fn touch_api_token(&self, token_hash: &str, now: UnixMs) -> Result<Option<ApiTokenRecord>>;
     async fn list_api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>>;
     async fn delete_api_token(&self, id: &str) -> Result<bool>;
+    /// Revokes every API token of `user` but the one with hash `keep`; how many.
+    async fn delete_api_tokens_of(&self, user: &str, keep: Option<&str>) -> Result<u64>;
 
     /// Counts a failed login from `source`; once `max` failures fall within
     /// `window_ms` the source is locked until `now + lock_ms`. Returns the

@@ -654,8 +654,15 @@ async fn sessions_expire_when_idle(h: &Harness) {
     s.create_session(&session("s3", "bob", 1_000)).await.unwrap();
     s.delete_session("s2").await.unwrap();
     assert_eq!(s.touch_session("s2", 0, 1_500).await.unwrap(), None);
-    s.delete_sessions_of("bob").await.unwrap();
+    s.create_user(&user("amy")).await.unwrap();
+    s.create_session(&session("s4", "bob", 1_000)).await.unwrap();
+    s.create_session(&session("s5", "amy", 1_000)).await.unwrap();
+    assert_eq!(s.delete_sessions_of("bob", Some("s4")).await.unwrap(), 1, "all of bob's but the one kept");
     assert_eq!(s.touch_session("s3", 0, 1_500).await.unwrap(), None);
+    assert!(s.touch_session("s4", 0, 1_500).await.unwrap().is_some());
+    assert!(s.touch_session("s5", 0, 1_500).await.unwrap().is_some(), "other users keep theirs");
+    assert_eq!(s.delete_sessions_of("bob", None).await.unwrap(), 1);
+    assert_eq!(s.touch_session("s4", 0, 1_500).await.unwrap(), None);
 }
 
 async fn api_tokens(h: &Harness) {
@@ -683,6 +690,11 @@ async fn api_tokens(h: &Harness) {
     assert!(s.delete_api_token("t1").await.unwrap());
     assert!(!s.delete_api_token("t1").await.unwrap());
     assert_eq!(s.touch_api_token("h1", 6_000).await.unwrap(), None);
+    // All of a user's tokens but one go (a password change).
+    s.create_api_token(&api_token("t4", "bob", "h4")).await.unwrap();
+    s.create_api_token(&api_token("t5", "bob", "h5")).await.unwrap();
+    assert_eq!(s.delete_api_tokens_of("bob", Some("h5")).await.unwrap(), 1);
+    assert_eq!(ids(s.list_api_tokens(None).await.unwrap()), ["t2", "t5"]);
 }
 
 async fn delete_user_cascades(h: &Harness) {

@@ -206,3 +206,73 @@ async fn a_full_metadb_disk_refuses_changes_keeps_reads_and_readiness_tells() {
     new_token("after".into()).await.unwrap();
     p.server.stop();
 }
+
+/// Finding 14: a change made with the session cookie must come from the
+/// console's own origin; a password change ends the account's other
+/// sessions and tokens.
+#[tokio::test]
+async fn cookie_changes_need_our_origin_and_a_new_password_ends_other_sessions() {
+    let mut p = Platform::start(ServerOpts::default()).await.unwrap();
+    let admin = p.login_admin().await.unwrap();
+    let _: serde_json::Value = admin
+        .post("/api/v1/users", &serde_json::json!({ "name": "carol", "password": "carol-password-1", "role": "operator" }))
+        .await
+        .unwrap();
+    let session = |password: &'static str| {
+        let url = p.url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/api/v1/auth/login"))
+                .json(&serde_json::json!({ "username": "carol", "password": password }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+        }
+    };
+    // Users an admin makes choose their own password first.
+    let first = session("carol-password-1").await;
+    let _: serde_json::Value = atoll_client::Client::new(&p.url, Some(first.clone()))
+        .post("/api/v1/auth/password", &serde_json::json!({ "current_password": "carol-password-1", "new_password": "carol-password-2" }))
+        .await
+        .unwrap();
+    let host = p.url.trim_start_matches("http://").to_string();
+    let post_with_cookie = |token: String, origin: Option<String>| {
+        let url = p.url.clone();
+        async move {
+            let mut r = reqwest::Client::new()
+                .post(format!("{url}/api/v1/tokens"))
+                .header("cookie", format!("{}={token}", atoll_api::SESSION_COOKIE))
+                .json(&serde_json::json!({ "name": "from-cookie" }));
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, body) = post_with_cookie(first.clone(), Some("http://evil.example".into())).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cross-site request refused"), "{body}");
+    assert_eq!(post_with_cookie(first.clone(), None).await.0, 403, "no Origin or Referer");
+    let (code, body) = post_with_cookie(first.clone(), Some(format!("http://{host}"))).await;
+    assert_eq!(code, 201, "{body}");
+    let cookie_token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+
+    // A second session changes the password: the first session and the
+    // token are gone, the second goes on.
+    let second = session("carol-password-2").await;
+    let as_second = atoll_client::Client::new(&p.url, Some(second.clone()));
+    let _: serde_json::Value = as_second
+        .post("/api/v1/auth/password", &serde_json::json!({ "current_password": "carol-password-2", "new_password": "carol-password-3" }))
+        .await
+        .unwrap();
+    for (what, token) in [("first session", &first), ("API token", &cookie_token)] {
+        let e = atoll_client::Client::new(&p.url, Some(token.clone())).get::<serde_json::Value>("/api/v1/auth/me").await.unwrap_err();
+        assert_eq!(e.status(), Some(401), "{what} outlived the password change: {e}");
+    }
+    let me: serde_json::Value = as_second.get("/api/v1/auth/me").await.unwrap();
+    assert_eq!(me["user"], "carol");
+    p.server.stop();
+}

@@ -121,6 +121,9 @@ async fn logout(State(state): State<AppState>, PendingCaller(caller): PendingCal
 }
 
 /// Sets a new password; required after the first login with a generated one.
+///
+/// Ends the account's other sessions and revokes its API tokens, all but
+/// the one making this call.
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn change_password(
@@ -138,7 +141,12 @@ async fn change_password(
         return Err(ApiError::BadRequest("the new password must differ from the current one".into()));
     }
     state.store.set_password(&caller.user, &hash_password(&req.new_password).await?, false).await?;
-    state.audit_ok(&caller, "auth.password", &caller.user, json!({})).await;
+    // Whoever else holds a session or token of this account got it with the
+    // old password: end them all but the caller's own.
+    let keep = Some(caller.credential_hash.as_str());
+    let sessions = state.store.delete_sessions_of(&caller.user, keep).await?;
+    let tokens = state.store.delete_api_tokens_of(&caller.user, keep).await?;
+    state.audit_ok(&caller, "auth.password", &caller.user, json!({ "sessions_ended": sessions, "tokens_revoked": tokens })).await;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

@@ -280,10 +280,26 @@ impl AccountStore for SqlStore {
         .await
     }
 
-    async fn delete_sessions_of(&self, user: &str) -> Result<()> {
+    async fn delete_sessions_of(&self, user: &str, keep: Option<&str>) -> Result<u64> {
         retry(|| async move {
-            sqlx::query("DELETE FROM sessions WHERE user_name = ?").bind(user).execute(&self.pool).await?;
-            Ok(())
+            let r = sqlx::query("DELETE FROM sessions WHERE user_name = ? AND token_hash <> ?")
+                .bind(user)
+                .bind(keep.unwrap_or(""))
+                .execute(&self.pool)
+                .await?;
+            Ok(r.rows_affected())
+        })
+        .await
+    }
+
+    async fn delete_api_tokens_of(&self, user: &str, keep: Option<&str>) -> Result<u64> {
+        retry(|| async move {
+            let r = sqlx::query("DELETE FROM api_tokens WHERE user_name = ? AND token_hash <> ?")
+                .bind(user)
+                .bind(keep.unwrap_or(""))
+                .execute(&self.pool)
+                .await?;
+            Ok(r.rows_affected())
         })
         .await
     }
