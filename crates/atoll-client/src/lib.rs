@@ -97,7 +97,9 @@ impl Servers {
 /// the next; the caller sees an error only when every server failed.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    /// Why there is none, when the builder failed: every request then
+    /// fails with it, rather than going out on a client without timeouts.
+    http: Result<reqwest::Client, String>,
     servers: Servers,
     token: Option<String>,
     timeout: Duration,
@@ -115,8 +117,11 @@ impl Client {
 
     /// A client over several servers that fails over between them.
     pub fn over(servers: &Servers, token: Option<String>, timeout: Duration) -> Self {
-        let http =
-            reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout)).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3).min(timeout))
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"));
         Self { http, servers: servers.clone(), token, timeout }
     }
 
@@ -165,7 +170,7 @@ impl Client {
         let mut last = None;
         for (i, base) in bases.iter().enumerate() {
             let url = format!("{base}{path}");
-            let mut req = self.http.request(method.clone(), &url);
+            let mut req = self.http(&url)?.request(method.clone(), &url);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -211,7 +216,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = format!("{}{}", self.base(), path);
         let mut req = self
-            .http
+            .http(&url)?
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::CONTENT_LENGTH, len)
@@ -226,7 +231,7 @@ impl Client {
     /// (`Response::chunk`); an error answer is decoded as for [`Self::send`].
     pub async fn get_streaming(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{}", self.base(), path);
-        let mut req = self.http.get(&url);
+        let mut req = self.http(&url)?.get(&url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -235,8 +240,12 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: describe(&e) })?;
+        let bytes = read_limited(resp, &url).await?;
         Err(api_error(status, &bytes))
+    }
+
+    fn http(&self, url: &str) -> Result<&reqwest::Client, ClientError> {
+        self.http.as_ref().map_err(|e| ClientError::Unreachable { url: url.to_string(), detail: e.clone() })
     }
 
     async fn finish<T: DeserializeOwned>(&self, url: String, req: reqwest::RequestBuilder) -> Result<T, Failure> {
@@ -250,7 +259,7 @@ impl Client {
             STALE_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| Failure::Other(ClientError::Unreachable { url: url.clone(), detail: describe(&e) }))?;
+        let bytes = read_limited(resp, &url).await.map_err(Failure::Other)?;
         if !status.is_success() {
             let error = api_error(status, &bytes);
             // Our servers answer 503 only before changing anything (MetaDB
@@ -260,6 +269,26 @@ impl Client {
         let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
         serde_json::from_slice(bytes).map_err(|e| Failure::Other(ClientError::Decode { url, detail: e.to_string() }))
     }
+}
+
+/// The largest answer read into memory (listings of thousands of hosts
+/// stay far below); larger ones are refused instead of exhausting memory.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// The body of `resp`, up to [`MAX_BODY`] bytes.
+async fn read_limited(mut resp: reqwest::Response, url: &str) -> Result<Vec<u8>, ClientError> {
+    let unreachable = |detail: String| ClientError::Unreachable { url: url.to_string(), detail };
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ClientError::Decode { url: url.to_string(), detail: format!("answer larger than {} MiB", MAX_BODY >> 20) });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable(describe(&e)))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ClientError::Decode { url: url.to_string(), detail: format!("answer larger than {} MiB", MAX_BODY >> 20) });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A server sets it on a read answered from its MetaDB replica while
@@ -311,4 +340,50 @@ pub fn describe(e: &reqwest::Error) -> String {
         source = inner;
     }
     if e.is_timeout() { format!("timed out ({source})") } else { source.to_string() }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer that answers every request with `head` and then `body_len`
+    /// bytes of `x`, streamed.
+    async fn peer(head: String, body_len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let head = head.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let chunk = vec![b'x'; 1 << 20];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if s.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn oversized_answers_are_refused_not_buffered() {
+        let declared =
+            peer(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", MAX_BODY + 1), 0).await;
+        let e = Client::new(&declared, None).get::<serde_json::Value>("/x").await.unwrap_err();
+        assert!(e.to_string().contains("answer larger than 64 MiB"), "{e}");
+        // No length given: read until the limit, then refused.
+        let streamed = peer("HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\n\r\n".into(), MAX_BODY + (1 << 20)).await;
+        let e = Client::new(&streamed, None).get::<serde_json::Value>("/x").await.unwrap_err();
+        assert!(e.to_string().contains("answer larger than 64 MiB"), "{e}");
+    }
 }
