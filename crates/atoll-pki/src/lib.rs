@@ -1,0 +1,328 @@
+//! The platform's certificate authority, and the rustls configurations
+//! every process builds from it.
+//!
+//! One CA per platform: servers keep its key sealed in MetaDB and issue a
+//! certificate to each server, agent and proxy as it joins. Trust is the
+//! CA alone (no system roots): a process of one platform talks to
+//! processes of that platform only. Keys are ECDSA P-256; rustls runs on
+//! `ring`, the one crypto provider compiled in.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot make a certificate: {0}")]
+    Generate(String),
+    #[error("cannot read {what}: {detail}")]
+    Parse { what: &'static str, detail: String },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+}
+
+type Result<T> = std::result::Result<T, PkiError>;
+
+/// How long a CA is valid; rotation replaces it well before.
+pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a server's, agent's or proxy's certificate is valid.
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The crypto provider every rustls configuration here uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key: these end up in logs through `{:?}` otherwise.
+        f.debug_struct("CertKey").field("fingerprint", &fingerprint(&self.cert_pem).ok()).finish_non_exhaustive()
+    }
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Accepts TLS connections (a server's API, an agent's API).
+    Server,
+    /// Opens TLS connections and proves who it is (mutual TLS).
+    Client,
+    /// Both: an agent serves the platform and calls it.
+    Both,
+}
+
+/// A leaf certificate to issue.
+#[derive(Debug, Clone)]
+pub struct LeafRequest {
+    /// Who it names, e.g. `server 127.0.0.1:8080` or `agent <host id>`.
+    pub common_name: String,
+    pub ips: Vec<IpAddr>,
+    pub dns: Vec<String>,
+    pub usage: Usage,
+    pub lifetime: Duration,
+}
+
+/// The platform's CA: its certificate, its key, and what issues with them.
+pub struct Ca {
+    pub cert_key: CertKey,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A new CA named `name` (shown to people who inspect a certificate).
+    pub fn generate(name: &str) -> Result<Ca> {
+        let key = KeyPair::generate().map_err(failed)?;
+        let params = ca_params(name, Some(CA_LIFETIME));
+        let cert = params.self_signed(&key).map_err(failed)?;
+        let cert_key = CertKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+        Ok(Ca { cert_key, issuer: Issuer::new(ca_params(name, None), key) })
+    }
+
+    /// The CA made by [`Ca::generate`] with `name`, from its PEMs.
+    pub fn from_pem(name: &str, cert_key: CertKey) -> Result<Ca> {
+        let key = KeyPair::from_pem(&cert_key.key_pem).map_err(|e| PkiError::Parse { what: "the CA key", detail: e.to_string() })?;
+        certs(&cert_key.cert_pem, "the CA certificate")?;
+        Ok(Ca { cert_key, issuer: Issuer::new(ca_params(name, None), key) })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_key.cert_pem
+    }
+
+    /// Issues a certificate with a fresh key.
+    pub fn issue(&self, req: &LeafRequest) -> Result<CertKey> {
+        let key = KeyPair::generate().map_err(failed)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&req.common_name);
+        params.subject_alt_names = req.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        for name in &req.dns {
+            params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into().map_err(failed)?));
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = match req.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Both => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, req.lifetime);
+        let cert = params.signed_by(&key, &self.issuer).map_err(failed)?;
+        Ok(CertKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> PkiError {
+    PkiError::Generate(e.to_string())
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Atoll");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// The CA's parameters; the same name rebuilds the same issuer (subject
+/// and key identifier), which is all a leaf's signature refers to.
+fn ca_params(name: &str, lifetime: Option<Duration>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    if let Some(lifetime) = lifetime {
+        validity(&mut params, lifetime);
+    }
+    params
+}
+
+/// Valid from an hour ago (clocks differ a little) for `lifetime`.
+fn validity(params: &mut CertificateParams, lifetime: Duration) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::seconds(lifetime.as_secs() as i64);
+}
+
+/// The certificates in a PEM text, in order.
+pub fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| PkiError::Parse { what, detail: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(PkiError::Parse { what, detail: "no certificate in it".into() });
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Parse { what: "the private key", detail: e.to_string() })
+}
+
+/// `sha256:` and the hex SHA-256 of the first certificate's DER: what an
+/// operator compares, and what a joining agent pins the CA by.
+pub fn fingerprint(cert_pem: &str) -> Result<String> {
+    let first = certs(cert_pem, "a certificate")?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::Parse { what: "a certificate", detail: "no certificate in it".into() })?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(first.as_ref()))))
+}
+
+/// Roots holding only the given CAs (several during a rotation).
+pub fn roots(ca_pems: &[&str]) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        for cert in certs(pem, "the CA certificate")? {
+            roots.add(cert).map_err(|e| PkiError::Config(e.to_string()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// A server's TLS: its certificate; with `client_cas`, it also requires a
+/// client certificate issued by one of them (mutual TLS).
+pub fn server_config(own: &CertKey, client_cas: Option<&[&str]>) -> Result<rustls::ServerConfig> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Config(e.to_string()))?;
+    let builder = match client_cas {
+        Some(cas) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(cas)?), provider())
+                .build()
+                .map_err(|e| PkiError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs(&own.cert_pem, "the certificate")?, private_key(&own.key_pem)?)
+        .map_err(|e| PkiError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client's TLS: trusts the given CAs only; with `own`, presents it.
+pub fn client_config(ca_pems: &[&str], own: Option<&CertKey>) -> Result<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Config(e.to_string()))?
+        .with_root_certificates(roots(ca_pems)?);
+    let mut config = match own {
+        Some(own) => builder
+            .with_client_auth_cert(certs(&own.cert_pem, "the certificate")?, private_key(&own.key_pem)?)
+            .map_err(|e| PkiError::Config(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn leaf(ca: &Ca, usage: Usage) -> CertKey {
+        let req = LeafRequest {
+            common_name: format!("{usage:?}"),
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            dns: vec!["localhost".into()],
+            usage,
+            lifetime: LEAF_LIFETIME,
+        };
+        ca.issue(&req).unwrap()
+    }
+
+    /// A TLS connection over loopback: Ok(what the server read) or the
+    /// handshake error, as the client saw it.
+    async fn handshake(server: rustls::ServerConfig, client: rustls::ClientConfig, name: &str) -> std::result::Result<String, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 5];
+            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(String::from_utf8_lossy(&buf).to_string())
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let sent = async {
+            let mut tls = connector.connect(server_name, tcp).await.map_err(|e| e.to_string())?;
+            tls.write_all(b"hello").await.map_err(|e| e.to_string())?;
+            tls.flush().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let got = served.await.unwrap();
+        sent?;
+        got
+    }
+
+    #[tokio::test]
+    async fn a_ca_issues_what_its_clients_trust_and_nothing_else_passes() {
+        let ca = Ca::generate("Atoll test CA").unwrap();
+        let server = leaf(&ca, Usage::Server);
+        let client = leaf(&ca, Usage::Client);
+        let ca_pem = ca.cert_pem().to_string();
+
+        // Plain TLS by IP and by name.
+        let ok = handshake(server_config(&server, None).unwrap(), client_config(&[&ca_pem], None).unwrap(), "127.0.0.1").await;
+        assert_eq!(ok.unwrap(), "hello");
+        let ok = handshake(server_config(&server, None).unwrap(), client_config(&[&ca_pem], None).unwrap(), "localhost").await;
+        assert_eq!(ok.unwrap(), "hello");
+        // A name the certificate does not carry.
+        let e = handshake(server_config(&server, None).unwrap(), client_config(&[&ca_pem], None).unwrap(), "127.0.0.2").await;
+        assert!(e.unwrap_err().contains("certificate"));
+
+        // Another platform's CA is not trusted, either way round.
+        let other = Ca::generate("Another CA").unwrap();
+        let stranger = leaf(&other, Usage::Server);
+        assert!(handshake(server_config(&stranger, None).unwrap(), client_config(&[&ca_pem], None).unwrap(), "127.0.0.1").await.is_err());
+
+        // Mutual TLS: a client certificate of our CA passes, none or a
+        // stranger's does not.
+        let mtls = || server_config(&server, Some(&[ca_pem.as_str()])).unwrap();
+        assert_eq!(handshake(mtls(), client_config(&[&ca_pem], Some(&client)).unwrap(), "127.0.0.1").await.unwrap(), "hello");
+        assert!(handshake(mtls(), client_config(&[&ca_pem], None).unwrap(), "127.0.0.1").await.is_err());
+        let foreign_client = leaf(&other, Usage::Client);
+        assert!(handshake(mtls(), client_config(&[&ca_pem], Some(&foreign_client)).unwrap(), "127.0.0.1").await.is_err());
+
+        // The CA rebuilt from its PEMs issues certificates the old
+        // certificate verifies (a server restart, another server).
+        let again = Ca::from_pem("Atoll test CA", ca.cert_key.clone()).unwrap();
+        let server2 = leaf(&again, Usage::Both);
+        let ok = handshake(server_config(&server2, None).unwrap(), client_config(&[&ca_pem], None).unwrap(), "127.0.0.1").await;
+        assert_eq!(ok.unwrap(), "hello");
+
+        // During a rotation clients trust both CAs.
+        let both = client_config(&[&ca_pem, other.cert_pem()], None).unwrap();
+        assert_eq!(handshake(server_config(&stranger, None).unwrap(), both, "127.0.0.1").await.unwrap(), "hello");
+    }
+
+    #[test]
+    fn fingerprints_and_bad_pem() {
+        let ca = Ca::generate("x").unwrap();
+        let f = fingerprint(ca.cert_pem()).unwrap();
+        assert!(f.starts_with("sha256:") && f.len() == 7 + 64, "{f}");
+        assert_eq!(f, fingerprint(ca.cert_pem()).unwrap());
+        assert!(fingerprint("nonsense").is_err());
+        assert!(!format!("{:?}", ca.cert_key).contains("PRIVATE KEY"), "keys stay out of Debug output");
+    }
+}
