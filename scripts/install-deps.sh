@@ -31,7 +31,28 @@ if [ "${ATOLL_WITH_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
+# The OpenAPI fuzzer (tests/openapi.rs): schemathesis from PyPI, pinned, in
+# a venv of its own (Debian's Python refuses pip installs outside one).
+SCHEMATHESIS=4.32.5
+fuzzer_dir="${ATOLL_TOOLS_DIR:-${HOME:-/root}/.cache/atoll}/schemathesis-$SCHEMATHESIS"
+want_fuzzer=0
+if [ "${ATOLL_WITH_FUZZER:-1}" = 1 ] && ! "$fuzzer_dir/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
+  want_fuzzer=1
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+fi
+
+install_fuzzer() {
+  [ $want_fuzzer = 1 ] || return 0
+  echo "installing: schemathesis $SCHEMATHESIS in $fuzzer_dir" >&2
+  rm -rf "$fuzzer_dir"
+  python3 -m venv "$fuzzer_dir"
+  "$fuzzer_dir/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS" >&2
+}
+
+if [ ${#need[@]} -eq 0 ]; then
+  install_fuzzer
+  exit 0
+fi
 
 echo "installing: ${need[*]}" >&2
 made_policy=0
@@ -43,3 +64,4 @@ fi
 trap '[ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+install_fuzzer

@@ -45,7 +45,10 @@ pub struct Me {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
     pub name: String,
+    /// At least 10 characters; the user must choose another at first login.
+    #[schema(min_length = 10)]
     pub password: String,
     pub role: Role,
 }
@@ -61,7 +64,9 @@ pub struct UserView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// What the token is for, e.g. `cli@laptop`.
+    /// What the token is for, e.g. `cli@laptop`: 1 to 100 characters, not
+    /// only spaces.
+    #[schema(pattern = "\\S", min_length = 1, max_length = 100)]
     pub name: String,
 }
 
@@ -86,9 +91,28 @@ pub struct TokenView {
 #[serde(deny_unknown_fields)]
 pub struct AddHostRequest {
     /// IP address the host's agent will listen on.
+    #[schema(schema_with = ip_address)]
     pub address: String,
+    /// Default: `host-` and the address with dashes.
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
     pub name: Option<String>,
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
     pub zone: Option<String>,
+}
+
+/// An IPv4 or IPv6 address, as `std::net::IpAddr` reads it.
+fn ip_address() -> utoipa::openapi::Schema {
+    use utoipa::openapi::KnownFormat;
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let ip = |f| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(f)));
+    OneOfBuilder::new().item(ip(KnownFormat::Ipv4)).item(ip(KnownFormat::Ipv6)).build().into()
+}
+
+/// TCP ports, 1 to 65535, or null for the default ones.
+fn port_list() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let port = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(65535));
+    ArrayBuilder::new().schema_type(SchemaType::from_iter([Type::Array, Type::Null])).items(port).build().into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -179,10 +203,14 @@ pub struct CheckRequest {
     #[serde(default)]
     pub hosts: Vec<String>,
     /// `production` (the seed's table, default) or `sandbox`.
+    #[schema(value_type = Option<Profile>)]
     pub profile: Option<String>,
-    /// Where databases will live; default from the server's config.
+    /// Where databases will live, an absolute path; default from the
+    /// server's config.
+    #[schema(pattern = "^/")]
     pub data_dir: Option<String>,
     /// Ports that must be free; default the MariaDB/Galera ones.
+    #[schema(schema_with = port_list)]
     pub ports: Option<Vec<u16>>,
 }
 
@@ -209,8 +237,12 @@ pub struct CheckResponse {
 #[serde(deny_unknown_fields)]
 pub struct PrepareRequest {
     /// Hosts to prepare (id, name or address); at least one.
+    #[schema(min_items = 1)]
     pub hosts: Vec<String>,
+    #[schema(value_type = Option<Profile>)]
     pub profile: Option<String>,
+    /// An absolute path; default from the server's config.
+    #[schema(pattern = "^/")]
     pub data_dir: Option<String>,
     /// OS user that will own the directories; default `mysql` when it
     /// exists on the host, else the agent's user.
@@ -406,7 +438,8 @@ pub struct ClusterCredentials {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetParamsRequest {
-    /// MariaDB parameters to set, e.g. `{"max_connections": "500"}`.
+    /// MariaDB parameters to set, e.g. `{"max_connections": "500"}`: keys
+    /// and values from the server's catalog (the document lists them).
     pub params: std::collections::BTreeMap<String, String>,
 }
 
@@ -433,6 +466,7 @@ pub struct ServerOpQuery {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddServersRequest {
+    #[schema(min_items = 1)]
     pub servers: Vec<NewServer>,
 }
 
@@ -440,11 +474,13 @@ pub struct AddServersRequest {
 #[serde(deny_unknown_fields)]
 pub struct NewServer {
     /// An existing zone or a new one (a new zone gets its own proxy).
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
     pub zone: String,
     /// The host it runs on: id, name or address.
     pub host: String,
     /// Default: the ports of the cluster's first server.
     #[serde(default)]
+    #[schema(value_type = Option<ServerPorts>)]
     pub ports: Option<atoll_core::Ports>,
 }
 
@@ -501,4 +537,143 @@ pub struct PlatformCheckView {
     pub results: Vec<CheckResult>,
     /// The server that ran it.
     pub answered_by: String,
+}
+
+/// A precheck profile: `production` (the seed's table) or `sandbox` (what
+/// Atoll measurably needs, for trying it out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Production,
+    Sandbox,
+}
+
+/// `POST /api/v1/clusters`: a cluster as requested. The handler reads it as
+/// `atoll_core::ClusterSpec`, whose rules (`layout_problems`) are written
+/// here as the schema; the two shapes are kept equal by a test below.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClusterRequest {
+    /// A lowercase letter, then lowercase letters, digits or dashes.
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
+    pub name: String,
+    #[serde(default)]
+    pub durability: atoll_core::Durability,
+    /// An odd number of servers with distinct names, in at least three
+    /// zones unless `allow_single_zone`.
+    #[schema(min_items = 1)]
+    pub servers: Vec<ClusterServerRequest>,
+    /// MariaDB parameters (`my.cnf` keys), from the server's catalog.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Fewer than three zones only with this set (no zone may fail then).
+    #[serde(default)]
+    pub allow_single_zone: bool,
+    /// The engine build every server runs: the name of a package pushed to
+    /// its hosts (`atoll package push`); absent runs the hosts' system
+    /// packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z][a-z0-9._-]*$", min_length = 1, max_length = 63)]
+    pub engine: Option<String>,
+    /// The proxies applications connect through.
+    #[serde(default)]
+    pub proxy: ProxyRequest,
+}
+
+/// One database server of a new cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterServerRequest {
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
+    pub name: String,
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
+    pub zone: String,
+    /// The host it runs on: id, name or address.
+    pub host: String,
+    /// Default: 3306, 4567, 4568 and 4444.
+    #[serde(default)]
+    pub ports: ServerPorts,
+}
+
+/// The four ports of one database server on its host: distinct, none 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPorts {
+    #[schema(minimum = 1, maximum = 65535)]
+    pub sql: u16,
+    /// Galera group communication.
+    #[schema(minimum = 1, maximum = 65535)]
+    pub gcomm: u16,
+    /// Incremental state transfer.
+    #[schema(minimum = 1, maximum = 65535)]
+    pub ist: u16,
+    /// Snapshot state transfer (rsync).
+    #[schema(minimum = 1, maximum = 65535)]
+    pub sst: u16,
+}
+
+impl Default for ServerPorts {
+    fn default() -> Self {
+        let p = atoll_core::Ports::default();
+        Self { sql: p.sql, gcomm: p.gcomm, ist: p.ist, sst: p.sst }
+    }
+}
+
+/// The proxies of a new cluster: one per zone, on the host of the zone's
+/// first server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyRequest {
+    pub enabled: bool,
+    /// Read-write connections: to the writer.
+    #[schema(minimum = 1, maximum = 65535)]
+    pub rw_port: u16,
+    /// Read-only connections: balanced over synced servers, own zone first.
+    #[schema(minimum = 1, maximum = 65535)]
+    pub ro_port: u16,
+    /// Metrics and status.
+    #[schema(minimum = 1, maximum = 65535)]
+    pub admin_port: u16,
+}
+
+impl Default for ProxyRequest {
+    fn default() -> Self {
+        let p = atoll_core::ProxySpec::default();
+        Self { enabled: p.enabled, rw_port: p.rw_port, ro_port: p.ro_port, admin_port: p.admin_port }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use atoll_core::{ClusterSpec, ProxySpec, ServerSpec};
+
+    /// The documented request and the domain type the handler reads have
+    /// one shape: each reads the other's JSON (both refuse unknown
+    /// fields), defaults included.
+    #[test]
+    fn cluster_request_documents_cluster_spec() {
+        let spec = ClusterSpec {
+            name: "orders".into(),
+            durability: atoll_core::Durability::Fast,
+            servers: vec![ServerSpec {
+                name: "orders-1".into(),
+                zone: "z1".into(),
+                host: "db1".into(),
+                ports: atoll_core::Ports { sql: 1, gcomm: 2, ist: 3, sst: 4 },
+            }],
+            params: [("max_connections".to_string(), "500".to_string())].into(),
+            allow_single_zone: true,
+            engine: Some("mariadb-11.8".into()),
+            proxy: ProxySpec { enabled: false, rw_port: 5, ro_port: 6, admin_port: 7 },
+        };
+        let json = serde_json::to_value(&spec).unwrap();
+        let request: CreateClusterRequest = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&request).unwrap(), json);
+        let minimal = serde_json::json!({ "name": "a", "servers": [{ "name": "a-1", "zone": "z", "host": "h" }] });
+        let (request, spec): (CreateClusterRequest, ClusterSpec) =
+            (serde_json::from_value(minimal.clone()).unwrap(), serde_json::from_value(minimal).unwrap());
+        assert_eq!(serde_json::to_value(request).unwrap(), serde_json::to_value(spec).unwrap());
+    }
 }

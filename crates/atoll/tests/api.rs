@@ -31,74 +31,163 @@ async fn raw(p: &Platform, method: &str, path: &str, token: Option<&str>, body: 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn viewer_token(p: &Platform, admin: &Client) -> String {
-    let _: UserView = admin
-        .post(
-            "/api/v1/users",
-            &CreateUserRequest { name: "vera".into(), password: "viewer-password-1".into(), role: atoll_core::Role::Viewer },
-        )
-        .await
-        .unwrap();
-    let mut c = Client::new(&p.url, None);
-    let r: LoginResponse =
-        c.post("/api/v1/auth/login", &LoginRequest { username: "vera".into(), password: "viewer-password-1".into() }).await.unwrap();
-    assert!(r.must_change_password, "a new user must choose a password");
-    c.set_token(Some(r.token.clone()));
-    // Until then, everything else is refused.
-    let (code, msg) = status(c.get::<Vec<HostListItem>>("/api/v1/hosts").await);
-    assert_eq!(code, 403);
-    assert!(msg.contains("new password"), "{msg}");
+/// A new user with `role`: logged in, with a password of their own and an
+/// API token (a token, unlike a session, outlives a logout).
+async fn user_token(p: &Platform, admin: &Client, name: &str, role: atoll_core::Role) -> String {
+    let (c, _) = pending_session(p, admin, name, role).await;
     let _: Value = c
         .post(
             "/api/v1/auth/password",
-            &ChangePasswordRequest { current_password: "viewer-password-1".into(), new_password: "viewer-password-2".into() },
+            &ChangePasswordRequest { current_password: format!("{name}-password-1"), new_password: format!("{name}-password-2") },
         )
         .await
         .unwrap();
-    r.token
+    let t: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "tests".into() }).await.unwrap();
+    t.token
 }
 
+/// A new user with `role`, logged in, who has not chosen a password yet,
+/// and the session's token.
+async fn pending_session(p: &Platform, admin: &Client, name: &str, role: atoll_core::Role) -> (Client, String) {
+    let _: UserView =
+        admin.post("/api/v1/users", &CreateUserRequest { name: name.into(), password: format!("{name}-password-1"), role }).await.unwrap();
+    let mut c = Client::new(&p.url, None);
+    let r: LoginResponse =
+        c.post("/api/v1/auth/login", &LoginRequest { username: name.into(), password: format!("{name}-password-1") }).await.unwrap();
+    assert!(r.must_change_password, "a new user must choose a password");
+    c.set_token(Some(r.token.clone()));
+    (c, r.token)
+}
+
+/// The one public route of the document.
+const PUBLIC: &[(&str, &str)] = &[("POST", "/api/v1/auth/login")];
+/// Routes outside the document that answer anyone: health, readiness and
+/// the document itself.
+const PUBLIC_UNDOCUMENTED: &[&str] = &["/healthz", "/readyz", "/api/v1/openapi.json"];
+/// The routes a logged-in caller may use before choosing a password (they
+/// carry no role in the document).
+const BEFORE_NEW_PASSWORD: &[(&str, &str)] =
+    &[("GET", "/api/v1/auth/me"), ("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/password")];
+/// The writes a viewer may make: to their own session, password and
+/// tokens. Every other write needs the operator or admin role.
+const VIEWER_WRITES: &[(&str, &str)] =
+    &[("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/password"), ("POST", "/api/v1/tokens"), ("DELETE", "/api/v1/tokens/{id}")];
+
+/// Who may call an operation, as its `security` in the document says: a
+/// bearer scope names the least role (see `api/mod.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Public,
+    /// Any logged-in caller, also one who must still choose a password.
+    LoggedIn,
+    Role(atoll_core::Role),
+}
+
+fn access(op: &Value) -> Access {
+    let Some(requirements) = op["security"].as_array() else { return Access::LoggedIn };
+    if requirements.iter().any(|r| r.as_object().is_some_and(|o| o.is_empty())) {
+        return Access::Public;
+    }
+    let scopes: Vec<&str> = requirements.iter().filter_map(|r| r["bearer"].as_array()).flatten().filter_map(Value::as_str).collect();
+    match scopes.as_slice() {
+        [] => Access::LoggedIn,
+        [role] => Access::Role(role.parse().unwrap_or_else(|e| panic!("unknown role scope {role:?}: {e}"))),
+        more => panic!("several role scopes {more:?}"),
+    }
+}
+
+/// Every route of the OpenAPI document, with its path parameters filled
+/// in: without credentials it is refused (login aside); each role below the
+/// one its marker names is refused, each role at or above it is not; a
+/// user who must still choose a password is refused everything but the
+/// routes to do so. A route added without authentication, or whose marker
+/// says other than its extractor, fails here.
 #[tokio::test]
-async fn every_route_refuses_anonymous_calls_and_viewer_writes() {
+async fn every_route_refuses_callers_below_its_documented_role() {
+    use atoll_core::Role;
     let mut p = Platform::start(ServerOpts::default()).await.unwrap();
     let admin = p.login_admin().await.unwrap();
-    let viewer = viewer_token(&p, &admin).await;
+    let tokens = [
+        (Role::Viewer, user_token(&p, &admin, "vera", Role::Viewer).await),
+        (Role::Operator, user_token(&p, &admin, "otto", Role::Operator).await),
+        (Role::Admin, p.token.clone().unwrap()),
+    ];
+    let (_, pending) = pending_session(&p, &admin, "pia", Role::Admin).await;
+    let (code, body) = raw(&p, "GET", "/api/v1/hosts", Some(&pending), None).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("new password"), "{body}");
 
+    for path in PUBLIC_UNDOCUMENTED {
+        let resp = reqwest::get(format!("{}{path}", p.url)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "GET {path} without credentials");
+    }
     let spec: Value = reqwest::get(format!("{}/api/v1/openapi.json", p.url)).await.unwrap().json().await.unwrap();
     let paths = spec["paths"].as_object().expect("openapi paths");
-    assert!(paths.len() >= 15, "only {} paths documented", paths.len());
-    let mut checked = 0;
+    let mut routes = Vec::new();
     for (path, item) in paths {
-        let concrete = path.replace("{host}", "nohost").replace("{id}", "noid").replace("{step}", "nostep").replace("{name}", "noname");
-        for method in ["get", "post", "delete", "put", "patch"] {
-            if item.get(method).is_none() {
-                continue;
+        for (method, op) in item.as_object().unwrap() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                routes.push((method.to_uppercase(), path.clone(), access(op)));
             }
-            let m = method.to_uppercase();
-            if path == "/api/v1/auth/login" {
-                continue; // the one public route
-            }
-            let (code, body) = raw(&p, &m, &concrete, None, Some("{}")).await;
-            assert_eq!(code, 401, "{m} {path} without credentials answered {code} {body}");
-            assert!(body["message"].as_str().is_some_and(|s| !s.is_empty()), "{m} {path}: error without message");
-            let is_write = m != "GET" && !path.starts_with("/api/v1/auth/");
-            let own_token_ops = path.starts_with("/api/v1/tokens");
-            if is_write && !own_token_ops {
-                let (code, body) = raw(&p, &m, &concrete, Some(&viewer), Some("{}")).await;
-                assert_eq!(code, 403, "{m} {path} as viewer answered {code} {body}");
-            }
-            checked += 1;
         }
     }
-    assert!(checked >= 18, "checked only {checked} routes");
-    // A viewer reads fine.
-    let (code, _) = raw(&p, "GET", "/api/v1/hosts", Some(&viewer), None).await;
-    assert_eq!(code, 200);
-    // Admin-only reads are refused to a viewer too.
-    for path in ["/api/v1/users", "/api/v1/join-tokens"] {
-        let (code, _) = raw(&p, "GET", path, Some(&viewer), None).await;
-        assert_eq!(code, 403, "GET {path} as viewer");
+    // The pending caller's logout ends its session: last.
+    routes.sort_by_key(|(m, path, _)| (path == "/api/v1/auth/logout", m.clone(), path.clone()));
+    let mut seen = std::collections::BTreeMap::new();
+    for (m, path, access) in &routes {
+        let route = (m.as_str(), path.as_str());
+        let is_write = m != "GET";
+        assert_eq!(*access == Access::Public, PUBLIC.contains(&route), "{m} {path} is {access:?} in the document");
+        assert_eq!(
+            *access == Access::LoggedIn,
+            BEFORE_NEW_PASSWORD.contains(&route),
+            "{m} {path} carries no role: mark it in its #[utoipa::path] with security((\"bearer\" = [\"viewer\"])) (or operator, admin)"
+        );
+        if is_write && matches!(access, Access::LoggedIn | Access::Role(Role::Viewer)) {
+            assert!(VIEWER_WRITES.contains(&route), "{m} {path} is a write a viewer may make: mark it operator or admin");
+        }
+        let mut concrete = path.clone();
+        while let Some(start) = concrete.find('{') {
+            let end = concrete[start..].find('}').unwrap() + start;
+            concrete.replace_range(start..=end, &format!("no-{}", &path[start + 1..end].replace(['{', '}'], "")));
+        }
+        let body = is_write.then_some("{}");
+        let call = |token: Option<String>| {
+            let (m, concrete) = (m.clone(), concrete.clone());
+            let p = &p;
+            async move { raw(p, &m, &concrete, token.as_deref(), body).await }
+        };
+
+        let (code, body) = call(None).await;
+        if *access == Access::Public {
+            assert_ne!(code, 401, "{m} {path} is public but refused a call without credentials: {body}");
+        } else {
+            assert_eq!(code, 401, "{m} {path} without credentials answered {code} {body}");
+            assert!(body["message"].as_str().is_some_and(|s| !s.is_empty()), "{m} {path}: error without message");
+        }
+        let (code, body) = call(Some(pending.clone())).await;
+        match access {
+            Access::Role(_) => assert_eq!(code, 403, "{m} {path} answered {code} to a user who must choose a password: {body}"),
+            _ => assert!(![401, 403].contains(&code), "{m} {path} refused a user who must choose a password: {code} {body}"),
+        }
+        for (role, token) in &tokens {
+            let (code, body) = call(Some(token.clone())).await;
+            let needed = match access {
+                Access::Role(r) => *r,
+                _ => Role::Viewer,
+            };
+            if role.allows(needed) {
+                assert!(![401, 403].contains(&code), "{m} {path} is marked {needed} but refused a(n) {role}: {code} {body}");
+                assert!(code < 500, "{m} {path} as {role}: {code} {body}");
+            } else {
+                assert_eq!(code, 403, "{m} {path} is marked {needed} but a(n) {role} got {code} {body}");
+            }
+        }
+        *seen.entry(format!("{access:?}")).or_insert(0) += 1;
     }
+    assert!(routes.len() >= 60, "only {} routes documented", routes.len());
+    assert!(seen.get("Role(Admin)").is_some_and(|n| *n >= 8), "admin-only routes: {seen:?}");
+    assert!(seen.get("Role(Operator)").is_some_and(|n| *n >= 30), "operator routes: {seen:?}");
 }
 
 #[tokio::test]

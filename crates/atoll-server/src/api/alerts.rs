@@ -48,7 +48,7 @@ pub struct AlarmQuery {
 }
 
 /// Alarms, newest first, with the silence covering each.
-#[utoipa::path(get, path = "/api/v1/alerts/alarms", tag = "alerts", params(AlarmQuery),
+#[utoipa::path(get, path = "/api/v1/alerts/alarms", tag = "alerts", security(("bearer" = ["viewer"])), params(AlarmQuery),
     responses((status = 200, body = Vec<AlarmView>), (status = 400, body = ErrorBody)))]
 async fn list_alarms(State(state): State<AppState>, _: Caller, Query(q): Query<AlarmQuery>) -> ApiResult<Json<Vec<AlarmView>>> {
     let wanted = q.state.as_deref().unwrap_or("active");
@@ -79,12 +79,12 @@ async fn list_alarms(State(state): State<AppState>, _: Caller, Query(q): Query<A
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts/rules", tag = "alerts", responses((status = 200, body = Vec<Rule>)))]
+#[utoipa::path(get, path = "/api/v1/alerts/rules", tag = "alerts", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<Rule>)))]
 async fn list_rules(State(state): State<AppState>, _: Caller) -> ApiResult<Json<Vec<Rule>>> {
     Ok(Json(docs::rules(&state).await.map_err(internal)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/alerts/rules/{name}", tag = "alerts", security(("bearer" = ["viewer"])), params(("name" = String, Path)),
     responses((status = 200, body = Rule), (status = 404, body = ErrorBody)))]
 async fn get_rule(State(state): State<AppState>, _: Caller, Path(name): Path<String>) -> ApiResult<Json<Rule>> {
     Ok(Json(find_rule(&state, &name).await?))
@@ -100,7 +100,7 @@ fn check_rule(rule: &Rule) -> ApiResult<()> {
 }
 
 /// Adds a rule; it is evaluated from the next round (one scrape interval).
-#[utoipa::path(post, path = "/api/v1/alerts/rules", tag = "alerts", request_body = Rule,
+#[utoipa::path(post, path = "/api/v1/alerts/rules", tag = "alerts", security(("bearer" = ["operator"])), request_body = Rule,
     responses((status = 201, body = Rule), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_rule(
     State(state): State<AppState>,
@@ -116,7 +116,7 @@ async fn create_rule(
 
 /// Replaces a rule (its name stays); built-in rules may be changed and
 /// disabled, and stay built-in.
-#[utoipa::path(put, path = "/api/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)), request_body = Rule,
+#[utoipa::path(put, path = "/api/v1/alerts/rules/{name}", tag = "alerts", security(("bearer" = ["operator"])), params(("name" = String, Path)), request_body = Rule,
     responses((status = 200, body = Rule), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn put_rule(
     State(state): State<AppState>,
@@ -136,7 +136,7 @@ async fn put_rule(
 }
 
 /// Deletes a rule; its alarms resolve at the next round.
-#[utoipa::path(delete, path = "/api/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/alerts/rules/{name}", tag = "alerts", security(("bearer" = ["operator"])), params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "a built-in rule")))]
 async fn delete_rule(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let rule = find_rule(&state, &name).await?;
@@ -151,7 +151,7 @@ async fn delete_rule(State(state): State<AppState>, Operator(caller): Operator, 
 }
 
 /// Silences, the active ones first, then those that ended (newest first).
-#[utoipa::path(get, path = "/api/v1/alerts/silences", tag = "alerts", responses((status = 200, body = Vec<Silence>)))]
+#[utoipa::path(get, path = "/api/v1/alerts/silences", tag = "alerts", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<Silence>)))]
 async fn list_silences(State(state): State<AppState>, _: Caller) -> ApiResult<Json<Vec<Silence>>> {
     let mut all = docs::silences(&state).await.map_err(internal)?;
     let now = now_ms();
@@ -159,7 +159,7 @@ async fn list_silences(State(state): State<AppState>, _: Caller) -> ApiResult<Js
     Ok(Json(all))
 }
 
-#[utoipa::path(post, path = "/api/v1/alerts/silences", tag = "alerts", request_body = CreateSilence,
+#[utoipa::path(post, path = "/api/v1/alerts/silences", tag = "alerts", security(("bearer" = ["operator"])), request_body = CreateSilence,
     responses((status = 201, body = Silence), (status = 400, body = ErrorBody)))]
 async fn create_silence(
     State(state): State<AppState>,
@@ -187,7 +187,7 @@ async fn create_silence(
 }
 
 /// Ends a silence now; it stays listed as history for a week.
-#[utoipa::path(delete, path = "/api/v1/alerts/silences/{id}", tag = "alerts", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/alerts/silences/{id}", tag = "alerts", security(("bearer" = ["operator"])), params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn expire_silence(State(state): State<AppState>, Operator(caller): Operator, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let doc = state.store.get_doc(DocKind::Silence, &id).await?;
@@ -203,7 +203,7 @@ async fn expire_silence(State(state): State<AppState>, Operator(caller): Operato
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts/channels", tag = "alerts", responses((status = 200, body = Vec<ChannelView>)))]
+#[utoipa::path(get, path = "/api/v1/alerts/channels", tag = "alerts", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<ChannelView>)))]
 async fn list_channels(State(state): State<AppState>, _: Caller) -> ApiResult<Json<Vec<ChannelView>>> {
     let mut out = Vec::new();
     for channel in docs::channels(&state).await.map_err(internal)? {
@@ -217,7 +217,7 @@ fn check_channel(c: &Channel) -> ApiResult<()> {
     c.validate().map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-#[utoipa::path(post, path = "/api/v1/alerts/channels", tag = "alerts", request_body = Channel,
+#[utoipa::path(post, path = "/api/v1/alerts/channels", tag = "alerts", security(("bearer" = ["admin"])), request_body = Channel,
     responses((status = 201, body = Channel), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_channel(
     State(state): State<AppState>,
@@ -230,7 +230,7 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-#[utoipa::path(put, path = "/api/v1/alerts/channels/{name}", tag = "alerts", params(("name" = String, Path)), request_body = Channel,
+#[utoipa::path(put, path = "/api/v1/alerts/channels/{name}", tag = "alerts", security(("bearer" = ["admin"])), params(("name" = String, Path)), request_body = Channel,
     responses((status = 200, body = Channel), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn put_channel(
     State(state): State<AppState>,
@@ -253,7 +253,7 @@ async fn put_channel(
     Ok(Json(c))
 }
 
-#[utoipa::path(delete, path = "/api/v1/alerts/channels/{name}", tag = "alerts", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/alerts/channels/{name}", tag = "alerts", security(("bearer" = ["admin"])), params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_channel(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<StatusCode> {
     if !state.store.delete_doc(DocKind::Channel, &name).await? {
@@ -269,7 +269,7 @@ async fn delete_channel(State(state): State<AppState>, Admin(caller): Admin, Pat
 
 /// Sends a test notification through the channel now, once, and says how
 /// it went (also recorded in the channel's status).
-#[utoipa::path(post, path = "/api/v1/alerts/channels/{name}/test", tag = "alerts", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/alerts/channels/{name}/test", tag = "alerts", security(("bearer" = ["operator"])), params(("name" = String, Path)),
     responses((status = 200, body = ChannelTest), (status = 404, body = ErrorBody)))]
 async fn test_channel(State(state): State<AppState>, Operator(caller): Operator, Path(name): Path<String>) -> ApiResult<Json<ChannelTest>> {
     let doc = state.store.get_doc(DocKind::Channel, &name).await?;

@@ -25,7 +25,7 @@ pub struct AuditQuery {
 }
 
 /// Newest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = Vec<AuditView>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = ["viewer"])), params(AuditQuery), responses((status = 200, body = Vec<AuditView>), (status = 401, body = ErrorBody)))]
 async fn list_audit(State(state): State<AppState>, _caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Json<Vec<AuditView>>> {
     Ok(Json(audit_page(&state, q).await?))
 }

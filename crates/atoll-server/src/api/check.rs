@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Every item passes on a healthy platform; each failure names the node
 /// and the fix.
-#[utoipa::path(get, path = "/api/v1/platform/check", tag = "platform", responses((status = 200, body = PlatformCheckView), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/platform/check", tag = "platform", security(("bearer" = ["viewer"])), responses((status = 200, body = PlatformCheckView), (status = 401, body = ErrorBody)))]
 async fn platform_check(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<PlatformCheckView>> {
     let now = now_ms();
     let records = state.store.list_platform_servers().await?;

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use atoll_api::ErrorBody;
 use atoll_api::v1::{
-    AddServersRequest, ClusterCredentials, ClusterView, DeleteClusterQuery, RemoveServerQuery, ServerOpQuery, SetParamsRequest, TaskView,
+    AddServersRequest, ClusterCredentials, ClusterView, CreateClusterRequest, DeleteClusterQuery, RemoveServerQuery, ServerOpQuery,
+    SetParamsRequest, TaskView,
 };
 use atoll_core::time::now_ms;
 use atoll_core::{ClusterSpec, ClusterStatus, ServerSpec};
@@ -40,6 +41,54 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_server))
 }
 
+/// Writes the parameter catalog into the document: the `params` of a
+/// cluster request and of `POST /api/v1/clusters/{name}/params` name only
+/// catalog keys, each with the shape of its values (their ranges are in
+/// the descriptions: a value is a string, as in `my.cnf`).
+pub(super) fn document_params(spec: &mut utoipa::openapi::OpenApi) {
+    use atoll_engine::params::Kind;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+    let mut params = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .description(Some("MariaDB parameters (`my.cnf` keys) from the catalog; values are strings as in `my.cnf`"));
+    for def in atoll_engine::params::catalog() {
+        let value = ObjectBuilder::new().schema_type(Type::String);
+        let value = match def.kind {
+            Kind::Int { min, max } => value.pattern(Some("^[0-9]+$")).description(Some(format!("a whole number, {min} to {max}"))),
+            Kind::Size { min, max } => value
+                .pattern(Some("^[0-9]+[KMGTkmgt]?$"))
+                .description(Some(format!("bytes, or a number with K, M, G or T (powers of 1024); {min} to {max} bytes"))),
+            Kind::Seconds { min, max } => {
+                value.pattern(Some("^[0-9]+(\\.[0-9]{1,6})?$")).description(Some(format!("seconds, {min} to {max}")))
+            }
+            Kind::Bool => value.pattern(Some("^([Oo][Nn]|[Oo][Ff][Ff]|1|0)$")),
+            Kind::Enum(choices) => value.enum_values(Some(choices.iter().copied())),
+            Kind::Name => value.pattern(Some("^[A-Za-z0-9_]+$")),
+            Kind::SqlModes => value.pattern(Some("^([A-Za-z_]+(,[A-Za-z_]+)*)?$")),
+            Kind::LogBin => value.pattern(Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")),
+        };
+        let value = if def.note.is_empty() { value } else { value.title(Some(def.note)) };
+        params = params.property(def.name, value);
+    }
+    let params: Schema = params.build().into();
+    let Some(components) = spec.components.as_mut() else { return };
+    for (schema, min) in [("SetParamsRequest", Some(1)), ("CreateClusterRequest", None)] {
+        if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema)
+            && let Some(RefOr::T(Schema::Object(p))) = o.properties.get_mut("params")
+        {
+            let description = p.description.clone();
+            let mut with = params.clone();
+            if let Schema::Object(w) = &mut with {
+                w.min_properties = min;
+                w.description = description.or(w.description.take());
+            }
+            o.properties.insert("params".into(), RefOr::T(with));
+        }
+    }
+}
+
 pub(super) async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterRecord, Vec<atoll_store::DbServerRecord>)> {
     let c = state
         .store
@@ -50,7 +99,7 @@ pub(super) async fn load(state: &AppState, name: &str) -> ApiResult<(ClusterReco
     Ok((c, servers))
 }
 
-#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", responses((status = 200, body = Vec<ClusterView>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<ClusterView>), (status = 401, body = ErrorBody)))]
 async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ClusterView>>> {
     let hosts = view::host_names(&state).await?;
     let mut out = Vec::new();
@@ -60,7 +109,7 @@ async fn list_clusters(State(state): State<AppState>, _caller: Caller) -> ApiRes
     Ok(Json(out))
 }
 
-#[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", security(("bearer" = ["viewer"])), params(("name" = String, Path)),
     responses((status = 200, body = ClusterView), (status = 404, body = ErrorBody)))]
 async fn get_cluster(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<ClusterView>> {
     let (c, _) = load(&state, &name).await?;
@@ -70,7 +119,7 @@ async fn get_cluster(State(state): State<AppState>, _caller: Caller, Path(name):
 /// Validates the whole request (topology, parameters, hosts, ports, a live
 /// precheck) and reports every problem at once; then records the cluster
 /// and starts the task that creates it.
-#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = ClusterSpec,
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = ["operator"])), request_body = CreateClusterRequest,
     responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_cluster(
     State(state): State<AppState>,
@@ -122,8 +171,8 @@ async fn create_cluster(
 }
 
 /// The administrator account of a cluster (admin only; audited).
-#[utoipa::path(get, path = "/api/v1/clusters/{name}/credentials", tag = "clusters", params(("name" = String, Path)),
-    responses((status = 200, body = ClusterCredentials), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/credentials", tag = "clusters", security(("bearer" = ["admin"])), params(("name" = String, Path)),
+    responses((status = 200, body = ClusterCredentials), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the cluster has no servers")))]
 async fn credentials(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<Json<ClusterCredentials>> {
     let (c, servers) = load(&state, &name).await?;
     let password = SealedSecrets::of(&c)?.admin(&state)?;
@@ -184,7 +233,7 @@ async fn operate(state: &AppState, caller: &crate::auth::Caller, name: &str, act
 }
 
 /// Stops every server cleanly, one after another.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/stop", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/stop", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn stop_cluster(
     State(state): State<AppState>,
@@ -195,7 +244,7 @@ async fn stop_cluster(
 }
 
 /// Starts a stopped cluster from its most advanced node.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/start", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/start", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_cluster(
     State(state): State<AppState>,
@@ -207,7 +256,7 @@ async fn start_cluster(
 
 /// Guided recovery of a cluster that lost quorum: stops what is left, reads
 /// every node's position, bootstraps the most advanced, joins the others.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/recover", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/recover", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn recover_cluster(
     State(state): State<AppState>,
@@ -218,7 +267,7 @@ async fn recover_cluster(
 }
 
 /// Restarts every server, one at a time; the others keep serving.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/restart", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/restart", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn restart_cluster(
     State(state): State<AppState>,
@@ -238,8 +287,8 @@ async fn restart_cluster(
 
 /// Changes parameters: checked against the catalog before anything moves,
 /// applied online where MariaDB allows it, else by a rolling restart.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/params", tag = "clusters", params(("name" = String, Path)), request_body = SetParamsRequest,
-    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/params", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)), request_body = SetParamsRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set_params(
     State(state): State<AppState>,
     Operator(caller): Operator,
@@ -275,7 +324,7 @@ async fn set_params(
 
 /// Deletes a cluster: stops its servers and forgets it; data directories
 /// stay unless `purge` is set.
-#[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path), DeleteClusterQuery),
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path), DeleteClusterQuery),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_cluster(
     State(state): State<AppState>,
@@ -331,7 +380,7 @@ async fn server_op(
 
 /// Stops one server cleanly; the writer moves away first. Refused when the
 /// rest would not be a majority, unless `force`.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/stop", tag = "clusters",
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/stop", tag = "clusters", security(("bearer" = ["operator"])),
     params(("name" = String, Path), ("server" = String, Path), ServerOpQuery),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn stop_server(
@@ -345,7 +394,7 @@ async fn stop_server(
 
 /// Starts one stopped server: it rejoins (IST when the donor still has the
 /// writes it missed) and the task waits until it is Synced.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/start", tag = "clusters",
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/start", tag = "clusters", security(("bearer" = ["operator"])),
     params(("name" = String, Path), ("server" = String, Path), ServerOpQuery),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_server(
@@ -359,7 +408,7 @@ async fn start_server(
 
 /// Restarts one server (stop, rejoin, wait for Synced); the writer moves
 /// away first.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/restart", tag = "clusters",
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers/{server}/restart", tag = "clusters", security(("bearer" = ["operator"])),
     params(("name" = String, Path), ("server" = String, Path), ServerOpQuery),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn restart_server(
@@ -374,7 +423,7 @@ async fn restart_server(
 /// Adds servers, validated like a create request (hosts, engine build,
 /// ports, topology, live precheck) and refused whole with every problem;
 /// each joins with a full state transfer, and a new zone gets its proxy.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers", tag = "clusters", params(("name" = String, Path)), request_body = AddServersRequest,
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/servers", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)), request_body = AddServersRequest,
     responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add_servers(
     State(state): State<AppState>,
@@ -444,7 +493,7 @@ async fn add_servers(
 /// leaves the cluster (data kept unless `purge`), a zone left empty loses
 /// its proxy. Refused below three servers or three zones, or without a
 /// majority left running, unless `force`.
-#[utoipa::path(delete, path = "/api/v1/clusters/{name}/servers/{server}", tag = "clusters",
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}/servers/{server}", tag = "clusters", security(("bearer" = ["operator"])),
     params(("name" = String, Path), ("server" = String, Path), RemoveServerQuery),
     responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove_server(

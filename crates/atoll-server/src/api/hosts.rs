@@ -63,6 +63,7 @@ pub fn host_list_item(r: HostSummaryRecord) -> HostListItem {
 #[serde(deny_unknown_fields)]
 pub struct ListHostsQuery {
     /// Page size (at most 1000); without it, every host.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The last name of the previous page (what the `Link: rel="next"`
     /// header carries).
@@ -81,7 +82,7 @@ const MAX_PAGE: u32 = 1000;
 /// themselves are in `GET /api/v1/hosts/{host}`: left out here so a
 /// listing of many hosts stays small and fast. With `limit`, one page in
 /// name order; a `Link: <…>; rel="next"` header points to the next one.
-#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(ListHostsQuery),
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", security(("bearer" = ["viewer"])), params(ListHostsQuery),
     responses((status = 200, body = Vec<HostListItem>, description = "hosts in name order, summarised"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_hosts(
     State(state): State<AppState>,
@@ -119,7 +120,7 @@ async fn list_hosts(
 
 /// Declares a host before its agent runs; returns the command that starts
 /// the agent there.
-#[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", request_body = AddHostRequest,
+#[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", security(("bearer" = ["operator"])), request_body = AddHostRequest,
     responses((status = 201, body = AddedHost), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn add_host(
     State(state): State<AppState>,
@@ -173,7 +174,7 @@ async fn find(state: &AppState, key: &str) -> ApiResult<HostRecord> {
 ///
 /// With its facts (mounts, NICs, sysctls...) and the results of its last
 /// precheck; `GET /api/v1/hosts` lists hosts without them.
-#[utoipa::path(get, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path, description = "id, name or address")),
+#[utoipa::path(get, path = "/api/v1/hosts/{host}", tag = "hosts", security(("bearer" = ["viewer"])), params(("host" = String, Path, description = "id, name or address")),
     responses((status = 200, body = HostView, description = "the host with its facts and last precheck"), (status = 404, body = ErrorBody)))]
 async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<Json<HostView>> {
     Ok(Json(host_view(find(&state, &key).await?)))
@@ -183,8 +184,9 @@ async fn get_host(State(state): State<AppState>, _caller: Caller, Path(key): Pat
 ///
 /// Prometheus text format: CPU time by mode, load, memory and swap, space
 /// per data mount, I/O per disk, traffic per NIC, clock offset.
-#[utoipa::path(get, path = "/api/v1/hosts/{host}/metrics", tag = "hosts", params(("host" = String, Path, description = "id, name or address")),
+#[utoipa::path(get, path = "/api/v1/hosts/{host}/metrics", tag = "hosts", security(("bearer" = ["viewer"])), params(("host" = String, Path, description = "id, name or address")),
     responses((status = 200, body = String, content_type = "text/plain", description = "the host's metrics"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the host's agent has not registered yet"),
         (status = 502, body = ErrorBody, description = "the agent did not answer")))]
 async fn host_metrics(State(state): State<AppState>, _caller: Caller, Path(key): Path<String>) -> ApiResult<axum::response::Response> {
     let h = find(&state, &key).await?;
@@ -198,8 +200,9 @@ async fn host_metrics(State(state): State<AppState>, _caller: Caller, Path(key):
 
 /// Removes a host as a task: optionally purges what `prepare` created, then
 /// forgets the host (its agent stops on its next heartbeat).
-#[utoipa::path(delete, path = "/api/v1/hosts/{host}", tag = "hosts", params(("host" = String, Path), RemoveHostRequest),
-    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/hosts/{host}", tag = "hosts", security(("bearer" = ["operator"])), params(("host" = String, Path), RemoveHostRequest),
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "servers or proxies are placed on it (see `force`), or a task is changing it")))]
 async fn remove_host(
     State(state): State<AppState>,
     Operator(caller): Operator,
@@ -227,7 +230,7 @@ async fn remove_host(
 }
 
 /// Runs the environment precheck now on the given hosts (all by default).
-#[utoipa::path(post, path = "/api/v1/hosts/check", tag = "hosts", request_body = CheckRequest,
+#[utoipa::path(post, path = "/api/v1/hosts/check", tag = "hosts", security(("bearer" = ["operator"])), request_body = CheckRequest,
     responses((status = 200, body = CheckResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn check_hosts(
     State(state): State<AppState>,
@@ -286,7 +289,7 @@ async fn prepare_hosts(
 
 /// Mints a join token (admin only): it admits new hosts until it expires
 /// (or once, when single-use), never a host that is registered already.
-#[utoipa::path(post, path = "/api/v1/join-tokens", tag = "hosts", request_body = JoinTokenRequest,
+#[utoipa::path(post, path = "/api/v1/join-tokens", tag = "hosts", security(("bearer" = ["admin"])), request_body = JoinTokenRequest,
     responses((status = 201, body = JoinTokenView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn mint_join_token(
     State(state): State<AppState>,
@@ -302,7 +305,7 @@ async fn mint_join_token(
 }
 
 /// The live join tokens, without their secrets (admin only).
-#[utoipa::path(get, path = "/api/v1/join-tokens", tag = "hosts",
+#[utoipa::path(get, path = "/api/v1/join-tokens", tag = "hosts", security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<JoinTokenInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_join_tokens(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<JoinTokenInfo>>> {
     let grants = join::list(&state).await?;
@@ -322,7 +325,7 @@ async fn list_join_tokens(State(state): State<AppState>, _: Admin) -> ApiResult<
 
 /// Revokes every platform join token (admin only), to rotate them; the
 /// tokens of declared hosts stay. Hosts that joined are not affected.
-#[utoipa::path(delete, path = "/api/v1/join-tokens", tag = "hosts",
+#[utoipa::path(delete, path = "/api/v1/join-tokens", tag = "hosts", security(("bearer" = ["admin"])),
     responses((status = 200, body = JoinTokensRevoked), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn revoke_join_tokens(State(state): State<AppState>, Admin(caller): Admin) -> ApiResult<Json<JoinTokensRevoked>> {
     let revoked = join::revoke_all(&state).await?;

@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Every metric MonitorDB holds, with its help text, kind and labels.
-#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", responses((status = 200, body = Vec<MetricView>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "metrics", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<MetricView>), (status = 401, body = ErrorBody)))]
 async fn list_metrics(State(state): State<AppState>, _caller: Caller) -> Json<Vec<MetricView>> {
     Json(
         state
@@ -45,8 +45,10 @@ struct QueryParams {
     #[param(rename = "match")]
     matchers: Option<Vec<String>>,
     /// Start, unix milliseconds; default `end` minus `range`.
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     start: Option<i64>,
     /// End, unix milliseconds; default now.
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     end: Option<i64>,
     /// Length of the range when `start` is not given, e.g. `15m`, `6h`, `7d`; default `1h`.
     range: Option<String>,
@@ -67,7 +69,7 @@ struct QueryParams {
 /// The resolution is picked for the range: raw samples up to 6 hours,
 /// minute rollups up to 2 days, hour rollups beyond (and whenever finer
 /// data is past its retention).
-#[utoipa::path(get, path = "/api/v1/metrics/query", tag = "metrics", params(QueryParams),
+#[utoipa::path(get, path = "/api/v1/metrics/query", tag = "metrics", security(("bearer" = ["viewer"])), params(QueryParams),
     responses((status = 200, body = QueryAnswer), (status = 400, body = ErrorBody, description = "unknown metric, bad matcher, impossible range"),
         (status = 401, body = ErrorBody)))]
 async fn query(State(state): State<AppState>, _caller: Caller, RawQuery(raw): RawQuery) -> ApiResult<Json<QueryAnswer>> {
@@ -90,12 +92,20 @@ async fn query(State(state): State<AppState>, _caller: Caller, RawQuery(raw): Ra
     }))
 }
 
-/// Reads a query string; every problem is named.
+/// The latest time a query may name: the end of year 9999.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Reads a query string; every problem is named. Times are bounded, so no
+/// arithmetic on them overflows.
 fn parse_query(raw: &str, now: i64) -> Result<Query, String> {
     let mut metric = None;
     let (mut matchers, mut start, mut end, mut range, mut step, mut rate, mut agg, mut by) =
         (Vec::new(), None, None, 3_600_000, None, false, None, Vec::new());
-    let number = |key: &str, v: &str| v.parse::<i64>().map_err(|_| format!("{key}=`{v}` is not a unix time in milliseconds"));
+    let number = |key: &str, v: &str| match v.parse::<i64>() {
+        Ok(t) if (0..=MAX_TIME_MS).contains(&t) => Ok(t),
+        Ok(_) => Err(format!("{key}=`{v}` is out of range: give a unix time in milliseconds from 0 to {MAX_TIME_MS}")),
+        Err(_) => Err(format!("{key}=`{v}` is not a unix time in milliseconds")),
+    };
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
         let v = value.as_ref();
         match key.as_ref() {
@@ -114,7 +124,8 @@ fn parse_query(raw: &str, now: i64) -> Result<Query, String> {
     }
     let metric = metric.ok_or("metric is missing: name the metric to read (GET /api/v1/metrics lists them)")?;
     let end_ms = end.unwrap_or(now);
-    let start_ms = start.unwrap_or(end_ms - range);
+    // From the epoch at the earliest: a range longer than that reads it all.
+    let start_ms = start.unwrap_or(end_ms.saturating_sub(range).max(0));
     if !by.is_empty() && agg.is_none() {
         return Err("by needs agg (sum, avg, max or min)".into());
     }
@@ -122,7 +133,7 @@ fn parse_query(raw: &str, now: i64) -> Result<Query, String> {
 }
 
 /// The scrape targets and how each one's last scrape went.
-#[utoipa::path(get, path = "/api/v1/metrics/targets", tag = "metrics", responses((status = 200, body = TargetsView), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/metrics/targets", tag = "metrics", security(("bearer" = ["viewer"])), responses((status = 200, body = TargetsView), (status = 401, body = ErrorBody)))]
 async fn targets(State(state): State<AppState>, _caller: Caller) -> Json<TargetsView> {
     let targets = state
         .monitoring
@@ -155,7 +166,7 @@ pub struct SdParams {
 /// writes them as `file_sd_configs` files). Agents are reached through this
 /// server (`/api/v1/hosts/{host}/metrics`), which holds their credentials:
 /// scrape the `agent` job with an API token.
-#[utoipa::path(get, path = "/api/v1/metrics/sd", tag = "metrics", params(SdParams),
+#[utoipa::path(get, path = "/api/v1/metrics/sd", tag = "metrics", security(("bearer" = ["viewer"])), params(SdParams),
     responses((status = 200, body = Vec<SdGroup>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn service_discovery(
     State(state): State<AppState>,
@@ -222,6 +233,8 @@ mod tests {
             ("metric=m&agg=median", "median"),
             ("metric=m&by=server", "needs agg"),
             ("metric=m&start=yesterday", "unix time"),
+            ("metric=m&start=-9223372036854775808", "out of range"),
+            ("metric=m&end=9223372036854775807", "out of range"),
             ("metric=m&limit=5", "unknown parameter `limit`"),
         ] {
             let err = parse_query(bad, 0).expect_err(bad);

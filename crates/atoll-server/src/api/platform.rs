@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Every server of the platform, by URL, with the holder of the
 /// controllers' lease.
-#[utoipa::path(get, path = "/api/v1/platform", tag = "platform", responses((status = 200, body = PlatformView), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/platform", tag = "platform", security(("bearer" = ["viewer"])), responses((status = 200, body = PlatformView), (status = 401, body = ErrorBody)))]
 async fn platform(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<PlatformView>> {
     let now = now_ms();
     let lease = state.store.get_lease(CONTROLLERS).await?.filter(|l| l.expires_ms > now);

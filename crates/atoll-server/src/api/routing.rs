@@ -25,8 +25,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The cluster's routing table, for its proxies (bearer: the cluster's
 /// proxy token) and operators. With `since`, waits up to `wait_ms` for a
 /// version other than `since`.
-#[utoipa::path(get, path = "/api/v1/clusters/{name}/routing", tag = "clusters", params(("name" = String, Path), RoutingQuery),
-    responses((status = 200, body = RoutingTable), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/routing", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path), RoutingQuery),
+    responses((status = 200, body = RoutingTable), (status = 404, body = ErrorBody)))]
 async fn routing(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -70,8 +70,8 @@ async fn routing(
 
 /// Moves the cluster's writer to another synced server. Proxies hold new
 /// read-write connections during the move instead of refusing them.
-#[utoipa::path(post, path = "/api/v1/clusters/{name}/writer", tag = "clusters", params(("name" = String, Path)), request_body = SetWriterRequest,
-    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/writer", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path)), request_body = SetWriterRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody, description = "the cluster has no such server"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set_writer(
     State(state): State<AppState>,
     Operator(caller): Operator,

@@ -79,7 +79,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(ListQuery), responses((status = 200, body = Vec<TaskView>), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = ["viewer"])), params(ListQuery), responses((status = 200, body = Vec<TaskView>), (status = 400, body = ErrorBody)))]
 async fn list_tasks(State(state): State<AppState>, _caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<TaskView>>> {
     let status = q.status.map(|s| s.parse::<TaskStatus>()).transpose().map_err(|e| {
         ApiError::BadRequest(format!("{e}: use running, succeeded, failed, cancelling, cancelled, rolling_back or rolled_back"))
@@ -109,7 +109,7 @@ async fn load(state: &AppState, id: &str) -> ApiResult<TaskView> {
     Ok(task_view(t, steps))
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["viewer"])), params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
 async fn get_task(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
     Ok(Json(load(&state, &id).await?))
 }
@@ -123,7 +123,7 @@ struct LogQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "tasks", params(("id" = String, Path), LogQuery),
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "tasks", security(("bearer" = ["viewer"])), params(("id" = String, Path), LogQuery),
     responses((status = 200, body = Vec<StepLogView>), (status = 404, body = ErrorBody)))]
 async fn task_logs(
     State(state): State<AppState>,
@@ -164,19 +164,19 @@ async fn act(state: &AppState, caller: &Caller, action: &str, id: &str, step: Op
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = ["operator"])), params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_task(State(state): State<AppState>, Operator(caller): Operator, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
     act(&state, &caller, "task.cancel", &id, None).await
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/rollback", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/rollback", tag = "tasks", security(("bearer" = ["operator"])), params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn rollback_task(State(state): State<AppState>, Operator(caller): Operator, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
     act(&state, &caller, "task.rollback", &id, None).await
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step}/retry", tag = "tasks", params(("id" = String, Path), ("step" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step}/retry", tag = "tasks", security(("bearer" = ["operator"])), params(("id" = String, Path), ("step" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry_step(
     State(state): State<AppState>,
@@ -186,7 +186,7 @@ async fn retry_step(
     act(&state, &caller, "task.retry", &id, Some(&step)).await
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step}/skip", tag = "tasks", params(("id" = String, Path), ("step" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step}/skip", tag = "tasks", security(("bearer" = ["operator"])), params(("id" = String, Path), ("step" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn skip_step(
     State(state): State<AppState>,

@@ -27,13 +27,13 @@ fn view(u: UserRecord) -> UserView {
     UserView { name: u.name, role: u.role, must_change_password: u.must_change_password, created_at_ms: u.created_at_ms }
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<UserView>), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = ["admin"])), responses((status = 200, body = Vec<UserView>), (status = 403, body = ErrorBody)))]
 async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<UserView>>> {
     Ok(Json(state.store.list_users().await?.into_iter().map(view).collect()))
 }
 
 /// Creates a user, who must choose a new password at first login.
-#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = ["admin"])), request_body = CreateUserRequest,
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
@@ -59,7 +59,7 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(view(user))))
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users", security(("bearer" = ["admin"])), params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_user(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<StatusCode> {
     if name == caller.user {
@@ -73,7 +73,7 @@ async fn delete_user(State(state): State<AppState>, Admin(caller): Admin, Path(n
 }
 
 /// The caller's tokens (an admin sees everyone's).
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenView>)))]
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<TokenView>)))]
 async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenView>>> {
     let user = (caller.role != Role::Admin).then_some(caller.user.as_str());
     let tokens = state.store.list_api_tokens(user).await?;
@@ -86,7 +86,7 @@ async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult
 }
 
 /// Creates an API token for scripts and the CLI; shown once.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = ["viewer"])), request_body = CreateTokenRequest,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
@@ -111,7 +111,7 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { id: record.id, name: record.name, token })))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = ["viewer"])), params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let mine = state.store.list_api_tokens(Some(&caller.user)).await?.iter().any(|t| t.id == id);
