@@ -2,9 +2,9 @@
 //! half-written `my.cnf`, registry, journal entry or token would outlive a
 //! crash, and a secret must never be readable by others, even briefly.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use crate::confine::Dir;
 
 /// Who should own a file; `None` keeps what creating it gave (the agent's
 /// own uid, its primary group).
@@ -14,23 +14,19 @@ pub(crate) struct Owner {
     pub gid: Option<u32>,
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory
-/// (renamed into place), so readers see the old or the new file, never a
-/// torn one. The mode is set at creation: a secret is never readable, even
-/// briefly.
+/// Writes `bytes` to `path`, in a directory of the agent's own (its data
+/// directory: nobody else can change it), through a temporary file renamed
+/// into place, so readers see the old or the new file, never a torn one.
+/// The mode is set at creation, so a secret is never readable by others,
+/// and the file and its directory reach the disk before this returns. In a
+/// directory the database user owns, use [`Dir::write_atomic`] on a
+/// directory opened through the data root instead.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Owner) -> Result<(), String> {
-    let tmp = path.with_extension("atoll-tmp");
-    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| io("write", e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io("write", e))?;
-    drop(f);
-    // The umask may have narrowed the mode given at creation.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| io("set the mode of", e))?;
-    if owner.uid.is_some() || owner.gid.is_some() {
-        std::os::unix::fs::chown(&tmp, owner.uid, owner.gid).map_err(|e| io("set the owner of", e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("cannot write {}: not a file path", path.display()));
+    };
+    let dir = Dir::open_trusted(dir).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    dir.write_atomic(&name.to_string_lossy(), bytes, mode, owner)
 }
 
 #[cfg(test)]

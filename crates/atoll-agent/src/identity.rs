@@ -35,16 +35,35 @@ impl Identity {
         }
     }
 
-    /// Writes atomically (temp file, then rename), readable by root only.
+    /// Writes atomically (a temporary file renamed into place), readable by
+    /// root only from its creation, and flushed to disk with its directory:
+    /// the token in it is this host's credential, and a crash must leave
+    /// the old file or the new one, never none.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
-        let path = Self::path(dir);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(self)?;
+        crate::files::write_atomic(&Self::path(dir), &bytes, 0o600, crate::files::Owner::default()).map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn identity_is_private_and_survives_a_reload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("agent");
+        let mut id = Identity::load_or_create(&dir).unwrap();
+        id.agent_token = Some("tok".into());
+        id.save(&dir).unwrap();
+        let again = Identity::load_or_create(&dir).unwrap();
+        assert_eq!((again.host_id, again.agent_token.as_deref()), (id.host_id, Some("tok")));
+        assert_eq!(std::fs::metadata(dir.join("identity.json")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
     }
 }
 

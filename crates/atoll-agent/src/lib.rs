@@ -2,6 +2,7 @@
 //! host with the platform, heartbeats with fresh facts, and performs the
 //! probes and operations the server asks for.
 
+pub mod confine;
 pub mod db;
 pub mod facts;
 mod files;
@@ -14,6 +15,7 @@ pub mod packages;
 pub mod probe;
 pub mod process;
 pub mod proxies;
+pub mod redact;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +38,9 @@ pub struct AgentConfig {
     /// Where the agent's API listens; its IP is the host's address.
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The only directory below which the agent makes, gives away and
+    /// removes directories and runs database servers (see [`confine`]).
+    pub data_root: PathBuf,
     pub name: Option<String>,
     pub zone: Option<String>,
     /// How often the host's facts are read (sent when changed, and every
@@ -46,18 +51,20 @@ pub struct AgentConfig {
 /// Runs the agent until `shutdown`, or until the platform says this host
 /// was removed.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let root =
+        confine::DataRoot::new(&config.data_root, &config.data_dir).map_err(|e| anyhow::anyhow!("{e}; choose it with --data-root"))?;
     let identity = Identity::load_or_create(&config.data_dir)?;
-    let db = db::Supervisor::open(&config.data_dir).await?;
+    let db = db::Supervisor::open(&config.data_dir, root.clone()).await?;
     let servers = link::known_servers(&config);
     let proxies = proxies::Proxies::open(&config.data_dir, servers.clone(), shutdown.clone())?;
-    let journal = ops::Journal::open(&config.data_dir)?
+    let journal = ops::Journal::open(&config.data_dir, root.clone())?
         .with_db(db.clone())
         .with_proxies(proxies.clone())
         .with_packages(packages::Packages::new(&config.data_dir, servers.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another --listen address", config.listen))?;
-    tracing::info!(host_id = %identity.host_id, listen = %config.listen, servers = ?servers.all(), "agent starting");
+    tracing::info!(host_id = %identity.host_id, listen = %config.listen, data_root = %root.path().display(), servers = ?servers.all(), "agent starting");
 
     let state = http::AgentState::new(identity.clone(), journal, db, proxies, config.listen.ip());
     let app = http::router(state.clone());

@@ -7,25 +7,55 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use atoll_api::agent::{HostOp, OpJournalEntry, OpResult};
+use atoll_core::secret::constant_time_eq;
 use atoll_core::time::now_ms;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::confine::{ConfineError, DataRoot};
 use crate::db::{DbError, Supervisor};
 use crate::files::{Owner, write_atomic};
 use crate::identity::sha256_hex;
+use crate::redact::redact;
+
+/// Entries are kept this long (a step retried later than this acts
+/// again), except those that record directories made, which `RemoveDirs`
+/// needs for as long as the directories may exist.
+const KEEP_MS: i64 = 30 * 86_400_000;
+/// How often old entries are looked for.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+/// The key of the request digests, in the journal's directory.
+const DIGEST_KEY: &str = ".digest-key";
 
 pub struct Journal {
     dir: PathBuf,
+    /// Keys the digest that tells a repeat from another operation under
+    /// the same key: a plain hash of a request would let a reader of the
+    /// journal try passwords against it.
+    digest_key: String,
+    /// Where `MakeDirs` and `RemoveDirs` may act.
+    root: DataRoot,
     /// Serialises operations: they are few and short, and one lock makes
-    /// "check the journal, act, record" atomic.
-    lock: Mutex<()>,
+    /// "check the journal, act, record" atomic. Holds when old entries
+    /// were last pruned.
+    lock: Mutex<i64>,
     /// Runs the `Db*` operations; without it they are refused.
     db: Option<Supervisor>,
     /// Runs the `Proxy*` operations; without it they are refused.
     proxies: Option<crate::proxies::Proxies>,
     /// Installs engine builds (`PackageInstall`); without it they are refused.
     packages: Option<crate::packages::Packages>,
+}
+
+/// One journal file: the entry with its request's secrets taken out, and
+/// the keyed digest of the whole request (beside the entry's fields, so the
+/// file still reads as an [`OpJournalEntry`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    entry: OpJournalEntry,
+    op_digest: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +67,28 @@ pub enum OpError {
 }
 
 impl Journal {
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// The journal in `data_dir/ops`; directories are made and removed
+    /// only below `root`. Entries written before secrets were taken out
+    /// are rewritten without them, and old ones pruned.
+    pub fn open(data_dir: &Path, root: DataRoot) -> anyhow::Result<Self> {
         let dir = data_dir.join("ops");
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        // Operations carry secrets (a proxy's token): the agent's alone.
+        // The journal is the agent's alone.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| anyhow::anyhow!("cannot restrict {}: {e}", dir.display()))?;
-        Ok(Self { dir, lock: Mutex::new(()), db: None, proxies: None, packages: None })
+        let key_file = dir.join(DIGEST_KEY);
+        let digest_key = match std::fs::read_to_string(&key_file) {
+            Ok(k) if k.trim().len() == 64 => k.trim().to_string(),
+            _ => {
+                let k = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                write_atomic(&key_file, k.as_bytes(), 0o600, Owner::default()).map_err(|e| anyhow::anyhow!(e))?;
+                k
+            }
+        };
+        let j = Self { dir, digest_key, root, lock: Mutex::new(0), db: None, proxies: None, packages: None };
+        j.migrate();
+        j.prune(now_ms());
+        Ok(j)
     }
 
     /// Lets the journal run database operations through `db`.
@@ -81,26 +126,84 @@ impl Journal {
         self.dir.join(format!("{}.json", sha256_hex(key)))
     }
 
-    fn read(&self, key: &str) -> Option<OpJournalEntry> {
+    /// The keyed digest of the whole request, secrets included.
+    fn digest(&self, op: &HostOp) -> String {
+        sha256_hex(&format!("{}\n{}", self.digest_key, serde_json::to_string(op).unwrap_or_default()))
+    }
+
+    fn read(&self, key: &str) -> Option<Stored> {
         std::fs::read(self.entry_path(key)).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
-    fn write(&self, e: &OpJournalEntry) -> Result<(), OpError> {
-        let bytes = serde_json::to_vec_pretty(e).map_err(|err| OpError::Io(err.to_string()))?;
-        write_atomic(&self.entry_path(&e.key), &bytes, 0o600, Owner::default())
+    fn write(&self, s: &Stored) -> Result<(), OpError> {
+        let bytes = serde_json::to_vec_pretty(s).map_err(|err| OpError::Io(err.to_string()))?;
+        write_atomic(&self.entry_path(&s.entry.key), &bytes, 0o600, Owner::default())
             .map_err(|err| OpError::Io(format!("cannot journal operation: {err}")))
     }
 
+    /// Every journal file, with what it holds (`None`: unreadable).
+    fn files(&self) -> Vec<(PathBuf, Option<Stored>)> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        dir.filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let stored = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                (p, stored)
+            })
+            .collect()
+    }
+
+    /// Rewrites entries of an older agent, which kept requests whole
+    /// (passwords and tokens in clear), as entries without secrets.
+    fn migrate(&self) {
+        for (path, stored) in self.files() {
+            if stored.is_some() {
+                continue;
+            }
+            let Some(old) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<OpJournalEntry>(&b).ok()) else { continue };
+            let op_digest = self.digest(&old.op);
+            let entry = OpJournalEntry { op: redact(&old.op), ..old };
+            match self.write(&Stored { entry, op_digest }) {
+                Ok(()) => tracing::info!(file = %path.display(), "journal entry rewritten without its secrets"),
+                Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot rewrite a journal entry without its secrets"),
+            }
+        }
+    }
+
+    /// Forgets entries older than [`KEEP_MS`], but not the records of
+    /// directories made.
+    fn prune(&self, now: i64) {
+        let mut pruned = 0;
+        for (path, stored) in self.files() {
+            let Some(s) = stored else { continue };
+            let made_dirs =
+                matches!(s.entry.op, HostOp::MakeDirs { .. }) && s.entry.detail["created"].as_array().is_some_and(|c| !c.is_empty());
+            if s.entry.at_ms < now - KEEP_MS && !made_dirs && std::fs::remove_file(&path).is_ok() {
+                pruned += 1;
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, keep_days = KEEP_MS / 86_400_000, "old journal entries forgotten");
+        }
+    }
+
     pub async fn execute(&self, key: &str, op: &HostOp) -> Result<OpResult, OpError> {
-        let _guard = self.lock.lock().await;
-        if let Some(mut e) = self.read(key) {
-            if &e.op != op {
+        let mut pruned_at = self.lock.lock().await;
+        let now = now_ms();
+        if now - *pruned_at > PRUNE_EVERY_MS {
+            self.prune(now);
+            *pruned_at = now;
+        }
+        let digest = self.digest(op);
+        if let Some(mut s) = self.read(key) {
+            if !constant_time_eq(s.op_digest.as_bytes(), digest.as_bytes()) {
                 return Err(OpError::Refused(format!("key {key:?} was already used for a different operation")));
             }
-            e.replays += 1;
-            self.write(&e)?;
+            s.entry.replays += 1;
+            self.write(&s)?;
             tracing::info!(key, "operation already done; replaying its result");
-            return Ok(OpResult { key: key.into(), replayed: true, detail: e.detail });
+            return Ok(OpResult { key: key.into(), replayed: true, detail: s.entry.detail });
         }
         let detail = match op {
             HostOp::MakeDirs { paths, owner, mode } => self.make_dirs(paths, owner.as_deref(), *mode)?,
@@ -121,20 +224,15 @@ impl Journal {
                     .await?
             }
         };
-        let entry = OpJournalEntry { key: key.into(), op: op.clone(), executions: 1, replays: 0, at_ms: now_ms(), detail: detail.clone() };
-        self.write(&entry)?;
+        let entry = OpJournalEntry { key: key.into(), op: redact(op), executions: 1, replays: 0, at_ms: now_ms(), detail: detail.clone() };
+        self.write(&Stored { entry, op_digest: digest })?;
         tracing::info!(key, "operation done");
         Ok(OpResult { key: key.into(), replayed: false, detail })
     }
 
+    /// The journal, oldest first, without secrets.
     pub fn entries(&self) -> Vec<OpJournalEntry> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut v: Vec<OpJournalEntry> = dir
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect();
+        let mut v: Vec<OpJournalEntry> = self.files().into_iter().filter_map(|(_, s)| s.map(|s| s.entry)).collect();
         v.sort_by_key(|e| e.at_ms);
         v
     }
@@ -151,9 +249,26 @@ impl Journal {
             .collect()
     }
 
+    /// Makes directories below the data root, walking to each without
+    /// following links, and sets mode and owner on the directory opened.
+    /// The owner is the database user (the default where it exists) or
+    /// root: handing a directory to any other account is refused, as is a
+    /// mode that lets others write or sets special bits.
     fn make_dirs(&self, paths: &[String], owner: Option<&str>, mode: u32) -> Result<Value, OpError> {
-        // Databases run as `mysql`; default to it where it exists.
-        let owner = owner.or_else(|| user_exists("mysql").then_some("mysql"));
+        if mode & !0o775 != 0 {
+            return Err(OpError::Refused(format!(
+                "mode {mode:o} refused: directories get at most 775 (no writing by others, no setuid, setgid or sticky bit)"
+            )));
+        }
+        let owner = match owner {
+            None => user_exists("mysql").then_some("mysql"),
+            Some(o @ ("mysql" | "root")) => Some(o),
+            Some(o) => {
+                return Err(OpError::Refused(format!(
+                    "owner {o:?} refused: data directories belong to the database user mysql or to root, nothing else"
+                )));
+            }
+        };
         let ids = match owner {
             Some(name) => Some(
                 lookup_user(name)
@@ -161,41 +276,44 @@ impl Journal {
             ),
             None => None,
         };
+        // Every path is checked before any is made.
+        let checked = paths.iter().map(|p| self.root.check(p)).collect::<Result<Vec<PathBuf>, ConfineError>>()?;
         let mut created = Vec::new();
-        for p in paths {
-            let path = Path::new(p);
-            if !path.is_absolute() {
-                return Err(OpError::Refused(format!("{p:?} is not an absolute path")));
-            }
+        for (p, path) in paths.iter().zip(&checked) {
+            let (dir, made) = self.root.make_dirs(path)?;
             // Record every missing ancestor too, so a purge removes them all.
-            let mut missing: Vec<&Path> = path.ancestors().take_while(|a| !a.exists()).collect();
-            std::fs::create_dir_all(path).map_err(|e| OpError::Io(format!("cannot create {p}: {e}")))?;
-            missing.reverse();
-            created.extend(missing.iter().map(|m| m.display().to_string()));
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| OpError::Io(format!("cannot set mode of {p}: {e}")))?;
-            if let Some((uid, gid)) = ids {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                    .map_err(|e| OpError::Io(format!("cannot give {p} to {}: {e}", owner.unwrap_or_default())))?;
-            }
+            created.extend(made.iter().map(|m| m.display().to_string()));
+            dir.set_mode_owner(mode, Owner { uid: ids.map(|i| i.0), gid: ids.map(|i| i.1) })
+                .map_err(|e| OpError::Io(format!("cannot set the mode and owner of {p}: {e}")))?;
         }
         Ok(json!({ "paths": paths, "created": created, "owner": owner, "mode": format!("{mode:o}") }))
     }
 
     /// Removes the given directories that atoll created; any other path is
     /// kept and reported, so a purge never deletes what a person made.
+    /// Only below the data root, and never through a link.
     fn remove_dirs(&self, paths: &[String]) -> Result<Value, OpError> {
+        for p in paths {
+            self.root.check(p)?;
+        }
         let ours = self.created_dirs();
         let (mine, kept): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| ours.contains(p));
         let mut removed = Vec::new();
         for p in mine {
-            match std::fs::remove_dir_all(p) {
-                Ok(()) => removed.push(p.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(OpError::Io(format!("cannot remove {p}: {e}"))),
+            if self.root.remove_all(Path::new(p))? {
+                removed.push(p.clone());
             }
         }
         Ok(json!({ "removed": removed, "kept": kept }))
+    }
+}
+
+impl From<ConfineError> for OpError {
+    fn from(e: ConfineError) -> Self {
+        match e {
+            ConfineError::Refused(m) => Self::Refused(m),
+            ConfineError::NotFound(m) | ConfineError::Io(m) => Self::Io(m),
+        }
     }
 }
 
@@ -239,10 +357,16 @@ fn proxy_error(e: crate::proxies::ProxyError) -> OpError {
 mod tests {
     use super::*;
 
+    /// A journal whose data root is `tmp`, its own files in `tmp/agent`.
+    fn journal(tmp: &Path) -> Journal {
+        let agent = tmp.join("agent");
+        Journal::open(&agent, DataRoot::new(tmp, &agent).unwrap()).unwrap()
+    }
+
     #[tokio::test]
     async fn repeated_key_acts_once() {
         let tmp = tempfile::tempdir().unwrap();
-        let j = Journal::open(&tmp.path().join("agent")).unwrap();
+        let j = journal(tmp.path());
         let target = tmp.path().join("a/b").display().to_string();
         let op = HostOp::MakeDirs { paths: vec![target.clone()], owner: None, mode: 0o750 };
         let first = j.execute("t/s/forward", &op).await.unwrap();
@@ -257,6 +381,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&j.dir), 0o700);
         assert_eq!(mode(&j.entry_path("t/s/forward")), 0o600);
+        assert_eq!(mode(&j.dir.join(DIGEST_KEY)), 0o600);
         // A different op under the same key is refused.
         let other = HostOp::RemoveDirs { paths: vec![target.clone()] };
         assert!(j.execute("t/s/forward", &other).await.is_err());
@@ -265,8 +390,10 @@ mod tests {
     #[tokio::test]
     async fn removes_only_what_it_created() {
         let tmp = tempfile::tempdir().unwrap();
-        let j = Journal::open(&tmp.path().join("agent")).unwrap();
-        let existing = tmp.path().display().to_string();
+        let j = journal(tmp.path());
+        let existing = tmp.path().join("made-by-a-person");
+        std::fs::create_dir(&existing).unwrap();
+        let existing = existing.display().to_string();
         let kept = j.execute("k1", &HostOp::RemoveDirs { paths: vec![existing.clone()] }).await.unwrap();
         assert_eq!(kept.detail["kept"][0], existing.as_str());
         assert!(Path::new(&existing).exists());
@@ -274,6 +401,71 @@ mod tests {
         j.execute("k2", &HostOp::MakeDirs { paths: vec![made.clone()], owner: None, mode: 0o755 }).await.unwrap();
         j.execute("k3", &HostOp::RemoveDirs { paths: vec![made.clone()] }).await.unwrap();
         assert!(!Path::new(&made).exists());
+    }
+
+    #[tokio::test]
+    async fn directories_stay_below_the_root_with_a_database_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = journal(tmp.path());
+        let refused = |r: Result<OpResult, OpError>| match r {
+            Err(OpError::Refused(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        };
+        let make =
+            |p: &str, owner: Option<&str>, mode: u32| HostOp::MakeDirs { paths: vec![p.into()], owner: owner.map(String::from), mode };
+        let m = refused(j.execute("1", &make("/etc/atoll", None, 0o750)).await);
+        assert!(m.contains("/etc/atoll is outside this agent's data root") && m.contains("--data-root"), "{m}");
+        let inside = tmp.path().join("db").display().to_string();
+        let m = refused(j.execute("2", &make(&inside, Some("nobody"), 0o750)).await);
+        assert!(m.contains("owner \"nobody\" refused"), "{m}");
+        let m = refused(j.execute("3", &make(&inside, None, 0o4755)).await);
+        assert!(m.contains("mode 4755 refused"), "{m}");
+        let m = refused(j.execute("4", &make(&format!("{inside}/../../etc"), None, 0o750)).await);
+        assert!(m.contains("\"..\""), "{m}");
+        let m = refused(j.execute("5", &make(&tmp.path().join("agent/ops").display().to_string(), None, 0o750)).await);
+        assert!(m.contains("own data directory"), "{m}");
+        let m = refused(j.execute("6", &HostOp::RemoveDirs { paths: vec!["/etc".into()] }).await);
+        assert!(m.contains("outside this agent's data root"), "{m}");
+        assert!(!Path::new(&inside).exists(), "nothing made");
+        // A link planted where a directory goes is refused, not followed.
+        std::os::unix::fs::symlink("/etc", tmp.path().join("db")).unwrap();
+        let m = refused(j.execute("7", &make(&format!("{inside}/c1"), Some("root"), 0o750)).await);
+        assert!(m.contains("is a symbolic link"), "{m}");
+        assert!(j.entries().is_empty(), "refusals are not journaled");
+    }
+
+    #[tokio::test]
+    async fn secrets_are_never_kept_and_old_entries_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = tmp.path().join("agent");
+        let ops = agent.join("ops");
+        std::fs::create_dir_all(&ops).unwrap();
+        let id = atoll_core::DbId::new("c", "s1");
+        let sql = |pw: &str| HostOp::DbSql { id: id.clone(), statements: vec![format!("CREATE USER 'app'@'%' IDENTIFIED BY '{pw}'")] };
+        // Entries as an older agent wrote them: requests whole.
+        let old = |key: &str, op: HostOp, at_ms: i64| {
+            let e = OpJournalEntry { key: key.into(), op, executions: 1, replays: 0, at_ms, detail: json!({ "rows_affected": [0] }) };
+            std::fs::write(ops.join(format!("{}.json", sha256_hex(key))), serde_json::to_vec(&e).unwrap()).unwrap();
+        };
+        old("recent", sql("Secret-Pw-1"), now_ms());
+        old("ancient", sql("Secret-Pw-2"), now_ms() - KEEP_MS - 1);
+        let made = HostOp::MakeDirs { paths: vec!["/x".into()], owner: None, mode: 0o750 };
+        let e = OpJournalEntry { key: "dirs".into(), op: made, executions: 1, replays: 0, at_ms: 1, detail: json!({ "created": ["/x"] }) };
+        std::fs::write(ops.join(format!("{}.json", sha256_hex("dirs"))), serde_json::to_vec(&e).unwrap()).unwrap();
+
+        let j = Journal::open(&agent, DataRoot::new(tmp.path(), &agent).unwrap()).unwrap();
+        let keys: Vec<String> = j.entries().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["dirs", "recent"], "the old entry is gone, the record of directories made stays");
+        for f in std::fs::read_dir(&ops).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            assert!(!text.contains("Secret-Pw"), "{text}");
+        }
+        let HostOp::DbSql { statements, .. } = &j.entries()[1].op else { panic!() };
+        assert_eq!(statements[0], "CREATE USER 'app'@'%' IDENTIFIED BY '<redacted>'");
+        // Replay still tells the same request from another one.
+        let again = j.execute("recent", &sql("Secret-Pw-1")).await.unwrap();
+        assert!(again.replayed);
+        assert!(j.execute("recent", &sql("Other-Pw")).await.unwrap_err().to_string().contains("different operation"));
     }
 
     #[test]

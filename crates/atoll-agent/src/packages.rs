@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -179,7 +180,19 @@ fn extract(archive: &Path, dir: &Path, name: &str, sha256: &str, size: u64) -> R
         messages_dir: found.messages_dir,
     };
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| OpError::Io(e.to_string()))?;
-    std::fs::write(dir.join(RECORD), bytes).map_err(|e| OpError::Io(format!("cannot write the build record: {e}")))?;
+    // Never through a file or link of the tarball's own (one pointing at
+    // /etc/passwd would have root overwrite it).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(dir.join(RECORD))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => OpError::Refused(format!("package {name} holds a file named {RECORD}, which is Atoll's")),
+            _ => OpError::Io(format!("cannot write the build record: {e}")),
+        })?;
+    f.write_all(&bytes).map_err(|e| OpError::Io(format!("cannot write the build record: {e}")))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| OpError::Io(e.to_string()))?;
     Ok(record)
 }
@@ -271,6 +284,8 @@ fn system_build() -> Option<EngineBuild> {
 
 /// `mariadbd --version`, remembered per binary (path, size and mtime), so
 /// facts collected every few seconds do not start a process each time.
+/// Run as the database user, never as root: the binary may come from an
+/// uploaded package. Without that user, the version stays unknown.
 fn version_of(mariadbd: &Path) -> Option<String> {
     /// (path, size, mtime) → version.
     type Versions = HashMap<(PathBuf, u64, i64), Option<String>>;
@@ -280,7 +295,10 @@ fn version_of(mariadbd: &Path) -> Option<String> {
     if let Some(v) = CACHE.lock().ok()?.get_or_insert_with(HashMap::new).get(&key) {
         return v.clone();
     }
+    let (uid, gid) = crate::ops::lookup_user("mysql")?;
     let version = std::process::Command::new(mariadbd)
+        .uid(uid)
+        .gid(gid)
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .output()

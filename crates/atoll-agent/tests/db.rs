@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use atoll_agent::confine::DataRoot;
 use atoll_agent::db::Supervisor;
 use atoll_agent::ops::Journal;
 use atoll_api::agent::HostOp;
@@ -242,8 +243,9 @@ async fn galera_cluster_under_supervision() {
     let defs: Vec<DbServerDef> = (0..3).map(|i| def(&root, i)).collect();
 
     // (a) define, init, bootstrap node 1 (through the journal), join 2, 3.
-    let sup = Supervisor::open(&agent_dir).await.unwrap();
-    let journal = Journal::open(&agent_dir).unwrap().with_db(sup.clone());
+    let data_root = DataRoot::new(&root, &agent_dir).unwrap();
+    let sup = Supervisor::open(&agent_dir, data_root.clone()).await.unwrap();
+    let journal = Journal::open(&agent_dir, data_root.clone()).unwrap().with_db(sup.clone());
     for d in &defs {
         let r = journal.execute(&format!("define/{}", d.id), &HostOp::DbDefine { server: d.clone() }).await.unwrap();
         assert_eq!(r.detail["created"], true);
@@ -341,7 +343,7 @@ async fn galera_cluster_under_supervision() {
     drop(journal);
     drop(sup);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sup = Supervisor::open(&agent_dir).await.unwrap();
+    let sup = Supervisor::open(&agent_dir, data_root.clone()).await.unwrap();
     let adopted: Vec<Option<u32>> = (0..3).map(|i| by_id(&sup.statuses(), i).pid).collect();
     assert_eq!(adopted, pids, "the new supervisor adopts the same processes");
     let s = wait_until(&sup, "adopted servers report synced", Duration::from_secs(5), |s| (0..3).all(|i| synced(&by_id(s, i), 3))).await;

@@ -109,6 +109,12 @@ pub struct AgentArgs {
     listen: SocketAddr,
     #[arg(long, env = "ATOLL_AGENT_DATA_DIR", default_value = "/var/lib/atoll-agent")]
     data_dir: PathBuf,
+    /// The directory below which the platform may place databases on this
+    /// host: the agent makes, gives to the database user and removes
+    /// directories only there (never a system path, never through a
+    /// symbolic link).
+    #[arg(long, env = "ATOLL_AGENT_DATA_ROOT", default_value = atoll_agent::confine::DEFAULT_DATA_ROOT)]
+    data_root: PathBuf,
     #[arg(long)]
     name: Option<String>,
     #[arg(long)]
@@ -182,6 +188,7 @@ pub async fn agent(a: AgentArgs) -> Res {
         join_token,
         listen: a.listen,
         data_dir: a.data_dir,
+        data_root: a.data_root,
         name: a.name,
         zone: a.zone,
         facts_every: Duration::from_secs(a.facts_every_s.max(1)),

@@ -12,12 +12,13 @@ use atoll_core::DbId;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use super::files::{make_owned_dir, mysql_ids};
+use super::files::{as_database_user, make_owned_dir, mysql_ids};
 use super::layout::Layout;
 use super::process::{find_running, spawn_mariadbd};
 use super::supervise::{Launch, supervise};
 use super::{DbError, Server, Supervisor, recover, sql};
-use crate::files::{Owner, write_atomic};
+use crate::confine::{ConfineError, DataRoot};
+use crate::files::Owner;
 use crate::process::{Signal, signal};
 
 /// How long a clean shutdown may take before SIGKILL (InnoDB flushes its
@@ -67,8 +68,10 @@ pub struct Removed {
     pub purged: bool,
 }
 
-/// Checks a definition before anything is touched.
-fn validate(def: &DbServerDef) -> Result<(), DbError> {
+/// Checks a definition before anything is touched: its directories (the
+/// server's, and the data and temporary directories its config names) lie
+/// below the data root, because the agent gives them to the database user.
+fn validate(def: &DbServerDef, root: &DataRoot) -> Result<(), DbError> {
     let refuse = |m: String| Err(DbError::Refused(m));
     let dir = Path::new(&def.dir);
     if !dir.is_absolute() || dir.parent().is_none() || dir.components().any(|c| c == Component::ParentDir) {
@@ -76,6 +79,13 @@ fn validate(def: &DbServerDef) -> Result<(), DbError> {
     }
     if def.config.trim().is_empty() {
         return refuse(format!("server {} has an empty config", def.id));
+    }
+    let layout = Layout::new(def);
+    for d in [&layout.dir, &layout.data, &layout.tmp] {
+        if d == root.path() {
+            return refuse(format!("server {} cannot use the data root {} itself as a directory", def.id, d.display()));
+        }
+        root.check(&d.to_string_lossy()).map_err(|e| DbError::Refused(format!("server {}: {e}", def.id)))?;
     }
     Ok(())
 }
@@ -85,7 +95,8 @@ impl Supervisor {
     /// `my.cnf` (0640 root:mysql) and records it. A running server keeps
     /// running: the new config applies at its next start.
     pub async fn define(&self, def: DbServerDef) -> Result<Defined, DbError> {
-        validate(&def)?;
+        let root = &self.inner.root;
+        validate(&def, root)?;
         let ids = mysql_ids()?;
         let layout = Layout::new(&def);
         if let Some(other) = self.inner.servers().values().find(|s| {
@@ -115,10 +126,13 @@ impl Supervisor {
                 layout.data.display()
             )));
         }
-        for d in [&layout.dir, &layout.data, &layout.tmp] {
-            make_owned_dir(d, 0o750, ids)?;
+        let dir = make_owned_dir(root, &layout.dir, 0o750, ids)?;
+        for d in [&layout.data, &layout.tmp] {
+            make_owned_dir(root, d, 0o750, ids)?;
         }
-        write_atomic(&layout.cnf, def.config.as_bytes(), 0o640, Owner { uid: None, gid: Some(ids.1) }).map_err(DbError::Io)?;
+        // The directory is the database user's: written through its
+        // descriptor, never through a link that user may have put there.
+        dir.write_atomic("my.cnf", def.config.as_bytes(), 0o640, Owner { uid: None, gid: Some(ids.1) }).map_err(DbError::Io)?;
         let outcome = match &existing {
             Some(s) => {
                 let mut rt = s.rt();
@@ -155,6 +169,7 @@ impl Supervisor {
             .current_dir(&layout.dir)
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        as_database_user(&mut cmd)?;
         let out = match tokio::time::timeout(INSTALL_TIMEOUT, cmd.output()).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(DbError::Io(format!("cannot run {}: {e}", bin.display()))),
@@ -203,14 +218,15 @@ impl Supervisor {
                 marked_safe_to_bootstrap: false,
             });
         }
-        let mut args: Vec<String> = recover::start_position_arg(&layout, id).await.into_iter().collect();
+        let root = &self.inner.root;
+        let mut args: Vec<String> = recover::start_position_arg(root, &layout, id).await.into_iter().collect();
         let spawned = (|| {
             let mut marked = false;
             if mode == StartMode::Bootstrap {
-                marked = recover::set_safe_to_bootstrap(&layout)?;
+                marked = recover::set_safe_to_bootstrap(root, &layout)?;
                 args.push(atoll_engine::recovery::BOOTSTRAP_ARG.to_string());
             }
-            Ok::<_, DbError>((spawn_mariadbd(&layout, &args)?, marked))
+            Ok::<_, DbError>((spawn_mariadbd(root, &layout, &args)?, marked))
         })();
         let (child, marked) = match spawned {
             Ok(c) => c,
@@ -297,7 +313,7 @@ impl Supervisor {
         let _op = s.op.lock().await;
         let layout = s.layout();
         refuse_if_running(&s, &layout, "recover")?;
-        recover::recover(&layout).await
+        recover::recover(&self.inner.root, &layout).await
     }
 
     /// Stops the server and forgets it; with `purge`, deletes its
@@ -306,17 +322,25 @@ impl Supervisor {
     pub async fn remove(&self, id: &DbId, purge: bool) -> Result<Removed, DbError> {
         let Some(s) = self.inner.server(id) else { return Ok(Removed { removed: false, purged: false }) };
         let _op = s.op.lock().await;
-        self.stop_locked(&s).await?;
         let dir = s.layout().dir;
+        if purge {
+            // Refused before anything changes: a directory that cannot be
+            // purged (outside the root, a link on the way) keeps its server.
+            match self.inner.root.open_dir(&dir) {
+                Ok(_) | Err(ConfineError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.stop_locked(&s).await?;
         self.inner.servers().remove(id);
         self.inner.persist()?;
         let mut purged = false;
         if purge {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => purged = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DbError::Io(format!("forgot server {id} but cannot delete {}: {e}", dir.display()))),
-            }
+            purged = self
+                .inner
+                .root
+                .remove_all(&dir)
+                .map_err(|e| DbError::Io(format!("forgot server {id} but cannot delete {}: {e}", dir.display())))?;
         }
         tracing::info!(server = %id, purged, "database server removed");
         Ok(Removed { removed: true, purged })

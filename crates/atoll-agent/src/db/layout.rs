@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use atoll_api::db::DbServerDef;
 
+/// `mariadbd`'s output and the `--wsrep-recover` log, in the server's
+/// directory.
+pub(crate) const OUT_FILE: &str = "mariadbd.out";
+pub(crate) const RECOVER_LOG: &str = "recover.log";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub dir: PathBuf,
@@ -40,16 +45,12 @@ impl Layout {
             socket: in_data("socket", dir.join("mariadbd.sock")),
             pid_file: in_data("pid_file", dir.join("mariadbd.pid")),
             error_log,
-            out: dir.join("mariadbd.out"),
-            recover_log: dir.join("recover.log"),
+            out: dir.join(OUT_FILE),
+            recover_log: dir.join(RECOVER_LOG),
             basedir: def.basedir.as_ref().map(PathBuf::from),
             data,
             dir,
         }
-    }
-
-    pub(crate) fn grastate(&self) -> PathBuf {
-        self.data.join("grastate.dat")
     }
 
     /// The first argument of every `mariadbd` this agent starts; also how

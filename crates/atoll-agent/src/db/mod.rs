@@ -34,6 +34,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub use control::{Defined, Removed, Started, Stopped};
 use layout::Layout;
 
+use crate::confine::DataRoot;
+
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -55,6 +57,8 @@ pub struct Supervisor {
 
 pub(crate) struct Inner {
     registry: PathBuf,
+    /// Where server directories may be, and how they are opened.
+    root: DataRoot,
     servers: Mutex<BTreeMap<DbId, Arc<Server>>>,
     /// Orders registry writes, so an older snapshot never lands last.
     persist: Mutex<()>,
@@ -242,11 +246,13 @@ impl Supervisor {
     /// is adopted when its `mariadbd` still runs, otherwise started again
     /// at its recovered position. A live server meant to be stopped is
     /// adopted too (watched, not stopped): the platform sees it and decides.
-    pub async fn open(data_dir: &Path) -> Result<Self, DbError> {
+    /// Server directories must lie below `root`.
+    pub async fn open(data_dir: &Path, root: DataRoot) -> Result<Self, DbError> {
         let registry = data_dir.join("db-servers.json");
         let records = registry::load(&registry)?;
         let shutdown = CancellationToken::new();
-        let inner = Arc::new(Inner { registry, servers: Mutex::new(BTreeMap::new()), persist: Mutex::new(()), shutdown: shutdown.clone() });
+        let inner =
+            Arc::new(Inner { registry, root, servers: Mutex::new(BTreeMap::new()), persist: Mutex::new(()), shutdown: shutdown.clone() });
         for r in records {
             inner.servers().insert(r.def.id.clone(), Server::new(r.def, r.desired_running));
         }

@@ -9,7 +9,9 @@ use std::process::{ExitStatus, Stdio};
 use tokio::process::{Child, Command};
 
 use super::DbError;
-use super::layout::Layout;
+use super::files::{as_database_user, mysql_ids};
+use super::layout::{Layout, OUT_FILE};
+use crate::confine::DataRoot;
 use crate::process::alive;
 
 /// Where a binary is: the agent may run with a `PATH` that lacks the
@@ -23,28 +25,32 @@ pub(crate) fn find_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// Starts `mariadbd` for the server in its own process group, so a signal
-/// meant for the agent (Ctrl-C, a service manager stopping it) never
-/// reaches the database. Not killed on drop: a restarted agent adopts it.
-pub(crate) fn spawn_mariadbd(layout: &Layout, extra: &[String]) -> Result<Child, DbError> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&layout.out)
-        .map_err(|e| DbError::Io(format!("cannot open {}: {e}", layout.out.display())))?;
+/// Starts `mariadbd` for the server, as the database user from the start
+/// (not root relying on `user=` in a config that user may edit), in its
+/// own process group, so a signal meant for the agent (Ctrl-C, a service
+/// manager stopping it) never reaches the database. Not killed on drop: a
+/// restarted agent adopts it.
+///
+/// Its output file is in the server's directory, which the database user
+/// owns: it is opened through that directory's descriptor without following
+/// a link, and refused unless it is a plain file of root or that user.
+pub(crate) fn spawn_mariadbd(root: &DataRoot, layout: &Layout, extra: &[String]) -> Result<Child, DbError> {
+    let (uid, _) = mysql_ids()?;
+    let dir = root.open_dir(&layout.dir)?;
+    let out = dir.open_append(OUT_FILE, 0o640, uid).map_err(|e| DbError::Io(format!("cannot open {}: {e}", layout.out.display())))?;
     let err = out.try_clone().map_err(|e| DbError::Io(format!("cannot open {}: {e}", layout.out.display())))?;
     let bin = layout.program("mariadbd");
-    Command::new(&bin)
-        .arg(layout.defaults_arg())
+    let mut cmd = Command::new(&bin);
+    cmd.arg(layout.defaults_arg())
         .args(extra)
         .current_dir(&layout.dir)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| DbError::Io(format!("cannot start {}: {e}", bin.display())))
+        .kill_on_drop(false);
+    as_database_user(&mut cmd)?;
+    cmd.spawn().map_err(|e| DbError::Io(format!("cannot start {}: {e}", bin.display())))
 }
 
 /// Whether `pid` is a live `mariadbd` started with exactly this server's

@@ -3,7 +3,7 @@
 //! the node may bootstrap. A crashed node restarted at its recovered
 //! position rejoins by IST instead of copying everything again (SST).
 
-use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,8 +12,12 @@ use atoll_core::DbId;
 use tokio::process::Command;
 
 use super::DbError;
-use super::layout::Layout;
-use crate::files::{Owner, write_atomic};
+use super::files::{as_database_user, mysql_ids};
+use super::layout::{Layout, RECOVER_LOG};
+use crate::confine::{ConfineError, DataRoot};
+use crate::files::Owner;
+
+const GRASTATE: &str = "grastate.dat";
 
 /// `--wsrep-recover` normally takes a fraction of a second; InnoDB crash
 /// recovery of a large redo log can take longer.
@@ -38,36 +42,54 @@ fn with_safe_to_bootstrap(text: &str) -> String {
     out
 }
 
+/// `grastate.dat` is small; a larger file is not one.
+const GRASTATE_MAX: u64 = 64 * 1024;
+/// How much of the `--wsrep-recover` log is read (its end).
+const RECOVER_LOG_MAX: u64 = 1 << 20;
+
+/// A file of a directory the database user owns, read through the data
+/// root without following links; `Ok(None)` when missing.
+fn read_db_file(root: &DataRoot, dir: &Path, name: &str, max: u64) -> Result<Option<String>, DbError> {
+    let (uid, _) = mysql_ids()?;
+    let d = match root.open_dir(dir) {
+        Ok(d) => d,
+        Err(ConfineError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    d.read_tail(name, max, uid).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => DbError::Refused(e.to_string()),
+        _ => DbError::Io(format!("cannot read {}: {e}", dir.join(name).display())),
+    })
+}
+
+fn grastate(root: &DataRoot, layout: &Layout) -> Result<Option<String>, DbError> {
+    read_db_file(root, &layout.data, GRASTATE, GRASTATE_MAX)
+}
+
 /// Marks the node as safe to bootstrap, as an operator would by hand after
 /// choosing the most advanced node; no-op without a `grastate.dat` (a new
-/// data directory bootstraps anyway). Keeps the file's owner and mode.
-pub(crate) fn set_safe_to_bootstrap(layout: &Layout) -> Result<bool, DbError> {
-    let path = layout.grastate();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(DbError::Io(format!("cannot read {}: {e}", path.display()))),
-    };
+/// data directory bootstraps anyway). The data directory is the database
+/// user's: the file is read and replaced through its descriptor, never
+/// through a link, and given back to that user.
+pub(crate) fn set_safe_to_bootstrap(root: &DataRoot, layout: &Layout) -> Result<bool, DbError> {
+    let Some(text) = grastate(root, layout)? else { return Ok(false) };
     if atoll_engine::parse_grastate(&text).is_some_and(|g| g.safe_to_bootstrap) {
         return Ok(false);
     }
-    let meta = std::fs::metadata(&path).map_err(|e| DbError::Io(format!("cannot read {}: {e}", path.display())))?;
-    write_atomic(
-        &path,
-        with_safe_to_bootstrap(&text).as_bytes(),
-        meta.mode() & 0o7777,
-        Owner { uid: Some(meta.uid()), gid: Some(meta.gid()) },
-    )
-    .map_err(DbError::Io)?;
+    let (uid, gid) = mysql_ids()?;
+    root.open_dir(&layout.data)?
+        .write_atomic(GRASTATE, with_safe_to_bootstrap(&text).as_bytes(), 0o660, Owner { uid: Some(uid), gid: Some(gid) })
+        .map_err(DbError::Io)?;
     Ok(true)
 }
 
-/// Runs `mariadbd --wsrep-recover` on the stopped server and reads its
-/// position; falls back to `grastate.dat` when the log names none.
-pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbError> {
+/// Runs `mariadbd --wsrep-recover` on the stopped server, as the database
+/// user, and reads its position; falls back to `grastate.dat` when the log
+/// names none.
+pub(crate) async fn recover(root: &DataRoot, layout: &Layout) -> Result<RecoveredPosition, DbError> {
     let log = &layout.recover_log;
     // A stale log from an earlier run must not answer for this one.
-    let _ = std::fs::remove_file(log);
+    let _ = root.open_dir(&layout.dir)?.remove_file(RECOVER_LOG);
     let bin = layout.program("mariadbd");
     let mut cmd = Command::new(&bin);
     cmd.arg(layout.defaults_arg())
@@ -78,6 +100,7 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
+    as_database_user(&mut cmd)?;
     let status = match tokio::time::timeout(RECOVER_TIMEOUT, cmd.status()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(DbError::Io(format!("cannot run {}: {e}", bin.display()))),
@@ -85,8 +108,16 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
             return Err(DbError::Io(format!("--wsrep-recover did not finish in {} s; see {}", RECOVER_TIMEOUT.as_secs(), log.display())));
         }
     };
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let grastate = std::fs::read_to_string(layout.grastate()).ok().and_then(|t| atoll_engine::parse_grastate(&t));
+    // The log is written by the database user: read without following a
+    // link, so nothing else root can read comes back in an error message.
+    let text = match read_db_file(root, &layout.dir, RECOVER_LOG, RECOVER_LOG_MAX) {
+        Ok(t) => t.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(log = %log.display(), error = %e, "cannot read the recovery log");
+            String::new()
+        }
+    };
+    let grastate = grastate(root, layout).ok().flatten().and_then(|t| atoll_engine::parse_grastate(&t));
     let safe_to_bootstrap = grastate.as_ref().is_some_and(|g| g.safe_to_bootstrap);
     if let Some((uuid, seqno)) = atoll_engine::parse_recovered(&text) {
         return Ok(RecoveredPosition { uuid, seqno, safe_to_bootstrap });
@@ -114,13 +145,13 @@ pub(crate) async fn recover(layout: &Layout) -> Result<RecoveredPosition, DbErro
 /// ask for the missing writesets only (IST). What `mysqld_safe` does, for
 /// a `mariadbd` started directly. `None` for a clean shutdown (the file
 /// holds the position) or a data directory never started.
-pub(crate) async fn start_position_arg(layout: &Layout, server_id: &DbId) -> Option<String> {
-    let grastate = std::fs::read_to_string(layout.grastate()).ok().and_then(|t| atoll_engine::parse_grastate(&t))?;
+pub(crate) async fn start_position_arg(root: &DataRoot, layout: &Layout, server_id: &DbId) -> Option<String> {
+    let grastate = grastate(root, layout).ok().flatten().and_then(|t| atoll_engine::parse_grastate(&t))?;
     if grastate.seqno >= 0 || !layout.data.join("mysql").is_dir() {
         return None;
     }
     let started = std::time::Instant::now();
-    match recover(layout).await {
+    match recover(root, layout).await {
         Ok(p) if p.seqno >= 0 => {
             tracing::info!(server = %server_id, position = %format!("{}:{}", p.uuid, p.seqno), ms = started.elapsed().as_millis() as u64, "recovered the position");
             Some(atoll_engine::recovery::start_position_arg(&p))

@@ -237,14 +237,14 @@ async fn restart(inner: &Inner, server: &Server) -> Result<Option<Proc>, DbError
         server.rt().set_process(Some(pid));
         return Ok(Some(Proc::Adopted(pid)));
     }
-    let args: Vec<String> = recover::start_position_arg(&layout, &id).await.into_iter().collect();
+    let args: Vec<String> = recover::start_position_arg(&inner.root, &layout, &id).await.into_iter().collect();
     if !server.desired() {
         return Ok(None);
     }
     if inner.shutdown.is_cancelled() {
         return Err(DbError::Io("the agent is stopping".into()));
     }
-    let child = spawn_mariadbd(&layout, &args)?;
+    let child = spawn_mariadbd(&inner.root, &layout, &args)?;
     tracing::info!(server = %id, pid = child.id(), args = ?args, "database server started again");
     server.rt().set_process(child.id());
     Ok(Some(Proc::Child(child)))
