@@ -48,6 +48,41 @@ struct HostParams {
     host: HostId,
 }
 
+/// System trees no data directory may lie in; each agent also confines
+/// directories to its own data root (`atoll agent --data-root`).
+const SYSTEM_TREES: [&str; 14] =
+    ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin", "/sys", "/usr"];
+/// Shared directories no data directory may be (it is given to the
+/// database user).
+const SHARED_DIRS: [&str; 12] =
+    ["/", "/home", "/media", "/mnt", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/log", "/var/spool", "/var/tmp"];
+
+/// What is wrong with `data_dir` as a directory to prepare, before any
+/// agent is asked; the agent decides whether it lies below its data root.
+pub fn check_data_dir(data_dir: &str) -> Vec<String> {
+    let p = std::path::Path::new(data_dir);
+    if !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+        return vec![format!("data_dir {data_dir:?} must be an absolute path without \"..\"")];
+    }
+    let p: std::path::PathBuf = p.components().collect();
+    if SYSTEM_TREES.iter().any(|s| p.starts_with(s)) || SHARED_DIRS.iter().any(|s| p == std::path::Path::new(s)) {
+        return vec![format!(
+            "data_dir {data_dir} is a system directory; databases get a directory of their own below each agent's data root \
+             (default /var/lib/atoll, e.g. /var/lib/atoll/db)"
+        )];
+    }
+    Vec::new()
+}
+
+/// What is wrong with `owner` for a data directory: only the database user
+/// (`mysql`, the default) or root.
+pub fn check_owner(owner: Option<&str>) -> Vec<String> {
+    match owner {
+        None | Some("mysql" | "root") => Vec::new(),
+        Some(o) => vec![format!("owner {o:?}: a data directory belongs to the database user mysql (the default) or to root, nothing else")],
+    }
+}
+
 pub fn prepare_task(hosts: &[HostRecord], profile: &Profile, data_dir: &str, owner: Option<&str>) -> TaskSpec {
     let mut steps = Vec::new();
     for h in hosts {
@@ -177,6 +212,16 @@ impl StepHandler for Forget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_directories_and_owners_are_checked() {
+        assert!(check_data_dir("/var/lib/atoll/db").is_empty());
+        for bad in ["db", "/etc", "/etc/atoll", "/usr/local/db", "/var/lib", "/", "/var/lib/atoll/../../../etc"] {
+            assert_eq!(check_data_dir(bad).len(), 1, "{bad}");
+        }
+        assert!(check_owner(None).is_empty() && check_owner(Some("mysql")).is_empty() && check_owner(Some("root")).is_empty());
+        assert!(check_owner(Some("nobody"))[0].contains("mysql"));
+    }
 
     #[test]
     fn directory_steps_of_both_kinds_decode() {

@@ -51,6 +51,7 @@ pub struct Inspected {
 }
 
 /// Removes a temporary upload unless it was kept.
+#[derive(Debug)]
 pub struct TempUpload(pub PathBuf);
 
 impl Drop for TempUpload {
@@ -59,25 +60,116 @@ impl Drop for TempUpload {
     }
 }
 
-/// Streams a request body to a temporary file in the packages directory,
-/// hashing it on the way; nothing is held in memory.
-pub async fn receive(state: &AppState, body: axum::body::Body) -> ApiResult<(TempUpload, String, u64)> {
-    let dir = dir(state);
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+/// How large an upload may be, and how long it may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    pub timeout: Duration,
+}
+
+/// 2 GiB: MariaDB's binary tarballs are 80-400 MB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 << 30;
+/// An hour: 2 GiB at 5 Mbit/s.
+pub const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self { max_bytes: DEFAULT_MAX_UPLOAD_BYTES, timeout: DEFAULT_UPLOAD_TIMEOUT }
+    }
+}
+
+/// The limits this server applies to package uploads.
+pub fn upload_limits(_state: &AppState) -> UploadLimits {
+    UploadLimits::default()
+}
+
+/// Why an upload was not received.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Larger than the limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not received within the time limit: 408.
+    #[error("{0}")]
+    TimedOut(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl axum::response::IntoResponse for UploadError {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::StatusCode;
+        let (status, code, message) = match self {
+            UploadError::Api(e) => return e.into_response(),
+            UploadError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
+            UploadError::TimedOut(m) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", m),
+        };
+        (status, axum::Json(atoll_api::ErrorBody { error: code.into(), message })).into_response()
+    }
+}
+
+fn too_large(limits: &UploadLimits) -> UploadError {
+    UploadError::TooLarge(format!(
+        "the upload is larger than this server's limit of {} bytes ({} MiB); nothing was stored",
+        limits.max_bytes,
+        limits.max_bytes >> 20
+    ))
+}
+
+/// Refuses, before reading anything, a body whose announced length is
+/// over the limit.
+pub fn check_announced(length: Option<u64>, limits: &UploadLimits) -> Result<(), UploadError> {
+    match length {
+        Some(n) if n > limits.max_bytes => Err(too_large(limits)),
+        _ => Ok(()),
+    }
+}
+
+/// Streams a request body to a temporary file in the packages directory
+/// (0700, apart from MetaDB's files), hashing it on the way; nothing is
+/// held in memory. Stops, and keeps nothing, past `limits`.
+pub async fn receive(state: &AppState, body: axum::body::Body, limits: UploadLimits) -> Result<(TempUpload, String, u64), UploadError> {
+    receive_into(&dir(state), body.into_data_stream(), limits).await
+}
+
+async fn receive_into<S, E>(dir: &Path, mut stream: S, limits: UploadLimits) -> Result<(TempUpload, String, u64), UploadError>
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    tokio::fs::create_dir_all(dir).await.map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot restrict {}: {e}", dir.display())))?;
+    }
     let temp = TempUpload(dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple())));
     let mut out = tokio::fs::File::create(&temp.0).await.map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
     let mut hasher = Sha256Stream::default();
     let mut size: u64 = 0;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?;
-        hasher.update(&chunk);
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => chunk.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(UploadError::TimedOut(format!(
+                    "the upload did not finish within this server's limit of {} s ({size} bytes received); nothing was stored",
+                    limits.timeout.as_secs()
+                )));
+            }
+        };
         size += chunk.len() as u64;
+        if size > limits.max_bytes {
+            return Err(too_large(&limits));
+        }
+        hasher.update(&chunk);
         out.write_all(&chunk).await.map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
     }
     out.sync_all().await.map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
     if size == 0 {
-        return Err(ApiError::BadRequest("the upload is empty: send the tarball as the request body".into()));
+        return Err(ApiError::BadRequest("the upload is empty: send the tarball as the request body".into()).into());
     }
     Ok((temp, hasher.finish(), size))
 }
@@ -182,7 +274,34 @@ impl StepHandler for Install {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use super::*;
+
+    fn chunks(n: usize, size: usize) -> impl futures::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin {
+        futures::stream::iter((0..n).map(move |_| Ok(axum::body::Bytes::from(vec![7u8; size]))))
+    }
+
+    #[tokio::test]
+    async fn uploads_stop_at_the_size_and_time_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("packages");
+        let limits = UploadLimits { max_bytes: 1000, timeout: Duration::from_secs(5) };
+        let (temp, sha, size) = receive_into(&dir, chunks(10, 100), limits).await.unwrap();
+        assert_eq!((size, sha.len()), (1000, 64));
+        drop(temp);
+        let err = receive_into(&dir, chunks(11, 100), limits).await.unwrap_err();
+        assert!(matches!(err, UploadError::TooLarge(_)) && err.to_string().contains("limit of 1000 bytes"), "{err}");
+        assert!(check_announced(Some(1001), &limits).is_err() && check_announced(None, &limits).is_ok());
+        let slow = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let limits = UploadLimits { max_bytes: 1000, timeout: Duration::from_millis(100) };
+        let err = receive_into(&dir, slow, limits).await.unwrap_err();
+        assert!(matches!(err, UploadError::TimedOut(_)) && err.to_string().contains("did not finish within"), "{err}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing kept");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
     #[test]
     fn versions_from_file_names() {
         assert_eq!(super::version_from_name("mariadb-11.8.3-linux-systemd-x86_64").as_deref(), Some("11.8.3"));

@@ -14,9 +14,9 @@ use crate::tasks::follow_new;
 
 #[derive(Debug, Subcommand)]
 pub enum PackageCmd {
-    /// Register an engine build: a .tar.gz with bin/ or sbin/mariadbd, an
-    /// install-db script and libgalera_smm.so (a MariaDB binary tarball
-    /// with the Galera library added).
+    /// Register an engine build (admins only): a .tar.gz with bin/ or
+    /// sbin/mariadbd, an install-db script and libgalera_smm.so (a MariaDB
+    /// binary tarball with the Galera library added), at most 2 GiB.
     Add {
         file: PathBuf,
         /// Name clusters use (`engine = "NAME"`); default: the file name.
@@ -37,13 +37,15 @@ pub enum PackageCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Forget a package and delete its tarball (builds on hosts stay).
+    /// Forget a package and delete its tarball (admins only; builds on
+    /// hosts stay).
     Remove {
         name: String,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Install a package on hosts (checksum verified on each host).
+    /// Install a package on hosts (admins only; checksum verified on each
+    /// host, its programs run there as the database user).
     Push {
         name: String,
         /// Host id, name or address; repeatable.

@@ -275,8 +275,10 @@ async fn prepare_hosts(
         return Err(ApiError::Conflict(format!("host {} has not registered yet: start its agent first", pending.join(", "))));
     }
     let data_dir = req.data_dir.unwrap_or_else(|| state.config.host_data_dir.clone());
-    if !data_dir.starts_with('/') {
-        return Err(ApiError::BadRequest(format!("data_dir {data_dir:?} must be an absolute path")));
+    let mut problems = host_steps::check_data_dir(&data_dir);
+    problems.extend(host_steps::check_owner(req.owner.as_deref()));
+    if !problems.is_empty() {
+        return Err(ApiError::BadRequest(problems.join("; ")));
     }
     let spec = host_steps::prepare_task(&hosts, &profile, &data_dir, req.owner.as_deref());
     let task = state.executor.submit(spec, &caller.user).await?;

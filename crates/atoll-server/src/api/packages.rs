@@ -1,5 +1,7 @@
 //! Engine packages: registering a tarball, listing, removing, and pushing
-//! one to hosts. Operators change, viewers read.
+//! one to hosts. Admins change (a package's programs run on every host it
+//! reaches), viewers read; every change, and every refused upload, is
+//! audited.
 
 use atoll_api::ErrorBody;
 use atoll_api::packages::{AddPackageQuery, PackageView, PushPackageRequest};
@@ -14,7 +16,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::{Caller, Operator};
+use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::AppState;
 use crate::{hostops, packages};
@@ -54,13 +56,13 @@ async fn find(state: &AppState, name: &str) -> ApiResult<PackageRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("no package {name:?}: `atoll package list` shows the packages there are")))
 }
 
-#[utoipa::path(get, path = "/api/v1/packages", tag = "packages", responses((status = 200, body = Vec<PackageView>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/packages", tag = "packages", security(("bearer" = ["viewer"])), responses((status = 200, body = Vec<PackageView>), (status = 401, body = ErrorBody)))]
 async fn list_packages(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<PackageView>>> {
     let hosts = state.store.list_hosts().await?;
     Ok(Json(state.store.list_packages().await?.into_iter().map(|p| view(p, &hosts)).collect()))
 }
 
-#[utoipa::path(get, path = "/api/v1/packages/{name}", tag = "packages", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/packages/{name}", tag = "packages", security(("bearer" = ["viewer"])), params(("name" = String, Path)),
     responses((status = 200, body = PackageView), (status = 404, body = ErrorBody)))]
 async fn get_package(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<PackageView>> {
     let p = find(&state, &name).await?;
@@ -69,16 +71,20 @@ async fn get_package(State(state): State<AppState>, _caller: Caller, Path(name):
 
 /// Registers an engine build: the body is the `.tar.gz`. It is stored
 /// under its SHA-256 and must contain `mariadbd`, an install-db script and
-/// the Galera library; the same content or name twice is a conflict.
-#[utoipa::path(post, path = "/api/v1/packages", tag = "packages", params(AddPackageQuery),
+/// the Galera library; the same content or name twice is a conflict. Admins
+/// only; the upload is streamed to disk within a size and a time limit
+/// (413 and 408 beyond them).
+#[utoipa::path(post, path = "/api/v1/packages", tag = "packages", security(("bearer" = ["admin"])), params(AddPackageQuery),
     request_body(content = Vec<u8>, content_type = "application/gzip", description = "the tarball"),
-    responses((status = 201, body = PackageView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = PackageView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 408, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn add_package(
     State(state): State<AppState>,
-    Operator(caller): Operator,
+    Admin(caller): Admin,
     Query(q): Query<AddPackageQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<PackageView>)> {
+) -> Result<(StatusCode, Json<PackageView>), packages::UploadError> {
     let stem = q.filename.as_deref().map(|f| {
         let base = f.rsplit('/').next().unwrap_or(f);
         base.strip_suffix(".tar.gz").or_else(|| base.strip_suffix(".tgz")).unwrap_or(base).to_string()
@@ -87,25 +93,42 @@ async fn add_package(
     if !atoll_core::valid_package_name(&name) {
         return Err(ApiError::BadRequest(format!(
             "invalid package name {name:?}: use a lowercase letter, then letters, digits, dots, dashes or underscores (not \"system\"); pass --name"
-        )));
+        ))
+        .into());
     }
-    if let Some(p) = state.store.get_package(&name).await? {
+    if let Some(p) = state.store.get_package(&name).await.map_err(ApiError::from)? {
         return Err(ApiError::Conflict(format!(
             "a package named {name} already exists (sha256 {}); choose another --name or remove it first",
             p.sha256
-        )));
+        ))
+        .into());
     }
-    let (temp, sha256, size) = packages::receive(&state, body).await?;
+    let limits = packages::upload_limits(&state);
+    let announced = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let received = match packages::check_announced(announced, &limits) {
+        Ok(()) => packages::receive(&state, body, limits).await,
+        Err(e) => Err(e),
+    };
+    let (temp, sha256, size) = match received {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = json!({ "announced_bytes": announced, "max_bytes": limits.max_bytes, "timeout_s": limits.timeout.as_secs() });
+            state.audit(&caller.user, caller.source, "package.add", &name, detail, &format!("refused: {e}")).await;
+            return Err(e);
+        }
+    };
     let found = packages::inspect(&temp.0, sha256, size).await;
     let found = match found {
         Ok(f) => f,
         Err(e) => {
             state.audit(&caller.user, caller.source, "package.add", &name, json!({ "size": size }), &format!("refused: {e}")).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
-    if let Some(p) = state.store.find_package_by_sha256(&found.sha256).await? {
-        return Err(ApiError::Conflict(format!("this tarball (sha256 {}) is already registered as package {}", found.sha256, p.name)));
+    if let Some(p) = state.store.find_package_by_sha256(&found.sha256).await.map_err(ApiError::from)? {
+        return Err(
+            ApiError::Conflict(format!("this tarball (sha256 {}) is already registered as package {}", found.sha256, p.name)).into()
+        );
     }
     let version = q.version.clone().or_else(|| packages::version_from_name(stem.as_deref().unwrap_or(&name))).unwrap_or("unknown".into());
     let record = PackageRecord {
@@ -127,7 +150,7 @@ async fn add_package(
         if state.store.find_package_by_sha256(&record.sha256).await.ok().flatten().is_none() {
             let _ = std::fs::remove_file(&path);
         }
-        return Err(e.into());
+        return Err(ApiError::from(e).into());
     }
     state
         .audit_ok(&caller, "package.add", &name, json!({ "sha256": record.sha256, "size": record.size_bytes, "version": record.version }))
@@ -138,13 +161,9 @@ async fn add_package(
 
 /// Forgets a package and deletes its tarball. Builds already on hosts stay
 /// there; a package a cluster runs cannot be removed.
-#[utoipa::path(delete, path = "/api/v1/packages/{name}", tag = "packages", params(("name" = String, Path)),
-    responses((status = 200, body = PackageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn remove_package(
-    State(state): State<AppState>,
-    Operator(caller): Operator,
-    Path(name): Path<String>,
-) -> ApiResult<Json<PackageView>> {
+#[utoipa::path(delete, path = "/api/v1/packages/{name}", tag = "packages", security(("bearer" = ["admin"])), params(("name" = String, Path)),
+    responses((status = 200, body = PackageView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_package(State(state): State<AppState>, Admin(caller): Admin, Path(name): Path<String>) -> ApiResult<Json<PackageView>> {
     let p = find(&state, &name).await?;
     let users: Vec<String> = state
         .store
@@ -165,13 +184,16 @@ async fn remove_package(
     Ok(Json(view(p, &[])))
 }
 
-/// Installs a package on hosts as a task: each host's agent downloads it,
-/// verifies its SHA-256, and extracts it atomically; repeating is a no-op.
-#[utoipa::path(post, path = "/api/v1/packages/{name}/push", tag = "packages", params(("name" = String, Path)), request_body = PushPackageRequest,
-    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+/// Installs a package on hosts as a task (admins only): each host's agent
+/// downloads it, verifies its SHA-256, and extracts it atomically;
+/// repeating is a no-op.
+#[utoipa::path(post, path = "/api/v1/packages/{name}/push", tag = "packages", security(("bearer" = ["admin"])), params(("name" = String, Path)),
+    request_body = PushPackageRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn push_package(
     State(state): State<AppState>,
-    Operator(caller): Operator,
+    Admin(caller): Admin,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<PushPackageRequest>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
