@@ -116,6 +116,7 @@ fn check_binary(atoll: Option<&PathBuf>) -> Result<PathBuf> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    atoll_pki::install_provider();
     let args = parse_args()?;
     let binary = check_binary(args.atoll.as_ref())?;
     eprintln!("platform-bench: {} hosts, {} requests, server {}", args.hosts, args.requests, binary.display());

@@ -117,11 +117,13 @@ impl Client {
 
     /// A client over several servers that fails over between them.
     pub fn over(servers: &Servers, token: Option<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(3).min(timeout))
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"));
+        atoll_pki::install_provider();
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout));
+        let http = match trusted_tls() {
+            Ok(Some(tls)) => http.tls_backend_preconfigured(tls).build().map_err(|e| format!("cannot build an HTTP client: {e}")),
+            Ok(None) => http.build().map_err(|e| format!("cannot build an HTTP client: {e}")),
+            Err(e) => Err(format!("cannot use the platform's CA certificate: {e}")),
+        };
         Self { http, servers: servers.clone(), token, timeout }
     }
 
@@ -269,6 +271,31 @@ impl Client {
         let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
         serde_json::from_slice(bytes).map_err(|e| Failure::Other(ClientError::Decode { url, detail: e.to_string() }))
     }
+}
+
+/// The platform CAs this process trusts for `https://` servers.
+static TRUSTED_CAS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Trusts `ca_pem` (the platform's CA certificate) for every client made
+/// after this call, and no other authority: a process talks to one
+/// platform. Called once at start by the CLI, agents and proxies.
+pub fn trust_platform_ca(ca_pem: &str) -> Result<(), atoll_pki::PkiError> {
+    atoll_pki::certs(ca_pem, "the platform's CA certificate")?;
+    if let Ok(mut cas) = TRUSTED_CAS.write()
+        && !cas.iter().any(|c| c == ca_pem)
+    {
+        cas.push(ca_pem.to_string());
+    }
+    Ok(())
+}
+
+fn trusted_tls() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError> {
+    let cas = TRUSTED_CAS.read().map(|c| c.clone()).unwrap_or_default();
+    if cas.is_empty() {
+        return Ok(None);
+    }
+    let refs: Vec<&str> = cas.iter().map(String::as_str).collect();
+    atoll_pki::client_config(&refs, None).map(Some)
 }
 
 /// The largest answer read into memory (listings of thousands of hosts

@@ -41,6 +41,14 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes `ring` the process's default provider, for TLS configurations
+/// built elsewhere (reqwest's, which has no provider of its own compiled
+/// in and panics without one). Idempotent; every entry point calls it
+/// before it builds an HTTP client.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A certificate and its private key, both PEM.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CertKey {

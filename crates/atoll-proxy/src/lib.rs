@@ -83,6 +83,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Proxy
 /// `shutdown` is cancelled: no new connections, existing ones get
 /// `cfg.grace` to finish.
 pub async fn start(cfg: ProxyConfig, shutdown: CancellationToken) -> Result<Running, ProxyError> {
+    atoll_pki::install_provider();
     cfg.validate()?;
     if let Some(dir) = &cfg.state_dir {
         std::fs::create_dir_all(dir).map_err(|source| ProxyError::StateDir { path: dir.display().to_string(), source })?;

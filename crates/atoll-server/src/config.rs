@@ -72,6 +72,11 @@ pub struct ServerConfig {
     /// SMTP), and the sender address (default `atoll@localhost`).
     pub smtp_server: Option<String>,
     pub smtp_from: Option<String>,
+    /// Serve the API and console over HTTPS, with a certificate from the
+    /// platform's CA (or the one in `tls_cert_file`/`tls_key_file`).
+    pub tls: bool,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +110,9 @@ impl Default for ServerConfig {
             remote_write_url: None,
             smtp_server: None,
             smtp_from: None,
+            tls: false,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -146,6 +154,12 @@ impl ServerConfig {
                 self.offline_after_ms,
                 self.heartbeat_interval_ms
             );
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            anyhow::bail!("give tls_cert_file and tls_key_file together (a certificate and its key), or neither");
+        }
+        if self.tls_cert_file.is_some() && !self.tls {
+            anyhow::bail!("tls_cert_file is set but tls is off: add --tls (or tls = true)");
         }
         if self.task_lease_ms < 300 {
             anyhow::bail!("task_lease_ms ({}) must be at least 300", self.task_lease_ms);

@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod state;
 mod step_kit;
 mod sys;
+mod tls;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -50,6 +51,10 @@ use state::{AppState, Inner};
 /// A started server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// What clients use: `https://…` with TLS on.
+    pub url: String,
+    /// The platform CA's fingerprint, for clients to pin.
+    pub ca_fingerprint: String,
     /// The generated admin password, on the very first start only.
     pub admin_password: Option<String>,
     state: AppState,
@@ -103,6 +108,7 @@ impl Running {
 /// Opens MetaDB, starts the executor and controllers, and serves until
 /// `shutdown`.
 pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    atoll_pki::install_provider();
     config.validate()?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -131,8 +137,16 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let addr = listener.local_addr()?;
     // Announced to agents and proxies: the configured public URL, else
     // the address we got (a `:0` listen gets its port only now).
-    let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let scheme = if config.tls { "https" } else { "http" };
+    let url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let secrets = secrets::platform_key(store.as_ref(), &config.secret_key_file()).await?;
+    let ca = tls::platform_ca(store.as_ref(), &secrets).await?;
+    // Public: what clients pin and trust (`atoll login --ca-file`).
+    write_public(&config.data_dir.join("ca.pem"), ca.cert_pem())?;
+    let tls_config = match config.tls {
+        true => Some(Arc::new(atoll_pki::server_config(&tls::server_cert(&ca, &config, addr)?, None)?)),
+        false => None,
+    };
     let monitoring = monitoring::Monitoring::open(&config).await?;
     let smtp = alerting::mail::Smtp::from_config(&config)?;
     let state = AppState::new(
@@ -148,6 +162,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             monitoring,
             deliveries: alerting::Deliveries::new(smtp),
             refusals: Default::default(),
+            ca: Arc::new(ca),
         },
     );
     let _ = slot.set(state.clone());
@@ -163,22 +178,40 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     tokio::spawn(alerting::run(state.clone(), shutdown.clone()));
     let app = router(state.clone(), replica);
     let done = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(anyhow::Error::from)?;
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.cancelled_owned();
+        use axum::serve::ListenerExt;
+        match tls_config {
+            Some(config) => {
+                axum::serve(tls::TlsListener::new(listener, config)?.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?
+            }
+            None => axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?,
+        }
         // MonitorDB's last flush: the samples since the previous one.
         if tokio::time::timeout(std::time::Duration::from_secs(10), monitoring).await.is_err() {
             tracing::warn!("MonitorDB's last flush did not finish within 10 s; recent samples are lost");
         }
         Ok(())
     });
-    Ok(Running { addr, admin_password, state, done })
+    let ca_fingerprint = atoll_pki::fingerprint(state.ca.cert_pem())?;
+    Ok(Running { addr, url: state.platform.url.clone(), ca_fingerprint, admin_password, state, done })
+}
+
+/// Writes a file anyone may read (the CA certificate), atomically.
+fn write_public(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 fn routes(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/ca.pem", get(|State(state): State<AppState>| async move { state.ca.cert_pem().to_string() }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::router())

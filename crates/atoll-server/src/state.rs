@@ -39,6 +39,8 @@ pub struct Inner {
     pub deliveries: crate::alerting::Deliveries,
     /// Refused agent registrations by source, to rate-limit them.
     pub refusals: crate::refusals::Refusals,
+    /// The platform's CA: issues certificates, and is what clients trust.
+    pub ca: Arc<atoll_pki::Ca>,
 }
 
 impl Deref for AppState {

@@ -419,6 +419,8 @@ pub enum DocKind {
     ChannelStatus,
     /// A join token, named by its SHA-256 (the token itself is not kept).
     JoinToken,
+    /// The platform's CA (`ca`): certificate, name and sealed key.
+    Pki,
 }
 
 impl DocKind {
@@ -429,6 +431,7 @@ impl DocKind {
             DocKind::Channel => "channel",
             DocKind::ChannelStatus => "channel_status",
             DocKind::JoinToken => "join_token",
+            DocKind::Pki => "pki",
         }
     }
 }

@@ -33,6 +33,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Proc> {
+        atoll_pki::install_provider();
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().with_context(|| format!("starting {name}"))?;
@@ -113,6 +114,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    // Test bodies poll with their own reqwest clients: make sure TLS has its provider.
+    atoll_pki::install_provider();
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f().await {
@@ -176,6 +179,7 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start(opts: ServerOpts) -> Result<Platform> {
+        atoll_pki::install_provider();
         let dir = tempfile::tempdir()?;
         // Database servers run as `mysql` and must reach their directories
         // below this one.
@@ -184,7 +188,7 @@ impl Platform {
         // tests never race for one.
         let listen = format!("{}:0", opts.listen_ip.as_deref().unwrap_or("127.0.0.1"));
         let mut server = spawn_server(dir.path(), listen.parse()?, &opts)?;
-        let addr: SocketAddr = wait_for("the server to print its address", Duration::from_secs(30), || {
+        let (scheme, addr): (String, SocketAddr) = wait_for("the server to print its address", Duration::from_secs(30), || {
             let out = server.output();
             let exited = server.exited();
             async move {
@@ -192,14 +196,21 @@ impl Platform {
                     return Some(Err(anyhow::anyhow!("server exited:\n{out}")));
                 }
                 out.lines()
-                    .find_map(|l| l.strip_prefix("atoll server listening on http://"))
+                    .find_map(|l| l.strip_prefix("atoll server listening on "))
                     .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|a| a.parse().ok())
+                    .and_then(|url| url.split_once("://"))
+                    .and_then(|(scheme, a)| Some((scheme.to_string(), a.parse().ok()?)))
                     .map(Ok)
             }
         })
         .await??;
-        let mut p = Platform { dir, server, url: format!("http://{addr}"), addr, admin_password: String::new(), token: None, opts };
+        if scheme == "https" {
+            // Trust the platform's CA, as a user's CLI would after login.
+            let ca = std::fs::read_to_string(dir.path().join("server/ca.pem"))?;
+            atoll_client::trust_platform_ca(&ca)?;
+        }
+        let url = format!("{scheme}://{addr}");
+        let mut p = Platform { dir, server, url, addr, admin_password: String::new(), token: None, opts };
         p.wait_listening().await?;
         p.admin_password = p
             .server
@@ -221,10 +232,10 @@ impl Platform {
     }
 
     async fn wait_listening(&mut self) -> Result<()> {
-        let health = format!("{}/healthz", self.url);
+        let client = atoll_client::Client::with_timeout(&self.url, None, Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+            if client.get_streaming("/healthz").await.is_ok() {
                 return Ok(());
             }
             if self.server.exited() {

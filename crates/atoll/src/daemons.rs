@@ -87,6 +87,16 @@ pub struct ServerArgs {
     /// Sender of alert mail (default atoll@localhost).
     #[arg(long, env = "ATOLL_SMTP_FROM")]
     smtp_from: Option<String>,
+    /// Serve the API and console over HTTPS with a certificate of the
+    /// platform's own CA (its certificate is in DATA_DIR/ca.pem and at
+    /// /ca.pem), or the certificate and key given below.
+    #[arg(long, env = "ATOLL_TLS")]
+    tls: bool,
+    /// Your own certificate (PEM, with its chain) for the API and console.
+    #[arg(long, env = "ATOLL_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "ATOLL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -160,10 +170,22 @@ pub async fn serve(a: ServerArgs) -> Res {
     macro_rules! set_opt {
         ($($f:ident),*) => { $( if a.$f.is_some() { c.$f = a.$f; } )* };
     }
-    set_opt!(monitordb_url, remote_write_url, smtp_server, smtp_from, metadb_url, metadb_read_url, public_url, secret_key_file);
+    set_opt!(
+        monitordb_url,
+        remote_write_url,
+        smtp_server,
+        smtp_from,
+        metadb_url,
+        metadb_read_url,
+        public_url,
+        secret_key_file,
+        tls_cert_file,
+        tls_key_file
+    );
+    c.tls |= a.tls;
     let shutdown = shutdown_on_signal();
     let running = atoll_server::start(c.clone(), shutdown).await?;
-    println!("atoll server listening on http://{} (console and API)", running.addr);
+    println!("atoll server listening on {} (console and API; platform CA {})", running.url, running.ca_fingerprint);
     if let Some(pw) = &running.admin_password {
         println!("first start: created user admin with password {pw}");
         println!("it is shown only this once; you will be asked to change it at first login");

@@ -21,6 +21,7 @@ mod tasks;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    atoll_pki::install_provider();
     let mut args = cli::Cli::parse();
     if let cli::Command::Agent(a) = &mut args.command {
         a.env_join_token = take_env("ATOLL_JOIN_TOKEN");

@@ -276,3 +276,45 @@ async fn cookie_changes_need_our_origin_and_a_new_password_ends_other_sessions()
     assert_eq!(me["user"], "carol");
     p.server.stop();
 }
+
+/// Finding 5 (first part): with `--tls` the API and console are served
+/// over HTTPS with a certificate of the platform's own CA, which clients
+/// trust by its PEM (DATA_DIR/ca.pem, /ca.pem) and pin by the fingerprint
+/// the server prints; plain HTTP and strangers' trust get nothing, and a
+/// restarted server keeps its CA.
+#[tokio::test]
+async fn tls_serves_https_with_the_platforms_own_ca() {
+    let mut opts = ServerOpts::default();
+    opts.extra_args.push("--tls".into());
+    let mut p = Platform::start(opts.clone()).await.unwrap();
+    assert!(p.url.starts_with("https://"), "{}", p.url);
+    p.login_admin().await.unwrap();
+    let me: atoll_api::v1::Me = p.client().get("/api/v1/auth/me").await.unwrap();
+    assert_eq!(me.user, "admin");
+
+    let ca = std::fs::read_to_string(p.dir.path().join("server/ca.pem")).unwrap();
+    let printed = p.server.output();
+    let fingerprint = atoll_pki::fingerprint(&ca).unwrap();
+    assert!(printed.contains(&fingerprint), "the server prints the CA fingerprint to pin: {printed}");
+    // What /ca.pem serves is that CA.
+    let served = p.client().get_streaming("/ca.pem").await.unwrap().text().await.unwrap();
+    assert_eq!(served, ca);
+
+    // Plain HTTP on the TLS port gets no answer, and a client that trusts
+    // only the system's roots refuses the certificate.
+    let plain = reqwest::Client::new().get(format!("http://{}/healthz", p.addr)).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    let stranger = reqwest::Client::builder()
+        .tls_backend_preconfigured(atoll_pki::client_config(&[atoll_pki::Ca::generate("other").unwrap().cert_pem()], None).unwrap())
+        .build()
+        .unwrap();
+    let e = stranger.get(format!("{}/healthz", p.url)).send().await.unwrap_err();
+    assert!(format!("{e:?}").contains("UnknownIssuer") || format!("{e:?}").to_lowercase().contains("certificate"), "{e:?}");
+
+    // Restarted, the server keeps the platform's CA (it lives in MetaDB).
+    p.restart_server(opts).await.unwrap();
+    assert_eq!(std::fs::read_to_string(p.dir.path().join("server/ca.pem")).unwrap(), ca);
+    let me: atoll_api::v1::Me = p.client().get("/api/v1/auth/me").await.unwrap();
+    assert_eq!(me.user, "admin");
+    p.server.stop();
+}

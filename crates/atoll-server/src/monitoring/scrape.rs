@@ -265,6 +265,7 @@ mod tests {
             token: None,
             labels: [("job".to_string(), "test".to_string()), ("instance".to_string(), path.to_string())].into(),
         };
+        atoll_pki::install_provider();
         let http = reqwest::Client::new();
         let mut scrapers: Vec<Scraper> = ["good", "garbage", "slow", "missing"]
             .iter()

@@ -1,0 +1,140 @@
+//! TLS for the API and console: the platform's CA (one per platform, in
+//! MetaDB with its key sealed, made by the first server), this server's
+//! certificate, and the listener that terminates TLS.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_pki::{Ca, CertKey, LeafRequest, Usage};
+use atoll_store::{DocKind, DocRecord, MetaStore};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::ServerConfig;
+use crate::secrets::SecretBox;
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The CA as MetaDB keeps it.
+#[derive(Serialize, Deserialize)]
+struct StoredCa {
+    name: String,
+    cert_pem: String,
+    /// Sealed with the platform key.
+    key: String,
+}
+
+/// The platform's CA, made on the first start of the first server; every
+/// later start, and every other server, reads the same one.
+pub async fn platform_ca(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::Result<Ca> {
+    if let Some(ca) = stored_ca(store, secrets).await? {
+        return Ok(ca);
+    }
+    let name = format!("Atoll platform CA {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let ca = Ca::generate(&name)?;
+    let stored = StoredCa { name, cert_pem: ca.cert_key.cert_pem.clone(), key: secrets.seal(&ca.cert_key.key_pem) };
+    let doc =
+        DocRecord { kind: DocKind::Pki, name: "ca".into(), body: serde_json::to_string(&stored)?, updated_ms: atoll_core::time::now_ms() };
+    // Two servers starting at once: the first insert wins, the other reads it.
+    match store.insert_doc(&doc).await {
+        Ok(()) => Ok(ca),
+        Err(atoll_store::StoreError::Conflict(_)) => {
+            stored_ca(store, secrets).await?.ok_or_else(|| anyhow::anyhow!("the platform CA vanished from MetaDB while it was made"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn stored_ca(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::Result<Option<Ca>> {
+    let Some(doc) = store.get_doc(DocKind::Pki, "ca").await? else { return Ok(None) };
+    let stored: StoredCa = serde_json::from_str(&doc.body).map_err(|e| anyhow::anyhow!("the platform CA in MetaDB is unreadable: {e}"))?;
+    let key_pem = secrets.open(&stored.key)?;
+    Ok(Some(Ca::from_pem(&stored.name, CertKey { cert_pem: stored.cert_pem, key_pem })?))
+}
+
+/// The certificate this server presents: the operator's, or one the
+/// platform's CA issues for the addresses clients use.
+pub fn server_cert(ca: &Ca, config: &ServerConfig, addr: SocketAddr) -> anyhow::Result<CertKey> {
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
+        return Ok(CertKey { cert_pem: read(cert)?, key_pem: read(key)? });
+    }
+    let mut ips = vec![addr.ip()];
+    if addr.ip().is_unspecified() {
+        ips = vec![IpAddr::from([127, 0, 0, 1])];
+    }
+    let mut dns = vec!["localhost".to_string()];
+    if let Some(host) =
+        config.public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_string))
+    {
+        match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(host),
+        }
+    }
+    let req = LeafRequest { common_name: format!("atoll server {addr}"), ips, dns, usage: Usage::Both, lifetime: atoll_pki::LEAF_LIFETIME };
+    Ok(ca.issue(&req)?)
+}
+
+/// Accepts TCP connections and hands on those whose TLS handshake
+/// finished; handshakes run in tasks of their own, so a slow or silent
+/// client never holds up the next one.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    break;
+                }
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not finished within {HANDSHAKE_WITHIN:?}"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { local, ready })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept loop ended: wait for shutdown.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
