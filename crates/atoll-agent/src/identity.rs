@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use atoll_core::HostId;
 use serde::{Deserialize, Serialize};
 
+pub use atoll_core::secret::sha256_hex;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
     pub host_id: HostId,
@@ -66,5 +68,3 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
     }
 }
-
-pub use atoll_core::secret::sha256_hex;

@@ -46,7 +46,8 @@ fn prerequisites() -> Result<(u32, u32), String> {
 }
 
 /// A server without `user=mysql`: whatever runs it gets the rights it was
-/// started with (before the fix, root: `mariadb-install-db` refused).
+/// started with (before the fix, root: `mariadb-install-db` made root's
+/// files, `mariadbd` refused to run as root).
 fn def(dir: &Path, extra: &str) -> DbServerDef {
     let d = dir.display();
     DbServerDef {
@@ -173,7 +174,7 @@ async fn the_database_user_cannot_steer_root() {
     assert!(std::fs::read_to_string(dir.join("my.cnf")).unwrap().contains("# redefined"));
 
     // mariadb-install-db runs as mysql (as root, without user= in the
-    // config, it refused to run).
+    // config, it made the system tables root's).
     let init = journal.execute("init", &HostOp::DbInit { id: server.id.clone() }).await.unwrap();
     assert_eq!(init.detail["initialised"], true, "{init:?}");
     assert_eq!(std::fs::metadata(dir.join("data/mysql")).unwrap().uid(), mysql.0);
