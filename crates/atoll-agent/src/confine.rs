@@ -137,12 +137,13 @@ impl DataRoot {
         Ok(path)
     }
 
-    /// The root, opened. Made if missing. Every directory above it must be
-    /// one only root (or this agent's user) can change, so nobody else can
-    /// swap the root for a link.
-    fn open_root(&self) -> Result<Dir, ConfineError> {
-        let io = |e: std::io::Error| ConfineError::Io(format!("data root {}: {e}", self.root.display()));
-        if !self.root.exists() {
+    /// The root, opened, and whether it was made (only with `create`).
+    /// Every directory above it must be one only root (or this agent's
+    /// user) can change, so nobody else can swap the root for a link.
+    fn open_root(&self, create: bool) -> Result<(Dir, bool), ConfineError> {
+        let io = |e: std::io::Error| io_error(&self.root, e);
+        let made = create && !self.root.exists();
+        if made {
             std::fs::create_dir_all(&self.root).map_err(io)?;
         }
         let real = self.root.canonicalize().map_err(io)?;
@@ -166,15 +167,15 @@ impl DataRoot {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&real)
             .map_err(|e| ConfineError::Io(format!("cannot open the data root {}: {e}", real.display())))?;
-        Ok(Dir { file, path: self.root.clone() })
+        Ok((Dir { file, path: self.root.clone() }, made))
     }
 
     /// Walks from the root to `path` (checked), making missing directories
     /// (0755, owned by root) when `create`; the directory and those made.
     fn walk(&self, path: &Path, create: bool) -> Result<(Dir, Vec<PathBuf>), ConfineError> {
         let path = self.inside(&path.to_string_lossy())?;
-        let mut dir = self.open_root()?;
-        let mut made = Vec::new();
+        let (mut dir, made_root) = self.open_root(create)?;
+        let mut made = if made_root { vec![self.root.clone()] } else { Vec::new() };
         let Ok(rest) = path.strip_prefix(&self.root) else { return Ok((dir, made)) };
         for c in rest.components() {
             let Component::Normal(name) = c else { continue };
@@ -195,7 +196,9 @@ impl DataRoot {
             )),
             // `O_DIRECTORY | O_NOFOLLOW` on a link fails with ENOTDIR; the
             // message (only) looks again to say which.
-            Some(libc::ENOTDIR) if std::fs::symlink_metadata(at).is_ok_and(|m| m.file_type().is_symlink()) => self.walk_error(at, libc_eloop()),
+            Some(libc::ENOTDIR) if std::fs::symlink_metadata(at).is_ok_and(|m| m.file_type().is_symlink()) => {
+                self.walk_error(at, std::io::Error::from_raw_os_error(libc::ELOOP))
+            }
             Some(libc::ENOTDIR) => ConfineError::Refused(format!("{} is not a directory", at.display())),
             _ => io_error(at, e),
         }
@@ -222,30 +225,32 @@ impl DataRoot {
     /// Links inside are removed, never followed.
     pub fn remove_all(&self, path: &Path) -> Result<bool, ConfineError> {
         let path = self.check(&path.to_string_lossy())?;
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(ConfineError::Refused(format!("{} cannot be removed", path.display())));
-        };
-        // The root's own parent is above the root: trusted like the root.
-        let dir = if path == self.root {
-            self.open_root()?;
-            Dir::open_trusted(parent).map_err(|e| io_error(parent, e))?
+        let refuse = || ConfineError::Refused(format!("{} cannot be removed", path.display()));
+        let (dir, name) = if path == self.root {
+            // The root itself: removed from its real parent, which is above
+            // the root and trusted like the root's own path.
+            let real = match self.root.canonicalize() {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io_error(&self.root, e)),
+            };
+            self.open_root(false)?;
+            let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else { return Err(refuse()) };
+            (Dir::open_trusted(parent).map_err(|e| io_error(parent, e))?, name.to_os_string())
         } else {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Err(refuse()) };
             match self.open_dir(parent) {
-                Ok(d) => d,
+                Ok(d) => (d, name.to_os_string()),
                 Err(ConfineError::NotFound(_)) => return Ok(false),
                 Err(e) => return Err(e),
             }
         };
-        match dir.remove_all(name) {
+        match dir.remove_all(&name) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error(&path, e)),
         }
     }
-}
-
-fn libc_eloop() -> std::io::Error {
-    std::io::Error::from_raw_os_error(libc::ELOOP)
 }
 
 fn io_error(at: &Path, e: std::io::Error) -> ConfineError {
@@ -511,6 +516,20 @@ mod tests {
         let r = DataRoot::new(&tmp.path().join("alias"), &tmp.path().join("atoll/agent")).unwrap();
         assert!(r.check(&format!("{t}/alias/agent")).unwrap_err().to_string().contains("own data directory"));
         assert!(r.check(&format!("{t}/alias/db")).is_ok());
+    }
+
+    #[test]
+    fn the_root_itself_is_made_and_removed_like_any_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        let r = DataRoot::new(&db, &tmp.path().join("agent")).unwrap();
+        assert!(!r.remove_all(&db).unwrap(), "nothing there yet");
+        assert!(matches!(r.open_dir(&db), Err(ConfineError::NotFound(_))));
+        assert!(!db.exists(), "neither a removal nor an open makes it");
+        let (_, made) = r.make_dirs(&db.join("c")).unwrap();
+        assert_eq!(made, vec![db.clone(), db.join("c")]);
+        assert!(r.remove_all(&db).unwrap());
+        assert!(!db.exists());
     }
 
     #[test]
