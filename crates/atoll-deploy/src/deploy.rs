@@ -273,7 +273,7 @@ pub async fn deploy(topo: &Topology, settings: &Settings, progress: Progress<'_>
             changes.push(format!("{}: atoll installed at {} (sha256 {})", r.name(), r.dirs.bin().display(), &sha[..12]));
         }
     }
-    let mut launcher = SshLauncher { remotes, changes: Vec::new() };
+    let mut launcher = SshLauncher { remotes, data_root: topo.data_dir.clone(), changes: Vec::new() };
 
     let opts = Options {
         work_dir: settings.state_dir.clone(),

@@ -36,7 +36,9 @@ pub trait Launcher: Send {
 
 /// The agent's arguments on `node`: every launcher starts it the same way
 /// (the join token goes in its environment, `ATOLL_JOIN_TOKEN`).
-pub(crate) fn agent_args(layout: &Layout, node: &Node, servers: &[String], data_dir: &Path) -> Vec<String> {
+/// `data_root`: where the agent may place databases (the platform's host
+/// data directory); it acts nowhere else.
+pub(crate) fn agent_args(layout: &Layout, node: &Node, servers: &[String], data_dir: &Path, data_root: &str) -> Vec<String> {
     vec![
         "agent".into(),
         "--server".into(),
@@ -49,6 +51,8 @@ pub(crate) fn agent_args(layout: &Layout, node: &Node, servers: &[String], data_
         node.zone.clone(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        "--data-root".into(),
+        data_root.to_string(),
     ]
 }
 
@@ -95,6 +99,8 @@ struct Spawned {
 /// Child processes of this one, each node's files under `DIR/NODE/`.
 /// Each runs in its own process group, so Ctrl-C in a terminal reaches
 /// only the parent, which stops them in order.
+/// Local nodes keep their databases under `DIR/db` (the host data
+/// directory the playground and the tests give the platform).
 pub struct LocalLauncher {
     dir: PathBuf,
     exe: PathBuf,
@@ -229,7 +235,8 @@ impl Launcher for LocalLauncher {
     async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError> {
         let dir = self.node_dir(&node.name);
         std::fs::create_dir_all(&dir).map_err(|e| DeployError::step("start agent", Some(&node.name), e.to_string()))?;
-        let args = agent_args(layout, node, servers, &dir.join("agent")).into_iter().map(OsString::from).collect();
+        let root = self.dir.join("db").display().to_string();
+        let args = agent_args(layout, node, servers, &dir.join("agent"), &root).into_iter().map(OsString::from).collect();
         let env = vec![("ATOLL_JOIN_TOKEN".to_string(), join_token.to_string())];
         self.launch(&node.name, Role::Agent, args, env, dir.join("agent.log"))
     }

@@ -140,6 +140,8 @@ impl Remote {
 /// The platform's processes as services on nodes reached over SSH.
 pub struct SshLauncher {
     pub remotes: Vec<Remote>,
+    /// The platform's host data directory: each agent's `--data-root`.
+    pub data_root: String,
     /// What this run changed, one line each.
     pub changes: Vec<String>,
 }
@@ -160,11 +162,11 @@ impl SshLauncher {
         }
     }
 
-    fn agent_spec(r: &Remote, layout: &Layout, servers: &[String], join_token: &str) -> ServiceSpec {
+    fn agent_spec(r: &Remote, layout: &Layout, servers: &[String], join_token: &str, data_root: &str) -> ServiceSpec {
         let node = &r.spec.node;
         ServiceSpec {
             node: node.name.clone(),
-            args: agent_args(layout, node, servers, &r.dirs.agent()),
+            args: agent_args(layout, node, servers, &r.dirs.agent(), data_root),
             env: vec![("ATOLL_JOIN_TOKEN".into(), join_token.into())],
             inputs: String::new(),
         }
@@ -187,7 +189,7 @@ impl Launcher for SshLauncher {
 
     async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError> {
         let r = self.remote(node)?;
-        let spec = Self::agent_spec(r, layout, servers, join_token);
+        let spec = Self::agent_spec(r, layout, servers, join_token, &self.data_root);
         let started = r.service(Service::Agent, &spec).await?;
         self.record(&node.name, Service::Agent, started);
         Ok(())

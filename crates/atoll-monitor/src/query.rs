@@ -90,7 +90,7 @@ impl Query {
         if let Some(label) = self.by.iter().find(|l| !crate::series::valid_name(l)) {
             return Err(QueryError::BadLabel(label.clone()));
         }
-        let range = self.end_ms - self.start_ms;
+        let range = self.end_ms.saturating_sub(self.start_ms);
         let step = match self.step_ms {
             Some(s) if s <= 0 => return Err(QueryError::BadStep(s)),
             Some(s) => s,

@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub tls: bool,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Largest package upload (MiB), and how long one may take (s).
+    pub package_max_mb: u64,
+    pub package_upload_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +116,8 @@ impl Default for ServerConfig {
             tls: false,
             tls_cert_file: None,
             tls_key_file: None,
+            package_max_mb: 2048,
+            package_upload_timeout_s: 3600,
         }
     }
 }

@@ -79,8 +79,11 @@ impl Default for UploadLimits {
 }
 
 /// The limits this server applies to package uploads.
-pub fn upload_limits(_state: &AppState) -> UploadLimits {
-    UploadLimits::default()
+pub fn upload_limits(state: &AppState) -> UploadLimits {
+    UploadLimits {
+        max_bytes: state.config.package_max_mb << 20,
+        timeout: std::time::Duration::from_secs(state.config.package_upload_timeout_s),
+    }
 }
 
 /// Why an upload was not received.
@@ -110,7 +113,7 @@ impl axum::response::IntoResponse for UploadError {
 
 fn too_large(limits: &UploadLimits) -> UploadError {
     UploadError::TooLarge(format!(
-        "the upload is larger than this server's limit of {} bytes ({} MiB); nothing was stored",
+        "the upload is larger than this server's limit of {} bytes ({} MiB, setting package_max_mb); nothing was stored",
         limits.max_bytes,
         limits.max_bytes >> 20
     ))

@@ -339,6 +339,8 @@ impl Platform {
             .arg(format!("{ip}:{port}"))
             .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--data-root")
+            .arg(self.dir.path())
             .arg("--facts-every-s")
             .arg("1");
         if let Some(z) = zone {

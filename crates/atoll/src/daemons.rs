@@ -97,6 +97,12 @@ pub struct ServerArgs {
     tls_cert_file: Option<PathBuf>,
     #[arg(long, env = "ATOLL_TLS_KEY_FILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Largest package upload in MiB (default 2048).
+    #[arg(long)]
+    package_max_mb: Option<u64>,
+    /// Seconds a package upload may take (default 3600).
+    #[arg(long)]
+    package_upload_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +170,9 @@ pub async fn serve(a: ServerArgs) -> Res {
         retention_hour_days,
         monitordb_max_mb,
         monitordb_flush_s,
-        alert_repeat_s
+        alert_repeat_s,
+        package_max_mb,
+        package_upload_timeout_s
     );
     // Settings that are optional in the config too: a flag replaces them.
     macro_rules! set_opt {

@@ -91,6 +91,8 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
             .args(["agent", "--server", &url, "--listen", &format!("{ip}:{}", a.agent_port), "--name", name, "--zone", zone])
             .arg("--data-dir")
             .arg(a.dir.join(format!("agent-{name}")))
+            .arg("--data-root")
+            .arg(&a.dir)
             .env("ATOLL_JOIN_TOKEN", &join)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

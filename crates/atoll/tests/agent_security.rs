@@ -169,7 +169,7 @@ async fn directories_stay_in_the_data_root_and_packages_are_for_admins() {
     .await
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("larger than this server's limit of 2147483648 bytes (2048 MiB)"), "{answer}");
+    assert!(answer.contains("larger than this server's limit of 2147483648 bytes (2048 MiB, setting package_max_mb)"), "{answer}");
     let stored: Vec<_> = std::fs::read_dir(p.dir.path().join("server/packages")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(stored.is_empty(), "nothing stored: {stored:?}");
     let audit: Vec<AuditView> = c.get("/api/v1/audit?limit=50").await.unwrap();

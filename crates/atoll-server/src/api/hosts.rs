@@ -258,8 +258,9 @@ async fn check_hosts(
 
 /// Prepares hosts as a task: directories with the right owner, then the
 /// precheck; one branch per host, in parallel.
-#[utoipa::path(post, path = "/api/v1/hosts/prepare", tag = "hosts", request_body = PrepareRequest,
-    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/hosts/prepare", tag = "hosts", security(("bearer" = ["operator"])), request_body = PrepareRequest,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn prepare_hosts(
     State(state): State<AppState>,
     Operator(caller): Operator,

@@ -35,7 +35,7 @@ use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -85,7 +85,6 @@ pub fn router() -> axum::Router<AppState> {
         .merge(metrics::router())
         .merge(alerts::router())
         .split_for_parts();
-    mark_unannotated(&mut spec);
     clusters::document_params(&mut spec);
     open_flattened(&mut spec);
     document_shared_responses(&mut spec);
@@ -93,23 +92,6 @@ pub fn router() -> axum::Router<AppState> {
     router
         .route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))
         .layer(axum::middleware::map_response(json_errors))
-}
-
-/// The role markers of handlers whose files do not state one yet; each
-/// belongs in its handler's `#[utoipa::path]` (and this table goes when
-/// they all are). A marker on the handler wins.
-const UNANNOTATED: &[(&str, &str, Role)] = &[("post", "/api/v1/hosts/prepare", Role::Operator)];
-
-fn mark_unannotated(spec: &mut utoipa::openapi::OpenApi) {
-    for (path, item) in spec.paths.paths.iter_mut() {
-        for (method, op) in operations(item) {
-            if let Some((_, _, role)) = UNANNOTATED.iter().find(|(m, p, _)| *m == method && p == path)
-                && op.security.is_none()
-            {
-                op.security = Some(vec![SecurityRequirement::new("bearer", [role.as_str()])]);
-            }
-        }
-    }
 }
 
 /// A type that refuses unknown fields (`additionalProperties: false`)
