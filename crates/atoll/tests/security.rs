@@ -293,6 +293,18 @@ async fn tls_serves_https_with_the_platforms_own_ca() {
     assert_eq!(me.user, "admin");
 
     let ca = std::fs::read_to_string(p.dir.path().join("server/ca.pem")).unwrap();
+    // The session cookie is Secure over HTTPS.
+    let login = reqwest::Client::builder()
+        .tls_backend_preconfigured(atoll_pki::client_config(&[&ca], None).unwrap())
+        .build()
+        .unwrap()
+        .post(format!("{}/api/v1/auth/login", p.url))
+        .json(&serde_json::json!({ "username": "admin", "password": p.admin_password }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("; Secure"), "{cookie}");
     let printed = p.server.output();
     let fingerprint = atoll_pki::fingerprint(&ca).unwrap();
     assert!(printed.contains(&fingerprint), "the server prints the CA fingerprint to pin: {printed}");

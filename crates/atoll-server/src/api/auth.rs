@@ -103,7 +103,9 @@ async fn login(
         idle_timeout_s: state.config.session_idle_s,
     };
     let mut headers = HeaderMap::new();
-    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    // Over HTTPS the browser must never send it in clear.
+    let secure = if state.config.tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
     headers.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?);
     Ok((headers, Json(body)).into_response())
 }
