@@ -234,8 +234,12 @@ fn same_origin(parts: &Parts) -> ApiResult<()> {
     let header = |name: axum::http::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let host = header(axum::http::header::HOST).unwrap_or_default();
     let from = header(axum::http::header::ORIGIN).or_else(|| header(axum::http::header::REFERER));
-    let from_host = from.as_deref().and_then(|o| o.split_once("://")).map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
-    if !host.is_empty() && from_host == Some(host.as_str()) {
+    // `host[:port]` as a Host header writes it (no port when it is the default).
+    let from_host = from.as_deref().and_then(|o| reqwest::Url::parse(o).ok()).and_then(|u| {
+        let host = u.host_str()?.to_string();
+        Some(u.port().map_or(host.clone(), |p| format!("{host}:{p}")))
+    });
+    if !host.is_empty() && from_host.as_deref() == Some(host.as_str()) {
         return Ok(());
     }
     Err(ApiError::Forbidden(format!(

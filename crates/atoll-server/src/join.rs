@@ -107,12 +107,15 @@ pub async fn list(state: &AppState) -> ApiResult<Vec<Grant>> {
 /// Revokes every platform token (those of declared hosts stay); returns how
 /// many. Expired tokens of any kind go too.
 pub async fn revoke_all(state: &AppState) -> ApiResult<usize> {
+    let now = now_ms();
     let mut n = 0;
     for d in state.store.list_docs(DocKind::JoinToken).await? {
-        let grant = serde_json::from_str::<Grant>(&d.body).ok();
-        let live_host_token = grant.as_ref().is_some_and(|g| g.host.is_some() && g.expires_ms > now_ms());
-        if !live_host_token && state.store.delete_doc(DocKind::JoinToken, &d.name).await? && grant.is_some_and(|g| g.expires_ms > now_ms())
-        {
+        // An unreadable grant admits nothing: it goes, uncounted.
+        let live = serde_json::from_str::<Grant>(&d.body).ok().filter(|g| g.expires_ms > now);
+        if live.as_ref().is_some_and(|g| g.host.is_some()) {
+            continue;
+        }
+        if state.store.delete_doc(DocKind::JoinToken, &d.name).await? && live.is_some() {
             n += 1;
         }
     }

@@ -15,7 +15,6 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Starts chromedriver (killed when the returned `Proc` drops) and a
 /// headless browser with its profile under `dir`.
 pub async fn browser(dir: &Path) -> anyhow::Result<(Proc, WebDriver)> {
-    atoll_pki::install_provider();
     anyhow::ensure!(
         Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
         "browser tests need Debian's chromium and chromium-driver: run scripts/test.sh, which installs them"

@@ -179,7 +179,6 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start(opts: ServerOpts) -> Result<Platform> {
-        atoll_pki::install_provider();
         let dir = tempfile::tempdir()?;
         // Database servers run as `mysql` and must reach their directories
         // below this one.
@@ -328,6 +327,11 @@ impl Platform {
     /// Starts an agent listening on `ip` with its own data directory
     /// (reused when the same `data_name` is given again).
     pub fn start_agent(&self, data_name: &str, ip: &str, zone: Option<&str>, join_token: &str) -> Result<Agent> {
+        self.start_agent_in(data_name, ip, zone, join_token, self.dir.path())
+    }
+
+    /// [`Self::start_agent`] with `data_root` as the agent's `--data-root`.
+    pub fn start_agent_in(&self, data_name: &str, ip: &str, zone: Option<&str>, join_token: &str, data_root: &Path) -> Result<Agent> {
         let port = free_port(ip);
         let data_dir = self.dir.path().join(format!("agent-{data_name}"));
         let mut cmd = Command::new(atoll_bin());
@@ -340,7 +344,7 @@ impl Platform {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--data-root")
-            .arg(self.dir.path())
+            .arg(data_root)
             .arg("--facts-every-s")
             .arg("1");
         if let Some(z) = zone {

@@ -13,12 +13,11 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use atoll_api::v1::{AuditView, TaskView};
 use atoll_core::TaskStatus;
-use atoll_testkit::{Platform, Proc, ServerOpts, atoll_bin, free_port};
+use atoll_testkit::{Platform, ServerOpts};
 use serde_json::json;
 
 /// This test's host; other tests use other addresses.
@@ -29,25 +28,6 @@ fn mysql_ids() -> Option<(u32, u32)> {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() > 3 && f[0] == "mysql").then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?))).flatten()
     })
-}
-
-/// An agent whose data root is `root`.
-fn start_agent(p: &Platform, root: &Path, join: &str) -> Proc {
-    let port = free_port(IP);
-    let mut cmd = Command::new(atoll_bin());
-    cmd.arg("agent")
-        .arg("--server")
-        .arg(&p.url)
-        .env("ATOLL_JOIN_TOKEN", join)
-        .arg("--listen")
-        .arg(format!("{IP}:{port}"))
-        .arg("--data-dir")
-        .arg(p.dir.path().join("agent-sec"))
-        .arg("--data-root")
-        .arg(root)
-        .arg("--facts-every-s")
-        .arg("1");
-    Proc::spawn("agent", cmd, p.dir.path().join("agent-sec.log")).unwrap()
 }
 
 async fn prepare(p: &Platform, data_dir: &Path) -> TaskView {
@@ -76,7 +56,7 @@ async fn directories_stay_in_the_data_root_and_packages_are_for_admins() {
     let join = p.join_token().await.unwrap();
     let root = p.dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    let _agent = start_agent(&p, &root, &join);
+    let _agent = p.start_agent_in("sec", IP, None, &join, &root).unwrap();
     p.wait_hosts_online(1).await.unwrap();
     let c = p.client();
 

@@ -28,11 +28,12 @@ fn policy(state: &AppState) -> LockoutPolicy {
     }
 }
 
-/// The lockout keys a login counts against: its source address (whatever
-/// account it tries) and the account (from whatever address), so guessing
-/// one account while logging in to another locks all the same.
-fn lock_keys(source: &str, user: &str) -> [String; 2] {
-    [format!("ip:{source}"), format!("user:{user}")]
+/// The lockout keys a login counts against, each with how a refusal names
+/// it: its source address (whatever account it tries) and the account
+/// (from whatever address), so guessing one account while logging in to
+/// another locks all the same. The account's comes second.
+fn lock_keys(source: &str, user: &str) -> [(String, String); 2] {
+    [(format!("ip:{source}"), format!("from {source}")), (format!("user:{user}"), format!("for user {user}"))]
 }
 
 /// Starts a session. Repeated failures lock the source address and the
@@ -47,7 +48,7 @@ async fn login(
     let source = peer.ip().to_string();
     let now = now_ms();
     let keys = lock_keys(&source, &req.username);
-    for (key, what) in keys.iter().zip([format!("from {source}"), format!("for user {}", req.username)]) {
+    for (key, what) in &keys {
         if let Some(until) = state.store.login_locked_until(key, now).await? {
             metrics::counter!("atoll_logins_total", "outcome" => "locked").increment(1);
             return Err(ApiError::TooManyRequests(format!("too many failed logins {what}; try again in {} s", (until - now + 999) / 1000)));
@@ -67,7 +68,7 @@ async fn login(
     };
     let Some(user) = user.filter(|_| ok) else {
         let mut locked = None;
-        for (key, what) in keys.iter().zip([format!("from {source}"), format!("for user {}", req.username)]) {
+        for (key, what) in &keys {
             if let Some(until) = state.store.record_login_failure(key, now, &policy(&state)).await? {
                 locked = Some((until, what));
             }
@@ -81,7 +82,7 @@ async fn login(
             None => ApiError::Unauthorized("wrong username or password".into()),
         });
     };
-    state.store.clear_login_failures(&keys[1]).await?;
+    state.store.clear_login_failures(&keys[1].0).await?;
     let token = random_token();
     state
         .store

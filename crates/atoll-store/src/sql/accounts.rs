@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use atoll_core::UnixMs;
+use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
@@ -128,6 +129,18 @@ impl SqlStore {
         .map_err(|e| conflict_on_unique(e, || format!("an API token with id {:?} or this hash already exists", t.id)))?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes `user`'s rows of `table` (sessions or API tokens) but the one
+    /// with hash `keep`.
+    async fn delete_credentials_of(&self, table: &'static str, user: &str, keep: Option<&str>) -> Result<u64> {
+        let sql = format!("DELETE FROM {table} WHERE user_name = ? AND token_hash <> ?");
+        let sql = &sql;
+        retry(|| async move {
+            let r = sqlx::query(AssertSqlSafe(sql.as_str())).bind(user).bind(keep.unwrap_or("")).execute(&self.pool).await?;
+            Ok(r.rows_affected())
+        })
+        .await
     }
 
     async fn login_failure_once(&self, source: &str, now: UnixMs, policy: &LockoutPolicy) -> Result<Option<UnixMs>> {
@@ -281,27 +294,11 @@ impl AccountStore for SqlStore {
     }
 
     async fn delete_sessions_of(&self, user: &str, keep: Option<&str>) -> Result<u64> {
-        retry(|| async move {
-            let r = sqlx::query("DELETE FROM sessions WHERE user_name = ? AND token_hash <> ?")
-                .bind(user)
-                .bind(keep.unwrap_or(""))
-                .execute(&self.pool)
-                .await?;
-            Ok(r.rows_affected())
-        })
-        .await
+        self.delete_credentials_of("sessions", user, keep).await
     }
 
     async fn delete_api_tokens_of(&self, user: &str, keep: Option<&str>) -> Result<u64> {
-        retry(|| async move {
-            let r = sqlx::query("DELETE FROM api_tokens WHERE user_name = ? AND token_hash <> ?")
-                .bind(user)
-                .bind(keep.unwrap_or(""))
-                .execute(&self.pool)
-                .await?;
-            Ok(r.rows_affected())
-        })
-        .await
+        self.delete_credentials_of("api_tokens", user, keep).await
     }
 
     async fn create_api_token(&self, t: &ApiTokenRecord) -> Result<()> {
