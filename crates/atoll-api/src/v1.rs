@@ -68,6 +68,10 @@ pub struct CreateTokenRequest {
     /// only spaces.
     #[schema(pattern = "\\S", min_length = 1, max_length = 100)]
     pub name: String,
+    /// Days until the token stops working: 1 to 3650, 90 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub ttl_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -76,6 +80,7 @@ pub struct CreatedToken {
     pub name: String,
     /// Shown once; only its hash is kept.
     pub token: String,
+    pub expires_at_ms: UnixMs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -85,6 +90,8 @@ pub struct TokenView {
     pub user: String,
     pub created_at_ms: UnixMs,
     pub last_used_ms: Option<UnixMs>,
+    /// None for a token made before tokens expired.
+    pub expires_at_ms: Option<UnixMs>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

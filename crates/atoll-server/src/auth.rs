@@ -103,6 +103,26 @@ pub fn random_token() -> String {
     hex::encode(b)
 }
 
+/// How long an API token works when its maker does not say.
+pub const TOKEN_TTL_DAYS: u32 = 90;
+pub const MAX_TOKEN_TTL_DAYS: u32 = 3650;
+
+/// A fresh API token for `user` and the record that keeps only its hash.
+pub fn new_api_token(user: &str, name: &str, ttl_days: u32) -> (String, atoll_store::ApiTokenRecord) {
+    let token = random_token();
+    let now = atoll_core::time::now_ms();
+    let record = atoll_store::ApiTokenRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        user: user.to_string(),
+        name: name.to_string(),
+        token_hash: sha256_hex(&token),
+        created_at_ms: now,
+        last_used_ms: None,
+        expires_at_ms: Some(now + i64::from(ttl_days) * 86_400_000),
+    };
+    (token, record)
+}
+
 /// A password that is easy to type once: 20 characters from an unambiguous set.
 pub fn random_password() -> String {
     const SET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
@@ -205,6 +225,13 @@ impl FromRequestParts<AppState> for PendingCaller {
         let (user, kind) = if let Some(s) = state.store.touch_session(&hash, idle_after, now).await? {
             (s.user, AuthKind::Session)
         } else if let Some(t) = state.store.touch_api_token(&hash, now).await? {
+            if let Some(end) = t.expires_at_ms.filter(|end| *end <= now) {
+                let when = atoll_core::time::utc(end);
+                return Err(ApiError::Unauthorized(format!(
+                    "API token {:?} ({}) expired at {when}: log in again with `atoll login`, or create a new token",
+                    t.name, t.id
+                )));
+            }
             (t.user, AuthKind::Token)
         } else {
             return Err(ApiError::Unauthorized("session expired or token unknown: log in again with `atoll login`".into()));

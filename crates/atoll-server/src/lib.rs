@@ -85,15 +85,7 @@ impl Running {
             self.state.store.create_user(&account).await?;
             self.state.audit(user, self.addr, "user.create", user, serde_json::json!({ "role": role, "by": "playground" }), "ok").await;
         }
-        let token = auth::random_token();
-        let record = atoll_store::ApiTokenRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            user: user.to_string(),
-            name: name.to_string(),
-            token_hash: auth::sha256_hex(&token),
-            created_at_ms: atoll_core::time::now_ms(),
-            last_used_ms: None,
-        };
+        let (token, record) = auth::new_api_token(user, name, auth::TOKEN_TTL_DAYS);
         self.state.store.create_api_token(&record).await?;
         self.state.audit(user, self.addr, "token.create", &record.id, serde_json::json!({ "name": name, "by": "playground" }), "ok").await;
         Ok(token)

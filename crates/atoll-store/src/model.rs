@@ -128,6 +128,8 @@ pub struct ApiTokenRecord {
     pub token_hash: String,
     pub created_at_ms: UnixMs,
     pub last_used_ms: Option<UnixMs>,
+    /// None only for tokens made before tokens expired (migration 0009).
+    pub expires_at_ms: Option<UnixMs>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -229,6 +229,7 @@ fn api_token(id: &str, user: &str, hash: &str) -> ApiTokenRecord {
         token_hash: hash.into(),
         created_at_ms: 1_000,
         last_used_ms: None,
+        expires_at_ms: Some(90_000),
     }
 }
 
@@ -677,7 +678,7 @@ async fn api_tokens(h: &Harness) {
     assert!(msg.contains("\"t1\""), "{msg}");
 
     let t = s.touch_api_token("h1", 5_000).await.unwrap().unwrap();
-    assert_eq!((t.id.as_str(), t.last_used_ms), ("t1", Some(5_000)));
+    assert_eq!((t.id.as_str(), t.last_used_ms, t.expires_at_ms), ("t1", Some(5_000), Some(90_000)));
     // Soon after: a read only; later: written again.
     assert_eq!(s.touch_api_token("h1", 6_000).await.unwrap().unwrap().last_used_ms, Some(5_000));
     assert_eq!(s.list_api_tokens(Some("bob")).await.unwrap()[0].last_used_ms, Some(5_000));
@@ -1089,7 +1090,7 @@ async fn migrations_run_twice(h: &Harness) {
         let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -1103,7 +1104,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }

@@ -266,7 +266,7 @@ impl Platform {
                 .await?;
             self.admin_password = NEW_ADMIN_PASSWORD.into();
         }
-        let t: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "tests".into() }).await?;
+        let t: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "tests".into(), ttl_days: None }).await?;
         self.token = Some(t.token.clone());
         Ok(Client::new(&self.url, Some(t.token)))
     }

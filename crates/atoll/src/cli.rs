@@ -40,6 +40,8 @@ pub enum Command {
     Playground(crate::playground::PlaygroundArgs),
     /// Log in and keep an API token for the next commands.
     Login(crate::session::LoginArgs),
+    /// Delete the saved API token on the platform and forget it here.
+    Logout,
     /// Print the servers a deployment mode needs (seed sizing tables).
     Plan(crate::plan::PlanArgs),
     /// Hosts: add, list, show, check, prepare, remove.
@@ -88,6 +90,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Agent(a) => crate::daemons::agent(a).await,
         Command::Playground(a) => crate::playground::run(a).await,
         Command::Login(a) => crate::session::login(a).await,
+        Command::Logout => crate::session::logout().await,
         Command::Plan(a) => crate::plan::run(a),
         Command::Host(c) => crate::hosts::run(c).await,
         Command::Task(c) => crate::tasks::run(c).await,

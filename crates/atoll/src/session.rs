@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use atoll_api::v1::{ChangePasswordRequest, CreateTokenRequest, CreatedToken, LoginRequest, LoginResponse, PlatformView};
+use atoll_api::v1::{ChangePasswordRequest, CreateTokenRequest, CreatedToken, LoginRequest, LoginResponse, PlatformView, TokenView};
 use atoll_client::Client;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,10 @@ pub struct Saved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     pub token: Option<String>,
+    /// The saved token's id, so the next `atoll login` or `atoll logout`
+    /// deletes it instead of leaving it behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 impl Saved {
@@ -69,6 +73,9 @@ pub struct LoginArgs {
     /// required, the new password from its second line).
     #[arg(long)]
     password_stdin: bool,
+    /// Days the saved token works (1 to 3650).
+    #[arg(long, default_value_t = 90)]
+    ttl_days: u32,
 }
 
 fn read_secret(prompt: &str, lines: &mut Option<std::io::Lines<std::io::StdinLock<'static>>>) -> Result<String, CliError> {
@@ -95,7 +102,11 @@ pub async fn login(a: LoginArgs) -> Res {
             c.post("/api/v1/auth/password", &ChangePasswordRequest { current_password: password, new_password }).await?;
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let token: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: format!("cli@{}", host.trim()) }).await?;
+    let req = CreateTokenRequest { name: format!("cli@{}", host.trim()), ttl_days: Some(a.ttl_days) };
+    let token: CreatedToken = c.post("/api/v1/tokens", &req).await?;
+    if let Some(old) = load().token_id {
+        replace_previous(&c, &old, &resp.user).await;
+    }
     // Every server that is up, so later commands fail over between them.
     let known = match c.get::<PlatformView>("/api/v1/platform").await {
         Ok(p) => {
@@ -105,7 +116,55 @@ pub async fn login(a: LoginArgs) -> Res {
         Err(_) => servers.all(),
     };
     let _: serde_json::Value = c.post("/api/v1/auth/logout", &json!({})).await?;
-    let path = save(&Saved { servers: known.clone(), server: None, token: Some(token.token) })?;
-    println!("logged in to {} as {} ({}); token saved in {}", known.join(", "), resp.user, resp.role, path.display());
+    let path = save(&Saved { servers: known.clone(), server: None, token: Some(token.token), token_id: Some(token.id) })?;
+    println!(
+        "logged in to {} as {} ({}); token saved in {}, valid until {}",
+        known.join(", "),
+        resp.user,
+        resp.role,
+        path.display(),
+        atoll_core::time::utc(token.expires_at_ms)
+    );
+    Ok(Exit::Ok)
+}
+
+/// Deletes the token an earlier `atoll login` saved here when it is this
+/// user's (one machine, one live CLI token); a failure only warns, since
+/// the new token works either way.
+async fn replace_previous(c: &Client, old_id: &str, user: &str) {
+    let owned = match c.get::<Vec<TokenView>>("/api/v1/tokens").await {
+        Ok(tokens) => tokens.iter().any(|t| t.id == old_id && t.user == user),
+        Err(e) => {
+            eprintln!("warning: could not list your tokens to delete the previous one ({e}); see `GET /api/v1/tokens`");
+            return;
+        }
+    };
+    if owned && let Err(e) = c.delete::<()>(&format!("/api/v1/tokens/{old_id}")).await {
+        eprintln!("warning: the previous token {old_id} was not deleted: {e}");
+    }
+}
+
+/// `atoll logout`: deletes the saved token on the platform and forgets it.
+pub async fn logout() -> Res {
+    let mut saved = load();
+    let Some(token) = saved.token.take() else {
+        println!("not logged in; nothing to do");
+        return Ok(Exit::Ok);
+    };
+    let servers = atoll_client::Servers::new(&saved.servers());
+    let c = Client::over(&servers, Some(token), std::time::Duration::from_secs(30));
+    let deleted = match saved.token_id.take() {
+        Some(id) => match c.delete::<()>(&format!("/api/v1/tokens/{id}")).await {
+            Ok(()) => true,
+            Err(e) => return Err(fail(Exit::Error, format!("the platform did not delete the saved token ({e}); it is still saved: try again"))),
+        },
+        None => false,
+    };
+    let path = save(&saved)?;
+    if deleted {
+        println!("logged out: the token is deleted on the platform and removed from {}", path.display());
+    } else {
+        println!("logged out: the token is removed from {} (it was saved by an older atoll without its id: delete it with DELETE /api/v1/tokens/ID)", path.display());
+    }
     Ok(Exit::Ok)
 }

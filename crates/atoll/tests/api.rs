@@ -42,7 +42,7 @@ async fn user_token(p: &Platform, admin: &Client, name: &str, role: atoll_core::
         )
         .await
         .unwrap();
-    let t: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "tests".into() }).await.unwrap();
+    let t: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "tests".into(), ttl_days: None }).await.unwrap();
     t.token
 }
 

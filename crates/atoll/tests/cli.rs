@@ -118,3 +118,56 @@ async fn login_tables_json_exit_codes_and_host_removal() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("cannot reach"), "{}", text(&o));
 }
+
+fn saved_token(p: &Platform) -> String {
+    let saved = std::fs::read_to_string(p.dir.path().join("cli/credentials.toml")).unwrap();
+    saved.lines().find_map(|l| l.strip_prefix("token = ")).unwrap_or_default().trim_matches('"').to_string()
+}
+
+/// One machine keeps one live CLI token: a second `atoll login` deletes the
+/// first, `atoll logout` deletes the last; tokens expire, and a token past
+/// its end is refused with the way out in the message.
+#[tokio::test]
+async fn login_replaces_its_token_logout_deletes_it_and_tokens_expire() {
+    use atoll_api::v1::{CreateTokenRequest, CreatedToken, TokenView};
+    let p = Platform::start(ServerOpts::default()).await.unwrap();
+    let o = atoll(&p, &["login", "--server", &p.url, "--password-stdin"], Some(&format!("{}\nthe-new-admin-password\n", p.admin_password)));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("valid until"), "{}", text(&o));
+    let first = saved_token(&p);
+    let o = atoll(&p, &["login", "--server", &p.url, "--password-stdin", "--ttl-days", "7"], Some("the-new-admin-password\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    let second = saved_token(&p);
+    assert_ne!(first, second);
+
+    let old = atoll_client::Client::new(&p.url, Some(first));
+    let e = old.get::<Vec<TokenView>>("/api/v1/tokens").await.unwrap_err();
+    assert!(matches!(e, atoll_client::ClientError::Api { status: 401, .. }), "{e}");
+    let c = atoll_client::Client::new(&p.url, Some(second.clone()));
+    let tokens: Vec<TokenView> = c.get("/api/v1/tokens").await.unwrap();
+    assert_eq!(tokens.iter().filter(|t| t.name.starts_with("cli@")).count(), 1, "{tokens:?}");
+    let week = tokens[0].expires_at_ms.unwrap() - tokens[0].created_at_ms;
+    assert_eq!(week, 7 * 86_400_000);
+
+    // Out of range: refused, naming the field and the range.
+    let e = c.post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "x".into(), ttl_days: Some(0) }).await.unwrap_err();
+    assert!(e.to_string().contains("ttl_days 0 is out of range: give 1 to 3650"), "{e}");
+    // A token past its end (its row changed the way time would change it).
+    let script: CreatedToken = c.post("/api/v1/tokens", &CreateTokenRequest { name: "nightly".into(), ttl_days: None }).await.unwrap();
+    assert!(script.expires_at_ms - atoll_core::time::now_ms() > 89 * 86_400_000);
+    let db = format!("sqlite://{}", p.dir.path().join("server/meta.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db).await.unwrap();
+    sqlx::query("UPDATE api_tokens SET expires_at_ms = 1000 WHERE id = ?").bind(&script.id).execute(&mut conn).await.unwrap();
+    let e = atoll_client::Client::new(&p.url, Some(script.token)).get::<Vec<TokenView>>("/api/v1/tokens").await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("\"nightly\"") && msg.contains("expired at 1970-01-01") && msg.contains("atoll login"), "{msg}");
+
+    let o = atoll(&p, &["logout"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("deleted on the platform"), "{}", text(&o));
+    assert_eq!(saved_token(&p), "");
+    let e = c.get::<Vec<TokenView>>("/api/v1/tokens").await.unwrap_err();
+    assert!(matches!(e, atoll_client::ClientError::Api { status: 401, .. }), "{e}");
+    let o = atoll(&p, &["host", "list"], None);
+    assert!(text(&o).contains("not logged in"), "{}", text(&o));
+}

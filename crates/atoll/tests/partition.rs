@@ -114,7 +114,7 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
     // The isolated server refuses changes, in bounded time, and still
     // answers reads from its own MetaDB node, marked stale.
     let t = Instant::now();
-    let refused = on_a.post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "isolated".into() }).await.unwrap_err();
+    let refused = on_a.post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "isolated".into(), ttl_days: None }).await.unwrap_err();
     assert!(matches!(&refused, ClientError::Api { status: 503 | 504, .. }), "{refused:?}");
     assert!(t.elapsed() < Duration::from_secs(13), "a refused change took {:?}", t.elapsed());
     let stale = wait_for("a stale read on the isolated server", Duration::from_secs(20), || async {
@@ -125,7 +125,7 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
     assert!(stale.is_ok(), "reads on the isolated server are answered, marked stale");
 
     // The other two take changes and see MetaDB degraded, not down.
-    let _: CreatedToken = others.post("/api/v1/tokens", &CreateTokenRequest { name: "majority".into() }).await.unwrap();
+    let _: CreatedToken = others.post("/api/v1/tokens", &CreateTokenRequest { name: "majority".into(), ttl_days: None }).await.unwrap();
     wait_for("MetaDB degraded on the majority side", Duration::from_secs(60), || async {
         let c: ClusterView = others.get(&format!("/api/v1/clusters/{METADB_CLUSTER}")).await.ok()?;
         (c.status == ClusterStatus::Degraded).then_some(())
@@ -151,7 +151,7 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
     .unwrap();
     eprintln!("rejoined {:?} after the link came back", healed.elapsed());
     assert_eq!(generation(&v), generation(&after), "leadership stayed where it moved");
-    let _: CreatedToken = on_a.post("/api/v1/tokens", &CreateTokenRequest { name: "rejoined".into() }).await.unwrap();
+    let _: CreatedToken = on_a.post("/api/v1/tokens", &CreateTokenRequest { name: "rejoined".into(), ttl_days: None }).await.unwrap();
 
     let tally = prober.stop().await;
     eprintln!("the majority's client: {} asked, {} failed", tally.asked, tally.failed);

@@ -4,14 +4,14 @@ use atoll_api::ErrorBody;
 use atoll_api::v1::{CreateTokenRequest, CreateUserRequest, CreatedToken, TokenView, UserView};
 use atoll_core::Role;
 use atoll_core::time::now_ms;
-use atoll_store::{ApiTokenRecord, UserRecord};
+use atoll_store::UserRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::{Admin, Caller, check_new_password, hash_password, random_token, sha256_hex};
+use crate::auth::{Admin, Caller, MAX_TOKEN_TTL_DAYS, TOKEN_TTL_DAYS, check_new_password, hash_password, new_api_token};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::AppState;
 
@@ -80,7 +80,14 @@ async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult
     Ok(Json(
         tokens
             .into_iter()
-            .map(|t| TokenView { id: t.id, name: t.name, user: t.user, created_at_ms: t.created_at_ms, last_used_ms: t.last_used_ms })
+            .map(|t| TokenView {
+                id: t.id,
+                name: t.name,
+                user: t.user,
+                created_at_ms: t.created_at_ms,
+                last_used_ms: t.last_used_ms,
+                expires_at_ms: t.expires_at_ms,
+            })
             .collect(),
     ))
 }
@@ -97,18 +104,15 @@ async fn create_token(
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::BadRequest("a token needs a name of 1 to 100 characters saying what it is for".into()));
     }
-    let token = random_token();
-    let record = ApiTokenRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        user: caller.user.clone(),
-        name: name.to_string(),
-        token_hash: sha256_hex(&token),
-        created_at_ms: now_ms(),
-        last_used_ms: None,
-    };
+    let ttl_days = req.ttl_days.unwrap_or(TOKEN_TTL_DAYS);
+    if !(1..=MAX_TOKEN_TTL_DAYS).contains(&ttl_days) {
+        return Err(ApiError::BadRequest(format!("ttl_days {ttl_days} is out of range: give 1 to {MAX_TOKEN_TTL_DAYS} days")));
+    }
+    let (token, record) = new_api_token(&caller.user, name, ttl_days);
     state.store.create_api_token(&record).await?;
-    state.audit_ok(&caller, "token.create", &record.id, json!({ "name": name })).await;
-    Ok((StatusCode::CREATED, Json(CreatedToken { id: record.id, name: record.name, token })))
+    state.audit_ok(&caller, "token.create", &record.id, json!({ "name": name, "ttl_days": ttl_days })).await;
+    let expires_at_ms = record.expires_at_ms.unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(CreatedToken { id: record.id, name: record.name, token, expires_at_ms })))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = ["viewer"])), params(("id" = String, Path)),

@@ -32,7 +32,7 @@ macro_rules! select_sessions {
 
 macro_rules! select_tokens {
     ($tail:literal) => {
-        concat!("SELECT id, user_name, name, token_hash, created_at_ms, last_used_ms FROM api_tokens ", $tail)
+        concat!("SELECT id, user_name, name, token_hash, created_at_ms, last_used_ms, expires_at_ms FROM api_tokens ", $tail)
     };
 }
 
@@ -64,6 +64,7 @@ fn token(r: &AnyRow) -> Result<ApiTokenRecord> {
         token_hash: row::text(r, "token_hash")?,
         created_at_ms: row::int(r, "created_at_ms")?,
         last_used_ms: row::opt_int(r, "last_used_ms")?,
+        expires_at_ms: row::opt_int(r, "expires_at_ms")?,
     })
 }
 
@@ -115,8 +116,8 @@ impl SqlStore {
             return Err(StoreError::Conflict("an API token with this token hash already exists".into()));
         }
         sqlx::query(
-            "INSERT INTO api_tokens (id, user_name, name, token_hash, created_at_ms, last_used_ms) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, user_name, name, token_hash, created_at_ms, last_used_ms, expires_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
         .bind(&t.user)
@@ -124,6 +125,7 @@ impl SqlStore {
         .bind(&t.token_hash)
         .bind(t.created_at_ms)
         .bind(t.last_used_ms)
+        .bind(t.expires_at_ms)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || format!("an API token with id {:?} or this hash already exists", t.id)))?;
