@@ -24,8 +24,8 @@ pub struct RoutingTable {
     pub moving_to: Option<String>,
     pub backends: Vec<Backend>,
     /// The cluster's read-only monitoring account, for the proxy's own
-    /// probes. Only callers allowed to route (the cluster's proxy token or
-    /// an operator) see this table.
+    /// probes. The password goes only to the cluster's proxies (their
+    /// token); operators see it empty.
     pub monitor_user: String,
     pub monitor_password: String,
     /// Every platform server that is up (sorted): where to ask for the

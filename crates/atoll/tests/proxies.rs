@@ -132,6 +132,10 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     assert_eq!(v.proxies.iter().map(|x| x.zone.as_str()).collect::<Vec<_>>(), ["z1", "z2", "z3"]);
     let cr: ClusterCredentials = c.get("/api/v1/clusters/shop/credentials").await.unwrap();
     assert_eq!((cr.host.as_str(), cr.port), (IPS[0], 6033), "applications are pointed at a proxy");
+    // The routing table an operator reads names the monitoring account but
+    // not its password: only the proxies (their token) get that.
+    let table: atoll_api::routing::RoutingTable = c.get("/api/v1/clusters/shop/routing").await.unwrap();
+    assert_eq!((table.monitor_user.is_empty(), table.monitor_password.as_str()), (false, ""));
 
     // A real client through every proxy: writes reach the writer, reads
     // stay in the proxy's own zone.

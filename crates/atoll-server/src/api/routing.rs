@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The cluster's routing table, for its proxies (bearer: the cluster's
-/// proxy token) and operators. With `since`, waits up to `wait_ms` for a
+/// proxy token) and operators (without the monitoring password). With `since`, waits up to `wait_ms` for a
 /// version other than `since`.
 #[utoipa::path(get, path = "/api/v1/clusters/{name}/routing", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path), RoutingQuery),
     responses((status = 200, body = RoutingTable), (status = 404, body = ErrorBody)))]
@@ -34,6 +34,10 @@ async fn routing(
     Path(name): Path<String>,
     Query(q): Query<RoutingQuery>,
 ) -> ApiResult<Json<RoutingTable>> {
+    // Only the proxies probe with the monitoring account: an operator sees
+    // the table without its password (the credentials route, for admins,
+    // is where passwords are handed out, audited).
+    let for_proxy = operator.is_err();
     if let Err(refused) = operator {
         // Not an operator: only this cluster's proxy token will do, and a
         // caller without it learns nothing, not even whether the cluster exists.
@@ -57,8 +61,11 @@ async fn routing(
     loop {
         changes.borrow_and_update();
         let (c, servers) = load(&state, &name).await?;
-        let table = crate::clusters::routing::table(&state, &c, &servers).await?;
+        let mut table = crate::clusters::routing::table(&state, &c, &servers).await?;
         if q.since.as_deref() != Some(table.version.as_str()) || tokio::time::Instant::now() >= deadline {
+            if !for_proxy {
+                table.monitor_password.clear();
+            }
             return Ok(Json(table));
         }
         // Another platform server may change MetaDB without telling this
