@@ -117,8 +117,18 @@ async fn metrics(State(s): State<AgentState>) -> Response {
     }
 }
 
-/// Admits only the server that registered this agent.
+/// Admits only the server that registered this agent: its token, and over
+/// TLS its certificate of the platform's CA too. Metrics alone are open to
+/// a token without a certificate, so a Prometheus can scrape them.
 async fn require_server(State(s): State<AgentState>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<atoll_pki::TlsPeer>>().map(|c| c.0);
+    if peer.is_some_and(|p| !p.client_cert) && req.uri().path() != "/agent/v1/metrics" {
+        return error(
+            StatusCode::FORBIDDEN,
+            "client_certificate_required",
+            "this agent takes commands only over mutual TLS: present a certificate of the platform's CA",
+        );
+    }
     let Some(expected) = s.identity().and_then(|i| i.server_token_hash) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_registered", "this agent has not registered with a server yet");
     };

@@ -16,9 +16,11 @@ pub mod probe;
 pub mod process;
 pub mod proxies;
 pub mod redact;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -46,6 +48,10 @@ pub struct AgentConfig {
     /// How often the host's facts are read (sent when changed, and every
     /// five minutes).
     pub facts_every: Duration,
+    /// The platform's CA, when the servers are HTTPS: a file, or the
+    /// fingerprint to check the one the servers offer against (see [`tls`]).
+    pub ca_file: Option<PathBuf>,
+    pub ca_fingerprint: Option<String>,
 }
 
 /// Runs the agent until `shutdown`, or until the platform says this host
@@ -56,6 +62,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let identity = Identity::load_or_create(&config.data_dir)?;
     let db = db::Supervisor::open(&config.data_dir, root.clone()).await?;
     let servers = link::known_servers(&config);
+    let tls = tls::AgentTls::setup(&config, &servers).await?.map(Arc::new);
     let proxies = proxies::Proxies::open(&config.data_dir, servers.clone(), shutdown.clone())?;
     let journal = ops::Journal::open(&config.data_dir, root.clone())?
         .with_db(db.clone())
@@ -68,10 +75,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let state = http::AgentState::new(identity.clone(), journal, db, proxies, config.listen.ip());
     let app = http::router(state.clone());
-    let serve_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(serve_shutdown.cancelled_owned()).await });
+    let stop = shutdown.clone().cancelled_owned();
+    let server = match &tls {
+        // Mutual TLS: the platform's servers prove themselves with a
+        // certificate of its CA (see `http::require_server`).
+        Some(t) => {
+            let tls_config = atoll_pki::live_server_config(Arc::clone(&t.live), &[&t.ca_pem], atoll_pki::ClientCerts::Optional)?;
+            let listener = atoll_pki::TlsListener::new(listener, Arc::new(tls_config))?;
+            let service = app.into_make_service_with_connect_info::<atoll_pki::TlsPeer>();
+            tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+    };
 
-    let result = link::Link::new(config, servers, identity, state).run(shutdown.clone()).await;
+    let result = link::Link::new(config, servers, identity, state, tls).run(shutdown.clone()).await;
     shutdown.cancel();
     server.await??;
     result

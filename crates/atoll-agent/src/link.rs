@@ -1,6 +1,7 @@
 //! The agent's side of the conversation with the platform: registration,
 //! then heartbeats carrying facts and the measured clock offset.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
@@ -13,6 +14,7 @@ use atoll_client::Servers;
 use crate::AgentConfig;
 use crate::http::AgentState;
 use crate::identity::{Identity, sha256_hex};
+use crate::tls::AgentTls;
 
 /// Facts are sent at least this often for their volatile readings (free
 /// memory and disk), as the server writes them.
@@ -25,15 +27,17 @@ pub(crate) struct Link {
     state: AgentState,
     interval: Duration,
     clock_offset_ms: Option<i64>,
+    tls: Option<Arc<AgentTls>>,
 }
 
 impl Link {
-    pub(crate) fn new(config: AgentConfig, servers: Servers, identity: Identity, state: AgentState) -> Self {
-        Self { config, servers, identity, state, interval: Duration::from_secs(2), clock_offset_ms: None }
+    pub(crate) fn new(config: AgentConfig, servers: Servers, identity: Identity, state: AgentState, tls: Option<Arc<AgentTls>>) -> Self {
+        Self { config, servers, identity, state, interval: Duration::from_secs(2), clock_offset_ms: None, tls }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.config.listen)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.config.listen)
     }
 
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -195,9 +199,22 @@ impl Link {
             agent_url: self.url(),
             agent_version: crate::VERSION.into(),
             facts,
+            public_key: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.public_key_hex().inspect_err(|e| tracing::error!(error = %e, "cannot read the agent's key")).ok()),
         };
         let client = Client::over(&self.servers, None, Duration::from_secs(10));
         let resp: RegisterResponse = client.post("/agent/v1/register", &req).await?;
+        match (&self.tls, resp.certificate_pem) {
+            (Some(tls), Some(cert)) => {
+                if let Err(e) = tls.accept(cert) {
+                    tracing::error!(error = %e, "cannot use the certificate the platform issued; the platform cannot reach this agent");
+                }
+            }
+            (Some(_), None) => tracing::error!("the platform issued no certificate for this agent; its API stays closed"),
+            _ => {}
+        }
         self.identity.agent_token = Some(resp.agent_token);
         self.identity.server_token_hash = Some(sha256_hex(&resp.server_token));
         if let Err(e) = self.identity.save(&self.config.data_dir) {

@@ -212,6 +212,12 @@ fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::
     for s in &servers {
         cmd.arg("--server").arg(s);
     }
+    // The CA the agent pinned, when the platform is HTTPS.
+    // (`proxies/` lies in the agent's data directory, beside `ca.pem`.)
+    let ca = inner.dir.parent().map(|d| d.join("ca.pem")).filter(|p| p.exists());
+    if let Some(ca) = ca.filter(|_| servers.iter().any(|s| s.starts_with("https://"))) {
+        cmd.arg("--ca-file").arg(ca);
+    }
     cmd.arg("--token-file")
         .arg(&token_file)
         .args(["--cluster", &def.cluster, "--zone", &def.zone])

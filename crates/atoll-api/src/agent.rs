@@ -22,6 +22,11 @@ pub struct RegisterRequest {
     pub agent_url: String,
     pub agent_version: String,
     pub facts: HostFacts,
+    /// The public half of the agent's TLS key (hex, uncompressed P-256):
+    /// the platform's CA issues the agent's certificate for it. Sent when
+    /// the agent talks to the platform over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -37,6 +42,10 @@ pub struct RegisterResponse {
     /// Every platform server that is up, the answering one first.
     #[serde(default)]
     pub servers: Vec<String>,
+    /// The agent's certificate (PEM) for its `public_key`, valid for its
+    /// address, for serving the platform and calling it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -119,7 +119,7 @@ impl Client {
     pub fn over(servers: &Servers, token: Option<String>, timeout: Duration) -> Self {
         atoll_pki::install_provider();
         let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout));
-        let http = match trusted_tls() {
+        let http = match tls_config() {
             Ok(Some(tls)) => http.tls_backend_preconfigured(tls).build().map_err(|e| format!("cannot build an HTTP client: {e}")),
             Ok(None) => http.build().map_err(|e| format!("cannot build an HTTP client: {e}")),
             Err(e) => Err(format!("cannot use the platform's CA certificate: {e}")),
@@ -289,13 +289,28 @@ pub fn trust_platform_ca(ca_pem: &str) -> Result<(), atoll_pki::PkiError> {
     Ok(())
 }
 
-fn trusted_tls() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError> {
+static IDENTITY: std::sync::RwLock<Option<atoll_pki::CertKey>> = std::sync::RwLock::new(None);
+
+/// Presents `own` (a certificate of the platform's CA) on every TLS
+/// connection of clients made after this call: how servers prove
+/// themselves to agents (mutual TLS). Replaces an earlier one (renewal).
+pub fn present_certificate(own: atoll_pki::CertKey) {
+    if let Ok(mut id) = IDENTITY.write() {
+        *id = Some(own);
+    }
+}
+
+/// The TLS configuration this process's clients use: the platform's CAs
+/// and this process's certificate; `None` until a CA is trusted (plain
+/// HTTP, or the system's roots for other HTTPS).
+pub fn tls_config() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError> {
     let cas = TRUSTED_CAS.read().map(|c| c.clone()).unwrap_or_default();
     if cas.is_empty() {
         return Ok(None);
     }
     let refs: Vec<&str> = cas.iter().map(String::as_str).collect();
-    atoll_pki::client_config(&refs, None).map(Some)
+    let own = IDENTITY.read().ok().and_then(|id| id.clone());
+    atoll_pki::client_config(&refs, own.as_ref()).map(Some)
 }
 
 /// The largest answer read into memory (listings of thousands of hosts

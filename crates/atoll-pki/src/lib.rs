@@ -7,6 +7,10 @@
 //! processes of that platform only. Keys are ECDSA P-256; rustls runs on
 //! `ring`, the one crypto provider compiled in.
 
+mod listener;
+
+pub use listener::{TlsListener, TlsPeer};
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,22 +119,71 @@ impl Ca {
     /// Issues a certificate with a fresh key.
     pub fn issue(&self, req: &LeafRequest) -> Result<CertKey> {
         let key = KeyPair::generate().map_err(failed)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn(&req.common_name);
-        params.subject_alt_names = req.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
-        for name in &req.dns {
-            params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into().map_err(failed)?));
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match req.usage {
-            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-            Usage::Both => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params, req.lifetime);
-        let cert = params.signed_by(&key, &self.issuer).map_err(failed)?;
+        let cert = leaf_params(req)?.signed_by(&key, &self.issuer).map_err(failed)?;
         Ok(CertKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Issues a certificate (PEM) for a key someone else holds, given by
+    /// its public half ([`public_key_hex`]): an agent's key never leaves
+    /// its host.
+    pub fn issue_for(&self, req: &LeafRequest, public_key_hex: &str) -> Result<String> {
+        let key = P256Public::from_hex(public_key_hex)?;
+        Ok(leaf_params(req)?.signed_by(&key, &self.issuer).map_err(failed)?.pem())
+    }
+}
+
+fn leaf_params(req: &LeafRequest) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(&req.common_name);
+    params.subject_alt_names = req.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    for name in &req.dns {
+        params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into().map_err(failed)?));
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match req.usage {
+        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Both => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, req.lifetime);
+    Ok(params)
+}
+
+/// A new private key (ECDSA P-256), PEM: what a process keeps to itself.
+pub fn new_key_pem() -> Result<String> {
+    Ok(KeyPair::generate().map_err(failed)?.serialize_pem())
+}
+
+/// The public half of `key_pem` as hex (the uncompressed P-256 point):
+/// what a process sends to be issued a certificate.
+pub fn public_key_hex(key_pem: &str) -> Result<String> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::Parse { what: "the private key", detail: e.to_string() })?;
+    Ok(hex::encode(key.public_key_raw()))
+}
+
+/// A P-256 public key given as its uncompressed point.
+struct P256Public(Vec<u8>);
+
+impl P256Public {
+    fn from_hex(text: &str) -> Result<P256Public> {
+        let bad = |detail: &str| PkiError::Parse { what: "the public key", detail: detail.to_string() };
+        let raw = hex::decode(text.trim()).map_err(|_| bad("not hex"))?;
+        // 0x04, then X and Y of 32 bytes each.
+        if raw.len() != 65 || raw[0] != 4 {
+            return Err(bad("not an uncompressed ECDSA P-256 point (65 bytes starting 04)"));
+        }
+        Ok(P256Public(raw))
+    }
+}
+
+impl rcgen::PublicKeyData for P256Public {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
     }
 }
 
@@ -221,6 +274,63 @@ pub fn server_config(own: &CertKey, client_cas: Option<&[&str]>) -> Result<rustl
         .map_err(|e| PkiError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// How a server treats client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// None asked for.
+    Ignore,
+    /// Asked for and checked against the CAs when given; a connection
+    /// without one is let through (the application decides per request).
+    Optional,
+}
+
+/// A server's TLS whose certificate can change while it runs ([`LiveCert`]):
+/// an agent serves once registration gave it one, and a renewed one takes
+/// over for the next handshake.
+pub fn live_server_config(live: Arc<LiveCert>, client_cas: &[&str], clients: ClientCerts) -> Result<rustls::ServerConfig> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Config(e.to_string()))?;
+    let builder = match clients {
+        ClientCerts::Optional => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_cas)?), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| PkiError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        ClientCerts::Ignore => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(live);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificate a server presents now; none yet means handshakes fail.
+#[derive(Debug, Default)]
+pub struct LiveCert(std::sync::RwLock<Option<Arc<rustls::sign::CertifiedKey>>>);
+
+impl LiveCert {
+    pub fn set(&self, own: &CertKey) -> Result<()> {
+        let key = provider().key_provider.load_private_key(private_key(&own.key_pem)?).map_err(|e| PkiError::Config(e.to_string()))?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(certs(&own.cert_pem, "the certificate")?, key));
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(certified);
+        }
+        Ok(())
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.read().is_ok_and(|c| c.is_some())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().and_then(|c| c.clone())
+    }
 }
 
 /// A client's TLS: trusts the given CAs only; with `own`, presents it.
@@ -322,6 +432,39 @@ mod tests {
         // During a rotation clients trust both CAs.
         let both = client_config(&[&ca_pem, other.cert_pem()], None).unwrap();
         assert_eq!(handshake(server_config(&stranger, None).unwrap(), both, "127.0.0.1").await.unwrap(), "hello");
+    }
+
+    /// An agent's case: its key stays with it, the CA signs its public
+    /// half, the certificate arrives after the server started, and client
+    /// certificates are optional but checked when given.
+    #[tokio::test]
+    async fn a_live_certificate_for_a_key_held_elsewhere_with_optional_client_certs() {
+        let ca = Ca::generate("Atoll test CA").unwrap();
+        let ca_pem = ca.cert_pem().to_string();
+        let key_pem = new_key_pem().unwrap();
+        let req = LeafRequest {
+            common_name: "agent".into(),
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            dns: vec![],
+            usage: Usage::Both,
+            lifetime: LEAF_LIFETIME,
+        };
+        let cert_pem = ca.issue_for(&req, &public_key_hex(&key_pem).unwrap()).unwrap();
+        assert!(ca.issue_for(&req, "04abcd").is_err(), "a short point is refused");
+        assert!(ca.issue_for(&req, "not hex").is_err());
+
+        let live = Arc::new(LiveCert::default());
+        let config = || live_server_config(Arc::clone(&live), &[&ca_pem], ClientCerts::Optional).unwrap();
+        let anonymous = || client_config(&[&ca_pem], None).unwrap();
+        assert!(handshake(config(), anonymous(), "127.0.0.1").await.is_err(), "no certificate yet: no handshake");
+        live.set(&CertKey { cert_pem, key_pem }).unwrap();
+        assert!(live.is_set());
+        assert_eq!(handshake(config(), anonymous(), "127.0.0.1").await.unwrap(), "hello");
+        let member = leaf(&ca, Usage::Client);
+        assert_eq!(handshake(config(), client_config(&[&ca_pem], Some(&member)).unwrap(), "127.0.0.1").await.unwrap(), "hello");
+        let other = Ca::generate("someone else").unwrap();
+        let stranger = leaf(&other, Usage::Client);
+        assert!(handshake(config(), client_config(&[&ca_pem], Some(&stranger)).unwrap(), "127.0.0.1").await.is_err());
     }
 
     #[test]

@@ -14,6 +14,9 @@ use thiserror::Error;
 pub struct ProxyConfig {
     /// Platform server URLs, asked in turn.
     pub servers: Vec<String>,
+    /// The platform's CA (PEM), the only authority trusted for `https://`
+    /// servers; without it, the system's roots.
+    pub ca_pem: Option<String>,
     /// An operator/admin API token or the cluster's proxy token.
     pub token: String,
     pub cluster: String,
@@ -80,6 +83,7 @@ impl ProxyConfig {
     pub fn new(servers: Vec<String>, token: String, cluster: String, rw_listen: SocketAddr, ro_listen: SocketAddr) -> Self {
         Self {
             servers,
+            ca_pem: None,
             token,
             cluster,
             rw_listen,

@@ -77,11 +77,15 @@ fn save(path: &Path, table: &RoutingTable) -> std::io::Result<()> {
 /// Polls the platform until `stop`.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let cfg = &shared.cfg;
-    let http = match reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10))
-        .build()
-    {
+        .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10));
+    let built = match cfg.ca_pem.as_deref().map(|ca| atoll_pki::client_config(&[ca], None)).transpose() {
+        Ok(Some(tls)) => builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string()),
+        Ok(None) => builder.build().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let http = match built {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client; routing stays with the saved table");

@@ -123,6 +123,17 @@ async fn register_checked(
         (None, Some(n)) => n.clone(),
         (None, None) => default_name(state, req).await?,
     };
+    // Checked before anything is written: a bad key registers nothing.
+    let certificate_pem = match &req.public_key {
+        Some(key) => {
+            let ip = req.address.parse().map_err(|_| ApiError::BadRequest(format!("invalid address {:?}", req.address)))?;
+            Some(
+                crate::tls::agent_cert(&state.ca, req.host_id, ip, key)
+                    .map_err(|e| ApiError::BadRequest(format!("{e}; the agent's key file (agent.key) may be damaged")))?,
+            )
+        }
+        None => None,
+    };
     let agent_token = random_token();
     let server_token = random_token();
     let reg = Registration {
@@ -152,6 +163,7 @@ async fn register_checked(
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         server_time_ms: now_ms(),
         servers: state.platform.peers(),
+        certificate_pem,
     }))
 }
 

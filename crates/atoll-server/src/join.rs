@@ -132,5 +132,10 @@ pub fn agent_command(state: &AppState, token: &str, host: Option<&Host>) -> Stri
         }
         None => ("ADDRESS".into(), String::new()),
     };
-    format!("ATOLL_JOIN_TOKEN={token} atoll agent --server {server} --listen {address}:7070{rest}")
+    // Over HTTPS the agent pins the platform's CA by its fingerprint.
+    let pin = match atoll_pki::fingerprint(state.ca.cert_pem()) {
+        Ok(f) if server.contains("https://") => format!(" --ca-fingerprint {f}"),
+        _ => String::new(),
+    };
+    format!("ATOLL_JOIN_TOKEN={token} atoll agent --server {server}{pin} --listen {address}:7070{rest}")
 }

@@ -135,6 +135,10 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let ca = tls::platform_ca(store.as_ref(), &secrets).await?;
     // Public: what clients pin and trust (`atoll login --ca-file`).
     write_public(&config.data_dir.join("ca.pem"), ca.cert_pem())?;
+    // Agents and other servers are reached over TLS with this CA, and
+    // agents take orders only from a holder of one of its certificates.
+    atoll_client::trust_platform_ca(ca.cert_pem())?;
+    atoll_client::present_certificate(tls::peer_cert(&ca, addr)?);
     let tls_config = match config.tls {
         true => Some(Arc::new(atoll_pki::server_config(&tls::server_cert(&ca, &config, addr)?, None)?)),
         false => None,
@@ -175,7 +179,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         use axum::serve::ListenerExt;
         match tls_config {
             Some(config) => {
-                axum::serve(tls::TlsListener::new(listener, config)?.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?
+                axum::serve(atoll_pki::TlsListener::new(listener, config)?.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?
             }
             None => axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?,
         }

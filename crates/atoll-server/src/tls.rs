@@ -1,23 +1,15 @@
 //! TLS for the API and console: the platform's CA (one per platform, in
-//! MetaDB with its key sealed, made by the first server), this server's
-//! certificate, and the listener that terminates TLS.
+//! MetaDB with its key sealed, made by the first server) and this server's
+//! certificates (the listener is atoll_pki's).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
 
 use atoll_pki::{Ca, CertKey, LeafRequest, Usage};
 use atoll_store::{DocKind, DocRecord, MetaStore};
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::ServerConfig;
 use crate::secrets::SecretBox;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 
 /// The CA as MetaDB keeps it.
 #[derive(Serialize, Deserialize)]
@@ -80,61 +72,29 @@ pub fn server_cert(ca: &Ca, config: &ServerConfig, addr: SocketAddr) -> anyhow::
     Ok(ca.issue(&req)?)
 }
 
-/// Accepts TCP connections and hands on those whose TLS handshake
-/// finished; handshakes run in tasks of their own, so a slow or silent
-/// client never holds up the next one.
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+/// What this server presents when it calls agents and other servers
+/// (mutual TLS): a client certificate of the platform's CA, even when the
+/// API serves the operator's own certificate.
+pub fn peer_cert(ca: &Ca, addr: SocketAddr) -> anyhow::Result<CertKey> {
+    let req = LeafRequest {
+        common_name: format!("atoll server {addr} (client)"),
+        ips: vec![addr.ip()],
+        dns: Vec::new(),
+        usage: Usage::Client,
+        lifetime: atoll_pki::LEAF_LIFETIME,
+    };
+    Ok(ca.issue(&req)?)
 }
 
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if tx.is_closed() {
-                    break;
-                }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake not finished within {HANDSHAKE_WITHIN:?}"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { local, ready })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept loop ended: wait for shutdown.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+/// An agent's certificate for the key it holds: valid for its address,
+/// for serving the platform and for calling it.
+pub fn agent_cert(ca: &Ca, host: atoll_core::HostId, address: IpAddr, public_key_hex: &str) -> Result<String, atoll_pki::PkiError> {
+    let req = LeafRequest {
+        common_name: format!("atoll agent {host}"),
+        ips: vec![address],
+        dns: Vec::new(),
+        usage: Usage::Both,
+        lifetime: atoll_pki::LEAF_LIFETIME,
+    };
+    ca.issue_for(&req, public_key_hex)
 }

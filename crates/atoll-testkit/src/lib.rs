@@ -350,6 +350,11 @@ impl Platform {
         if let Some(z) = zone {
             cmd.arg("--zone").arg(z);
         }
+        if self.url.starts_with("https://") {
+            // As `atoll host add` tells users: pin the CA by its fingerprint.
+            let ca = std::fs::read_to_string(self.dir.path().join("server/ca.pem"))?;
+            cmd.arg("--ca-fingerprint").arg(atoll_pki::fingerprint(&ca)?);
+        }
         let log = self.dir.path().join(format!("agent-{data_name}-{port}.log"));
         let proc = Proc::spawn(&format!("agent {data_name}"), cmd, log)?;
         Ok(Agent { proc, data_dir, ip: ip.to_string(), port })

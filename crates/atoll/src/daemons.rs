@@ -139,6 +139,15 @@ pub struct AgentArgs {
     /// they changed, and every 5 minutes.
     #[arg(long, default_value_t = 30)]
     facts_every_s: u64,
+    /// The platform's CA fingerprint (`sha256:…`, printed by the server and
+    /// in the command `atoll host add` prints): the agent fetches the CA
+    /// from the server and keeps it only if it matches. For HTTPS servers.
+    #[arg(long, env = "ATOLL_CA_FINGERPRINT")]
+    ca_fingerprint: Option<String>,
+    /// The platform's CA certificate (the server's DATA_DIR/ca.pem), instead
+    /// of a fingerprint.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 pub async fn serve(a: ServerArgs) -> Res {
@@ -222,6 +231,8 @@ pub async fn agent(a: AgentArgs) -> Res {
         name: a.name,
         zone: a.zone,
         facts_every: Duration::from_secs(a.facts_every_s.max(1)),
+        ca_file: a.ca_file,
+        ca_fingerprint: a.ca_fingerprint,
     };
     atoll_agent::run(config, shutdown_on_signal()).await?;
     Ok(Exit::Ok)

@@ -22,6 +22,10 @@ pub struct ProxyArgs {
     /// Read the token from this file's first line.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The platform's CA certificate, for `https://` servers (agents pass
+    /// the one they pinned).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// The cluster to route.
     #[arg(long)]
     cluster: String,
@@ -89,6 +93,9 @@ pub async fn run(a: ProxyArgs) -> Res {
         (None, None) => String::new(),
     };
     let mut c = atoll_proxy::ProxyConfig::new(a.servers, token, a.cluster, a.rw_listen, a.ro_listen);
+    if let Some(p) = &a.ca_file {
+        c.ca_pem = Some(std::fs::read_to_string(p).map_err(|e| fail(Exit::Error, format!("cannot read --ca-file {}: {e}", p.display())))?);
+    }
     c.admin_listen = a.admin_listen;
     c.zone = a.zone;
     c.state_dir = a.state_dir;

@@ -156,7 +156,9 @@ pub async fn logout() -> Res {
     let deleted = match saved.token_id.take() {
         Some(id) => match c.delete::<()>(&format!("/api/v1/tokens/{id}")).await {
             Ok(()) => true,
-            Err(e) => return Err(fail(Exit::Error, format!("the platform did not delete the saved token ({e}); it is still saved: try again"))),
+            Err(e) => {
+                return Err(fail(Exit::Error, format!("the platform did not delete the saved token ({e}); it is still saved: try again")));
+            }
         },
         None => false,
     };
@@ -164,7 +166,10 @@ pub async fn logout() -> Res {
     if deleted {
         println!("logged out: the token is deleted on the platform and removed from {}", path.display());
     } else {
-        println!("logged out: the token is removed from {} (it was saved by an older atoll without its id: delete it with DELETE /api/v1/tokens/ID)", path.display());
+        println!(
+            "logged out: the token is removed from {} (it was saved by an older atoll without its id: delete it with DELETE /api/v1/tokens/ID)",
+            path.display()
+        );
     }
     Ok(Exit::Ok)
 }

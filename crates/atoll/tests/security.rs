@@ -330,3 +330,114 @@ async fn tls_serves_https_with_the_platforms_own_ca() {
     assert_eq!(me.user, "admin");
     p.server.stop();
 }
+
+/// Agents of an HTTPS platform: they pin its CA by fingerprint at join (a
+/// wrong pin or none is refused before anything is sent), keep their own
+/// key and get a certificate at registration, serve their API over TLS,
+/// and take commands only from a holder of a platform certificate (mutual
+/// TLS) that also has the platform's token. A cluster made through them
+/// works, and its proxy reads its routing table over HTTPS.
+#[tokio::test]
+async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
+    use atoll_api::v1::{ClusterCredentials, HostListItem, TaskView};
+    const IP: &str = "127.0.0.24";
+    let mut opts = ServerOpts::default();
+    opts.extra_args.extend(["--tls", "--profile", "sandbox"].map(String::from));
+    let mut p = Platform::start(opts).await.unwrap();
+    p.login_admin().await.unwrap();
+    let join = p.join_token().await.unwrap();
+    let ca = std::fs::read_to_string(p.dir.path().join("server/ca.pem")).unwrap();
+
+    // The command `atoll host add` prints pins the CA.
+    let added: atoll_api::v1::AddedHost =
+        p.client().post("/api/v1/hosts", &serde_json::json!({ "address": IP, "name": "t1", "zone": "z1" })).await.unwrap();
+    let fingerprint = atoll_pki::fingerprint(&ca).unwrap();
+    assert!(added.agent_command.contains(&format!("--ca-fingerprint {fingerprint}")), "{}", added.agent_command);
+
+    // No pin, or another CA's: the agent stops before it registers.
+    let refused = |pin: Option<&str>| {
+        let dir = p.dir.path().join(format!("agent-refused-{}", pin.is_some()));
+        let mut cmd = std::process::Command::new(atoll_testkit::atoll_bin());
+        cmd.args(["agent", "--server", &p.url, "--listen", &format!("{IP}:7999")])
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--data-root")
+            .arg(p.dir.path())
+            .env("ATOLL_JOIN_TOKEN", &join);
+        if let Some(pin) = pin {
+            cmd.args(["--ca-fingerprint", pin]);
+        }
+        atoll_testkit::output_text(&cmd.output().unwrap())
+    };
+    let out = refused(None);
+    assert!(out.contains("give its CA with --ca-fingerprint"), "{out}");
+    let other = atoll_pki::fingerprint(atoll_pki::Ca::generate("other").unwrap().cert_pem()).unwrap();
+    let out = refused(Some(&other));
+    assert!(out.contains(&format!("offered the CA {fingerprint}, not the pinned {other}")), "{out}");
+
+    let host_token = added.agent_command.split_whitespace().find_map(|w| w.strip_prefix("ATOLL_JOIN_TOKEN=")).unwrap();
+    let agent = p.start_agent("t1", IP, Some("z1"), host_token).unwrap();
+    let hosts = p.wait_hosts_online(1).await.unwrap();
+    let h: &HostListItem = &hosts[0];
+    assert!(h.agent_url.as_deref().is_some_and(|u| u.starts_with(&format!("https://{IP}:"))), "{:?}", h.agent_url);
+    let mode = |f: &str| std::fs::metadata(agent.data_dir.join(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("agent.key"), 0o600, "the agent's key is its own");
+    assert_eq!(std::fs::read_to_string(agent.data_dir.join("ca.pem")).unwrap(), ca, "the pinned CA is kept");
+    assert!(!agent.proc.output().contains("PRIVATE KEY"));
+
+    // Straight at the agent: without a certificate, refused with the
+    // reason; with a stranger's, no handshake; with a platform certificate
+    // but no token, still refused. Metrics need the token, not a certificate.
+    let agent_url = h.agent_url.clone().unwrap();
+    let http = |own: Option<&atoll_pki::CertKey>| {
+        reqwest::Client::builder().tls_backend_preconfigured(atoll_pki::client_config(&[&ca], own).unwrap()).build().unwrap()
+    };
+    let r = http(None).get(format!("{agent_url}/agent/v1/status")).send().await.unwrap();
+    let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("mutual TLS"), "{body}");
+    let other_ca = atoll_pki::Ca::generate("other").unwrap();
+    let stranger = other_ca
+        .issue(&atoll_pki::LeafRequest {
+            common_name: "intruder".into(),
+            ips: vec![],
+            dns: vec![],
+            usage: atoll_pki::Usage::Client,
+            lifetime: atoll_pki::LEAF_LIFETIME,
+        })
+        .unwrap();
+    let e = http(Some(&stranger)).get(format!("{agent_url}/agent/v1/status")).send().await;
+    assert!(e.is_err(), "a stranger's certificate must not pass the handshake: {e:?}");
+    let own = atoll_pki::CertKey {
+        cert_pem: std::fs::read_to_string(agent.data_dir.join("agent.crt")).unwrap(),
+        key_pem: std::fs::read_to_string(agent.data_dir.join("agent.key")).unwrap(),
+    };
+    let r = http(Some(&own)).get(format!("{agent_url}/agent/v1/status")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a platform certificate alone is not the platform's token");
+    let r = http(None).get(format!("{agent_url}/agent/v1/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // The server's commands pass: prepare the host, make a cluster, and
+    // reach it through its proxy, which routes with a table read over HTTPS.
+    let c = p.client();
+    let t: TaskView = c.post("/api/v1/hosts/prepare", &serde_json::json!({ "hosts": [IP], "profile": "sandbox" })).await.unwrap();
+    let t = p.wait_task(&t.id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(t.status, atoll_core::TaskStatus::Succeeded, "{:#?}", t.steps);
+    let spec = serde_json::json!({ "name": "sec", "allow_single_zone": true, "servers": [{ "name": "sec-1", "zone": "z1", "host": IP }] });
+    let t: TaskView = c.post("/api/v1/clusters", &spec).await.unwrap();
+    let t = p.wait_task(&t.id, Duration::from_secs(180)).await.unwrap();
+    assert_eq!(t.status, atoll_core::TaskStatus::Succeeded, "{:#?}", t.steps);
+    let cr: ClusterCredentials = c.get("/api/v1/clusters/sec/credentials").await.unwrap();
+    let out = wait_for("a query through the proxy", Duration::from_secs(20), || async {
+        let o = atoll_testkit::mariadb(&cr, &cr.host, cr.port, "SELECT @@wsrep_node_name").ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "sec-1");
+    let proxy_log = std::fs::read_dir(agent.data_dir.join("proxies"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("proxy.log")).ok())
+        .collect::<String>();
+    assert!(!proxy_log.contains("certificate"), "the proxy trusts the platform's CA: {proxy_log}");
+}

@@ -1,0 +1,163 @@
+//! The agent's TLS, when the platform serves HTTPS: the platform's CA,
+//! pinned at join by its fingerprint and kept in the data directory; the
+//! agent's own key, which never leaves the host; and the certificate the
+//! platform issues for that key at each registration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_client::Servers;
+use atoll_pki::{CertKey, LiveCert};
+
+use crate::AgentConfig;
+use crate::files::{Owner, write_atomic};
+
+pub struct AgentTls {
+    pub ca_pem: String,
+    /// What the agent's API presents; empty until the first registration.
+    pub live: Arc<LiveCert>,
+    key_pem: String,
+    dir: PathBuf,
+}
+
+impl AgentTls {
+    /// `None` when every server is plain HTTP. Trusts the CA for every
+    /// client of this process, and presents the saved certificate if any.
+    pub async fn setup(config: &AgentConfig, servers: &Servers) -> anyhow::Result<Option<AgentTls>> {
+        if !servers.all().iter().any(|u| u.starts_with("https://")) {
+            return Ok(None);
+        }
+        let dir = config.data_dir.clone();
+        let ca_pem = platform_ca(config, servers).await?;
+        atoll_client::trust_platform_ca(&ca_pem)?;
+        let key_path = dir.join("agent.key");
+        let key_pem = match std::fs::read_to_string(&key_path) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let k = atoll_pki::new_key_pem()?;
+                write_atomic(&key_path, k.as_bytes(), 0o600, Owner::default()).map_err(|e| anyhow::anyhow!(e))?;
+                k
+            }
+            Err(e) => anyhow::bail!("cannot read the agent's key {}: {e}", key_path.display()),
+        };
+        let tls = AgentTls { ca_pem, live: Arc::new(LiveCert::default()), key_pem, dir };
+        // Serve with the last certificate until registration renews it.
+        if let Ok(cert_pem) = std::fs::read_to_string(tls.cert_path())
+            && let Err(e) = tls.use_cert(cert_pem)
+        {
+            tracing::warn!(error = %e, "the saved certificate is unusable; waiting for a new one at registration");
+        }
+        Ok(Some(tls))
+    }
+
+    pub fn public_key_hex(&self) -> anyhow::Result<String> {
+        Ok(atoll_pki::public_key_hex(&self.key_pem)?)
+    }
+
+    /// Takes the certificate registration returned: served from the next
+    /// handshake on, presented on calls to the platform, kept for restarts.
+    pub fn accept(&self, cert_pem: String) -> anyhow::Result<()> {
+        write_atomic(&self.cert_path(), cert_pem.as_bytes(), 0o644, Owner::default()).map_err(|e| anyhow::anyhow!(e))?;
+        self.use_cert(cert_pem)
+    }
+
+    fn use_cert(&self, cert_pem: String) -> anyhow::Result<()> {
+        let own = CertKey { cert_pem, key_pem: self.key_pem.clone() };
+        self.live.set(&own)?;
+        atoll_client::present_certificate(own);
+        Ok(())
+    }
+
+    fn cert_path(&self) -> PathBuf {
+        self.dir.join("agent.crt")
+    }
+}
+
+fn saved_ca_path(dir: &Path) -> PathBuf {
+    dir.join("ca.pem")
+}
+
+/// The CA from --ca-file, the data directory, or the servers, checked
+/// against --ca-fingerprint when one is given.
+async fn platform_ca(config: &AgentConfig, servers: &Servers) -> anyhow::Result<String> {
+    let pinned = config.ca_fingerprint.as_deref().map(normalise);
+    let check = |pem: &str, from: &str| -> anyhow::Result<()> {
+        let got = atoll_pki::fingerprint(pem).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+        match &pinned {
+            Some(want) if *want != got => anyhow::bail!(
+                "{from} holds the CA {got}, not the pinned {want}: check --ca-fingerprint (the server prints its CA's at start)"
+            ),
+            _ => Ok(()),
+        }
+    };
+    let saved = saved_ca_path(&config.data_dir);
+    if let Some(file) = &config.ca_file {
+        let pem = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read --ca-file {}: {e}", file.display()))?;
+        check(&pem, &format!("--ca-file {}", file.display()))?;
+        save_ca(&saved, &pem)?;
+        return Ok(pem);
+    }
+    if let Ok(pem) = std::fs::read_to_string(&saved) {
+        check(&pem, &saved.display().to_string())?;
+        return Ok(pem);
+    }
+    let Some(want) = pinned else {
+        anyhow::bail!(
+            "the platform serves HTTPS: give its CA with --ca-fingerprint (in the command `atoll host add` prints, and printed by \
+             the server at start) or --ca-file"
+        );
+    };
+    let pem = fetch_pinned_ca(servers, &want).await?;
+    save_ca(&saved, &pem)?;
+    Ok(pem)
+}
+
+/// Asks the servers for their CA over a connection that cannot be
+/// verified yet, and keeps it only when its fingerprint is the pinned one:
+/// a man in the middle can hand out another CA, never this one.
+async fn fetch_pinned_ca(servers: &Servers, want: &str) -> anyhow::Result<String> {
+    atoll_pki::install_provider();
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(Duration::from_secs(10)).build()?;
+    let mut failures = Vec::new();
+    for url in servers.all() {
+        let got = async {
+            let resp = http.get(format!("{}/ca.pem", url.trim_end_matches('/'))).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            resp.text().await.map_err(|e| e.to_string())
+        }
+        .await;
+        match got {
+            Ok(pem) => match atoll_pki::fingerprint(&pem) {
+                Ok(f) if f == want => return Ok(pem),
+                Ok(f) => {
+                    failures.push(format!("{url} offered the CA {f}, not the pinned {want} (another platform, or someone in between)"))
+                }
+                Err(e) => failures.push(format!("{url}: {e}")),
+            },
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    anyhow::bail!("cannot get the platform's CA: {}", failures.join("; "))
+}
+
+fn save_ca(path: &Path, pem: &str) -> anyhow::Result<()> {
+    write_atomic(path, pem.as_bytes(), 0o644, Owner::default()).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `sha256:` plus lowercase hex, however the operator pasted it.
+fn normalise(fingerprint: &str) -> String {
+    let hex: String = fingerprint.trim().trim_start_matches("sha256:").chars().filter(|c| *c != ':').collect();
+    format!("sha256:{}", hex.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprints_are_compared_as_written_by_people() {
+        assert_eq!(super::normalise(" sha256:AB:CD "), "sha256:abcd");
+        assert_eq!(super::normalise("abcd"), "sha256:abcd");
+    }
+}
