@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use atoll_client::Servers;
 use atoll_pki::{CertKey, LiveCert};
@@ -81,7 +80,7 @@ fn saved_ca_path(dir: &Path) -> PathBuf {
 /// The CA from --ca-file, the data directory, or the servers, checked
 /// against --ca-fingerprint when one is given.
 async fn platform_ca(config: &AgentConfig, servers: &Servers) -> anyhow::Result<String> {
-    let pinned = config.ca_fingerprint.as_deref().map(normalise);
+    let pinned = config.ca_fingerprint.as_deref().map(atoll_client::normalise_fingerprint);
     let check = |pem: &str, from: &str| -> anyhow::Result<()> {
         let got = atoll_pki::fingerprint(pem).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
         match &pinned {
@@ -108,56 +107,11 @@ async fn platform_ca(config: &AgentConfig, servers: &Servers) -> anyhow::Result<
              the server at start) or --ca-file"
         );
     };
-    let pem = fetch_pinned_ca(servers, &want).await?;
+    let pem = atoll_client::fetch_pinned_ca(&servers.all(), &want).await.map_err(|e| anyhow::anyhow!(e))?;
     save_ca(&saved, &pem)?;
     Ok(pem)
 }
 
-/// Asks the servers for their CA over a connection that cannot be
-/// verified yet, and keeps it only when its fingerprint is the pinned one:
-/// a man in the middle can hand out another CA, never this one.
-async fn fetch_pinned_ca(servers: &Servers, want: &str) -> anyhow::Result<String> {
-    atoll_pki::install_provider();
-    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(Duration::from_secs(10)).build()?;
-    let mut failures = Vec::new();
-    for url in servers.all() {
-        let got = async {
-            let resp = http.get(format!("{}/ca.pem", url.trim_end_matches('/'))).send().await.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("HTTP {}", resp.status()));
-            }
-            resp.text().await.map_err(|e| e.to_string())
-        }
-        .await;
-        match got {
-            Ok(pem) => match atoll_pki::fingerprint(&pem) {
-                Ok(f) if f == want => return Ok(pem),
-                Ok(f) => {
-                    failures.push(format!("{url} offered the CA {f}, not the pinned {want} (another platform, or someone in between)"))
-                }
-                Err(e) => failures.push(format!("{url}: {e}")),
-            },
-            Err(e) => failures.push(format!("{url}: {e}")),
-        }
-    }
-    anyhow::bail!("cannot get the platform's CA: {}", failures.join("; "))
-}
-
 fn save_ca(path: &Path, pem: &str) -> anyhow::Result<()> {
     write_atomic(path, pem.as_bytes(), 0o644, Owner::default()).map_err(|e| anyhow::anyhow!(e))
-}
-
-/// `sha256:` plus lowercase hex, however the operator pasted it.
-fn normalise(fingerprint: &str) -> String {
-    let hex: String = fingerprint.trim().trim_start_matches("sha256:").chars().filter(|c| *c != ':').collect();
-    format!("sha256:{}", hex.to_ascii_lowercase())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fingerprints_are_compared_as_written_by_people() {
-        assert_eq!(super::normalise(" sha256:AB:CD "), "sha256:abcd");
-        assert_eq!(super::normalise("abcd"), "sha256:abcd");
-    }
 }

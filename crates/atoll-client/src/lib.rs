@@ -289,6 +289,45 @@ pub fn trust_platform_ca(ca_pem: &str) -> Result<(), atoll_pki::PkiError> {
     Ok(())
 }
 
+/// Asks the servers for the platform's CA (`/ca.pem`) over a connection
+/// that cannot be verified yet, and returns it only when its fingerprint
+/// is `pinned`: someone in between can hand out another CA, never this one.
+/// The error names what each server offered.
+pub async fn fetch_pinned_ca(servers: &[String], pinned: &str) -> Result<String, String> {
+    atoll_pki::install_provider();
+    let want = normalise_fingerprint(pinned);
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let mut failures = Vec::new();
+    for url in servers {
+        let got = async {
+            let resp = http.get(format!("{}/ca.pem", url.trim_end_matches('/'))).send().await.map_err(|e| describe(&e))?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            resp.text().await.map_err(|e| describe(&e))
+        }
+        .await;
+        match got.and_then(|pem| atoll_pki::fingerprint(&pem).map(|f| (pem, f)).map_err(|e| e.to_string())) {
+            Ok((pem, f)) if f == want => return Ok(pem),
+            Ok((_, f)) => {
+                failures.push(format!("{url} offered the CA {f}, not the pinned {want} (another platform, or someone in between)"))
+            }
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    Err(format!("cannot get the platform's CA: {}", failures.join("; ")))
+}
+
+/// `sha256:` plus lowercase hex, however it was pasted (`AB:CD`, no prefix).
+pub fn normalise_fingerprint(fingerprint: &str) -> String {
+    let hex: String = fingerprint.trim().trim_start_matches("sha256:").chars().filter(|c| *c != ':').collect();
+    format!("sha256:{}", hex.to_ascii_lowercase())
+}
+
 static IDENTITY: std::sync::RwLock<Option<atoll_pki::CertKey>> = std::sync::RwLock::new(None);
 
 /// Presents `own` (a certificate of the platform's CA) on every TLS
@@ -389,6 +428,12 @@ pub fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn fingerprints_are_compared_as_people_paste_them() {
+        assert_eq!(normalise_fingerprint(" sha256:AB:CD "), "sha256:abcd");
+        assert_eq!(normalise_fingerprint("abcd"), "sha256:abcd");
+    }
 
     /// A peer that answers every request with `head` and then `body_len`
     /// bytes of `x`, streamed.

@@ -126,6 +126,10 @@ pub fn client(conn: &Conn) -> Result<Client, CliError> {
     if servers.is_empty() {
         return Err(fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"));
     }
+    if let Some(ca) = &saved.ca_pem {
+        atoll_client::trust_platform_ca(ca)
+            .map_err(|e| fail(Exit::Error, format!("the CA saved by `atoll login` is unusable ({e}); log in again")))?;
+    }
     let token = conn.token.clone().or(saved.token);
     if token.is_none() {
         return Err(fail(Exit::Error, "not logged in: run `atoll login --server URL` or set ATOLL_TOKEN"));

@@ -113,7 +113,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     };
     match &result {
         Ok(()) => {
-            session::save(&session::Saved { servers: vec![url.clone()], server: None, token: Some(token), token_id: None })?;
+            session::save(&session::Saved { servers: vec![url.clone()], server: None, token: Some(token), token_id: None, ca_pem: None })?;
             say!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
             say!("  console   {url}");
             match &server.admin_password {

@@ -27,6 +27,10 @@ pub struct Saved {
     /// deletes it instead of leaving it behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// The platform's CA (PEM), pinned at login: the only authority the
+    /// CLI trusts for `https://` servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 impl Saved {
@@ -76,6 +80,41 @@ pub struct LoginArgs {
     /// Days the saved token works (1 to 3650).
     #[arg(long, default_value_t = 90)]
     ttl_days: u32,
+    /// For an HTTPS platform: its CA's fingerprint (`sha256:…`, printed by
+    /// the server at start); the CA is fetched, checked and saved.
+    #[arg(long, env = "ATOLL_CA_FINGERPRINT")]
+    ca_fingerprint: Option<String>,
+    /// For an HTTPS platform: its CA certificate (the server's DATA_DIR/ca.pem).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+/// The CA to trust for an HTTPS platform: from --ca-file (checked against
+/// --ca-fingerprint when both are given), fetched and checked by
+/// --ca-fingerprint, or the one an earlier login saved.
+async fn platform_ca(a: &LoginArgs) -> Result<Option<String>, CliError> {
+    if !a.servers.iter().any(|s| s.starts_with("https://")) {
+        return Ok(None);
+    }
+    let pinned = a.ca_fingerprint.as_deref().map(atoll_client::normalise_fingerprint);
+    if let Some(file) = &a.ca_file {
+        let pem = std::fs::read_to_string(file).map_err(|e| fail(Exit::Error, format!("cannot read --ca-file {}: {e}", file.display())))?;
+        let got = atoll_pki::fingerprint(&pem).map_err(|e| fail(Exit::Error, format!("--ca-file {}: {e}", file.display())))?;
+        if let Some(want) = pinned.filter(|w| *w != got) {
+            return Err(fail(Exit::Error, format!("--ca-file {} holds the CA {got}, not {want}", file.display())));
+        }
+        return Ok(Some(pem));
+    }
+    if let Some(want) = pinned {
+        return atoll_client::fetch_pinned_ca(&a.servers, &want).await.map(Some).map_err(|e| fail(Exit::Error, e));
+    }
+    match load().ca_pem {
+        Some(saved) => Ok(Some(saved)),
+        None => Err(fail(
+            Exit::Error,
+            "the platform serves HTTPS with its own CA: pass --ca-fingerprint (the server prints it at start) or --ca-file DATA_DIR/ca.pem",
+        )),
+    }
 }
 
 fn read_secret(prompt: &str, lines: &mut Option<std::io::Lines<std::io::StdinLock<'static>>>) -> Result<String, CliError> {
@@ -88,6 +127,10 @@ fn read_secret(prompt: &str, lines: &mut Option<std::io::Lines<std::io::StdinLoc
 pub async fn login(a: LoginArgs) -> Res {
     let mut lines = a.password_stdin.then(|| std::io::stdin().lock().lines());
     let password = read_secret("password", &mut lines)?;
+    let ca_pem = platform_ca(&a).await?;
+    if let Some(ca) = &ca_pem {
+        atoll_client::trust_platform_ca(ca).map_err(|e| fail(Exit::Error, e.to_string()))?;
+    }
     let servers = atoll_client::Servers::new(&a.servers);
     let mut c = Client::over(&servers, None, std::time::Duration::from_secs(30));
     let resp: LoginResponse = c.post("/api/v1/auth/login", &LoginRequest { username: a.user.clone(), password: password.clone() }).await?;
@@ -116,7 +159,7 @@ pub async fn login(a: LoginArgs) -> Res {
         Err(_) => servers.all(),
     };
     let _: serde_json::Value = c.post("/api/v1/auth/logout", &json!({})).await?;
-    let path = save(&Saved { servers: known.clone(), server: None, token: Some(token.token), token_id: Some(token.id) })?;
+    let path = save(&Saved { servers: known.clone(), server: None, token: Some(token.token), token_id: Some(token.id), ca_pem })?;
     println!(
         "logged in to {} as {} ({}); token saved in {}, valid until {}",
         known.join(", "),
@@ -151,6 +194,9 @@ pub async fn logout() -> Res {
         println!("not logged in; nothing to do");
         return Ok(Exit::Ok);
     };
+    if let Some(ca) = &saved.ca_pem {
+        atoll_client::trust_platform_ca(ca).map_err(|e| fail(Exit::Error, e.to_string()))?;
+    }
     let servers = atoll_client::Servers::new(&saved.servers());
     let c = Client::over(&servers, Some(token), std::time::Duration::from_secs(30));
     let deleted = match saved.token_id.take() {

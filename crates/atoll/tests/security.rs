@@ -312,6 +312,42 @@ async fn tls_serves_https_with_the_platforms_own_ca() {
     let served = p.client().get_streaming("/ca.pem").await.unwrap().text().await.unwrap();
     assert_eq!(served, ca);
 
+    // The CLI: no pin is refused with the way out, a wrong one names both
+    // fingerprints, the right one logs in and later commands trust the
+    // saved CA without being told again.
+    let login = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(atoll_testkit::atoll_bin());
+        cmd.args(["login", "--server", &p.url, "--password-stdin"])
+            .args(extra)
+            .env("ATOLL_CONFIG_DIR", p.dir.path().join("cli"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(format!("{}\n", p.admin_password).as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = login(&[]);
+    assert!(!o.status.success() && atoll_testkit::output_text(&o).contains("pass --ca-fingerprint"), "{}", atoll_testkit::output_text(&o));
+    let other = atoll_pki::fingerprint(atoll_pki::Ca::generate("other").unwrap().cert_pem()).unwrap();
+    let o = login(&["--ca-fingerprint", &other]);
+    assert!(
+        atoll_testkit::output_text(&o).contains(&format!("offered the CA {fingerprint}, not the pinned {other}")),
+        "{}",
+        atoll_testkit::output_text(&o)
+    );
+    let o = login(&["--ca-fingerprint", &fingerprint.to_uppercase().replace("SHA256:", "sha256:")]);
+    assert!(o.status.success(), "{}", atoll_testkit::output_text(&o));
+    let o = std::process::Command::new(atoll_testkit::atoll_bin())
+        .args(["host", "list"])
+        .env("ATOLL_CONFIG_DIR", p.dir.path().join("cli"))
+        .env_remove("ATOLL_SERVER")
+        .env_remove("ATOLL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success() && atoll_testkit::output_text(&o).contains("0 hosts"), "{}", atoll_testkit::output_text(&o));
+
     // Plain HTTP on the TLS port gets no answer, and a client that trusts
     // only the system's roots refuses the certificate.
     let plain = reqwest::Client::new().get(format!("http://{}/healthz", p.addr)).send().await;
