@@ -64,14 +64,28 @@ pub fn read_only_from_rows(rows: &HashMap<String, String>) -> bool {
 pub fn create_accounts(admin: (&str, &str), monitor: (&str, &str), hostname: &str) -> Vec<String> {
     let hostname = if hostname.is_empty() || hostname.contains('\'') { "localhost" } else { hostname };
     let ((admin_user, admin_password), (monitor_user, monitor_password)) = (admin, monitor);
+    let mut statements = vec![format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'")];
+    statements.extend(account_with_password(admin_user, admin_password));
+    statements.push(format!("GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION"));
+    statements.extend(account_with_password(monitor_user, monitor_password));
+    statements.push(format!("GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO '{monitor_user}'@'%'"));
+    statements
+}
+
+/// `user`@'%' made, or reset, with `password`, in statements run in order
+/// on one connection, so that the password is in none that replicates:
+/// Galera replicates account statements as their text and keeps that text
+/// in every node's write-set cache (`galera.cache`), where `IDENTIFIED BY
+/// 'clear'` stayed readable. The node hashes the password into a session
+/// variable (setting one is not replicated) and the statements that
+/// replicate carry the hash only.
+fn account_with_password(user: &str, password: &str) -> Vec<String> {
+    let with_hash =
+        |statement: &str| format!("EXECUTE IMMEDIATE CONCAT('{statement} IDENTIFIED BY PASSWORD ''', @atoll_password_hash, '''')");
     vec![
-        format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'"),
-        format!("CREATE USER IF NOT EXISTS '{admin_user}'@'%' IDENTIFIED BY '{admin_password}'"),
-        format!("ALTER USER '{admin_user}'@'%' IDENTIFIED BY '{admin_password}'"),
-        format!("GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION"),
-        format!("CREATE USER IF NOT EXISTS '{monitor_user}'@'%' IDENTIFIED BY '{monitor_password}'"),
-        format!("ALTER USER '{monitor_user}'@'%' IDENTIFIED BY '{monitor_password}'"),
-        format!("GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO '{monitor_user}'@'%'"),
+        format!("SET @atoll_password_hash = PASSWORD('{password}')"),
+        with_hash(&format!("CREATE USER IF NOT EXISTS ''{user}''@''%''")),
+        with_hash(&format!("ALTER USER ''{user}''@''%''")),
     ]
 }
 
@@ -181,5 +195,16 @@ mod tests {
         let s = create_accounts(("a", "pa"), ("m", "pm"), "it's");
         assert_eq!(s[0], "DROP USER IF EXISTS ''@'localhost', ''@'localhost'");
         assert!(s.iter().any(|x| x == "GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO 'm'@'%'"));
+    }
+
+    #[test]
+    fn account_passwords_are_only_in_statements_that_do_not_replicate() {
+        let s = create_accounts(("a", "secret-a"), ("m", "secret-m"), "h");
+        for x in &s {
+            assert_eq!(x.contains("secret-"), x.starts_with("SET @atoll_password_hash = PASSWORD('secret-"), "{x}");
+        }
+        let made =
+            "EXECUTE IMMEDIATE CONCAT('CREATE USER IF NOT EXISTS ''m''@''%'' IDENTIFIED BY PASSWORD ''', @atoll_password_hash, '''')";
+        assert!(s.iter().any(|x| x == made), "{s:#?}");
     }
 }

@@ -18,6 +18,7 @@ pub mod browser;
 pub mod metadb;
 pub mod netns;
 pub mod prober;
+pub mod secrets;
 pub mod smtp;
 pub mod sshd;
 pub mod webhook;

@@ -67,7 +67,13 @@ pub async fn run(a: DeployArgs) -> Result<Exit, CliError> {
     let s = deploy(&topo, &settings, &progress)
         .await
         .map_err(|e| fail(Exit::Failed, format!("{e}\n(run `atoll deploy` again after fixing this: it resumes where it stopped)")))?;
-    session::save(&session::Saved { servers: s.servers.clone(), server: None, token: Some(s.token.clone()), token_id: None, ca_pem: None })?;
+    session::save(&session::Saved {
+        servers: s.servers.clone(),
+        server: None,
+        token: Some(s.token.clone()),
+        token_id: None,
+        ca_pem: None,
+    })?;
     let took = started.elapsed().as_secs_f64();
     if s.changes.is_empty() {
         println!("Platform {} is as the topology asks: nothing changed; the check passed ({took:.1} s)", topo.name);

@@ -44,12 +44,44 @@ fn runtime_for(args: &cli::Cli) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Reads a secret from the environment and removes it there, so that no
-/// child process inherits it.
+/// child process inherits it and `/proc/PID/environ` does not show it.
 #[allow(unsafe_code)]
 fn take_env(name: &str) -> Option<String> {
     let value = std::env::var(name).ok().filter(|v| !v.is_empty());
     // SAFETY: called from `main` before the runtime starts any thread, so
     // no other thread can be reading the environment.
-    unsafe { std::env::remove_var(name) };
+    unsafe {
+        overwrite_env_value(name);
+        std::env::remove_var(name);
+    }
     value
+}
+
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    static environ: *const *mut std::os::raw::c_char;
+}
+
+/// Overwrites `name`'s value in place. `/proc/PID/environ` shows the block
+/// the process started with, which `unsetenv` only unlinks from `environ`;
+/// the kernel would go on showing the secret for the process's lifetime.
+///
+/// # Safety
+/// No other thread may touch the environment meanwhile.
+#[allow(unsafe_code)]
+unsafe fn overwrite_env_value(name: &str) {
+    let prefix = format!("{name}=");
+    // SAFETY: `environ` is a null-terminated array of pointers to
+    // NUL-terminated strings owned by the process; each value is
+    // overwritten within its own length.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if bytes.starts_with(prefix.as_bytes()) {
+                std::ptr::write_bytes((*entry).add(prefix.len()), b'x', bytes.len() - prefix.len());
+            }
+            entry = entry.add(1);
+        }
+    }
 }

@@ -89,7 +89,13 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
     let outcome = result.and_then(|d| demo.map(|()| d));
     match (&outcome, &client) {
         (Ok(d), Some(c)) => {
-            session::save(&session::Saved { servers: d.servers.clone(), server: None, token: Some(d.token.clone()), token_id: None, ca_pem: None })?;
+            session::save(&session::Saved {
+                servers: d.servers.clone(),
+                server: None,
+                token: Some(d.token.clone()),
+                token_id: None,
+                ca_pem: None,
+            })?;
             say!("Atoll playground is up: three nodes ({:.1} s)", started.elapsed().as_secs_f64());
             say!("  console   {}", d.servers.join("  "));
             match &d.admin_password {
