@@ -11,6 +11,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client mariadb-backup)
 [ -f /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+# State transfers of TLS clusters run rsync through stunnel.
+command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)
 if [ "${ATOLL_WITH_SYSBENCH:-1}" = 1 ]; then
   command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 fi

@@ -25,6 +25,9 @@ pub fn redact(op: &HostOp) -> HostOp {
         HostOp::DbDefine { server } => {
             server.admin.password = REDACTED.into();
             server.config = config(&server.config);
+            if let Some(tls) = &mut server.tls {
+                tls.key_pem = REDACTED.into();
+            }
         }
         HostOp::ProxyStart { proxy } => proxy.token = REDACTED.into(),
         HostOp::MakeDirs { .. }
@@ -134,6 +137,7 @@ mod tests {
             peers: vec![],
             admin: DbCredentials { user: "atoll".into(), password: "secret".into() },
             basedir: None,
+            tls: Some(atoll_api::db::DbTls { ca_pem: "ca".into(), cert_pem: "cert".into(), key_pem: "secret key".into() }),
         };
         let HostOp::DbDefine { server } = redact(&HostOp::DbDefine { server: def }) else { panic!() };
         assert_eq!(server.admin.user, "atoll");

@@ -61,6 +61,7 @@ fn def(dir: &Path, extra: &str) -> DbServerDef {
         peers: vec![],
         admin: DbCredentials { user: "atoll".into(), password: ADMIN_PASSWORD.into() },
         basedir: None,
+        tls: None,
     }
 }
 

@@ -84,6 +84,7 @@ fn def(root: &Path, i: usize) -> DbServerDef {
         peers: (0..3).filter(|j| *j != i).map(|j| format!("{}:3306", IPS[j])).collect(),
         admin: creds(),
         basedir: None,
+        tls: None,
     }
 }
 

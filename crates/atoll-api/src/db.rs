@@ -29,6 +29,24 @@ pub struct DbServerDef {
     /// before packages existed): the host's system packages.
     #[serde(default)]
     pub basedir: Option<String>,
+    /// The server's TLS material (the config then points at it): written
+    /// into `dir`, the key readable by the database user only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DbTls>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for DbTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbTls").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

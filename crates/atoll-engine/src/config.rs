@@ -58,7 +58,15 @@ pub struct ConfigInput {
     /// packages, with their compiled-in paths and [`PROVIDER`].
     #[serde(default)]
     pub build: Option<BuildPaths>,
+    /// TLS with the platform's certificates for clients, Galera's group
+    /// traffic and incremental transfers, and full state transfers (rsync
+    /// through stunnel): the agent writes [`TLS_FILES`] into `dir`.
+    #[serde(default)]
+    pub tls: bool,
 }
+
+/// The CA, certificate and key of a TLS server, in its directory.
+pub const TLS_FILES: [&str; 3] = ["ca.pem", "server.crt", "server.key"];
 
 /// The absolute paths of a package build on one host, from its facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,15 +238,25 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
     w.fixed("wsrep_node_name", &c.server);
     w.fixed("wsrep_sst_method", "rsync");
     w.fixed("wsrep_sst_receive_address", &host_port(addr, ports.sst));
+    let [ca, cert, key] = TLS_FILES.map(|f| format!("{dir}/{f}"));
+    let tls = if c.tls { format!(";socket.ssl=YES;socket.ssl_ca={ca};socket.ssl_cert={cert};socket.ssl_key={key}") } else { String::new() };
     w.fixed(
         "wsrep_provider_options",
         &format!(
-            "\"gmcast.listen_addr=tcp://{};ist.recv_addr={};gcache.size={GCACHE_SIZE};gmcast.segment={};{EVS_TIMEOUTS}\"",
+            "\"gmcast.listen_addr=tcp://{};ist.recv_addr={};gcache.size={GCACHE_SIZE};gmcast.segment={};{EVS_TIMEOUTS}{tls}\"",
             host_port(addr, ports.gcomm),
             host_port(addr, ports.ist),
             c.segment
         ),
     );
+    if c.tls {
+        // Read by clients' TLS and by the rsync state transfer, which then
+        // runs through stunnel and verifies the peer's chain.
+        w.line("# TLS with the platform's certificates");
+        w.fixed("ssl_ca", &ca);
+        w.fixed("ssl_cert", &cert);
+        w.fixed("ssl_key", &key);
+    }
 
     w.line("# sizing for a small machine");
     w.overridable("innodb_buffer_pool_size", "64M");
@@ -297,7 +315,28 @@ mod tests {
             durability,
             params: BTreeMap::new(),
             build: None,
+            tls: false,
         }
+    }
+
+    #[test]
+    fn tls_covers_clients_group_traffic_and_state_transfers() {
+        let plain = render(&input(1, Durability::Durable)).unwrap();
+        assert!(!plain.contains("ssl"), "{plain}");
+        let text = render(&ConfigInput { tls: true, ..input(1, Durability::Durable) }).unwrap();
+        let dir = "/var/lib/atoll/db/orders-1";
+        for line in [format!("ssl_ca={dir}/ca.pem"), format!("ssl_cert={dir}/server.crt"), format!("ssl_key={dir}/server.key")] {
+            assert!(text.lines().any(|l| l == line), "missing {line}: {text}");
+        }
+        let options = text.lines().find(|l| l.starts_with("wsrep_provider_options=")).unwrap();
+        assert!(
+            options.contains(&format!(
+                ";socket.ssl=YES;socket.ssl_ca={dir}/ca.pem;socket.ssl_cert={dir}/server.crt;socket.ssl_key={dir}/server.key\""
+            )),
+            "{options}"
+        );
+        // In [mysqld], before [sst]: the state transfer reads them there.
+        assert!(text.find("ssl_key=").unwrap() < text.find("[sst]").unwrap());
     }
 
     #[test]

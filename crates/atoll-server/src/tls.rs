@@ -98,3 +98,24 @@ pub fn agent_cert(ca: &Ca, host: atoll_core::HostId, address: IpAddr, public_key
     };
     ca.issue_for(&req, public_key_hex)
 }
+
+/// A database server's TLS material: a certificate of the platform's CA
+/// for its address, with a fresh key, for clients, Galera and state
+/// transfers (it is both a server and a client to its peers). The key
+/// travels to the agent inside the define operation, over the agents'
+/// mutual TLS on a TLS platform.
+pub fn db_server_tls(ca: &Ca, cluster: &str, server: &str, address: &str) -> Result<atoll_api::db::DbTls, String> {
+    let ip: IpAddr = address.parse().map_err(|_| format!("server {server} has no IP address ({address:?}) to certify"))?;
+    let req = LeafRequest {
+        // No spaces or slashes: the rsync state transfer sends the
+        // joiner's common name in an address (`CN:secret@host`), and the
+        // donor refuses one it cannot parse.
+        common_name: format!("{server}.{cluster}.atoll-db"),
+        ips: vec![ip],
+        dns: Vec::new(),
+        usage: Usage::Both,
+        lifetime: atoll_pki::LEAF_LIFETIME,
+    };
+    let issued = ca.issue(&req).map_err(|e| e.to_string())?;
+    Ok(atoll_api::db::DbTls { ca_pem: ca.cert_pem().to_string(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
+}

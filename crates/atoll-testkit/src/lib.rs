@@ -367,7 +367,12 @@ impl Platform {
     /// per address in `ips` (agent data `host1`…, zones `z1`…), online and
     /// prepared as a user would before creating clusters.
     pub async fn with_prepared_hosts(ips: &[&str]) -> Result<(Platform, Vec<Agent>)> {
-        let mut opts = ServerOpts::default();
+        Self::with_prepared_hosts_using(ServerOpts::default(), ips).await
+    }
+
+    /// [`Self::with_prepared_hosts`] with a server started with `opts`
+    /// (e.g. `--tls`).
+    pub async fn with_prepared_hosts_using(mut opts: ServerOpts, ips: &[&str]) -> Result<(Platform, Vec<Agent>)> {
         opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
         let mut p = Platform::start(opts).await?;
         p.login_admin().await?;

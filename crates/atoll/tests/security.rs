@@ -477,3 +477,49 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
         .collect::<String>();
     assert!(!proxy_log.contains("certificate"), "the proxy trusts the platform's CA: {proxy_log}");
 }
+
+/// A TLS platform's cluster: Galera's group traffic runs over TLS with the
+/// platform's certificates, the joiners' full state transfers go through
+/// stunnel verifying the chain, and clients can verify a node by the
+/// platform's CA.
+#[tokio::test]
+async fn a_tls_platforms_cluster_replicates_and_transfers_state_over_tls() {
+    use atoll_api::v1::{ClusterCredentials, TaskView};
+    const IPS: [&str; 3] = ["127.0.0.25", "127.0.0.26", "127.0.0.27"];
+    let mut opts = ServerOpts::default();
+    opts.extra_args.push("--tls".into());
+    let (p, _agents) = Platform::with_prepared_hosts_using(opts, &IPS).await.unwrap();
+    let c = p.client();
+    let spec = serde_json::json!({
+        "name": "tls",
+        "servers": IPS.iter().enumerate().map(|(i, ip)| serde_json::json!({ "name": format!("tls-{}", i + 1), "zone": format!("z{}", i + 1), "host": ip })).collect::<Vec<_>>(),
+    });
+    let t: TaskView = c.post("/api/v1/clusters", &spec).await.unwrap();
+    let t = p.wait_task(&t.id, Duration::from_secs(240)).await.unwrap();
+    let log = |n: usize| std::fs::read_to_string(p.dir.path().join(format!("hosts-db/tls/tls-{n}/error.log"))).unwrap_or_default();
+    assert_eq!(t.status, atoll_core::TaskStatus::Succeeded, "{:#?}\ntls-1 (donor):\n{}\ntls-2:\n{}", t.steps, log(1), log(2));
+    let cr: ClusterCredentials = c.get("/api/v1/clusters/tls/credentials").await.unwrap();
+    let ca = p.dir.path().join("server/ca.pem");
+
+    // Straight to each node, verifying its certificate by the platform's
+    // CA and its address: a TLS session, and the group runs on TLS.
+    for ip in IPS {
+        let out = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", ip, "-P", "3306", "-u", &cr.user, &format!("-p{}", cr.password)])
+            .arg(format!("--ssl-ca={}", ca.display()))
+            .args(["--ssl-verify-server-cert", "-N", "-B", "-e"])
+            .arg("SHOW SESSION STATUS LIKE 'Ssl_cipher'; SELECT @@wsrep_provider_options LIKE '%socket.ssl = YES%', VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'")
+            .output()
+            .unwrap();
+        let text = atoll_testkit::output_text(&out);
+        assert!(out.status.success(), "{ip}: {text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("Ssl_cipher\t") && lines[0].len() > "Ssl_cipher\t".len(), "{ip}: {text}");
+        assert_eq!(lines[1], "1\t3", "{ip}: group traffic over TLS, three members: {text}");
+    }
+    // The joiners got their state by rsync through stunnel.
+    for n in [2, 3] {
+        let text = log(n);
+        assert!(text.contains("Using stunnel for SSL encryption"), "tls-{n}'s state transfer was not encrypted:\n{text}");
+    }
+}

@@ -133,6 +133,16 @@ impl Supervisor {
         // The directory is the database user's: written through its
         // descriptor, never through a link that user may have put there.
         dir.write_atomic("my.cnf", def.config.as_bytes(), 0o640, Owner { uid: None, gid: Some(ids.1) }).map_err(DbError::Io)?;
+        // TLS files: root's, the key readable by the database group only;
+        // the registry keeps the definition without them.
+        let mut def = def;
+        if let Some(tls) = def.tls.take() {
+            let [ca, cert, key] = atoll_engine::config::TLS_FILES;
+            let public = Owner { uid: None, gid: Some(ids.1) };
+            dir.write_atomic(ca, tls.ca_pem.as_bytes(), 0o644, public).map_err(DbError::Io)?;
+            dir.write_atomic(cert, tls.cert_pem.as_bytes(), 0o644, public).map_err(DbError::Io)?;
+            dir.write_atomic(key, tls.key_pem.as_bytes(), 0o640, public).map_err(DbError::Io)?;
+        }
         let outcome = match &existing {
             Some(s) => {
                 let mut rt = s.rt();

@@ -137,6 +137,7 @@ mod tests {
             peers: vec![],
             admin: DbCredentials { user: "a".into(), password: "b".into() },
             basedir: None,
+            tls: None,
         }
     }
 

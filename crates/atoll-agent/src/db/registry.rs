@@ -61,6 +61,7 @@ mod tests {
                 peers: vec!["127.0.0.2:3306".into()],
                 admin: DbCredentials { user: "atoll".into(), password: "secret".into() },
                 basedir: None,
+                tls: None,
             },
             desired_running: true,
         };

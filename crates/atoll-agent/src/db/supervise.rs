@@ -264,6 +264,7 @@ mod tests {
             peers: vec![],
             admin: atoll_api::db::DbCredentials { user: "a".into(), password: "b".into() },
             basedir: None,
+            tls: None,
         };
         let server = Server::new(def, true);
         server.rt().supervised = true;

@@ -261,8 +261,16 @@ impl StepHandler for Define {
                     messages_dir: b.messages_dir.clone(),
                 })
             }),
+            // A TLS platform's clusters replicate over TLS too.
+            tls: state.config.tls,
         };
         let config = atoll_engine::config::render(&input).map_err(|e| StepError::fatal(e.to_string()))?;
+        let tls = match input.tls {
+            true => {
+                Some(crate::tls::db_server_tls(&state.ca, &t.cluster.name, &t.server.name, &t.server.address).map_err(StepError::fatal)?)
+            }
+            false => None,
+        };
         let def = DbServerDef {
             id: t.id(),
             dir: t.server.dir.clone(),
@@ -276,6 +284,7 @@ impl StepHandler for Define {
                 .collect(),
             admin: DbCredentials { user: ADMIN_USER.into(), password: admin_password },
             basedir: build.and_then(|b| b.basedir),
+            tls,
         };
         let r = t.op(ctx, HostOp::DbDefine { server: def }).await?;
         ctx.info(format!("{} defined in {} on {}", t.server.name, t.server.dir, t.host.host.name)).await;
