@@ -98,15 +98,17 @@ pub fn drop_database(database: &str) -> String {
     format!("DROP DATABASE IF EXISTS `{database}`")
 }
 
+/// MetaDB's database and account; the password replicates as a hash only
+/// (see [`account_with_password`]).
 pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String> {
-    vec![
+    let mut statements = vec![
         // An anonymous account matches local connections before ours does.
         "DROP USER IF EXISTS ''@'localhost'".to_string(),
         format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
-        format!("CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'"),
-        format!("ALTER USER '{user}'@'%' IDENTIFIED BY '{password}'"),
-        format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'"),
-    ]
+    ];
+    statements.extend(account_with_password(user, password));
+    statements.push(format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'"));
+    statements
 }
 
 /// MonitorDB's database beside MetaDB's, for the same account; kept
@@ -199,7 +201,8 @@ mod tests {
 
     #[test]
     fn account_passwords_are_only_in_statements_that_do_not_replicate() {
-        let s = create_accounts(("a", "secret-a"), ("m", "secret-m"), "h");
+        let mut s = create_accounts(("a", "secret-a"), ("m", "secret-m"), "h");
+        s.extend(metadb_database("atoll", "atoll", "secret-x"));
         for x in &s {
             assert_eq!(x.contains("secret-"), x.starts_with("SET @atoll_password_hash = PASSWORD('secret-"), "{x}");
         }
