@@ -47,6 +47,7 @@ async fn register_one(http: &reqwest::Client, endpoint: &str, join_token: &str, 
         agent_url: host.agent_url.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         facts: host.facts.clone(),
+        public_key: None,
     };
     let resp = http.post(endpoint).json(&req).send().await?;
     let status = resp.status();
