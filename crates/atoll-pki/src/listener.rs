@@ -37,6 +37,11 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // A handshake is several small flights: with Nagle's
+                // algorithm and the peer's delayed ACK, one could wait 40 ms.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                }
                 if tx.is_closed() {
                     break;
                 }
