@@ -40,6 +40,11 @@ pub struct PlaygroundArgs {
     /// 127.0.0.11–13; MetaDB is a Galera cluster the platform manages).
     #[arg(long, default_value_t = 1)]
     nodes: u8,
+    /// TLS everywhere (one-node mode): the console and API over HTTPS with
+    /// the platform's own CA, agents pinned to it with mutual TLS, the
+    /// cluster's replication and state transfers over TLS.
+    #[arg(long)]
+    tls: bool,
     /// The three hosts' addresses (one-node mode), for running beside
     /// something that uses 127.0.0.11–13 (the test suite).
     #[arg(long, value_delimiter = ',', default_values_t = HOSTS.map(|h| h.1.parse::<std::net::Ipv4Addr>().unwrap_or(std::net::Ipv4Addr::LOCALHOST)), hide = true)]
@@ -50,6 +55,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     daemons::init_logging("warn");
     match a.nodes {
         1 => {}
+        3 if a.tls => return Err(fail(Exit::Error, "--tls works with --nodes 1 for now; the three-node playground serves plain HTTP")),
         3 => return crate::playground_ha::run(&a.dir, a.keep, a.agent_port).await,
         n => return Err(fail(Exit::Error, format!("--nodes {n}: use 1 (one server) or 3 (a highly available platform)"))),
     }
@@ -74,10 +80,13 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
         profile: "sandbox".into(),
         heartbeat_interval_ms: 1_000,
         offline_after_ms: 3_000,
+        tls: a.tls,
         ..Default::default()
     };
+    // Over TLS, this process's clients trust the platform's CA from here on
+    // (the server trusts it for its own calls).
     let server = atoll_server::start(config, server_stop.clone()).await?;
-    let url = format!("http://{}", server.addr);
+    let url = server.url.clone();
     // A service account of its own: admin must still choose a password at
     // the first console login.
     let token = server.issue_token("playground", atoll_core::Role::Admin, "playground cli").await?;
@@ -93,6 +102,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
             .arg(a.dir.join(format!("agent-{name}")))
             .arg("--data-root")
             .arg(&a.dir)
+            .args(if a.tls { vec!["--ca-fingerprint", server.ca_fingerprint.as_str()] } else { Vec::new() })
             .env("ATOLL_JOIN_TOKEN", &join)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -113,9 +123,15 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     };
     match &result {
         Ok(()) => {
-            session::save(&session::Saved { servers: vec![url.clone()], server: None, token: Some(token), token_id: None, ca_pem: None })?;
+            let ca_file = a.dir.join("server/ca.pem");
+            let ca_pem = if a.tls { Some(std::fs::read_to_string(&ca_file)?) } else { None };
+            session::save(&session::Saved { servers: vec![url.clone()], server: None, token: Some(token), token_id: None, ca_pem })?;
             say!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
             say!("  console   {url}");
+            if a.tls {
+                say!("  tls       the platform's CA {} is {}", ca_file.display(), server.ca_fingerprint);
+                say!("            (trust it in your browser, or accept the warning; MySQL clients: --ssl-ca {})", ca_file.display());
+            }
             match &server.admin_password {
                 Some(pw) => say!("  login     admin / {pw}  (you will choose a new password at first login)"),
                 None => say!("  login     admin, with the password you set on an earlier run"),

@@ -33,26 +33,34 @@ impl Drop for Leftovers {
     }
 }
 
-#[tokio::test]
-async fn ctrl_c_stops_everything_even_with_stdout_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("pg");
-    let _leftovers = Leftovers(data.clone());
+/// A running playground: its process, the banner it printed up to "Press
+/// Ctrl-C" (the pipe then closed), its data and CLI config directories.
+struct Running {
+    child: std::process::Child,
+    lines: Vec<String>,
+    data: std::path::PathBuf,
+    cli: std::path::PathBuf,
+}
+
+/// Starts `atoll playground` on `ips` with `extra` arguments and reads its
+/// banner; the reader then goes away, as `| tee` does on Ctrl-C.
+async fn start(dir: &std::path::Path, ips: [&str; 3], extra: &[&str]) -> Running {
+    let data = dir.join("pg");
+    let cli = dir.join("cli");
     let free = |ip: &str| std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
     let mut child = Command::new(atoll_testkit::atoll_bin())
         .args(["playground", "--dir"])
         .arg(&data)
         .args(["--listen", &format!("127.0.0.1:{}", free("127.0.0.1"))])
-        .args(["--agent-port", &free("127.0.0.94").to_string(), "--host-ips", "127.0.0.94,127.0.0.95,127.0.0.96"])
-        .env("ATOLL_CONFIG_DIR", dir.path().join("cli"))
+        .args(["--agent-port", &free(ips[0]).to_string(), "--host-ips", &ips.join(",")])
+        .args(extra)
+        .env("ATOLL_CONFIG_DIR", &cli)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let pid = child.id();
     let stdout = child.stdout.take().unwrap();
-    // Read the banner on a thread, up to "Press Ctrl-C", then close the pipe.
     let banner = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -72,33 +80,82 @@ async fn ctrl_c_stops_everything_even_with_stdout_gone() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let lines = banner.join().unwrap();
-    let text = lines.join("\n");
+    Running { child, lines, data, cli }
+}
+
+impl Running {
+    fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// The printed `mysql …` command as a URL, checked with a real client.
+    async fn check_mysql(&self) {
+        let mysql = self.lines.iter().find_map(|l| l.trim_start().strip_prefix("mysql")).unwrap().trim().to_string();
+        let words: Vec<&str> = mysql.split_whitespace().collect();
+        let arg = |flag: &str| words.iter().position(|w| *w == flag).map(|i| words[i + 1].to_string()).unwrap();
+        let password = words.iter().find_map(|w| w.strip_prefix("-p")).unwrap().trim_matches('\'');
+        let url = format!("mysql://{}:{}@{}:{}/", arg("-u"), password, arg("-h"), arg("-P"));
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(one, 1);
+        conn.close().await.unwrap();
+        assert!(processes_under(&self.data).iter().any(|p| p.contains("mariadbd")), "no database runs under {}", self.data.display());
+    }
+
+    /// Ctrl-C with nobody reading stdout any more: everything stops and the
+    /// data goes.
+    async fn ctrl_c(mut self) {
+        let pid = self.child.id();
+        std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the playground did not stop within 120 s of Ctrl-C");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(status.success(), "the playground ended with {status} after Ctrl-C");
+        let left = processes_under(&self.data);
+        assert!(left.is_empty(), "left running after Ctrl-C:\n{}", left.join("\n"));
+        assert!(!self.data.exists(), "the playground's data was not removed");
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_everything_even_with_stdout_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().join("pg"));
+    let pg = start(dir.path(), ["127.0.0.94", "127.0.0.95", "127.0.0.96"], &[]).await;
+    let text = pg.text();
     assert!(text.contains("Atoll playground is up") && text.contains("console   http://"), "{text}");
+    pg.check_mysql().await;
+    pg.ctrl_c().await;
+}
 
-    // The printed connection string works with a MySQL client.
-    let mysql = lines.iter().find_map(|l| l.trim_start().strip_prefix("mysql")).unwrap().trim().to_string();
-    let words: Vec<&str> = mysql.split_whitespace().collect();
-    let arg = |flag: &str| words.iter().position(|w| *w == flag).map(|i| words[i + 1].to_string()).unwrap();
-    let password = words.iter().find_map(|w| w.strip_prefix("-p")).unwrap().trim_matches('\'');
-    let url = format!("mysql://{}:{}@{}:{}/", arg("-u"), password, arg("-h"), arg("-P"));
-    let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(one, 1);
-    conn.close().await.unwrap();
-    assert!(processes_under(&data).iter().any(|p| p.contains("mariadbd")), "no database runs under {}", data.display());
-
-    // Ctrl-C with nobody reading stdout any more.
-    std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the playground did not stop within 120 s of Ctrl-C");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(status.success(), "the playground ended with {status} after Ctrl-C");
-    let left = processes_under(&data);
-    assert!(left.is_empty(), "left running after Ctrl-C:\n{}", left.join("\n"));
-    assert!(!data.exists(), "the playground's data was not removed");
+/// `atoll playground --tls`: HTTPS with the platform's CA (its fingerprint
+/// printed), agents over mutual TLS, a cluster replicating over TLS, and
+/// the CLI working at once with the CA the playground saved.
+#[tokio::test]
+async fn the_tls_playground_is_one_command_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().join("pg"));
+    let pg = start(dir.path(), ["127.0.0.151", "127.0.0.152", "127.0.0.153"], &["--tls"]).await;
+    let text = pg.text();
+    let ca = std::fs::read_to_string(pg.data.join("server/ca.pem")).unwrap();
+    let fingerprint = atoll_pki::fingerprint(&ca).unwrap();
+    assert!(text.contains("console   https://") && text.contains(&fingerprint), "{text}");
+    pg.check_mysql().await;
+    let out = Command::new(atoll_testkit::atoll_bin())
+        .args(["cluster", "show", "demo"])
+        .env("ATOLL_CONFIG_DIR", &pg.cli)
+        .env_remove("ATOLL_SERVER")
+        .env_remove("ATOLL_TOKEN")
+        .output()
+        .unwrap();
+    let shown = atoll_testkit::output_text(&out);
+    assert!(out.status.success() && shown.contains("demo-1"), "{shown}");
+    let config = std::fs::read_to_string(pg.data.join("db/demo/demo-1/my.cnf")).unwrap();
+    assert!(config.contains("socket.ssl=YES"), "the cluster replicates over TLS: {config}");
+    pg.ctrl_c().await;
 }
