@@ -52,6 +52,7 @@ impl Link {
         let mut send_facts = true;
         let mut unreachable_logged = false;
         let mut offset_reported = false;
+        let mut next_renewal_try = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -64,6 +65,16 @@ impl Link {
             } else {
                 None
             };
+            if tokio::time::Instant::now() >= next_renewal_try && self.tls.as_ref().is_some_and(|t| t.due_for_renewal()) {
+                // Registering again renews the certificate (and the tokens).
+                match self.register().await {
+                    Ok(()) => tracing::info!("certificate renewed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the certificate yet; trying again in a minute");
+                        next_renewal_try = tokio::time::Instant::now() + Duration::from_secs(60);
+                    }
+                }
+            }
             let signature = facts.as_ref().map(|f| f.stable_signature());
             match self.heartbeat(facts).await {
                 Ok((reported_offset, want_facts)) => {

@@ -61,6 +61,16 @@ impl AgentTls {
         self.use_cert(cert_pem)
     }
 
+    /// Whether the certificate is half-way through its life (or missing):
+    /// then the agent registers again, which issues a new one.
+    pub fn due_for_renewal(&self) -> bool {
+        std::fs::metadata(self.cert_path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age >= atoll_pki::RENEW_AFTER)
+    }
+
     fn use_cert(&self, cert_pem: String) -> anyhow::Result<()> {
         let own = CertKey { cert_pem, key_pem: self.key_pem.clone() };
         self.live.set(&own)?;

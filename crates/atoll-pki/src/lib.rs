@@ -39,6 +39,9 @@ type Result<T> = std::result::Result<T, PkiError>;
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a server's, agent's or proxy's certificate is valid.
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// When a running process replaces its certificate: half-way through its
+/// life, so a failed renewal has months to succeed before anything breaks.
+pub const RENEW_AFTER: Duration = Duration::from_secs(LEAF_LIFETIME.as_secs() / 2);
 
 /// The crypto provider every rustls configuration here uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -139,8 +139,12 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     // agents take orders only from a holder of one of its certificates.
     atoll_client::trust_platform_ca(ca.cert_pem())?;
     atoll_client::present_certificate(tls::peer_cert(&ca, addr)?);
+    let api_cert = Arc::new(atoll_pki::LiveCert::default());
     let tls_config = match config.tls {
-        true => Some(Arc::new(atoll_pki::server_config(&tls::server_cert(&ca, &config, addr)?, None)?)),
+        true => {
+            api_cert.set(&tls::server_cert(&ca, &config, addr)?)?;
+            Some(Arc::new(atoll_pki::live_server_config(Arc::clone(&api_cert), &[], atoll_pki::ClientCerts::Ignore)?))
+        }
         false => None,
     };
     let monitoring = monitoring::Monitoring::open(&config).await?;
@@ -166,6 +170,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let admin_password = auth::bootstrap_admin(&state).await?;
     tracing::info!(%addr, metadb = state.store.backend(), executor = executor.owner(), "server listening");
 
+    tokio::spawn(tls::renew(state.clone(), addr, api_cert, shutdown.clone()));
     tokio::spawn(Arc::clone(&executor).run(shutdown.clone()));
     tokio::spawn(platform::run(state.clone(), shutdown.clone()));
     tokio::spawn(beats::run(state.clone(), shutdown.clone()));

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ServerConfig;
 use crate::secrets::SecretBox;
+use tokio_util::sync::CancellationToken;
 
 /// The CA as MetaDB keeps it.
 #[derive(Serialize, Deserialize)]
@@ -118,4 +119,50 @@ pub fn db_server_tls(ca: &Ca, cluster: &str, server: &str, address: &str) -> Res
     };
     let issued = ca.issue(&req).map_err(|e| e.to_string())?;
     Ok(atoll_api::db::DbTls { ca_pem: ca.cert_pem().to_string(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
+}
+
+/// Keeps this server's certificates fresh while it runs: the API's (a
+/// platform certificate renewed half-way through its life, or the
+/// operator's files read again when they change) and the one presented to
+/// agents. A server restarted now and then never gets here; one that runs
+/// for a year must not lose its agents or its clients.
+pub async fn renew(state: crate::state::AppState, addr: SocketAddr, api: std::sync::Arc<atoll_pki::LiveCert>, stop: CancellationToken) {
+    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    let mut issued = std::time::Instant::now();
+    let mut files_changed = operator_files_mtime(&state.config);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+        }
+        let mtime = operator_files_mtime(&state.config);
+        let due = issued.elapsed() >= atoll_pki::RENEW_AFTER;
+        if !due && mtime == files_changed {
+            continue;
+        }
+        let renewed = (|| -> anyhow::Result<()> {
+            if state.config.tls {
+                api.set(&server_cert(&state.ca, &state.config, addr)?)?;
+            }
+            atoll_client::present_certificate(peer_cert(&state.ca, addr)?);
+            Ok(())
+        })();
+        match renewed {
+            Ok(()) => {
+                tracing::info!("TLS certificates renewed");
+                issued = std::time::Instant::now();
+                files_changed = mtime;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot renew this server's TLS certificates; trying again in an hour"),
+        }
+    }
+}
+
+/// When the operator's certificate or key file last changed, if given.
+fn operator_files_mtime(config: &ServerConfig) -> Option<std::time::SystemTime> {
+    [&config.tls_cert_file, &config.tls_key_file]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
 }

@@ -453,6 +453,19 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     let r = http(None).get(format!("{agent_url}/agent/v1/metrics")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
+    // Half-way through its life the certificate is renewed while the
+    // agent runs (a year-old agent must not lose the platform).
+    let cert_path = agent.data_dir.join("agent.crt");
+    let first_cert = std::fs::read_to_string(&cert_path).unwrap();
+    let aged = std::process::Command::new("touch").args(["-d", "200 days ago"]).arg(&cert_path).status().unwrap();
+    assert!(aged.success());
+    wait_for("the agent to renew its certificate", Duration::from_secs(20), || async {
+        (std::fs::read_to_string(&cert_path).ok()? != first_cert).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(agent.proc.output().contains("certificate renewed"), "{}", agent.proc.output());
+
     // The server's commands pass: prepare the host, make a cluster, and
     // reach it through its proxy, which routes with a table read over HTTPS.
     let c = p.client();
