@@ -77,6 +77,15 @@ async fn api_round(p: &Platform, client: &reqwest::Client, n: usize) -> Result<(
     Ok((lat, cpu_ms))
 }
 
+/// One kind of sysbench run, over the rounds.
+#[derive(Default)]
+struct Runs {
+    label: String,
+    tps: Vec<f64>,
+    p95_ms: Vec<f64>,
+    proxy_cpu_us: Vec<f64>,
+}
+
 struct Sb {
     tps: f64,
     p95_ms: f64,
@@ -209,10 +218,10 @@ async fn main() -> Result<()> {
     sysbench(&sb_dir, &cr, IPS[0], 3306, false, 0, "prepare")?;
     let proxy = proxy_pid("tlsb").context("no proxy process of cluster tlsb in zone z1")?;
     let paths = [("direct to the writer", IPS[0], 3306u16), ("through atoll proxy", IPS[0], cr.port)];
-    let mut results: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut results: Vec<Runs> = Vec::new();
     for (label, _, _) in &paths {
         for tls in [false, true] {
-            results.push((format!("{label}, {}", if tls { "TLS" } else { "plain" }), Vec::new(), Vec::new(), Vec::new()));
+            results.push(Runs { label: format!("{label}, {}", if tls { "TLS" } else { "plain" }), ..Runs::default() });
         }
     }
     // TLS sessions the writer accepted, per path: proof the TLS runs were.
@@ -228,9 +237,9 @@ async fn main() -> Result<()> {
                 let queries = r.tps * f64::from(seconds);
                 let cpu_us = (cpu_ticks(proxy) - before) as f64 / ticks_per_s() * 1e6 / queries.max(1.0);
                 let slot = &mut results[i * 2 + j];
-                slot.1.push(r.tps);
-                slot.2.push(r.p95_ms);
-                slot.3.push(cpu_us);
+                slot.tps.push(r.tps);
+                slot.p95_ms.push(r.p95_ms);
+                slot.proxy_cpu_us.push(cpu_us);
             }
         }
     }
@@ -239,8 +248,8 @@ async fn main() -> Result<()> {
     }
     let mut table = String::new();
     let mut base = [f64::NAN; 2];
-    for (k, (label, tps, p95s, cpu)) in results.iter_mut().enumerate() {
-        let (tps, p95v, cpu) = (median(tps), median(p95s), median(cpu));
+    for (k, runs) in results.iter_mut().enumerate() {
+        let (label, tps, p95v, cpu) = (&runs.label, median(&mut runs.tps), median(&mut runs.p95_ms), median(&mut runs.proxy_cpu_us));
         if k % 2 == 0 {
             base = [tps, cpu];
         }
