@@ -67,9 +67,10 @@ impl Inner {
         self.dir.join(format!("{}__{}", id.cluster, id.name))
     }
 
-    /// The definitions, so a restarted agent supervises the same proxies.
+    /// The definitions, so a restarted agent supervises the same proxies;
+    /// without their tokens, whose one copy is each proxy's `token` file.
     fn persist(&self) -> Result<(), ProxyError> {
-        let defs: Vec<ProxyDef> = self.procs().values().map(|e| e.def.clone()).collect();
+        let defs: Vec<ProxyDef> = self.procs().values().map(|e| ProxyDef { token: String::new(), ..e.def.clone() }).collect();
         let bytes = serde_json::to_vec_pretty(&defs).map_err(|e| ProxyError::Io(e.to_string()))?;
         write_atomic(&self.dir.join("proxies.json"), &bytes, 0o600, Owner::default()).map_err(ProxyError::Io)
     }
@@ -95,7 +96,17 @@ impl Proxies {
             Err(e) => anyhow::bail!("cannot read the proxy registry: {e}"),
         };
         let proxies = Proxies { inner };
-        for def in defs {
+        for mut def in defs {
+            if def.token.is_empty() {
+                let file = proxies.inner.proxy_dir(&def.id).join("token");
+                match std::fs::read_to_string(&file) {
+                    Ok(t) => def.token = t.lines().next().unwrap_or_default().trim().to_string(),
+                    Err(e) => {
+                        tracing::error!(proxy = %def.id, error = %e, "cannot read {}; this proxy stays stopped until the platform defines it again", file.display());
+                        continue;
+                    }
+                }
+            }
             proxies.supervise(def);
         }
         let poller = proxies.clone();

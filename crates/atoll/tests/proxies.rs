@@ -116,7 +116,7 @@ async fn view(p: &Platform) -> ClusterView {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage() {
-    let (mut p, _agents) = platform().await;
+    let (mut p, mut agents) = platform().await;
     let c = p.client();
     let spec = json!({
         "name": "shop",
@@ -207,6 +207,19 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
 
+    // The z3 agent restarts: its proxy registry has no token in it (the
+    // proxy's token file is the one copy), and it supervises its proxy
+    // again with the token read back.
+    let proxies_dir = agents[2].data_dir.join("proxies");
+    let token_file =
+        std::fs::read_dir(&proxies_dir).unwrap().filter_map(|e| Some(e.ok()?.path().join("token"))).find(|t| t.exists()).unwrap();
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.trim().len() >= 32, "{token:?}");
+    assert!(!std::fs::read_to_string(proxies_dir.join("proxies.json")).unwrap().contains(token.trim()), "proxies.json keeps no token");
+    agents[2].proc.kill();
+    agents[2] = p.start_agent("host3", IPS[2], Some("z3"), "").unwrap();
+    p.wait_hosts_online(3).await.unwrap();
+
     // A proxy dies: the others serve on, and its agent brings it back.
     let z3 = view(&p).await.proxies[2].pid.unwrap();
     assert!(Command::new("kill").args(["-KILL", &z3.to_string()]).status().unwrap().success());
@@ -223,6 +236,7 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     })
     .await;
     assert!(back.is_ok());
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token, "respawned by the restarted agent with the same token");
 
     // Planned move under a write loop: not one statement fails.
     let stop = CancellationToken::new();

@@ -90,12 +90,6 @@ fn exceptions() -> Vec<Exception> {
             private: true,
         },
         Exception {
-            kind: "proxy token",
-            place: |p| p.ends_with("/proxies/proxies.json"),
-            why: "the agent's proxy registry keeps each proxy's definition, token included, so a restarted agent restarts its proxies (0600: checked)",
-            private: true,
-        },
-        Exception {
             kind: "cluster monitor password",
             place: |p| p.contains("/proxies/") && p.contains("/routing-") && p.ends_with(".json"),
             why: "the proxy's copy of its last routing table, so a proxy started while the platform is down routes and probes (0600: checked)",
