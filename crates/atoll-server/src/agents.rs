@@ -177,12 +177,21 @@ async fn default_name(state: &AppState, req: &RegisterRequest) -> ApiResult<Stri
     Ok(format!("host-{}", &req.host_id.to_string()[..8]))
 }
 
-/// The agent behind a heartbeat, authenticated by its token.
+/// The agent behind a heartbeat, authenticated by its token and, on a TLS
+/// platform, by the certificate registration gave it (mutual TLS).
 struct AgentCaller(String);
 
 impl FromRequestParts<AppState> for AgentCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<ConnectInfo<atoll_pki::TlsPeer>>().map(|c| c.0);
+        if state.config.tls && !peer.is_some_and(|p| p.client_cert) {
+            // 401, not 403: the agent then registers again, which gives it
+            // a certificate (an agent that joined before it had one).
+            return Err(ApiError::Unauthorized(
+                "agents call a TLS platform over mutual TLS: register again to get a certificate of the platform's CA".into(),
+            ));
+        }
         bearer(parts).map(AgentCaller).ok_or_else(|| ApiError::Unauthorized("missing agent token".into()))
     }
 }

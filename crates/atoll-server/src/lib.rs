@@ -143,7 +143,9 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let tls_config = match config.tls {
         true => {
             api_cert.set(&tls::server_cert(&ca, &config, addr)?)?;
-            Some(Arc::new(atoll_pki::live_server_config(Arc::clone(&api_cert), &[], atoll_pki::ClientCerts::Ignore)?))
+            // Client certificates are asked for, checked when given, and
+            // required only where the caller is one of ours (agents).
+            Some(Arc::new(atoll_pki::live_server_config(Arc::clone(&api_cert), &[ca.cert_pem()], atoll_pki::ClientCerts::Optional)?))
         }
         false => None,
     };
@@ -179,14 +181,19 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     tokio::spawn(alerting::run(state.clone(), shutdown.clone()));
     let app = router(state.clone(), replica);
     let done = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.cancelled_owned();
-        use axum::serve::ListenerExt;
         match tls_config {
             Some(config) => {
-                axum::serve(atoll_pki::TlsListener::new(listener, config)?.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?
+                // Handlers read the peer's address as a `SocketAddr`; TLS
+                // connections carry whether the peer proved itself too.
+                let app = app.layer(axum::middleware::from_fn(tls_peer_addr));
+                let service = app.into_make_service_with_connect_info::<atoll_pki::TlsPeer>();
+                axum::serve(atoll_pki::TlsListener::new(listener, config)?, service).with_graceful_shutdown(stop).await?
             }
-            None => axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(stop).await?,
+            None => {
+                let service = app.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service).with_graceful_shutdown(stop).await?
+            }
         }
         // MonitorDB's last flush: the samples since the previous one.
         if tokio::time::timeout(std::time::Duration::from_secs(10), monitoring).await.is_err() {
@@ -220,6 +227,15 @@ fn routes(state: AppState) -> Router {
         .merge(console::router())
         .layer(axum::middleware::from_fn(deadline::bound))
         .with_state(state)
+}
+
+/// Adds the TLS peer's address as the `ConnectInfo<SocketAddr>` every
+/// handler reads.
+async fn tls_peer_addr(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if let Some(axum::extract::ConnectInfo(peer)) = req.extensions().get::<axum::extract::ConnectInfo<atoll_pki::TlsPeer>>().copied() {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer.addr));
+    }
+    next.run(req).await
 }
 
 /// Every route, and with a MetaDB replica, the same routes reading from

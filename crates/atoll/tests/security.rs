@@ -452,6 +452,20 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     assert_eq!(r.status().as_u16(), 401, "a platform certificate alone is not the platform's token");
     let r = http(None).get(format!("{agent_url}/agent/v1/metrics")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // The other way: the platform takes heartbeats only with the agent's
+    // certificate; its token alone (read from its identity file) is refused.
+    let identity: serde_json::Value = serde_json::from_slice(&std::fs::read(agent.data_dir.join("identity.json")).unwrap()).unwrap();
+    let agent_token = identity["agent_token"].as_str().unwrap();
+    let r = http(None)
+        .post(format!("{}/agent/v1/heartbeat", p.url))
+        .bearer_auth(agent_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("mutual TLS"), "{body}");
 
     // Half-way through its life the certificate is renewed while the
     // agent runs (a year-old agent must not lose the platform).
