@@ -66,13 +66,12 @@ impl Link {
                 None
             };
             if tokio::time::Instant::now() >= next_renewal_try && self.tls.as_ref().is_some_and(|t| t.due_for_renewal()) {
-                // Registering again renews the certificate (and the tokens).
+                // Registering again renews the certificate (and the tokens);
+                // at most once a minute, whatever the outcome.
+                next_renewal_try = tokio::time::Instant::now() + Duration::from_secs(60);
                 match self.register().await {
                     Ok(()) => tracing::info!("certificate renewed"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot renew the certificate yet; trying again in a minute");
-                        next_renewal_try = tokio::time::Instant::now() + Duration::from_secs(60);
-                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the certificate yet; trying again in a minute"),
                 }
             }
             let signature = facts.as_ref().map(|f| f.stable_signature());
