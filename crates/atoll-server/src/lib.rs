@@ -170,6 +170,11 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let _ = slot.set(state.clone());
 
     let admin_password = auth::bootstrap_admin(&state).await?;
+    match secrets::seal_clear_server_tokens(state.store.as_ref(), &state.secrets).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(hosts = n, "sealed server tokens an older version kept in clear"),
+        Err(e) => tracing::warn!(error = %e, "cannot seal the server tokens kept in clear; trying at the next start"),
+    }
     tracing::info!(%addr, metadb = state.store.backend(), executor = executor.owner(), "server listening");
 
     tokio::spawn(tls::renew(state.clone(), addr, api_cert, shutdown.clone()));

@@ -58,6 +58,10 @@ pub trait HostStore: Send + Sync {
     /// returns the ones it changed. Only the holder of `fence` may.
     async fn mark_stale_offline(&self, before: UnixMs, fence: &Fence, now: UnixMs) -> Result<Vec<HostId>>;
     async fn set_host_checks(&self, id: HostId, checks: &serde_json::Value, at: UnixMs) -> Result<()>;
+    /// Replaces a host's server token `old` with `new` (the same token,
+    /// sealed); false when the row holds another value by now (the agent
+    /// registered again meanwhile).
+    async fn replace_server_token(&self, id: HostId, old: &str, new: &str) -> Result<bool>;
     async fn delete_host(&self, id: HostId) -> Result<bool>;
 }
 

@@ -418,6 +418,11 @@ async fn reregister_updates_in_place(h: &Harness) {
     assert_eq!(rec.host.zone.as_deref(), Some("z1"), "None keeps the zone");
     assert_eq!(rec.host.agent_version.as_deref(), Some("0.2.0"));
     assert_eq!(rec.server_token.as_deref(), Some("rotated"));
+    // Sealing in place only replaces the value it read.
+    assert!(!s.replace_server_token(id, "not-the-value", "sealed").await.unwrap());
+    assert!(s.replace_server_token(id, "rotated", "sealed-rotated").await.unwrap());
+    assert_eq!(s.get_host(id).await.unwrap().unwrap().server_token.as_deref(), Some("sealed-rotated"));
+    assert!(s.replace_server_token(id, "sealed-rotated", "rotated").await.unwrap());
     assert_eq!(rec.host.last_heartbeat_ms, Some(2_000));
     assert_eq!(rec.host.created_at_ms, 1_000);
     assert_eq!(s.list_hosts().await.unwrap().len(), 1, "no new host");

@@ -65,11 +65,21 @@ async fn secrets_at_rest_are_private_and_a_lost_key_is_refused() {
     std::fs::write(dir.join("platform.key"), [7u8; 32]).unwrap();
     let err = p.restart_server(ServerOpts::default()).await.unwrap_err().to_string();
     assert!(err.contains("is not the key this MetaDB's secrets were sealed with"), "{err}");
-    // The right key back: the server starts and opens its secrets.
+    // A token an older version kept in clear (the server is down now).
+    let rw = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("meta.db").display())).await.unwrap();
+    sqlx::query("UPDATE hosts SET server_token = 'clear-token-of-an-older-version'").execute(&rw).await.unwrap();
+    rw.close().await;
+    // The right key back: the server starts, opens its secrets, and seals
+    // the clear token.
     std::fs::write(dir.join("platform.key"), &key).unwrap();
     p.restart_server(ServerOpts::default()).await.unwrap();
     let me: atoll_api::v1::Me = p.client().get("/api/v1/auth/me").await.unwrap();
     assert_eq!(me.user, "admin");
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let stored: Option<String> = sqlx::query_scalar("SELECT server_token FROM hosts").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    let stored = stored.unwrap();
+    assert!(stored.starts_with("xc20p1:") && !stored.contains("clear-token"), "left in clear: {stored}");
     p.server.stop();
 }
 

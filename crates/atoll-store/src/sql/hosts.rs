@@ -511,6 +511,19 @@ impl HostStore for SqlStore {
         .await
     }
 
+    async fn replace_server_token(&self, id: HostId, old: &str, new: &str) -> Result<bool> {
+        retry(|| async move {
+            let done = sqlx::query("UPDATE hosts SET server_token = ? WHERE id = ? AND server_token = ?")
+                .bind(new)
+                .bind(id.to_string())
+                .bind(old)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
     async fn delete_host(&self, id: HostId) -> Result<bool> {
         retry(|| async move {
             let done = sqlx::query("DELETE FROM hosts WHERE id = ?").bind(id.to_string()).execute(&self.pool).await?;
