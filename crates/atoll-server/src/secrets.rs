@@ -130,6 +130,21 @@ pub async fn platform_key(store: &dyn atoll_store::MetaStore, path: &Path) -> an
     Ok(key)
 }
 
+/// Seals the server tokens older versions kept in clear, so a copy of
+/// MetaDB alone no longer commands those hosts. Runs at every start; a
+/// row changed meanwhile (the agent registered again, sealed) is left.
+pub async fn seal_clear_server_tokens(store: &dyn atoll_store::MetaStore, secrets: &SecretBox) -> Result<usize, atoll_store::StoreError> {
+    let mut sealed = 0;
+    for h in store.list_hosts().await? {
+        if let Some(clear) = h.server_token.as_deref().filter(|t| !SecretBox::is_sealed(t))
+            && store.replace_server_token(h.host.id, clear, &secrets.seal(clear)).await?
+        {
+            sealed += 1;
+        }
+    }
+    Ok(sealed)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -156,19 +171,4 @@ mod tests {
         let other = SecretBox::create(&dir.path().join("other.key")).unwrap();
         assert!(other.open(&s).is_err());
     }
-}
-
-/// Seals the server tokens older versions kept in clear, so a copy of
-/// MetaDB alone no longer commands those hosts. Runs at every start; a
-/// row changed meanwhile (the agent registered again, sealed) is left.
-pub async fn seal_clear_server_tokens(store: &dyn atoll_store::MetaStore, secrets: &SecretBox) -> Result<usize, atoll_store::StoreError> {
-    let mut sealed = 0;
-    for h in store.list_hosts().await? {
-        if let Some(clear) = h.server_token.as_deref().filter(|t| !SecretBox::is_sealed(t))
-            && store.replace_server_token(h.host.id, clear, &secrets.seal(clear)).await?
-        {
-            sealed += 1;
-        }
-    }
-    Ok(sealed)
 }
