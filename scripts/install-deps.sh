@@ -21,6 +21,8 @@ fi
 if [ "${ATOLL_WITH_TEST_HOSTS:-1}" = 1 ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+  # The fault campaign jumps one host's clock with libfaketime.
+  compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(faketime)
   # deploy's systemd units are checked with systemd's own verifier.
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 fi

@@ -15,6 +15,7 @@ use atoll_client::Client;
 pub use atoll_client;
 
 pub mod browser;
+pub mod campaign;
 pub mod metadb;
 pub mod netns;
 pub mod prober;
