@@ -47,6 +47,32 @@ pub(crate) struct Move(pub(crate) StateRef);
 #[async_trait]
 impl StepHandler for Move {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let result = self.attempt(ctx).await;
+        if result.is_err() {
+            // The move did not finish: end any hold this step announced, so
+            // proxies do not refuse new writes while the step waits to be
+            // retried or for an operator (the old writer is still healthy).
+            self.rollback(ctx).await?;
+        }
+        result
+    }
+
+    /// Ends the hold without moving, so proxies stop waiting.
+    async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
+        let state = self.0.get()?;
+        let ServerStep { cluster, .. } = ctx.params()?;
+        let Some(current) = state.store.get_routing(&cluster).await.map_err(store_err)? else { return Ok(()) };
+        if current.moving_to.is_some() {
+            let undone = RoutingRecord { writer: current.writer.clone(), moving_to: None, changed_at_ms: now_ms() };
+            state.store.set_routing(&cluster, Some(&current), &undone).await.map_err(store_err)?;
+            routing::changed(state);
+        }
+        Ok(())
+    }
+}
+
+impl Move {
+    async fn attempt(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let ServerStep { cluster, server } = ctx.params()?;
         let current = state.store.get_routing(&cluster).await.map_err(store_err)?.unwrap_or_default();
@@ -80,18 +106,5 @@ impl StepHandler for Move {
         routing::changed(state);
         ctx.info(format!("{server} is the writer (was {})", current.writer.as_deref().unwrap_or("none"))).await;
         Ok(json!({ "writer": server, "previous": current.writer }))
-    }
-
-    /// Ends the hold without moving, so proxies stop waiting.
-    async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
-        let state = self.0.get()?;
-        let ServerStep { cluster, .. } = ctx.params()?;
-        let Some(current) = state.store.get_routing(&cluster).await.map_err(store_err)? else { return Ok(()) };
-        if current.moving_to.is_some() {
-            let undone = RoutingRecord { writer: current.writer.clone(), moving_to: None, changed_at_ms: now_ms() };
-            state.store.set_routing(&cluster, Some(&current), &undone).await.map_err(store_err)?;
-            routing::changed(state);
-        }
-        Ok(())
     }
 }
