@@ -2,9 +2,9 @@
 //! and the bank's invariant holds there: the total is what it was, and
 //! every account's balance is its opening balance plus its ledger rows
 //! (a transfer's balance updates and its ledger row commit together or
-//! not at all). Reads go to each node directly with causal reads on
-//! (`wsrep_sync_wait`), so a node that has not yet applied what another
-//! acknowledged is waited for, not reported.
+//! not at all). Reads go to each node directly as causal reads, so a
+//! node that has not yet applied what another acknowledged is waited
+//! for, not reported.
 //!
 //! [`compare`] is pure and is what decides; [`planted_losses_are_caught`]
 //! runs it on the live data with writes that never happened, so a checker
@@ -111,9 +111,11 @@ pub async fn read_node(ep: &Endpoint, user: &str, password: &str) -> Result<Node
 }
 
 async fn read_all(c: &mut MySqlConnection) -> Result<NodeData> {
-    // 1: reads wait until the node has applied everything committed before.
-    // The wait happens at a read, so one read comes before the snapshot.
-    c.execute("SET SESSION wsrep_sync_wait = 1").await?;
+    // Reads wait until the node has applied everything committed before;
+    // the wait happens at a read, which comes before the snapshot.
+    for statement in atoll_engine::sql::causal_read() {
+        c.execute(sqlx::AssertSqlSafe(statement)).await?;
+    }
     c.execute("SELECT COUNT(*) FROM accounts").await?;
     // One snapshot for ledger rows and balances alike.
     c.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;

@@ -39,29 +39,16 @@ pub fn direct(rig: &Rig, i: usize) -> Endpoint {
 async fn wsrep(rig: &Rig, i: usize) -> Result<(bool, String, u32, u32), String> {
     let opts = connect_options(&direct(rig, i), &rig.cr.user, &rig.cr.password, None);
     let mut c = connect(&opts).await.ok_or_else(|| format!("{}: no connection", rig.hosts[i].server))?;
-    let rows = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query(
-            "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_cluster_status', 'wsrep_local_state', 'wsrep_cluster_size')",
-        )
-        .fetch_all(&mut c),
-    )
-    .await
-    .map_err(|_| format!("{}: status timed out", rig.hosts[i].server))?
-    .map_err(|e| format!("{}: {e}", rig.hosts[i].server))?;
-    let (mut ready, mut status, mut state, mut size) = (false, String::new(), 0, 0);
-    for r in rows {
-        let name: String = r.try_get(0).unwrap_or_default();
-        let value: String = r.try_get(1).unwrap_or_default();
-        match name.to_ascii_lowercase().as_str() {
-            "wsrep_ready" => ready = value == "ON",
-            "wsrep_cluster_status" => status = value,
-            "wsrep_local_state" => state = value.parse().unwrap_or(0),
-            "wsrep_cluster_size" => size = value.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    Ok((ready, status, state, size))
+    let rows = tokio::time::timeout(Duration::from_secs(2), sqlx::query(atoll_engine::sql::WSREP_STATUS).fetch_all(&mut c))
+        .await
+        .map_err(|_| format!("{}: status timed out", rig.hosts[i].server))?
+        .map_err(|e| format!("{}: {e}", rig.hosts[i].server))?;
+    let rows: std::collections::HashMap<String, String> = rows
+        .iter()
+        .map(|r| (r.try_get::<String, _>(0).unwrap_or_default().to_ascii_lowercase(), r.try_get::<String, _>(1).unwrap_or_default()))
+        .collect();
+    let w = atoll_engine::sql::wsrep_from_rows(&rows);
+    Ok((w.ready, w.cluster_status, w.local_state, w.cluster_size))
 }
 
 /// `Ok` when healthy, else the first reason it is not.
