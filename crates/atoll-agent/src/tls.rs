@@ -83,42 +83,23 @@ impl AgentTls {
     }
 }
 
-fn saved_ca_path(dir: &Path) -> PathBuf {
-    dir.join("ca.pem")
-}
-
-/// The CA from --ca-file, the data directory, or the servers, checked
-/// against --ca-fingerprint when one is given.
+/// The CA from --ca-file, the data directory, or the servers (see
+/// [`atoll_client::platform_ca`]), kept in the data directory.
 async fn platform_ca(config: &AgentConfig, servers: &Servers) -> anyhow::Result<String> {
-    let pinned = config.ca_fingerprint.as_deref().map(atoll_client::normalise_fingerprint);
-    let check = |pem: &str, from: &str| -> anyhow::Result<()> {
-        let got = atoll_pki::fingerprint(pem).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
-        match &pinned {
-            Some(want) if *want != got => anyhow::bail!(
-                "{from} holds the CA {got}, not the pinned {want}: check --ca-fingerprint (the server prints its CA's at start)"
-            ),
-            _ => Ok(()),
-        }
-    };
-    let saved = saved_ca_path(&config.data_dir);
-    if let Some(file) = &config.ca_file {
-        let pem = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read --ca-file {}: {e}", file.display()))?;
-        check(&pem, &format!("--ca-file {}", file.display()))?;
-        save_ca(&saved, &pem)?;
-        return Ok(pem);
-    }
-    if let Ok(pem) = std::fs::read_to_string(&saved) {
-        check(&pem, &saved.display().to_string())?;
-        return Ok(pem);
-    }
-    let Some(want) = pinned else {
+    let path = config.data_dir.join("ca.pem");
+    let saved = std::fs::read_to_string(&path).ok();
+    let given = atoll_client::platform_ca(&servers.all(), config.ca_file.as_deref(), config.ca_fingerprint.as_deref(), saved.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let Some(pem) = given else {
         anyhow::bail!(
             "the platform serves HTTPS: give its CA with --ca-fingerprint (in the command `atoll host add` prints, and printed by \
              the server at start) or --ca-file"
         );
     };
-    let pem = atoll_client::fetch_pinned_ca(&servers.all(), &want).await.map_err(|e| anyhow::anyhow!(e))?;
-    save_ca(&saved, &pem)?;
+    if saved.as_ref() != Some(&pem) {
+        save_ca(&path, &pem)?;
+    }
     Ok(pem)
 }
 

@@ -289,6 +289,39 @@ pub fn trust_platform_ca(ca_pem: &str) -> Result<(), atoll_pki::PkiError> {
     Ok(())
 }
 
+/// The platform's CA for `https://` servers, from what the user gave:
+/// `ca_file` (checked against `pinned` when both are given); else `saved`
+/// (kept by an earlier start or login) when nothing is pinned or it is the
+/// pinned one; else fetched from the servers and checked against `pinned`.
+/// `None`: nothing given and nothing saved (the caller says how to give it).
+pub async fn platform_ca(
+    servers: &[String],
+    ca_file: Option<&std::path::Path>,
+    pinned: Option<&str>,
+    saved: Option<String>,
+) -> Result<Option<String>, String> {
+    let pinned = pinned.map(normalise_fingerprint);
+    if let Some(file) = ca_file {
+        let from = format!("--ca-file {}", file.display());
+        let pem = std::fs::read_to_string(file).map_err(|e| format!("cannot read {from}: {e}"))?;
+        let got = atoll_pki::fingerprint(&pem).map_err(|e| format!("{from}: {e}"))?;
+        if let Some(want) = pinned.filter(|w| *w != got) {
+            return Err(format!(
+                "{from} holds the CA {got}, not the pinned {want}: check --ca-fingerprint (the server prints its CA's at start)"
+            ));
+        }
+        return Ok(Some(pem));
+    }
+    let is_pinned = |pem: &String| atoll_pki::fingerprint(pem).is_ok_and(|got| pinned.as_ref().is_none_or(|w| *w == got));
+    if let Some(pem) = saved.filter(is_pinned) {
+        return Ok(Some(pem));
+    }
+    match pinned {
+        Some(want) => fetch_pinned_ca(servers, &want).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Asks the servers for the platform's CA (`/ca.pem`) over a connection
 /// that cannot be verified yet, and returns it only when its fingerprint
 /// is `pinned`: someone in between can hand out another CA, never this one.

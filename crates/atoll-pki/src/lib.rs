@@ -92,6 +92,13 @@ pub struct LeafRequest {
     pub lifetime: Duration,
 }
 
+impl LeafRequest {
+    /// A certificate for `ips`, valid for [`LEAF_LIFETIME`], no DNS names.
+    pub fn new(common_name: impl Into<String>, ips: Vec<IpAddr>, usage: Usage) -> LeafRequest {
+        LeafRequest { common_name: common_name.into(), ips, dns: Vec::new(), usage, lifetime: LEAF_LIFETIME }
+    }
+}
+
 /// The platform's CA: its certificate, its key, and what issues with them.
 pub struct Ca {
     pub cert_key: CertKey,

@@ -138,11 +138,10 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     // Agents and other servers are reached over TLS with this CA, and
     // agents take orders only from a holder of one of its certificates.
     atoll_client::trust_platform_ca(ca.cert_pem())?;
-    atoll_client::present_certificate(tls::peer_cert(&ca, addr)?);
     let api_cert = Arc::new(atoll_pki::LiveCert::default());
+    tls::use_own_certs(&ca, &config, addr, &api_cert)?;
     let tls_config = match config.tls {
         true => {
-            api_cert.set(&tls::server_cert(&ca, &config, addr)?)?;
             // Client certificates are asked for, checked when given, and
             // required only where the caller is one of ours (agents).
             Some(Arc::new(atoll_pki::live_server_config(Arc::clone(&api_cert), &[ca.cert_pem()], atoll_pki::ClientCerts::Optional)?))

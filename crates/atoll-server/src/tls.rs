@@ -51,7 +51,7 @@ async fn stored_ca(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::Result
 
 /// The certificate this server presents: the operator's, or one the
 /// platform's CA issues for the addresses clients use.
-pub fn server_cert(ca: &Ca, config: &ServerConfig, addr: SocketAddr) -> anyhow::Result<CertKey> {
+fn server_cert(ca: &Ca, config: &ServerConfig, addr: SocketAddr) -> anyhow::Result<CertKey> {
     if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
         let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
         return Ok(CertKey { cert_pem: read(cert)?, key_pem: read(key)? });
@@ -69,35 +69,32 @@ pub fn server_cert(ca: &Ca, config: &ServerConfig, addr: SocketAddr) -> anyhow::
             Err(_) => dns.push(host),
         }
     }
-    let req = LeafRequest { common_name: format!("atoll server {addr}"), ips, dns, usage: Usage::Both, lifetime: atoll_pki::LEAF_LIFETIME };
+    let req = LeafRequest { dns, ..LeafRequest::new(format!("atoll server {addr}"), ips, Usage::Both) };
     Ok(ca.issue(&req)?)
 }
 
 /// What this server presents when it calls agents and other servers
 /// (mutual TLS): a client certificate of the platform's CA, even when the
 /// API serves the operator's own certificate.
-pub fn peer_cert(ca: &Ca, addr: SocketAddr) -> anyhow::Result<CertKey> {
-    let req = LeafRequest {
-        common_name: format!("atoll server {addr} (client)"),
-        ips: vec![addr.ip()],
-        dns: Vec::new(),
-        usage: Usage::Client,
-        lifetime: atoll_pki::LEAF_LIFETIME,
-    };
-    Ok(ca.issue(&req)?)
+fn peer_cert(ca: &Ca, addr: SocketAddr) -> anyhow::Result<CertKey> {
+    Ok(ca.issue(&LeafRequest::new(format!("atoll server {addr} (client)"), vec![addr.ip()], Usage::Client))?)
+}
+
+/// Issues (or reads) this server's certificates and puts them to use: the
+/// API's into `api` when it serves TLS, the agent-facing one into every
+/// client made from now on. At start and at each renewal.
+pub fn use_own_certs(ca: &Ca, config: &ServerConfig, addr: SocketAddr, api: &atoll_pki::LiveCert) -> anyhow::Result<()> {
+    if config.tls {
+        api.set(&server_cert(ca, config, addr)?)?;
+    }
+    atoll_client::present_certificate(peer_cert(ca, addr)?);
+    Ok(())
 }
 
 /// An agent's certificate for the key it holds: valid for its address,
 /// for serving the platform and for calling it.
 pub fn agent_cert(ca: &Ca, host: atoll_core::HostId, address: IpAddr, public_key_hex: &str) -> Result<String, atoll_pki::PkiError> {
-    let req = LeafRequest {
-        common_name: format!("atoll agent {host}"),
-        ips: vec![address],
-        dns: Vec::new(),
-        usage: Usage::Both,
-        lifetime: atoll_pki::LEAF_LIFETIME,
-    };
-    ca.issue_for(&req, public_key_hex)
+    ca.issue_for(&LeafRequest::new(format!("atoll agent {host}"), vec![address], Usage::Both), public_key_hex)
 }
 
 /// A database server's TLS material: a certificate of the platform's CA
@@ -107,16 +104,10 @@ pub fn agent_cert(ca: &Ca, host: atoll_core::HostId, address: IpAddr, public_key
 /// mutual TLS on a TLS platform.
 pub fn db_server_tls(ca: &Ca, cluster: &str, server: &str, address: &str) -> Result<atoll_api::db::DbTls, String> {
     let ip: IpAddr = address.parse().map_err(|_| format!("server {server} has no IP address ({address:?}) to certify"))?;
-    let req = LeafRequest {
-        // No spaces or slashes: the rsync state transfer sends the
-        // joiner's common name in an address (`CN:secret@host`), and the
-        // donor refuses one it cannot parse.
-        common_name: format!("{server}.{cluster}.atoll-db"),
-        ips: vec![ip],
-        dns: Vec::new(),
-        usage: Usage::Both,
-        lifetime: atoll_pki::LEAF_LIFETIME,
-    };
+    // No spaces or slashes in the name: the rsync state transfer sends the
+    // joiner's common name in an address (`CN:secret@host`), and the donor
+    // refuses one it cannot parse.
+    let req = LeafRequest::new(format!("{server}.{cluster}.atoll-db"), vec![ip], Usage::Both);
     let issued = ca.issue(&req).map_err(|e| e.to_string())?;
     Ok(atoll_api::db::DbTls { ca_pem: ca.cert_pem().to_string(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
 }
@@ -140,14 +131,7 @@ pub async fn renew(state: crate::state::AppState, addr: SocketAddr, api: std::sy
         if !due && mtime == files_changed {
             continue;
         }
-        let renewed = (|| -> anyhow::Result<()> {
-            if state.config.tls {
-                api.set(&server_cert(&state.ca, &state.config, addr)?)?;
-            }
-            atoll_client::present_certificate(peer_cert(&state.ca, addr)?);
-            Ok(())
-        })();
-        match renewed {
+        match use_own_certs(&state.ca, &state.config, addr, &api) {
             Ok(()) => {
                 tracing::info!("TLS certificates renewed");
                 issued = std::time::Instant::now();

@@ -89,31 +89,19 @@ pub struct LoginArgs {
     ca_file: Option<PathBuf>,
 }
 
-/// The CA to trust for an HTTPS platform: from --ca-file (checked against
-/// --ca-fingerprint when both are given), fetched and checked by
-/// --ca-fingerprint, or the one an earlier login saved.
+/// The CA to trust for an HTTPS platform (see [`atoll_client::platform_ca`]),
+/// with the one an earlier login saved as the fallback.
 async fn platform_ca(a: &LoginArgs) -> Result<Option<String>, CliError> {
     if !a.servers.iter().any(|s| s.starts_with("https://")) {
         return Ok(None);
     }
-    let pinned = a.ca_fingerprint.as_deref().map(atoll_client::normalise_fingerprint);
-    if let Some(file) = &a.ca_file {
-        let pem = std::fs::read_to_string(file).map_err(|e| fail(Exit::Error, format!("cannot read --ca-file {}: {e}", file.display())))?;
-        let got = atoll_pki::fingerprint(&pem).map_err(|e| fail(Exit::Error, format!("--ca-file {}: {e}", file.display())))?;
-        if let Some(want) = pinned.filter(|w| *w != got) {
-            return Err(fail(Exit::Error, format!("--ca-file {} holds the CA {got}, not {want}", file.display())));
-        }
-        return Ok(Some(pem));
-    }
-    if let Some(want) = pinned {
-        return atoll_client::fetch_pinned_ca(&a.servers, &want).await.map(Some).map_err(|e| fail(Exit::Error, e));
-    }
-    match load().ca_pem {
-        Some(saved) => Ok(Some(saved)),
-        None => Err(fail(
+    match atoll_client::platform_ca(&a.servers, a.ca_file.as_deref(), a.ca_fingerprint.as_deref(), load().ca_pem).await {
+        Ok(Some(pem)) => Ok(Some(pem)),
+        Ok(None) => Err(fail(
             Exit::Error,
             "the platform serves HTTPS with its own CA: pass --ca-fingerprint (the server prints it at start) or --ca-file DATA_DIR/ca.pem",
         )),
+        Err(e) => Err(fail(Exit::Error, e)),
     }
 }
 
