@@ -494,13 +494,23 @@ mod tests {
     fn sandbox_fails_a_starved_host() {
         let mut f = small_host();
         f.memory_available_bytes = 512 << 20;
-        f.mounts[0].free_bytes = GIB;
+        f.mounts[0].free_bytes = 256 << 20;
         f.nofile.soft = 256;
         let results = check_host(&Profile::sandbox(), &f, "/var/lib/atoll", None);
         let avail = get(&results, "memory.available");
         assert_eq!((avail.status, avail.measured.as_str(), avail.required.as_str()), (CheckStatus::Fail, "512.0 MiB", ">= 1.0 GiB"));
         assert_eq!(get(&results, "disk.data_free").status, CheckStatus::Fail);
         assert_eq!(get(&results, "limits.nofile").status, CheckStatus::Fail);
+    }
+
+    #[test]
+    fn sandbox_warns_when_one_disk_is_tight_for_three_nodes() {
+        let mut f = small_host();
+        f.mounts[0].free_bytes = GIB;
+        let results = check_host(&Profile::sandbox(), &f, "/var/lib/atoll", None);
+        let disk = get(&results, "disk.data_free");
+        assert_eq!((disk.status, disk.required.as_str()), (CheckStatus::Warn, ">= 512.0 MiB (recommended >= 2.0 GiB)"));
+        assert_eq!(worst(&results), CheckStatus::Warn);
     }
 
     #[test]

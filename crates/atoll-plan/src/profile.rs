@@ -13,6 +13,7 @@ use crate::check::CheckStatus;
 use crate::sizing::ServerType;
 
 const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -246,8 +247,11 @@ impl Profile {
     ///   *total*, which leaves room for the OS, page cache and a state
     ///   transfer.
     /// - disk: a data dir is ≈ 120 MB per node after install plus a 64 MB
-    ///   gcache, ≈ 0.55 GB for three; a state transfer briefly holds a second
-    ///   copy and logs grow, so fail below 2 GiB free on the data mount.
+    ///   gcache, and a state transfer briefly holds a second copy: fail below
+    ///   512 MiB free on the data mount, which one node cannot live in. Warn
+    ///   below 2 GiB, where three nodes sharing one disk (the playground)
+    ///   leave little room for logs. A failure at 2 GiB stopped every test
+    ///   on a build machine whose disk the build itself had filled.
     /// - CPU: fail below 1 core; warn below 2, where three nodes and the
     ///   platform start competing and Galera's timeouts begin to fire.
     /// - open files: fail below 1024 (mariadbd shrinks its table cache and
@@ -262,7 +266,7 @@ impl Profile {
             cpu_cores: AtLeast::new(Some(1), Some(2)),
             memory_total_bytes: AtLeast::new(None, Some(4 * GIB)),
             memory_available_bytes: AtLeast::new(Some(GIB), None),
-            data_free_bytes: AtLeast::new(Some(2 * GIB), None),
+            data_free_bytes: AtLeast::new(Some(512 * MIB), Some(2 * GIB)),
             ssd: Need::NotRequired,
             nic_mbps: AtLeast::NOT_REQUIRED,
             kernel_min: Some(KERNEL_MIN),
