@@ -385,6 +385,16 @@ pub fn tls_config() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError>
     atoll_pki::client_config(&refs, own.as_ref()).map(Some)
 }
 
+/// `builder` finished with [`tls_config`]: a raw HTTP client for the
+/// platform's own endpoints (metrics, readiness) that speaks to its
+/// HTTPS servers as [`Client`] does.
+pub fn platform_http(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    match tls_config().map_err(|e| e.to_string())? {
+        Some(tls) => builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string()),
+        None => builder.build().map_err(|e| e.to_string()),
+    }
+}
+
 /// The largest answer read into memory (listings of thousands of hosts
 /// stay far below); larger ones are refused instead of exhausting memory.
 pub const MAX_BODY: usize = 64 << 20;

@@ -25,8 +25,8 @@ use sqlx::{ConnectOptions, Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
 use crate::DeployError;
-use crate::launch::Launcher;
-use crate::layout::{Layout, METADB_CLUSTER, METADB_DATABASE, METADB_USER, MONITORDB_DATABASE};
+use crate::launch::{Join, Launcher};
+use crate::layout::{Layout, METADB_CLUSTER, METADB_DATABASE, METADB_USER, MONITORDB_DATABASE, with_ca};
 
 /// What every server of the platform is configured with, besides its
 /// node's address and MetaDB URL.
@@ -76,6 +76,8 @@ pub struct Deployed {
     pub admin_password: Option<String>,
     /// An admin API token of the `deploy` service account.
     pub token: String,
+    /// The platform's CA on a TLS platform, for clients to trust.
+    pub ca_pem: Option<String>,
     /// Seconds each step took, in order.
     pub steps: Vec<(&'static str, f64)>,
 }
@@ -94,8 +96,23 @@ pub struct Bootstrapped {
     /// Agents joined with it; kept in their service definitions.
     pub join_token: String,
     pub admin_password: Option<String>,
+    /// The platform's CA on a TLS platform: the servers verify MetaDB's
+    /// certificates with it, agents pin it, clients trust it.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
     #[serde(skip)]
     pub steps: Vec<(&'static str, f64)>,
+}
+
+impl Bootstrapped {
+    /// How agents join the nodes' servers.
+    fn join(&self, layout: &Layout) -> Result<Join, DeployError> {
+        let ca_fingerprint = match &self.ca_pem {
+            Some(pem) => Some(atoll_pki::fingerprint(pem).map_err(|e| DeployError::step("servers", None, e.to_string()))?),
+            None => None,
+        };
+        Ok(Join { servers: layout.server_urls(), token: self.join_token.clone(), ca_fingerprint })
+    }
 }
 
 mod hex_bytes {
@@ -153,11 +170,24 @@ pub async fn bootstrap(
 
     progress(&format!("bootstrap server on {} (embedded MetaDB in {})", opts.bootstrap_listen, opts.work_dir.display()));
     let stop = CancellationToken::new();
-    let config = ServerConfig { listen: opts.bootstrap_listen, data_dir: opts.work_dir.join("bootstrap"), ..opts.server_config() };
+    let config = ServerConfig {
+        listen: opts.bootstrap_listen,
+        data_dir: opts.work_dir.join("bootstrap"),
+        tls: layout.tls,
+        ..opts.server_config()
+    };
     let key_file = config.secret_key_file();
     let meta_file = config.data_dir.join("meta.db");
+    // Public: the server writes it at every start.
+    let ca_file = config.data_dir.join("ca.pem");
     let temp = atoll_server::start(config, stop.clone()).await.map_err(|e| DeployError::step("bootstrap server", None, e.to_string()))?;
-    let temp_url = format!("http://{}", temp.addr);
+    let temp_url = temp.url.clone();
+    let ca_pem = match layout.tls {
+        true => Some(std::fs::read_to_string(&ca_file).map_err(|e| {
+            DeployError::step("bootstrap server", None, format!("cannot read the platform's CA {}: {e}", ca_file.display()))
+        })?),
+        false => None,
+    };
     let admin_password = temp.admin_password.clone();
     let fail = |step: &'static str| move |e: anyhow::Error| DeployError::step(step, None, e.to_string());
     let token = temp.issue_token("deploy", atoll_core::Role::Admin, "atoll deploy").await.map_err(fail("bootstrap server"))?;
@@ -166,9 +196,10 @@ pub async fn bootstrap(
 
     let mut servers = vec![temp_url.clone()];
     servers.extend(layout.server_urls());
+    let agents = Join { servers, token: join.clone(), ca_fingerprint: layout.tls.then(|| temp.ca_fingerprint.clone()) };
     progress(&format!("agents: starting on {} node(s) as {}", layout.nodes.len(), launcher.describe()));
     for node in &layout.nodes {
-        launcher.start_agent(layout, node, &servers, &join).await?;
+        launcher.start_agent(layout, node, &agents).await?;
     }
     wait_agents(&client, layout).await?;
     steps.done("agents");
@@ -199,7 +230,7 @@ pub async fn bootstrap(
         .get(&format!("/api/v1/clusters/{METADB_CLUSTER}/credentials"))
         .await
         .map_err(|e| DeployError::step("MetaDB account", None, e.to_string()))?;
-    create_account(&admin, &password).await?;
+    create_account(&admin, &password, ca_pem.as_deref()).await?;
     steps.done("metadb");
 
     progress("moving the platform onto MetaDB");
@@ -207,7 +238,7 @@ pub async fn bootstrap(
     temp.wait().await.map_err(fail("bootstrap server"))?;
     let first = &layout.nodes[0];
     let from = SqlStore::open_sqlite(&meta_file).await.map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
-    let to = SqlStore::connect(&layout.metadb_url(first, &password))
+    let to = SqlStore::connect(&with_ca(&layout.metadb_url(first, &password), ca_pem.as_ref().map(|_| ca_file.as_path())))
         .await
         .map_err(|e| DeployError::step("copy MetaDB", Some(&first.name), format!("cannot reach MetaDB through the node's proxy: {e}")))?;
     let copied = from.copy_into(&to).await.map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
@@ -220,7 +251,7 @@ pub async fn bootstrap(
     let key =
         std::fs::read(&key_file).map_err(|e| DeployError::step("copy MetaDB", None, format!("cannot read {}: {e}", key_file.display())))?;
     steps.done("copy");
-    Ok(Bootstrapped { key, metadb_password: password, token, join_token: join, admin_password, steps: steps.done })
+    Ok(Bootstrapped { key, metadb_password: password, token, join_token: join, admin_password, ca_pem, steps: steps.done })
 }
 
 /// The second phase: a server per node on MetaDB, through its node's
@@ -234,6 +265,11 @@ pub async fn start_servers(
     progress: Progress<'_>,
 ) -> Result<Deployed, DeployError> {
     let mut steps = Steps::new();
+    if let Some(pem) = &boot.ca_pem {
+        // This process's clients (a resumed deploy has no server of its own
+        // that would have trusted it).
+        atoll_client::trust_platform_ca(pem).map_err(|e| DeployError::step("servers", None, e.to_string()))?;
+    }
     progress(&format!("servers: one per node, each on MetaDB through its own proxy (port {})", layout.metadb_proxy.rw_port));
     for node in &layout.nodes {
         let config = ServerConfig {
@@ -242,13 +278,14 @@ pub async fn start_servers(
             metadb_read_url: Some(layout.metadb_replica_url(node, &boot.metadb_password)),
             monitordb_url: Some(layout.monitordb_url(node, &boot.metadb_password)),
             public_url: Some(layout.server_url(node)),
+            tls: layout.tls,
             ..opts.server_config()
         };
-        launcher.start_server(node, config, &boot.key).await?;
+        launcher.start_server(node, config, &boot.key, boot.ca_pem.as_deref()).await?;
     }
     let platform = Client::over(&Servers::new(&layout.server_urls()), Some(boot.token.clone()), Duration::from_secs(5));
     wait_servers(&platform, layout).await?;
-    launcher.settle_agents(layout, &layout.server_urls(), &boot.join_token).await?;
+    launcher.settle_agents(layout, &boot.join(layout)?).await?;
     wait_agents(&platform, layout).await?;
     steps.done("servers");
 
@@ -257,7 +294,13 @@ pub async fn start_servers(
     steps.done("check");
     let mut all = boot.steps.clone();
     all.extend(steps.done);
-    Ok(Deployed { servers: layout.server_urls(), admin_password: boot.admin_password.clone(), token: boot.token.clone(), steps: all })
+    Ok(Deployed {
+        servers: layout.server_urls(),
+        admin_password: boot.admin_password.clone(),
+        token: boot.token.clone(),
+        ca_pem: boot.ca_pem.clone(),
+        steps: all,
+    })
 }
 
 /// The newest task on MetaDB's cluster, seen to its end: a task cut off by
@@ -377,20 +420,24 @@ async fn follow(client: &Client, id: &str, step: &'static str, timeout: Duration
 }
 
 /// MetaDB's database and the servers' account, made as the cluster's
-/// administrator on its first server directly.
-async fn create_account(admin: &ClusterCredentials, password: &str) -> Result<(), DeployError> {
+/// administrator on its first server directly (over TLS verifying
+/// `ca_pem` on a TLS platform, whose account then requires TLS).
+async fn create_account(admin: &ClusterCredentials, password: &str, ca_pem: Option<&str>) -> Result<(), DeployError> {
     let fail = |e: sqlx::Error| DeployError::step("MetaDB account", None, e.to_string());
-    let options = sqlx::mysql::MySqlConnectOptions::new()
+    let mut options = sqlx::mysql::MySqlConnectOptions::new()
         .host(&admin.direct_host)
         .port(admin.direct_port)
         .username(&admin.user)
         .password(&admin.password);
+    if let Some(pem) = ca_pem {
+        options = options.ssl_mode(sqlx::mysql::MySqlSslMode::VerifyCa).ssl_ca_from_pem(pem.as_bytes().to_vec());
+    }
     let mut conn = options.connect().await.map_err(fail)?;
     // A copy cut off by an earlier run's end left part of the rows:
     // servers start on MetaDB only after a whole copy, so nothing else is
     // in there, and it starts afresh.
     conn.execute(sqlx::AssertSqlSafe(atoll_engine::sql::drop_database(METADB_DATABASE))).await.map_err(fail)?;
-    let statements = atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password)
+    let statements = atoll_engine::sql::metadb_database(METADB_DATABASE, METADB_USER, password, ca_pem.is_some())
         .into_iter()
         .chain(atoll_engine::sql::monitordb_database(MONITORDB_DATABASE, METADB_USER));
     for statement in statements {

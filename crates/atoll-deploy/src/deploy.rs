@@ -67,6 +67,8 @@ pub struct Summary {
     pub servers: Vec<String>,
     pub token: String,
     pub admin_password: Option<String>,
+    /// The platform's CA on a TLS platform, for clients to trust.
+    pub ca_pem: Option<String>,
     /// How the services run ("systemd units", "supervised processes").
     pub services: String,
     /// What this run changed; empty when the platform was as asked.
@@ -309,7 +311,15 @@ pub async fn deploy(topo: &Topology, settings: &Settings, progress: Progress<'_>
     }
     let mut steps = vec![("plan", plan_s)];
     steps.extend(deployed.steps);
-    Ok(Summary { servers: deployed.servers, token: deployed.token, admin_password: deployed.admin_password, services, changes, steps })
+    Ok(Summary {
+        servers: deployed.servers,
+        token: deployed.token,
+        admin_password: deployed.admin_password,
+        ca_pem: deployed.ca_pem,
+        services,
+        changes,
+        steps,
+    })
 }
 
 /// Test hook: `FAILPOINTS=deploy::before_servers=return` stops a run after
@@ -358,19 +368,32 @@ pub async fn destroy(topo: &Topology, settings: &Settings, progress: Progress<'_
     if let Some(b) = &state.bootstrapped
         && !settings.force
     {
+        if let Some(pem) = &b.ca_pem {
+            atoll_client::trust_platform_ca(pem).map_err(|e| DeployError::step("destroy", None, e.to_string()))?;
+        }
         let client = Client::over(&Servers::new(&topo.layout.server_urls()), Some(b.token.clone()), std::time::Duration::from_secs(5));
-        if let Ok(clusters) = client.get::<Vec<ClusterView>>("/api/v1/clusters").await {
-            let others: Vec<String> = clusters.into_iter().map(|c| c.name).filter(|n| n != METADB_CLUSTER).collect();
-            if !others.is_empty() {
+        let others: Vec<String> = match client.get::<Vec<ClusterView>>("/api/v1/clusters").await {
+            Ok(clusters) => clusters.into_iter().map(|c| c.name).filter(|n| n != METADB_CLUSTER).collect(),
+            // Not knowing is no licence to remove clusters' platform.
+            Err(e) => {
                 return Err(DeployError::step(
                     "destroy",
                     None,
                     format!(
-                        "the platform manages cluster(s) {}: delete them first (`atoll cluster delete NAME`), or pass --force to leave them running unmanaged",
-                        others.join(", ")
+                        "cannot ask the platform which clusters it manages ({e}); start its servers and try again, or pass --force to remove it whatever it manages"
                     ),
                 ));
             }
+        };
+        if !others.is_empty() {
+            return Err(DeployError::step(
+                "destroy",
+                None,
+                format!(
+                    "the platform manages cluster(s) {}: delete them first (`atoll cluster delete NAME`), or pass --force to leave them running unmanaged",
+                    others.join(", ")
+                ),
+            ));
         }
     }
     // Nodes in parallel: each waits for its MetaDB node's clean shutdown.

@@ -18,31 +18,43 @@ pub trait Launcher: Send {
     /// How the processes run, for the output ("child processes of this
     /// command", "systemd units").
     fn describe(&self) -> String;
-    /// Starts the node's agent, which knows `servers` and joins with
-    /// `join_token`.
-    async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError>;
+    /// Starts the node's agent, which joins as `join` says.
+    async fn start_agent(&mut self, layout: &Layout, node: &Node, join: &Join) -> Result<(), DeployError>;
     /// Puts the platform key and the server's configuration (it holds the
     /// MetaDB password: owner-only files, never the command line) on the
     /// node, and starts the server. The launcher sets the node-local paths.
-    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError>;
+    /// `ca_pem`: the platform's CA, which MetaDB's certificates come from
+    /// (a TLS platform).
+    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8], ca_pem: Option<&str>) -> Result<(), DeployError>;
     /// Once the nodes' servers run: agents are to name only those (the
     /// bootstrap server is gone). Agents that keep running as they were
     /// started move on by themselves; a launcher that keeps service
     /// definitions rewrites them here.
-    async fn settle_agents(&mut self, _layout: &Layout, _servers: &[String], _join_token: &str) -> Result<(), DeployError> {
+    async fn settle_agents(&mut self, _layout: &Layout, _join: &Join) -> Result<(), DeployError> {
         Ok(())
     }
+}
+
+/// How agents join the platform.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// Every server URL they may talk to.
+    pub servers: Vec<String>,
+    /// Goes in their environment (`ATOLL_JOIN_TOKEN`), never their argv.
+    pub token: String,
+    /// On a TLS platform: the CA they pin (`--ca-fingerprint`).
+    pub ca_fingerprint: Option<String>,
 }
 
 /// The agent's arguments on `node`: every launcher starts it the same way
 /// (the join token goes in its environment, `ATOLL_JOIN_TOKEN`).
 /// `data_root`: where the agent may place databases (the platform's host
 /// data directory); it acts nowhere else.
-pub(crate) fn agent_args(layout: &Layout, node: &Node, servers: &[String], data_dir: &Path, data_root: &str) -> Vec<String> {
-    vec![
+pub(crate) fn agent_args(layout: &Layout, node: &Node, join: &Join, data_dir: &Path, data_root: &str) -> Vec<String> {
+    let mut args = vec![
         "agent".into(),
         "--server".into(),
-        servers.join(","),
+        join.servers.join(","),
         "--listen".into(),
         std::net::SocketAddr::new(node.address, layout.agent_port).to_string(),
         "--name".into(),
@@ -53,25 +65,38 @@ pub(crate) fn agent_args(layout: &Layout, node: &Node, servers: &[String], data_
         data_dir.display().to_string(),
         "--data-root".into(),
         data_root.to_string(),
-    ]
+    ];
+    if let Some(fp) = &join.ca_fingerprint {
+        args.extend(["--ca-fingerprint".into(), fp.clone()]);
+    }
+    args
 }
 
 /// A node's server files under `dir`: the configuration (pointing at
 /// `dir` and its key file) as TOML, and the paths of the key and config
-/// files; the server runs `server --config CONFIG`.
+/// files; the server runs `server --config CONFIG`. With the platform's
+/// CA, its MetaDB connections verify it (`metadb-ca.pem`): the server
+/// needs it before it can read the CA from MetaDB.
 pub(crate) struct ServerFiles {
     pub key_file: PathBuf,
     pub config_file: PathBuf,
     pub config_text: String,
+    pub ca_file: Option<(PathBuf, String)>,
 }
 
 impl ServerFiles {
-    pub(crate) fn new(mut config: ServerConfig, dir: &Path) -> Result<Self, String> {
+    pub(crate) fn new(mut config: ServerConfig, dir: &Path, ca_pem: Option<&str>) -> Result<Self, String> {
         let key_file = dir.join("platform.key");
         config.data_dir = dir.to_path_buf();
         config.secret_key_file = Some(key_file.clone());
+        let ca_file = ca_pem.map(|pem| (dir.join("metadb-ca.pem"), pem.to_string()));
+        if let Some((path, _)) = &ca_file {
+            for url in [&mut config.metadb_url, &mut config.metadb_read_url, &mut config.monitordb_url].into_iter().flatten() {
+                *url = crate::layout::with_ca(url, Some(path));
+            }
+        }
         let config_text = toml::to_string(&config).map_err(|e| e.to_string())?;
-        Ok(Self { key_file, config_file: dir.join("atoll.toml"), config_text })
+        Ok(Self { key_file, config_file: dir.join("atoll.toml"), config_text, ca_file })
     }
 
     pub(crate) fn args(&self) -> Vec<String> {
@@ -232,21 +257,24 @@ impl Launcher for LocalLauncher {
         format!("child processes of this command (files under {})", self.dir.display())
     }
 
-    async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError> {
+    async fn start_agent(&mut self, layout: &Layout, node: &Node, join: &Join) -> Result<(), DeployError> {
         let dir = self.node_dir(&node.name);
         std::fs::create_dir_all(&dir).map_err(|e| DeployError::step("start agent", Some(&node.name), e.to_string()))?;
         let root = self.dir.join("db").display().to_string();
-        let args = agent_args(layout, node, servers, &dir.join("agent"), &root).into_iter().map(OsString::from).collect();
-        let env = vec![("ATOLL_JOIN_TOKEN".to_string(), join_token.to_string())];
+        let args = agent_args(layout, node, join, &dir.join("agent"), &root).into_iter().map(OsString::from).collect();
+        let env = vec![("ATOLL_JOIN_TOKEN".to_string(), join.token.clone())];
         self.launch(&node.name, Role::Agent, args, env, dir.join("agent.log"))
     }
 
-    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
+    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8], ca_pem: Option<&str>) -> Result<(), DeployError> {
         let fail = |e: String| DeployError::step("start server", Some(&node.name), e);
         let dir = self.node_dir(&node.name).join("server");
         std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-        let files = ServerFiles::new(config, &dir).map_err(fail)?;
+        let files = ServerFiles::new(config, &dir, ca_pem).map_err(fail)?;
         write_private(&files.key_file, key).map_err(fail)?;
+        if let Some((path, pem)) = &files.ca_file {
+            write_private(path, pem.as_bytes()).map_err(fail)?;
+        }
         write_private(&files.config_file, files.config_text.as_bytes()).map_err(fail)?;
         let args = files.args().into_iter().map(OsString::from).collect();
         let log = self.node_dir(&node.name).join("server.log");

@@ -36,6 +36,10 @@ pub struct Layout {
     /// user cluster on these hosts will want).
     pub metadb_ports: Ports,
     pub metadb_proxy: ProxySpec,
+    /// TLS between every process: the API over HTTPS, agents pinned to
+    /// the platform's CA with mutual TLS, MetaDB's replication, state
+    /// transfers and the servers' connections to it over TLS.
+    pub tls: bool,
 }
 
 impl Layout {
@@ -46,6 +50,7 @@ impl Layout {
             agent_port: 7070,
             metadb_ports: Ports { sql: 3307, gcomm: 4577, ist: 4578, sst: 4454 },
             metadb_proxy: ProxySpec { enabled: true, rw_port: 6133, ro_port: 6134, admin_port: 6135 },
+            tls: true,
         }
     }
 
@@ -94,7 +99,8 @@ impl Layout {
     }
 
     pub fn server_url(&self, node: &Node) -> String {
-        format!("http://{}", std::net::SocketAddr::new(node.address, self.server_port))
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", std::net::SocketAddr::new(node.address, self.server_port))
     }
 
     pub fn server_urls(&self) -> Vec<String> {
@@ -147,6 +153,27 @@ impl Layout {
     }
 }
 
+/// `url` verifying the server's certificate against the CA in `ca_file`
+/// (sqlx reads it at each connection), when there is one.
+pub fn with_ca(url: &str, ca_file: Option<&std::path::Path>) -> String {
+    match ca_file {
+        Some(ca) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let path: String = ca
+                .display()
+                .to_string()
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' => char::from(b).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{url}{sep}ssl-mode=VERIFY_CA&ssl-ca={path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -171,7 +198,18 @@ mod tests {
         assert_eq!(l.metadb_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:6133/atoll");
         assert_eq!(l.monitordb_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:6133/atoll_monitor");
         assert_eq!(l.metadb_replica_url(&l.nodes[1], "pw"), "mysql://atoll:pw@10.0.0.2:3307/atoll");
-        assert_eq!(l.server_urls()[2], "http://10.0.0.3:8080");
+        assert_eq!(l.server_urls()[2], "https://10.0.0.3:8080");
+        let plain = Layout { tls: false, ..l };
+        assert_eq!(plain.server_urls()[2], "http://10.0.0.3:8080");
+    }
+
+    #[test]
+    fn a_ca_file_makes_the_url_verify_it() {
+        let url = with_ca("mysql://atoll:pw@10.0.0.2:6133/atoll", Some(std::path::Path::new("/srv/my atoll/ca&1.pem")));
+        assert_eq!(url, "mysql://atoll:pw@10.0.0.2:6133/atoll?ssl-mode=VERIFY_CA&ssl-ca=/srv/my%20atoll/ca%261.pem");
+        let opts: sqlx::mysql::MySqlConnectOptions = url.parse().unwrap();
+        assert!(matches!(opts.get_ssl_mode(), sqlx::mysql::MySqlSslMode::VerifyCa));
+        assert_eq!(with_ca("mysql://a@b/c", None), "mysql://a@b/c");
     }
 
     #[test]

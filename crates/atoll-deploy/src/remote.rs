@@ -9,7 +9,7 @@ use atoll_server::ServerConfig;
 use sha2::Digest;
 
 use crate::DeployError;
-use crate::launch::{Launcher, ServerFiles, agent_args};
+use crate::launch::{Join, Launcher, ServerFiles, agent_args};
 use crate::layout::{Layout, Node};
 use crate::node::{NodeDirs, NodeProbe, Service, ServiceSpec, Started};
 use crate::ssh::{Session, quote};
@@ -162,12 +162,12 @@ impl SshLauncher {
         }
     }
 
-    fn agent_spec(r: &Remote, layout: &Layout, servers: &[String], join_token: &str, data_root: &str) -> ServiceSpec {
+    fn agent_spec(r: &Remote, layout: &Layout, join: &Join, data_root: &str) -> ServiceSpec {
         let node = &r.spec.node;
         ServiceSpec {
             node: node.name.clone(),
-            args: agent_args(layout, node, servers, &r.dirs.agent(), data_root),
-            env: vec![("ATOLL_JOIN_TOKEN".into(), join_token.into())],
+            args: agent_args(layout, node, join, &r.dirs.agent(), data_root),
+            env: vec![("ATOLL_JOIN_TOKEN".into(), join.token.clone())],
             inputs: String::new(),
         }
     }
@@ -187,31 +187,36 @@ impl Launcher for SshLauncher {
         }
     }
 
-    async fn start_agent(&mut self, layout: &Layout, node: &Node, servers: &[String], join_token: &str) -> Result<(), DeployError> {
+    async fn start_agent(&mut self, layout: &Layout, node: &Node, join: &Join) -> Result<(), DeployError> {
         let r = self.remote(node)?;
-        let spec = Self::agent_spec(r, layout, servers, join_token, &self.data_root);
+        let spec = Self::agent_spec(r, layout, join, &self.data_root);
         let started = r.service(Service::Agent, &spec).await?;
         self.record(&node.name, Service::Agent, started);
         Ok(())
     }
 
-    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8]) -> Result<(), DeployError> {
+    async fn start_server(&mut self, node: &Node, config: ServerConfig, key: &[u8], ca_pem: Option<&str>) -> Result<(), DeployError> {
         let r = self.remote(node)?;
-        let files = ServerFiles::new(config, &r.dirs.server()).map_err(|e| DeployError::step("start server", Some(&node.name), e))?;
+        let files =
+            ServerFiles::new(config, &r.dirs.server(), ca_pem).map_err(|e| DeployError::step("start server", Some(&node.name), e))?;
         r.put_private(&files.key_file, key).await?;
         r.put_private(&files.config_file, files.config_text.as_bytes()).await?;
         let mut inputs = sha2::Sha256::new();
         inputs.update(key);
         inputs.update(files.config_text.as_bytes());
+        if let Some((path, pem)) = &files.ca_file {
+            r.put_private(path, pem.as_bytes()).await?;
+            inputs.update(pem.as_bytes());
+        }
         let spec = ServiceSpec { node: node.name.clone(), args: files.args(), env: Vec::new(), inputs: hex::encode(inputs.finalize()) };
         let started = r.service(Service::Server, &spec).await?;
         self.record(&node.name, Service::Server, started);
         Ok(())
     }
 
-    async fn settle_agents(&mut self, layout: &Layout, servers: &[String], join_token: &str) -> Result<(), DeployError> {
+    async fn settle_agents(&mut self, layout: &Layout, join: &Join) -> Result<(), DeployError> {
         for node in &layout.nodes {
-            self.start_agent(layout, node, servers, join_token).await?;
+            self.start_agent(layout, node, join).await?;
         }
         Ok(())
     }

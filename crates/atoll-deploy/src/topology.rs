@@ -31,6 +31,10 @@ struct File {
     /// every node must reach it. Default: this machine's address on the
     /// route to the first node, any free port.
     bootstrap_listen: Option<SocketAddr>,
+    /// TLS between every process, with the platform's own CA (default);
+    /// `false` for a platform on a network trusted as a whole.
+    #[serde(default = "yes")]
+    tls: bool,
     #[serde(default)]
     ssh: SshFile,
     #[serde(default)]
@@ -86,6 +90,10 @@ fn auth_of(s: &SshFile) -> Result<Option<SshAuth>, ()> {
         (None, Some(p)) => Ok(Some(SshAuth::PasswordFile(p.clone()))),
         (None, None) => Ok(None),
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn production() -> String {
@@ -225,6 +233,7 @@ impl Topology {
         }
         let mut layout = Layout::new(nodes.iter().map(|n| n.node.clone()).collect());
         let p = &file.ports;
+        layout.tls = file.tls;
         layout.server_port = p.server.unwrap_or(layout.server_port);
         layout.agent_port = p.agent.unwrap_or(layout.agent_port);
         layout.metadb_ports.sql = p.metadb.unwrap_or(layout.metadb_ports.sql);

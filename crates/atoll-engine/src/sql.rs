@@ -89,18 +89,18 @@ fn account_with_password(user: &str, password: &str) -> Vec<String> {
     ]
 }
 
-/// The platform's own database on its MetaDB cluster, and the one account
-/// its servers use, allowed that database only (from anywhere: each server
-/// reaches it through its own node's proxy). Idempotent (a resumed
-/// deploy runs it again); `password` must be free of quotes.
 /// Drops a database and everything in it.
 pub fn drop_database(database: &str) -> String {
     format!("DROP DATABASE IF EXISTS `{database}`")
 }
 
-/// MetaDB's database and account; the password replicates as a hash only
-/// (see [`account_with_password`]).
-pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String> {
+/// The platform's own database on its MetaDB cluster, and the one account
+/// its servers use, allowed that database only (from anywhere: each server
+/// reaches it through its own node's proxy). Idempotent (a resumed
+/// deploy runs it again); `password` must be free of quotes, and
+/// replicates as a hash only (see [`account_with_password`]). With
+/// `require_tls` the account cannot log in over a plain connection.
+pub fn metadb_database(database: &str, user: &str, password: &str, require_tls: bool) -> Vec<String> {
     let mut statements = vec![
         // An anonymous account matches local connections before ours does.
         "DROP USER IF EXISTS ''@'localhost'".to_string(),
@@ -108,6 +108,7 @@ pub fn metadb_database(database: &str, user: &str, password: &str) -> Vec<String
     ];
     statements.extend(account_with_password(user, password));
     statements.push(format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'%'"));
+    statements.push(format!("ALTER USER '{user}'@'%' REQUIRE {}", if require_tls { "SSL" } else { "NONE" }));
     statements
 }
 
@@ -202,7 +203,8 @@ mod tests {
     #[test]
     fn account_passwords_are_only_in_statements_that_do_not_replicate() {
         let mut s = create_accounts(("a", "secret-a"), ("m", "secret-m"), "h");
-        s.extend(metadb_database("atoll", "atoll", "secret-x"));
+        s.extend(metadb_database("atoll", "atoll", "secret-x", true));
+        assert!(s.iter().any(|x| x == "ALTER USER 'atoll'@'%' REQUIRE SSL"), "{s:#?}");
         for x in &s {
             assert_eq!(x.contains("secret-"), x.starts_with("SET @atoll_password_hash = PASSWORD('secret-"), "{x}");
         }

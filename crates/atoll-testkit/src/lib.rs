@@ -106,6 +106,15 @@ pub fn atoll_bin() -> PathBuf {
 
 /// A free TCP port on `ip` (bound then released; the OS does not hand it
 /// out again at once).
+/// A raw HTTP client that trusts the platform CAs this process trusts
+/// (a server or deployment run in the test process trusts its own): for
+/// checks `atoll_client::Client` does not make (status codes, headers,
+/// pages).
+pub fn http() -> reqwest::Client {
+    atoll_client::platform_http(reqwest::Client::builder().timeout(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("an HTTP client for the platform: {e}"))
+}
+
 pub fn free_port(ip: &str) -> u16 {
     TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }

@@ -41,7 +41,7 @@ impl MariaDb {
             bail!("mariadb-install-db failed: {}", String::from_utf8_lossy(&install.stderr));
         }
         let init = dir.join("metadb-init.sql");
-        let statements = atoll_engine::sql::metadb_database("atoll", "atoll", "atoll-test");
+        let statements = atoll_engine::sql::metadb_database("atoll", "atoll", "atoll-test", false);
         std::fs::write(&init, statements.iter().map(|s| format!("{s};\n")).collect::<String>())?;
         let port = free_port(ip);
         let mut cmd = Command::new("mariadbd");

@@ -25,6 +25,10 @@ pub struct Conn {
     /// API token; default: the one `atoll login` saved.
     #[arg(long, env = "ATOLL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// For an HTTPS platform: its CA certificate (a server's DATA_DIR/ca.pem);
+    /// default: the one `atoll login` saved.
+    #[arg(long = "ca-file", id = "conn_ca_file", env = "ATOLL_CA_FILE", global = true, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -126,7 +130,10 @@ pub fn client(conn: &Conn) -> Result<Client, CliError> {
     if servers.is_empty() {
         return Err(fail(Exit::Error, "no server: pass --server URL or run `atoll login` first"));
     }
-    if let Some(ca) = &saved.ca_pem {
+    if let Some(path) = &conn.ca_file {
+        let pem = std::fs::read_to_string(path).map_err(|e| fail(Exit::Error, format!("--ca-file {}: {e}", path.display())))?;
+        atoll_client::trust_platform_ca(&pem).map_err(|e| fail(Exit::Error, format!("--ca-file {}: {e}", path.display())))?;
+    } else if let Some(ca) = &saved.ca_pem {
         atoll_client::trust_platform_ca(ca)
             .map_err(|e| fail(Exit::Error, format!("the CA saved by `atoll login` is unusable ({e}); log in again")))?;
     }

@@ -72,7 +72,7 @@ pub async fn run(a: DeployArgs) -> Result<Exit, CliError> {
         server: None,
         token: Some(s.token.clone()),
         token_id: None,
-        ca_pem: None,
+        ca_pem: s.ca_pem.clone(),
     })?;
     let took = started.elapsed().as_secs_f64();
     if s.changes.is_empty() {
@@ -84,6 +84,10 @@ pub async fn run(a: DeployArgs) -> Result<Exit, CliError> {
         }
     }
     println!("  servers   {}", s.servers.join("  "));
+    if let Some(pem) = &s.ca_pem {
+        let fp = atoll_pki::fingerprint(pem).unwrap_or_default();
+        println!("  tls       the platform's CA is {fp} (this machine trusts it; elsewhere `atoll login --ca-fingerprint {fp}`)");
+    }
     match (&s.admin_password, s.changes.is_empty()) {
         (Some(pw), false) => println!("  login     admin / {pw}  (you will choose a new password at first login)"),
         (Some(_), true) => println!("  login     admin, with the password you chose (the first one is in the state directory)"),

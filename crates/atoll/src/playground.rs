@@ -40,7 +40,7 @@ pub struct PlaygroundArgs {
     /// 127.0.0.11–13; MetaDB is a Galera cluster the platform manages).
     #[arg(long, default_value_t = 1)]
     nodes: u8,
-    /// TLS everywhere (one-node mode): the console and API over HTTPS with
+    /// TLS everywhere: the console and API over HTTPS with
     /// the platform's own CA, agents pinned to it with mutual TLS, the
     /// cluster's replication and state transfers over TLS.
     #[arg(long)]
@@ -55,8 +55,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
     daemons::init_logging("warn");
     match a.nodes {
         1 => {}
-        3 if a.tls => return Err(fail(Exit::Error, "--tls works with --nodes 1 for now; the three-node playground serves plain HTTP")),
-        3 => return crate::playground_ha::run(&a.dir, a.keep, a.agent_port).await,
+        3 => return crate::playground_ha::run(&a.dir, a.keep, a.agent_port, a.tls).await,
         n => return Err(fail(Exit::Error, format!("--nodes {n}: use 1 (one server) or 3 (a highly available platform)"))),
     }
     if a.host_ips.len() != HOSTS.len() {
@@ -129,8 +128,7 @@ pub async fn run(a: PlaygroundArgs) -> Result<Exit, CliError> {
             say!("Atoll playground is up ({:.1} s)", started.elapsed().as_secs_f64());
             say!("  console   {url}");
             if a.tls {
-                say!("  tls       the platform's CA {} is {}", ca_file.display(), server.ca_fingerprint);
-                say!("            (trust it in your browser, or accept the warning; MySQL clients: --ssl-ca {})", ca_file.display());
+                print_tls(&ca_file, &server.ca_fingerprint);
             }
             match &server.admin_password {
                 Some(pw) => say!("  login     admin / {pw}  (you will choose a new password at first login)"),
@@ -269,4 +267,10 @@ pub(crate) async fn stop_cluster(client: &Client) -> Result<(), CliError> {
     tokio::time::timeout(Duration::from_secs(120), follow(client, &task.id, "stopping the cluster"))
         .await
         .map_err(|_| fail(Exit::Error, "the cluster did not stop within 120 s"))?
+}
+
+/// Where the platform's CA is and how to trust it.
+pub fn print_tls(ca_file: &Path, fingerprint: &str) {
+    say!("  tls       the platform's CA {} is {fingerprint}", ca_file.display());
+    say!("            (trust it in your browser, or accept the warning; MySQL clients: --ssl-ca {})", ca_file.display());
 }

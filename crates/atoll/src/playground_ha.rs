@@ -18,7 +18,7 @@ use crate::playground::{CLUSTER, HOSTS, ensure_demo, print_demo, stop_cluster};
 use crate::{daemons, session};
 
 /// The nodes: the one-node playground's three hosts.
-pub fn layout(agent_port: u16) -> Layout {
+pub fn layout(agent_port: u16, tls: bool) -> Layout {
     let nodes = HOSTS
         .iter()
         .map(|(name, ip, zone)| Node {
@@ -29,6 +29,7 @@ pub fn layout(agent_port: u16) -> Layout {
         .collect();
     let mut l = Layout::new(nodes);
     l.agent_port = agent_port;
+    l.tls = tls;
     l
 }
 
@@ -48,7 +49,7 @@ pub fn options(dir: &Path) -> Options {
     }
 }
 
-pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliError> {
+pub async fn run(dir: &Path, keep: bool, agent_port: u16, tls: bool) -> Result<Exit, CliError> {
     if keep {
         return Err(fail(
             Exit::Error,
@@ -63,7 +64,7 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
     // Databases run as `mysql` and must reach their directories.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let interrupted = daemons::shutdown_on_signal();
-    let layout = layout(agent_port);
+    let layout = layout(agent_port, tls);
     let mut launcher = LocalLauncher::new(dir, std::env::current_exe()?);
     let progress = |line: &str| say!("  … {line}");
     say!("bringing up a three-node platform:");
@@ -94,10 +95,15 @@ pub async fn run(dir: &Path, keep: bool, agent_port: u16) -> Result<Exit, CliErr
                 server: None,
                 token: Some(d.token.clone()),
                 token_id: None,
-                ca_pem: None,
+                ca_pem: d.ca_pem.clone(),
             })?;
             say!("Atoll playground is up: three nodes ({:.1} s)", started.elapsed().as_secs_f64());
             say!("  console   {}", d.servers.join("  "));
+            if let Some(pem) = &d.ca_pem {
+                let ca_file = dir.join("ca.pem");
+                std::fs::write(&ca_file, pem)?;
+                crate::playground::print_tls(&ca_file, &atoll_pki::fingerprint(pem).unwrap_or_default());
+            }
             match &d.admin_password {
                 Some(pw) => say!("  login     admin / {pw}  (you will choose a new password at first login)"),
                 None => say!("  login     admin, with the password you set on an earlier run"),

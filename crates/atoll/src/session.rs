@@ -85,7 +85,7 @@ pub struct LoginArgs {
     #[arg(long, env = "ATOLL_CA_FINGERPRINT")]
     ca_fingerprint: Option<String>,
     /// For an HTTPS platform: its CA certificate (the server's DATA_DIR/ca.pem).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "ATOLL_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
 }
 

@@ -68,8 +68,17 @@ impl Lab {
         state["bootstrapped"]["token"].as_str().unwrap().to_string()
     }
 
+    /// The platform's CA, from the local state; this process trusts it.
+    fn trust_ca(&self) -> String {
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(self.state.join("state.json")).unwrap()).unwrap();
+        let pem = state["bootstrapped"]["ca_pem"].as_str().expect("TLS by default: the state keeps the platform's CA").to_string();
+        atoll_client::trust_platform_ca(&pem).unwrap();
+        pem
+    }
+
     fn client(&self) -> Client {
-        let urls: Vec<String> = NODES.iter().map(|(_, ip)| format!("http://{ip}:8080")).collect();
+        self.trust_ca();
+        let urls: Vec<String> = NODES.iter().map(|(_, ip)| format!("https://{ip}:8080")).collect();
         Client::over(&Servers::new(&urls), Some(self.token()), Duration::from_secs(5))
     }
 
@@ -216,16 +225,37 @@ async fn deploy_over_ssh_refuses_bad_input_resumes_changes_nothing_twice_and_des
     assert_ne!(check.worst, CheckStatus::Fail, "{check:?}");
     // Each node's own URL answers the API and renders the console.
     for (_, ip) in NODES {
-        let url = format!("http://{ip}:8080");
+        let url = format!("https://{ip}:8080");
         let v: PlatformView = Client::new(&url, Some(lab.token())).get("/api/v1/platform").await.unwrap();
         assert!(v.answered_by.contains(ip), "{v:?}");
-        let page = reqwest::get(format!("{url}/login")).await.unwrap();
+        let page = atoll_testkit::http().get(format!("{url}/login")).send().await.unwrap();
         assert!(page.status().is_success() && page.text().await.unwrap().contains("<form"), "the console on {url}");
     }
     let clusters: Vec<ClusterView> = client.get("/api/v1/clusters").await.unwrap();
     assert_eq!(clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["atoll-meta"]);
     // The join token and MetaDB's password stay out of every command line.
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(lab.state.join("state.json")).unwrap()).unwrap();
+    // MetaDB's account logs in over TLS only (verifying the platform's CA),
+    // and a plain login is refused.
+    let metadb = |tls: bool| {
+        let mut o = sqlx::mysql::MySqlConnectOptions::new()
+            .host(NODES[0].1)
+            .port(3307)
+            .username("atoll")
+            .password(state["bootstrapped"]["metadb_password"].as_str().unwrap())
+            .database("atoll");
+        o = match tls {
+            true => o.ssl_mode(sqlx::mysql::MySqlSslMode::VerifyCa).ssl_ca_from_pem(lab.trust_ca().into_bytes()),
+            false => o.ssl_mode(sqlx::mysql::MySqlSslMode::Disabled),
+        };
+        o
+    };
+    let mut conn = sqlx::ConnectOptions::connect(&metadb(true)).await.unwrap();
+    let cipher: (String, String) = sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'").fetch_one(&mut conn).await.unwrap();
+    assert!(!cipher.1.is_empty(), "{cipher:?}");
+    let plain = sqlx::ConnectOptions::connect(&metadb(false)).await.map(drop).unwrap_err().to_string();
+    assert!(plain.contains("Access denied"), "{plain}");
+    assert!(text.contains("the platform's CA is sha256:"), "{text}");
     let secrets = [state["bootstrapped"]["join_token"].as_str().unwrap(), state["bootstrapped"]["metadb_password"].as_str().unwrap()];
     for pid in lab.processes() {
         let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).to_string();

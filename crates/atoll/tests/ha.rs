@@ -27,11 +27,12 @@ fn nix_signal(pid: u32, sig: &str) {
 }
 
 /// `atoll check` as a user runs it: its exit code and output.
-fn check(servers: &[String], token: &str) -> (i32, String) {
+fn check(servers: &[String], token: &str, ca_file: &std::path::Path) -> (i32, String) {
     let out = std::process::Command::new(atoll_bin())
         .arg("check")
         .env("ATOLL_SERVER", servers.join(","))
         .env("ATOLL_TOKEN", token)
+        .env("ATOLL_CA_FILE", ca_file)
         .env("ATOLL_CONFIG_DIR", "/nonexistent")
         .output()
         .unwrap();
@@ -67,6 +68,11 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     let deployed = bring_up(&layout, &mut launcher, &opts, &|line| eprintln!("deploy: {line}")).await.unwrap();
     eprintln!("three-node platform up in {:.1} s: {:?}", started.elapsed().as_secs_f64(), deployed.steps);
     let all = Client::over(&Servers::new(&deployed.servers), Some(deployed.token.clone()), Duration::from_secs(5));
+    // TLS by default: every server over HTTPS with the platform's CA, which
+    // the CLI is given as a file.
+    assert!(deployed.servers.iter().all(|u| u.starts_with("https://")), "{:?}", deployed.servers);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, deployed.ca_pem.as_deref().expect("a TLS platform's CA")).unwrap();
 
     // Every node's URL answers the API and renders the console.
     for url in &deployed.servers {
@@ -74,12 +80,12 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
         let v: PlatformView = c.get("/api/v1/platform").await.unwrap();
         assert_eq!(v.metadb, "mysql");
         assert_eq!(v.servers.iter().filter(|s| s.live).count(), 3, "{v:#?}");
-        let page = reqwest::get(format!("{url}/login")).await.unwrap();
+        let page = atoll_testkit::http().get(format!("{url}/login")).send().await.unwrap();
         assert!(page.status().is_success());
         assert!(page.text().await.unwrap().contains("<form"), "the console's login page renders on {url}");
     }
     // The post-deployment check passes, from the CLI as a user runs it.
-    let (code, out) = check(&deployed.servers, &deployed.token);
+    let (code, out) = check(&deployed.servers, &deployed.token, &ca_file);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("metadb.node atoll-meta-3") && out.contains("platform check: pass"), "{out}");
 
@@ -166,14 +172,14 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     eprintln!("after the kill: leader {:?} in {leader_after:?}, MetaDB writer {:?}", v.leader, table.writer);
     // The check fails, naming node2's parts (its reports go stale within
     // the offline timeout).
-    let wanted = ["agent.online node2", "metadb.node atoll-meta-2", "server.api http://127.0.0.42:8080"];
+    let wanted = ["agent.online node2", "metadb.node atoll-meta-2", "server.api https://127.0.0.42:8080"];
     let names_node2 = |out: &str| wanted.iter().all(|w| out.lines().any(|l| l.contains(w) && l.contains("fail")));
     let named = wait_for("the check to name node2", Duration::from_secs(10), || async {
-        let (code, out) = check(&deployed.servers, &deployed.token);
+        let (code, out) = check(&deployed.servers, &deployed.token, &ca_file);
         (code == 3 && names_node2(&out)).then_some(())
     })
     .await;
-    assert!(named.is_ok(), "{}", check(&deployed.servers, &deployed.token).1);
+    assert!(named.is_ok(), "{}", check(&deployed.servers, &deployed.token, &ca_file).1);
 
     // Node2 comes back (as its service manager would restart it): no
     // operator action, the task completes and both clusters heal.
@@ -200,11 +206,11 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     .await
     .unwrap();
     let healed = wait_for("the check to pass again", Duration::from_secs(30), || async {
-        let (code, out) = check(&deployed.servers, &deployed.token);
+        let (code, out) = check(&deployed.servers, &deployed.token, &ca_file);
         (code == 0).then_some(out)
     })
     .await;
-    assert!(healed.is_ok(), "{}", check(&deployed.servers, &deployed.token).1);
+    assert!(healed.is_ok(), "{}", check(&deployed.servers, &deployed.token, &ca_file).1);
     let Tally { asked, failed, .. } = prober.stop().await;
     eprintln!("{asked} requests through the node loss and return, {failed} failed; healed {:?} after the kill", killed.elapsed());
     assert_eq!(failed, 0, "a client knowing every server saw failures");
@@ -228,7 +234,7 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     // component (a failed write alone makes it not ready sooner, while a
     // write may still be in flight).
     wait_for("/readyz not ready without MetaDB's quorum", Duration::from_secs(30), || async {
-        let r = reqwest::get(format!("{}/readyz?for=reads", deployed.servers[0])).await.ok()?;
+        let r = atoll_testkit::http().get(format!("{}/readyz?for=reads", deployed.servers[0])).send().await.ok()?;
         (r.status().as_u16() == 503).then_some(())
     })
     .await
@@ -246,7 +252,7 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     // say they may be stale.
     let users: Vec<serde_json::Value> = node1.get("/api/v1/users").await.unwrap();
     assert!(users.iter().any(|u| u["name"] == "kept"), "{users:?}");
-    let r = reqwest::Client::new()
+    let r = atoll_testkit::http()
         .get(format!("{}/api/v1/clusters/{METADB_CLUSTER}", deployed.servers[0]))
         .bearer_auth(&deployed.token)
         .send()
@@ -258,7 +264,7 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
         nix_signal(*pid, "CONT");
     }
     wait_for("MetaDB back", Duration::from_secs(60), || async {
-        let r = reqwest::get(format!("{}/readyz", deployed.servers[0])).await.ok()?;
+        let r = atoll_testkit::http().get(format!("{}/readyz", deployed.servers[0])).send().await.ok()?;
         r.status().is_success().then_some(())
     })
     .await

@@ -39,7 +39,7 @@ fn generation(v: &PlatformView) -> i64 {
 }
 
 async fn leader_gauge(url: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+    let text = atoll_testkit::http().get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
     text.lines().find_map(|l| l.strip_prefix("atoll_leader ")).and_then(|v| v.trim().parse().ok())
 }
 
@@ -118,7 +118,7 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
     assert!(matches!(&refused, ClientError::Api { status: 503 | 504, .. }), "{refused:?}");
     assert!(t.elapsed() < Duration::from_secs(13), "a refused change took {:?}", t.elapsed());
     let stale = wait_for("a stale read on the isolated server", Duration::from_secs(20), || async {
-        let r = reqwest::Client::new().get(format!("{a_url}/api/v1/clusters")).bearer_auth(&deployed.token).send().await.ok()?;
+        let r = atoll_testkit::http().get(format!("{a_url}/api/v1/clusters")).bearer_auth(&deployed.token).send().await.ok()?;
         (r.status().is_success() && r.headers().contains_key("atoll-stale")).then_some(())
     })
     .await;

@@ -32,7 +32,8 @@ async fn platform_check(State(state): State<AppState>, _caller: Caller) -> ApiRe
     let now = now_ms();
     let records = state.store.list_platform_servers().await?;
     let lease = state.store.get_lease(CONTROLLERS).await?.filter(|l| l.expires_ms > now);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Servers serve HTTPS with the platform's CA when the platform does.
+    let http = atoll_client::platform_http(reqwest::Client::builder().timeout(Duration::from_secs(3))).map_err(ApiError::Internal)?;
     let asks = records.iter().filter(|r| is_live(&state, r, now)).map(|r| {
         let http = http.clone();
         let url = r.url.clone();

@@ -23,13 +23,7 @@ const MAX_BODY: usize = 32 << 20;
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let interval = Duration::from_millis(state.config.scrape_interval_ms);
     // Agents serve HTTPS with the platform's CA when the platform does.
-    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
-    let built = match atoll_client::tls_config() {
-        Ok(Some(tls)) => builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string()),
-        Ok(None) => builder.build().map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let http = match built {
+    let http = match atoll_client::platform_http(reqwest::Client::builder().connect_timeout(Duration::from_secs(3))) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the scraper's HTTP client; no metrics will be collected");
