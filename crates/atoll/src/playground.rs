@@ -40,10 +40,11 @@ pub struct PlaygroundArgs {
     /// 127.0.0.11–13; MetaDB is a Galera cluster the platform manages).
     #[arg(long, default_value_t = 1)]
     nodes: u8,
-    /// TLS everywhere: the console and API over HTTPS with
-    /// the platform's own CA, agents pinned to it with mutual TLS, the
-    /// cluster's replication and state transfers over TLS.
-    #[arg(long)]
+    /// Plain HTTP and replication in clear. By default everything is over
+    /// TLS: the console and API over HTTPS with the platform's own CA,
+    /// agents pinned to it with mutual TLS, the cluster's replication and
+    /// state transfers over TLS.
+    #[arg(long = "no-tls", action = clap::ArgAction::SetFalse)]
     tls: bool,
     /// The three hosts' addresses (one-node mode), for running beside
     /// something that uses 127.0.0.11–13 (the test suite).

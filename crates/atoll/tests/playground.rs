@@ -126,21 +126,23 @@ impl Running {
 async fn ctrl_c_stops_everything_even_with_stdout_gone() {
     let dir = tempfile::tempdir().unwrap();
     let _leftovers = Leftovers(dir.path().join("pg"));
-    let pg = start(dir.path(), ["127.0.0.94", "127.0.0.95", "127.0.0.96"], &[]).await;
+    let pg = start(dir.path(), ["127.0.0.94", "127.0.0.95", "127.0.0.96"], &["--no-tls"]).await;
     let text = pg.text();
     assert!(text.contains("Atoll playground is up") && text.contains("console   http://"), "{text}");
+    let config = std::fs::read_to_string(pg.data.join("db/demo/demo-1/my.cnf")).unwrap();
+    assert!(!config.contains("socket.ssl"), "--no-tls: replication in clear: {config}");
     pg.check_mysql().await;
     pg.ctrl_c().await;
 }
 
-/// `atoll playground --tls`: HTTPS with the platform's CA (its fingerprint
-/// printed), agents over mutual TLS, a cluster replicating over TLS, and
-/// the CLI working at once with the CA the playground saved.
+/// `atoll playground` is TLS by default: HTTPS with the platform's CA (its
+/// fingerprint printed), agents over mutual TLS, a cluster replicating over
+/// TLS, and the CLI working at once with the CA the playground saved.
 #[tokio::test]
-async fn the_tls_playground_is_one_command_too() {
+async fn the_playground_is_tls_by_default_and_still_one_command() {
     let dir = tempfile::tempdir().unwrap();
     let _leftovers = Leftovers(dir.path().join("pg"));
-    let pg = start(dir.path(), ["127.0.0.151", "127.0.0.152", "127.0.0.153"], &["--tls"]).await;
+    let pg = start(dir.path(), ["127.0.0.151", "127.0.0.152", "127.0.0.153"], &[]).await;
     let text = pg.text();
     let ca = std::fs::read_to_string(pg.data.join("server/ca.pem")).unwrap();
     let fingerprint = atoll_pki::fingerprint(&ca).unwrap();
