@@ -225,9 +225,16 @@ fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::
     }
     // The CA the agent pinned, when the platform is HTTPS.
     // (`proxies/` lies in the agent's data directory, beside `ca.pem`.)
-    let ca = inner.dir.parent().map(|d| d.join("ca.pem")).filter(|p| p.exists());
+    let ca = Some(ca_dir_of(inner).join("ca.pem")).filter(|p| p.exists());
     if let Some(ca) = ca.filter(|_| servers.iter().any(|s| s.starts_with("https://"))) {
         cmd.arg("--ca-file").arg(ca);
+        // The host's certificate, renewed in place by the agent: the proxy
+        // is the agent's child on the same host, in the same trust domain
+        // (both root), so a key of its own would isolate nothing.
+        let (cert, key) = crate::tls::cert_and_key_paths(&ca_dir_of(inner));
+        if cert.exists() {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
     }
     cmd.arg("--token-file")
         .arg(&token_file)
@@ -243,6 +250,11 @@ fn command(inner: &Inner, def: &ProxyDef, dir: &Path) -> Result<tokio::process::
         .process_group(0)
         .kill_on_drop(false);
     Ok(cmd)
+}
+
+/// The agent's data directory, where its TLS files are.
+fn ca_dir_of(inner: &Inner) -> PathBuf {
+    inner.dir.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Keeps one proxy running until `stop`: adopts a live one left by an

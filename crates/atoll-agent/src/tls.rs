@@ -30,7 +30,7 @@ impl AgentTls {
         let dir = config.data_dir.clone();
         let ca_pem = platform_ca(config, servers).await?;
         atoll_client::trust_platform_ca(&ca_pem)?;
-        let key_path = dir.join("agent.key");
+        let key_path = cert_and_key_paths(&dir).1;
         let key_pem = match std::fs::read_to_string(&key_path) {
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -79,8 +79,14 @@ impl AgentTls {
     }
 
     fn cert_path(&self) -> PathBuf {
-        self.dir.join("agent.crt")
+        cert_and_key_paths(&self.dir).0
     }
+}
+
+/// The host's certificate and key in the agent's data directory (its
+/// proxies present them too).
+pub(crate) fn cert_and_key_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    (data_dir.join("agent.crt"), data_dir.join("agent.key"))
 }
 
 /// The CA from --ca-file, the data directory, or the servers (see

@@ -17,6 +17,10 @@ pub struct ProxyConfig {
     /// The platform's CA (PEM), the only authority trusted for `https://`
     /// servers; without it, the system's roots.
     pub ca_pem: Option<String>,
+    /// The certificate and key (PEM files) presented to `https://` servers:
+    /// a TLS platform takes the proxy token only over mutual TLS. Read
+    /// again when the certificate file changes (renewal).
+    pub identity_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// An operator/admin API token or the cluster's proxy token.
     pub token: String,
     pub cluster: String,
@@ -84,6 +88,7 @@ impl ProxyConfig {
         Self {
             servers,
             ca_pem: None,
+            identity_files: None,
             token,
             cluster,
             rw_listen,

@@ -77,15 +77,8 @@ fn save(path: &Path, table: &RoutingTable) -> std::io::Result<()> {
 /// Polls the platform until `stop`.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let cfg = &shared.cfg;
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10));
-    let built = match cfg.ca_pem.as_deref().map(|ca| atoll_pki::client_config(&[ca], None)).transpose() {
-        Ok(Some(tls)) => builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string()),
-        Ok(None) => builder.build().map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let http = match built {
+    let mut identity_seen = identity_mtime(cfg);
+    let mut http = match http_client(cfg) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client; routing stays with the saved table");
@@ -102,6 +95,17 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     // saved table has the current version, so the table is confirmed.
     let mut confirmed = false;
     loop {
+        let mtime = identity_mtime(cfg);
+        if mtime != identity_seen {
+            match http_client(cfg) {
+                Ok(h) => {
+                    tracing::info!("presenting the renewed certificate");
+                    http = h;
+                    identity_seen = mtime;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot use the renewed certificate; keeping the current one"),
+            }
+        }
         let base = servers[server % servers.len()].trim_end_matches('/').to_string();
         let base = base.as_str();
         let url = format!("{base}/api/v1/clusters/{}/routing", cfg.cluster);
@@ -151,6 +155,29 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// The client for the platform: the platform's CA and, given, the
+/// certificate to present (read from its files now).
+fn http_client(cfg: &crate::ProxyConfig) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10));
+    let Some(ca) = cfg.ca_pem.as_deref() else { return builder.build().map_err(|e| e.to_string()) };
+    let own = match &cfg.identity_files {
+        Some((cert, key)) => {
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+            Some(atoll_pki::CertKey { cert_pem: read(cert)?, key_pem: read(key)? })
+        }
+        None => None,
+    };
+    let tls = atoll_pki::client_config(&[ca], own.as_ref()).map_err(|e| e.to_string())?;
+    builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string())
+}
+
+/// When the certificate file last changed (the agent renews it in place).
+fn identity_mtime(cfg: &crate::ProxyConfig) -> Option<std::time::SystemTime> {
+    cfg.identity_files.as_ref().and_then(|(cert, _)| std::fs::metadata(cert).and_then(|m| m.modified()).ok())
 }
 
 /// Takes the table's list of servers (keeping the configured ones after

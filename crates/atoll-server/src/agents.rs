@@ -184,8 +184,7 @@ struct AgentCaller(String);
 impl FromRequestParts<AppState> for AgentCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts.extensions.get::<ConnectInfo<atoll_pki::TlsPeer>>().map(|c| c.0);
-        if state.config.tls && !peer.is_some_and(|p| p.client_cert) {
+        if state.config.tls && !crate::tls::client_cert(parts) {
             // 401, not 403: the agent then registers again, which gives it
             // a certificate (an agent that joined before it had one).
             return Err(ApiError::Unauthorized(

@@ -49,6 +49,12 @@ async fn stored_ca(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::Result
     Ok(Some(Ca::from_pem(&stored.name, CertKey { cert_pem: stored.cert_pem, key_pem })?))
 }
 
+/// Whether the caller presented a certificate of the platform's CA (the
+/// TLS layer verified it; plain HTTP: never).
+pub fn client_cert(parts: &axum::http::request::Parts) -> bool {
+    parts.extensions.get::<axum::extract::ConnectInfo<atoll_pki::TlsPeer>>().is_some_and(|c| c.0.client_cert)
+}
+
 /// The certificate this server presents: the operator's, or one the
 /// platform's CA issues for the addresses clients use.
 fn server_cert(ca: &Ca, config: &ServerConfig, addr: SocketAddr) -> anyhow::Result<CertKey> {

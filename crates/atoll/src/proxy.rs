@@ -26,6 +26,14 @@ pub struct ProxyArgs {
     /// the one they pinned).
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// The certificate to present to `https://` servers (a TLS platform
+    /// takes the proxy token over mutual TLS only); agents pass their
+    /// host's. Read again when it changes.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The key of `--cert-file`.
+    #[arg(long, value_name = "FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
     /// The cluster to route.
     #[arg(long)]
     cluster: String,
@@ -95,6 +103,12 @@ pub async fn run(a: ProxyArgs) -> Res {
     let mut c = atoll_proxy::ProxyConfig::new(a.servers, token, a.cluster, a.rw_listen, a.ro_listen);
     if let Some(p) = &a.ca_file {
         c.ca_pem = Some(std::fs::read_to_string(p).map_err(|e| fail(Exit::Error, format!("cannot read --ca-file {}: {e}", p.display())))?);
+    }
+    if let (Some(cert), Some(key)) = (a.cert_file, a.key_file) {
+        for p in [&cert, &key] {
+            std::fs::metadata(p).map_err(|e| fail(Exit::Error, format!("cannot read {}: {e}", p.display())))?;
+        }
+        c.identity_files = Some((cert, key));
     }
     c.admin_listen = a.admin_listen;
     c.zone = a.zone;

@@ -477,18 +477,6 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("mutual TLS"), "{body}");
 
-    // Half-way through its life the certificate is renewed while the
-    // agent runs (a year-old agent must not lose the platform).
-    let cert_path = agent.data_dir.join("agent.crt");
-    let first_cert = std::fs::read_to_string(&cert_path).unwrap();
-    let aged = std::process::Command::new("touch").args(["-d", "200 days ago"]).arg(&cert_path).status().unwrap();
-    assert!(aged.success());
-    wait_for("the agent to renew its certificate", Duration::from_secs(20), || async {
-        (std::fs::read_to_string(&cert_path).ok()? != first_cert).then_some(())
-    })
-    .await
-    .unwrap();
-    assert!(agent.proc.output().contains("certificate renewed"), "{}", agent.proc.output());
 
     // The server's commands pass: prepare the host, make a cluster, and
     // reach it through its proxy, which routes with a table read over HTTPS.
@@ -508,11 +496,40 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     .await
     .unwrap();
     assert_eq!(out.trim(), "sec-1");
-    let proxy_log = std::fs::read_dir(agent.data_dir.join("proxies"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("proxy.log")).ok())
-        .collect::<String>();
-    assert!(!proxy_log.contains("certificate"), "the proxy trusts the platform's CA: {proxy_log}");
+    let proxy_dirs: Vec<std::path::PathBuf> =
+        std::fs::read_dir(agent.data_dir.join("proxies")).unwrap().filter_map(|e| Some(e.ok()?.path())).filter(|p| p.is_dir()).collect();
+    let proxy_log = proxy_dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("proxy.log")).ok()).collect::<String>();
+    assert!(!proxy_log.contains("cannot get the routing table"), "the proxy trusts the platform's CA and is trusted: {proxy_log}");
+    // Proxy→server is mutual TLS too: the proxy token alone, without the
+    // host's certificate, is refused, naming the fix; with it, answered.
+    let proxy_token = std::fs::read_to_string(proxy_dirs[0].join("token")).unwrap();
+    let url = format!("{}/api/v1/clusters/sec/routing", p.url);
+    let r = http(None).get(&url).bearer_auth(proxy_token.trim()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("mutual TLS") && body.contains("--cert-file"), "{body}");
+    let r = http(Some(&own)).get(&url).bearer_auth(proxy_token.trim()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+
+    // Half-way through its life the certificate is renewed while the
+    // agent runs (a year-old agent must not lose the platform), and its proxies present
+    // the new one from then on.
+    let cert_path = agent.data_dir.join("agent.crt");
+    let first_cert = std::fs::read_to_string(&cert_path).unwrap();
+    let aged = std::process::Command::new("touch").args(["-d", "200 days ago"]).arg(&cert_path).status().unwrap();
+    assert!(aged.success());
+    wait_for("the agent to renew its certificate", Duration::from_secs(20), || async {
+        (std::fs::read_to_string(&cert_path).ok()? != first_cert).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(agent.proc.output().contains("certificate renewed"), "{}", agent.proc.output());
+    let proxy_log = || proxy_dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("proxy.log")).ok()).collect::<String>();
+    wait_for("the proxy to present the renewed certificate", Duration::from_secs(40), || async {
+        proxy_log().contains("presenting the renewed certificate").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", proxy_log()));
 }
 
 /// A TLS platform's cluster: Galera's group traffic runs over TLS with the

@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, body = RoutingTable), (status = 404, body = ErrorBody)))]
 async fn routing(
     State(state): State<AppState>,
+    ProxyPeer(mutual): ProxyPeer,
     headers: HeaderMap,
     operator: Result<Operator, ApiError>,
     Path(name): Path<String>,
@@ -53,6 +54,13 @@ async fn routing(
         if !expected.is_some_and(|e| constant_time_eq(presented.trim().as_bytes(), e.as_bytes())) {
             return Err(refused);
         }
+        if state.config.tls && !mutual {
+            return Err(ApiError::Unauthorized(
+                "proxies call a TLS platform over mutual TLS: present the host's certificate (`atoll proxy --cert-file --key-file`; \
+                 agents pass it to the proxies they start)"
+                    .into(),
+            ));
+        }
     }
     load(&state, &name).await?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::clusters::routing::MAX_WAIT);
@@ -72,6 +80,16 @@ async fn routing(
         // one: look again at least every second.
         let next = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
         let _ = tokio::time::timeout_at(next, changes.changed()).await;
+    }
+}
+
+/// Whether the caller presented a certificate of the platform's CA.
+struct ProxyPeer(bool);
+
+impl axum::extract::FromRequestParts<AppState> for ProxyPeer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ProxyPeer(crate::tls::client_cert(parts)))
     }
 }
 
