@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use atoll_api::agent::{DbCertificateRequest, DbCertificateResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
 use atoll_client::{Client, ClientError};
 use atoll_core::time::now_ms;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,8 @@ use crate::tls::AgentTls;
 /// Facts are sent at least this often for their volatile readings (free
 /// memory and disk), as the server writes them.
 const FACTS_REFRESH: Duration = Duration::from_secs(300);
+/// How often the database servers' certificates are looked at.
+const DB_RENEWAL_LOOK: Duration = Duration::from_secs(10);
 
 pub(crate) struct Link {
     config: AgentConfig,
@@ -53,6 +55,7 @@ impl Link {
         let mut unreachable_logged = false;
         let mut offset_reported = false;
         let mut next_renewal_try = tokio::time::Instant::now();
+        let mut next_db_renewal_try = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -73,6 +76,12 @@ impl Link {
                     Ok(()) => tracing::info!("certificate renewed"),
                     Err(e) => tracing::warn!(error = %e, "cannot renew the certificate yet; trying again in a minute"),
                 }
+            }
+            if self.tls.is_some() && tokio::time::Instant::now() >= next_db_renewal_try {
+                // A stat() per server; failures are tried again at the next
+                // look, successes are not due again for half a year.
+                next_db_renewal_try = tokio::time::Instant::now() + DB_RENEWAL_LOOK;
+                self.renew_db_certificates().await;
             }
             let signature = facts.as_ref().map(|f| f.stable_signature());
             match self.heartbeat(facts).await {
@@ -156,6 +165,32 @@ impl Link {
 
     /// One heartbeat: whether it carried facts with a measured clock
     /// offset, and whether the server asks for facts.
+    /// New certificates for the database servers whose certificate is
+    /// half-way through its life, each for a key made here; the servers
+    /// take them without a restart.
+    async fn renew_db_certificates(&self) {
+        let due = self.state.db().tls_due();
+        if due.is_empty() {
+            return;
+        }
+        let client = Client::over(&self.servers, self.identity.agent_token.clone(), Duration::from_secs(10));
+        for id in due {
+            let renewed = async {
+                let key_pem = atoll_pki::new_key_pem().map_err(|e| e.to_string())?;
+                let public_key = atoll_pki::public_key_hex(&key_pem).map_err(|e| e.to_string())?;
+                let req = DbCertificateRequest { host_id: self.identity.host_id, database: id.clone(), public_key };
+                let resp: DbCertificateResponse = client.post("/agent/v1/db-certificates", &req).await.map_err(|e| e.to_string())?;
+                let tls = atoll_api::db::DbTls { ca_pem: resp.ca_pem, cert_pem: resp.certificate_pem, key_pem };
+                self.state.db().install_tls(&id, &tls).await.map_err(|e| e.to_string())
+            };
+            match renewed.await {
+                Ok(true) => tracing::info!(database = %id, "database certificate renewed and reloaded"),
+                Ok(false) => tracing::info!(database = %id, "database certificate renewed; the server uses it at its next start"),
+                Err(e) => tracing::warn!(database = %id, error = %e, "cannot renew the database certificate yet; trying again later"),
+            }
+        }
+    }
+
     async fn heartbeat(&mut self, facts: Option<atoll_core::HostFacts>) -> Result<(bool, bool), ClientError> {
         let reports_offset = facts.as_ref().is_some_and(|f| f.clock_offset_ms.is_some());
         let client = Client::over(&self.servers, self.identity.agent_token.clone(), Duration::from_secs(5));

@@ -48,6 +48,24 @@ pub struct RegisterResponse {
     pub certificate_pem: Option<String>,
 }
 
+/// A new certificate for a database server on the agent's host, for a
+/// key the agent made (renewal: the key never leaves the host).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbCertificateRequest {
+    pub host_id: HostId,
+    pub database: atoll_core::DbId,
+    /// The P-256 public key, hex (`atoll_pki::public_key_hex`).
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DbCertificateResponse {
+    pub certificate_pem: String,
+    /// The CA that issued it.
+    pub ca_pem: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {

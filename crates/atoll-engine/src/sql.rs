@@ -89,6 +89,13 @@ fn account_with_password(user: &str, password: &str) -> Vec<String> {
     ]
 }
 
+/// A running server takes its TLS files again: for new client
+/// connections (`FLUSH SSL`) and for new Galera links and state transfers
+/// (`socket.ssl_reload`); connections already open keep their session.
+pub fn reload_tls() -> Vec<String> {
+    vec!["FLUSH SSL".into(), "SET GLOBAL wsrep_provider_options = 'socket.ssl_reload=1'".into()]
+}
+
 /// Drops a database and everything in it.
 pub fn drop_database(database: &str) -> String {
     format!("DROP DATABASE IF EXISTS `{database}`")

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use atoll_api::agent::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use atoll_api::agent::{DbCertificateRequest, DbCertificateResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
 use atoll_core::time::now_ms;
 use atoll_core::{DbId, HostStatus};
 use atoll_store::{HeartbeatRecord, Registration};
@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/agent/v1/register", post(register))
         .route("/agent/v1/heartbeat", post(heartbeat))
+        .route("/agent/v1/db-certificates", post(db_certificate))
         .route("/agent/v1/packages/{sha256}", axum::routing::get(download_package))
 }
 
@@ -201,26 +202,57 @@ fn removed(state: &AppState, id: atoll_core::HostId) -> ApiError {
     ApiError::NotFound(format!("host {id} was removed from the platform"))
 }
 
+/// The host's name when `token` is its agent's.
+async fn authenticate(state: &AppState, host_id: atoll_core::HostId, token: &str) -> Result<String, ApiError> {
+    let (token_hash, name) = match state.beats.cached_auth(host_id) {
+        Some(auth) => auth,
+        None => {
+            let Some(host) = state.store.agent_auth(host_id).await? else {
+                return Err(removed(state, host_id));
+            };
+            state.beats.remember_auth(host_id, host.token_hash.clone(), host.name.clone());
+            (host.token_hash, host.name)
+        }
+    };
+    if !token_hash.is_some_and(|h| same(&h, &sha256_hex(token))) {
+        // Perhaps re-registered since we cached it: look again next time.
+        state.beats.forget(host_id);
+        return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
+    }
+    Ok(name)
+}
+
+/// Renews a database server's certificate, for a server on the caller's
+/// own host only.
+async fn db_certificate(
+    State(state): State<AppState>,
+    AgentCaller(token): AgentCaller,
+    JsonBody(req): JsonBody<DbCertificateRequest>,
+) -> Result<Json<DbCertificateResponse>, ApiError> {
+    let host = authenticate(&state, req.host_id, &token).await?;
+    if !state.config.tls {
+        return Err(ApiError::Conflict("this platform runs without TLS: its database servers have no certificates".into()));
+    }
+    let id = &req.database;
+    let server = state
+        .store
+        .cluster_servers(&id.cluster)
+        .await?
+        .into_iter()
+        .find(|s| s.name == id.name && s.host_id == req.host_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no database server {id} on host {host}")))?;
+    let leaf = crate::tls::db_server_request(&server.cluster, &server.name, &server.address).map_err(ApiError::Conflict)?;
+    let certificate_pem = state.ca.issue_for(&leaf, &req.public_key).map_err(|e| ApiError::BadRequest(format!("public_key: {e}")))?;
+    tracing::info!(database = %id, host = %host, "database server certificate renewed");
+    Ok(Json(DbCertificateResponse { certificate_pem, ca_pem: state.ca.cert_pem().to_string() }))
+}
+
 async fn heartbeat(
     State(state): State<AppState>,
     AgentCaller(token): AgentCaller,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let (token_hash, name) = match state.beats.cached_auth(req.host_id) {
-        Some(auth) => auth,
-        None => {
-            let Some(host) = state.store.agent_auth(req.host_id).await? else {
-                return Err(removed(&state, req.host_id));
-            };
-            state.beats.remember_auth(req.host_id, host.token_hash.clone(), host.name.clone());
-            (host.token_hash, host.name)
-        }
-    };
-    if !token_hash.is_some_and(|h| same(&h, &sha256_hex(&token))) {
-        // Perhaps re-registered since we cached it: look again next time.
-        state.beats.forget(req.host_id);
-        return Err(ApiError::Unauthorized("wrong agent token for this host".into()));
-    }
+    let name = authenticate(&state, req.host_id, &token).await?;
     let now = now_ms();
     let plan = state.beats.plan(&req, now);
     let before = if plan.host {

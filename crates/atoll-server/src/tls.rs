@@ -109,13 +109,17 @@ pub fn agent_cert(ca: &Ca, host: atoll_core::HostId, address: IpAddr, public_key
 /// travels to the agent inside the define operation, over the agents'
 /// mutual TLS on a TLS platform.
 pub fn db_server_tls(ca: &Ca, cluster: &str, server: &str, address: &str) -> Result<atoll_api::db::DbTls, String> {
+    let issued = ca.issue(&db_server_request(cluster, server, address)?).map_err(|e| e.to_string())?;
+    Ok(atoll_api::db::DbTls { ca_pem: ca.cert_pem().to_string(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
+}
+
+/// What a database server's certificate says, at define and at renewal.
+pub fn db_server_request(cluster: &str, server: &str, address: &str) -> Result<LeafRequest, String> {
     let ip: IpAddr = address.parse().map_err(|_| format!("server {server} has no IP address ({address:?}) to certify"))?;
     // No spaces or slashes in the name: the rsync state transfer sends the
     // joiner's common name in an address (`CN:secret@host`), and the donor
     // refuses one it cannot parse.
-    let req = LeafRequest::new(format!("{server}.{cluster}.atoll-db"), vec![ip], Usage::Both);
-    let issued = ca.issue(&req).map_err(|e| e.to_string())?;
-    Ok(atoll_api::db::DbTls { ca_pem: ca.cert_pem().to_string(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
+    Ok(LeafRequest::new(format!("{server}.{cluster}.atoll-db"), vec![ip], Usage::Both))
 }
 
 /// Keeps this server's certificates fresh while it runs: the API's (a

@@ -542,7 +542,7 @@ async fn a_tls_platforms_cluster_replicates_and_transfers_state_over_tls() {
     const IPS: [&str; 3] = ["127.0.0.25", "127.0.0.26", "127.0.0.27"];
     let mut opts = ServerOpts::default();
     opts.extra_args.push("--tls".into());
-    let (p, _agents) = Platform::with_prepared_hosts_using(opts, &IPS).await.unwrap();
+    let (p, agents) = Platform::with_prepared_hosts_using(opts, &IPS).await.unwrap();
     let c = p.client();
     let spec = serde_json::json!({
         "name": "tls",
@@ -576,4 +576,36 @@ async fn a_tls_platforms_cluster_replicates_and_transfers_state_over_tls() {
         let text = log(n);
         assert!(text.contains("Using stunnel for SSL encryption"), "tls-{n}'s state transfer was not encrypted:\n{text}");
     }
+
+    // Half-way through its life a database server's certificate is renewed
+    // by its agent, for a key made on the host, and taken without a
+    // restart: new clients see the new one, and a node that rejoins links
+    // to it over TLS.
+    let not_before = |ip: &str| {
+        let out = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", ip, "-P", "3306", "-u", &cr.user, &format!("-p{}", cr.password)])
+            .arg(format!("--ssl-ca={}", ca.display()))
+            .args(["--ssl-verify-server-cert", "-N", "-B", "-e", "SHOW GLOBAL STATUS LIKE 'Ssl_server_not_before'"])
+            .output()
+            .unwrap();
+        atoll_testkit::output_text(&out)
+    };
+    let before = not_before(IPS[1]);
+    let cert = p.dir.path().join("hosts-db/tls/tls-2/server.crt");
+    let (old_cert, old_key) = (std::fs::read_to_string(&cert).unwrap(), std::fs::read_to_string(cert.with_file_name("server.key")).unwrap());
+    assert!(std::process::Command::new("touch").args(["-d", "200 days ago"]).arg(&cert).status().unwrap().success());
+    wait_for("tls-2's certificate renewed and reloaded", Duration::from_secs(40), || async {
+        agents[1].proc.output().contains("database certificate renewed and reloaded").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", agents[1].proc.output()));
+    assert_ne!(std::fs::read_to_string(&cert).unwrap(), old_cert);
+    assert_ne!(std::fs::read_to_string(cert.with_file_name("server.key")).unwrap(), old_key, "a new key, made on the host");
+    let after = not_before(IPS[1]);
+    assert!(after.starts_with("Ssl_server_not_before") && after != before, "new clients get the new certificate: {before} / {after}");
+    let t: TaskView = c.post("/api/v1/clusters/tls/servers/tls-3/restart", &serde_json::json!({})).await.unwrap();
+    let t = p.wait_task(&t.id, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(t.status, atoll_core::TaskStatus::Succeeded, "{:#?}\ntls-3:\n{}", t.steps, log(3));
+    let out = atoll_testkit::mariadb(&cr, IPS[2], 3306, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'").unwrap();
+    assert_eq!(atoll_testkit::output_text(&out).trim(), "3", "tls-3 rejoined the group over TLS");
 }

@@ -137,11 +137,7 @@ impl Supervisor {
         // the registry keeps the definition without them.
         let mut def = def;
         if let Some(tls) = def.tls.take() {
-            let [ca, cert, key] = atoll_engine::config::TLS_FILES;
-            let public = Owner { uid: None, gid: Some(ids.1) };
-            dir.write_atomic(ca, tls.ca_pem.as_bytes(), 0o644, public).map_err(DbError::Io)?;
-            dir.write_atomic(cert, tls.cert_pem.as_bytes(), 0o644, public).map_err(DbError::Io)?;
-            dir.write_atomic(key, tls.key_pem.as_bytes(), 0o640, public).map_err(DbError::Io)?;
+            write_tls(&dir, &tls, ids)?;
         }
         let outcome = match &existing {
             Some(s) => {
@@ -308,6 +304,41 @@ impl Supervisor {
         }
     }
 
+    /// Servers whose certificate is half-way through its life: the agent
+    /// asks the platform for new ones (see [`Self::install_tls`]).
+    pub fn tls_due(&self) -> Vec<DbId> {
+        let cert = atoll_engine::config::TLS_FILES[1];
+        self.inner
+            .servers()
+            .values()
+            .filter(|s| {
+                std::fs::metadata(s.layout().dir.join(cert))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= atoll_pki::RENEW_AFTER)
+            })
+            .map(|s| s.id().clone())
+            .collect()
+    }
+
+    /// Puts a renewed certificate (and the CA bundle) in place and, when
+    /// the server runs, makes it use them for new client connections and
+    /// new Galera links without a restart; a stopped server reads them at
+    /// its next start.
+    pub async fn install_tls(&self, id: &DbId, tls: &atoll_api::db::DbTls) -> Result<bool, DbError> {
+        let s = self.server(id)?;
+        let _op = s.op.lock().await;
+        let layout = s.layout();
+        let dir = self.inner.root.open_dir(&layout.dir).map_err(|e| DbError::Io(e.to_string()))?;
+        write_tls(&dir, tls, mysql_ids()?)?;
+        if !s.rt().supervised {
+            return Ok(false);
+        }
+        sql::run_statements(&layout.socket, &atoll_engine::sql::reload_tls()).await?;
+        Ok(true)
+    }
+
     /// Runs `statements` in order as root over the server's socket; the
     /// rows each affected.
     pub async fn sql(&self, id: &DbId, statements: &[String]) -> Result<Vec<u64>, DbError> {
@@ -385,4 +416,16 @@ async fn wait_for_socket(s: &Server, layout: &Layout, pid: Option<u32>) -> bool 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// A server's TLS files: root's, the key readable by the database group
+/// only (the registry keeps the definition without them).
+fn write_tls(dir: &crate::confine::Dir, tls: &atoll_api::db::DbTls, ids: (u32, u32)) -> Result<(), DbError> {
+    let [ca, cert, key] = atoll_engine::config::TLS_FILES;
+    let public = Owner { uid: None, gid: Some(ids.1) };
+    dir.write_atomic(ca, tls.ca_pem.as_bytes(), 0o644, public).map_err(DbError::Io)?;
+    // The key before the certificate: a reload between the two would pair
+    // the new certificate with the old key.
+    dir.write_atomic(key, tls.key_pem.as_bytes(), 0o640, public).map_err(DbError::Io)?;
+    dir.write_atomic(cert, tls.cert_pem.as_bytes(), 0o644, public).map_err(DbError::Io)
 }
