@@ -10,6 +10,7 @@
 //! the databases serving.
 
 mod control;
+mod dropout;
 mod evict;
 mod files;
 mod layout;
@@ -102,6 +103,8 @@ struct Runtime {
     /// probed: what the survivors must evict if it dies, and how they show
     /// they have dropped it.
     gcomm_uuid: Option<(String, u32)>,
+    /// Whether the current process was voted out of its group for good.
+    dropout: dropout::Dropout,
 }
 
 impl Runtime {
@@ -122,6 +125,7 @@ impl Runtime {
             probed_at_ms: 0,
             probe_error: None,
             gcomm_uuid: None,
+            dropout: dropout::Dropout::default(),
         }
     }
 
@@ -132,6 +136,7 @@ impl Runtime {
         self.read_only = None;
         self.probe_error = None;
         self.gcomm_uuid = None;
+        self.dropout = dropout::Dropout::default();
     }
 
     fn state(&self) -> ServerState {
@@ -176,11 +181,12 @@ impl Server {
         (rt.pid, rt.layout.socket.clone())
     }
 
-    /// Keeps a probe's answer, unless the process it asked has gone.
-    fn record_probe(&self, pid: u32, outcome: Result<(WsrepStatus, bool), String>) {
+    /// Keeps a probe's answer, unless the process it asked has gone; says
+    /// whether the process is to be restarted (out of its group for good).
+    fn record_probe(&self, pid: u32, outcome: Result<(WsrepStatus, bool), String>) -> dropout::Verdict {
         let mut rt = self.rt();
         if rt.pid != Some(pid) {
-            return;
+            return dropout::Verdict::Keep;
         }
         rt.probed_at_ms = now_ms();
         match outcome {
@@ -188,9 +194,13 @@ impl Server {
                 if !wsrep.gcomm_uuid.is_empty() {
                     rt.gcomm_uuid = Some((wsrep.gcomm_uuid.clone(), wsrep.cluster_size));
                 }
+                let verdict = rt.dropout.observe(&wsrep, std::time::Instant::now());
                 rt.wsrep = Some(wsrep);
                 rt.read_only = Some(read_only);
                 rt.probe_error = None;
+                if verdict != dropout::Verdict::Keep && rt.desired_running {
+                    return verdict;
+                }
             }
             Err(e) => {
                 rt.wsrep = None;
@@ -198,6 +208,7 @@ impl Server {
                 rt.probe_error = Some(e);
             }
         }
+        dropout::Verdict::Keep
     }
 
     fn status(&self) -> DbServerStatus {

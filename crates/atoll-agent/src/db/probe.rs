@@ -15,6 +15,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
+use super::dropout::Verdict;
+use crate::process::{Signal, signal};
 use super::sql::connect_socket;
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -71,7 +73,22 @@ pub(crate) async fn probe_loop(server: Arc<Server>, stop: CancellationToken) {
         if outcome.is_err() {
             conn = None;
         }
-        server.record_probe(pid, outcome);
+        match server.record_probe(pid, outcome) {
+            Verdict::Keep => {}
+            Verdict::Terminate => {
+                tracing::warn!(
+                    server = %server.id(),
+                    pid,
+                    "out of its group for {} s (Galera voted it inconsistent, or evicted it); restarting it so it rejoins with a state transfer",
+                    super::dropout::GRACE.as_secs()
+                );
+                let _ = signal(pid, Signal::Term);
+            }
+            Verdict::Kill => {
+                tracing::warn!(server = %server.id(), pid, "did not shut down after leaving its group; killing it");
+                let _ = signal(pid, Signal::Kill);
+            }
+        }
     }
 }
 

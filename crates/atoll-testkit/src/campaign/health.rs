@@ -139,13 +139,8 @@ pub struct Allowed {
     /// in a Primary component for [`GRACE`], run the guided recovery
     /// (`atoll cluster recover`), as the platform asks an operator to.
     pub recover_quorum: bool,
-    /// A node could not apply a write set (a full disk), Galera voted it
-    /// inconsistent, and it left the cluster: its `mariadbd` runs on,
-    /// disconnected, and nothing restarts it. When one has been
-    /// disconnected for [`GRACE`], restart that server through the API
-    /// (`atoll cluster restart bank bank-N`), as an operator would after
-    /// freeing the disk.
-    pub restart_left_node: bool,
+    // A node voted out of the group (a write set it could not apply on a
+    // full disk) is no longer an operator's step: its agent restarts it.
 }
 
 const GRACE: Duration = QUORUM_GRACE;
@@ -155,7 +150,6 @@ const GRACE: Duration = QUORUM_GRACE;
 pub async fn wait(rig: &Rig, since_ms: i64, deadline: Instant, allowed: Allowed) -> Result<Recovered, String> {
     let mut out = Recovered::default();
     let mut no_primary_since: Option<Instant> = None;
-    let mut left_since: Vec<Option<Instant>> = vec![None; rig.hosts.len()];
     let mut operator_task: Option<String> = None;
     loop {
         let why = match probe(rig, since_ms).await {
@@ -165,7 +159,7 @@ pub async fn wait(rig: &Rig, since_ms: i64, deadline: Instant, allowed: Allowed)
         if Instant::now() > deadline {
             return Err(why);
         }
-        if (allowed.recover_quorum || allowed.restart_left_node) && operator_task.is_none() {
+        if allowed.recover_quorum && operator_task.is_none() {
             let mut states = Vec::new();
             for i in 0..rig.hosts.len() {
                 states.push(wsrep(rig, i).await.ok());
@@ -173,26 +167,12 @@ pub async fn wait(rig: &Rig, since_ms: i64, deadline: Instant, allowed: Allowed)
             let any_primary = states.iter().flatten().any(|(_, s, _, _)| s == "Primary");
             let primary_since = if any_primary { None } else { Some(*no_primary_since.get_or_insert_with(Instant::now)) };
             no_primary_since = primary_since;
-            for (i, st) in states.iter().enumerate() {
-                let left = st.as_ref().is_some_and(|(_, s, _, _)| s == "Disconnected");
-                left_since[i] = if left { Some(left_since[i].unwrap_or_else(Instant::now)) } else { None };
-            }
-            let action = if allowed.recover_quorum && primary_since.is_some_and(|t| t.elapsed() > GRACE) {
-                Some((
+            let action = primary_since.is_some_and(|t| t.elapsed() > GRACE).then(|| {
+                (
                     format!("/api/v1/clusters/{CLUSTER}/recover"),
                     format!("no Primary component for {} s: cluster recover", GRACE.as_secs()),
-                ))
-            } else if let Some(i) =
-                (0..rig.hosts.len()).find(|i| allowed.restart_left_node && left_since[*i].is_some_and(|t| t.elapsed() > GRACE))
-            {
-                let server = &rig.hosts[i].server;
-                Some((
-                    format!("/api/v1/clusters/{CLUSTER}/servers/{server}/restart"),
-                    format!("{server} left the cluster (inconsistency vote) and stayed out {} s: server restart", GRACE.as_secs()),
-                ))
-            } else {
-                None
-            };
+                )
+            });
             if let Some((path, what)) = action {
                 match client(rig).post::<_, TaskView>(&path, &serde_json::json!({})).await {
                     Ok(t) => {

@@ -242,7 +242,7 @@ async fn one_fault(
     rec: &mut FaultRecord,
 ) -> Result<()> {
     let healed = faults::inject(rig, fault).await.context("injecting")?;
-    let allowed = health::Allowed { recover_quorum: fault.may_lose_quorum(), restart_left_node: fault.kind == Kind::DiskFull };
+    let allowed = health::Allowed { recover_quorum: fault.may_lose_quorum() };
     let recovered = health::wait(rig, healed.healed_at_ms, injected + profile.recovery_timeout, allowed)
         .await
         .map_err(|why| anyhow::anyhow!("not healthy {} s after the injection: {why}", profile.recovery_timeout.as_secs()))?;
