@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_api::agent::{DbCertificateRequest, DbCertificateResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use atoll_api::agent::{
+    DbCertificateRequest, DbCertificateResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
+};
 use atoll_client::{Client, ClientError};
 use atoll_core::time::now_ms;
 use tokio_util::sync::CancellationToken;

@@ -170,12 +170,8 @@ pub async fn bootstrap(
 
     progress(&format!("bootstrap server on {} (embedded MetaDB in {})", opts.bootstrap_listen, opts.work_dir.display()));
     let stop = CancellationToken::new();
-    let config = ServerConfig {
-        listen: opts.bootstrap_listen,
-        data_dir: opts.work_dir.join("bootstrap"),
-        tls: layout.tls,
-        ..opts.server_config()
-    };
+    let config =
+        ServerConfig { listen: opts.bootstrap_listen, data_dir: opts.work_dir.join("bootstrap"), tls: layout.tls, ..opts.server_config() };
     let key_file = config.secret_key_file();
     let meta_file = config.data_dir.join("meta.db");
     // Public: the server writes it at every start.

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use atoll_api::agent::{DbCertificateRequest, DbCertificateResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use atoll_api::agent::{
+    DbCertificateRequest, DbCertificateResponse, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
+};
 use atoll_core::time::now_ms;
 use atoll_core::{DbId, HostStatus};
 use atoll_store::{HeartbeatRecord, Registration};

@@ -317,9 +317,18 @@ pub(crate) fn states(steps: &[StepRecord]) -> Vec<StepState> {
 /// step for MS before its success is recorded, so a test can kill the
 /// server between a step's effect and its bookkeeping.
 async fn failpoint_after_run() {
+    hold_at("tasks::after_run").await;
+}
+
+/// Test hook for step handlers: `FAILPOINTS=NAME=return(MS)` pauses here
+/// for MS, so a test can inject a fault at that point of a step. Nothing
+/// without the `failpoints` feature.
+pub async fn hold_at(name: &str) {
     #[cfg(feature = "failpoints")]
-    if let Some(ms) = fail::eval("tasks::after_run", |v| v.and_then(|v| v.parse::<u64>().ok())).flatten() {
-        tracing::warn!(ms, "failpoint tasks::after_run: holding the step");
+    if let Some(ms) = fail::eval(name, |v| v.and_then(|v| v.parse::<u64>().ok())).flatten() {
+        tracing::warn!(ms, failpoint = name, "failpoint: holding the step");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
 }

@@ -14,7 +14,7 @@ mod handler;
 mod ops;
 
 pub use error::{StepError, TaskError};
-pub use executor::{Executor, ExecutorConfig};
+pub use executor::{Executor, ExecutorConfig, hold_at};
 pub use handler::{StepContext, StepHandler};
 
 use serde_json::Value;

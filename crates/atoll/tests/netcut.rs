@@ -106,12 +106,16 @@ async fn a_leader_cut_off_from_metadb_stops_leading_answers_in_bounded_time_and_
     assert!(read.to_string().contains("metadata store"), "{read}");
     assert!(t.elapsed() < Duration::from_secs(13), "a read took {:?}", t.elapsed());
     let t = Instant::now();
-    let write = on_cut.post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "during-the-cut".into(), ttl_days: None }).await.unwrap_err();
+    let write = on_cut
+        .post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "during-the-cut".into(), ttl_days: None })
+        .await
+        .unwrap_err();
     assert!(matches!(&write, ClientError::Api { status: 503 | 504, .. }), "{write:?}");
     assert!(write.to_string().contains("metadata store"), "{write}");
     assert!(t.elapsed() < Duration::from_secs(13), "a write took {:?}", t.elapsed());
     // The rest of the platform takes changes meanwhile.
-    let _: CreatedToken = others.post("/api/v1/tokens", &CreateTokenRequest { name: "on-the-others".into(), ttl_days: None }).await.unwrap();
+    let _: CreatedToken =
+        others.post("/api/v1/tokens", &CreateTokenRequest { name: "on-the-others".into(), ttl_days: None }).await.unwrap();
 
     // The link comes back: the server catches up, serves, and follows.
     ns.heal().unwrap();
@@ -128,7 +132,8 @@ async fn a_leader_cut_off_from_metadb_stops_leading_answers_in_bounded_time_and_
     .unwrap();
     eprintln!("caught up {:?} after the link came back", healed.elapsed());
     assert_eq!(generation(&v), generation(&after), "leadership stayed where it moved");
-    let _: CreatedToken = on_cut.post("/api/v1/tokens", &CreateTokenRequest { name: "after-the-cut".into(), ttl_days: None }).await.unwrap();
+    let _: CreatedToken =
+        on_cut.post("/api/v1/tokens", &CreateTokenRequest { name: "after-the-cut".into(), ttl_days: None }).await.unwrap();
     assert_eq!(leader_gauge(&cut.url).await, Some(0.0));
 
     let tally = prober.stop().await;

@@ -114,7 +114,8 @@ async fn a_platform_node_cut_off_the_network_stops_leading_refuses_changes_and_r
     // The isolated server refuses changes, in bounded time, and still
     // answers reads from its own MetaDB node, marked stale.
     let t = Instant::now();
-    let refused = on_a.post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "isolated".into(), ttl_days: None }).await.unwrap_err();
+    let refused =
+        on_a.post::<_, CreatedToken>("/api/v1/tokens", &CreateTokenRequest { name: "isolated".into(), ttl_days: None }).await.unwrap_err();
     assert!(matches!(&refused, ClientError::Api { status: 503 | 504, .. }), "{refused:?}");
     assert!(t.elapsed() < Duration::from_secs(13), "a refused change took {:?}", t.elapsed());
     let stale = wait_for("a stale read on the isolated server", Duration::from_secs(20), || async {

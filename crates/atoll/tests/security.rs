@@ -477,7 +477,6 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("mutual TLS"), "{body}");
 
-
     // The server's commands pass: prepare the host, make a cluster, and
     // reach it through its proxy, which routes with a table read over HTTPS.
     let c = p.client();
@@ -592,7 +591,8 @@ async fn a_tls_platforms_cluster_replicates_and_transfers_state_over_tls() {
     };
     let before = not_before(IPS[1]);
     let cert = p.dir.path().join("hosts-db/tls/tls-2/server.crt");
-    let (old_cert, old_key) = (std::fs::read_to_string(&cert).unwrap(), std::fs::read_to_string(cert.with_file_name("server.key")).unwrap());
+    let (old_cert, old_key) =
+        (std::fs::read_to_string(&cert).unwrap(), std::fs::read_to_string(cert.with_file_name("server.key")).unwrap());
     assert!(std::process::Command::new("touch").args(["-d", "200 days ago"]).arg(&cert).status().unwrap().success());
     wait_for("tls-2's certificate renewed and reloaded", Duration::from_secs(40), || async {
         agents[1].proc.output().contains("database certificate renewed and reloaded").then_some(())
@@ -606,6 +606,12 @@ async fn a_tls_platforms_cluster_replicates_and_transfers_state_over_tls() {
     let t: TaskView = c.post("/api/v1/clusters/tls/servers/tls-3/restart", &serde_json::json!({})).await.unwrap();
     let t = p.wait_task(&t.id, Duration::from_secs(120)).await.unwrap();
     assert_eq!(t.status, atoll_core::TaskStatus::Succeeded, "{:#?}\ntls-3:\n{}", t.steps, log(3));
-    let out = atoll_testkit::mariadb(&cr, IPS[2], 3306, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'").unwrap();
+    let out = atoll_testkit::mariadb(
+        &cr,
+        IPS[2],
+        3306,
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'",
+    )
+    .unwrap();
     assert_eq!(atoll_testkit::output_text(&out).trim(), "3", "tls-3 rejoined the group over TLS");
 }

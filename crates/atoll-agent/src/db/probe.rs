@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::dropout::Verdict;
-use crate::process::{Signal, signal};
 use super::sql::connect_socket;
+use crate::process::{Signal, signal};
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -94,6 +94,7 @@ impl Move {
             routing::changed(state);
             ctx.info(format!("proxies hold new read-write connections while {server} catches up")).await;
         }
+        atoll_tasks::hold_at("writer::after_announce").await;
         // 2. A causal read on the new writer returns only once it has
         // applied every write committed before it started.
         t.op(ctx, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::causal_read() }).await?;

@@ -168,10 +168,7 @@ pub async fn wait(rig: &Rig, since_ms: i64, deadline: Instant, allowed: Allowed)
             let primary_since = if any_primary { None } else { Some(*no_primary_since.get_or_insert_with(Instant::now)) };
             no_primary_since = primary_since;
             let action = primary_since.is_some_and(|t| t.elapsed() > GRACE).then(|| {
-                (
-                    format!("/api/v1/clusters/{CLUSTER}/recover"),
-                    format!("no Primary component for {} s: cluster recover", GRACE.as_secs()),
-                )
+                (format!("/api/v1/clusters/{CLUSTER}/recover"), format!("no Primary component for {} s: cluster recover", GRACE.as_secs()))
             });
             if let Some((path, what)) = action {
                 match client(rig).post::<_, TaskView>(&path, &serde_json::json!({})).await {
