@@ -136,6 +136,8 @@ async fn main() -> Result<()> {
 async fn run(args: &Args) -> Result<Report> {
     let mut opts = ServerOpts {
         extra_args: vec![
+            // Simulated agents speak plain HTTP (bench/tls.sh measures TLS).
+            "--no-tls".into(),
             "--heartbeat-interval-ms".into(),
             HEARTBEAT_INTERVAL_MS.to_string(),
             "--offline-after-ms".into(),

@@ -1,6 +1,6 @@
 //! `tls-bench`: what TLS costs, side by side in one run.
 //!
-//! 1. The API: the same authenticated GET against a plain and a `--tls`
+//! 1. The API: the same authenticated GET against a plain (`--no-tls`) and a TLS
 //!    server, over one kept-alive connection and over a new connection per
 //!    request (a full handshake each), interleaved rounds; medians, p95 and
 //!    the server's CPU per request.
@@ -158,9 +158,7 @@ async fn main() -> Result<()> {
     // 1. The API.
     let mut plain = Platform::start(ServerOpts::default()).await?;
     plain.login_admin().await?;
-    let mut tls_opts = ServerOpts::default();
-    tls_opts.extra_args.push("--tls".into());
-    let mut tls = Platform::start(tls_opts).await?;
+    let mut tls = Platform::start(ServerOpts::tls()).await?;
     tls.login_admin().await?;
     let mut rows = Vec::new();
     for fresh in [false, true] {
@@ -193,9 +191,7 @@ async fn main() -> Result<()> {
     ));
 
     // 2. The database path of a TLS platform's cluster.
-    let mut opts = ServerOpts::default();
-    opts.extra_args.push("--tls".into());
-    let (p, _agents) = Platform::with_prepared_hosts_using(opts, &IPS).await?;
+    let (p, _agents) = Platform::with_prepared_hosts_using(ServerOpts::tls(), &IPS).await?;
     let spec = serde_json::json!({
         "name": "tlsb",
         "servers": IPS.iter().enumerate().map(|(i, ip)| serde_json::json!({ "name": format!("tlsb-{}", i + 1), "zone": format!("z{}", i + 1), "host": ip })).collect::<Vec<_>>(),

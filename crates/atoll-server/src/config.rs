@@ -73,7 +73,8 @@ pub struct ServerConfig {
     pub smtp_server: Option<String>,
     pub smtp_from: Option<String>,
     /// Serve the API and console over HTTPS, with a certificate from the
-    /// platform's CA (or the one in `tls_cert_file`/`tls_key_file`).
+    /// platform's CA (or the one in `tls_cert_file`/`tls_key_file`), and
+    /// everything else over TLS too (default; `false` for plain HTTP).
     pub tls: bool,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -113,7 +114,7 @@ impl Default for ServerConfig {
             remote_write_url: None,
             smtp_server: None,
             smtp_from: None,
-            tls: false,
+            tls: true,
             tls_cert_file: None,
             tls_key_file: None,
             package_max_mb: 2048,
@@ -164,7 +165,7 @@ impl ServerConfig {
             anyhow::bail!("give tls_cert_file and tls_key_file together (a certificate and its key), or neither");
         }
         if self.tls_cert_file.is_some() && !self.tls {
-            anyhow::bail!("tls_cert_file is set but tls is off: add --tls (or tls = true)");
+            anyhow::bail!("tls_cert_file is set but tls is off: drop --no-tls (or tls = false)");
         }
         if self.task_lease_ms < 300 {
             anyhow::bail!("task_lease_ms ({}) must be at least 300", self.task_lease_ms);

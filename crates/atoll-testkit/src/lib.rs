@@ -155,6 +155,9 @@ impl Default for ServerOpts {
     fn default() -> Self {
         Self {
             extra_args: vec![
+                // Plain HTTP: most tests are about something else; TLS
+                // (the default) is what `ServerOpts::tls` keeps.
+                "--no-tls".into(),
                 "--heartbeat-interval-ms".into(),
                 "300".into(),
                 "--offline-after-ms".into(),
@@ -173,6 +176,15 @@ impl Default for ServerOpts {
             netns: None,
             listen_ip: None,
         }
+    }
+}
+
+impl ServerOpts {
+    /// The defaults over TLS, as `atoll server` runs without `--no-tls`.
+    pub fn tls() -> Self {
+        let mut o = Self::default();
+        o.extra_args.retain(|a| a != "--no-tls");
+        o
     }
 }
 

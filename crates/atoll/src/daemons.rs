@@ -87,11 +87,12 @@ pub struct ServerArgs {
     /// Sender of alert mail (default atoll@localhost).
     #[arg(long, env = "ATOLL_SMTP_FROM")]
     smtp_from: Option<String>,
-    /// Serve the API and console over HTTPS with a certificate of the
-    /// platform's own CA (its certificate is in DATA_DIR/ca.pem and at
-    /// /ca.pem), or the certificate and key given below.
-    #[arg(long, env = "ATOLL_TLS")]
-    tls: bool,
+    /// Plain HTTP, and replication in clear. By default the API and
+    /// console serve HTTPS with a certificate of the platform's own CA (its
+    /// certificate is in DATA_DIR/ca.pem and at /ca.pem) or the certificate
+    /// and key given below, and every other link is TLS too.
+    #[arg(long, env = "ATOLL_NO_TLS")]
+    no_tls: bool,
     /// Your own certificate (PEM, with its chain) for the API and console.
     #[arg(long, env = "ATOLL_TLS_CERT_FILE", requires = "tls_key_file")]
     tls_cert_file: Option<PathBuf>,
@@ -199,7 +200,9 @@ pub async fn serve(a: ServerArgs) -> Res {
         tls_cert_file,
         tls_key_file
     );
-    c.tls |= a.tls;
+    if a.no_tls {
+        c.tls = false;
+    }
     let shutdown = shutdown_on_signal();
     let running = atoll_server::start(c.clone(), shutdown).await?;
     println!("atoll server listening on {} (console and API; platform CA {})", running.url, running.ca_fingerprint);

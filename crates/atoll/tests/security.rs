@@ -294,8 +294,7 @@ async fn cookie_changes_need_our_origin_and_a_new_password_ends_other_sessions()
 /// restarted server keeps its CA.
 #[tokio::test]
 async fn tls_serves_https_with_the_platforms_own_ca() {
-    let mut opts = ServerOpts::default();
-    opts.extra_args.push("--tls".into());
+    let opts = ServerOpts::tls();
     let mut p = Platform::start(opts.clone()).await.unwrap();
     assert!(p.url.starts_with("https://"), "{}", p.url);
     p.login_admin().await.unwrap();
@@ -387,8 +386,8 @@ async fn tls_serves_https_with_the_platforms_own_ca() {
 async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     use atoll_api::v1::{ClusterCredentials, HostListItem, TaskView};
     const IP: &str = "127.0.0.24";
-    let mut opts = ServerOpts::default();
-    opts.extra_args.extend(["--tls", "--profile", "sandbox"].map(String::from));
+    let mut opts = ServerOpts::tls();
+    opts.extra_args.extend(["--profile", "sandbox"].map(String::from));
     let mut p = Platform::start(opts).await.unwrap();
     p.login_admin().await.unwrap();
     let join = p.join_token().await.unwrap();
@@ -539,8 +538,7 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
 async fn a_tls_platforms_cluster_replicates_and_transfers_state_over_tls() {
     use atoll_api::v1::{ClusterCredentials, TaskView};
     const IPS: [&str; 3] = ["127.0.0.25", "127.0.0.26", "127.0.0.27"];
-    let mut opts = ServerOpts::default();
-    opts.extra_args.push("--tls".into());
+    let opts = ServerOpts::tls();
     let (p, agents) = Platform::with_prepared_hosts_using(opts, &IPS).await.unwrap();
     let c = p.client();
     let spec = serde_json::json!({
