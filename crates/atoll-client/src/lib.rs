@@ -273,18 +273,27 @@ impl Client {
     }
 }
 
-/// The platform CAs this process trusts for `https://` servers.
-static TRUSTED_CAS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+/// What this process's clients use for TLS: the platform CAs it trusts,
+/// the certificate it presents, and the rustls configuration made from
+/// them, kept until either changes (servers make a client per agent call,
+/// agents one per heartbeat: parsing the PEMs each time was most of it).
+struct TlsState {
+    cas: Vec<String>,
+    identity: Option<atoll_pki::CertKey>,
+    built: Option<rustls::ClientConfig>,
+}
+
+static TLS: std::sync::RwLock<TlsState> = std::sync::RwLock::new(TlsState { cas: Vec::new(), identity: None, built: None });
 
 /// Trusts `ca_pem` (the platform's CA certificate) for every client made
 /// after this call, and no other authority: a process talks to one
 /// platform. Called once at start by the CLI, agents and proxies.
 pub fn trust_platform_ca(ca_pem: &str) -> Result<(), atoll_pki::PkiError> {
     atoll_pki::certs(ca_pem, "the platform's CA certificate")?;
-    if let Ok(mut cas) = TRUSTED_CAS.write()
-        && !cas.iter().any(|c| c == ca_pem)
-    {
-        cas.push(ca_pem.to_string());
+    let mut tls = TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !tls.cas.iter().any(|c| c == ca_pem) {
+        tls.cas.push(ca_pem.to_string());
+        tls.built = None;
     }
     Ok(())
 }
@@ -361,28 +370,33 @@ pub fn normalise_fingerprint(fingerprint: &str) -> String {
     format!("sha256:{}", hex.to_ascii_lowercase())
 }
 
-static IDENTITY: std::sync::RwLock<Option<atoll_pki::CertKey>> = std::sync::RwLock::new(None);
-
 /// Presents `own` (a certificate of the platform's CA) on every TLS
 /// connection of clients made after this call: how servers prove
 /// themselves to agents (mutual TLS). Replaces an earlier one (renewal).
 pub fn present_certificate(own: atoll_pki::CertKey) {
-    if let Ok(mut id) = IDENTITY.write() {
-        *id = Some(own);
-    }
+    let mut tls = TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tls.identity = Some(own);
+    tls.built = None;
 }
 
 /// The TLS configuration this process's clients use: the platform's CAs
 /// and this process's certificate; `None` until a CA is trusted (plain
 /// HTTP, or the system's roots for other HTTPS).
 pub fn tls_config() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError> {
-    let cas = TRUSTED_CAS.read().map(|c| c.clone()).unwrap_or_default();
-    if cas.is_empty() {
-        return Ok(None);
+    {
+        let tls = TLS.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tls.cas.is_empty() {
+            return Ok(None);
+        }
+        if let Some(built) = &tls.built {
+            return Ok(Some(built.clone()));
+        }
     }
-    let refs: Vec<&str> = cas.iter().map(String::as_str).collect();
-    let own = IDENTITY.read().ok().and_then(|id| id.clone());
-    atoll_pki::client_config(&refs, own.as_ref()).map(Some)
+    let mut tls = TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let refs: Vec<&str> = tls.cas.iter().map(String::as_str).collect();
+    let built = atoll_pki::client_config(&refs, tls.identity.as_ref())?;
+    tls.built = Some(built.clone());
+    Ok(Some(built))
 }
 
 /// `builder` finished with [`tls_config`]: a raw HTTP client for the

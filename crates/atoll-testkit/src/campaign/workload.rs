@@ -135,36 +135,31 @@ impl Writer {
     }
 
     async fn run_ids(self) {
-        let mut conn = None;
-        let mut id = self.range_start();
-        while !self.stop.load(Ordering::Relaxed) {
-            let Some(c) = conn.as_mut() else {
-                conn = self.connect().await;
-                if conn.is_none() {
-                    tokio::time::sleep(PACE).await;
-                }
-                continue;
-            };
-            id += 1;
-            let q = sqlx::query("INSERT INTO acks VALUES (?, ?)").bind(id).bind(i32::from(self.id));
-            match tokio::time::timeout(STATEMENT_TIMEOUT, c.execute(q)).await {
-                Ok(Ok(_)) => {
-                    let mut l = lock(&self.ledger);
-                    l.acked_ids.push(id);
-                    let at = self.ms();
-                    l.commits.push((at, self.id));
-                }
-                _ => {
-                    lock(&self.ledger).unknown += 1;
-                    conn = None;
-                }
-            }
-            tokio::time::sleep(PACE).await;
-        }
+        let writer = i32::from(self.id);
+        self.write_until_stopped(|c, id| {
+            Box::pin(
+                async move { c.execute(sqlx::query("INSERT INTO acks VALUES (?, ?)").bind(id).bind(writer)).await.map(|_| Acked::Id(id)) },
+            )
+        })
+        .await;
     }
 
     async fn run_transfers(self, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
+        self.write_until_stopped(|c, id| {
+            let src = rng.random_range(1..=ACCOUNTS);
+            let dst = (src + rng.random_range(1..ACCOUNTS) - 1) % ACCOUNTS + 1;
+            let t = Transfer { id, src, dst, amount: rng.random_range(1..=1000) };
+            Box::pin(async move { transfer(c, t).await.map(|()| Acked::Transfer(t)) })
+        })
+        .await;
+    }
+
+    /// Writes until stopped, as an application would: one statement or
+    /// transaction at a time through the first target that connects, each
+    /// acknowledgement recorded, a new connection after any error or
+    /// timeout (whose outcome is unknown).
+    async fn write_until_stopped(&self, mut write: impl FnMut(&mut MySqlConnection, i64) -> Write<'_>) {
         let mut conn = None;
         let mut id = self.range_start();
         while !self.stop.load(Ordering::Relaxed) {
@@ -176,13 +171,13 @@ impl Writer {
                 continue;
             };
             id += 1;
-            let src = rng.random_range(1..=ACCOUNTS);
-            let dst = (src + rng.random_range(1..ACCOUNTS) - 1) % ACCOUNTS + 1;
-            let t = Transfer { id, src, dst, amount: rng.random_range(1..=1000) };
-            match tokio::time::timeout(STATEMENT_TIMEOUT, transfer(c, t)).await {
-                Ok(Ok(())) => {
+            match tokio::time::timeout(STATEMENT_TIMEOUT, write(c, id)).await {
+                Ok(Ok(acked)) => {
                     let mut l = lock(&self.ledger);
-                    l.acked_transfers.push(t);
+                    match acked {
+                        Acked::Id(id) => l.acked_ids.push(id),
+                        Acked::Transfer(t) => l.acked_transfers.push(t),
+                    }
                     let at = self.ms();
                     l.commits.push((at, self.id));
                 }
@@ -194,6 +189,15 @@ impl Writer {
             tokio::time::sleep(PACE).await;
         }
     }
+}
+
+/// One write in flight on a borrowed connection.
+type Write<'c> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Acked, sqlx::Error>> + Send + 'c>>;
+
+/// What a writer had acknowledged.
+enum Acked {
+    Id(i64),
+    Transfer(Transfer),
 }
 
 /// One transfer in one transaction; rows updated in id order, so two
