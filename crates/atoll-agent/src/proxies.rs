@@ -263,6 +263,13 @@ async fn supervise(inner: Arc<Inner>, def: ProxyDef, stop: CancellationToken) {
     let dir = inner.proxy_dir(&def.id);
     // Crashes in a row (reset by a steady run), for the back-off.
     let mut crashes = 0;
+    // A pid file whose proxy is gone: it died while no agent watched (the
+    // file goes when a supervised proxy exits). Starting it again is a
+    // restart, and the count says so.
+    if dir.join("proxy.pid").exists() && read_pid(&dir).is_none() {
+        tracing::warn!(proxy = %def.id, "proxy died while the agent was away; starting it again");
+        inner.set(&def.id, |e| e.restarts += 1);
+    }
     loop {
         let started = Instant::now();
         if let Some(pid) = read_pid(&dir) {

@@ -238,6 +238,20 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     assert!(back.is_ok());
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token, "respawned by the restarted agent with the same token");
 
+    // The proxy dies while its agent is away: the agent, back, starts it
+    // again and counts the restart (counts are the running agent's).
+    let z3 = view(&p).await.proxies[2].pid.unwrap();
+    agents[2].proc.kill();
+    assert!(Command::new("kill").args(["-KILL", &z3.to_string()]).status().unwrap().success());
+    agents[2] = p.start_agent("host3", IPS[2], Some("z3"), "").unwrap();
+    wait_for("the z3 proxy started again by its returning agent", Duration::from_secs(20), || async {
+        let v = view(&p).await;
+        let px = &v.proxies[2];
+        (px.restarts >= Some(1) && px.pid.is_some_and(|pid| pid != z3)).then_some(())
+    })
+    .await
+    .unwrap();
+
     // Planned move under a write loop: not one statement fails.
     let stop = CancellationToken::new();
     let writer = tokio::spawn(write_loop(url(&cr, IPS[0], 6033), 1_000_000, stop.clone()));
