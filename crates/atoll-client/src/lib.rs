@@ -118,12 +118,7 @@ impl Client {
     /// A client over several servers that fails over between them.
     pub fn over(servers: &Servers, token: Option<String>, timeout: Duration) -> Self {
         atoll_pki::install_provider();
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout));
-        let http = match tls_config() {
-            Ok(Some(tls)) => http.tls_backend_preconfigured(tls).build().map_err(|e| format!("cannot build an HTTP client: {e}")),
-            Ok(None) => http.build().map_err(|e| format!("cannot build an HTTP client: {e}")),
-            Err(e) => Err(format!("cannot use the platform's CA certificate: {e}")),
-        };
+        let http = platform_http(reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(3).min(timeout)));
         Self { http, servers: servers.clone(), token, timeout }
     }
 
@@ -403,10 +398,11 @@ pub fn tls_config() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError>
 /// platform's own endpoints (metrics, readiness) that speaks to its
 /// HTTPS servers as [`Client`] does.
 pub fn platform_http(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
-    match tls_config().map_err(|e| e.to_string())? {
-        Some(tls) => builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string()),
-        None => builder.build().map_err(|e| e.to_string()),
-    }
+    let builder = match tls_config().map_err(|e| format!("cannot use the platform's CA certificate: {e}"))? {
+        Some(tls) => builder.tls_backend_preconfigured(tls),
+        None => builder,
+    };
+    builder.build().map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
 /// The largest answer read into memory (listings of thousands of hosts

@@ -52,8 +52,9 @@ pub struct Options {
 
 impl Options {
     /// What the temporary server and every node's server share.
-    fn server_config(&self) -> ServerConfig {
+    fn server_config(&self, layout: &Layout) -> ServerConfig {
         ServerConfig {
+            tls: layout.tls,
             profile: self.profile.clone(),
             host_data_dir: self.host_data_dir.clone(),
             heartbeat_interval_ms: self.heartbeat_interval_ms,
@@ -170,8 +171,7 @@ pub async fn bootstrap(
 
     progress(&format!("bootstrap server on {} (embedded MetaDB in {})", opts.bootstrap_listen, opts.work_dir.display()));
     let stop = CancellationToken::new();
-    let config =
-        ServerConfig { listen: opts.bootstrap_listen, data_dir: opts.work_dir.join("bootstrap"), tls: layout.tls, ..opts.server_config() };
+    let config = ServerConfig { listen: opts.bootstrap_listen, data_dir: opts.work_dir.join("bootstrap"), ..opts.server_config(layout) };
     let key_file = config.secret_key_file();
     let meta_file = config.data_dir.join("meta.db");
     // Public: the server writes it at every start.
@@ -274,8 +274,7 @@ pub async fn start_servers(
             metadb_read_url: Some(layout.metadb_replica_url(node, &boot.metadb_password)),
             monitordb_url: Some(layout.monitordb_url(node, &boot.metadb_password)),
             public_url: Some(layout.server_url(node)),
-            tls: layout.tls,
-            ..opts.server_config()
+            ..opts.server_config(layout)
         };
         launcher.start_server(node, config, &boot.key, boot.ca_pem.as_deref()).await?;
     }

@@ -114,6 +114,18 @@ async fn view(p: &Platform) -> ClusterView {
     p.client().get("/api/v1/clusters/shop").await.unwrap()
 }
 
+/// Waits until the z3 proxy's agent reports it restarted, as a process
+/// other than `killed`.
+async fn restarted_since(p: &Platform, killed: u32, what: &str) {
+    wait_for(what, Duration::from_secs(20), || async {
+        let v = view(p).await;
+        let px = &v.proxies[2];
+        (px.restarts >= Some(1) && px.pid.is_some_and(|pid| pid != killed)).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage() {
     let (mut p, mut agents) = platform().await;
@@ -224,13 +236,7 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     let z3 = view(&p).await.proxies[2].pid.unwrap();
     assert!(Command::new("kill").args(["-KILL", &z3.to_string()]).status().unwrap().success());
     assert_eq!(node_behind(&cr, IPS[0], 6033).await, "shop-1", "the z1 proxy is not affected");
-    wait_for("the z3 proxy restarted by its agent", Duration::from_secs(20), || async {
-        let v = view(&p).await;
-        let px = &v.proxies[2];
-        (px.restarts >= Some(1) && px.pid.is_some_and(|pid| pid != z3)).then_some(())
-    })
-    .await
-    .unwrap();
+    restarted_since(&p, z3, "the z3 proxy restarted by its agent").await;
     let back = wait_for("the z3 proxy serves again", Duration::from_secs(10), || async {
         tokio::time::timeout(Duration::from_secs(2), MySqlConnection::connect(&url(&cr, IPS[2], 6034))).await.ok()?.ok()
     })
@@ -244,13 +250,7 @@ async fn proxies_follow_the_writer_through_a_move_a_crash_and_a_platform_outage(
     agents[2].proc.kill();
     assert!(Command::new("kill").args(["-KILL", &z3.to_string()]).status().unwrap().success());
     agents[2] = p.start_agent("host3", IPS[2], Some("z3"), "").unwrap();
-    wait_for("the z3 proxy started again by its returning agent", Duration::from_secs(20), || async {
-        let v = view(&p).await;
-        let px = &v.proxies[2];
-        (px.restarts >= Some(1) && px.pid.is_some_and(|pid| pid != z3)).then_some(())
-    })
-    .await
-    .unwrap();
+    restarted_since(&p, z3, "the z3 proxy started again by its returning agent").await;
 
     // Planned move under a write loop: not one statement fails.
     let stop = CancellationToken::new();
