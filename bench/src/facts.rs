@@ -63,6 +63,7 @@ pub fn facts(hostname: &str, now_ms: UnixMs) -> HostFacts {
         clock_offset_ms: Some(3),
         collected_at_ms: now_ms,
         engines: Vec::new(),
+        tls: None,
     }
 }
 

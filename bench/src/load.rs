@@ -68,6 +68,7 @@ async fn heartbeat(http: &reqwest::Client, endpoint: &str, host: &SimHost, with_
         facts: with_facts.then(|| host.facts.clone()),
         db: Vec::new(),
         proxies: Vec::new(),
+        trusted_cas: Vec::new(),
     };
     let resp = http.post(endpoint).bearer_auth(&host.agent_token).json(&req).send().await.map_err(|e| e.to_string())?;
     let status = resp.status();

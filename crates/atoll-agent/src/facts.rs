@@ -91,6 +91,7 @@ pub fn collect() -> HostFacts {
         // Filled by `packages::Packages::collect_facts`, which knows where
         // this agent keeps its builds.
         engines: Vec::new(),
+        tls: None,
     }
 }
 

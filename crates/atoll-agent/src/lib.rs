@@ -80,7 +80,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         // Mutual TLS: the platform's servers prove themselves with a
         // certificate of its CA (see `http::require_server`).
         Some(t) => {
-            let tls_config = atoll_pki::live_server_config(Arc::clone(&t.live), &[&t.ca_pem], atoll_pki::ClientCerts::Optional)?;
+            let roots = atoll_client::platform_roots().ok_or_else(|| anyhow::anyhow!("the platform's CA is not trusted"))?;
+            let tls_config = atoll_pki::live_server_config(Arc::clone(&t.live), Some(&roots))?;
             let listener = atoll_pki::TlsListener::new(listener, Arc::new(tls_config))?;
             let service = app.into_make_service_with_connect_info::<atoll_pki::TlsPeer>();
             tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await })

@@ -66,16 +66,23 @@ impl Link {
                 last_read = tokio::time::Instant::now();
                 let mut f = self.state.collect_facts().await.unwrap_or_default();
                 f.clock_offset_ms = self.clock_offset_ms;
+                f.tls = self.tls_facts();
                 (send_facts || sent_signature.as_deref() != Some(f.stable_signature().as_str())).then_some(f)
             } else {
                 None
             };
+            // Whether a certificate changed: the facts that name their
+            // issuers go out with the next beat.
+            let mut renewed = false;
             if tokio::time::Instant::now() >= next_renewal_try && self.tls.as_ref().is_some_and(|t| t.due_for_renewal()) {
                 // Registering again renews the certificate (and the tokens);
                 // at most once a minute, whatever the outcome.
                 next_renewal_try = tokio::time::Instant::now() + Duration::from_secs(60);
                 match self.register().await {
-                    Ok(()) => tracing::info!("certificate renewed"),
+                    Ok(()) => {
+                        tracing::info!("certificate renewed");
+                        renewed = true;
+                    }
                     Err(e) => tracing::warn!(error = %e, "cannot renew the certificate yet; trying again in a minute"),
                 }
             }
@@ -83,11 +90,16 @@ impl Link {
                 // A stat() per server; failures are tried again at the next
                 // look, successes are not due again for half a year.
                 next_db_renewal_try = tokio::time::Instant::now() + DB_RENEWAL_LOOK;
-                self.renew_db_certificates().await;
+                renewed |= self.renew_db_certificates().await;
             }
             let signature = facts.as_ref().map(|f| f.stable_signature());
             match self.heartbeat(facts).await {
-                Ok((reported_offset, want_facts)) => {
+                Ok((reported_offset, want_facts, tls_changed)) => {
+                    if tls_changed {
+                        // A CA rotation moved on: act and report at once.
+                        next_renewal_try = tokio::time::Instant::now();
+                        next_db_renewal_try = tokio::time::Instant::now();
+                    }
                     if unreachable_logged {
                         tracing::info!(server = %self.servers.current(), "server reachable again");
                         unreachable_logged = false;
@@ -99,7 +111,12 @@ impl Link {
                     // The first exchange only measures the clock offset:
                     // keep sending facts until they carry it.
                     offset_reported |= reported_offset;
-                    send_facts = last_sent.elapsed() >= FACTS_REFRESH || !offset_reported || self.state.facts_changed() || want_facts;
+                    send_facts = last_sent.elapsed() >= FACTS_REFRESH
+                        || !offset_reported
+                        || self.state.facts_changed()
+                        || want_facts
+                        || tls_changed
+                        || renewed;
                 }
                 Err(ClientError::Api { status: 404, .. }) => {
                     anyhow::bail!(
@@ -165,15 +182,14 @@ impl Link {
         db.chain(proxies).collect()
     }
 
-    /// One heartbeat: whether it carried facts with a measured clock
-    /// offset, and whether the server asks for facts.
     /// New certificates for the database servers whose certificate is
-    /// half-way through its life, each for a key made here; the servers
-    /// take them without a restart.
-    async fn renew_db_certificates(&self) {
-        let due = self.state.db().tls_due();
+    /// half-way through its life or from a CA that no longer issues, each
+    /// for a key made here; the servers take them without a restart.
+    async fn renew_db_certificates(&self) -> bool {
+        let Some(tls) = &self.tls else { return false };
+        let due = self.state.db().tls_due(|path| tls.stale(path));
         if due.is_empty() {
-            return;
+            return false;
         }
         let client = Client::over(&self.servers, self.identity.agent_token.clone(), Duration::from_secs(10));
         for id in due {
@@ -191,9 +207,44 @@ impl Link {
                 Err(e) => tracing::warn!(database = %id, error = %e, "cannot renew the database certificate yet; trying again later"),
             }
         }
+        true
     }
 
-    async fn heartbeat(&mut self, facts: Option<atoll_core::HostFacts>) -> Result<(bool, bool), ClientError> {
+    /// The host's TLS facts, on a TLS platform.
+    fn tls_facts(&self) -> Option<atoll_core::TlsFacts> {
+        let tls = self.tls.as_ref()?;
+        let db = self.state.db().tls_certificates().into_iter().map(|(id, path)| (id.to_string(), path)).collect();
+        Some(tls.facts(db))
+    }
+
+    /// Takes what the platform says of TLS: the CA that issues now, and a
+    /// new bundle to trust (for the agent, its proxies, which read the same
+    /// `ca.pem`, and its database servers); whether anything changed.
+    async fn follow_tls(&self, directive: Option<atoll_api::agent::TlsDirective>) -> bool {
+        let (Some(tls), Some(directive)) = (&self.tls, directive) else { return false };
+        let mut changed = tls.issuer().as_deref() != Some(directive.issuer.as_str());
+        tls.set_issuer(&directive.issuer);
+        if let Some(bundle) = directive.bundle_pem {
+            match tls.trust(&bundle) {
+                Ok(true) => {
+                    changed = true;
+                    for (id, r) in self.state.db().install_ca(&bundle).await {
+                        match r {
+                            Ok(()) => tracing::info!(database = %id, "database server trusts the new CA bundle"),
+                            Err(e) => tracing::warn!(database = %id, error = %e, "cannot give the database server the new CA bundle"),
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot take the platform's CA bundle"),
+            }
+        }
+        changed
+    }
+
+    /// One heartbeat: whether it carried facts with a measured clock
+    /// offset, whether the server asks for facts, and whether TLS changed.
+    async fn heartbeat(&mut self, facts: Option<atoll_core::HostFacts>) -> Result<(bool, bool, bool), ClientError> {
         let reports_offset = facts.as_ref().is_some_and(|f| f.clock_offset_ms.is_some());
         let client = Client::over(&self.servers, self.identity.agent_token.clone(), Duration::from_secs(5));
         let req = HeartbeatRequest {
@@ -203,6 +254,7 @@ impl Link {
             facts,
             db: self.state.db().statuses(),
             proxies: self.state.proxies().reports(),
+            trusted_cas: self.tls.as_ref().map(|t| atoll_pki::fingerprints(&t.bundle()).unwrap_or_default()).unwrap_or_default(),
         };
         let t0 = now_ms();
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;
@@ -213,7 +265,8 @@ impl Link {
         self.state.set_clock_offset(offset);
         self.interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
         self.learn_servers(&resp.servers);
-        Ok((reports_offset, resp.want_facts))
+        let tls_changed = self.follow_tls(resp.tls).await;
+        Ok((reports_offset, resp.want_facts, tls_changed))
     }
 
     async fn register_until_done(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {

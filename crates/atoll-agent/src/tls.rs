@@ -4,7 +4,7 @@
 //! platform issues for that key at each registration.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use atoll_client::Servers;
 use atoll_pki::{CertKey, LiveCert};
@@ -13,7 +13,10 @@ use crate::AgentConfig;
 use crate::files::{Owner, write_atomic};
 
 pub struct AgentTls {
-    pub ca_pem: String,
+    /// The CAs trusted now (`ca.pem`), the issuing one first.
+    bundle: RwLock<String>,
+    /// The CA the platform issues with now, as its last heartbeat said.
+    issuer: RwLock<Option<String>>,
     /// What the agent's API presents; empty until the first registration.
     pub live: Arc<LiveCert>,
     key_pem: String,
@@ -40,7 +43,7 @@ impl AgentTls {
             }
             Err(e) => anyhow::bail!("cannot read the agent's key {}: {e}", key_path.display()),
         };
-        let tls = AgentTls { ca_pem, live: Arc::new(LiveCert::default()), key_pem, dir };
+        let tls = AgentTls { bundle: RwLock::new(ca_pem), issuer: RwLock::new(None), live: Arc::new(LiveCert::default()), key_pem, dir };
         // Serve with the last certificate until registration renews it.
         if let Ok(cert_pem) = std::fs::read_to_string(tls.cert_path())
             && let Err(e) = tls.use_cert(cert_pem)
@@ -61,20 +64,72 @@ impl AgentTls {
         self.use_cert(cert_pem)
     }
 
-    /// Whether the certificate is half-way through its life (or missing):
+    /// Whether the certificate is half-way through its life, missing, or
+    /// issued by a CA other than the one that issues now (a rotation):
     /// then the agent registers again, which issues a new one.
     pub fn due_for_renewal(&self) -> bool {
-        std::fs::metadata(self.cert_path())
+        let aged = std::fs::metadata(self.cert_path())
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age >= atoll_pki::RENEW_AFTER)
+            .is_none_or(|age| age >= atoll_pki::RENEW_AFTER);
+        aged || self.stale(&self.cert_path())
+    }
+
+    /// Whether the certificate in `path` was issued by a CA this agent
+    /// trusts but the platform no longer issues with.
+    pub fn stale(&self, path: &Path) -> bool {
+        let Some(issuer) = self.issuer() else { return false };
+        let Ok(cert) = std::fs::read_to_string(path) else { return false };
+        let bundle = self.bundle();
+        atoll_pki::fingerprints(&bundle).is_ok_and(|f| f.contains(&issuer))
+            && atoll_pki::issuer_of(&cert, &bundle).is_ok_and(|by| by.as_ref() != Some(&issuer))
+    }
+
+    pub fn bundle(&self) -> String {
+        self.bundle.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn issuer(&self) -> Option<String> {
+        self.issuer.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set_issuer(&self, fingerprint: &str) {
+        let mut slot = self.issuer.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_deref() != Some(fingerprint) {
+            *slot = Some(fingerprint.to_string());
+        }
+    }
+
+    /// Trusts exactly the CAs of `bundle_pem` (from the platform, over its
+    /// verified TLS) from now on, here and at the next start; whether
+    /// anything changed.
+    pub fn trust(&self, bundle_pem: &str) -> anyhow::Result<bool> {
+        let wanted = atoll_pki::fingerprints(bundle_pem)?;
+        if atoll_pki::fingerprints(&self.bundle()).is_ok_and(|have| have == wanted) {
+            return Ok(false);
+        }
+        save_ca(&self.dir.join("ca.pem"), bundle_pem)?;
+        atoll_client::trust_only(bundle_pem)?;
+        *self.bundle.write().unwrap_or_else(std::sync::PoisonError::into_inner) = bundle_pem.to_string();
+        tracing::info!(trusted = ?wanted, "platform CA bundle changed");
+        Ok(true)
+    }
+
+    /// What this host trusts and who issued its certificates: the agent's,
+    /// and those of `db` (database servers by id and certificate file).
+    pub fn facts(&self, db: Vec<(String, PathBuf)>) -> atoll_core::TlsFacts {
+        let bundle = self.bundle();
+        let issuer = |path: &Path| std::fs::read_to_string(path).ok().and_then(|c| atoll_pki::issuer_of(&c, &bundle).ok().flatten());
+        let mut certificates = vec![atoll_core::IssuedCert { holder: "agent".into(), issuer: issuer(&self.cert_path()) }];
+        certificates.extend(db.into_iter().map(|(holder, path)| atoll_core::IssuedCert { issuer: issuer(&path), holder }));
+        atoll_core::TlsFacts { trusts: atoll_pki::fingerprints(&bundle).unwrap_or_default(), certificates }
     }
 
     fn use_cert(&self, cert_pem: String) -> anyhow::Result<()> {
         let own = CertKey { cert_pem, key_pem: self.key_pem.clone() };
         self.live.set(&own)?;
-        atoll_client::present_certificate(own);
+        atoll_client::present_certificate(&own)?;
         Ok(())
     }
 

@@ -81,6 +81,10 @@ pub struct HeartbeatRequest {
     /// Every proxy this agent runs, on every beat.
     #[serde(default)]
     pub proxies: Vec<crate::proxy::ProxyReport>,
+    /// The fingerprints of the CAs this agent trusts (TLS platforms): a
+    /// server whose bundle differs sends its own back.
+    #[serde(default)]
+    pub trusted_cas: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -95,6 +99,20 @@ pub struct HeartbeatResponse {
     /// it, or restarted): the next beat should carry them.
     #[serde(default)]
     pub want_facts: bool,
+    /// On a TLS platform: which CA issues now, and the CAs to trust.
+    #[serde(default)]
+    pub tls: Option<TlsDirective>,
+}
+
+/// What an agent's TLS should look like; it acts on a difference.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TlsDirective {
+    /// The fingerprint of the CA that issues certificates now: one of the
+    /// agent's issued by another is renewed.
+    pub issuer: String,
+    /// Every CA to trust, the issuing one first; sent only when the
+    /// agent's `trusted_cas` differ from it.
+    pub bundle_pem: Option<String>,
 }
 
 /// An operation on a host, keyed for exactly-once effect: a repeated key

@@ -502,6 +502,31 @@ pub struct RemoveServerQuery {
     pub force: bool,
 }
 
+/// The platform's CA: which issues, which are trusted, where a rotation
+/// stands, and what it still waits for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaView {
+    /// Fingerprint of the CA that issues certificates now.
+    pub issuer: String,
+    /// Fingerprints of every CA trusted now, the issuing one first.
+    pub trusted: Vec<String>,
+    /// `steady`, `trusting` (a new CA is being trusted everywhere before
+    /// it issues) or `retiring` (the new CA issues; the old ones are
+    /// trusted until their certificates are replaced).
+    pub phase: String,
+    /// The servers and hosts not yet where this phase wants them, and why.
+    pub waiting_for: Vec<String>,
+}
+
+/// Starts (or carries on) a rotation of the platform's CA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCaRequest {
+    /// How long each step waits for every server and host to follow
+    /// before it fails naming them (default 300 s).
+    pub wait_s: Option<u64>,
+}
+
 /// The platform's own servers, and which one runs the controllers.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PlatformView {

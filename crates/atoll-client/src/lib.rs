@@ -268,29 +268,74 @@ impl Client {
     }
 }
 
-/// What this process's clients use for TLS: the platform CAs it trusts,
-/// the certificate it presents, and the rustls configuration made from
-/// them, kept until either changes (servers make a client per agent call,
-/// agents one per heartbeat: parsing the PEMs each time was most of it).
+/// What this process's clients use for TLS: the platform CAs it trusts
+/// and the certificate it presents, both live ([`atoll_pki::LiveClientTls`]),
+/// so the configuration is built once and every client made from it
+/// follows a renewal or a CA rotation.
+#[derive(Default)]
 struct TlsState {
     cas: Vec<String>,
+    live: Option<atoll_pki::LiveClientTls>,
+    /// Presented once a CA is trusted (servers issue their own first).
     identity: Option<atoll_pki::CertKey>,
-    built: Option<rustls::ClientConfig>,
 }
 
-static TLS: std::sync::RwLock<TlsState> = std::sync::RwLock::new(TlsState { cas: Vec::new(), identity: None, built: None });
+static TLS: std::sync::LazyLock<std::sync::RwLock<TlsState>> = std::sync::LazyLock::new(Default::default);
 
-/// Trusts `ca_pem` (the platform's CA certificate) for every client made
-/// after this call, and no other authority: a process talks to one
-/// platform. Called once at start by the CLI, agents and proxies.
+fn tls_state() -> std::sync::RwLockWriteGuard<'static, TlsState> {
+    TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl TlsState {
+    fn apply(&mut self) -> Result<bool, atoll_pki::PkiError> {
+        let bundle = self.cas.concat();
+        match &self.live {
+            Some(live) => live.trust(&bundle),
+            None => {
+                let live = atoll_pki::LiveClientTls::new(&bundle)?;
+                if let Some(own) = &self.identity {
+                    live.present(Some(own))?;
+                }
+                self.live = Some(live);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Trusts `ca_pem` (the platform's CA certificate, or a bundle of them)
+/// for this process's clients, besides what it trusted before, and no
+/// other authority: a process talks to one platform. Called at start by
+/// the CLI, agents and proxies.
 pub fn trust_platform_ca(ca_pem: &str) -> Result<(), atoll_pki::PkiError> {
     atoll_pki::certs(ca_pem, "the platform's CA certificate")?;
-    let mut tls = TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut tls = tls_state();
     if !tls.cas.iter().any(|c| c == ca_pem) {
         tls.cas.push(ca_pem.to_string());
-        tls.built = None;
+        tls.apply()?;
     }
     Ok(())
+}
+
+/// Trusts exactly the CAs of `bundle_pem` from the next handshake on (a
+/// CA rotation adds the new CA, then drops the old); whether anything
+/// changed.
+pub fn trust_only(bundle_pem: &str) -> Result<bool, atoll_pki::PkiError> {
+    atoll_pki::certs(bundle_pem, "the platform's CA bundle")?;
+    let mut tls = tls_state();
+    tls.cas = vec![bundle_pem.to_string()];
+    tls.apply()
+}
+
+/// The roots this process trusts, once it trusts any: a listener that
+/// checks client certificates shares them, so a rotation reaches both.
+pub fn platform_roots() -> Option<std::sync::Arc<atoll_pki::LiveRoots>> {
+    TLS.read().unwrap_or_else(std::sync::PoisonError::into_inner).live.as_ref().map(|l| std::sync::Arc::clone(l.roots()))
+}
+
+/// The fingerprints of the CAs this process trusts (empty: none).
+pub fn trusted_fingerprints() -> Vec<String> {
+    platform_roots().map(|r| r.fingerprints()).unwrap_or_default()
 }
 
 /// The platform's CA for `https://` servers, from what the user gave:
@@ -365,33 +410,32 @@ pub fn normalise_fingerprint(fingerprint: &str) -> String {
     format!("sha256:{}", hex.to_ascii_lowercase())
 }
 
-/// Presents `own` (a certificate of the platform's CA) on every TLS
-/// connection of clients made after this call: how servers prove
-/// themselves to agents (mutual TLS). Replaces an earlier one (renewal).
-pub fn present_certificate(own: atoll_pki::CertKey) {
-    let mut tls = TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    tls.identity = Some(own);
-    tls.built = None;
+/// Presents `own` (a certificate of the platform's CA) on this process's
+/// TLS connections from the next handshake on: how servers and agents
+/// prove themselves to each other (mutual TLS). Replaces an earlier one.
+pub fn present_certificate(own: &atoll_pki::CertKey) -> Result<(), atoll_pki::PkiError> {
+    let mut tls = tls_state();
+    if let Some(live) = &tls.live {
+        live.present(Some(own))?;
+    }
+    tls.identity = Some(own.clone());
+    Ok(())
 }
 
-/// The TLS configuration this process's clients use: the platform's CAs
-/// and this process's certificate; `None` until a CA is trusted (plain
-/// HTTP, or the system's roots for other HTTPS).
-pub fn tls_config() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError> {
-    {
-        let tls = TLS.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if tls.cas.is_empty() {
-            return Ok(None);
-        }
-        if let Some(built) = &tls.built {
-            return Ok(Some(built.clone()));
-        }
+/// Presents no certificate any more: a process that ran a server for a
+/// while (`atoll deploy`'s bootstrap server) and goes on as a client.
+pub fn present_no_certificate() {
+    let mut tls = tls_state();
+    if let Some(live) = &tls.live {
+        let _ = live.present(None);
     }
-    let mut tls = TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let refs: Vec<&str> = tls.cas.iter().map(String::as_str).collect();
-    let built = atoll_pki::client_config(&refs, tls.identity.as_ref())?;
-    tls.built = Some(built.clone());
-    Ok(Some(built))
+    tls.identity = None;
+}
+
+/// The TLS configuration this process's clients use; `None` until a CA
+/// is trusted (plain HTTP, or the system's roots for other HTTPS).
+pub fn tls_config() -> Result<Option<rustls::ClientConfig>, atoll_pki::PkiError> {
+    Ok(TLS.read().unwrap_or_else(std::sync::PoisonError::into_inner).live.as_ref().map(|l| l.config()))
 }
 
 /// `builder` finished with [`tls_config`]: a raw HTTP client for the

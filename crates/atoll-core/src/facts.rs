@@ -33,6 +33,33 @@ pub struct HostFacts {
     /// facts from older agents, hence the default.
     #[serde(default)]
     pub engines: Vec<EngineBuild>,
+    /// On a TLS platform: what the agent trusts and who issued the
+    /// certificates on this host (a CA rotation waits on them).
+    #[serde(default)]
+    pub tls: Option<TlsFacts>,
+}
+
+/// The TLS state of a host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TlsFacts {
+    /// Fingerprints of the CAs the agent trusts (its `ca.pem`), and its
+    /// database servers with it.
+    pub trusts: Vec<String>,
+    /// Every certificate on the host the platform issued.
+    pub certificates: Vec<IssuedCert>,
+}
+
+/// A certificate on a host, and the CA that issued it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IssuedCert {
+    /// `agent`, or the database server's id (`orders/orders-1`).
+    pub holder: String,
+    /// The issuing CA's fingerprint; `None`: none the host trusts.
+    pub issuer: Option<String>,
 }
 
 /// One runnable engine build on a host: where its three essential files

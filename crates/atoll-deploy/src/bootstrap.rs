@@ -232,6 +232,8 @@ pub async fn bootstrap(
     progress("moving the platform onto MetaDB");
     stop.cancel();
     temp.wait().await.map_err(fail("bootstrap server"))?;
+    // This process is a client from now on, not the bootstrap server.
+    atoll_client::present_no_certificate();
     let first = &layout.nodes[0];
     let from = SqlStore::open_sqlite(&meta_file).await.map_err(|e| DeployError::step("copy MetaDB", None, e.to_string()))?;
     let to = SqlStore::connect(&with_ca(&layout.metadb_url(first, &password), ca_pem.as_ref().map(|_| ca_file.as_path())))

@@ -8,8 +8,10 @@
 //! `ring`, the one crypto provider compiled in.
 
 mod listener;
+mod live;
 
 pub use listener::{TlsListener, TlsPeer};
+pub use live::{LiveCert, LiveClientTls, LiveRoots, fingerprints, issuer_of};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -250,7 +252,11 @@ pub fn fingerprint(cert_pem: &str) -> Result<String> {
         .into_iter()
         .next()
         .ok_or_else(|| PkiError::Parse { what: "a certificate", detail: "no certificate in it".into() })?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(first.as_ref()))))
+    Ok(fingerprint_der(&first))
+}
+
+fn fingerprint_der(der: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(der)))
 }
 
 /// Roots holding only the given CAs (several during a rotation).
@@ -286,61 +292,22 @@ pub fn server_config(own: &CertKey, client_cas: Option<&[&str]>) -> Result<rustl
     Ok(config)
 }
 
-/// How a server treats client certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientCerts {
-    /// None asked for.
-    Ignore,
-    /// Asked for and checked against the CAs when given; a connection
-    /// without one is let through (the application decides per request).
-    Optional,
-}
-
 /// A server's TLS whose certificate can change while it runs ([`LiveCert`]):
 /// an agent serves once registration gave it one, and a renewed one takes
-/// over for the next handshake.
-pub fn live_server_config(live: Arc<LiveCert>, client_cas: &[&str], clients: ClientCerts) -> Result<rustls::ServerConfig> {
+/// over for the next handshake. With `clients`, client certificates are
+/// asked for and checked against those roots when given (a connection
+/// without one is let through: the application decides per request).
+pub fn live_server_config(live: Arc<LiveCert>, clients: Option<&Arc<LiveRoots>>) -> Result<rustls::ServerConfig> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Config(e.to_string()))?;
     let builder = match clients {
-        ClientCerts::Optional => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_cas)?), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| PkiError::Config(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        ClientCerts::Ignore => builder.with_no_client_auth(),
+        Some(roots) => builder.with_client_cert_verifier(roots.client_verifier()),
+        None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(live);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// The certificate a server presents now; none yet means handshakes fail.
-#[derive(Debug, Default)]
-pub struct LiveCert(std::sync::RwLock<Option<Arc<rustls::sign::CertifiedKey>>>);
-
-impl LiveCert {
-    pub fn set(&self, own: &CertKey) -> Result<()> {
-        let key = provider().key_provider.load_private_key(private_key(&own.key_pem)?).map_err(|e| PkiError::Config(e.to_string()))?;
-        let certified = Arc::new(rustls::sign::CertifiedKey::new(certs(&own.cert_pem, "the certificate")?, key));
-        if let Ok(mut slot) = self.0.write() {
-            *slot = Some(certified);
-        }
-        Ok(())
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.read().is_ok_and(|c| c.is_some())
-    }
-}
-
-impl rustls::server::ResolvesServerCert for LiveCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.0.read().ok().and_then(|c| c.clone())
-    }
 }
 
 /// A client's TLS: trusts the given CAs only; with `own`, presents it.
@@ -379,6 +346,15 @@ mod tests {
     /// A TLS connection over loopback: Ok(what the server read) or the
     /// handshake error, as the client saw it.
     async fn handshake(server: rustls::ServerConfig, client: rustls::ClientConfig, name: &str) -> std::result::Result<String, String> {
+        handshake_seen(server, client, name).await.map(|(read, _)| read)
+    }
+
+    /// [`handshake`], and whether the server saw a client certificate.
+    async fn handshake_seen(
+        server: rustls::ServerConfig,
+        client: rustls::ClientConfig,
+        name: &str,
+    ) -> std::result::Result<(String, bool), String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
@@ -387,7 +363,11 @@ mod tests {
             let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
             let mut buf = [0u8; 5];
             tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(String::from_utf8_lossy(&buf).to_string())
+            let cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            // An answer, so the client also reads the session tickets.
+            tls.write_all(b"ok").await.map_err(|e| e.to_string())?;
+            tls.flush().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((String::from_utf8_lossy(&buf).to_string(), cert))
         });
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -395,7 +375,9 @@ mod tests {
         let sent = async {
             let mut tls = connector.connect(server_name, tcp).await.map_err(|e| e.to_string())?;
             tls.write_all(b"hello").await.map_err(|e| e.to_string())?;
-            tls.flush().await.map_err(|e| e.to_string())
+            tls.flush().await.map_err(|e| e.to_string())?;
+            let mut answer = [0u8; 2];
+            tls.read_exact(&mut answer).await.map(|_| ()).map_err(|e| e.to_string())
         }
         .await;
         let got = served.await.unwrap();
@@ -464,7 +446,8 @@ mod tests {
         assert!(ca.issue_for(&req, "not hex").is_err());
 
         let live = Arc::new(LiveCert::default());
-        let config = || live_server_config(Arc::clone(&live), &[&ca_pem], ClientCerts::Optional).unwrap();
+        let roots = LiveRoots::new(&ca_pem).unwrap();
+        let config = || live_server_config(Arc::clone(&live), Some(&roots)).unwrap();
         let anonymous = || client_config(&[&ca_pem], None).unwrap();
         assert!(handshake(config(), anonymous(), "127.0.0.1").await.is_err(), "no certificate yet: no handshake");
         live.set(&CertKey { cert_pem, key_pem }).unwrap();
@@ -475,6 +458,60 @@ mod tests {
         let other = Ca::generate("someone else").unwrap();
         let stranger = leaf(&other, Usage::Client);
         assert!(handshake(config(), client_config(&[&ca_pem], Some(&stranger)).unwrap(), "127.0.0.1").await.is_err());
+    }
+
+    /// A rotation as one process sees it: the listener and the client
+    /// follow the roots they share, without being rebuilt.
+    #[tokio::test]
+    async fn live_roots_follow_a_rotation() {
+        let old = Ca::generate("old").unwrap();
+        let new = Ca::generate("new").unwrap();
+        let (old_pem, new_pem) = (old.cert_pem().to_string(), new.cert_pem().to_string());
+        let tls = LiveClientTls::new(&old_pem).unwrap();
+        let roots = Arc::clone(tls.roots());
+        let served = Arc::new(LiveCert::default());
+        served.set(&leaf(&old, Usage::Server)).unwrap();
+        // One server configuration throughout: it resumes sessions.
+        let server_config = live_server_config(Arc::clone(&served), Some(&roots)).unwrap();
+        let server = || server_config.clone();
+        let client = tls.config();
+        // The first handshake without a client certificate: a session
+        // resumed from it would present none after `present`.
+        assert_eq!(handshake_seen(server(), client.clone(), "127.0.0.1").await.unwrap(), ("hello".into(), false));
+        tls.present(Some(&leaf(&old, Usage::Client))).unwrap();
+        assert_eq!(handshake_seen(server(), client.clone(), "127.0.0.1").await.unwrap(), ("hello".into(), true));
+        assert_eq!(handshake_seen(server(), client.clone(), "127.0.0.1").await.unwrap(), ("hello".into(), true), "resumed");
+
+        // A new-CA certificate is refused until its CA is trusted (a fresh
+        // client: the live one would resume its verified session).
+        served.set(&leaf(&new, Usage::Server)).unwrap();
+        assert!(handshake(server(), client_config(&[&old_pem], None).unwrap(), "127.0.0.1").await.is_err());
+        let bundle = format!("{old_pem}{new_pem}");
+        assert!(tls.trust(&bundle).unwrap());
+        assert!(!tls.trust(&bundle).unwrap(), "the same bundle changes nothing");
+        assert_eq!(roots.fingerprints(), vec![fingerprint(&old_pem).unwrap(), fingerprint(&new_pem).unwrap()]);
+        assert_eq!(handshake(server(), client.clone(), "127.0.0.1").await.unwrap(), "hello", "old client cert, new server cert");
+
+        // Retired: only new-CA certificates pass, either way round.
+        tls.trust(&new_pem).unwrap();
+        assert!(handshake(server(), client.clone(), "127.0.0.1").await.is_err(), "an old-CA client certificate is refused");
+        tls.present(Some(&leaf(&new, Usage::Client))).unwrap();
+        assert_eq!(handshake(server(), client.clone(), "127.0.0.1").await.unwrap(), "hello");
+        served.set(&leaf(&old, Usage::Server)).unwrap();
+        let fresh = client_config(&[&new_pem], None).unwrap();
+        assert!(handshake(server(), fresh, "127.0.0.1").await.is_err(), "an old-CA server certificate is refused");
+    }
+
+    #[test]
+    fn which_ca_issued_a_certificate() {
+        let (a, b) = (Ca::generate("a").unwrap(), Ca::generate("b").unwrap());
+        let bundle = format!("{}{}", a.cert_pem(), b.cert_pem());
+        for usage in [Usage::Server, Usage::Client, Usage::Both] {
+            assert_eq!(issuer_of(&leaf(&b, usage).cert_pem, &bundle).unwrap(), Some(fingerprint(b.cert_pem()).unwrap()));
+            assert_eq!(issuer_of(&leaf(&a, usage).cert_pem, &bundle).unwrap(), Some(fingerprint(a.cert_pem()).unwrap()));
+            assert_eq!(issuer_of(&leaf(&a, usage).cert_pem, b.cert_pem()).unwrap(), None);
+        }
+        assert!(issuer_of("junk", &bundle).is_err());
     }
 
     #[test]

@@ -438,6 +438,7 @@ mod tests {
             clock_offset_ms: Some(3),
             collected_at_ms: 0,
             engines: Vec::new(),
+            tls: None,
         }
     }
 

@@ -14,9 +14,10 @@ use thiserror::Error;
 pub struct ProxyConfig {
     /// Platform server URLs, asked in turn.
     pub servers: Vec<String>,
-    /// The platform's CA (PEM), the only authority trusted for `https://`
-    /// servers; without it, the system's roots.
-    pub ca_pem: Option<String>,
+    /// The platform's CAs (a PEM file), the only authorities trusted for
+    /// `https://` servers; without it, the system's roots. Read again when
+    /// it changes (a CA rotation).
+    pub ca_file: Option<std::path::PathBuf>,
     /// The certificate and key (PEM files) presented to `https://` servers:
     /// a TLS platform takes the proxy token only over mutual TLS. Read
     /// again when the certificate file changes (renewal).
@@ -87,7 +88,7 @@ impl ProxyConfig {
     pub fn new(servers: Vec<String>, token: String, cluster: String, rw_listen: SocketAddr, ro_listen: SocketAddr) -> Self {
         Self {
             servers,
-            ca_pem: None,
+            ca_file: None,
             identity_files: None,
             token,
             cluster,

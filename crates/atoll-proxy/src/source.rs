@@ -99,11 +99,11 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         if mtime != identity_seen {
             match http_client(cfg) {
                 Ok(h) => {
-                    tracing::info!("presenting the renewed certificate");
+                    tracing::info!("using the renewed certificate or CA bundle");
                     http = h;
                     identity_seen = mtime;
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot use the renewed certificate; keeping the current one"),
+                Err(e) => tracing::warn!(error = %e, "cannot use the renewed certificate or CA bundle; keeping the current ones"),
             }
         }
         let base = servers[server % servers.len()].trim_end_matches('/').to_string();
@@ -163,21 +163,22 @@ fn http_client(cfg: &crate::ProxyConfig) -> Result<reqwest::Client, String> {
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10));
-    let Some(ca) = cfg.ca_pem.as_deref() else { return builder.build().map_err(|e| e.to_string()) };
+    let Some(ca_file) = &cfg.ca_file else { return builder.build().map_err(|e| e.to_string()) };
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let ca = read(ca_file)?;
     let own = match &cfg.identity_files {
-        Some((cert, key)) => {
-            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-            Some(atoll_pki::CertKey { cert_pem: read(cert)?, key_pem: read(key)? })
-        }
+        Some((cert, key)) => Some(atoll_pki::CertKey { cert_pem: read(cert)?, key_pem: read(key)? }),
         None => None,
     };
-    let tls = atoll_pki::client_config(&[ca], own.as_ref()).map_err(|e| e.to_string())?;
+    let tls = atoll_pki::client_config(&[&ca], own.as_ref()).map_err(|e| e.to_string())?;
     builder.tls_backend_preconfigured(tls).build().map_err(|e| e.to_string())
 }
 
-/// When the certificate file last changed (the agent renews it in place).
-fn identity_mtime(cfg: &crate::ProxyConfig) -> Option<std::time::SystemTime> {
-    cfg.identity_files.as_ref().and_then(|(cert, _)| std::fs::metadata(cert).and_then(|m| m.modified()).ok())
+/// When the certificate file and the CA file last changed (the agent
+/// replaces them in place: renewal, CA rotation).
+fn identity_mtime(cfg: &crate::ProxyConfig) -> [Option<std::time::SystemTime>; 2] {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    [cfg.identity_files.as_ref().and_then(|(cert, _)| mtime(cert)), cfg.ca_file.as_deref().and_then(mtime)]
 }
 
 /// Takes the table's list of servers (keeping the configured ones after

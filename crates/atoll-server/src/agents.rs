@@ -131,8 +131,13 @@ async fn register_checked(
         Some(key) => {
             let ip = req.address.parse().map_err(|_| ApiError::BadRequest(format!("invalid address {:?}", req.address)))?;
             Some(
-                crate::tls::agent_cert(&state.ca, req.host_id, ip, key)
-                    .map_err(|e| ApiError::BadRequest(format!("{e}; the agent's key file (agent.key) may be damaged")))?,
+                crate::tls::agent_cert(
+                    &state.pki.issuer(state.store.as_ref(), &state.secrets, &state.config).await.issuer,
+                    req.host_id,
+                    ip,
+                    key,
+                )
+                .map_err(|e| ApiError::BadRequest(format!("{e}; the agent's key file (agent.key) may be damaged")))?,
             )
         }
         None => None,
@@ -244,9 +249,10 @@ async fn db_certificate(
         .find(|s| s.name == id.name && s.host_id == req.host_id)
         .ok_or_else(|| ApiError::NotFound(format!("no database server {id} on host {host}")))?;
     let leaf = crate::tls::db_server_request(&server.cluster, &server.name, &server.address).map_err(ApiError::Conflict)?;
-    let certificate_pem = state.ca.issue_for(&leaf, &req.public_key).map_err(|e| ApiError::BadRequest(format!("public_key: {e}")))?;
+    let pki = state.pki.issuer(state.store.as_ref(), &state.secrets, &state.config).await;
+    let certificate_pem = pki.issuer.issue_for(&leaf, &req.public_key).map_err(|e| ApiError::BadRequest(format!("public_key: {e}")))?;
     tracing::info!(database = %id, host = %host, "database server certificate renewed");
-    Ok(Json(DbCertificateResponse { certificate_pem, ca_pem: state.ca.cert_pem().to_string() }))
+    Ok(Json(DbCertificateResponse { certificate_pem, ca_pem: pki.bundle.clone() }))
 }
 
 async fn heartbeat(
@@ -299,6 +305,11 @@ async fn heartbeat(
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         servers: state.platform.peers(),
         want_facts: !state.beats.has_facts(req.host_id),
+        tls: state.config.tls.then(|| {
+            let pki = state.pki.now();
+            let bundle_pem = (req.trusted_cas != pki.fingerprints).then(|| pki.bundle.clone());
+            atoll_api::agent::TlsDirective { issuer: pki.issuer_fingerprint.clone(), bundle_pem }
+        }),
     }))
 }
 

@@ -291,6 +291,7 @@ mod tests {
             facts: facts.then(Default::default),
             db: db.to_vec(),
             proxies: Vec::new(),
+            trusted_cas: Vec::new(),
         }
     }
 

@@ -133,7 +133,7 @@ pub fn agent_command(state: &AppState, token: &str, host: Option<&Host>) -> Stri
         None => ("ADDRESS".into(), String::new()),
     };
     // Over HTTPS the agent pins the platform's CA by its fingerprint.
-    let pin = match atoll_pki::fingerprint(state.ca.cert_pem()) {
+    let pin = match atoll_pki::fingerprint(&state.pki.now().bundle) {
         Ok(f) if server.contains("https://") => format!(" --ca-fingerprint {f}"),
         _ => String::new(),
     };

@@ -7,6 +7,7 @@ pub(crate) mod alerting;
 pub mod api;
 pub mod auth;
 mod beats;
+mod ca_rotation;
 mod clusters;
 pub mod config;
 mod console;
@@ -20,6 +21,7 @@ pub mod logcount;
 mod metrics_layer;
 pub(crate) mod monitoring;
 mod packages;
+mod pki;
 mod platform;
 mod refusals;
 mod registry;
@@ -132,19 +134,16 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let scheme = if config.tls { "https" } else { "http" };
     let url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let secrets = secrets::platform_key(store.as_ref(), &config.secret_key_file()).await?;
-    let ca = tls::platform_ca(store.as_ref(), &secrets).await?;
-    // Public: what clients pin and trust (`atoll login --ca-file`).
-    write_public(&config.data_dir.join("ca.pem"), ca.cert_pem())?;
-    // Agents and other servers are reached over TLS with this CA, and
-    // agents take orders only from a holder of one of its certificates.
-    atoll_client::trust_platform_ca(ca.cert_pem())?;
-    let api_cert = Arc::new(atoll_pki::LiveCert::default());
-    tls::use_own_certs(&ca, &config, addr, &api_cert)?;
+    // Agents and other servers are reached over TLS with the platform's
+    // CAs, and agents take orders only from a holder of one of their
+    // certificates.
+    let pki = pki::Pki::start(store.as_ref(), &secrets, &config, addr).await?;
     let tls_config = match config.tls {
         true => {
             // Client certificates are asked for, checked when given, and
             // required only where the caller is one of ours (agents).
-            Some(Arc::new(atoll_pki::live_server_config(Arc::clone(&api_cert), &[ca.cert_pem()], atoll_pki::ClientCerts::Optional)?))
+            let roots = atoll_client::platform_roots().ok_or_else(|| anyhow::anyhow!("the platform's CA is not trusted"))?;
+            Some(Arc::new(atoll_pki::live_server_config(Arc::clone(&pki.api_cert), Some(&roots))?))
         }
         false => None,
     };
@@ -163,7 +162,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             monitoring,
             deliveries: alerting::Deliveries::new(smtp),
             refusals: Default::default(),
-            ca: Arc::new(ca),
+            pki: Arc::new(pki),
         },
     );
     let _ = slot.set(state.clone());
@@ -176,7 +175,8 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     }
     tracing::info!(%addr, metadb = state.store.backend(), executor = executor.owner(), "server listening");
 
-    tokio::spawn(tls::renew(state.clone(), addr, api_cert, shutdown.clone()));
+    tokio::spawn(tls::renew(state.clone(), addr, shutdown.clone()));
+    tokio::spawn(pki::run(state.clone(), shutdown.clone()));
     tokio::spawn(Arc::clone(&executor).run(shutdown.clone()));
     tokio::spawn(platform::run(state.clone(), shutdown.clone()));
     tokio::spawn(beats::run(state.clone(), shutdown.clone()));
@@ -205,12 +205,12 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         }
         Ok(())
     });
-    let ca_fingerprint = atoll_pki::fingerprint(state.ca.cert_pem())?;
+    let ca_fingerprint = state.pki.now().issuer_fingerprint.clone();
     Ok(Running { addr, url: state.platform.url.clone(), ca_fingerprint, admin_password, state, done })
 }
 
 /// Writes a file anyone may read (the CA certificate), atomically.
-fn write_public(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_public(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
@@ -223,7 +223,7 @@ fn write_public(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 fn routes(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/ca.pem", get(|State(state): State<AppState>| async move { state.ca.cert_pem().to_string() }))
+        .route("/ca.pem", get(ca_pem))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::router())
@@ -232,6 +232,17 @@ fn routes(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(deadline::bound))
         .with_state(state)
 }
+
+/// The CAs this server trusts, the issuing one first (its fingerprint is
+/// what agents and CLIs pin); the header names the CA that issued this
+/// server's own certificates (a CA rotation waits for every server's).
+async fn ca_pem(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let now = state.pki.now();
+    ([(CA_ISSUER_HEADER, now.issuer_fingerprint.clone())], now.bundle.clone())
+}
+
+/// See [`ca_pem`].
+pub const CA_ISSUER_HEADER: &str = "atoll-ca-issuer";
 
 /// Adds the TLS peer's address as the `ConnectInfo<SocketAddr>` every
 /// handler reads.

@@ -8,7 +8,7 @@ use atoll_tasks::{Executor, StepHandler};
 use crate::clusters::{operate, proxies, servers, steps, writer};
 use crate::state::AppState;
 use crate::step_kit::StateRef;
-use crate::{host_steps, packages};
+use crate::{ca_rotation, host_steps, packages};
 
 /// Registers every step kind with the executor. `slot` is filled with the
 /// state once it exists (the executor is part of it).
@@ -44,7 +44,12 @@ pub fn register(executor: &mut Executor, slot: Arc<OnceLock<AppState>>) {
         (servers::RECORD, Arc::new(servers::Member(s.clone(), servers::Op::Record))),
         (servers::FORGET_SERVER, Arc::new(servers::Member(s.clone(), servers::Op::Forget))),
         (proxies::UP, Arc::new(proxies::Up(s.clone()))),
-        (proxies::DOWN, Arc::new(proxies::Down(s))),
+        (proxies::DOWN, Arc::new(proxies::Down(s.clone()))),
+        // The platform's CA.
+        (ca_rotation::STAGE, Arc::new(ca_rotation::Step(s.clone(), ca_rotation::STAGE))),
+        (ca_rotation::TRUST, Arc::new(ca_rotation::Step(s.clone(), ca_rotation::TRUST))),
+        (ca_rotation::SWITCH, Arc::new(ca_rotation::Step(s.clone(), ca_rotation::SWITCH))),
+        (ca_rotation::RETIRE, Arc::new(ca_rotation::Step(s, ca_rotation::RETIRE))),
     ];
     for (kind, handler) in kinds {
         executor.register(kind, handler);

@@ -40,7 +40,7 @@ pub struct Inner {
     /// Refused agent registrations by source, to rate-limit them.
     pub refusals: crate::refusals::Refusals,
     /// The platform's CA: issues certificates, and is what clients trust.
-    pub ca: Arc<atoll_pki::Ca>,
+    pub pki: Arc<crate::pki::Pki>,
 }
 
 impl Deref for AppState {

@@ -5,49 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use atoll_pki::{Ca, CertKey, LeafRequest, Usage};
-use atoll_store::{DocKind, DocRecord, MetaStore};
-use serde::{Deserialize, Serialize};
 
 use crate::ServerConfig;
-use crate::secrets::SecretBox;
 use tokio_util::sync::CancellationToken;
-
-/// The CA as MetaDB keeps it.
-#[derive(Serialize, Deserialize)]
-struct StoredCa {
-    name: String,
-    cert_pem: String,
-    /// Sealed with the platform key.
-    key: String,
-}
-
-/// The platform's CA, made on the first start of the first server; every
-/// later start, and every other server, reads the same one.
-pub async fn platform_ca(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::Result<Ca> {
-    if let Some(ca) = stored_ca(store, secrets).await? {
-        return Ok(ca);
-    }
-    let name = format!("Atoll platform CA {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let ca = Ca::generate(&name)?;
-    let stored = StoredCa { name, cert_pem: ca.cert_key.cert_pem.clone(), key: secrets.seal(&ca.cert_key.key_pem) };
-    let doc =
-        DocRecord { kind: DocKind::Pki, name: "ca".into(), body: serde_json::to_string(&stored)?, updated_ms: atoll_core::time::now_ms() };
-    // Two servers starting at once: the first insert wins, the other reads it.
-    match store.insert_doc(&doc).await {
-        Ok(()) => Ok(ca),
-        Err(atoll_store::StoreError::Conflict(_)) => {
-            stored_ca(store, secrets).await?.ok_or_else(|| anyhow::anyhow!("the platform CA vanished from MetaDB while it was made"))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn stored_ca(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::Result<Option<Ca>> {
-    let Some(doc) = store.get_doc(DocKind::Pki, "ca").await? else { return Ok(None) };
-    let stored: StoredCa = serde_json::from_str(&doc.body).map_err(|e| anyhow::anyhow!("the platform CA in MetaDB is unreadable: {e}"))?;
-    let key_pem = secrets.open(&stored.key)?;
-    Ok(Some(Ca::from_pem(&stored.name, CertKey { cert_pem: stored.cert_pem, key_pem })?))
-}
 
 /// Whether the caller presented a certificate of the platform's CA (the
 /// TLS layer verified it; plain HTTP: never).
@@ -93,7 +53,7 @@ pub fn use_own_certs(ca: &Ca, config: &ServerConfig, addr: SocketAddr, api: &ato
     if config.tls {
         api.set(&server_cert(ca, config, addr)?)?;
     }
-    atoll_client::present_certificate(peer_cert(ca, addr)?);
+    atoll_client::present_certificate(&peer_cert(ca, addr)?)?;
     Ok(())
 }
 
@@ -108,9 +68,9 @@ pub fn agent_cert(ca: &Ca, host: atoll_core::HostId, address: IpAddr, public_key
 /// transfers (it is both a server and a client to its peers). The key
 /// travels to the agent inside the define operation, over the agents'
 /// mutual TLS on a TLS platform.
-pub fn db_server_tls(ca: &Ca, cluster: &str, server: &str, address: &str) -> Result<atoll_api::db::DbTls, String> {
-    let issued = ca.issue(&db_server_request(cluster, server, address)?).map_err(|e| e.to_string())?;
-    Ok(atoll_api::db::DbTls { ca_pem: ca.cert_pem().to_string(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
+pub fn db_server_tls(pki: &crate::pki::Loaded, cluster: &str, server: &str, address: &str) -> Result<atoll_api::db::DbTls, String> {
+    let issued = pki.issuer.issue(&db_server_request(cluster, server, address)?).map_err(|e| e.to_string())?;
+    Ok(atoll_api::db::DbTls { ca_pem: pki.bundle.clone(), cert_pem: issued.cert_pem, key_pem: issued.key_pem })
 }
 
 /// What a database server's certificate says, at define and at renewal.
@@ -127,7 +87,7 @@ pub fn db_server_request(cluster: &str, server: &str, address: &str) -> Result<L
 /// operator's files read again when they change) and the one presented to
 /// agents. A server restarted now and then never gets here; one that runs
 /// for a year must not lose its agents or its clients.
-pub async fn renew(state: crate::state::AppState, addr: SocketAddr, api: std::sync::Arc<atoll_pki::LiveCert>, stop: CancellationToken) {
+pub async fn renew(state: crate::state::AppState, addr: SocketAddr, stop: CancellationToken) {
     const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
     let mut issued = std::time::Instant::now();
     let mut files_changed = operator_files_mtime(&state.config);
@@ -141,7 +101,7 @@ pub async fn renew(state: crate::state::AppState, addr: SocketAddr, api: std::sy
         if !due && mtime == files_changed {
             continue;
         }
-        match use_own_certs(&state.ca, &state.config, addr, &api) {
+        match use_own_certs(&state.pki.now().issuer, &state.config, addr, &state.pki.api_cert) {
             Ok(()) => {
                 tracing::info!("TLS certificates renewed");
                 issued = std::time::Instant::now();

@@ -124,6 +124,13 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 pub type Res = Result<Exit, CliError>;
 
+impl Conn {
+    /// Whether the CA came from --ca-file / ATOLL_CA_FILE (not the login's).
+    pub fn ca_file_given(&self) -> bool {
+        self.ca_file.is_some()
+    }
+}
+
 pub fn client(conn: &Conn) -> Result<Client, CliError> {
     let saved = session::load();
     let servers = if conn.servers.is_empty() { saved.servers() } else { conn.servers.clone() };

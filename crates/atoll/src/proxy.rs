@@ -102,7 +102,9 @@ pub async fn run(a: ProxyArgs) -> Res {
     };
     let mut c = atoll_proxy::ProxyConfig::new(a.servers, token, a.cluster, a.rw_listen, a.ro_listen);
     if let Some(p) = &a.ca_file {
-        c.ca_pem = Some(std::fs::read_to_string(p).map_err(|e| fail(Exit::Error, format!("cannot read --ca-file {}: {e}", p.display())))?);
+        let pem = std::fs::read_to_string(p).map_err(|e| fail(Exit::Error, format!("cannot read --ca-file {}: {e}", p.display())))?;
+        atoll_pki::certs(&pem, "the CA file").map_err(|e| fail(Exit::Error, format!("--ca-file {}: {e}", p.display())))?;
+        c.ca_file = Some(p.clone());
     }
     if let (Some(cert), Some(key)) = (a.cert_file, a.key_file) {
         for p in [&cert, &key] {

@@ -279,6 +279,70 @@ async fn three_node_platform_survives_losing_a_node_mid_task() {
     .await
     .unwrap();
 
+    // The CA rotates on the HA platform too: MetaDB's own nodes get
+    // certificates of the new CA, the servers' MetaDB connections verify
+    // them with it (each server keeps its metadb-ca.pem in step), and a
+    // server started afterwards reaches MetaDB trusting the new CA alone.
+    let old_fp = atoll_pki::fingerprint(deployed.ca_pem.as_deref().unwrap()).unwrap();
+    let t: TaskView = all.post("/api/v1/platform/ca/rotate", &json!({})).await.unwrap();
+    let rotated = Instant::now();
+    let done = wait_for("the CA rotation to settle", Duration::from_secs(180), || async {
+        // This process follows the bundle as the CLI does.
+        let pem = atoll_testkit::http().get(format!("{}/ca.pem", deployed.servers[0])).send().await.ok()?.text().await.ok()?;
+        atoll_client::trust_platform_ca(&pem).ok()?;
+        let t: TaskView = match all.get(&format!("/api/v1/tasks/{}", t.id)).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("rotation: {e}");
+                return None;
+            }
+        };
+        t.status.is_settled().then_some(t)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        for log in walk(&dir).into_iter().filter(|p| p.ends_with("server.log") || p.ends_with("agent.log")) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("CA")).collect();
+            eprintln!("{}:\n{}", log.display(), lines[lines.len().saturating_sub(15)..].join("\n"));
+        }
+        panic!("{e}")
+    });
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    eprintln!("CA rotated on the three-node platform in {:.1} s", rotated.elapsed().as_secs_f64());
+    let ca: atoll_api::v1::CaView = all.get("/api/v1/platform/ca").await.unwrap();
+    assert_ne!(ca.issuer, old_fp);
+    assert_eq!((ca.trusted.as_slice(), ca.phase.as_str()), (std::slice::from_ref(&ca.issuer), "steady"));
+    let metadb_cas: Vec<std::path::PathBuf> = walk(&dir).into_iter().filter(|p| p.ends_with("metadb-ca.pem")).collect();
+    assert_eq!(metadb_cas.len(), 3, "{metadb_cas:?}");
+    for f in &metadb_cas {
+        let pem = std::fs::read_to_string(f).unwrap();
+        assert_eq!(atoll_pki::fingerprints(&pem).unwrap(), vec![ca.issuer.clone()], "{}", f.display());
+    }
+    launcher.kill("node3", Role::Server).await;
+    launcher.restart("node3", Role::Server).unwrap();
+    let node3 = Client::new(&deployed.servers[2], Some(deployed.token.clone()));
+    wait_for("node3's server back on MetaDB", Duration::from_secs(60), || async {
+        let v: PlatformView = node3.get("/api/v1/platform").await.ok()?;
+        (v.servers.iter().filter(|s| s.live).count() == 3).then_some(())
+    })
+    .await
+    .unwrap();
+
     launcher.stop_all(Role::Server, Duration::from_secs(5)).await;
     launcher.stop_all(Role::Agent, Duration::from_secs(5)).await;
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => files.extend(walk(&path)),
+            Ok(t) if t.is_file() => files.push(path),
+            _ => {}
+        }
+    }
+    files
 }

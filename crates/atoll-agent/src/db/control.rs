@@ -304,22 +304,60 @@ impl Supervisor {
         }
     }
 
-    /// Servers whose certificate is half-way through its life: the agent
-    /// asks the platform for new ones (see [`Self::install_tls`]).
-    pub fn tls_due(&self) -> Vec<DbId> {
+    /// Each server with a certificate, and its certificate file.
+    pub fn tls_certificates(&self) -> Vec<(DbId, std::path::PathBuf)> {
         let cert = atoll_engine::config::TLS_FILES[1];
-        self.inner
-            .servers()
-            .values()
-            .filter(|s| {
-                std::fs::metadata(s.layout().dir.join(cert))
+        let mut all: Vec<_> =
+            self.inner.servers().values().map(|s| (s.id().clone(), s.layout().dir.join(cert))).filter(|(_, p)| p.exists()).collect();
+        all.sort_by_key(|(id, _)| id.to_string());
+        all
+    }
+
+    /// Servers whose certificate is half-way through its life, or `stale`
+    /// (a CA rotation): the agent asks the platform for new ones (see
+    /// [`Self::install_tls`]).
+    pub fn tls_due(&self, stale: impl Fn(&std::path::Path) -> bool) -> Vec<DbId> {
+        self.tls_certificates()
+            .into_iter()
+            .filter(|(_, path)| {
+                let aged = std::fs::metadata(path)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age >= atoll_pki::RENEW_AFTER)
+                    .is_some_and(|age| age >= atoll_pki::RENEW_AFTER);
+                aged || stale(path)
             })
-            .map(|s| s.id().clone())
+            .map(|(id, _)| id)
             .collect()
+    }
+
+    /// Makes every server with a certificate trust the CAs of `bundle_pem`
+    /// (a CA rotation): its `ca.pem` rewritten and, when it runs, reloaded
+    /// for new client connections and new Galera links. A server that
+    /// could not take it is named with why; the others go on.
+    pub async fn install_ca(&self, bundle_pem: &str) -> Vec<(DbId, Result<(), DbError>)> {
+        let mut results = Vec::new();
+        for (id, _) in self.tls_certificates() {
+            let r = async {
+                let s = self.server(&id)?;
+                let _op = s.op.lock().await;
+                let layout = s.layout();
+                let dir = self.inner.root.open_dir(&layout.dir).map_err(|e| DbError::Io(e.to_string()))?;
+                let ca = atoll_engine::config::TLS_FILES[0];
+                if std::fs::read_to_string(layout.dir.join(ca)).is_ok_and(|have| have == bundle_pem) {
+                    return Ok(());
+                }
+                let public = Owner { uid: None, gid: Some(mysql_ids()?.1) };
+                dir.write_atomic(ca, bundle_pem.as_bytes(), 0o644, public).map_err(DbError::Io)?;
+                if s.rt().supervised {
+                    sql::run_statements(&layout.socket, &atoll_engine::sql::reload_tls()).await?;
+                }
+                Ok(())
+            }
+            .await;
+            results.push((id, r));
+        }
+        results
     }
 
     /// Puts a renewed certificate (and the CA bundle) in place and, when

@@ -266,9 +266,10 @@ impl StepHandler for Define {
         };
         let config = atoll_engine::config::render(&input).map_err(|e| StepError::fatal(e.to_string()))?;
         let tls = match input.tls {
-            true => {
-                Some(crate::tls::db_server_tls(&state.ca, &t.cluster.name, &t.server.name, &t.server.address).map_err(StepError::fatal)?)
-            }
+            true => Some(
+                crate::tls::db_server_tls(&state.pki.now(), &t.cluster.name, &t.server.name, &t.server.address)
+                    .map_err(StepError::fatal)?,
+            ),
             false => None,
         };
         let def = DbServerDef {
