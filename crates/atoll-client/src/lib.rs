@@ -517,7 +517,15 @@ pub fn describe(e: &reqwest::Error) -> String {
     while let Some(inner) = source.source() {
         source = inner;
     }
-    if e.is_timeout() { format!("timed out ({source})") } else { source.to_string() }
+    let text = if e.is_timeout() { format!("timed out ({source})") } else { source.to_string() };
+    if text.contains("UnknownIssuer") {
+        return format!(
+            "{text}: the server's certificate is not from a CA this client trusts. If the platform's CA was rotated, log in again \
+             with the new fingerprint (`atoll login --ca-fingerprint …`, shown by `atoll platform ca` and in a server's \
+             DATA_DIR/ca.pem) or give the new CA file"
+        );
+    }
+    text
 }
 
 #[cfg(test)]

@@ -165,7 +165,9 @@ impl Pki {
         let Some((stored, body)) = read(store).await? else { return Ok(()) };
         let before = self.now();
         if body == before.body {
-            return Ok(());
+            // Still rewritten when something else put an older bundle
+            // there (a deployment run again with the CA it started with).
+            return write_bundle(config, &before.bundle);
         }
         let loaded = Loaded::new(stored, body, secrets)?;
         if loaded.fingerprints != before.fingerprints {
@@ -181,14 +183,7 @@ impl Pki {
     /// the issuer changed (`reissue`), issues this server's certificates.
     fn apply(&self, config: &ServerConfig, reissue: Option<bool>) -> anyhow::Result<()> {
         let now = self.now();
-        // Public: what clients pin and trust (`atoll login --ca-file`), and
-        // what this server's MetaDB connections verify (deploy wrote the
-        // first; the connections read the file at each new connection).
-        crate::write_public(&config.data_dir.join("ca.pem"), &now.bundle)?;
-        let metadb_ca = config.data_dir.join("metadb-ca.pem");
-        if metadb_ca.exists() {
-            crate::write_public(&metadb_ca, &now.bundle)?;
-        }
+        write_bundle(config, &now.bundle)?;
         if reissue != Some(false) {
             crate::tls::use_own_certs(&now.issuer, config, self.addr, &self.api_cert)?;
             if reissue.is_some() {
@@ -197,6 +192,19 @@ impl Pki {
         }
         Ok(())
     }
+}
+
+/// Writes the bundle where it is read: `ca.pem`, what clients pin and
+/// trust (`atoll login --ca-file`), and `metadb-ca.pem`, what this
+/// server's MetaDB connections verify (deploy wrote the first; they read
+/// the file at each new connection). Unchanged files are not touched.
+fn write_bundle(config: &ServerConfig, bundle: &str) -> anyhow::Result<()> {
+    crate::write_public(&config.data_dir.join("ca.pem"), bundle)?;
+    let metadb_ca = config.data_dir.join("metadb-ca.pem");
+    if metadb_ca.exists() {
+        crate::write_public(&metadb_ca, bundle)?;
+    }
+    Ok(())
 }
 
 /// Follows the CA document until `stop`.

@@ -112,8 +112,10 @@ async fn the_platform_ca_rotates_without_downtime_and_resumes_after_a_host_that_
 
     // The agent back: the running rotation carries on and finishes.
     assert!(std::process::Command::new("kill").args(["-CONT", &agent3]).status().unwrap().success());
+    let resumed = std::time::Instant::now();
     let done = p.wait_task(&first.id, Duration::from_secs(200)).await.unwrap();
     assert_eq!(done.status, TaskStatus::Succeeded, "{:#?}", done.steps);
+    eprintln!("rotation finished {:.1} s after the lagging agent came back", resumed.elapsed().as_secs_f64());
 
     let v: CaView = c.get("/api/v1/platform/ca").await.unwrap();
     assert_eq!((v.phase.as_str(), v.trusted.len()), ("steady", 1), "{v:?}");
@@ -186,6 +188,11 @@ async fn the_platform_ca_rotates_without_downtime_and_resumes_after_a_host_that_
         .await
         .unwrap();
     }
+
+    // A client still trusting the old CA alone is told what happened.
+    let out = p.cli(&["platform", "--ca-file", old_ca_file.to_str().unwrap()]).unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success() && text.contains("CA was rotated") && text.contains("--ca-fingerprint"), "{text}");
 
     // The CLI that logged in before the rotation (and ran its first try)
     // still works, and keeps the new CA alone with its login.

@@ -524,7 +524,7 @@ async fn agents_pin_the_ca_and_take_commands_only_over_mutual_tls() {
     assert!(agent.proc.output().contains("certificate renewed"), "{}", agent.proc.output());
     let proxy_log = || proxy_dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("proxy.log")).ok()).collect::<String>();
     wait_for("the proxy to present the renewed certificate", Duration::from_secs(40), || async {
-        proxy_log().contains("presenting the renewed certificate").then_some(())
+        proxy_log().contains("using the renewed certificate or CA bundle").then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}: {}", proxy_log()));
