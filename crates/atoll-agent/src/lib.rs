@@ -45,6 +45,9 @@ pub struct AgentConfig {
     pub data_root: PathBuf,
     pub name: Option<String>,
     pub zone: Option<String>,
+    /// The host's region (an IDC or a site); `None` keeps the platform's
+    /// record (the default region for a new host).
+    pub region: Option<String>,
     /// How often the host's facts are read (sent when changed, and every
     /// five minutes).
     pub facts_every: Duration,

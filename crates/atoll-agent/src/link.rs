@@ -295,6 +295,7 @@ impl Link {
             agent_token: self.identity.agent_token.clone(),
             name: self.config.name.clone(),
             zone: self.config.zone.clone(),
+            region: self.config.region.clone(),
             address: self.config.listen.ip().to_string(),
             agent_url: self.url(),
             agent_version: crate::VERSION.into(),

@@ -18,6 +18,9 @@ pub struct RegisterRequest {
     pub agent_token: Option<String>,
     pub name: Option<String>,
     pub zone: Option<String>,
+    /// The region the agent was started in (`--region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub address: String,
     pub agent_url: String,
     pub agent_version: String,

@@ -105,6 +105,10 @@ pub struct AddHostRequest {
     pub name: Option<String>,
     #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
     pub zone: Option<String>,
+    /// The host's region (an IDC or a site); default: the `default` region.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
+    pub region: Option<String>,
 }
 
 /// An IPv4 or IPv6 address, as `std::net::IpAddr` reads it.
@@ -149,6 +153,8 @@ pub struct HostListItem {
     pub address: String,
     pub agent_url: Option<String>,
     pub zone: Option<String>,
+    /// `None`: the default region.
+    pub region: Option<String>,
     pub status: HostStatus,
     pub agent_version: Option<String>,
     pub created_at_ms: UnixMs,
@@ -370,6 +376,8 @@ pub struct AuditView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ClusterView {
     pub name: String,
+    /// The region it lives in.
+    pub region: String,
     pub engine: String,
     pub durability: atoll_core::Durability,
     pub status: atoll_core::ClusterStatus,
@@ -610,6 +618,11 @@ pub struct CreateClusterRequest {
     /// The proxies applications connect through.
     #[serde(default)]
     pub proxy: ProxyRequest,
+    /// The region the cluster lives in (every server's host is in it);
+    /// absent: its hosts' region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z][a-z0-9-]*$", min_length = 1, max_length = 63)]
+    pub region: Option<String>,
 }
 
 /// One database server of a new cluster.
@@ -699,6 +712,7 @@ mod tests {
             allow_single_zone: true,
             engine: Some("mariadb-11.8".into()),
             proxy: ProxySpec { enabled: false, rw_port: 5, ro_port: 6, admin_port: 7 },
+            region: Some("r2".into()),
         };
         let json = serde_json::to_value(&spec).unwrap();
         let request: CreateClusterRequest = serde_json::from_value(json.clone()).unwrap();

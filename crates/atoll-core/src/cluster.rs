@@ -110,6 +110,11 @@ pub struct ClusterSpec {
     /// The proxies applications connect through.
     #[serde(default)]
     pub proxy: ProxySpec,
+    /// The region the cluster lives in: every server's host is in it.
+    /// `None` in a request takes its hosts' region; `None` stored is the
+    /// default region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Atoll runs one `atoll proxy` per zone, on the host of the zone's first
@@ -166,6 +171,9 @@ impl ClusterSpec {
         }
         if self.servers.is_empty() {
             p.push("a cluster needs at least one server".into());
+        }
+        if let Some(r) = self.region.as_deref().filter(|r| !valid_name(r)) {
+            p.push(format!("region {r:?} is invalid: use a lowercase letter, then letters, digits or dashes"));
         }
         if let Some(e) = self.engine.as_deref().filter(|e| *e != crate::SYSTEM_BUILD && !crate::valid_package_name(e)) {
             p.push(format!("engine {e:?} is not a package name (`atoll package list` shows them; omit it for the system build)"));
@@ -290,6 +298,7 @@ mod tests {
             allow_single_zone: false,
             engine: None,
             proxy: ProxySpec::default(),
+            region: None,
         }
     }
 

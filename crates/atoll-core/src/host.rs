@@ -79,6 +79,9 @@ impl fmt::Display for HostStatus {
     }
 }
 
+/// The region of hosts that were given none.
+pub const DEFAULT_REGION: &str = "default";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Host {
@@ -89,9 +92,20 @@ pub struct Host {
     /// Base URL of the agent's API, e.g. `http://127.0.0.11:7070`.
     pub agent_url: Option<String>,
     pub zone: Option<String>,
+    /// The region (an IDC or a site: a group of zones); `None` is the
+    /// default region ([`DEFAULT_REGION`]). A cluster lives in one region.
+    #[serde(default)]
+    pub region: Option<String>,
     pub status: HostStatus,
     pub facts: Option<HostFacts>,
     pub agent_version: Option<String>,
     pub created_at_ms: UnixMs,
     pub last_heartbeat_ms: Option<UnixMs>,
+}
+
+impl Host {
+    /// The host's region, [`DEFAULT_REGION`] when it was given none.
+    pub fn region_name(&self) -> &str {
+        self.region.as_deref().unwrap_or(DEFAULT_REGION)
+    }
 }

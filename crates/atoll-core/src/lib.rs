@@ -14,7 +14,7 @@ pub mod time;
 pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ProxySpec, ServerSpec, ServerState};
 pub use db::{DbId, RecoveredPosition, WsrepStatus};
 pub use facts::{CpuFacts, EngineBuild, HostFacts, IssuedCert, Mount, Nic, NofileLimit, OsFacts, SYSTEM_BUILD, TlsFacts};
-pub use host::{Host, HostId, HostStatus};
+pub use host::{DEFAULT_REGION, Host, HostId, HostStatus};
 pub use role::Role;
 pub use task::{Phase, Progress, StepState, StepStatus, TaskStatus};
 

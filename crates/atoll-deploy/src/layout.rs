@@ -128,6 +128,7 @@ impl Layout {
             allow_single_zone: self.nodes.iter().map(|n| &n.zone).collect::<BTreeSet<_>>().len() < 3,
             engine: None,
             proxy: self.metadb_proxy,
+            region: None,
         }
     }
 

@@ -49,7 +49,7 @@ async fn register(
     if req.address.parse::<std::net::IpAddr>().is_err() {
         return Err(ApiError::BadRequest(format!("invalid address {:?}", req.address)));
     }
-    for (what, v) in [("name", &req.name), ("zone", &req.zone)] {
+    for (what, v) in [("name", &req.name), ("zone", &req.zone), ("region", &req.region)] {
         if let Some(v) = v.as_ref().filter(|v| !atoll_core::valid_name(v)) {
             return Err(ApiError::BadRequest(format!("invalid {what} {v:?}: use a lowercase letter, then letters, digits or dashes")));
         }
@@ -150,6 +150,7 @@ async fn register_checked(
         address: req.address.clone(),
         agent_url: req.agent_url.clone(),
         zone: req.zone.clone(),
+        region: req.region.clone(),
         facts: req.facts.clone(),
         agent_version: req.agent_version.clone(),
         agent_token_hash: sha256_hex(&agent_token),

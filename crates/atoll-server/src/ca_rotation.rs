@@ -47,8 +47,10 @@ pub fn task(wait_s: Option<u64>) -> TaskSpec {
     let p = Params { wait_s };
     let step = |key: &str, kind: &str, title: &str| {
         let mut s = StepSpec::typed(key, kind, title, &p);
+        // Retried only after a passing error (MetaDB busy); a wait that
+        // ran out fails at once, naming who did not follow.
         s.timeout = Duration::from_secs(wait_s + 60);
-        s.max_attempts = 1;
+        s.max_attempts = 3;
         s
     };
     TaskSpec {

@@ -128,7 +128,9 @@ pub fn agent_command(state: &AppState, token: &str, host: Option<&Host>) -> Stri
     let server = state.platform.peers().join(",");
     let (address, rest) = match host {
         Some(h) => {
-            (h.address.clone(), format!(" --name {}{}", h.name, h.zone.as_ref().map(|z| format!(" --zone {z}")).unwrap_or_default()))
+            let zone = h.zone.as_ref().map(|z| format!(" --zone {z}")).unwrap_or_default();
+            let region = h.region.as_ref().map(|r| format!(" --region {r}")).unwrap_or_default();
+            (h.address.clone(), format!(" --name {}{zone}{region}", h.name))
         }
         None => ("ADDRESS".into(), String::new()),
     };

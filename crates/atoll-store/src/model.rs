@@ -26,6 +26,7 @@ pub struct HostSummaryRecord {
     pub address: String,
     pub agent_url: Option<String>,
     pub zone: Option<String>,
+    pub region: Option<String>,
     pub status: HostStatus,
     pub agent_version: Option<String>,
     pub created_at_ms: UnixMs,
@@ -52,6 +53,7 @@ impl HostSummaryRecord {
             address: h.address.clone(),
             agent_url: h.agent_url.clone(),
             zone: h.zone.clone(),
+            region: h.region.clone(),
             status: h.status,
             agent_version: h.agent_version.clone(),
             created_at_ms: h.created_at_ms,
@@ -82,6 +84,8 @@ pub struct Registration {
     pub agent_url: String,
     /// Zone the agent was started in; `None` keeps the host's zone.
     pub zone: Option<String>,
+    /// Region the agent was started in; `None` keeps the host's region.
+    pub region: Option<String>,
     pub facts: HostFacts,
     pub agent_version: String,
     pub agent_token_hash: String,

@@ -165,6 +165,7 @@ fn host(name: &str, address: &str, status: HostStatus) -> HostRecord {
             address: address.into(),
             agent_url: None,
             zone: None,
+            region: None,
             status,
             facts: None,
             agent_version: None,
@@ -189,6 +190,7 @@ fn registration(id: HostId, name: &str, address: &str, zone: Option<&str>, now: 
         address: address.into(),
         agent_url: format!("http://{address}:7070"),
         zone: zone.map(Into::into),
+        region: None,
         facts: facts(name),
         agent_version: "0.1.0".into(),
         agent_token_hash: format!("hash-{id}"),
@@ -402,6 +404,26 @@ async fn register_pending_zone_rules(h: &Harness) {
     s.insert_host(&host("db3", "127.0.0.43", HostStatus::Pending)).await.unwrap();
     let rec = s.register_host(&registration(HostId::new(), "y", "127.0.0.43", None, 1)).await.unwrap();
     assert_eq!((rec.host.name.as_str(), rec.host.zone), ("db3", None));
+    // Regions follow the zones' rules: an operator's is kept, else the
+    // agent's is taken; none is the default region.
+    let mut pending = host("db4", "127.0.0.44", HostStatus::Pending);
+    pending.host.region = Some("r1".into());
+    s.insert_host(&pending).await.unwrap();
+    let rec = s
+        .register_host(&Registration { region: Some("r9".into()), ..registration(HostId::new(), "z", "127.0.0.44", None, 1) })
+        .await
+        .unwrap();
+    assert_eq!(rec.host.region.as_deref(), Some("r1"));
+    let id = HostId::new();
+    let rec = s.register_host(&Registration { region: Some("r2".into()), ..registration(id, "db5", "127.0.0.45", None, 1) }).await.unwrap();
+    assert_eq!((rec.host.region.as_deref(), rec.host.region_name()), (Some("r2"), "r2"));
+    let rec = s.register_host(&registration(id, "db5", "127.0.0.45", None, 2)).await.unwrap();
+    assert_eq!(rec.host.region.as_deref(), Some("r2"), "None keeps the region");
+    assert_eq!(
+        s.list_host_summaries(&Default::default()).await.unwrap().iter().find(|h| h.name == "db5").unwrap().region.as_deref(),
+        Some("r2")
+    );
+    assert_eq!(host("x", "127.0.0.46", HostStatus::Pending).host.region_name(), atoll_core::DEFAULT_REGION);
 }
 
 async fn reregister_updates_in_place(h: &Harness) {
@@ -1095,7 +1117,7 @@ async fn migrations_run_twice(h: &Harness) {
         let rows = sqlx::query("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>("version")).collect::<Vec<_>>()
     };
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 
     // Servers starting together all find the migration pending: each runs
     // the (idempotent) DDL or waits, and the version is recorded once.
@@ -1109,7 +1131,7 @@ async fn migrations_run_twice(h: &Harness) {
     for start in starts {
         start.await.unwrap().unwrap().close().await;
     }
-    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert_eq!(h.store.get_setting("kept").await.unwrap().as_deref(), Some("yes"), "data survives");
     pool.close().await;
 }
@@ -1157,6 +1179,7 @@ fn spec(name: &str) -> atoll_core::ClusterSpec {
         allow_single_zone: false,
         engine: None,
         proxy: Default::default(),
+        region: None,
     }
 }
 

@@ -355,6 +355,19 @@ impl Platform {
 
     /// [`Self::start_agent`] with `data_root` as the agent's `--data-root`.
     pub fn start_agent_in(&self, data_name: &str, ip: &str, zone: Option<&str>, join_token: &str, data_root: &Path) -> Result<Agent> {
+        self.start_agent_with(data_name, ip, zone, join_token, data_root, &[])
+    }
+
+    /// [`Self::start_agent_in`] with more arguments for `atoll agent`.
+    pub fn start_agent_with(
+        &self,
+        data_name: &str,
+        ip: &str,
+        zone: Option<&str>,
+        join_token: &str,
+        data_root: &Path,
+        extra: &[&str],
+    ) -> Result<Agent> {
         let port = free_port(ip);
         let data_dir = self.dir.path().join(format!("agent-{data_name}"));
         let mut cmd = Command::new(atoll_bin());
@@ -373,6 +386,7 @@ impl Platform {
         if let Some(z) = zone {
             cmd.arg("--zone").arg(z);
         }
+        cmd.args(extra);
         if self.url.starts_with("https://") {
             // As `atoll host add` tells users: pin the CA by its fingerprint.
             let ca = std::fs::read_to_string(self.dir.path().join("server/ca.pem"))?;

@@ -43,6 +43,10 @@ pub enum ClusterCmd {
         /// package push`); default: the hosts' system MariaDB.
         #[arg(long)]
         engine: Option<String>,
+        /// The region the cluster lives in; default: its hosts' region
+        /// (they must all be in one).
+        #[arg(long)]
+        region: Option<String>,
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -175,7 +179,7 @@ pub enum ClusterCmd {
 
 pub async fn run(cmd: ClusterCmd) -> Res {
     match cmd {
-        ClusterCmd::Create { name, servers, file, durability, params, port, allow_single_zone, engine, no_wait, conn } => {
+        ClusterCmd::Create { name, servers, file, durability, params, port, allow_single_zone, engine, region, no_wait, conn } => {
             let spec = match file {
                 Some(path) => {
                     let text =
@@ -187,9 +191,14 @@ pub async fn run(cmd: ClusterCmd) -> Res {
                     if engine.is_some() {
                         spec.engine = engine;
                     }
+                    if region.is_some() {
+                        spec.region = region;
+                    }
                     spec
                 }
-                None => from_flags(name, &servers, durability.as_deref(), &params, port, allow_single_zone, engine)?,
+                None => {
+                    ClusterSpec { region, ..from_flags(name, &servers, durability.as_deref(), &params, port, allow_single_zone, engine)? }
+                }
             };
             let c = client(&conn)?;
             let t: TaskView = c.post("/api/v1/clusters", &spec).await?;
@@ -201,12 +210,13 @@ pub async fn run(cmd: ClusterCmd) -> Res {
                 output::print_json(&clusters)?;
                 return Ok(Exit::Ok);
             }
-            let mut t = output::table(&["name", "status", "durability", "zones", "servers", "synced"]);
+            let mut t = output::table(&["name", "region", "status", "durability", "zones", "servers", "synced"]);
             for c in &clusters {
                 let servers: Vec<_> = c.zones.iter().flat_map(|z| &z.servers).collect();
                 let synced = servers.iter().filter(|s| s.state == atoll_core::ServerState::Synced).count();
                 t.add_row(vec![
                     c.name.clone(),
+                    c.region.clone(),
                     c.status.to_string(),
                     c.durability.to_string(),
                     c.zones.len().to_string(),
@@ -223,7 +233,7 @@ pub async fn run(cmd: ClusterCmd) -> Res {
                 output::print_json(&c)?;
                 return Ok(Exit::Ok);
             }
-            println!("{}  {}  {} ({} durability profile)", c.name, c.status, c.engine, c.durability);
+            println!("{}  {}  {} ({} durability profile), region {}", c.name, c.status, c.engine, c.durability, c.region);
             let mut t = output::table(&["zone", "server", "host", "address", "state", "cluster size", "restarts"]);
             for z in &c.zones {
                 for s in &z.servers {
@@ -365,7 +375,7 @@ fn from_flags(
     }
     let map = parse_params(params)?;
     let durability: Durability = durability.map(str::parse).transpose().map_err(|e: String| fail(Exit::Error, e))?.unwrap_or_default();
-    Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone, engine, proxy: Default::default() })
+    Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone, engine, proxy: Default::default(), region: None })
 }
 
 fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>, crate::output::CliError> {

@@ -136,6 +136,10 @@ pub struct AgentArgs {
     name: Option<String>,
     #[arg(long)]
     zone: Option<String>,
+    /// The host's region (an IDC or a site: a group of zones); default: the
+    /// `default` region. A cluster lives in one region.
+    #[arg(long)]
+    region: Option<String>,
     /// Seconds between readings of the host's facts; they are sent when
     /// they changed, and every 5 minutes.
     #[arg(long, default_value_t = 30)]
@@ -233,6 +237,7 @@ pub async fn agent(a: AgentArgs) -> Res {
         data_root: a.data_root,
         name: a.name,
         zone: a.zone,
+        region: a.region,
         facts_every: Duration::from_secs(a.facts_every_s.max(1)),
         ca_file: a.ca_file,
         ca_fingerprint: a.ca_fingerprint,

@@ -20,6 +20,10 @@ pub enum HostCmd {
         name: Option<String>,
         #[arg(long)]
         zone: Option<String>,
+        /// The host's region (an IDC or a site: a group of zones); default:
+        /// the `default` region. A cluster lives in one region.
+        #[arg(long)]
+        region: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -114,9 +118,9 @@ pub enum HostCmd {
 
 pub async fn run(cmd: HostCmd) -> Res {
     match cmd {
-        HostCmd::Add { address, name, zone, conn } => {
+        HostCmd::Add { address, name, zone, region, conn } => {
             let c = client(&conn)?;
-            let added: AddedHost = c.post("/api/v1/hosts", &AddHostRequest { address, name, zone }).await?;
+            let added: AddedHost = c.post("/api/v1/hosts", &AddHostRequest { address, name, zone, region }).await?;
             if conn.json {
                 output::print_json(&added)?;
             } else {
@@ -154,11 +158,12 @@ pub async fn run(cmd: HostCmd) -> Res {
                 return Ok(Exit::Ok);
             }
             let now = atoll_core::time::now_ms();
-            let mut t = output::table(&["name", "address", "zone", "status", "cores", "memory", "heartbeat", "precheck"]);
+            let mut t = output::table(&["name", "address", "region", "zone", "status", "cores", "memory", "heartbeat", "precheck"]);
             for h in &hosts {
                 t.add_row(vec![
                     h.name.clone(),
                     h.address.clone(),
+                    h.region.clone().unwrap_or_else(|| atoll_core::DEFAULT_REGION.into()),
                     h.zone.clone().unwrap_or_else(|| "-".into()),
                     h.status.to_string(),
                     h.cpu_cores.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
@@ -261,7 +266,7 @@ valid until {}{}; start an agent on each new host with:\n  {}",
 
 fn print_host(h: &HostView) {
     let host = &h.host;
-    println!("{} ({})  {}  zone {}", host.name, host.id, host.status, host.zone.as_deref().unwrap_or("-"));
+    println!("{} ({})  {}  region {}  zone {}", host.name, host.id, host.status, host.region_name(), host.zone.as_deref().unwrap_or("-"));
     println!(
         "address {}  agent {}  version {}",
         host.address,

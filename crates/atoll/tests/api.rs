@@ -209,12 +209,18 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
 
     // Duplicate address: the second add is refused and nothing changes.
     let _: AddedHost = admin
-        .post("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db1".into()), zone: Some("z1".into()) })
+        .post(
+            "/api/v1/hosts",
+            &AddHostRequest { address: "127.0.0.30".into(), name: Some("db1".into()), zone: Some("z1".into()), region: None },
+        )
         .await
         .unwrap();
     let (code, msg) = status(
         admin
-            .post::<_, AddedHost>("/api/v1/hosts", &AddHostRequest { address: "127.0.0.30".into(), name: Some("db2".into()), zone: None })
+            .post::<_, AddedHost>(
+                "/api/v1/hosts",
+                &AddHostRequest { address: "127.0.0.30".into(), name: Some("db2".into()), zone: None, region: None },
+            )
             .await,
     );
     assert_eq!(code, 409);

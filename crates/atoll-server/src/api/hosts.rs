@@ -45,6 +45,7 @@ pub fn host_list_item(r: HostSummaryRecord) -> HostListItem {
         address: r.address,
         agent_url: r.agent_url,
         zone: r.zone,
+        region: r.region,
         status: r.status,
         agent_version: r.agent_version,
         created_at_ms: r.created_at_ms,
@@ -134,8 +135,10 @@ async fn add_host(
     if !atoll_core::valid_name(&name) {
         return Err(ApiError::BadRequest(format!("invalid host name {name:?}: use a lowercase letter, then letters, digits or dashes")));
     }
-    if let Some(z) = req.zone.as_ref().filter(|z| !atoll_core::valid_name(z)) {
-        return Err(ApiError::BadRequest(format!("invalid zone {z:?}: use a lowercase letter, then letters, digits or dashes")));
+    for (what, v) in [("zone", &req.zone), ("region", &req.region)] {
+        if let Some(v) = v.as_ref().filter(|v| !atoll_core::valid_name(v)) {
+            return Err(ApiError::BadRequest(format!("invalid {what} {v:?}: use a lowercase letter, then letters, digits or dashes")));
+        }
     }
     let record = HostRecord {
         host: Host {
@@ -144,6 +147,7 @@ async fn add_host(
             address: address.to_string(),
             agent_url: None,
             zone: req.zone.clone(),
+            region: req.region.clone(),
             status: HostStatus::Pending,
             facts: None,
             agent_version: None,
@@ -156,7 +160,7 @@ async fn add_host(
         checked_at_ms: None,
     };
     state.store.insert_host(&record).await?;
-    state.audit_ok(&caller, "host.add", &name, json!({ "address": record.host.address, "zone": req.zone })).await;
+    state.audit_ok(&caller, "host.add", &name, json!({ "address": record.host.address, "zone": req.zone, "region": req.region })).await;
     let (token, _) = join::mint(&state, join::HOST_TTL_S, true, Some(&record.host), &caller.user).await?;
     let agent_command = join::agent_command(&state, &token, Some(&record.host));
     Ok((StatusCode::CREATED, Json(AddedHost { host: host_view(record), agent_command })))

@@ -3,10 +3,10 @@
 //! once: the topology rules, the engine's parameter catalog, MetaDB (names,
 //! hosts, ports in use) and a live precheck of every host.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_api::v1::NewServer;
-use atoll_core::{ClusterSpec, HostStatus, ServerSpec};
+use atoll_core::{ClusterSpec, DEFAULT_REGION, HostStatus, ServerSpec};
 use atoll_plan::check::CheckStatus;
 use atoll_store::{ClusterRecord, DbServerRecord, HostRecord, PackageRecord, ProxyRecord};
 
@@ -36,6 +36,11 @@ pub async fn validate(state: &AppState, spec: ClusterSpec) -> ApiResult<Placemen
     let segment = |zone: &str| zones.iter().position(|z| z == zone).unwrap_or(0) as u8;
     let mut claimed: BTreeSet<(String, u16)> = BTreeSet::new();
     let placed = place_servers(state, &spec, &spec.servers, package.as_ref(), segment, &mut claimed, &mut problems).await?;
+    let mut spec = spec;
+    match one_region(&spec.name, spec.region.as_deref(), &regions_of(&placed)) {
+        Ok(region) => spec.region = (region != DEFAULT_REGION).then_some(region),
+        Err(p) => problems.push(p),
+    }
     let records: Vec<DbServerRecord> = placed.iter().map(|(s, _)| s.clone()).collect();
     let proxies = proxies::place(&spec, &records);
     check_proxy_ports(state, &spec, &proxies, &mut claimed, &mut problems).await?;
@@ -116,6 +121,10 @@ pub async fn validate_add(state: &AppState, c: &ClusterRecord, existing: &[DbSer
     };
     let mut claimed: BTreeSet<(String, u16)> = BTreeSet::new();
     let placed = place_servers(state, &spec, &new, package.as_ref(), segment, &mut claimed, &mut problems).await?;
+    let region = spec.region.clone().unwrap_or_else(|| DEFAULT_REGION.to_string());
+    if let Err(p) = one_region(&c.name, Some(&region), &regions_of(&placed)) {
+        problems.push(p);
+    }
     let records: Vec<DbServerRecord> = placed.iter().map(|(s, _)| s.clone()).collect();
     let have = state.store.cluster_proxies(&c.name).await?;
     let proxies: Vec<ProxyRecord> =
@@ -128,6 +137,36 @@ pub async fn validate_add(state: &AppState, c: &ClusterRecord, existing: &[DbSer
         return Err(ApiError::Invalid(problems));
     }
     Ok(Growth { spec, servers: placed, proxies })
+}
+
+/// Each placed server's name and its host's region.
+fn regions_of(placed: &[(DbServerRecord, HostRecord)]) -> Vec<(&str, &str)> {
+    placed.iter().map(|(s, h)| (s.name.as_str(), h.host.region_name())).collect()
+}
+
+/// The one region a cluster's `servers` (name, host's region) are in, or
+/// why there is none: a cluster lives in one region (its standby clusters
+/// serve others). `wanted`: the region asked for, or the cluster's.
+fn one_region(cluster: &str, wanted: Option<&str>, servers: &[(&str, &str)]) -> Result<String, String> {
+    let mut by_region: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (server, region) in servers {
+        by_region.entry(region).or_default().push(server);
+    }
+    let listed = || by_region.iter().map(|(r, s)| format!("{r} ({})", s.join(", "))).collect::<Vec<_>>().join(", ");
+    match wanted {
+        Some(w) if by_region.keys().any(|r| *r != w) => Err(format!(
+            "cluster {cluster} is in region {w}, but servers would run on hosts of region {}: use hosts of region {w} \
+             (`atoll host list` shows each host's region)",
+            listed()
+        )),
+        Some(w) => Ok(w.to_string()),
+        None if by_region.len() > 1 => Err(format!(
+            "cluster {cluster} would span regions {}: a cluster lives in one region (a standby cluster serves another); \
+             put its servers on hosts of one region",
+            listed()
+        )),
+        None => Ok(by_region.keys().next().copied().unwrap_or(DEFAULT_REGION).to_string()),
+    }
 }
 
 /// The registered package the spec names, if any; an unknown one is a
@@ -272,4 +311,20 @@ async fn precheck(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_lives_in_one_region() {
+        assert_eq!(one_region("o", None, &[("o-1", "r1"), ("o-2", "r1")]).as_deref(), Ok("r1"));
+        assert_eq!(one_region("o", None, &[]).as_deref(), Ok(DEFAULT_REGION));
+        let e = one_region("o", None, &[("o-1", "r1"), ("o-2", "r2"), ("o-3", "r1")]).unwrap_err();
+        assert!(e.contains("would span regions r1 (o-1, o-3), r2 (o-2)"), "{e}");
+        assert_eq!(one_region("o", Some("r2"), &[("o-1", "r2")]).as_deref(), Ok("r2"));
+        let e = one_region("o", Some("r2"), &[("o-1", "r2"), ("o-4", "default")]).unwrap_err();
+        assert!(e.contains("is in region r2") && e.contains("default (o-4)"), "{e}");
+    }
 }

@@ -53,6 +53,7 @@ pub fn view(
     }
     ClusterView {
         name: c.name.clone(),
+        region: c.spec.region.clone().unwrap_or_else(|| atoll_core::DEFAULT_REGION.into()),
         engine: c.engine.clone(),
         durability: c.durability,
         status: c.status,

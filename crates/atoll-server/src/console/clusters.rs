@@ -570,6 +570,7 @@ mod tests {
     fn view(durability: Durability) -> ClusterView {
         ClusterView {
             name: "orders".into(),
+            region: atoll_core::DEFAULT_REGION.into(),
             engine: "mariadb-galera".into(),
             durability,
             status: ClusterStatus::Degraded,
@@ -827,6 +828,7 @@ mod tests {
                 address: "127.0.0.11".into(),
                 agent_url: None,
                 zone: Some("z1".into()),
+                region: None,
                 status: HostStatus::Online,
                 facts: None,
                 agent_version: None,
@@ -852,6 +854,7 @@ mod tests {
                 allow_single_zone: false,
                 engine: None,
                 proxy: Default::default(),
+                region: None,
             },
             secrets: serde_json::json!({}),
             created_by: "ann".into(),

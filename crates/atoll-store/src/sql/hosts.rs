@@ -20,7 +20,7 @@ use crate::{AgentAuth, Fence, HeartbeatRecord, HostFilter, HostRecord, HostStore
 macro_rules! select_hosts {
     ($tail:literal) => {
         concat!(
-            "SELECT id, name, address, agent_url, zone, status, facts_json, agent_version, ",
+            "SELECT id, name, address, agent_url, zone, region, status, facts_json, agent_version, ",
             "created_at_ms, last_heartbeat_ms, agent_token_hash, server_token, checks_json, checked_at_ms ",
             "FROM hosts ",
             $tail
@@ -36,6 +36,7 @@ fn decode(r: &AnyRow) -> Result<HostRecord> {
             address: row::text(r, "address")?,
             agent_url: row::opt_text(r, "agent_url")?,
             zone: row::opt_text(r, "zone")?,
+            region: row::opt_text(r, "region")?,
             status: row::parsed(r, "status")?,
             facts: row::opt_json(r, "facts_json")?,
             agent_version: row::opt_text(r, "agent_version")?,
@@ -73,6 +74,7 @@ fn decode_summary(r: &AnyRow) -> Result<HostSummaryRecord> {
         address: row::text(r, "address")?,
         agent_url: row::opt_text(r, "agent_url")?,
         zone: row::opt_text(r, "zone")?,
+        region: row::opt_text(r, "region")?,
         status: row::parsed(r, "status")?,
         agent_version: row::opt_text(r, "agent_version")?,
         created_at_ms: row::int(r, "created_at_ms")?,
@@ -157,7 +159,7 @@ impl SqlStore {
         let summary = FactsSummary::of(&reg.facts);
         let changed = match plan {
             Plan::Update => sqlx::query(
-                "UPDATE hosts SET address = ?, agent_url = ?, zone = COALESCE(?, zone), facts_json = ?, \
+                "UPDATE hosts SET address = ?, agent_url = ?, zone = COALESCE(?, zone), region = COALESCE(?, region), facts_json = ?, \
                  cpu_cores = ?, memory_bytes = ?, clock_offset_ms = ?, \
                  agent_version = ?, agent_token_hash = ?, server_token = ?, status = ?, last_heartbeat_ms = ? \
                  WHERE id = ?",
@@ -165,6 +167,7 @@ impl SqlStore {
             .bind(&reg.address)
             .bind(&reg.agent_url)
             .bind(reg.zone.as_deref())
+            .bind(reg.region.as_deref())
             .bind(facts)
             .bind(summary.cpu_cores)
             .bind(summary.memory_bytes)
@@ -180,7 +183,7 @@ impl SqlStore {
             .rows_affected(),
             // The pending host keeps its name, and its zone unless it had none.
             Plan::Claim(pending) => sqlx::query(
-                "UPDATE hosts SET id = ?, agent_url = ?, zone = COALESCE(zone, ?), facts_json = ?, \
+                "UPDATE hosts SET id = ?, agent_url = ?, zone = COALESCE(zone, ?), region = COALESCE(region, ?), facts_json = ?, \
                  cpu_cores = ?, memory_bytes = ?, clock_offset_ms = ?, \
                  agent_version = ?, agent_token_hash = ?, server_token = ?, status = ?, last_heartbeat_ms = ? \
                  WHERE id = ? AND status = ?",
@@ -188,6 +191,7 @@ impl SqlStore {
             .bind(reg.id.to_string())
             .bind(&reg.agent_url)
             .bind(reg.zone.as_deref())
+            .bind(reg.region.as_deref())
             .bind(facts)
             .bind(summary.cpu_cores)
             .bind(summary.memory_bytes)
@@ -214,6 +218,7 @@ impl SqlStore {
                         address: reg.address.clone(),
                         agent_url: Some(reg.agent_url.clone()),
                         zone: reg.zone.clone(),
+                        region: reg.region.clone(),
                         status: HostStatus::Online,
                         facts: Some(reg.facts.clone()),
                         agent_version: Some(reg.agent_version.clone()),
@@ -293,16 +298,17 @@ async fn insert(conn: &mut AnyConnection, rec: &HostRecord) -> Result<()> {
     let summary = h.facts.as_ref().map(FactsSummary::of);
     let (check_worst, check_profile) = rec.checks.as_ref().map_or((None, None), check_summary);
     sqlx::query(
-        "INSERT INTO hosts (id, name, address, agent_url, zone, status, facts_json, agent_version, \
+        "INSERT INTO hosts (id, name, address, agent_url, zone, region, status, facts_json, agent_version, \
          created_at_ms, last_heartbeat_ms, agent_token_hash, server_token, checks_json, checked_at_ms, \
          cpu_cores, memory_bytes, clock_offset_ms, check_worst, check_profile) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(h.id.to_string())
     .bind(&h.name)
     .bind(&h.address)
     .bind(h.agent_url.as_deref())
     .bind(h.zone.as_deref())
+    .bind(h.region.as_deref())
     .bind(h.status.as_str())
     .bind(facts)
     .bind(h.agent_version.as_deref())
@@ -366,7 +372,7 @@ impl HostStore for SqlStore {
 
     async fn list_host_summaries(&self, filter: &HostFilter) -> Result<Vec<HostSummaryRecord>> {
         let mut sql = String::from(
-            "SELECT id, name, address, agent_url, zone, status, agent_version, created_at_ms, last_heartbeat_ms, \
+            "SELECT id, name, address, agent_url, zone, region, status, agent_version, created_at_ms, last_heartbeat_ms, \
              cpu_cores, memory_bytes, clock_offset_ms, check_worst, check_profile, checked_at_ms FROM hosts WHERE 1 = 1",
         );
         if filter.after.is_some() {

@@ -32,6 +32,7 @@ const SQLITE: &[Migration] = &[
     Migration { version: 7, sql: include_str!("../../migrations/sqlite/0007_alerts.sql") },
     Migration { version: 8, sql: include_str!("../../migrations/sqlite/0008_task_locks.sql") },
     Migration { version: 9, sql: include_str!("../../migrations/sqlite/0009_token_expiry.sql") },
+    Migration { version: 10, sql: include_str!("../../migrations/sqlite/0010_regions.sql") },
 ];
 
 const MYSQL: &[Migration] = &[
@@ -44,6 +45,7 @@ const MYSQL: &[Migration] = &[
     Migration { version: 7, sql: include_str!("../../migrations/mysql/0007_alerts.sql") },
     Migration { version: 8, sql: include_str!("../../migrations/mysql/0008_task_locks.sql") },
     Migration { version: 9, sql: include_str!("../../migrations/mysql/0009_token_expiry.sql") },
+    Migration { version: 10, sql: include_str!("../../migrations/mysql/0010_regions.sql") },
 ];
 
 /// Brings the schema up to date; a no-op when it already is.
