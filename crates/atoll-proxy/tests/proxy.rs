@@ -611,7 +611,10 @@ async fn platform_down_repeated_writer_kills() -> Result<()> {
         })
         .await?;
         for p in &proxies {
-            assert_eq!(write_through(p.rw_addr).await?, expected, "writes moved after {victim} came back");
+            // On failure, what each proxy saw (a probe of the writer that
+            // failed under load is the suspect: CI saw this once).
+            let statuses = || proxies.iter().map(|p| format!("{:?}", p.status())).collect::<Vec<_>>().join("\n");
+            assert_eq!(write_through(p.rw_addr).await?, expected, "writes moved after {victim} came back:\n{}", statuses());
         }
     }
     stop.cancel();
