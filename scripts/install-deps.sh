@@ -9,6 +9,8 @@ need=()
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client mariadb-backup)
+# Standby clusters are seeded from a hot copy (issue 13).
+command -v mariadb-backup >/dev/null 2>&1 || need+=(mariadb-backup)
 [ -f /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 # State transfers of TLS clusters run rsync through stunnel.
