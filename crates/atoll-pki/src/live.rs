@@ -84,6 +84,37 @@ pub fn fingerprints(bundle_pem: &str) -> Result<Vec<String>> {
     Ok(certs(bundle_pem, "the CA bundle")?.iter().map(|c| fingerprint_der(c)).collect())
 }
 
+/// The handshake signature checks, the same whichever roots: the
+/// provider's algorithms (what the WebPki verifiers use too).
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &SIGNATURES)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &SIGNATURES)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            SIGNATURES.supported_schemes()
+        }
+    };
+}
+
+static SIGNATURES: std::sync::LazyLock<rustls::crypto::WebPkiSupportedAlgorithms> =
+    std::sync::LazyLock::new(|| provider().signature_verification_algorithms);
+
 #[derive(Debug)]
 struct LiveServerVerifier(Arc<LiveRoots>);
 
@@ -99,27 +130,7 @@ impl ServerCertVerifier for LiveServerVerifier {
         self.0.now().servers.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.now().servers.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.now().servers.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.now().servers.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 #[derive(Debug)]
@@ -145,27 +156,7 @@ impl ClientCertVerifier for LiveClientVerifier {
         self.0.now().clients.verify_client_cert(end_entity, intermediates, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.now().clients.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.now().clients.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.now().clients.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The certificate a process presents now, as a server or as a client;
