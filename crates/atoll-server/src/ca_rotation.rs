@@ -96,27 +96,20 @@ impl Expect {
 async fn lagging(state: &AppState, expect: &Expect) -> Result<Vec<String>, String> {
     let mut behind = Vec::new();
     let now = atoll_core::time::now_ms();
-    let http = atoll_client::platform_http(reqwest::Client::builder().timeout(Duration::from_secs(5)))?;
     for server in state.store.list_platform_servers().await.map_err(|e| e.to_string())? {
         if !crate::platform::is_live(state, &server, now) {
             continue;
         }
-        let url = format!("{}/ca.pem", server.url.trim_end_matches('/'));
-        let seen = async {
-            let resp = http.get(&url).send().await.map_err(|e| atoll_client::describe(&e))?;
-            let issuer = resp.headers().get(crate::CA_ISSUER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let bundle = resp.text().await.map_err(|e| atoll_client::describe(&e))?;
-            let trusted: BTreeSet<String> = atoll_pki::fingerprints(&bundle).map_err(|e| e.to_string())?.into_iter().collect();
-            Ok::<_, String>((trusted, issuer))
-        }
-        .await;
-        match seen {
-            Err(e) => behind.push(format!("server {}: {e}", server.url)),
-            Ok((trusted, _)) if trusted != expect.trusted => behind.push(format!("server {} trusts {}", server.url, short_all(&trusted))),
-            Ok((_, issuer)) if expect.issuer.is_some() && issuer != expect.issuer => {
-                behind.push(format!("server {} presents certificates of {}", server.url, short(issuer.as_deref().unwrap_or("?"))))
-            }
-            Ok(_) => {}
+        let doc = state.store.get_doc(atoll_store::DocKind::Pki, &pki::server_doc(&server.id)).await.map_err(|e| e.to_string())?;
+        let Some(seen) = doc.and_then(|d| serde_json::from_str::<pki::ServerPki>(&d.body).ok()) else {
+            behind.push(format!("server {} has not recorded its TLS state (an older version?)", server.url));
+            continue;
+        };
+        let trusted: BTreeSet<String> = seen.trusted.into_iter().collect();
+        if trusted != expect.trusted {
+            behind.push(format!("server {} trusts {}", server.url, short_all(&trusted)));
+        } else if expect.issuer.as_ref().is_some_and(|i| *i != seen.issuer) {
+            behind.push(format!("server {} holds certificates of {}", server.url, short(&seen.issuer)));
         }
     }
     for h in state.store.list_hosts().await.map_err(|e| e.to_string())? {

@@ -137,7 +137,8 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     // Agents and other servers are reached over TLS with the platform's
     // CAs, and agents take orders only from a holder of one of their
     // certificates.
-    let pki = pki::Pki::start(store.as_ref(), &secrets, &config, addr).await?;
+    let platform = platform::Platform::new(url);
+    let pki = pki::Pki::start(store.as_ref(), &secrets, &config, addr, &platform.id).await?;
     let tls_config = match config.tls {
         true => {
             // Client certificates are asked for, checked when given, and
@@ -157,7 +158,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             metrics,
             secrets,
             routing: tokio::sync::watch::Sender::new(0),
-            platform: platform::Platform::new(url),
+            platform,
             beats: beats::Beats::default(),
             monitoring,
             deliveries: alerting::Deliveries::new(smtp),
@@ -234,15 +235,10 @@ fn routes(state: AppState) -> Router {
 }
 
 /// The CAs this server trusts, the issuing one first (its fingerprint is
-/// what agents and CLIs pin); the header names the CA that issued this
-/// server's own certificates (a CA rotation waits for every server's).
-async fn ca_pem(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    let now = state.pki.now();
-    ([(CA_ISSUER_HEADER, now.issuer_fingerprint.clone())], now.bundle.clone())
+/// what agents and CLIs pin).
+async fn ca_pem(State(state): State<AppState>) -> String {
+    state.pki.now().bundle.clone()
 }
-
-/// See [`ca_pem`].
-pub const CA_ISSUER_HEADER: &str = "atoll-ca-issuer";
 
 /// Adds the TLS peer's address as the `ConnectInfo<SocketAddr>` every
 /// handler reads.

@@ -133,18 +133,70 @@ pub struct Pki {
     /// The API's certificate (issued by the CA unless the operator gave one).
     pub api_cert: Arc<atoll_pki::LiveCert>,
     addr: SocketAddr,
+    /// This server's id among the platform's servers: what it has loaded
+    /// is recorded under it ([`ServerPki`]).
+    server_id: String,
+    /// What was last recorded, so a pass writes only a change (or retries
+    /// a write that failed).
+    recorded: std::sync::Mutex<Option<ServerPki>>,
+}
+
+/// What one server trusts and which CA issued its own certificates, as it
+/// records them in MetaDB (`pki/server/ID`) after each change: what a CA
+/// rotation waits on (asking the server over HTTPS would need to verify
+/// an API certificate the operator may have given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerPki {
+    pub trusted: Vec<String>,
+    pub issuer: String,
+}
+
+/// The document name of a server's [`ServerPki`].
+pub fn server_doc(server_id: &str) -> String {
+    format!("server/{server_id}")
 }
 
 impl Pki {
     /// Reads (or makes) the CA, trusts it, issues this server's own
     /// certificates and writes `ca.pem` in the data directory.
-    pub async fn start(store: &dyn MetaStore, secrets: &SecretBox, config: &ServerConfig, addr: SocketAddr) -> anyhow::Result<Pki> {
+    pub async fn start(
+        store: &dyn MetaStore,
+        secrets: &SecretBox,
+        config: &ServerConfig,
+        addr: SocketAddr,
+        server_id: &str,
+    ) -> anyhow::Result<Pki> {
         let (stored, body) = load_or_create(store, secrets).await?;
         let loaded = Loaded::new(stored, body, secrets)?;
         atoll_client::trust_platform_ca(&loaded.bundle)?;
-        let pki = Pki { now: RwLock::new(Arc::new(loaded)), api_cert: Arc::default(), addr };
+        let pki = Pki {
+            now: RwLock::new(Arc::new(loaded)),
+            api_cert: Arc::default(),
+            addr,
+            server_id: server_id.to_string(),
+            recorded: Default::default(),
+        };
         pki.apply(config, None)?;
+        pki.record(store).await?;
         Ok(pki)
+    }
+
+    /// Records what this server uses now (see [`ServerPki`]).
+    async fn record(&self, store: &dyn MetaStore) -> anyhow::Result<()> {
+        let now = self.now();
+        let seen = ServerPki { trusted: now.fingerprints.clone(), issuer: now.issuer_fingerprint.clone() };
+        if self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() == Some(&seen) {
+            return Ok(());
+        }
+        let doc = DocRecord {
+            kind: DocKind::Pki,
+            name: server_doc(&self.server_id),
+            body: serde_json::to_string(&seen)?,
+            updated_ms: atoll_core::time::now_ms(),
+        };
+        store.put_doc(&doc).await?;
+        *self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(seen);
+        Ok(())
     }
 
     pub fn now(&self) -> Arc<Loaded> {
@@ -167,7 +219,8 @@ impl Pki {
         if body == before.body {
             // Still rewritten when something else put an older bundle
             // there (a deployment run again with the CA it started with).
-            return write_bundle(config, &before.bundle);
+            write_bundle(config, &before.bundle)?;
+            return self.record(store).await;
         }
         let loaded = Loaded::new(stored, body, secrets)?;
         if loaded.fingerprints != before.fingerprints {
@@ -176,7 +229,8 @@ impl Pki {
         }
         let reissue = loaded.issuer_fingerprint != before.issuer_fingerprint;
         *self.now.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
-        self.apply(config, Some(reissue))
+        self.apply(config, Some(reissue))?;
+        self.record(store).await
     }
 
     /// Writes the bundle beside the configuration and, at start or when

@@ -179,12 +179,16 @@ async fn announce(state: &AppState) {
         *peers = urls;
     }
     // A server restarted at our URL replaces its dead predecessor's row.
+    let forget = |id: String| async move {
+        let _ = state.store.delete_platform_server(&id).await;
+        let _ = state.store.delete_doc(atoll_store::DocKind::Pki, &crate::pki::server_doc(&id)).await;
+    };
     for old in all.iter().filter(|s| s.url == p.url && s.id != p.id && !is_live(state, s, now)) {
-        let _ = state.store.delete_platform_server(&old.id).await;
+        forget(old.id.clone()).await;
     }
     if p.leading().is_some() {
         for gone in all.iter().filter(|s| now - s.seen_at_ms > FORGET_AFTER_MS) {
-            let _ = state.store.delete_platform_server(&gone.id).await;
+            forget(gone.id.clone()).await;
         }
     }
 }
