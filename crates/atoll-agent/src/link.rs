@@ -254,7 +254,7 @@ impl Link {
             facts,
             db: self.state.db().statuses(),
             proxies: self.state.proxies().reports(),
-            trusted_cas: self.tls.as_ref().map(|t| atoll_pki::fingerprints(&t.bundle()).unwrap_or_default()).unwrap_or_default(),
+            trusted_cas: self.tls.as_ref().map(|t| t.trusted().fingerprints).unwrap_or_default(),
         };
         let t0 = now_ms();
         let resp: HeartbeatResponse = client.post("/agent/v1/heartbeat", &req).await?;

@@ -12,9 +12,23 @@ use atoll_pki::{CertKey, LiveCert};
 use crate::AgentConfig;
 use crate::files::{Owner, write_atomic};
 
+/// A CA bundle and its fingerprints, read once (every heartbeat reports
+/// them).
+#[derive(Clone)]
+pub struct Trusted {
+    pub pem: String,
+    pub fingerprints: Vec<String>,
+}
+
+impl Trusted {
+    fn new(pem: String) -> anyhow::Result<Trusted> {
+        Ok(Trusted { fingerprints: atoll_pki::fingerprints(&pem)?, pem })
+    }
+}
+
 pub struct AgentTls {
     /// The CAs trusted now (`ca.pem`), the issuing one first.
-    bundle: RwLock<String>,
+    bundle: RwLock<Trusted>,
     /// The CA the platform issues with now, as its last heartbeat said.
     issuer: RwLock<Option<String>>,
     /// What the agent's API presents; empty until the first registration.
@@ -43,7 +57,8 @@ impl AgentTls {
             }
             Err(e) => anyhow::bail!("cannot read the agent's key {}: {e}", key_path.display()),
         };
-        let tls = AgentTls { bundle: RwLock::new(ca_pem), issuer: RwLock::new(None), live: Arc::new(LiveCert::default()), key_pem, dir };
+        let bundle = RwLock::new(Trusted::new(ca_pem)?);
+        let tls = AgentTls { bundle, issuer: RwLock::new(None), live: Arc::new(LiveCert::default()), key_pem, dir };
         // Serve with the last certificate until registration renews it.
         if let Ok(cert_pem) = std::fs::read_to_string(tls.cert_path())
             && let Err(e) = tls.use_cert(cert_pem)
@@ -80,13 +95,15 @@ impl AgentTls {
     /// trusts but the platform no longer issues with.
     pub fn stale(&self, path: &Path) -> bool {
         let Some(issuer) = self.issuer() else { return false };
+        let trusted = self.trusted();
+        if !trusted.fingerprints.contains(&issuer) {
+            return false;
+        }
         let Ok(cert) = std::fs::read_to_string(path) else { return false };
-        let bundle = self.bundle();
-        atoll_pki::fingerprints(&bundle).is_ok_and(|f| f.contains(&issuer))
-            && atoll_pki::issuer_of(&cert, &bundle).is_ok_and(|by| by.as_ref() != Some(&issuer))
+        atoll_pki::issuer_of(&cert, &trusted.pem).is_ok_and(|by| by.as_ref() != Some(&issuer))
     }
 
-    pub fn bundle(&self) -> String {
+    pub fn trusted(&self) -> Trusted {
         self.bundle.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
@@ -105,25 +122,25 @@ impl AgentTls {
     /// verified TLS) from now on, here and at the next start; whether
     /// anything changed.
     pub fn trust(&self, bundle_pem: &str) -> anyhow::Result<bool> {
-        let wanted = atoll_pki::fingerprints(bundle_pem)?;
-        if atoll_pki::fingerprints(&self.bundle()).is_ok_and(|have| have == wanted) {
+        let wanted = Trusted::new(bundle_pem.to_string())?;
+        if self.trusted().fingerprints == wanted.fingerprints {
             return Ok(false);
         }
         save_ca(&self.dir.join("ca.pem"), bundle_pem)?;
         atoll_client::trust_only(bundle_pem)?;
-        *self.bundle.write().unwrap_or_else(std::sync::PoisonError::into_inner) = bundle_pem.to_string();
-        tracing::info!(trusted = ?wanted, "platform CA bundle changed");
+        tracing::info!(trusted = ?wanted.fingerprints, "platform CA bundle changed");
+        *self.bundle.write().unwrap_or_else(std::sync::PoisonError::into_inner) = wanted;
         Ok(true)
     }
 
     /// What this host trusts and who issued its certificates: the agent's,
     /// and those of `db` (database servers by id and certificate file).
     pub fn facts(&self, db: Vec<(String, PathBuf)>) -> atoll_core::TlsFacts {
-        let bundle = self.bundle();
-        let issuer = |path: &Path| std::fs::read_to_string(path).ok().and_then(|c| atoll_pki::issuer_of(&c, &bundle).ok().flatten());
+        let trusted = self.trusted();
+        let issuer = |path: &Path| std::fs::read_to_string(path).ok().and_then(|c| atoll_pki::issuer_of(&c, &trusted.pem).ok().flatten());
         let mut certificates = vec![atoll_core::IssuedCert { holder: "agent".into(), issuer: issuer(&self.cert_path()) }];
         certificates.extend(db.into_iter().map(|(holder, path)| atoll_core::IssuedCert { issuer: issuer(&path), holder }));
-        atoll_core::TlsFacts { trusts: atoll_pki::fingerprints(&bundle).unwrap_or_default(), certificates }
+        atoll_core::TlsFacts { trusts: trusted.fingerprints, certificates }
     }
 
     fn use_cert(&self, cert_pem: String) -> anyhow::Result<()> {

@@ -333,11 +333,6 @@ pub fn platform_roots() -> Option<std::sync::Arc<atoll_pki::LiveRoots>> {
     TLS.read().unwrap_or_else(std::sync::PoisonError::into_inner).live.as_ref().map(|l| std::sync::Arc::clone(l.roots()))
 }
 
-/// The fingerprints of the CAs this process trusts (empty: none).
-pub fn trusted_fingerprints() -> Vec<String> {
-    platform_roots().map(|r| r.fingerprints()).unwrap_or_default()
-}
-
 /// The platform's CA for `https://` servers, from what the user gave:
 /// `ca_file` (checked against `pinned` when both are given); else `saved`
 /// (kept by an earlier start or login) when nothing is pinned or it is the

@@ -67,12 +67,31 @@ pub fn task(wait_s: Option<u64>) -> TaskSpec {
     }
 }
 
-/// Where a rotation stands, from the CA document.
-pub fn phase(stored: &StoredCa) -> &'static str {
-    match (&stored.next, stored.retiring.is_empty()) {
-        (Some(_), _) => "trusting",
-        (None, false) => "retiring",
-        (None, true) => "steady",
+/// Where a rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Steady,
+    /// A new CA is trusted everywhere before it issues.
+    Trusting,
+    /// The new CA issues; the old ones are trusted until replaced.
+    Retiring,
+}
+
+impl Phase {
+    fn of(stored: &StoredCa) -> Phase {
+        match (&stored.next, stored.retiring.is_empty()) {
+            (Some(_), _) => Phase::Trusting,
+            (None, false) => Phase::Retiring,
+            (None, true) => Phase::Steady,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Steady => "steady",
+            Phase::Trusting => "trusting",
+            Phase::Retiring => "retiring",
+        }
     }
 }
 
@@ -199,8 +218,9 @@ impl StepHandler for Step {
         let mut ca = stored(state).await?;
         match self.1 {
             STAGE => {
-                if phase(&ca) != "steady" {
-                    ctx.info(format!("a rotation is under way ({}); carrying it on", phase(&ca))).await;
+                let phase = Phase::of(&ca);
+                if phase != Phase::Steady {
+                    ctx.info(format!("a rotation is under way ({}); carrying it on", phase.as_str())).await;
                     return Ok(json!({ "staged": false }));
                 }
                 let next = pki::new_ca(&state.secrets).map_err(|e| StepError::fatal(e.to_string()))?;
@@ -248,9 +268,9 @@ pub async fn view(state: &AppState) -> Result<atoll_api::v1::CaView, crate::erro
         .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?
         .ok_or_else(|| crate::error::ApiError::NotFound("no platform CA yet".into()))?
         .0;
-    let phase = phase(&ca);
-    let expect = Expect::of(&ca, phase != "trusting").map_err(crate::error::ApiError::Internal)?;
+    let phase = Phase::of(&ca);
+    let expect = Expect::of(&ca, phase != Phase::Trusting).map_err(crate::error::ApiError::Internal)?;
     let waiting_for = if state.config.tls { lagging(state, &expect).await.map_err(crate::error::ApiError::Internal)? } else { Vec::new() };
     let trusted = atoll_pki::fingerprints(&ca.bundle()).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-    Ok(atoll_api::v1::CaView { issuer: trusted.first().cloned().unwrap_or_default(), trusted, phase: phase.into(), waiting_for })
+    Ok(atoll_api::v1::CaView { issuer: trusted.first().cloned().unwrap_or_default(), trusted, phase: phase.as_str().into(), waiting_for })
 }

@@ -102,7 +102,6 @@ async fn load_or_create(store: &dyn MetaStore, secrets: &SecretBox) -> anyhow::R
 /// What this server uses now.
 pub struct Loaded {
     body: String,
-    pub stored: StoredCa,
     pub issuer: Arc<Ca>,
     pub issuer_fingerprint: String,
     /// Every trusted CA, the issuing one first.
@@ -111,7 +110,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn new(stored: StoredCa, body: String, secrets: &SecretBox) -> anyhow::Result<Loaded> {
+    fn new(stored: &StoredCa, body: String, secrets: &SecretBox) -> anyhow::Result<Loaded> {
         let key_pem = secrets.open(&stored.active.key)?;
         let issuer = Ca::from_pem(&stored.active.name, CertKey { cert_pem: stored.active.cert_pem.clone(), key_pem })?;
         let bundle = stored.bundle();
@@ -120,7 +119,6 @@ impl Loaded {
             fingerprints: atoll_pki::fingerprints(&bundle)?,
             issuer: Arc::new(issuer),
             bundle,
-            stored,
             body,
         })
     }
@@ -167,7 +165,7 @@ impl Pki {
         server_id: &str,
     ) -> anyhow::Result<Pki> {
         let (stored, body) = load_or_create(store, secrets).await?;
-        let loaded = Loaded::new(stored, body, secrets)?;
+        let loaded = Loaded::new(&stored, body, secrets)?;
         atoll_client::trust_platform_ca(&loaded.bundle)?;
         let pki = Pki {
             now: RwLock::new(Arc::new(loaded)),
@@ -222,7 +220,7 @@ impl Pki {
             write_bundle(config, &before.bundle)?;
             return self.record(store).await;
         }
-        let loaded = Loaded::new(stored, body, secrets)?;
+        let loaded = Loaded::new(&stored, body, secrets)?;
         if loaded.fingerprints != before.fingerprints {
             atoll_client::trust_only(&loaded.bundle)?;
             tracing::info!(trusted = ?loaded.fingerprints, "platform CA bundle changed");
