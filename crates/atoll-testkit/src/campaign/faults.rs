@@ -236,7 +236,17 @@ impl Scheduler {
                 candidates.truncate(rng.random_range(2..=3));
                 candidates
             }
-            Kind::NetCut | Kind::DiskFull => vec![Hit { process: Process::Mariadbd, host }],
+            Kind::NetCut => vec![Hit { process: Process::Mariadbd, host }],
+            // A full disk may end a node more than once (voted out, then a
+            // start that fails while the disk is still full): only a node
+            // with room in its budget, charged one exit now (the exit seen
+            // afterwards is charged too).
+            Kind::DiskFull => {
+                let room: Vec<usize> = (0..self.hosts).filter(|h| self.may_kill(*h)).collect();
+                let host = *room.get(rng.random_range(0..room.len().max(1)))?;
+                self.record_exit(host);
+                vec![Hit { process: Process::Mariadbd, host }]
+            }
             Kind::ClockJump => vec![Hit { process: Process::Agent, host: self.clock_host }],
         };
         let f = self.fault(kind, hits, rng);
@@ -342,8 +352,9 @@ mod tests {
         let faults: Vec<Fault> = (0..120).map(|_| s.next(&mut rng)).collect();
         for k in Kind::ALL {
             let n = faults.iter().filter(|f| f.kind == k).count();
-            // A mariadbd kill misses its turn once every node used its budget.
-            let least = if k == Kind::Kill(Process::Mariadbd) { 1 } else { 8 };
+            // A mariadbd kill or a full disk misses its turn once every
+            // node used its budget.
+            let least = if matches!(k, Kind::Kill(Process::Mariadbd) | Kind::DiskFull) { 1 } else { 8 };
             assert!(n >= least, "{k:?} came round {n} times");
         }
         // All within one window here: never more kills of a node than the budget.

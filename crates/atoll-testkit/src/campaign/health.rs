@@ -69,7 +69,19 @@ pub async fn probe(rig: &Rig, since_ms: i64) -> Result<(), String> {
     let c = client(rig);
     let v: ClusterView = c.get(&format!("/api/v1/clusters/{CLUSTER}")).await.map_err(|e| format!("cluster view: {e}"))?;
     if v.status != ClusterStatus::Healthy {
-        return Err(format!("the platform reports the cluster {}", v.status));
+        // Each server's state and last exit: what a failed run needs told.
+        let servers: Vec<String> = v
+            .zones
+            .iter()
+            .flat_map(|z| &z.servers)
+            .map(|s| match &s.status {
+                Some(st) => {
+                    format!("{} {} (restarts {}, last exit {})", s.name, s.state, st.restarts, st.last_exit.as_deref().unwrap_or("none"))
+                }
+                None => format!("{} {}", s.name, s.state),
+            })
+            .collect();
+        return Err(format!("the platform reports the cluster {}: {}", v.status, servers.join(", ")));
     }
     for s in v.zones.iter().flat_map(|z| &z.servers) {
         if s.state != ServerState::Synced {
