@@ -8,7 +8,7 @@ need=()
 # than compiling SQLite's C into every cold build.
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client mariadb-backup)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
 # Standby clusters are seeded from a hot copy (issue 13).
 command -v mariadb-backup >/dev/null 2>&1 || need+=(mariadb-backup)
 [ -f /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4)

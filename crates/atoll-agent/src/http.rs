@@ -102,9 +102,10 @@ pub(crate) fn router(state: AgentState) -> Router {
         .route("/agent/v1/probe", post(probe))
         .route("/agent/v1/ops", post(op).get(journal))
         .route("/agent/v1/db", get(db_statuses))
+        .route("/agent/v1/db/exports", post(grant_export))
         .route("/agent/v1/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_server));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(authed).with_state(state)
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/agent/v1/db/export", get(export)).merge(authed).with_state(state)
 }
 
 /// The host's metrics (Prometheus text format), read now.
@@ -182,6 +183,45 @@ async fn op(State(s): State<AgentState>, Json(req): Json<OpRequest>) -> Response
 
 async fn journal(State(s): State<AgentState>) -> Response {
     Json(s.inner.journal.entries()).into_response()
+}
+
+async fn grant_export(State(s): State<AgentState>, Json(g): Json<atoll_api::db::ExportGrant>) -> Response {
+    match s.db().grant_export(&g) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => db_error(e),
+    }
+}
+
+fn db_error(e: crate::db::DbError) -> Response {
+    match e {
+        crate::db::DbError::Refused(m) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", m),
+        crate::db::DbError::Io(m) => error(StatusCode::SERVICE_UNAVAILABLE, "io", m),
+    }
+}
+
+/// A copy of a server's data for another agent, by a one-time grant the
+/// platform made; over TLS only to a holder of a platform certificate.
+async fn export(State(s): State<AgentState>, req: Request) -> Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<atoll_pki::TlsPeer>>().map(|c| c.0);
+    if peer.is_some_and(|p| !p.client_cert) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "client_certificate_required",
+            "copies go only over mutual TLS: present a certificate of the platform's CA",
+        );
+    }
+    let token = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token: present the copy grant the platform made");
+    };
+    match s.db().export(token).await {
+        Ok(copy) => Response::builder()
+            .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(axum::body::Body::from_stream(copy.into_stream()))
+            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+        Err(crate::db::DbError::Refused(m)) => error(StatusCode::UNAUTHORIZED, "unauthorized", m),
+        Err(e) => db_error(e),
+    }
 }
 
 async fn db_statuses(State(s): State<AgentState>) -> Response {

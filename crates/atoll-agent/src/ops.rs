@@ -213,6 +213,7 @@ impl Journal {
             HostOp::DbStart { id, mode } => detail(self.db()?.start(id, *mode).await)?,
             HostOp::DbStop { id } => detail(self.db()?.stop(id).await)?,
             HostOp::DbSql { id, statements } => json!({ "rows_affected": self.db()?.sql(id, statements).await? }),
+            HostOp::DbSeed { id, source } => detail(self.db()?.seed(id, source).await)?,
             HostOp::DbRecover { id } => detail(self.db()?.recover(id).await)?,
             HostOp::DbRemove { id, purge } => detail(self.db()?.remove(id, *purge).await)?,
             HostOp::ProxyStart { proxy } => self.proxies()?.start(proxy.clone()).map_err(proxy_error)?,

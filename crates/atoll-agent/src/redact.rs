@@ -30,6 +30,7 @@ pub fn redact(op: &HostOp) -> HostOp {
             }
         }
         HostOp::ProxyStart { proxy } => proxy.token = REDACTED.into(),
+        HostOp::DbSeed { source, .. } => source.token = REDACTED.into(),
         HostOp::MakeDirs { .. }
         | HostOp::RemoveDirs { .. }
         | HostOp::DbInit { .. }

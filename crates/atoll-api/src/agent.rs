@@ -148,6 +148,10 @@ pub enum HostOp {
     DbStop { id: crate::db::DbId },
     /// Run statements as root over the local socket (accounts, settings).
     DbSql { id: crate::db::DbId, statements: Vec<String> },
+    /// Fill the stopped server's empty data directory with a consistent
+    /// copy streamed from another host's agent (`mariadb-backup`), ready
+    /// to start as the first node of a new cluster.
+    DbSeed { id: crate::db::DbId, source: crate::db::SeedSource },
     /// Read the stopped server's position (`--wsrep-recover`).
     DbRecover { id: crate::db::DbId },
     /// Stop it and forget it; with `purge`, delete its directory.

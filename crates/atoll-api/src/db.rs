@@ -81,7 +81,52 @@ pub struct DbServerStatus {
     pub last_exit: Option<String>,
     pub wsrep: Option<WsrepStatus>,
     pub read_only: Option<bool>,
+    /// Binary log position and replica channel (replication between
+    /// clusters); absent without a binary log, and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<atoll_core::ReplicationStatus>,
     pub probed_at_ms: UnixMs,
     /// Why the probe failed, when it did.
     pub probe_error: Option<String>,
+}
+
+/// Allows one copy of a running server's data to be taken by another
+/// agent (seeding a standby cluster), for a short time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportGrant {
+    pub id: DbId,
+    /// SHA-256 (hex) of the one-time token the copying agent presents.
+    pub token_sha256: String,
+    /// How long the grant waits to be used.
+    pub ttl_s: u32,
+}
+
+/// Where a standby's first node copies its data from.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSource {
+    /// The source host's agent.
+    pub url: String,
+    /// The server copied (for messages; the grant names it too).
+    pub id: DbId,
+    /// The one-time token of an [`ExportGrant`].
+    pub token: String,
+}
+
+impl std::fmt::Debug for SeedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedSource").field("url", &self.url).field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// What seeding a server from a copy did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Seeded {
+    /// Bytes streamed from the source.
+    pub bytes: u64,
+    /// The source's binary log position at the moment the copy is
+    /// consistent with: replication continues after it.
+    pub gtid: String,
+    pub took_ms: u64,
 }

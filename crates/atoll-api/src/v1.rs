@@ -389,9 +389,50 @@ pub struct ClusterView {
     /// Where applications connect: one proxy per zone.
     pub proxies: Vec<ProxyView>,
     pub params: std::collections::BTreeMap<String, String>,
+    /// Its part in replication between clusters; absent for a cluster made
+    /// before standbys existed (it keeps no binary log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationView>,
     pub created_by: String,
     pub created_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
+}
+
+/// A cluster's part in a primary/standby pair.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplicationView {
+    /// `primary` or `standby`.
+    pub role: String,
+    /// GTID domain and `server_id` of every node.
+    pub domain: u32,
+    /// A standby's primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// A primary's standbys.
+    #[serde(default)]
+    pub standbys: Vec<String>,
+    /// A standby's channel as its applier reports it; absent while no
+    /// node applies one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelView>,
+}
+
+/// The replication channel feeding a standby.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelView {
+    /// The standby's server that applies it.
+    pub applier: String,
+    /// The primary's server it reads from (its address when unknown).
+    pub source: String,
+    /// Both replica threads run (the receiver may be reconnecting).
+    pub running: bool,
+    /// `Seconds_Behind_Master`; absent while not applying.
+    pub seconds_behind: Option<u64>,
+    /// Transactions the primary has logged that the standby lacks.
+    pub transactions_behind: Option<u64>,
+    /// The last replication error, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -713,6 +754,7 @@ mod tests {
             engine: Some("mariadb-11.8".into()),
             proxy: ProxySpec { enabled: false, rw_port: 5, ro_port: 6, admin_port: 7 },
             region: Some("r2".into()),
+            replication: None,
         };
         let json = serde_json::to_value(&spec).unwrap();
         let request: CreateClusterRequest = serde_json::from_value(json.clone()).unwrap();

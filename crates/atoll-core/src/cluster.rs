@@ -115,6 +115,10 @@ pub struct ClusterSpec {
     /// default region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Binary log, GTID domain, and the primary a standby follows: set by
+    /// the platform (every cluster made since standbys exist has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::ReplicationSpec>,
 }
 
 /// Atoll runs one `atoll proxy` per zone, on the host of the zone's first
@@ -299,6 +303,7 @@ mod tests {
             engine: None,
             proxy: ProxySpec::default(),
             region: None,
+            replication: None,
         }
     }
 

@@ -129,6 +129,8 @@ impl Layout {
             engine: None,
             proxy: self.metadb_proxy,
             region: None,
+            // MetaDB keeps no binary log: it has no standby.
+            replication: None,
         }
     }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use atoll_core::replication::MAX_DOMAIN;
 use atoll_core::{Durability, Ports};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,34 @@ pub struct ConfigInput {
     /// through stunnel): the agent writes [`TLS_FILES`] into `dir`.
     #[serde(default)]
     pub tls: bool,
+    /// Binary log and GTIDs for replication between clusters; `None` for a
+    /// cluster made before clusters kept one (no standby can follow it).
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// What asynchronous replication between clusters (a primary and its
+/// standbys) needs of every node: each logs what it commits, Galera's
+/// write sets included, under one GTID domain per cluster, so a standby
+/// can follow any node of its primary and continue on another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The cluster's number, written as its `server_id` and GTID domain:
+    /// the same on every node of a cluster, distinct between the clusters
+    /// of a pair (a replica skips events carrying its own `server_id`).
+    pub domain: u32,
+    /// A standby: no account but the replication applier (and the
+    /// platform's) may write.
+    pub read_only: bool,
+}
+
+/// The GTID domain a node's own, unreplicated writes get: distinct from
+/// every cluster domain, and per node (derived from its name).
+pub fn node_domain(domain: u32, server: &str) -> u32 {
+    // FNV-1a: stable across builds, unlike the std hasher.
+    let h = server.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    1_000_000 + (domain % 4_000) * 1_000 + h % 1_000
 }
 
 /// The CA, certificate and key of a TLS server, in its directory.
@@ -100,6 +129,9 @@ fn input_problems(c: &ConfigInput) -> Vec<String> {
     }
     if c.server_id == 0 {
         p.push("server_id must be at least 1 (0 disables binary logging as a source)".into());
+    }
+    if let Some(r) = c.replication.filter(|r| r.domain == 0 || r.domain > MAX_DOMAIN) {
+        p.push(format!("replication domain {} is out of range 1-{MAX_DOMAIN}", r.domain));
     }
     if !address_chars(&c.address, false) {
         p.push(format!("address {:?} is not an IP address or host name", c.address));
@@ -215,7 +247,7 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
     w.fixed("bind-address", addr);
     w.fixed("port", &ports.sql.to_string());
     w.fixed("user", "mysql");
-    w.fixed("server_id", &c.server_id.to_string());
+    w.fixed("server_id", &c.replication.map_or(c.server_id, |r| r.domain).to_string());
     if let Some(b) = &c.build {
         w.line("# engine build");
         w.fixed("basedir", b.basedir.trim_end_matches('/'));
@@ -258,6 +290,24 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
         w.fixed("ssl_key", &key);
     }
 
+    if let Some(r) = c.replication {
+        w.line("# binary log and GTIDs: a standby cluster replicates from any node of its primary");
+        w.overridable("log_bin", "mariadb-bin");
+        w.fixed("log_slave_updates", "ON");
+        w.fixed("relay_log", "relay-bin");
+        w.fixed("wsrep_gtid_mode", "ON");
+        // An applier that left the primary component and came back resumes.
+        w.fixed("wsrep_restart_slave", "ON");
+        w.fixed("wsrep_gtid_domain_id", &r.domain.to_string());
+        w.fixed("gtid_domain_id", &node_domain(r.domain, &c.server).to_string());
+        w.overridable("binlog_expire_logs_seconds", "604800");
+        if r.read_only {
+            w.line("# a standby: applications read only");
+            w.fixed("read_only", "ON");
+            w.written.insert("read_only".into());
+        }
+    }
+
     w.line("# sizing for a small machine");
     w.overridable("innodb_buffer_pool_size", "64M");
     w.overridable("max_connections", "200");
@@ -271,7 +321,7 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
         Durability::Durable => {
             w.line("# durability profile: durable (commits are on disk before they are acknowledged)");
             w.overridable("innodb_flush_log_at_trx_commit", "1");
-            if w.params.contains_key("log_bin") {
+            if w.params.contains_key("log_bin") || c.replication.is_some() {
                 w.overridable("sync_binlog", "1");
             }
         }
@@ -316,7 +366,42 @@ mod tests {
             params: BTreeMap::new(),
             build: None,
             tls: false,
+            replication: None,
         }
+    }
+
+    #[test]
+    fn replication_logs_every_commit_under_the_cluster_domain() {
+        let mut c = input(2, Durability::Durable);
+        c.replication = Some(ReplicationConfig { domain: 7, read_only: true });
+        c.params.insert("read_only".into(), "OFF".into());
+        let text = render(&c).unwrap();
+        assert_unique_keys(&text);
+        let l = lines(&text);
+        for required in [
+            "server_id=7",
+            "log_bin=mariadb-bin",
+            "log_slave_updates=ON",
+            "wsrep_gtid_mode=ON",
+            "wsrep_gtid_domain_id=7",
+            "read_only=ON",
+            "sync_binlog=1",
+            "binlog_expire_logs_seconds=604800",
+        ] {
+            assert!(l.contains(&required), "missing {required:?} in:\n{text}");
+        }
+        // Node domains: per node, never a cluster domain.
+        let d2 = node_domain(7, "orders-2");
+        assert!(l.contains(&format!("gtid_domain_id={d2}").as_str()), "{text}");
+        assert!(d2 > MAX_DOMAIN && d2 != node_domain(7, "orders-1"));
+        // A primary: writable, and the user's basename is kept.
+        c.replication = Some(ReplicationConfig { domain: 7, read_only: false });
+        c.params.insert("log_bin".into(), "binlog".into());
+        let text = render(&c).unwrap();
+        assert!(text.contains("\nlog_bin=binlog\n") && text.contains("\nread_only=OFF\n"), "{text}");
+        assert_unique_keys(&text);
+        c.replication = Some(ReplicationConfig { domain: 0, read_only: false });
+        assert!(render(&c).unwrap_err().to_string().contains("replication domain 0"));
     }
 
     #[test]

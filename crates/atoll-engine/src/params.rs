@@ -83,6 +83,8 @@ const fn def(name: &'static str, kind: Kind, restart: bool) -> ParamDef {
 
 /// The catalog, sorted by name (a test keeps it so).
 static CATALOG: &[ParamDef] = &[
+    // How long binary logs are kept: a standby further behind than this needs a new copy.
+    def("binlog_expire_logs_seconds", Kind::Int { min: 0, max: u32::MAX as u64 }, false),
     ParamDef { name: "binlog_format", kind: Kind::Enum(&["ROW"]), restart: false, note: "Galera replicates row events only" },
     def("character_set_server", Kind::Name, false),
     def("collation_server", Kind::Name, false),
@@ -568,7 +570,11 @@ mod tests {
         assert!(p[0].message.contains("did you mean innodb_buffer_pool_size?"), "{}", p[0]);
         assert_eq!(p[0].key, "Innodb-Bufer-Pool-Size");
         let far = problems(&[("completely_different", "1")]);
-        assert!(far[0].message.starts_with("unknown parameter completely_different: Atoll knows binlog_format, "), "{}", far[0]);
+        assert!(
+            far[0].message.starts_with("unknown parameter completely_different: Atoll knows binlog_expire_logs_seconds, binlog_format, "),
+            "{}",
+            far[0]
+        );
         assert!(far[0].message.contains("max_connections"));
     }
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use atoll_core::WsrepStatus;
+use atoll_core::{ChannelStatus, GtidPos, ReplicationStatus, WsrepStatus};
 
 use crate::params;
 
@@ -28,6 +28,13 @@ pub const ROUTING_STATUS: &str = "SHOW GLOBAL STATUS WHERE Variable_name IN ('ws
 
 /// `read_only` through SHOW, for the same reason as [`WSREP_STATUS`].
 pub const READ_ONLY: &str = "SHOW GLOBAL VARIABLES LIKE 'read\\_only'";
+
+/// What the agent's prober reads besides `wsrep_%`: `read_only`, and the
+/// binary log position replication between clusters compares.
+pub const NODE_VARIABLES: &str = "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('read_only', 'log_bin', 'gtid_binlog_pos')";
+
+/// The replica channel of a node that applies one (no row when none).
+pub const SLAVE_STATUS: &str = "SHOW SLAVE STATUS";
 
 /// The cluster size a survivor reports, to see an eviction take effect.
 pub const CLUSTER_SIZE: &str = "SHOW GLOBAL STATUS LIKE 'wsrep\\_cluster\\_size'";
@@ -54,6 +61,72 @@ pub fn read_only_from_rows(rows: &HashMap<String, String>) -> bool {
     rows.get("read_only").is_some_and(|v| v.eq_ignore_ascii_case("ON") || v == "1")
 }
 
+/// Replication status from the rows of [`NODE_VARIABLES`] and of
+/// [`SLAVE_STATUS`] (column name to value); `None` without a binary log.
+pub fn replication_from_rows(vars: &HashMap<String, String>, slave: Option<&HashMap<String, String>>) -> Option<ReplicationStatus> {
+    if !vars.get("log_bin").is_some_and(|v| v.eq_ignore_ascii_case("ON")) {
+        return None;
+    }
+    let channel = slave.filter(|r| r.get("Master_Host").is_some_and(|h| !h.is_empty())).map(|r| {
+        let get = |k: &str| r.get(k).cloned().unwrap_or_default();
+        let error = [get("Last_SQL_Error"), get("Last_IO_Error")].into_iter().find(|e| !e.is_empty());
+        ChannelStatus {
+            source: crate::config::host_port(&get("Master_Host"), get("Master_Port").parse().unwrap_or(0)),
+            io_running: get("Slave_IO_Running"),
+            sql_running: get("Slave_SQL_Running").eq_ignore_ascii_case("Yes"),
+            seconds_behind: get("Seconds_Behind_Master").parse().ok(),
+            received: get("Gtid_IO_Pos"),
+            last_error: error,
+        }
+    });
+    Some(ReplicationStatus { gtid_binlog_pos: vars.get("gtid_binlog_pos").cloned().unwrap_or_default(), channel })
+}
+
+/// The account a standby's applier logs in to its source with: binary log
+/// events only. Both sides of a pair have it (it replicates), so the pair
+/// can turn round. See [`account_with_password`] for the password.
+pub fn replication_account(user: &str, password: &str, require_tls: bool) -> Vec<String> {
+    let mut statements = account_with_password(user, password);
+    statements.push(format!("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"));
+    statements.push(format!("ALTER USER '{user}'@'%' REQUIRE {}", if require_tls { "SSL" } else { "NONE" }));
+    statements
+}
+
+/// Where an applier reads from, and how it logs in.
+#[derive(Debug, Clone)]
+pub struct ChannelSource<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a str,
+    /// The CA that signed the source's certificate: TLS, verified.
+    pub ca_file: Option<&'a str>,
+}
+
+/// Makes this node the applier of a channel from `source`, starting after
+/// `from`: set explicitly, because Galera does not replicate
+/// `gtid_slave_pos` and a node that becomes the applier may not know what
+/// another applied before it.
+pub fn start_channel(source: &ChannelSource<'_>, from: &GtidPos) -> Vec<String> {
+    let tls = match source.ca_file {
+        Some(ca) => format!(", MASTER_SSL=1, MASTER_SSL_CA='{ca}', MASTER_SSL_VERIFY_SERVER_CERT=1"),
+        None => String::new(),
+    };
+    let mut statements = stop_channel();
+    statements.push(format!("SET GLOBAL gtid_slave_pos = '{from}'"));
+    statements.push(format!(
+        "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1{tls}",
+        source.host, source.port, source.user, source.password
+    ));
+    statements.push("START SLAVE".into());
+    statements
+}
+
+/// Stops and forgets this node's channel (a no-op without one).
+pub fn stop_channel() -> Vec<String> {
+    vec!["STOP SLAVE".into(), "RESET SLAVE ALL".into()]
+}
+
 /// The platform's accounts on a new cluster: the admin (all privileges,
 /// also handed to admins) and the read-only monitor the proxies and
 /// probes use. First drops the anonymous accounts `mariadb-install-db`
@@ -67,9 +140,18 @@ pub fn create_accounts(admin: (&str, &str), monitor: (&str, &str), hostname: &st
     let mut statements = vec![format!("DROP USER IF EXISTS ''@'localhost', ''@'{hostname}'")];
     statements.extend(account_with_password(admin_user, admin_password));
     statements.push(format!("GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION"));
+    statements.push(admin_obeys_read_only(admin_user));
     statements.extend(account_with_password(monitor_user, monitor_password));
     statements.push(format!("GRANT PROCESS, REPLICATION CLIENT, SELECT ON *.* TO '{monitor_user}'@'%'"));
     statements
+}
+
+/// `ALL` includes `READ_ONLY ADMIN` (10.11), which writes through
+/// `read_only`: without it the admin account, handed to people and
+/// applications, cannot write to a standby or a fenced primary. The
+/// replica applier and the agent (root over the socket) still can.
+pub fn admin_obeys_read_only(user: &str) -> String {
+    format!("REVOKE READ_ONLY ADMIN ON *.* FROM '{user}'@'%'")
 }
 
 /// `user`@'%' made, or reset, with `password`, in statements run in order
@@ -198,6 +280,36 @@ mod tests {
         let ro = HashMap::from([("read_only".to_string(), "ON".to_string())]);
         assert!(read_only_from_rows(&ro));
         assert!(!read_only_from_rows(&HashMap::new()));
+    }
+
+    #[test]
+    fn replication_status_and_channel_statements() {
+        let vars: HashMap<String, String> =
+            [("log_bin", "ON"), ("gtid_binlog_pos", "7-7-12"), ("read_only", "ON")].map(|(k, v)| (k.into(), v.into())).into();
+        let slave: HashMap<String, String> = [
+            ("Master_Host", "127.0.0.21"),
+            ("Master_Port", "3306"),
+            ("Slave_IO_Running", "Connecting"),
+            ("Slave_SQL_Running", "Yes"),
+            ("Seconds_Behind_Master", ""),
+            ("Gtid_IO_Pos", "7-7-12"),
+            ("Last_IO_Error", "error connecting to master"),
+            ("Last_SQL_Error", ""),
+        ]
+        .map(|(k, v)| (k.into(), v.into()))
+        .into();
+        let r = replication_from_rows(&vars, Some(&slave)).unwrap();
+        let c = r.channel.unwrap();
+        assert_eq!((c.source.as_str(), c.seconds_behind, c.running()), ("127.0.0.21:3306", None, true));
+        assert_eq!(c.last_error.as_deref(), Some("error connecting to master"));
+        assert_eq!(r.gtid_binlog_pos, "7-7-12");
+        assert!(replication_from_rows(&HashMap::new(), None).is_none());
+
+        let src = ChannelSource { host: "127.0.0.21", port: 3306, user: "r", password: "pw", ca_file: Some("/d/ca.pem") };
+        let s = start_channel(&src, &"7-7-12".parse().unwrap());
+        assert_eq!(&s[..3], ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL gtid_slave_pos = '7-7-12'"]);
+        assert!(s[3].contains("MASTER_USE_GTID=slave_pos") && s[3].ends_with("MASTER_SSL_VERIFY_SERVER_CERT=1"), "{}", s[3]);
+        assert_eq!(s[4], "START SLAVE");
     }
 
     #[test]

@@ -278,6 +278,7 @@ mod tests {
             last_exit: None,
             wsrep: None,
             read_only: Some(false),
+            replication: None,
             probed_at_ms,
             probe_error: None,
         }

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use atoll_tasks::{Executor, StepHandler};
 
-use crate::clusters::{operate, proxies, servers, steps, writer};
+use crate::clusters::{operate, proxies, servers, standby, steps, writer};
 use crate::state::AppState;
 use crate::step_kit::StateRef;
 use crate::{ca_rotation, host_steps, packages};
@@ -29,6 +29,9 @@ pub fn register(executor: &mut Executor, slot: Arc<OnceLock<AppState>>) {
         (steps::ACCOUNTS, Arc::new(steps::Accounts(s.clone()))),
         (steps::READY, Arc::new(steps::Ready(s.clone()))),
         (steps::REMOVE, Arc::new(steps::Remove(s.clone()))),
+        (standby::ACCOUNT, Arc::new(standby::Account(s.clone()))),
+        (standby::SEED, Arc::new(standby::Seed(s.clone()))),
+        (standby::CHANNEL, Arc::new(standby::Channel(s.clone()))),
         // Whole-cluster operations and recovery.
         (operate::STOP, Arc::new(operate::Stop(s.clone()))),
         (operate::POSITION, Arc::new(operate::Position(s.clone()))),

@@ -1180,6 +1180,7 @@ fn spec(name: &str) -> atoll_core::ClusterSpec {
         engine: None,
         proxy: Default::default(),
         region: None,
+        replication: None,
     }
 }
 

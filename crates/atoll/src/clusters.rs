@@ -52,6 +52,36 @@ pub enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Create a standby of a cluster in another region: a copy of one of
+    /// its nodes, then asynchronous GTID replication from it.
+    ///
+    /// `atoll cluster create-standby orders-dr --of orders --region r2
+    /// --host z1=host4 --host z2=host5 --host z3=host6`; the standby reads
+    /// only, and takes the primary's durability and parameters unless given.
+    CreateStandby {
+        /// The standby's name.
+        name: String,
+        /// The primary it follows.
+        #[arg(long = "of", value_name = "PRIMARY")]
+        primary: String,
+        /// ZONE=HOST, once per server.
+        #[arg(long = "host", value_name = "ZONE=HOST", required = true)]
+        servers: Vec<String>,
+        /// KEY=VALUE MariaDB parameter, repeatable (default: the primary's).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long, default_value_t = 3306)]
+        port: u16,
+        #[arg(long)]
+        allow_single_zone: bool,
+        /// The standby's region (not the primary's); default: its hosts'.
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     List {
         #[command(flatten)]
         conn: Conn,
@@ -204,6 +234,12 @@ pub async fn run(cmd: ClusterCmd) -> Res {
             let t: TaskView = c.post("/api/v1/clusters", &spec).await?;
             follow_new(&c, t, no_wait, conn.json).await
         }
+        ClusterCmd::CreateStandby { name, primary, servers, params, port, allow_single_zone, region, no_wait, conn } => {
+            let spec = ClusterSpec { region, ..from_flags(Some(name), &servers, None, &params, port, allow_single_zone, None)? };
+            let c = client(&conn)?;
+            let t: TaskView = c.post(&format!("/api/v1/clusters/{primary}/standbys"), &spec).await?;
+            follow_new(&c, t, no_wait, conn.json).await
+        }
         ClusterCmd::List { conn } => {
             let clusters: Vec<ClusterView> = client(&conn)?.get("/api/v1/clusters").await?;
             if conn.json {
@@ -257,6 +293,9 @@ pub async fn run(cmd: ClusterCmd) -> Res {
                 }
             }
             println!("{t}");
+            if let Some(r) = &c.replication {
+                println!("{}", replication_line(r));
+            }
             if !c.proxies.is_empty() {
                 let mut t = output::table(&["proxy", "zone", "read-write", "read-only", "state", "rw conns", "ro conns", "restarts"]);
                 let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -348,6 +387,31 @@ async fn act_on(name: &str, server: &str, verb: &str, force: bool, no_wait: bool
     follow_new(&c, t, no_wait, conn.json).await
 }
 
+/// The pair in one line: a primary's standbys, or a standby's channel
+/// (source, applier, lag, last error).
+fn replication_line(r: &atoll_api::v1::ReplicationView) -> String {
+    let Some(primary) = &r.primary else {
+        let standbys = if r.standbys.is_empty() { "none".to_string() } else { r.standbys.join(", ") };
+        return format!("replication: primary (domain {}), standbys: {standbys}", r.domain);
+    };
+    let channel = match &r.channel {
+        None => "no node applies the channel".to_string(),
+        Some(ch) => {
+            let n = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            format!(
+                "{} from {} on {}, {} s and {} transactions behind{}",
+                if ch.running { "replicating" } else { "STOPPED" },
+                ch.source,
+                ch.applier,
+                n(ch.seconds_behind),
+                n(ch.transactions_behind),
+                ch.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+            )
+        }
+    };
+    format!("replication: standby of {primary} (domain {}, read only), {channel}", r.domain)
+}
+
 /// Builds a topology from `--host ZONE=HOST` flags.
 fn from_flags(
     name: Option<String>,
@@ -375,7 +439,17 @@ fn from_flags(
     }
     let map = parse_params(params)?;
     let durability: Durability = durability.map(str::parse).transpose().map_err(|e: String| fail(Exit::Error, e))?.unwrap_or_default();
-    Ok(ClusterSpec { name, durability, servers: specs, params: map, allow_single_zone, engine, proxy: Default::default(), region: None })
+    Ok(ClusterSpec {
+        name,
+        durability,
+        servers: specs,
+        params: map,
+        allow_single_zone,
+        engine,
+        proxy: Default::default(),
+        region: None,
+        replication: None,
+    })
 }
 
 fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>, crate::output::CliError> {

@@ -426,7 +426,7 @@ impl Supervisor {
     }
 }
 
-fn refuse_if_running(s: &Server, layout: &Layout, what: &str) -> Result<(), DbError> {
+pub(super) fn refuse_if_running(s: &Server, layout: &Layout, what: &str) -> Result<(), DbError> {
     let (id, supervised, pid) = {
         let rt = s.rt();
         (rt.def.id.clone(), rt.supervised, rt.pid)

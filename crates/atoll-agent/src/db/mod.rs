@@ -18,6 +18,7 @@ mod probe;
 mod process;
 mod recover;
 mod registry;
+mod seed;
 mod sql;
 mod supervise;
 
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use atoll_api::db::{DbServerDef, DbServerStatus, WsrepStatus};
+use atoll_core::ReplicationStatus;
 use atoll_core::time::now_ms;
 use atoll_core::{DbId, ServerState, UnixMs};
 use tokio::sync::Notify;
@@ -65,6 +67,8 @@ pub(crate) struct Inner {
     persist: Mutex<()>,
     /// Cancelled when the last `Supervisor` goes: ends every task.
     shutdown: CancellationToken,
+    /// Copies granted to other agents and not taken yet.
+    exports: seed::Exports,
 }
 
 /// One defined server.
@@ -97,6 +101,7 @@ struct Runtime {
     exits: VecDeque<Instant>,
     wsrep: Option<WsrepStatus>,
     read_only: Option<bool>,
+    replication: Option<ReplicationStatus>,
     probed_at_ms: UnixMs,
     probe_error: Option<String>,
     /// The current process's `wsrep_gcomm_uuid` and cluster size, as last
@@ -105,6 +110,13 @@ struct Runtime {
     gcomm_uuid: Option<(String, u32)>,
     /// Whether the current process was voted out of its group for good.
     dropout: dropout::Dropout,
+}
+
+/// One answer of the prober.
+pub(crate) struct Probe {
+    wsrep: WsrepStatus,
+    read_only: bool,
+    replication: Option<ReplicationStatus>,
 }
 
 impl Runtime {
@@ -122,6 +134,7 @@ impl Runtime {
             exits: VecDeque::new(),
             wsrep: None,
             read_only: None,
+            replication: None,
             probed_at_ms: 0,
             probe_error: None,
             gcomm_uuid: None,
@@ -134,6 +147,7 @@ impl Runtime {
         self.pid = pid;
         self.wsrep = None;
         self.read_only = None;
+        self.replication = None;
         self.probe_error = None;
         self.gcomm_uuid = None;
         self.dropout = dropout::Dropout::default();
@@ -183,20 +197,21 @@ impl Server {
 
     /// Keeps a probe's answer, unless the process it asked has gone; says
     /// whether the process is to be restarted (out of its group for good).
-    fn record_probe(&self, pid: u32, outcome: Result<(WsrepStatus, bool), String>) -> dropout::Verdict {
+    fn record_probe(&self, pid: u32, outcome: Result<Probe, String>) -> dropout::Verdict {
         let mut rt = self.rt();
         if rt.pid != Some(pid) {
             return dropout::Verdict::Keep;
         }
         rt.probed_at_ms = now_ms();
         match outcome {
-            Ok((wsrep, read_only)) => {
+            Ok(Probe { wsrep, read_only, replication }) => {
                 if !wsrep.gcomm_uuid.is_empty() {
                     rt.gcomm_uuid = Some((wsrep.gcomm_uuid.clone(), wsrep.cluster_size));
                 }
                 let verdict = rt.dropout.observe(&wsrep, std::time::Instant::now());
                 rt.wsrep = Some(wsrep);
                 rt.read_only = Some(read_only);
+                rt.replication = replication;
                 rt.probe_error = None;
                 if verdict != dropout::Verdict::Keep && rt.desired_running {
                     return verdict;
@@ -205,6 +220,7 @@ impl Server {
             Err(e) => {
                 rt.wsrep = None;
                 rt.read_only = None;
+                rt.replication = None;
                 rt.probe_error = Some(e);
             }
         }
@@ -222,6 +238,7 @@ impl Server {
             last_exit: rt.last_exit.clone(),
             wsrep: rt.wsrep.clone(),
             read_only: rt.read_only,
+            replication: rt.replication.clone(),
             probed_at_ms: rt.probed_at_ms,
             probe_error: rt.probe_error.clone(),
         }
@@ -262,8 +279,14 @@ impl Supervisor {
         let registry = data_dir.join("db-servers.json");
         let records = registry::load(&registry)?;
         let shutdown = CancellationToken::new();
-        let inner =
-            Arc::new(Inner { registry, root, servers: Mutex::new(BTreeMap::new()), persist: Mutex::new(()), shutdown: shutdown.clone() });
+        let inner = Arc::new(Inner {
+            registry,
+            root,
+            servers: Mutex::new(BTreeMap::new()),
+            persist: Mutex::new(()),
+            shutdown: shutdown.clone(),
+            exports: Default::default(),
+        });
         for r in records {
             inner.servers().insert(r.def.id.clone(), Server::new(r.def, r.desired_running));
         }

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_api::db::WsrepStatus;
 use atoll_engine::sql;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Row};
@@ -38,13 +37,37 @@ fn text(row: &sqlx::mysql::MySqlRow, i: usize) -> Result<String, String> {
         .map_err(|e| format!("unreadable column {i}: {e}"))
 }
 
-/// One probe on an open connection. `read_only` comes from `SHOW` rather
-/// than `SELECT @@global.read_only`: a node outside the primary component
-/// refuses SELECT but still answers SHOW.
-async fn read_status(conn: &mut MySqlConnection) -> Result<(WsrepStatus, bool), String> {
+/// One probe on an open connection. Variables come from `SHOW` rather
+/// than `SELECT @@global.…`: a node outside the primary component refuses
+/// SELECT but still answers SHOW.
+async fn read_status(conn: &mut MySqlConnection) -> Result<super::Probe, String> {
     let wsrep = sql::wsrep_from_rows(&name_value_rows(conn, sql::WSREP_STATUS).await?);
-    let read_only = sql::read_only_from_rows(&name_value_rows(conn, sql::READ_ONLY).await?);
-    Ok((wsrep, read_only))
+    let vars = name_value_rows(conn, sql::NODE_VARIABLES).await?;
+    let slave = match vars.get("log_bin").is_some_and(|v| v.eq_ignore_ascii_case("ON")) {
+        true => slave_status(conn).await?,
+        false => None,
+    };
+    Ok(super::Probe { wsrep, read_only: sql::read_only_from_rows(&vars), replication: sql::replication_from_rows(&vars, slave.as_ref()) })
+}
+
+/// The one row of `SHOW SLAVE STATUS` by column name, if there is one.
+async fn slave_status(conn: &mut MySqlConnection) -> Result<Option<HashMap<String, String>>, String> {
+    let rows = tokio::time::timeout(QUERY_TIMEOUT, sqlx::raw_sql(AssertSqlSafe(sql::SLAVE_STATUS)).fetch_all(conn))
+        .await
+        .map_err(|_| format!("no answer to {:?} in {} ms", sql::SLAVE_STATUS, QUERY_TIMEOUT.as_millis()))?
+        .map_err(|e| format!("{:?} failed: {e}", sql::SLAVE_STATUS))?;
+    let Some(row) = rows.first() else { return Ok(None) };
+    use sqlx::Column;
+    // Numbers (ports, Seconds_Behind_Master) as text too; NULL (the lag
+    // while not applying) reads as empty.
+    let value = |i: usize| {
+        text(row, i)
+            .ok()
+            .or_else(|| row.try_get::<Option<u64>, _>(i).ok().map(|v| v.map(|v| v.to_string()).unwrap_or_default()))
+            .or_else(|| row.try_get::<Option<i64>, _>(i).ok().map(|v| v.map(|v| v.to_string()).unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    Ok(Some((0..row.columns().len()).map(|i| (row.columns()[i].name().to_string(), value(i))).collect()))
 }
 
 /// Probes `server` every second while its supervision runs. One
@@ -92,7 +115,7 @@ pub(crate) async fn probe_loop(server: Arc<Server>, stop: CancellationToken) {
     }
 }
 
-async fn probe_once(conn: &mut Option<(u32, MySqlConnection)>, pid: u32, socket: &Path) -> Result<(WsrepStatus, bool), String> {
+async fn probe_once(conn: &mut Option<(u32, MySqlConnection)>, pid: u32, socket: &Path) -> Result<super::Probe, String> {
     if conn.is_none() {
         *conn = Some((pid, connect_socket(socket, CONNECT_TIMEOUT).await?));
     }

@@ -19,13 +19,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::auth::{Admin, Caller, Operator};
 use crate::clusters::secrets::{ADMIN_USER, SealedSecrets};
 use crate::clusters::servers::{self, Action};
-use crate::clusters::{operate, protect, routing, status, steps, validate, view};
+use crate::clusters::{operate, protect, routing, standby, status, steps, validate, view};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_clusters, create_cluster))
+        .routes(routes!(create_standby))
         .routes(routes!(get_cluster))
         .routes(routes!(credentials))
         .routes(routes!(stop_cluster))
@@ -136,12 +137,16 @@ async fn create_cluster(
     };
     let secrets = SealedSecrets::generate(&state);
     let now = now_ms();
+    // Every new cluster keeps a binary log under its own GTID domain, so
+    // it can have standbys later without a restart.
+    let mut spec = placement.spec.clone();
+    spec.replication = Some(atoll_core::ReplicationSpec { domain: standby::next_domain(&state).await?, source: None, seeded_at: None });
     let record = ClusterRecord {
         name: name.clone(),
         engine: atoll_engine::NAME.into(),
         durability: placement.spec.durability,
         status: ClusterStatus::Creating,
-        spec: placement.spec.clone(),
+        spec,
         secrets: serde_json::to_value(&secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
         created_by: caller.user.clone(),
         created_at_ms: now,
@@ -166,6 +171,89 @@ async fn create_cluster(
     };
     state
         .audit_ok(&caller, "cluster.create", &name, json!({ "task": task.id, "durability": record.durability, "servers": servers.len() }))
+        .await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Validates a standby of `name` (the standby's own topology as for a
+/// create, and what the pair needs: another region, the same engine major
+/// version, a primary that keeps a binary log), then records it and starts
+/// the task that copies a primary node into it and starts replication.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/standbys", tag = "clusters", security(("bearer" = ["operator"])), params(("name" = String, Path, description = "the primary")),
+    request_body = CreateClusterRequest,
+    responses((status = 202, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_standby(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    Path(primary_name): Path<String>,
+    JsonBody(request): JsonBody<ClusterSpec>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let name = request.name.clone();
+    let refuse = |e: ApiError| async {
+        state
+            .audit(
+                &caller.user,
+                caller.source,
+                "cluster.create_standby",
+                &name,
+                json!({ "primary": primary_name }),
+                &format!("refused: {e}"),
+            )
+            .await;
+        e
+    };
+    let (primary, _) = match load(&state, &primary_name).await {
+        Ok(p) => p,
+        Err(e) => return Err(refuse(e).await),
+    };
+    let mut problems = standby::pair_problems(&state, &primary, &request).await?;
+    let domain = standby::next_domain(&state).await?;
+    let spec = standby::standby_spec(&primary, request, domain);
+    let placement = match validate::validate(&state, spec).await {
+        Ok(p) if problems.is_empty() => Some(p),
+        Ok(_) => None,
+        Err(ApiError::Invalid(more)) => {
+            problems.extend(more);
+            None
+        }
+        Err(e) => return Err(refuse(e).await),
+    };
+    let placement = match placement {
+        Some(p) if problems.is_empty() => p,
+        _ => return Err(refuse(ApiError::Invalid(problems)).await),
+    };
+    let secrets = standby::standby_secrets(&state, &primary)?;
+    let now = now_ms();
+    let record = ClusterRecord {
+        name: name.clone(),
+        engine: atoll_engine::NAME.into(),
+        durability: placement.spec.durability,
+        status: ClusterStatus::Creating,
+        spec: placement.spec.clone(),
+        secrets: serde_json::to_value(&secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
+        created_by: caller.user.clone(),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
+    state.store.create_cluster(&record, &servers).await?;
+    let submitted = match state.store.put_proxies(&placement.proxies).await {
+        Ok(()) => state
+            .executor
+            .submit(standby::create_task(&name, &primary_name, &servers, &placement.proxies), &caller.user)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e.into()),
+    };
+    let task = match submitted {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = state.store.delete_cluster(&name).await;
+            return Err(e);
+        }
+    };
+    state
+        .audit_ok(&caller, "cluster.create_standby", &name, json!({ "task": task.id, "primary": primary_name, "servers": servers.len() }))
         .await;
     Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
 }

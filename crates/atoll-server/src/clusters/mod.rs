@@ -6,6 +6,8 @@
 //! - `servers` (one server, scaling, and the rules that guard them) →
 //!   `operate` (whole-cluster tasks) → `writer` (planned moves) → `steps`
 //!   (the steps that make servers, the create task);
+//! - `standby` (standby clusters: pair rules, the create task, seeding and
+//!   the replication channel) builds on `steps`;
 //! - `validate` and `view` read what the others record;
 //! - `health` → `routing` (writer failover, the proxies' table) →
 //!   `status`, `secrets`, `builds`, `proxies`, `protect`: leaves that
@@ -21,6 +23,7 @@ pub mod proxies;
 pub mod routing;
 pub mod secrets;
 pub mod servers;
+pub mod standby;
 pub mod status;
 pub mod steps;
 pub mod validate;

@@ -11,6 +11,8 @@ use crate::state::AppState;
 pub const ADMIN_USER: &str = "atoll_admin";
 /// Read-only account for probes and monitoring.
 pub const MONITOR_USER: &str = "atoll_monitor";
+/// The account a standby's applier reads its primary's binary log with.
+pub const REPLICATION_USER: &str = "atoll_repl";
 
 /// The cluster's passwords, sealed with the platform key in MetaDB.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +23,10 @@ pub struct SealedSecrets {
     /// with; absent on clusters made before proxies existed.
     #[serde(default)]
     pub proxy_token: Option<String>,
+    /// The replication account's password, shared by the clusters of a
+    /// pair; absent on clusters made before standbys existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_password: Option<String>,
 }
 
 impl SealedSecrets {
@@ -30,7 +36,22 @@ impl SealedSecrets {
             admin_password: state.secrets.seal(&crate::auth::random_password()),
             monitor_password: state.secrets.seal(&crate::auth::random_password()),
             proxy_token: Some(state.secrets.seal(&crate::auth::random_token())),
+            replication_password: Some(state.secrets.seal(&crate::auth::random_password())),
         }
+    }
+
+    /// A standby's: its primary's accounts (its data is a copy of the
+    /// primary's, accounts included, and stays one), its own proxy token.
+    pub fn for_standby(&self, state: &AppState) -> SealedSecrets {
+        SealedSecrets { proxy_token: Some(state.secrets.seal(&crate::auth::random_token())), ..self.clone() }
+    }
+
+    /// The replication account's password in clear.
+    pub fn replication(&self, state: &AppState, cluster: &str) -> ApiResult<String> {
+        let sealed = self.replication_password.as_deref().ok_or_else(|| {
+            ApiError::Conflict(format!("cluster {cluster} was made before standbys existed and has no replication account"))
+        })?;
+        open(state, sealed)
     }
 
     pub fn of(c: &ClusterRecord) -> ApiResult<SealedSecrets> {

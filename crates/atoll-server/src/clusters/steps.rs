@@ -263,6 +263,11 @@ impl StepHandler for Define {
             }),
             // A TLS platform's clusters replicate over TLS too.
             tls: state.config.tls,
+            replication: t
+                .spec()
+                .replication
+                .as_ref()
+                .map(|r| atoll_engine::config::ReplicationConfig { domain: r.domain, read_only: r.source.is_some() }),
         };
         let config = atoll_engine::config::render(&input).map_err(|e| StepError::fatal(e.to_string()))?;
         let tls = match input.tls {

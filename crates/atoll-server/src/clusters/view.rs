@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use atoll_api::v1::{ClusterView, ServerView, ZoneView};
-use atoll_core::HostId;
+use atoll_api::v1::{ChannelView, ClusterView, ReplicationView, ServerView, ZoneView};
 use atoll_core::time::now_ms;
+use atoll_core::{GtidPos, HostId};
 use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord, RoutingRecord};
 
 use super::proxies;
@@ -23,7 +23,46 @@ pub async fn view_of(state: &AppState, c: &ClusterRecord, hosts: &BTreeMap<HostI
     let servers = state.store.cluster_servers(&c.name).await?;
     let routing = state.store.get_routing(&c.name).await?.unwrap_or_default();
     let proxies = state.store.cluster_proxies(&c.name).await?;
-    Ok(view(state, c, &servers, &routing, &proxies, hosts))
+    let mut v = view(state, c, &servers, &routing, &proxies, hosts);
+    v.replication = replication(state, c, &servers).await?;
+    Ok(v)
+}
+
+/// The pair a cluster is part of; for a standby, its channel as the
+/// applier reports it, with the primary's position to measure the lag.
+async fn replication(state: &AppState, c: &ClusterRecord, servers: &[DbServerRecord]) -> ApiResult<Option<ReplicationView>> {
+    let Some(r) = &c.spec.replication else { return Ok(None) };
+    let Some(primary) = &r.source else {
+        let standbys = state
+            .store
+            .list_clusters()
+            .await?
+            .into_iter()
+            .filter(|o| o.spec.replication.as_ref().and_then(|r| r.source.as_deref()) == Some(c.name.as_str()))
+            .map(|o| o.name)
+            .collect();
+        return Ok(Some(ReplicationView { role: "primary".into(), domain: r.domain, primary: None, standbys, channel: None }));
+    };
+    let primary_servers = state.store.cluster_servers(primary).await?;
+    let reported = |s: &DbServerRecord| server_state(state, s).1.and_then(|st| st.replication);
+    let channel = servers.iter().find_map(|s| Some((s, reported(s)?.channel?))).map(|(applier, ch)| {
+        let source = primary_servers.iter().find(|p| atoll_engine::config::host_port(&p.address, p.ports.sql) == ch.source);
+        // The furthest position any primary node has logged.
+        let theirs = primary_servers
+            .iter()
+            .filter_map(|p| reported(p)?.gtid_binlog_pos.parse::<GtidPos>().ok())
+            .fold(GtidPos::default(), |a, b| a.max(&b));
+        let ours = reported(applier).and_then(|x| x.gtid_binlog_pos.parse::<GtidPos>().ok()).unwrap_or_default();
+        ChannelView {
+            applier: applier.name.clone(),
+            source: source.map_or_else(|| ch.source.clone(), |p| p.name.clone()),
+            running: ch.running(),
+            seconds_behind: ch.seconds_behind,
+            transactions_behind: (!theirs.is_empty()).then(|| ours.behind(&theirs.replicated_from_others(r.domain))),
+            last_error: ch.last_error.clone(),
+        }
+    });
+    Ok(Some(ReplicationView { role: "standby".into(), domain: r.domain, primary: Some(primary.clone()), standbys: Vec::new(), channel }))
 }
 
 pub fn view(
@@ -62,6 +101,7 @@ pub fn view(
         moving_to: routing.moving_to.clone(),
         proxies: proxies.iter().map(|p| proxies::view(p, hosts, now_ms() - state.config.offline_after_ms as i64)).collect(),
         params: c.spec.params.clone(),
+        replication: None,
         created_by: c.created_by.clone(),
         created_at_ms: c.created_at_ms,
         updated_at_ms: c.updated_at_ms,

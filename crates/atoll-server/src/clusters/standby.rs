@@ -1,0 +1,422 @@
+//! Standby clusters: a Galera cluster in another region that follows a
+//! primary by asynchronous GTID replication. Made from a hot copy of a
+//! primary node streamed between agents, then fed by one channel (a
+//! source node on the primary, an applier node on the standby).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atoll_api::agent::{HostOp, OpRequest, OpResult};
+use atoll_api::db::{ExportGrant, SeedSource, Seeded, StartMode};
+use atoll_core::{ClusterSpec, GtidPos, ReplicationSpec, ServerState};
+use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord};
+use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
+use serde_json::{Value, json};
+
+use super::secrets::{REPLICATION_USER, SealedSecrets};
+use super::status::server_state;
+use super::steps::{self, ClusterStep, ServerStep, Target, target};
+use super::{builds, proxies};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::step_kit::{StateRef, store_err};
+
+pub const ACCOUNT: &str = "standby.account";
+pub const SEED: &str = "standby.seed";
+pub const CHANNEL: &str = "standby.channel";
+
+/// How long a copy grant waits for the standby's agent.
+const GRANT_TTL_S: u32 = 120;
+/// A seed streams the whole data set: the step's own limit.
+const SEED_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The next free cluster domain (GTID domain and `server_id`): one past
+/// the largest in use, so no two clusters of a pair share one.
+pub async fn next_domain(state: &AppState) -> ApiResult<u32> {
+    let used = state.store.list_clusters().await?.iter().filter_map(|c| c.spec.replication.as_ref().map(|r| r.domain)).max();
+    let next = used.unwrap_or(0) + 1;
+    if next > atoll_core::replication::MAX_DOMAIN {
+        return Err(ApiError::Conflict("no cluster domain is left: delete clusters no longer used".into()));
+    }
+    Ok(next)
+}
+
+/// `major.minor` of a `mariadbd --version` string, e.g. `10.11`.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version.split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The engine version a cluster's servers run on one of its hosts.
+fn version_on(spec: &ClusterSpec, host: &atoll_store::HostRecord) -> Option<String> {
+    let name = builds::package_name(spec).unwrap_or(atoll_core::SYSTEM_BUILD);
+    host.host.facts.as_ref()?.engine(name)?.version.clone()
+}
+
+/// What makes a pair impossible, all at once: the primary's role and
+/// binary log, engine versions, parameters a replica needs (the region is
+/// checked once the hosts have given the standby one).
+pub async fn pair_problems(state: &AppState, primary: &ClusterRecord, standby: &ClusterSpec) -> ApiResult<Vec<String>> {
+    let mut p = Vec::new();
+    let name = &primary.name;
+    match &primary.spec.replication {
+        None => p.push(format!(
+            "cluster {name} keeps no binary log (it was made before standbys existed): make a new cluster and move the data there to give it standbys"
+        )),
+        Some(r) if r.source.is_some() => p.push(format!(
+            "cluster {name} is itself a standby (of {}): make the standby of the primary instead",
+            r.source.as_deref().unwrap_or_default()
+        )),
+        Some(_) => {}
+    }
+    if primary.status == atoll_core::ClusterStatus::Creating {
+        p.push(format!("cluster {name} is still being created: wait for its task"));
+    }
+    if standby.replication.is_some() {
+        p.push("replication is set by the platform: leave it out of the request".into());
+    }
+    if standby.params.keys().any(|k| atoll_engine::params::normalize_key(k) == "read_only") {
+        p.push("read_only is set by the cluster's role (a standby is read only): leave it out".into());
+    }
+    // A replica must take every event the primary writes.
+    let packet = |s: &ClusterSpec| {
+        s.params
+            .iter()
+            .find(|(k, _)| atoll_engine::params::normalize_key(k) == "max_allowed_packet")
+            .and_then(|(_, v)| atoll_engine::params::parse_size(v))
+            .unwrap_or(16 << 20)
+    };
+    if packet(standby) < packet(&primary.spec) {
+        p.push(format!(
+            "max_allowed_packet of {} ({} bytes) is smaller than its primary's ({} bytes): rows the primary takes would stop replication; raise it",
+            standby.name,
+            packet(standby),
+            packet(&primary.spec)
+        ));
+    }
+    // Same major version both ways: a switchover turns the pair round.
+    let hosts = state.store.list_hosts().await?;
+    let versions = |spec: &ClusterSpec, servers: Vec<String>| {
+        servers
+            .iter()
+            .filter_map(|h| hosts.iter().find(|r| r.host.id.to_string() == *h || r.host.name == *h || r.host.address == *h))
+            .filter_map(|h| version_on(spec, h).map(|v| (h.host.name.clone(), v)))
+            .collect::<Vec<_>>()
+    };
+    // The standby's region: asked for, or its hosts' (when they share one;
+    // hosts of several regions are refused by the create rules).
+    let host_of = |h: &String| hosts.iter().find(|r| r.host.id.to_string() == *h || r.host.name == *h || r.host.address == *h);
+    let regions: std::collections::BTreeSet<String> =
+        standby.servers.iter().filter_map(|s| host_of(&s.host)).map(|h| h.host.region_name().to_string()).collect();
+    let region = standby.region.clone().or_else(|| (regions.len() == 1).then(|| regions.iter().next().cloned()).flatten());
+    let primary_region = primary.spec.region.clone().unwrap_or_else(|| atoll_core::DEFAULT_REGION.into());
+    if region.as_ref() == Some(&primary_region) {
+        p.push(format!(
+            "standby {} would be in region {primary_region} like its primary {name}: losing that region would take both; put it on hosts of another region",
+            standby.name
+        ));
+    }
+    let primary_hosts: Vec<String> = state.store.cluster_servers(name).await?.iter().map(|s| s.host_id.to_string()).collect();
+    let theirs = versions(&primary.spec, primary_hosts);
+    let ours = versions(standby, standby.servers.iter().map(|s| s.host.clone()).collect());
+    if let Some((_, pv)) = theirs.first() {
+        for (host, v) in &ours {
+            if major_minor(v) != major_minor(pv) {
+                p.push(format!(
+                    "host {host} runs MariaDB {v} but primary {name} runs {pv}: a standby runs the same major version (a switchover reverses the replication)"
+                ));
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// The standby's spec as stored: the primary's durability and parameters
+/// unless the request names its own, the pair's replication part.
+pub fn standby_spec(primary: &ClusterRecord, mut spec: ClusterSpec, domain: u32) -> ClusterSpec {
+    if spec.params.is_empty() {
+        spec.params = primary.spec.params.clone();
+    }
+    if spec.engine.is_none() {
+        spec.engine = primary.spec.engine.clone();
+    }
+    spec.durability = primary.spec.durability;
+    spec.replication = Some(ReplicationSpec { domain, source: Some(primary.name.clone()), seeded_at: None });
+    spec
+}
+
+/// The standby's secrets: its primary's accounts, its own proxy token.
+pub fn standby_secrets(state: &AppState, primary: &ClusterRecord) -> ApiResult<SealedSecrets> {
+    Ok(SealedSecrets::of(primary)?.for_standby(state))
+}
+
+/// Makes the standby: its servers defined, the replication account on the
+/// primary, a copy of a primary node into the first server, which starts
+/// a new Galera cluster and the channel from the primary; then the others
+/// join it (full state transfer) one at a time, and its proxies start.
+pub fn create_task(standby: &str, primary: &str, servers: &[DbServerRecord], proxies: &[ProxyRecord]) -> TaskSpec {
+    let on = |s: &str| ServerStep::new(standby, s);
+    let mut steps =
+        vec![StepSpec::typed("reserve", steps::RESERVE, format!("reserve the name {standby}"), &ClusterStep { cluster: standby.into() })];
+    for s in servers {
+        steps.push(
+            steps::define(standby, s, format!("define@{}", s.name), format!("write {}'s config on {}", s.name, s.address), false)
+                .after("reserve"),
+        );
+    }
+    steps.push(
+        StepSpec::typed("account", ACCOUNT, format!("make the replication account on {primary}"), &ClusterStep { cluster: standby.into() })
+            .after("reserve"),
+    );
+    let task = |steps| TaskSpec {
+        kind: "cluster.create_standby".into(),
+        title: format!("create {standby}, a standby of {primary}"),
+        target: standby.into(),
+        params: json!({ "cluster": standby, "primary": primary }),
+        steps,
+    };
+    let Some(first) = servers.first() else { return task(steps) };
+    let f = &first.name;
+    let mut seed = StepSpec::typed(format!("seed@{f}"), SEED, format!("copy a node of {primary} into {f}"), &on(f))
+        .after(format!("define@{f}"))
+        .after("account");
+    seed.timeout = SEED_TIMEOUT;
+    // Each attempt copies from another node of the primary.
+    seed.max_attempts = 4;
+    steps.push(seed);
+    steps.push(
+        steps::start(standby, f, format!("bootstrap@{f}"), format!("start {standby} on {f} from the copy"), StartMode::Bootstrap)
+            .after(format!("seed@{f}")),
+    );
+    steps.push(steps::wait(standby, f).after(format!("bootstrap@{f}")));
+    steps.push(
+        StepSpec::typed("channel", CHANNEL, format!("start replication from {primary}"), &ClusterStep { cluster: standby.into() })
+            .after(format!("wait@{f}")),
+    );
+    let mut previous = "channel".to_string();
+    for s in &servers[1..] {
+        let n = &s.name;
+        steps.push(
+            steps::start(standby, n, format!("join@{n}"), format!("start {n} and join"), StartMode::Join)
+                .after(format!("define@{n}"))
+                .after(previous.clone()),
+        );
+        steps.push(steps::wait(standby, n).after(format!("join@{n}")));
+        previous = format!("wait@{n}");
+    }
+    steps.push(steps::ready(standby).after(previous));
+    steps.extend(proxies.iter().map(|p| proxies::up_step(p).after("ready")));
+    task(steps)
+}
+
+/// The primary a standby follows, read from MetaDB.
+async fn primary_of(state: &AppState, standby: &ClusterRecord) -> Result<ClusterRecord, StepError> {
+    let name = standby
+        .spec
+        .replication
+        .as_ref()
+        .and_then(|r| r.source.clone())
+        .ok_or_else(|| StepError::fatal(format!("cluster {} is not a standby", standby.name)))?;
+    state.store.get_cluster(&name).await.map_err(store_err)?.ok_or_else(|| StepError::fatal(format!("primary {name} no longer exists")))
+}
+
+/// The primary's servers that are Synced now, the writer last (it serves
+/// the applications; a copy or a channel loads another node first).
+async fn synced_primary_nodes(state: &AppState, primary: &ClusterRecord) -> Result<Vec<DbServerRecord>, StepError> {
+    let writer = state.store.get_routing(&primary.name).await.map_err(store_err)?.and_then(|r| r.writer);
+    let mut nodes: Vec<DbServerRecord> = state
+        .store
+        .cluster_servers(&primary.name)
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|s| server_state(state, s).0 == ServerState::Synced)
+        .collect();
+    nodes.sort_by_key(|s| Some(&s.name) == writer.as_ref());
+    Ok(nodes)
+}
+
+/// Creates (or resets) the replication account through a primary node; it
+/// replicates to every node of the primary and, later, to the standby.
+/// The admin account also loses `READ_ONLY ADMIN` there, so `read_only`
+/// holds it on the standby.
+pub(crate) struct Account(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Account {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let ClusterStep { cluster } = ctx.params()?;
+        let standby = state
+            .store
+            .get_cluster(&cluster)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
+        let primary = primary_of(state, &standby).await?;
+        let node = synced_primary_nodes(state, &primary)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StepError::retryable(format!("no node of {} is synced", primary.name)))?;
+        let password =
+            SealedSecrets::of(&primary).and_then(|s| s.replication(state, &primary.name)).map_err(|e| StepError::fatal(e.to_string()))?;
+        let mut statements = atoll_engine::sql::replication_account(REPLICATION_USER, &password, state.config.tls);
+        statements.push(atoll_engine::sql::admin_obeys_read_only(super::secrets::ADMIN_USER));
+        let t = target(state, &primary.name, &node.name).await?;
+        t.op(ctx, HostOp::DbSql { id: t.id(), statements }).await?;
+        ctx.info(format!("account {REPLICATION_USER} made on {} through {}", primary.name, node.name)).await;
+        Ok(json!({ "user": REPLICATION_USER, "through": node.name }))
+    }
+}
+
+/// Copies a synced primary node into the standby's first server: the
+/// source agent is granted one copy, the standby's agent pulls it.
+pub(crate) struct Seed(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Seed {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let p: ServerStep = ctx.params()?;
+        let t = target(state, &p.cluster, &p.server).await?;
+        let primary = primary_of(state, &t.cluster).await?;
+        let nodes = synced_primary_nodes(state, &primary).await?;
+        if nodes.is_empty() {
+            return Err(StepError::retryable(format!("no node of {} is synced to copy from", primary.name)));
+        }
+        // A later attempt copies another node: the last one may have died.
+        let source = &nodes[(ctx.attempt.saturating_sub(1) as usize) % nodes.len()];
+        let s = target(state, &primary.name, &source.name).await?;
+        let url = s.host.host.agent_url.clone().ok_or_else(|| StepError::fatal(format!("host {} has no agent URL", s.host.host.name)))?;
+        let token = crate::auth::random_token();
+        let grant = ExportGrant { id: s.id(), token_sha256: atoll_core::secret::sha256_hex(&token), ttl_s: GRANT_TTL_S };
+        let client = crate::hostops::client(&s.host, &s.token, Duration::from_secs(15)).map_err(|e| StepError::fatal(e.to_string()))?;
+        client
+            .post::<_, Value>("/agent/v1/db/exports", &grant)
+            .await
+            .or_else(|e| if e.status() == Some(204) { Ok(Value::Null) } else { Err(e) })
+            .map_err(|e| StepError::retryable(format!("{} does not grant a copy of {}: {e}", s.host.host.name, source.name)))?;
+        ctx.info(format!("copying {} (on {}) into {} (on {})", source.name, s.host.host.name, t.server.name, t.host.host.name)).await;
+        let seeded = seed_op(ctx, &t, SeedSource { url, id: s.id(), token }).await?;
+        // The channel starts after this position, and no applier ever
+        // starts before it.
+        let mut spec = t.cluster.spec.clone();
+        if let Some(r) = spec.replication.as_mut() {
+            r.seeded_at = Some(seeded.gtid.clone());
+        }
+        state.store.set_cluster_spec(&t.cluster.name, &spec, atoll_core::time::now_ms()).await.map_err(store_err)?;
+        ctx.info(format!("{} bytes copied in {} ms; the copy is at {}", seeded.bytes, seeded.took_ms, display_pos(&seeded.gtid))).await;
+        Ok(json!({ "from": source.name, "bytes": seeded.bytes, "gtid": seeded.gtid, "took_ms": seeded.took_ms }))
+    }
+}
+
+fn display_pos(gtid: &str) -> &str {
+    if gtid.is_empty() { "the start (no transaction yet)" } else { gtid }
+}
+
+/// The seed operation, keyed by the grant: a retry with a new grant is a
+/// new operation (the agent keeps what a finished copy recorded).
+async fn seed_op(ctx: &StepContext, t: &Target, source: SeedSource) -> Result<Seeded, StepError> {
+    let client = crate::hostops::client(&t.host, &t.token, SEED_TIMEOUT).map_err(|e| StepError::fatal(e.to_string()))?;
+    let key = format!("{}/{}", ctx.idempotency_key(), &atoll_core::secret::sha256_hex(&source.token)[..12]);
+    let req = OpRequest { key, op: HostOp::DbSeed { id: t.id(), source } };
+    let r: OpResult = client.post("/agent/v1/ops", &req).await.map_err(|e| match e.status() {
+        Some(s) if (400..500).contains(&s) => StepError::fatal(format!("{}: {e}", t.host.host.name)),
+        _ => StepError::retryable(format!("seeding on {} failed: {e}", t.host.host.name)),
+    })?;
+    serde_json::from_value(r.detail).map_err(|e| StepError::fatal(format!("{} answered an unreadable seed record: {e}", t.host.host.name)))
+}
+
+/// Starts the channel on the standby's first synced server, from a synced
+/// primary node, after the seed's position.
+pub(crate) struct Channel(pub(crate) StateRef);
+
+#[async_trait]
+impl StepHandler for Channel {
+    async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
+        let state = self.0.get()?;
+        let ClusterStep { cluster } = ctx.params()?;
+        let standby = state
+            .store
+            .get_cluster(&cluster)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
+        let applier = state
+            .store
+            .cluster_servers(&cluster)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .find(|s| server_state(state, s).0 == ServerState::Synced)
+            .ok_or_else(|| StepError::retryable(format!("no server of {cluster} is synced to apply the channel")))?;
+        let (source, applier, from) = start_channel(state, ctx, &standby, &applier).await?;
+        ctx.info(format!("{applier} replicates from {source} after {}", display_pos(&from))).await;
+        Ok(json!({ "source": source, "applier": applier, "from": from }))
+    }
+
+    async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
+        let state = self.0.get()?;
+        let Some(out) = ctx.output_of(&ctx.key).await else { return Ok(()) };
+        let ClusterStep { cluster } = ctx.params()?;
+        let Some(applier) = out.get("applier").and_then(Value::as_str) else { return Ok(()) };
+        let t = target(state, &cluster, applier).await?;
+        t.op(ctx, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::stop_channel() }).await?;
+        ctx.info(format!("replication on {applier} stopped")).await;
+        Ok(())
+    }
+}
+
+/// Makes `applier` the standby's applier, reading from a synced primary
+/// node after what the standby has (its binary log, never before the
+/// seed): (source, applier, position).
+pub async fn start_channel(
+    state: &AppState,
+    ctx: &StepContext,
+    standby: &ClusterRecord,
+    applier: &DbServerRecord,
+) -> Result<(String, String, String), StepError> {
+    let primary = primary_of(state, standby).await?;
+    let source = synced_primary_nodes(state, &primary)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StepError::retryable(format!("no node of {} is synced to replicate from", primary.name)))?;
+    let from = channel_start(state, standby, applier).map_err(StepError::fatal)?;
+    let password =
+        SealedSecrets::of(&primary).and_then(|s| s.replication(state, &primary.name)).map_err(|e| StepError::fatal(e.to_string()))?;
+    let t = target(state, &standby.name, &applier.name).await?;
+    let ca = format!("{}/{}", t.server.dir.trim_end_matches('/'), atoll_engine::config::TLS_FILES[0]);
+    let src = atoll_engine::sql::ChannelSource {
+        host: &source.address,
+        port: source.ports.sql,
+        user: REPLICATION_USER,
+        password: &password,
+        ca_file: state.config.tls.then_some(ca.as_str()),
+    };
+    t.op(ctx, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::start_channel(&src, &from) }).await?;
+    Ok((source.name, applier.name.clone(), from.to_string()))
+}
+
+/// Where a new applier starts: per domain of other clusters, the further
+/// of what it has logged and where the seed copy was taken.
+fn channel_start(state: &AppState, standby: &ClusterRecord, applier: &DbServerRecord) -> Result<GtidPos, String> {
+    let r = standby.spec.replication.as_ref().ok_or_else(|| format!("cluster {} has no replication part", standby.name))?;
+    let seeded: GtidPos = r.seeded_at.as_deref().unwrap_or_default().parse()?;
+    let logged: GtidPos =
+        server_state(state, applier).1.and_then(|s| s.replication).map(|r| r.gtid_binlog_pos).unwrap_or_default().parse()?;
+    Ok(logged.replicated_from_others(r.domain).max(&seeded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert_eq!(major_minor("10.11.19-MariaDB-0+deb12u1"), Some((10, 11)));
+        assert_eq!(major_minor("11.8.3-MariaDB"), Some((11, 8)));
+        assert_eq!(major_minor("garbage"), None);
+    }
+}
