@@ -414,12 +414,12 @@ pub struct ReplicationView {
     /// A standby's channel as its applier reports it; absent while no
     /// node applies one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<ChannelView>,
+    pub channel: Option<ReplicaChannelView>,
 }
 
 /// The replication channel feeding a standby.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ChannelView {
+pub struct ReplicaChannelView {
     /// The standby's server that applies it.
     pub applier: String,
     /// The primary's server it reads from (its address when unknown).

@@ -106,6 +106,12 @@ impl GtidPos {
         self
     }
 
+    /// Only the given domains.
+    pub fn only(&self, domains: impl IntoIterator<Item = u32>) -> GtidPos {
+        let keep: std::collections::BTreeSet<u32> = domains.into_iter().collect();
+        GtidPos(self.0.iter().filter(|(d, _)| keep.contains(d)).map(|(d, g)| (*d, *g)).collect())
+    }
+
     /// Only the cluster domains (not node-local ones) other than `own`:
     /// what a node of the cluster with domain `own` has applied of others.
     pub fn replicated_from_others(&self, own: u32) -> GtidPos {
@@ -182,5 +188,6 @@ mod tests {
         assert_eq!(pos("7-7-130").behind(&pos("7-7-120")), 0);
         assert_eq!(pos("7-7-100").max(&pos("7-7-90,8-8-1")).to_string(), "7-7-100,8-8-1");
         assert_eq!(pos("7-7-125").ahead_in(&pos("7-7-120"), 7), 5);
+        assert_eq!(pos("7-7-125,8-8-1").only([7, 9]).to_string(), "7-7-125");
     }
 }

@@ -291,15 +291,20 @@ pub fn render(c: &ConfigInput) -> Result<String, EngineError> {
     }
 
     if let Some(r) = c.replication {
+        // From the cluster's first start: Galera keeps the GTID domain a
+        // cluster was bootstrapped with, and nodes whose binary logs began
+        // at different times number the same transactions differently.
         w.line("# binary log and GTIDs: a standby cluster replicates from any node of its primary");
         w.overridable("log_bin", "mariadb-bin");
         w.fixed("log_slave_updates", "ON");
         w.fixed("relay_log", "relay-bin");
         w.fixed("wsrep_gtid_mode", "ON");
-        // An applier that left the primary component and came back resumes.
-        w.fixed("wsrep_restart_slave", "ON");
         w.fixed("wsrep_gtid_domain_id", &r.domain.to_string());
         w.fixed("gtid_domain_id", &node_domain(r.domain, &c.server).to_string());
+        // The platform starts the channel on one node at a time: a node
+        // that restarts (or rejoins) never resumes a channel by itself,
+        // which could make two appliers.
+        w.fixed("skip_slave_start", "ON");
         w.overridable("binlog_expire_logs_seconds", "604800");
         if r.read_only {
             w.line("# a standby: applications read only");

@@ -79,8 +79,11 @@ pub struct Plan<'a> {
 /// health, the console's state): a change of any is written at once.
 fn db_signature(s: &DbServerStatus) -> String {
     let w = s.wsrep.as_ref().map(|w| (w.ready, &w.cluster_status, w.local_state, w.cluster_size, &w.gcomm_uuid, &w.cluster_state_uuid));
+    // A replica channel's ends and health (the channel controller acts on
+    // them); not its positions, which move with every commit.
+    let ch = s.replication.as_ref().and_then(|r| r.channel.as_ref()).map(|c| (&c.source, c.running(), c.sql_running, &c.last_error));
     format!(
-        "{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{w:?}",
+        "{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{w:?}|{ch:?}",
         s.state,
         s.desired_running,
         s.pid,

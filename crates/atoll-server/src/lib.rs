@@ -182,6 +182,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     tokio::spawn(platform::run(state.clone(), shutdown.clone()));
     tokio::spawn(beats::run(state.clone(), shutdown.clone()));
     tokio::spawn(liveness::run(state.clone(), shutdown.clone()));
+    tokio::spawn(clusters::channels::run(state.clone(), shutdown.clone()));
     let monitoring = tokio::spawn(monitoring::run(state.clone(), shutdown.clone()));
     tokio::spawn(alerting::run(state.clone(), shutdown.clone()));
     let app = router(state.clone(), replica);

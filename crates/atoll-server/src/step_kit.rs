@@ -46,10 +46,26 @@ pub(crate) async fn agent_op(ctx: &StepContext, state: &AppState, h: &HostRecord
 
 /// [`agent_op`] with the host's token already opened.
 pub(crate) async fn agent_op_with(ctx: &StepContext, h: &HostRecord, token: &str, op: HostOp) -> Result<OpResult, StepError> {
+    agent_op_keyed(ctx, h, token, op, None).await
+}
+
+/// [`agent_op_with`] for a step that runs several operations, or one that
+/// may differ between attempts: `part` tells them apart in the journal.
+pub(crate) async fn agent_op_keyed(
+    ctx: &StepContext,
+    h: &HostRecord,
+    token: &str,
+    op: HostOp,
+    part: Option<&str>,
+) -> Result<OpResult, StepError> {
     // Operations may wait on a database (a clean shutdown flushes); the
     // step's own timeout bounds them.
     let client = hostops::client(h, token, Duration::from_secs(600)).map_err(|e| StepError::fatal(e.to_string()))?;
-    let req = OpRequest { key: ctx.idempotency_key(), op };
+    let key = match part {
+        Some(p) => format!("{}/{p}", ctx.idempotency_key()),
+        None => ctx.idempotency_key(),
+    };
+    let req = OpRequest { key, op };
     let result: OpResult = client.post("/agent/v1/ops", &req).await.map_err(|e| match e.status() {
         Some(s) if (400..500).contains(&s) => StepError::fatal(format!("{}: {e}", h.host.name)),
         _ => StepError::retryable(format!("{} does not answer: {e}", h.host.name)),

@@ -1,7 +1,8 @@
 //! Standby clusters (issue 13): a standby in another region is made from a
 //! hot copy of a primary node streamed between agents while the primary
-//! takes writes, then follows it by GTID replication over TLS; it refuses
-//! application writes, and once the writes stop its data equals the
+//! takes writes (and, first, a rolling restart that gives it a binary log), then follows it by GTID replication over TLS; it refuses
+//! application writes; its channel moves when the source node and then the
+//! applier node are killed; and once the writes stop its data equals the
 //! primary's (checksums per table, on every standby node).
 
 #![allow(clippy::unwrap_used)]
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use atoll_api::v1::{ClusterCredentials, ClusterView, TaskView};
+use atoll_api::v1::{ClusterCredentials, ClusterView, ReplicaChannelView, TaskView};
 use atoll_core::TaskStatus;
 use atoll_testkit::{Platform, ServerOpts, output_text, wait_for};
 use serde_json::json;
@@ -23,31 +24,26 @@ fn url(cr: &ClusterCredentials, host: &str, port: u16) -> String {
     format!("mysql://{}:{}@{host}:{port}/", cr.user, cr.password)
 }
 
-/// Inserts rows through the primary's z1 proxy until `stop`: the ids
-/// acknowledged, and the failures.
+/// Inserts rows through the primary's z1 proxy until `stop`, a new
+/// connection per row (the clients a rolling restart must not fail): the
+/// ids acknowledged, and the failures.
 async fn write_loop(cr: ClusterCredentials, stop: Arc<AtomicBool>, next: Arc<AtomicU64>) -> (Vec<u64>, Vec<String>) {
     let (mut acked, mut failed) = (Vec::new(), Vec::new());
-    let mut conn: Option<MySqlConnection> = None;
     while !stop.load(Ordering::Relaxed) {
         let id = next.fetch_add(1, Ordering::Relaxed);
-        if conn.is_none() {
-            match MySqlConnection::connect(&url(&cr, EAST[0], 6033)).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    failed.push(format!("row {id}: connect: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
+        let r = async {
+            let mut c = MySqlConnection::connect(&url(&cr, EAST[0], 6033)).await.map_err(|e| format!("connect: {e}"))?;
+            sqlx::query("INSERT INTO shop.orders (id, note) VALUES (?, REPEAT('x', 200))")
+                .bind(id as i64)
+                .execute(&mut c)
+                .await
+                .map_err(|e| format!("insert: {e}"))?;
+            c.close().await.map_err(|e| format!("close: {e}"))
         }
-        let Some(c) = conn.as_mut() else { continue };
-        let r = sqlx::query("INSERT INTO shop.orders (id, note) VALUES (?, REPEAT('x', 200))").bind(id as i64).execute(c).await.map(|_| ());
+        .await;
         match r {
             Ok(()) => acked.push(id),
-            Err(e) => {
-                failed.push(format!("row {id}: {e}"));
-                conn = None;
-            }
+            Err(e) => failed.push(format!("row {id}: {e}")),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -63,6 +59,66 @@ fn cli(p: &Platform, args: &[&str]) -> std::process::Output {
         .env("ATOLL_CA_FILE", p.dir.path().join("server/ca.pem"))
         .env("ATOLL_TOKEN", p.token.as_deref().unwrap_or_default());
     cmd.output().unwrap()
+}
+
+/// A server's address, from the cluster view.
+async fn server_address(c: &atoll_client::Client, cluster: &str, server: &str) -> String {
+    let v: ClusterView = c.get(&format!("/api/v1/clusters/{cluster}")).await.unwrap();
+    v.zones.iter().flat_map(|z| &z.servers).find(|s| s.name == server).map(|s| s.address.clone()).unwrap()
+}
+
+/// SIGKILLs `server`'s mariadbd (its agent restarts it) and waits until
+/// the standby's channel runs again and `moved` says it moved: the
+/// seconds it took and the new channel.
+async fn kill_and_wait_for_move(
+    c: &atoll_client::Client,
+    cluster: &str,
+    server: &str,
+    moved: impl Fn(&ReplicaChannelView) -> bool,
+) -> (f64, ReplicaChannelView) {
+    let v: ClusterView = c.get(&format!("/api/v1/clusters/{cluster}")).await.unwrap();
+    let pid = v.zones.iter().flat_map(|z| &z.servers).find(|s| s.name == server).and_then(|s| s.status.as_ref()?.pid).unwrap();
+    let killed = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let ch = wait_for("the channel to move", Duration::from_secs(60), || async {
+        let v: ClusterView = c.get("/api/v1/clusters/shop-dr").await.ok()?;
+        v.replication?.channel.filter(|ch| ch.running && moved(ch))
+    })
+    .await;
+    match ch {
+        Ok(ch) => (killed.elapsed().as_secs_f64(), ch),
+        Err(e) => {
+            let v: serde_json::Value = c.get("/api/v1/clusters/shop-dr").await.unwrap();
+            let tasks: Vec<TaskView> = c.get("/api/v1/tasks").await.unwrap();
+            let mut steps = Vec::new();
+            for t in tasks.iter().filter(|t| t.kind == "cluster.channel") {
+                let t: TaskView = c.get(&format!("/api/v1/tasks/{}", t.id)).await.unwrap();
+                steps.push(format!("{}: {:?}", t.title, t.steps.iter().map(|s| (&s.error, &s.output)).collect::<Vec<_>>()));
+            }
+            let reps: Vec<String> = v["zones"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|z| z["servers"].as_array().unwrap().iter())
+                .map(|s| format!("{} {}", s["name"], s["status"]["replication"]))
+                .collect();
+            let p: serde_json::Value = c.get("/api/v1/clusters/shop").await.unwrap();
+            let preps: Vec<String> = p["zones"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|z| z["servers"].as_array().unwrap().iter())
+                .map(|s| format!("{} {}", s["name"], s["status"]["replication"]))
+                .collect();
+            let cr: ClusterCredentials = c.get("/api/v1/clusters/shop/credentials").await.unwrap();
+            let q = |sql: &str| output_text(&atoll_testkit::mariadb(&cr, WEST[0], 3306, sql).unwrap());
+            let diag = q("SELECT @@gtid_slave_pos, @@gtid_binlog_pos, @@wsrep_gtid_domain_id, @@server_id");
+            panic!(
+                "{server} killed: {e}\nstandby: {:#}\n{reps:#?}\nprimary: {preps:#?}\nchannel steps: {steps:#?}\n{diag}",
+                v["replication"]
+            );
+        }
+    }
 }
 
 /// `CHECKSUM TABLE` and the row count of `shop.orders` on one node.
@@ -163,7 +219,18 @@ async fn a_standby_in_another_region_follows_its_primary_under_load() {
     let e = sqlx::query("INSERT INTO shop.orders (id) VALUES (0)").execute(&mut standby).await.unwrap_err().to_string();
     assert!(e.contains("read-only") || e.contains("1290"), "{e}");
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The source node dies, then the applier node: each time the channel
+    // moves to another Synced node and continues where the standby is.
+    let source_ip = server_address(&c, "shop", &ch.source).await;
+    let moved = kill_and_wait_for_move(&c, "shop", &ch.source, |new| new.source != ch.source).await;
+    println!("source {} ({source_ip}) killed: channel on {} from {} after {:.1} s", ch.source, moved.1.applier, moved.1.source, moved.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v: ClusterView = c.get("/api/v1/clusters/shop-dr").await.unwrap();
+    let ch2 = v.replication.and_then(|r| r.channel).unwrap_or(moved.1);
+    let moved = kill_and_wait_for_move(&c, "shop-dr", &ch2.applier, |new| new.applier != ch2.applier).await;
+    println!("applier {} killed: channel on {} from {} after {:.1} s", ch2.applier, moved.1.applier, moved.1.source, moved.0);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = load.await.unwrap();
     // A statement on an open connection never failed; a new connection

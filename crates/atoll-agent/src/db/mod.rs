@@ -10,6 +10,7 @@
 //! the databases serving.
 
 mod control;
+mod diskfull;
 mod dropout;
 mod evict;
 mod files;
@@ -110,6 +111,9 @@ struct Runtime {
     gcomm_uuid: Option<(String, u32)>,
     /// Whether the current process was voted out of its group for good.
     dropout: dropout::Dropout,
+    /// The agent killed the current process because its data directory
+    /// was full: it restarts once there is room, not as a crash.
+    disk_full: bool,
 }
 
 /// One answer of the prober.
@@ -139,6 +143,7 @@ impl Runtime {
             probe_error: None,
             gcomm_uuid: None,
             dropout: dropout::Dropout::default(),
+            disk_full: false,
         }
     }
 
@@ -188,6 +193,17 @@ impl Server {
 
     fn desired(&self) -> bool {
         self.rt().desired_running
+    }
+
+    /// Marks the running `pid` as stopped for a full disk; `false` when it
+    /// is no longer the process, or was marked already.
+    fn mark_disk_full(&self, pid: u32) -> bool {
+        let mut rt = self.rt();
+        if rt.pid != Some(pid) || rt.disk_full || !rt.desired_running {
+            return false;
+        }
+        rt.disk_full = true;
+        true
     }
 
     fn probe_target(&self) -> (Option<u32>, PathBuf) {

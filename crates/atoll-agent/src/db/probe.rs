@@ -86,6 +86,20 @@ pub(crate) async fn probe_loop(server: Arc<Server>, stop: CancellationToken) {
             conn = None;
             continue;
         };
+        let data = server.layout().data;
+        if let Some(left) = super::diskfull::full(&data) {
+            if server.mark_disk_full(pid) {
+                tracing::warn!(
+                    server = %server.id(),
+                    pid,
+                    left,
+                    data = %data.display(),
+                    "data directory full: stopping the server so the rest of its cluster keeps committing; it starts again once there is room"
+                );
+                let _ = signal(pid, Signal::Kill);
+            }
+            continue;
+        }
         if conn.as_ref().is_some_and(|(p, _)| *p != pid) {
             conn = None;
         }

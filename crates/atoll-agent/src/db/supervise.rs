@@ -122,6 +122,24 @@ async fn run(inner: Arc<Inner>, server: Arc<Server>, launch: Launch) {
             }
             _ => None,
         };
+        // Stopped by us for a full disk: back once there is room, and not
+        // a step towards a crash loop.
+        if std::mem::take(&mut server.rt().disk_full) {
+            {
+                let mut rt = server.rt();
+                rt.last_exit = Some(format!("stopped by the agent: data directory full ({exit}); starts again once there is room"));
+                rt.crashed = true;
+            }
+            if !wait_for_room(&inner, &server, eviction).await {
+                if !inner.shutdown.is_cancelled() {
+                    finish(&server, &id);
+                }
+                return;
+            }
+            tracing::info!(server = %id, "data directory has room again; starting the server");
+            server.rt().restarts += 1;
+            continue;
+        }
         let Some(backoff) = record_crash(&server, exit) else {
             tracing::error!(
                 server = %id,
@@ -220,6 +238,29 @@ async fn wait_backoff(inner: &Inner, server: &Server, d: Duration, eviction: Opt
             _ = inner.shutdown.cancelled() => return false,
             _ = &mut ready => return server.desired(),
             _ = server.wake.notified() => if !server.desired() { return false },
+        }
+    }
+}
+
+/// Waits until the data directory has room again (and the eviction of the
+/// stopped node finished); `true` to restart, `false` when the server is
+/// no longer wanted or the agent stops.
+async fn wait_for_room(inner: &Inner, server: &Server, eviction: Option<JoinHandle<usize>>) -> bool {
+    if let Some(h) = eviction {
+        let _ = h.await;
+    }
+    let data = server.layout().data;
+    loop {
+        if !server.desired() {
+            return false;
+        }
+        if super::diskfull::full(&data).is_none() {
+            return true;
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(super::diskfull::LOOK_EVERY) => {}
+            _ = server.wake.notified() => {}
         }
     }
 }

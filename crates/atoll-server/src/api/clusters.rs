@@ -137,8 +137,8 @@ async fn create_cluster(
     };
     let secrets = SealedSecrets::generate(&state);
     let now = now_ms();
-    // Every new cluster keeps a binary log under its own GTID domain, so
-    // it can have standbys later without a restart.
+    // A binary log under its own GTID domain from the first start, so a
+    // standby can follow it later (see `standby`).
     let mut spec = placement.spec.clone();
     spec.replication = Some(atoll_core::ReplicationSpec { domain: standby::next_domain(&state).await?, source: None, seeded_at: None });
     let record = ClusterRecord {
@@ -206,9 +206,15 @@ async fn create_standby(
         Ok(p) => p,
         Err(e) => return Err(refuse(e).await),
     };
+    let (primary, servers_of_primary) = (primary, state.store.cluster_servers(&primary_name).await?);
     let mut problems = standby::pair_problems(&state, &primary, &request).await?;
-    let domain = standby::next_domain(&state).await?;
-    let spec = standby::standby_spec(&primary, request, domain);
+    if let Err(e) = ensure_idle(&state, &primary_name).await {
+        problems.push(e.to_string());
+    }
+    let spec = standby::standby_spec(&primary, request, standby::next_domain(&state).await?);
+    if let Some(s) = spec.servers.iter().find(|s| servers_of_primary.iter().any(|p| p.name == s.name)) {
+        problems.push(format!("server name {} is taken by the primary {primary_name}: give the standby's servers other names", s.name));
+    }
     let placement = match validate::validate(&state, spec).await {
         Ok(p) if problems.is_empty() => Some(p),
         Ok(_) => None,
@@ -240,7 +246,7 @@ async fn create_standby(
     let submitted = match state.store.put_proxies(&placement.proxies).await {
         Ok(()) => state
             .executor
-            .submit(standby::create_task(&name, &primary_name, &servers, &placement.proxies), &caller.user)
+            .submit(standby::create_task(&name, &primary.name, &servers, &placement.proxies), &caller.user)
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e.into()),

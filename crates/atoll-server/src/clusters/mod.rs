@@ -7,7 +7,8 @@
 //!   `operate` (whole-cluster tasks) → `writer` (planned moves) → `steps`
 //!   (the steps that make servers, the create task);
 //! - `standby` (standby clusters: pair rules, the create task, seeding and
-//!   the replication channel) builds on `steps`;
+//!   the replication channel) builds on `steps`; `channels` (the controller
+//!   that moves a standby's channel) on `standby`;
 //! - `validate` and `view` read what the others record;
 //! - `health` → `routing` (writer failover, the proxies' table) →
 //!   `status`, `secrets`, `builds`, `proxies`, `protect`: leaves that
@@ -16,6 +17,7 @@
 //! Step kinds are registered in one place, `crate::registry`.
 
 pub mod builds;
+pub mod channels;
 pub mod health;
 pub mod operate;
 pub mod protect;

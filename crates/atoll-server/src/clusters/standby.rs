@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atoll_api::agent::{HostOp, OpRequest, OpResult};
-use atoll_api::db::{ExportGrant, SeedSource, Seeded, StartMode};
+use atoll_api::db::{DbServerStatus, ExportGrant, SeedSource, Seeded, StartMode};
 use atoll_core::{ClusterSpec, GtidPos, ReplicationSpec, ServerState};
 use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord};
 use atoll_tasks::{StepContext, StepError, StepHandler, StepSpec, TaskSpec};
@@ -61,13 +61,16 @@ pub async fn pair_problems(state: &AppState, primary: &ClusterRecord, standby: &
     let name = &primary.name;
     match &primary.spec.replication {
         None => p.push(format!(
-            "cluster {name} keeps no binary log (it was made before standbys existed): make a new cluster and move the data there to give it standbys"
+            "cluster {name} was made before standbys existed and keeps no binary log from its first start (which consistent GTIDs need); make a new cluster and move the data there to give it standbys"
         )),
         Some(r) if r.source.is_some() => p.push(format!(
             "cluster {name} is itself a standby (of {}): make the standby of the primary instead",
             r.source.as_deref().unwrap_or_default()
         )),
         Some(_) => {}
+    }
+    if primary.status != atoll_core::ClusterStatus::Healthy && primary.status != atoll_core::ClusterStatus::Creating {
+        p.push(format!("cluster {name} is {}: a standby is made from a healthy primary", primary.status));
     }
     if primary.status == atoll_core::ClusterStatus::Creating {
         p.push(format!("cluster {name} is still being created: wait for its task"));
@@ -150,11 +153,12 @@ pub fn standby_secrets(state: &AppState, primary: &ClusterRecord) -> ApiResult<S
     Ok(SealedSecrets::of(primary)?.for_standby(state))
 }
 
-/// Makes the standby: its servers defined, the replication account on the
-/// primary, a copy of a primary node into the first server, which starts
-/// a new Galera cluster and the channel from the primary; then the others
-/// join it (full state transfer) one at a time, and its proxies start.
-pub fn create_task(standby: &str, primary: &str, servers: &[DbServerRecord], proxies: &[ProxyRecord]) -> TaskSpec {
+/// Makes the standby: its servers defined, the replication account made
+/// on the primary, a primary node copied into the first server, which
+/// starts a new Galera cluster and the channel from the primary; then the
+/// others join it (full state transfer) one at a time, and its proxies
+/// start.
+pub fn create_task(standby: &str, p: &str, servers: &[DbServerRecord], proxies: &[ProxyRecord]) -> TaskSpec {
     let on = |s: &str| ServerStep::new(standby, s);
     let mut steps =
         vec![StepSpec::typed("reserve", steps::RESERVE, format!("reserve the name {standby}"), &ClusterStep { cluster: standby.into() })];
@@ -165,19 +169,19 @@ pub fn create_task(standby: &str, primary: &str, servers: &[DbServerRecord], pro
         );
     }
     steps.push(
-        StepSpec::typed("account", ACCOUNT, format!("make the replication account on {primary}"), &ClusterStep { cluster: standby.into() })
+        StepSpec::typed("account", ACCOUNT, format!("make the replication account on {p}"), &ClusterStep { cluster: standby.into() })
             .after("reserve"),
     );
     let task = |steps| TaskSpec {
         kind: "cluster.create_standby".into(),
-        title: format!("create {standby}, a standby of {primary}"),
+        title: format!("create {standby}, a standby of {p}"),
         target: standby.into(),
-        params: json!({ "cluster": standby, "primary": primary }),
+        params: json!({ "cluster": standby, "primary": p }),
         steps,
     };
     let Some(first) = servers.first() else { return task(steps) };
     let f = &first.name;
-    let mut seed = StepSpec::typed(format!("seed@{f}"), SEED, format!("copy a node of {primary} into {f}"), &on(f))
+    let mut seed = StepSpec::typed(format!("seed@{f}"), SEED, format!("copy a node of {p} into {f}"), &on(f))
         .after(format!("define@{f}"))
         .after("account");
     seed.timeout = SEED_TIMEOUT;
@@ -190,7 +194,7 @@ pub fn create_task(standby: &str, primary: &str, servers: &[DbServerRecord], pro
     );
     steps.push(steps::wait(standby, f).after(format!("bootstrap@{f}")));
     steps.push(
-        StepSpec::typed("channel", CHANNEL, format!("start replication from {primary}"), &ClusterStep { cluster: standby.into() })
+        StepSpec::typed("channel", CHANNEL, format!("start replication from {p}"), &ClusterStep { cluster: standby.into() })
             .after(format!("wait@{f}")),
     );
     let mut previous = "channel".to_string();
@@ -328,8 +332,12 @@ async fn seed_op(ctx: &StepContext, t: &Target, source: SeedSource) -> Result<Se
     serde_json::from_value(r.detail).map_err(|e| StepError::fatal(format!("{} answered an unreadable seed record: {e}", t.host.host.name)))
 }
 
-/// Starts the channel on the standby's first synced server, from a synced
-/// primary node, after the seed's position.
+/// Puts the channel right: one applier (the current one while it is
+/// Synced, else the first Synced server), reading from a Synced primary
+/// node, after what the standby has; any other node that applies is
+/// stopped first. Finishes once the applier reports the channel running.
+/// The create task's last word on replication, and the task the channel
+/// controller submits when the applier or the source left Synced.
 pub(crate) struct Channel(pub(crate) StateRef);
 
 #[async_trait]
@@ -343,17 +351,49 @@ impl StepHandler for Channel {
             .await
             .map_err(store_err)?
             .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
-        let applier = state
-            .store
-            .cluster_servers(&cluster)
-            .await
-            .map_err(store_err)?
-            .into_iter()
-            .find(|s| server_state(state, s).0 == ServerState::Synced)
+        let servers = state.store.cluster_servers(&cluster).await.map_err(store_err)?;
+        let reported = |s: &DbServerRecord| server_state(state, s);
+        let synced = |s: &DbServerRecord| reported(s).0 == ServerState::Synced;
+        let channel = |s: &DbServerRecord| reported(s).1.and_then(|st| st.replication).and_then(|r| r.channel);
+        let applying = |s: &DbServerRecord| channel(s).is_some();
+        let applier = servers
+            .iter()
+            .find(|s| channel(s).is_some_and(|c| c.running()) && synced(s))
+            .or_else(|| servers.iter().find(|s| synced(s)))
+            .cloned()
             .ok_or_else(|| StepError::retryable(format!("no server of {cluster} is synced to apply the channel")))?;
+        // Never two appliers: whoever else applies stops first (a node that
+        // cannot be reached is not running it either).
+        for other in servers.iter().filter(|s| s.name != applier.name && applying(s)) {
+            let t = target(state, &cluster, &other.name).await?;
+            let op = HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::stop_channel() };
+            match crate::step_kit::agent_op_keyed(ctx, &t.host, &t.token, op, Some(&format!("stop@{}", other.name))).await {
+                Ok(_) => ctx.info(format!("replication on {} stopped", other.name)).await,
+                Err(e) => ctx.warn(format!("could not stop replication on {}: {e}", other.name)).await,
+            }
+        }
         let (source, applier, from) = start_channel(state, ctx, &standby, &applier).await?;
         ctx.info(format!("{applier} replicates from {source} after {}", display_pos(&from))).await;
-        Ok(json!({ "source": source, "applier": applier, "from": from }))
+        // Done when the applier says so (its next report, about a second).
+        let started = std::time::Instant::now();
+        loop {
+            let now = state.store.cluster_servers(&cluster).await.map_err(store_err)?;
+            let ch = now.iter().find(|s| s.name == applier).and_then(|s| reported(s).1?.replication?.channel);
+            match ch {
+                Some(ch) if ch.running() && ch.sql_running => break,
+                Some(ch) if started.elapsed() > Duration::from_secs(20) => {
+                    return Err(StepError::retryable(format!(
+                        "the channel on {applier} does not run: {}",
+                        ch.last_error.unwrap_or_else(|| format!("receiver {}", ch.io_running))
+                    )));
+                }
+                _ if started.elapsed() > Duration::from_secs(20) => {
+                    return Err(StepError::retryable(format!("{applier} reports no channel 20 s after it was started")));
+                }
+                _ => crate::step_kit::pause(ctx, Duration::from_millis(250)).await?,
+            }
+        }
+        Ok(json!({ "source": source, "applier": applier, "from": from, "took_ms": started.elapsed().as_millis() as u64 }))
     }
 
     async fn rollback(&self, ctx: &StepContext) -> Result<(), StepError> {
@@ -365,6 +405,48 @@ impl StepHandler for Channel {
         t.op(ctx, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::stop_channel() }).await?;
         ctx.info(format!("replication on {applier} stopped")).await;
         Ok(())
+    }
+}
+
+/// The task that puts a standby's channel right (see [`Channel`]).
+pub fn channel_task(standby: &str, why: &str) -> TaskSpec {
+    let mut step =
+        StepSpec::typed("channel", CHANNEL, format!("move {standby}'s replication channel"), &ClusterStep { cluster: standby.into() });
+    step.max_attempts = 3;
+    TaskSpec {
+        kind: "cluster.channel".into(),
+        title: format!("move {standby}'s replication channel ({why})"),
+        target: standby.into(),
+        params: json!({ "cluster": standby, "why": why }),
+        steps: vec![step],
+    }
+}
+
+/// Why a standby's channel needs moving, if it does: its applier or its
+/// source left Synced, no node applies, or two do. A channel stopped by
+/// an error while both ends are Synced is left for an operator (the error
+/// is shown; restarting would repeat it).
+pub fn channel_fault(state: &AppState, servers: &[DbServerRecord], primary: &[DbServerRecord]) -> Option<String> {
+    // A channel that is configured but stopped without an error (a node
+    // that restarted: channels never resume by themselves) applies nothing.
+    let appliers: Vec<(&DbServerRecord, ServerState, atoll_core::ChannelStatus)> = servers
+        .iter()
+        .filter_map(|s| {
+            let (st, status) = server_state(state, s);
+            Some((s, st, status?.replication?.channel.filter(|c| c.running() || c.last_error.is_some())?))
+        })
+        .collect();
+    let [(applier, st, ch)] = appliers.as_slice() else {
+        return Some(if appliers.is_empty() { "no node applies it".into() } else { "two nodes apply it".into() });
+    };
+    if *st != ServerState::Synced {
+        return Some(format!("applier {} is {st}", applier.name));
+    }
+    let source = primary.iter().find(|p| atoll_engine::config::host_port(&p.address, p.ports.sql) == ch.source);
+    match source.map(|p| (p, server_state(state, p).0)) {
+        None => Some(format!("source {} is not a node of the primary", ch.source)),
+        Some((p, st)) if st != ServerState::Synced => Some(format!("source {} is {st}", p.name)),
+        _ => None,
     }
 }
 
@@ -383,7 +465,7 @@ pub async fn start_channel(
         .into_iter()
         .next()
         .ok_or_else(|| StepError::retryable(format!("no node of {} is synced to replicate from", primary.name)))?;
-    let from = channel_start(state, standby, applier).map_err(StepError::fatal)?;
+    let from = channel_start(state, standby, &source).await.map_err(StepError::fatal)?;
     let password =
         SealedSecrets::of(&primary).and_then(|s| s.replication(state, &primary.name)).map_err(|e| StepError::fatal(e.to_string()))?;
     let t = target(state, &standby.name, &applier.name).await?;
@@ -395,18 +477,52 @@ pub async fn start_channel(
         password: &password,
         ca_file: state.config.tls.then_some(ca.as_str()),
     };
-    t.op(ctx, HostOp::DbSql { id: t.id(), statements: atoll_engine::sql::start_channel(&src, &from) }).await?;
+    // First a causal read: the new applier has applied every transaction
+    // its cluster committed (the last applier's included) before it takes
+    // the next ones from the source.
+    let mut statements = atoll_engine::sql::causal_read();
+    statements.extend(atoll_engine::sql::start_channel(&src, &from));
+    let part = format!("start@{}:{}:{from}", applier.name, source.name);
+    crate::step_kit::agent_op_keyed(ctx, &t.host, &t.token, HostOp::DbSql { id: t.id(), statements }, Some(&part)).await?;
     Ok((source.name, applier.name.clone(), from.to_string()))
 }
 
-/// Where a new applier starts: per domain of other clusters, the further
-/// of what it has logged and where the seed copy was taken.
-fn channel_start(state: &AppState, standby: &ClusterRecord, applier: &DbServerRecord) -> Result<GtidPos, String> {
+/// What a server's agent reports about it now (MetaDB keeps reports whose
+/// routing-relevant part is unchanged only every few seconds, and binary
+/// log positions move with every commit); the stored report when the agent
+/// does not answer.
+pub async fn live_status(state: &AppState, s: &DbServerRecord) -> Option<DbServerStatus> {
+    let live = async {
+        let host = state.store.get_host(s.host_id).await.ok()??;
+        let token = crate::hostops::server_token(state, &host).ok()?;
+        let client = crate::hostops::client(&host, &token, Duration::from_secs(2)).ok()?;
+        let all: Vec<DbServerStatus> = client.get("/agent/v1/db").await.ok()?;
+        all.into_iter().find(|x| x.id.cluster == s.cluster && x.id.name == s.name)
+    };
+    match live.await {
+        Some(st) => Some(st),
+        None => server_state(state, s).1,
+    }
+}
+
+/// The binary log position a server reports now.
+async fn logged(state: &AppState, s: &DbServerRecord) -> Result<GtidPos, String> {
+    live_status(state, s).await.and_then(|st| st.replication).map(|r| r.gtid_binlog_pos).unwrap_or_default().parse()
+}
+
+/// Where a new applier starts: in each domain the source has logged, the
+/// furthest any standby node has logged (what the cluster committed:
+/// slave-applied transactions keep the primary's GTIDs and reach every
+/// node through Galera, some nodes later than others) or, before any, where
+/// the seed copy was taken.
+async fn channel_start(state: &AppState, standby: &ClusterRecord, source: &DbServerRecord) -> Result<GtidPos, String> {
     let r = standby.spec.replication.as_ref().ok_or_else(|| format!("cluster {} has no replication part", standby.name))?;
-    let seeded: GtidPos = r.seeded_at.as_deref().unwrap_or_default().parse()?;
-    let logged: GtidPos =
-        server_state(state, applier).1.and_then(|s| s.replication).map(|r| r.gtid_binlog_pos).unwrap_or_default().parse()?;
-    Ok(logged.replicated_from_others(r.domain).max(&seeded))
+    let mut from: GtidPos = r.seeded_at.as_deref().unwrap_or_default().parse()?;
+    let domains: Vec<u32> = logged(state, source).await?.domains().chain(from.domains()).collect();
+    for s in state.store.cluster_servers(&standby.name).await.map_err(|e| e.to_string())? {
+        from = from.max(&logged(state, &s).await?);
+    }
+    Ok(from.only(domains))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use atoll_api::v1::{ChannelView, ClusterView, ReplicationView, ServerView, ZoneView};
+use atoll_api::v1::{ClusterView, ReplicaChannelView, ReplicationView, ServerView, ZoneView};
 use atoll_core::time::now_ms;
 use atoll_core::{GtidPos, HostId};
 use atoll_store::{ClusterRecord, DbServerRecord, ProxyRecord, RoutingRecord};
@@ -44,24 +44,39 @@ async fn replication(state: &AppState, c: &ClusterRecord, servers: &[DbServerRec
         return Ok(Some(ReplicationView { role: "primary".into(), domain: r.domain, primary: None, standbys, channel: None }));
     };
     let primary_servers = state.store.cluster_servers(primary).await?;
-    let reported = |s: &DbServerRecord| server_state(state, s).1.and_then(|st| st.replication);
-    let channel = servers.iter().find_map(|s| Some((s, reported(s)?.channel?))).map(|(applier, ch)| {
+    // The channel as the applier reports it now, its lag against what its
+    // source has logged now (stored reports lag behind the binary logs).
+    // The node whose channel runs (a node that was the applier before a
+    // restart still lists its stopped channel), else one with an error.
+    let mut found = Vec::new();
+    for s in servers {
+        if let Some(rep) = super::standby::live_status(state, s).await.and_then(|st| st.replication)
+            && let Some(ch) = rep.channel.clone()
+        {
+            found.push((s, rep, ch));
+        }
+    }
+    found.sort_by_key(|(_, _, ch)| (!ch.running(), ch.last_error.is_none()));
+    let mut channel = None;
+    if let Some((s, rep, ch)) = found.into_iter().next() {
         let source = primary_servers.iter().find(|p| atoll_engine::config::host_port(&p.address, p.ports.sql) == ch.source);
-        // The furthest position any primary node has logged.
-        let theirs = primary_servers
-            .iter()
-            .filter_map(|p| reported(p)?.gtid_binlog_pos.parse::<GtidPos>().ok())
-            .fold(GtidPos::default(), |a, b| a.max(&b));
-        let ours = reported(applier).and_then(|x| x.gtid_binlog_pos.parse::<GtidPos>().ok()).unwrap_or_default();
-        ChannelView {
-            applier: applier.name.clone(),
+        let theirs = match source {
+            Some(p) => super::standby::live_status(state, p)
+                .await
+                .and_then(|x| x.replication)
+                .and_then(|r| r.gtid_binlog_pos.parse::<GtidPos>().ok()),
+            None => None,
+        };
+        let ours = rep.gtid_binlog_pos.parse::<GtidPos>().unwrap_or_default();
+        channel = Some(ReplicaChannelView {
+            applier: s.name.clone(),
             source: source.map_or_else(|| ch.source.clone(), |p| p.name.clone()),
             running: ch.running(),
             seconds_behind: ch.seconds_behind,
-            transactions_behind: (!theirs.is_empty()).then(|| ours.behind(&theirs.replicated_from_others(r.domain))),
+            transactions_behind: theirs.map(|t| ours.behind(&t.replicated_from_others(r.domain))),
             last_error: ch.last_error.clone(),
-        }
-    });
+        });
+    }
     Ok(Some(ReplicationView { role: "standby".into(), domain: r.domain, primary: Some(primary.clone()), standbys: Vec::new(), channel }))
 }
 

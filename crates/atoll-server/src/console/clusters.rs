@@ -333,11 +333,49 @@ pub(crate) struct Live {
     zones: Vec<ZoneCard>,
     proxies: Vec<ProxyLine>,
     tasks: Vec<TaskLine>,
+    /// Its part in a primary/standby pair.
+    replication: Option<ReplicationLine>,
     /// Index into `tasks` of the newest active task.
     running: Option<usize>,
     /// Index into `tasks` of the newest task, when it failed and waits for
     /// an operator (and nothing is running).
     failed: Option<usize>,
+}
+
+/// The pair as the cluster page shows it.
+pub(crate) struct ReplicationLine {
+    role: String,
+    domain: u32,
+    /// The other side: a standby's primary, a primary's standbys.
+    peers: Vec<String>,
+    /// A standby's channel: source → applier, lag, error.
+    channel: Option<ChannelLine>,
+}
+
+pub(crate) struct ChannelLine {
+    source: String,
+    applier: String,
+    running: bool,
+    seconds_behind: String,
+    transactions_behind: String,
+    last_error: String,
+}
+
+fn replication_line(r: &atoll_api::v1::ReplicationView) -> ReplicationLine {
+    let n = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    ReplicationLine {
+        role: r.role.clone(),
+        domain: r.domain,
+        peers: r.primary.iter().cloned().chain(r.standbys.iter().cloned()).collect(),
+        channel: r.channel.as_ref().map(|c| ChannelLine {
+            source: c.source.clone(),
+            applier: c.applier.clone(),
+            running: c.running,
+            seconds_behind: n(c.seconds_behind),
+            transactions_behind: n(c.transactions_behind),
+            last_error: c.last_error.clone().unwrap_or_default(),
+        }),
+    }
 }
 
 impl Live {
@@ -353,6 +391,7 @@ impl Live {
             zones: zone_cards(v, now),
             proxies: v.proxies.iter().map(proxy_line).collect(),
             tasks,
+            replication: v.replication.as_ref().map(replication_line),
             running,
             failed,
         }
@@ -722,6 +761,44 @@ mod tests {
 
         let empty = ClustersFragment { rows: Vec::new(), summary: ClusterSummary::default() }.render().expect("renders");
         assert!(empty.contains("atoll cluster create NAME --host z1=HOST --host z2=HOST --host z3=HOST"), "{empty}");
+    }
+
+    #[test]
+    fn a_standby_page_shows_its_primary_channel_and_lag() {
+        let mut v = view(Durability::Durable);
+        assert!(
+            !cluster_page(Chrome::for_caller(&caller(), "clusters"), &v, Vec::new(), NOW, Vec::new(), Charts::none())
+                .render()
+                .expect("renders")
+                .contains(r#"id="replication""#)
+        );
+        v.replication = Some(atoll_api::v1::ReplicationView {
+            role: "standby".into(),
+            domain: 4,
+            primary: Some("shop".into()),
+            standbys: Vec::new(),
+            channel: Some(atoll_api::v1::ReplicaChannelView {
+                applier: "orders-2".into(),
+                source: "shop-1".into(),
+                running: false,
+                seconds_behind: None,
+                transactions_behind: Some(17),
+                last_error: Some("Duplicate entry '5' <for key>".into()),
+            }),
+        });
+        let html = cluster_page(Chrome::for_caller(&caller(), "clusters"), &v, Vec::new(), NOW, Vec::new(), Charts::none())
+            .render()
+            .expect("renders");
+        assert!(html.contains(r#"<table class="kv" id="replication" data-role="standby">"#), "{html}");
+        assert!(html.contains("standby (read only) · domain 4") && html.contains(r#"<a href="/clusters/shop">shop</a>"#), "{html}");
+        assert!(
+            html.contains(
+                r#"<td class="repl-channel bad">stopped from <span class="mono">shop-1</span> on <span class="mono">orders-2</span>"#
+            ),
+            "{html}"
+        );
+        assert!(html.contains("- s · 17 transactions"), "{html}");
+        assert!(html.contains("&#60;for key&#62;") || html.contains("&lt;for key&gt;"), "{html}");
     }
 
     #[test]
