@@ -16,7 +16,7 @@ pub use cluster::{ClusterSpec, ClusterStatus, Durability, Ports, ProxySpec, Serv
 pub use db::{DbId, RecoveredPosition, WsrepStatus};
 pub use facts::{CpuFacts, EngineBuild, HostFacts, IssuedCert, Mount, Nic, NofileLimit, OsFacts, SYSTEM_BUILD, TlsFacts};
 pub use host::{DEFAULT_REGION, Host, HostId, HostStatus};
-pub use replication::{ChannelStatus, GtidPos, ReplicationSpec, ReplicationStatus};
+pub use replication::{GtidPos, ReplicaChannel, ReplicationSpec, ReplicationStatus};
 pub use role::Role;
 pub use task::{Phase, Progress, StepState, StepStatus, TaskStatus};
 

@@ -139,13 +139,13 @@ pub struct ReplicationStatus {
     pub gtid_binlog_pos: String,
     /// The channel this node applies, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<ChannelStatus>,
+    pub channel: Option<ReplicaChannel>,
 }
 
 /// One replica channel as `SHOW SLAVE STATUS` tells it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ChannelStatus {
+pub struct ReplicaChannel {
     /// `HOST:PORT` of the source node.
     pub source: String,
     /// `Yes`, `Connecting` or `No`.
@@ -159,7 +159,7 @@ pub struct ChannelStatus {
     pub last_error: Option<String>,
 }
 
-impl ChannelStatus {
+impl ReplicaChannel {
     /// Both threads run (the receiver may be reconnecting).
     pub fn running(&self) -> bool {
         self.sql_running && matches!(self.io_running.as_str(), "Yes" | "Connecting")

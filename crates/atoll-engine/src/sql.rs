@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use atoll_core::{ChannelStatus, GtidPos, ReplicationStatus, WsrepStatus};
+use atoll_core::{GtidPos, ReplicaChannel, ReplicationStatus, WsrepStatus};
 
 use crate::params;
 
@@ -70,7 +70,7 @@ pub fn replication_from_rows(vars: &HashMap<String, String>, slave: Option<&Hash
     let channel = slave.filter(|r| r.get("Master_Host").is_some_and(|h| !h.is_empty())).map(|r| {
         let get = |k: &str| r.get(k).cloned().unwrap_or_default();
         let error = [get("Last_SQL_Error"), get("Last_IO_Error")].into_iter().find(|e| !e.is_empty());
-        ChannelStatus {
+        ReplicaChannel {
             source: crate::config::host_port(&get("Master_Host"), get("Master_Port").parse().unwrap_or(0)),
             io_running: get("Slave_IO_Running"),
             sql_running: get("Slave_SQL_Running").eq_ignore_ascii_case("Yes"),

@@ -429,7 +429,7 @@ pub fn channel_task(standby: &str, why: &str) -> TaskSpec {
 pub fn channel_fault(state: &AppState, servers: &[DbServerRecord], primary: &[DbServerRecord]) -> Option<String> {
     // A channel that is configured but stopped without an error (a node
     // that restarted: channels never resume by themselves) applies nothing.
-    let appliers: Vec<(&DbServerRecord, ServerState, atoll_core::ChannelStatus)> = servers
+    let appliers: Vec<(&DbServerRecord, ServerState, atoll_core::ReplicaChannel)> = servers
         .iter()
         .filter_map(|s| {
             let (st, status) = server_state(state, s);
