@@ -38,6 +38,11 @@ pub(crate) async fn host_by_id(state: &AppState, id: HostId) -> Result<HostRecor
     }
 }
 
+/// A cluster a step acts on, read from MetaDB.
+pub(crate) async fn cluster_by_name(state: &AppState, name: &str) -> Result<atoll_store::ClusterRecord, StepError> {
+    state.store.get_cluster(name).await.map_err(store_err)?.ok_or_else(|| StepError::fatal(format!("cluster {name} no longer exists")))
+}
+
 /// Runs a journaled operation on a host's agent, keyed by the step.
 pub(crate) async fn agent_op(ctx: &StepContext, state: &AppState, h: &HostRecord, op: HostOp) -> Result<OpResult, StepError> {
     let token = hostops::server_token(state, h).map_err(|e| StepError::fatal(e.to_string()))?;

@@ -1,6 +1,6 @@
 //! Standby clusters (issue 13): a standby in another region is made from a
 //! hot copy of a primary node streamed between agents while the primary
-//! takes writes (and, first, a rolling restart that gives it a binary log), then follows it by GTID replication over TLS; it refuses
+//! takes writes, then follows it by GTID replication over TLS; it refuses
 //! application writes; its channel moves when the source node and then the
 //! applier node are killed; and once the writes stop its data equals the
 //! primary's (checksums per table, on every standby node).
@@ -25,7 +25,7 @@ fn url(cr: &ClusterCredentials, host: &str, port: u16) -> String {
 }
 
 /// Inserts rows through the primary's z1 proxy until `stop`, a new
-/// connection per row (the clients a rolling restart must not fail): the
+/// connection per row (what clients that connect per transaction see): the
 /// ids acknowledged, and the failures.
 async fn write_loop(cr: ClusterCredentials, stop: Arc<AtomicBool>, next: Arc<AtomicU64>) -> (Vec<u64>, Vec<String>) {
     let (mut acked, mut failed) = (Vec::new(), Vec::new());

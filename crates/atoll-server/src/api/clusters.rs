@@ -135,44 +135,57 @@ async fn create_cluster(
             return Err(e);
         }
     };
-    let secrets = SealedSecrets::generate(&state);
-    let now = now_ms();
     // A binary log under its own GTID domain from the first start, so a
     // standby can follow it later (see `standby`).
     let mut spec = placement.spec.clone();
     spec.replication = Some(atoll_core::ReplicationSpec { domain: standby::next_domain(&state).await?, source: None, seeded_at: None });
+    let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
+    let task = steps::create_task(&name, &servers, &placement.proxies);
+    let task = record_and_submit(&state, &caller.user, spec, &SealedSecrets::generate(&state), &servers, &placement.proxies, task).await?;
+    state
+        .audit_ok(
+            &caller,
+            "cluster.create",
+            &name,
+            json!({ "task": task.id, "durability": placement.spec.durability, "servers": servers.len() }),
+        )
+        .await;
+    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+}
+
+/// Records a new cluster with its servers and proxies, and submits the task
+/// that makes it; when the task cannot be submitted, nothing ran and the
+/// name is free again.
+async fn record_and_submit(
+    state: &AppState,
+    user: &str,
+    spec: ClusterSpec,
+    secrets: &SealedSecrets,
+    servers: &[DbServerRecord],
+    proxies: &[atoll_store::ProxyRecord],
+    task: atoll_tasks::TaskSpec,
+) -> ApiResult<atoll_store::TaskRecord> {
+    let now = now_ms();
     let record = ClusterRecord {
-        name: name.clone(),
+        name: spec.name.clone(),
         engine: atoll_engine::NAME.into(),
-        durability: placement.spec.durability,
+        durability: spec.durability,
         status: ClusterStatus::Creating,
         spec,
-        secrets: serde_json::to_value(&secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
-        created_by: caller.user.clone(),
+        secrets: serde_json::to_value(secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
+        created_by: user.to_string(),
         created_at_ms: now,
         updated_at_ms: now,
     };
-    let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
-    state.store.create_cluster(&record, &servers).await?;
-    let stored = state.store.put_proxies(&placement.proxies).await;
-    let submitted = match stored {
-        Ok(()) => {
-            state.executor.submit(steps::create_task(&name, &servers, &placement.proxies), &caller.user).await.map_err(ApiError::from)
-        }
+    state.store.create_cluster(&record, servers).await?;
+    let submitted = match state.store.put_proxies(proxies).await {
+        Ok(()) => state.executor.submit(task, user).await.map_err(ApiError::from),
         Err(e) => Err(e.into()),
     };
-    let task = match submitted {
-        Ok(t) => t,
-        Err(e) => {
-            // Nothing ran: take the reservation back so the name is free.
-            let _ = state.store.delete_cluster(&name).await;
-            return Err(e);
-        }
-    };
-    state
-        .audit_ok(&caller, "cluster.create", &name, json!({ "task": task.id, "durability": record.durability, "servers": servers.len() }))
-        .await;
-    Ok((StatusCode::ACCEPTED, Json(crate::api::tasks::task_view(task, Vec::new()))))
+    if submitted.is_err() {
+        let _ = state.store.delete_cluster(&record.name).await;
+    }
+    submitted
 }
 
 /// Validates a standby of `name` (the standby's own topology as for a
@@ -229,35 +242,9 @@ async fn create_standby(
         _ => return Err(refuse(ApiError::Invalid(problems)).await),
     };
     let secrets = standby::standby_secrets(&state, &primary)?;
-    let now = now_ms();
-    let record = ClusterRecord {
-        name: name.clone(),
-        engine: atoll_engine::NAME.into(),
-        durability: placement.spec.durability,
-        status: ClusterStatus::Creating,
-        spec: placement.spec.clone(),
-        secrets: serde_json::to_value(&secrets).map_err(|e| ApiError::Internal(e.to_string()))?,
-        created_by: caller.user.clone(),
-        created_at_ms: now,
-        updated_at_ms: now,
-    };
     let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
-    state.store.create_cluster(&record, &servers).await?;
-    let submitted = match state.store.put_proxies(&placement.proxies).await {
-        Ok(()) => state
-            .executor
-            .submit(standby::create_task(&name, &primary.name, &servers, &placement.proxies), &caller.user)
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e.into()),
-    };
-    let task = match submitted {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = state.store.delete_cluster(&name).await;
-            return Err(e);
-        }
-    };
+    let task = standby::create_task(&name, &primary.name, &servers, &placement.proxies);
+    let task = record_and_submit(&state, &caller.user, placement.spec.clone(), &secrets, &servers, &placement.proxies, task).await?;
     state
         .audit_ok(&caller, "cluster.create_standby", &name, json!({ "task": task.id, "primary": primary_name, "servers": servers.len() }))
         .await;

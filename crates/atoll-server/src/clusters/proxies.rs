@@ -113,12 +113,7 @@ impl StepHandler for Up {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let p = find(state, ctx).await?;
-        let c = state
-            .store
-            .get_cluster(&p.cluster)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| StepError::fatal(format!("cluster {} no longer exists", p.cluster)))?;
+        let c = crate::step_kit::cluster_by_name(state, &p.cluster).await?;
         let sealed = SealedSecrets::of(&c).map_err(|e| StepError::fatal(e.to_string()))?;
         let token = sealed.proxy_token(state, &c.name).map_err(|e| StepError::fatal(e.to_string()))?;
         let def = ProxyDef {

@@ -19,7 +19,7 @@ use super::steps::{self, ClusterStep, ServerStep, Target, target};
 use super::{builds, proxies};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::step_kit::{StateRef, store_err};
+use crate::step_kit::{StateRef, cluster_by_name, store_err};
 
 pub const ACCOUNT: &str = "standby.account";
 pub const SEED: &str = "standby.seed";
@@ -221,7 +221,7 @@ async fn primary_of(state: &AppState, standby: &ClusterRecord) -> Result<Cluster
         .as_ref()
         .and_then(|r| r.source.clone())
         .ok_or_else(|| StepError::fatal(format!("cluster {} is not a standby", standby.name)))?;
-    state.store.get_cluster(&name).await.map_err(store_err)?.ok_or_else(|| StepError::fatal(format!("primary {name} no longer exists")))
+    cluster_by_name(state, &name).await
 }
 
 /// The primary's servers that are Synced now, the writer last (it serves
@@ -251,12 +251,7 @@ impl StepHandler for Account {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let ClusterStep { cluster } = ctx.params()?;
-        let standby = state
-            .store
-            .get_cluster(&cluster)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
+        let standby = cluster_by_name(state, &cluster).await?;
         let primary = primary_of(state, &standby).await?;
         let node = synced_primary_nodes(state, &primary)
             .await?
@@ -345,12 +340,7 @@ impl StepHandler for Channel {
     async fn run(&self, ctx: &StepContext) -> Result<Value, StepError> {
         let state = self.0.get()?;
         let ClusterStep { cluster } = ctx.params()?;
-        let standby = state
-            .store
-            .get_cluster(&cluster)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
+        let standby = cluster_by_name(state, &cluster).await?;
         let servers = state.store.cluster_servers(&cluster).await.map_err(store_err)?;
         let reported = |s: &DbServerRecord| server_state(state, s);
         let synced = |s: &DbServerRecord| reported(s).0 == ServerState::Synced;

@@ -187,12 +187,7 @@ impl Target {
 
 /// A cluster's server, read from MetaDB.
 pub async fn target(state: &AppState, cluster: &str, server: &str) -> Result<Target, StepError> {
-    let c = state
-        .store
-        .get_cluster(cluster)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| StepError::fatal(format!("cluster {cluster} no longer exists")))?;
+    let c = crate::step_kit::cluster_by_name(state, cluster).await?;
     let all = state.store.cluster_servers(cluster).await.map_err(store_err)?;
     let found = all.iter().find(|s| s.name == server).cloned();
     let server = found.ok_or_else(|| StepError::fatal(format!("cluster {cluster} has no server {server:?}")))?;
