@@ -349,7 +349,9 @@ impl StepHandler for Channel {
         let applier = servers
             .iter()
             .find(|s| channel(s).is_some_and(|c| c.running()) && synced(s))
-            .or_else(|| servers.iter().find(|s| synced(s)))
+            // Else the synced node that restarted least (not the applier
+            // that just died and came back).
+            .or_else(|| servers.iter().filter(|s| synced(s)).min_by_key(|s| reported(s).1.map_or(0, |st| st.restarts)))
             .cloned()
             .ok_or_else(|| StepError::retryable(format!("no server of {cluster} is synced to apply the channel")))?;
         // Never two appliers: whoever else applies stops first (a node that
