@@ -123,12 +123,6 @@ impl GtidPos {
     pub fn behind(&self, source: &GtidPos) -> u64 {
         source.0.values().filter(|g| g.domain <= MAX_DOMAIN).map(|g| g.seq.saturating_sub(self.seq(g.domain))).sum()
     }
-
-    /// Transactions this position has in `domain` beyond `other`: errant
-    /// ones when `other` is the side that should be ahead.
-    pub fn ahead_in(&self, other: &GtidPos, domain: u32) -> u64 {
-        self.seq(domain).saturating_sub(other.seq(domain))
-    }
 }
 
 /// What a node reports about replication between clusters.
@@ -187,7 +181,6 @@ mod tests {
         assert_eq!(pos("7-7-100").behind(&pos("7-7-120,1000123-7-9")), 20);
         assert_eq!(pos("7-7-130").behind(&pos("7-7-120")), 0);
         assert_eq!(pos("7-7-100").max(&pos("7-7-90,8-8-1")).to_string(), "7-7-100,8-8-1");
-        assert_eq!(pos("7-7-125").ahead_in(&pos("7-7-120"), 7), 5);
         assert_eq!(pos("7-7-125,8-8-1").only([7, 9]).to_string(), "7-7-125");
     }
 }

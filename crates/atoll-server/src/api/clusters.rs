@@ -215,12 +215,11 @@ async fn create_standby(
             .await;
         e
     };
-    let (primary, _) = match load(&state, &primary_name).await {
+    let (primary, servers_of_primary) = match load(&state, &primary_name).await {
         Ok(p) => p,
         Err(e) => return Err(refuse(e).await),
     };
-    let (primary, servers_of_primary) = (primary, state.store.cluster_servers(&primary_name).await?);
-    let mut problems = standby::pair_problems(&state, &primary, &request).await?;
+    let mut problems = standby::pair_problems(&state, &primary, &servers_of_primary, &request).await?;
     if let Err(e) = ensure_idle(&state, &primary_name).await {
         problems.push(e.to_string());
     }
@@ -241,7 +240,7 @@ async fn create_standby(
         Some(p) if problems.is_empty() => p,
         _ => return Err(refuse(ApiError::Invalid(problems)).await),
     };
-    let secrets = standby::standby_secrets(&state, &primary)?;
+    let secrets = SealedSecrets::of(&primary)?.for_standby(&state);
     let servers: Vec<_> = placement.servers.iter().map(|(s, _)| s.clone()).collect();
     let task = standby::create_task(&name, &primary.name, &servers, &placement.proxies);
     let task = record_and_submit(&state, &caller.user, placement.spec.clone(), &secrets, &servers, &placement.proxies, task).await?;

@@ -56,7 +56,12 @@ fn version_on(spec: &ClusterSpec, host: &atoll_store::HostRecord) -> Option<Stri
 /// What makes a pair impossible, all at once: the primary's role and
 /// binary log, engine versions, parameters a replica needs (the region is
 /// checked once the hosts have given the standby one).
-pub async fn pair_problems(state: &AppState, primary: &ClusterRecord, standby: &ClusterSpec) -> ApiResult<Vec<String>> {
+pub async fn pair_problems(
+    state: &AppState,
+    primary: &ClusterRecord,
+    primary_servers: &[DbServerRecord],
+    standby: &ClusterSpec,
+) -> ApiResult<Vec<String>> {
     let mut p = Vec::new();
     let name = &primary.name;
     match &primary.spec.replication {
@@ -69,11 +74,10 @@ pub async fn pair_problems(state: &AppState, primary: &ClusterRecord, standby: &
         )),
         Some(_) => {}
     }
-    if primary.status != atoll_core::ClusterStatus::Healthy && primary.status != atoll_core::ClusterStatus::Creating {
-        p.push(format!("cluster {name} is {}: a standby is made from a healthy primary", primary.status));
-    }
-    if primary.status == atoll_core::ClusterStatus::Creating {
-        p.push(format!("cluster {name} is still being created: wait for its task"));
+    match primary.status {
+        atoll_core::ClusterStatus::Healthy => {}
+        atoll_core::ClusterStatus::Creating => p.push(format!("cluster {name} is still being created: wait for its task")),
+        other => p.push(format!("cluster {name} is {other}: a standby is made from a healthy primary")),
     }
     if standby.replication.is_some() {
         p.push("replication is set by the platform: leave it out of the request".into());
@@ -97,36 +101,37 @@ pub async fn pair_problems(state: &AppState, primary: &ClusterRecord, standby: &
             packet(&primary.spec)
         ));
     }
-    // Same major version both ways: a switchover turns the pair round.
-    let hosts = state.store.list_hosts().await?;
-    let versions = |spec: &ClusterSpec, servers: Vec<String>| {
-        servers
-            .iter()
-            .filter_map(|h| hosts.iter().find(|r| r.host.id.to_string() == *h || r.host.name == *h || r.host.address == *h))
-            .filter_map(|h| version_on(spec, h).map(|v| (h.host.name.clone(), v)))
-            .collect::<Vec<_>>()
-    };
+    // The standby's hosts as the create rules resolve them (unknown ones
+    // are named there).
+    let mut standby_hosts = Vec::new();
+    for s in &standby.servers {
+        standby_hosts.extend(state.store.find_host(&s.host).await?);
+    }
     // The standby's region: asked for, or its hosts' (when they share one;
     // hosts of several regions are refused by the create rules).
-    let host_of = |h: &String| hosts.iter().find(|r| r.host.id.to_string() == *h || r.host.name == *h || r.host.address == *h);
-    let regions: std::collections::BTreeSet<String> =
-        standby.servers.iter().filter_map(|s| host_of(&s.host)).map(|h| h.host.region_name().to_string()).collect();
-    let region = standby.region.clone().or_else(|| (regions.len() == 1).then(|| regions.iter().next().cloned()).flatten());
-    let primary_region = primary.spec.region.clone().unwrap_or_else(|| atoll_core::DEFAULT_REGION.into());
-    if region.as_ref() == Some(&primary_region) {
+    let regions: std::collections::BTreeSet<&str> = standby_hosts.iter().map(|h| h.host.region_name()).collect();
+    let region = standby.region.as_deref().or_else(|| (regions.len() == 1).then(|| regions.first().copied()).flatten());
+    let primary_region = primary.spec.region.as_deref().unwrap_or(atoll_core::DEFAULT_REGION);
+    if region == Some(primary_region) {
         p.push(format!(
             "standby {} would be in region {primary_region} like its primary {name}: losing that region would take both; put it on hosts of another region",
             standby.name
         ));
     }
-    let primary_hosts: Vec<String> = state.store.cluster_servers(name).await?.iter().map(|s| s.host_id.to_string()).collect();
-    let theirs = versions(&primary.spec, primary_hosts);
-    let ours = versions(standby, standby.servers.iter().map(|s| s.host.clone()).collect());
-    if let Some((_, pv)) = theirs.first() {
-        for (host, v) in &ours {
-            if major_minor(v) != major_minor(pv) {
+    // Same major version both ways: a switchover turns the pair round.
+    let mut theirs = None;
+    for s in primary_servers {
+        if let Some(v) = state.store.get_host(s.host_id).await?.and_then(|h| version_on(&primary.spec, &h)) {
+            theirs = Some(v);
+            break;
+        }
+    }
+    if let Some(pv) = theirs {
+        for h in &standby_hosts {
+            if let Some(v) = version_on(standby, h).filter(|v| major_minor(v) != major_minor(&pv)) {
                 p.push(format!(
-                    "host {host} runs MariaDB {v} but primary {name} runs {pv}: a standby runs the same major version (a switchover reverses the replication)"
+                    "host {} runs MariaDB {v} but primary {name} runs {pv}: a standby runs the same major version (a switchover reverses the replication)",
+                    h.host.name
                 ));
             }
         }
@@ -146,11 +151,6 @@ pub fn standby_spec(primary: &ClusterRecord, mut spec: ClusterSpec, domain: u32)
     spec.durability = primary.spec.durability;
     spec.replication = Some(ReplicationSpec { domain, source: Some(primary.name.clone()), seeded_at: None });
     spec
-}
-
-/// The standby's secrets: its primary's accounts, its own proxy token.
-pub fn standby_secrets(state: &AppState, primary: &ClusterRecord) -> ApiResult<SealedSecrets> {
-    Ok(SealedSecrets::of(primary)?.for_standby(state))
 }
 
 /// Makes the standby: its servers defined, the replication account made
@@ -224,6 +224,11 @@ async fn primary_of(state: &AppState, standby: &ClusterRecord) -> Result<Cluster
     cluster_by_name(state, &name).await
 }
 
+/// The pair's replication password, from the primary's secrets.
+fn replication_password(state: &AppState, primary: &ClusterRecord) -> Result<String, StepError> {
+    SealedSecrets::of(primary).and_then(|s| s.replication(state, &primary.name)).map_err(|e| StepError::fatal(e.to_string()))
+}
+
 /// The primary's servers that are Synced now, the writer last (it serves
 /// the applications; a copy or a channel loads another node first).
 async fn synced_primary_nodes(state: &AppState, primary: &ClusterRecord) -> Result<Vec<DbServerRecord>, StepError> {
@@ -258,8 +263,7 @@ impl StepHandler for Account {
             .into_iter()
             .next()
             .ok_or_else(|| StepError::retryable(format!("no node of {} is synced", primary.name)))?;
-        let password =
-            SealedSecrets::of(&primary).and_then(|s| s.replication(state, &primary.name)).map_err(|e| StepError::fatal(e.to_string()))?;
+        let password = replication_password(state, &primary)?;
         let mut statements = atoll_engine::sql::replication_account(REPLICATION_USER, &password, state.config.tls);
         statements.push(atoll_engine::sql::admin_obeys_read_only(super::secrets::ADMIN_USER));
         let t = target(state, &primary.name, &node.name).await?;
@@ -458,8 +462,7 @@ pub async fn start_channel(
         .next()
         .ok_or_else(|| StepError::retryable(format!("no node of {} is synced to replicate from", primary.name)))?;
     let from = channel_start(state, standby, &source).await.map_err(StepError::fatal)?;
-    let password =
-        SealedSecrets::of(&primary).and_then(|s| s.replication(state, &primary.name)).map_err(|e| StepError::fatal(e.to_string()))?;
+    let password = replication_password(state, &primary)?;
     let t = target(state, &standby.name, &applier.name).await?;
     let ca = format!("{}/{}", t.server.dir.trim_end_matches('/'), atoll_engine::config::TLS_FILES[0]);
     let src = atoll_engine::sql::ChannelSource {
